@@ -1,0 +1,132 @@
+"""The serving contract: model names, tensor names, shapes, dtypes, limits and error messages.
+
+This module is the single place where the pipeline's interface is defined. The client, the
+preprocessing maths, the repository tools and the tests import it; the ``config.pbtxt`` files of
+``model_repository/`` are checked against it by ``tests/contract``.
+
+Every model has ``max_batch_size: 32``: the frames of one request are Triton's batch dimension,
+so a request of B frames carries tensors of shape ``[B, *dims]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+# --- frame geometry (the reference service's constants) -------------------------------------
+SAMPLE_RATE = 16_000  # Hz
+FPS = 25  # video frames per second
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples = 40 ms of audio per frame
+FACE_SIZE = 320  # generator crops are FACE_SIZE x FACE_SIZE
+VISUAL_CHANNELS = 6  # 0-2 face crop, 3-5 masked crop (ROI), BGR in [0, 1]
+OUTPUT_WIDTH, OUTPUT_HEIGHT = 1920, 1080
+JPEG_QUALITY = 95
+JPEG_SUBSAMPLING = "420"
+MAX_BATCH_SIZE = 32
+MIN_BATCH_SIZE = 1
+
+# --- mel front end (request-flow reference) -------------------------------------------------
+N_MELS = 80
+MEL_WINDOW_COLUMNS = 16  # mel columns per video frame window
+MEL_COLUMNS_PER_SECOND = 100  # hop 160 at 16 kHz
+AUDIO_FEATURE_SHAPE = (32, 16, 16)
+
+# --- model names -----------------------------------------------------------------------------
+DEFAULT_MODEL_ID = "demo"  # the ensemble of the default avatar; one ensemble per model id
+AUDIO_FEATURES_MODEL = "audio_features"
+AUDIO_ENCODER_MODEL = "audio_encoder"
+GENERATOR_MODEL = "synctalk"
+FRAME_RESIZE_MODEL = "frame_resize"
+JPEG_ENCODER_MODEL = "jpeg_encoder"
+COMPOSING_MODELS = (
+    AUDIO_FEATURES_MODEL,
+    AUDIO_ENCODER_MODEL,
+    GENERATOR_MODEL,
+    FRAME_RESIZE_MODEL,
+    JPEG_ENCODER_MODEL,
+)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor as Triton sees it: name, dtype (Triton's name) and dims without the batch."""
+
+    name: str
+    dtype: str
+    dims: Tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> str:
+        return {"FP32": "float32", "UINT8": "uint8", "BYTES": "object"}[self.dtype]
+
+
+# --- ensemble tensors (what a caller sends and receives) ------------------------------------
+VISUAL = Tensor("VISUAL", "FP32", (VISUAL_CHANNELS, FACE_SIZE, FACE_SIZE))
+AUDIO = Tensor("AUDIO", "FP32", (SAMPLES_PER_FRAME,))
+JPEG = Tensor("JPEG", "BYTES", (1,))
+
+# --- intermediate tensors (ensemble-internal names) ------------------------------------------
+MEL_WINDOWS = Tensor("MEL_WINDOWS", "FP32", (1, N_MELS, MEL_WINDOW_COLUMNS))
+AUDIO_FEATURES = Tensor("AUDIO_FEATURES", "FP32", AUDIO_FEATURE_SHAPE)
+GENERATED_FACE = Tensor("GENERATED_FACE", "FP32", (3, FACE_SIZE, FACE_SIZE))
+FRAMES_RGB = Tensor("FRAMES_RGB", "UINT8", (OUTPUT_HEIGHT, OUTPUT_WIDTH, 3))
+
+# --- the generator's own tensor names: those of SyncTalk_2D ONNX exports, kept so a user's
+# exported model drops in unchanged; the ensemble maps them to the names above.
+GENERATOR_VISUAL = Tensor("input", "FP32", VISUAL.dims)
+GENERATOR_AUDIO = Tensor("audio", "FP32", AUDIO_FEATURES.dims)
+GENERATOR_OUTPUT = Tensor("output", "FP32", GENERATED_FACE.dims)
+
+# Each step: model -> ({model tensor: ensemble tensor} for inputs, same for outputs).
+# The ensemble's wiring, in pipeline order.
+MODEL_INPUTS = {
+    AUDIO_FEATURES_MODEL: (AUDIO,),
+    AUDIO_ENCODER_MODEL: (MEL_WINDOWS,),
+    GENERATOR_MODEL: (GENERATOR_VISUAL, GENERATOR_AUDIO),
+    FRAME_RESIZE_MODEL: (GENERATED_FACE,),
+    JPEG_ENCODER_MODEL: (FRAMES_RGB,),
+}
+MODEL_OUTPUTS = {
+    AUDIO_FEATURES_MODEL: (MEL_WINDOWS,),
+    AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
+    GENERATOR_MODEL: (GENERATOR_OUTPUT,),
+    FRAME_RESIZE_MODEL: (FRAMES_RGB,),
+    JPEG_ENCODER_MODEL: (JPEG,),
+}
+ENSEMBLE_STEPS = (
+    (AUDIO_FEATURES_MODEL, {AUDIO.name: AUDIO.name}, {MEL_WINDOWS.name: MEL_WINDOWS.name}),
+    (AUDIO_ENCODER_MODEL, {MEL_WINDOWS.name: MEL_WINDOWS.name}, {AUDIO_FEATURES.name: AUDIO_FEATURES.name}),
+    (
+        GENERATOR_MODEL,
+        {GENERATOR_VISUAL.name: VISUAL.name, GENERATOR_AUDIO.name: AUDIO_FEATURES.name},
+        {GENERATOR_OUTPUT.name: GENERATED_FACE.name},
+    ),
+    (FRAME_RESIZE_MODEL, {GENERATED_FACE.name: GENERATED_FACE.name}, {FRAMES_RGB.name: FRAMES_RGB.name}),
+    (JPEG_ENCODER_MODEL, {FRAMES_RGB.name: FRAMES_RGB.name}, {JPEG.name: JPEG.name}),
+)
+ENSEMBLE_INPUTS = (VISUAL, AUDIO)
+ENSEMBLE_OUTPUTS = (JPEG,)
+
+# Stages reported in a CompositeBatchResponse, by composing model.
+STAGE_MODELS = {
+    "audio_processing_ms": (AUDIO_FEATURES_MODEL, AUDIO_ENCODER_MODEL),
+    "inference_time_ms": (GENERATOR_MODEL,),
+    "composite_time_ms": (FRAME_RESIZE_MODEL, JPEG_ENCODER_MODEL),
+}
+
+# --- byte sizes of the reference request layout ----------------------------------------------
+FLOAT32_BYTES = 4
+CROP_BYTES = 3 * FACE_SIZE * FACE_SIZE * FLOAT32_BYTES  # one 3-channel crop
+VISUAL_FRAME_BYTES = 2 * CROP_BYTES  # crop + ROI = 1,228,800 bytes
+AUDIO_FRAME_BYTES = SAMPLES_PER_FRAME * FLOAT32_BYTES  # 2,560 bytes
+
+# --- error messages (the reference's, verbatim) and their categories --------------------------
+MSG_MODEL_ID_EMPTY = "modelId cannot be empty"
+MSG_MODEL_NOT_FOUND = "model not found: {model_id}"
+MSG_VISUAL_SIZE = "visual frames size mismatch: got {got}, expected {expected}"
+MSG_AUDIO_EMPTY = "audio cannot be empty"
+MSG_AUDIO_SIZE = "audio size mismatch"
+
+CATEGORY_VALIDATION = "validation"
+CATEGORY_MODEL = "model"
+CATEGORY_PROCESSING = "processing"
+HTTP_STATUS = {CATEGORY_VALIDATION: 400, CATEGORY_MODEL: 404, CATEGORY_PROCESSING: 500}

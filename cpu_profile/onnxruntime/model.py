@@ -1,0 +1,47 @@
+"""CPU-profile stand-in for Triton's ONNX Runtime backend: runs 1/model.onnx with onnxruntime.
+
+Input and output names are those of the model's config, which are the ONNX graph's own names
+(as with the ONNX Runtime backend). All requests of one ``execute`` call (what Triton's dynamic
+batcher gathered) run as one session call and are split back per request.
+Parameters: ``intra_op_threads`` (0 = onnxruntime's default).
+"""
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from synctalk_preprocessing import model_config
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = model_config.load(args["model_config"])
+        params = model_config.string_parameters(config)
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.inputs = config["input"]
+        self.output_names = model_config.tensor_names(config, "output")
+        session_inputs = {i.name for i in self.session.get_inputs()}
+        missing = [i["name"] for i in self.inputs if i["name"] not in session_inputs]
+        if missing:
+            raise ValueError(f"{args['model_name']}: model.onnx has no input(s) {missing}; it has {sorted(session_inputs)}")
+        # warm-up at load: the first user request must not pay allocation and kernel selection
+        self.session.run(self.output_names, {i["name"]: np.zeros([1] + [int(d) for d in i["dims"]], np.float32) for i in self.inputs})
+
+    def execute(self, requests):
+        feeds, sizes = {}, []
+        for name in (i["name"] for i in self.inputs):
+            arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+            feeds[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+            sizes = [a.shape[0] for a in arrays]
+        outputs = self.session.run(self.output_names, feeds)
+        responses, start = [], 0
+        for size in sizes:
+            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size])) for n, o in zip(self.output_names, outputs)]
+            responses.append(pb_utils.InferenceResponse(tensors))
+            start += size
+        return responses

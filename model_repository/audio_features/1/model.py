@@ -1,0 +1,41 @@
+"""audio_features: AUDIO [B,640] -> MEL_WINDOWS [B,1,80,16] (Python backend).
+
+One request's B x 640 samples form one contiguous clip; its log-mel is computed once and frame
+i's window is mel columns [4i-8, 4i+8). The maths lives in synctalk_preprocessing.audio; the mel
+parameters come from this model's config parameters. Warmed up at load, so no request pays for
+first-call initialisation.
+"""
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from synctalk_preprocessing import model_config
+from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = model_config.load(args["model_config"])
+        self.input_name = model_config.tensor_names(config, "input")[0]
+        self.output_name = model_config.tensor_names(config, "output")[0]
+        self.front_end = MelFrontEnd(MelConfig.from_parameters(model_config.string_parameters(config)))
+        samples = config["input"][0]["dims"][-1]
+        self.front_end.windows_for_audio(np.zeros((8, int(samples)), np.float32))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            audio = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+            if not np.isfinite(audio).all():
+                bad = int(np.count_nonzero(~np.isfinite(audio)))
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(
+                            f"{self.input_name}: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio",
+                            pb_utils.TritonError.INVALID_ARG,
+                        )
+                    )
+                )
+                continue
+            windows = self.front_end.windows_for_audio(audio)[:, None]  # [B,1,80,16]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, windows)]))
+        return responses

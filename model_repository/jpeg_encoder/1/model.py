@@ -1,0 +1,56 @@
+"""jpeg_encoder: FRAMES_RGB [B,1080,1920,3] uint8 -> JPEG [B,1] bytes (Python backend).
+
+``encoder`` parameter: ``nvimgcodec`` (production: nvImageCodec on the GPU, frames taken as GPU
+tensors through DLPack, no host round trip) or ``cpu`` (libjpeg-turbo through simplejpeg, the CPU
+profile). Quality and chroma subsampling come from the config parameters.
+"""
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from synctalk_preprocessing import model_config
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = model_config.load(args["model_config"])
+        params = model_config.string_parameters(config)
+        self.input_name = model_config.tensor_names(config, "input")[0]
+        self.output_name = model_config.tensor_names(config, "output")[0]
+        quality = int(params.get("quality", "95"))
+        subsampling = params.get("chroma_subsampling", "420")
+        self.backend = params.get("encoder", "cpu")
+        if self.backend == "nvimgcodec":
+            from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
+
+            device_id = int(args.get("model_instance_device_id", 0))
+            self.encoder = NvImageCodecEncoder(quality=quality, device_id=device_id)
+        elif self.backend == "cpu":
+            from synctalk_preprocessing.compositing import CpuJpegEncoder
+
+            self.encoder = CpuJpegEncoder(quality=quality, subsampling=subsampling, threads=int(params.get("threads", "2")))
+        else:
+            raise ValueError(f"jpeg_encoder: unknown encoder '{self.backend}', expected 'nvimgcodec' or 'cpu'")
+        dims = [int(d) for d in config["input"][0]["dims"]]
+        self.encoder.encode([np.zeros(dims, np.uint8)])  # warm-up: codec initialisation at load
+
+    def _frames(self, tensor):
+        if tensor.is_cpu():
+            return list(tensor.as_numpy())
+        import cupy  # GPU tensors: zero-copy through DLPack, one view per frame
+
+        return list(cupy.from_dlpack(tensor.to_dlpack()))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            frames = self._frames(pb_utils.get_input_tensor_by_name(request, self.input_name))
+            encoded = self.encoder.encode(frames)
+            out = np.empty((len(encoded), 1), dtype=np.object_)
+            out[:, 0] = encoded
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)]))
+        return responses
+
+    def finalize(self):
+        close = getattr(self.encoder, "close", None)
+        if close:
+            close()

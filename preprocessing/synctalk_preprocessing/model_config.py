@@ -1,0 +1,19 @@
+"""Helpers for Python-backend models reading their own Triton model configuration."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Mapping, Union
+
+
+def load(model_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+    return json.loads(model_config) if isinstance(model_config, str) else dict(model_config)
+
+
+def string_parameters(config: Mapping[str, Any]) -> Dict[str, str]:
+    """``parameters { key: ... value: { string_value: ... } }`` -> {key: value}."""
+    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+
+
+def tensor_names(config: Mapping[str, Any], kind: str) -> list:
+    """Names of the model's ``input`` or ``output`` tensors, in config order."""
+    return [t["name"] for t in config.get(kind, [])]

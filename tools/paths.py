@@ -1,0 +1,9 @@
+"""Project paths shared by the tools and the tests."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = ROOT / "model_repository"
+CPU_PROFILE = ROOT / "cpu_profile"
+BUILD = ROOT / "build"
+MODELS = BUILD / "models"  # tools/build_models.py writes <variant>/<model>.onnx here
+RENDERED = BUILD / "repository"  # tools/render_repository.py writes <profile>-<variant>/ here

@@ -1,0 +1,135 @@
+"""Render a servable Triton model repository for a profile from ``model_repository/``.
+
+``model_repository/`` holds the production configs (GPU profile: ONNX Runtime backend with the
+TensorRT EP, DALI backend, GPU instance groups). This tool copies it with the ONNX models built by
+``tools/build_models.py`` (or your own) and, for ``--profile cpu``, derives the CPU profile: same
+model names, same tensors, same ensemble, with the ONNX Runtime and DALI models replaced by the
+Python-backend implementations in ``cpu_profile/`` (see its README).
+
+    python -m tools.render_repository --profile cpu --variant tiny
+    python -m tools.render_repository --profile gpu --generator my_trained_synctalk.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, Optional
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from synctalk_client import contract
+from tools import paths
+
+PROFILES = ("cpu", "gpu")
+SOURCE_ENSEMBLE = contract.DEFAULT_MODEL_ID  # the ensemble's folder in model_repository/
+# CPU-profile instance counts: one instance each on a 2-core machine; onnxruntime and the JPEG
+# encoder use both cores inside one instance.
+CPU_PARAMETERS: Dict[str, Dict[str, str]] = {
+    contract.JPEG_ENCODER_MODEL: {"encoder": "cpu", "threads": "2"},
+    contract.AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
+    contract.GENERATOR_MODEL: {"intra_op_threads": "0"},
+}
+GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def write_config(config: mc.ModelConfig, path: Path, header: str) -> None:
+    path.write_text(f"# {header}\n" + text_format.MessageToString(config, as_utf8=True))
+
+
+def _to_cpu(config: mc.ModelConfig) -> None:
+    for group in config.instance_group:
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        group.count = 1
+        del group.gpus[:]
+    for key in GPU_ONLY_PARAMETERS:
+        if key in config.parameters:
+            del config.parameters[key]
+    for key, value in CPU_PARAMETERS.get(config.name, {}).items():
+        config.parameters[key].string_value = value
+
+
+def onnx_sources(models_dir: Path, generator: Optional[Path], audio_encoder: Optional[Path]) -> Dict[str, Path]:
+    sources = {
+        contract.GENERATOR_MODEL: generator or models_dir / f"{contract.GENERATOR_MODEL}.onnx",
+        contract.AUDIO_ENCODER_MODEL: audio_encoder or models_dir / f"{contract.AUDIO_ENCODER_MODEL}.onnx",
+    }
+    for name, path in sources.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{name}: ONNX model {path} not found (run `make models`, or pass your own)")
+    return sources
+
+
+def render(
+    profile: str,
+    out: Path,
+    models_dir: Path,
+    model_id: str = contract.DEFAULT_MODEL_ID,
+    generator: Optional[Path] = None,
+    audio_encoder: Optional[Path] = None,
+    source: Path = paths.MODEL_REPOSITORY,
+) -> Path:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    onnx_files = onnx_sources(models_dir, generator, audio_encoder)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
+        config = read_config(model_dir / "config.pbtxt")
+        name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
+        config.name = name
+        target = out / name
+        version = target / "1"
+        version.mkdir(parents=True)
+        header = f"Rendered by tools/render_repository.py (profile {profile}) from model_repository/{model_dir.name}"
+        if config.platform == "ensemble":
+            pass
+        elif config.backend == "onnxruntime":
+            shutil.copyfile(onnx_files[config.name], version / "model.onnx")
+            if profile == "cpu":
+                config.backend = "python"
+                config.ClearField("optimization")
+                config.ClearField("model_warmup")  # the CPU runner warms up in initialize()
+                shutil.copyfile(paths.CPU_PROFILE / "onnxruntime" / "model.py", version / "model.py")
+        elif config.backend == "dali":
+            if profile == "cpu":
+                config.backend = "python"
+                shutil.copyfile(paths.CPU_PROFILE / config.name / "model.py", version / "model.py")
+            else:
+                shutil.copyfile(model_dir / "1" / "dali.py", version / "dali.py")
+        elif config.backend == "python":
+            shutil.copyfile(model_dir / "1" / "model.py", version / "model.py")
+        else:
+            raise ValueError(f"{model_dir.name}: unsupported backend {config.backend!r}")
+        if profile == "cpu":
+            _to_cpu(config)
+        write_config(config, target / "config.pbtxt", header)
+    manifest = {"profile": profile, "model_id": model_id, "onnx": {k: str(v) for k, v in onnx_files.items()}}
+    (out / "repository.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=PROFILES, default="cpu")
+    parser.add_argument("--variant", default="full", help="stand-in model variant under build/models (full or tiny)")
+    parser.add_argument("--models-dir", type=Path, help="folder with synctalk.onnx and audio_encoder.onnx")
+    parser.add_argument("--generator", type=Path, help="your trained SyncTalk_2D generator (.onnx: input, audio -> output)")
+    parser.add_argument("--audio-encoder", type=Path, help="your audio encoder (.onnx: MEL_WINDOWS -> AUDIO_FEATURES)")
+    parser.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID, help="ensemble name = the client's model_id")
+    parser.add_argument("--out", type=Path, help="default: build/repository/<profile>")
+    args = parser.parse_args(argv)
+    out = args.out or paths.RENDERED / args.profile
+    render(args.profile, out, args.models_dir or paths.MODELS / args.variant, args.model_id, args.generator, args.audio_encoder)
+    print(f"rendered the {args.profile} profile into {out}")
+
+
+if __name__ == "__main__":
+    main()

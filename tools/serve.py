@@ -1,0 +1,203 @@
+"""Run the real ``tritonserver`` (bundled in the ``nvidia-pytriton`` wheel) on a rendered repository.
+
+    python -m tools.serve --repository build/repository/cpu
+
+Binds 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002. Ready when ``/v2/health/ready`` says
+so; Ctrl-C or SIGTERM stops it cleanly. ``TritonServer`` is the same launcher as a context
+manager, used by the tests and the demo.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from tools import paths
+
+SHM_BYTES = 64 * 1024 * 1024  # Python-backend shared memory per model instance: start and growth step
+
+
+def pytriton_root() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent
+
+
+def backend_directory(target: Path = paths.BUILD / "triton-backends") -> Path:
+    """A backend directory with the Python backend and the stub for this interpreter's version."""
+    source = pytriton_root() / "tritonserver"
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise RuntimeError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    for src in (source / "backends" / "python" / "libtriton_python.so", source / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        dst = python_dir / src.name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, dst)
+    return target
+
+
+def server_environment() -> dict:
+    """LD_LIBRARY_PATH: the interpreter's libpython first (server and stub must agree), then the
+    wheel's bundled libraries. PATH: this venv's bin first, so the stub's python3 sees our packages."""
+    env = dict(os.environ)
+    libs = [sysconfig.get_config_var("LIBDIR") or os.path.join(sys.base_prefix, "lib"), str(pytriton_root().parent / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    return env
+
+
+class TritonServer:
+    """A tritonserver process on loopback, started and stopped by this object."""
+
+    def __init__(
+        self,
+        repository: Path,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        host: str = "127.0.0.1",
+        model_control_mode: str = "none",
+        log_path: Optional[Path] = None,
+        extra_args: Sequence[str] = (),
+    ):
+        self.repository = Path(repository).resolve()
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.model_control_mode = model_control_mode
+        self.log_path = log_path
+        self.extra_args = list(extra_args)
+        self.process: Optional[subprocess.Popen] = None
+        self._log_file = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def command(self) -> List[str]:
+        binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_directory()}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--backend-config=python,shm-default-byte-size={SHM_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_BYTES}",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            *self.extra_args,
+        ]
+
+    def start(self) -> "TritonServer":
+        if not self.repository.is_dir():
+            raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
+        out = None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "wb")
+            out = self._log_file
+        self.process = subprocess.Popen(self.command(), env=server_environment(), stdout=out, stderr=subprocess.STDOUT if out else None)
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 180.0) -> "TritonServer":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode} before it was ready{self._log_hint()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.25)
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-40:]
+        return f"; log {self.log_path}:\n" + "\n".join(tail)
+
+    def stop(self, timeout: float = 30.0) -> Optional[int]:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # tritonserver unloads its models and exits
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log_file:
+            self._log_file.close()
+        return self.process.returncode
+
+    def __enter__(self) -> "TritonServer":
+        try:
+            return self.start().wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none")
+    args = parser.parse_args(argv)
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, model_control_mode=args.model_control_mode)
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    announced = False
+    while not stopping and server.process.poll() is None:
+        if not announced and server.is_ready():
+            print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
+            announced = True
+        time.sleep(0.25)
+    if server.process.poll() is not None:
+        return server.process.returncode or 1
+    return server.stop() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
