@@ -8,7 +8,8 @@ Deterministic random weights, real architectures (see ``../shared/reference/sync
   to 10x10; the "ave" audio branch maps [32,16,16] to [512,10,10]; bottleneck fusion
   1024 -> 512 -> 256 with depthwise-separable blocks; five bilinear x2 up stages with skip
   concatenation; 1x1 convolution to 3 channels and a sigmoid. Batch-norms are folded into the
-  convolutions, as in an exported inference graph.
+  convolutions, as in an exported inference graph. Stand-in only: the output is 75 % the input
+  face crop and 25 % the network's sigmoid, so that frames made with random weights show a face.
 - ``audio_encoder.onnx``: ``MEL_WINDOWS`` [B,1,80,16] -> ``AUDIO_FEATURES`` [B,32,16,16]: a
   wav2lip-style convolution stack to a 512-vector, then a linear map to 8192 values reshaped to
   [32,16,16].
@@ -38,6 +39,7 @@ VARIANTS: Dict[str, Dict] = {
     "tiny": dict(stem=4, down=(4, 8, 16, 32, 64), audio=(8, 8, 16, 32, 64), up=(32, 16, 8, 4, 4),
                  enc=(4, 8, 16, 32, 64), seed=7),
 }
+STAND_IN_CROP_BLEND = 0.75
 GENERATOR_FILE = f"{contract.GENERATOR_MODEL}.onnx"
 AUDIO_ENCODER_FILE = f"{contract.AUDIO_ENCODER_MODEL}.onnx"
 
@@ -84,6 +86,9 @@ def build_generator(variant: str) -> onnx.ModelProto:
         x = g.concat([x, skips.pop()])
         x = double_conv_dw(g, x, width, 1, name=f"up{i + 1}")
     x = g.sigmoid(g.conv(x, 3, 1, gain=1.0, name="outc"))
+    # Stand-in only: blend the reference crop into the output so demo frames show a face (random
+    # weights alone give a uniform blob); a trained model reconstructs the face by itself.
+    x = g.blend(g.channels(visual, 0, 3), x, STAND_IN_CROP_BLEND)
     out = g.identity(x, contract.GENERATOR_OUTPUT.name)
     doc = f"SyncTalk_2D-architecture stand-in generator ({variant}), deterministic random weights"
     return g.model([visual, audio], [out], "synctalk_generator", doc)

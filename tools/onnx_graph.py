@@ -131,6 +131,27 @@ class GraphBuilder:
         self.shapes[y] = tuple(out_shape)
         return y
 
+    def channels(self, x: str, start: int, end: int) -> str:
+        """x[:, start:end] (a Slice on the channel axis)."""
+        names = [self.const(f"{x}.slice.{k}", np.array([v], np.int64), count=False) for k, v in (("starts", start), ("ends", end), ("axes", 1))]
+        y = self._unique(f"{x}.slice")
+        self.nodes.append(helper.make_node("Slice", [x, *names], [y]))
+        self.shapes[y] = (end - start,) + self.shapes[x][1:]
+        return y
+
+    def blend(self, a: str, b: str, weight_a: float) -> str:
+        """weight_a * a + (1 - weight_a) * b."""
+        wa = self.const(f"{a}.blend_weight", np.array(weight_a, np.float32), count=False)
+        wb = self.const(f"{b}.blend_weight", np.array(1.0 - weight_a, np.float32), count=False)
+        ya, yb, y = self._unique(f"{a}.scaled"), self._unique(f"{b}.scaled"), self._unique(f"{a}.blend")
+        self.nodes += [
+            helper.make_node("Mul", [a, wa], [ya]),
+            helper.make_node("Mul", [b, wb], [yb]),
+            helper.make_node("Add", [ya, yb], [y]),
+        ]
+        self.shapes[y] = self.shapes[a]
+        return y
+
     def identity(self, x: str, name: str) -> str:
         self.nodes.append(helper.make_node("Identity", [x], [name]))
         self.shapes[name] = self.shapes[x]

@@ -95,8 +95,7 @@ def render(
             shutil.copyfile(onnx_files[config.name], version / "model.onnx")
             if profile == "cpu":
                 config.backend = "python"
-                config.ClearField("optimization")
-                config.ClearField("model_warmup")  # the CPU runner warms up in initialize()
+                config.ClearField("optimization")  # TensorRT EP settings; model_warmup is kept
                 shutil.copyfile(paths.CPU_PROFILE / "onnxruntime" / "model.py", version / "model.py")
         elif config.backend == "dali":
             if profile == "cpu":

@@ -16,8 +16,6 @@ class TritonPythonModel:
         self.input_name = model_config.tensor_names(config, "input")[0]
         self.output_name = model_config.tensor_names(config, "output")[0]
         self.height, self.width, _ = [int(d) for d in config["output"][0]["dims"]]
-        in_dims = [int(d) for d in config["input"][0]["dims"]]
-        composite_frames(np.zeros([1] + in_dims, np.float32), self.width, self.height)  # warm-up
 
     def execute(self, requests):
         responses = []

@@ -3,7 +3,9 @@
 Input and output names are those of the model's config, which are the ONNX graph's own names
 (as with the ONNX Runtime backend). All requests of one ``execute`` call (what Triton's dynamic
 batcher gathered) run as one session call and are split back per request.
-Parameters: ``intra_op_threads`` (0 = onnxruntime's default).
+Parameters: ``intra_op_threads`` (0 = onnxruntime's default). Warm-up at load comes from the
+config's ``model_warmup`` (largest batch first, so the memory arena is sized once at load: a first
+call at a new, larger batch costs several times a steady one).
 """
 import os
 
@@ -29,8 +31,6 @@ class TritonPythonModel:
         missing = [i["name"] for i in self.inputs if i["name"] not in session_inputs]
         if missing:
             raise ValueError(f"{args['model_name']}: model.onnx has no input(s) {missing}; it has {sorted(session_inputs)}")
-        # warm-up at load: the first user request must not pay allocation and kernel selection
-        self.session.run(self.output_names, {i["name"]: np.zeros([1] + [int(d) for d in i["dims"]], np.float32) for i in self.inputs})
 
     def execute(self, requests):
         feeds, sizes = {}, []

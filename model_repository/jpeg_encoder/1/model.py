@@ -30,8 +30,6 @@ class TritonPythonModel:
             self.encoder = CpuJpegEncoder(quality=quality, subsampling=subsampling, threads=int(params.get("threads", "2")))
         else:
             raise ValueError(f"jpeg_encoder: unknown encoder '{self.backend}', expected 'nvimgcodec' or 'cpu'")
-        dims = [int(d) for d in config["input"][0]["dims"]]
-        self.encoder.encode([np.zeros(dims, np.uint8)])  # warm-up: codec initialisation at load
 
     def _frames(self, tensor):
         if tensor.is_cpu():

@@ -1,0 +1,40 @@
+# SyncTalk on Triton: `make demo` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VARIANT ?= full
+REPOSITORY := build/repository/cpu
+
+.PHONY: install models render serve demo test clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+models: build/models/models.json
+
+build/models/models.json: $(STAMP) tools/build_models.py tools/onnx_graph.py
+	$(BIN)/python -m tools.build_models --out build/models
+
+render: models
+	$(BIN)/python -m tools.render_repository --profile cpu --variant $(VARIANT) --out $(REPOSITORY)
+
+serve: render
+	$(BIN)/python -m tools.serve --repository $(REPOSITORY)
+
+demo: render
+	$(BIN)/python -m tools.demo --repository $(REPOSITORY)
+
+# pytest exits 5 when it collects no test: report it as a failure of its own
+test: models
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+clean:
+	rm -rf build out

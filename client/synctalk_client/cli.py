@@ -1,0 +1,120 @@
+"""synctalk-client: command line for the served ensemble.
+
+    synctalk-client health
+    synctalk-client models
+    synctalk-client composite --audio speech.wav --image face.png --out out/frames
+    synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from synctalk_client import contract, synthetic
+from synctalk_client.client import CompositeClient
+from synctalk_client.messages import CompositeBatchRequest
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """Mono float32 samples of a 16 kHz WAV (16-bit PCM or float), channels averaged."""
+    import wave
+
+    try:
+        import soundfile
+
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except ImportError:
+        with wave.open(str(path)) as w:
+            if w.getsampwidth() != 2:
+                raise SystemExit(f"{path}: only 16-bit PCM WAV is supported without soundfile")
+            rate = w.getframerate()
+            data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels()) / 32768.0
+    if rate != contract.SAMPLE_RATE:
+        raise SystemExit(f"{path}: sample rate {rate} Hz, expected {contract.SAMPLE_RATE} Hz (resample it first)")
+    return np.asarray(data, np.float32).mean(axis=1)
+
+
+def read_crop(path: Path) -> np.ndarray:
+    """An image file -> one [3,320,320] BGR float crop in [0,1] (resized, not cropped)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(path).convert("RGB").resize((contract.FACE_SIZE,) * 2, Image.BILINEAR), np.float32) / 255.0
+    return rgb[..., ::-1].transpose(2, 0, 1).copy()
+
+
+def build_request(args) -> CompositeBatchRequest:
+    if args.audio:
+        audio = read_wav(args.audio)
+        available = len(audio) // contract.SAMPLES_PER_FRAME
+        batch = min(args.batch_size or available, available, contract.MAX_BATCH_SIZE)
+        if batch < 1:
+            raise SystemExit(f"{args.audio}: shorter than one frame ({contract.SAMPLES_PER_FRAME} samples)")
+        start = args.start_frame * contract.SAMPLES_PER_FRAME
+        audio = audio[start : start + batch * contract.SAMPLES_PER_FRAME]
+        batch = len(audio) // contract.SAMPLES_PER_FRAME
+        audio = audio[: batch * contract.SAMPLES_PER_FRAME]
+    else:
+        batch = args.batch_size or 8
+        audio = synthetic.speech_like_audio(batch, seed=args.seed)
+    if args.image:
+        crops = np.repeat(read_crop(args.image)[None], batch, axis=0)
+    else:
+        crops = synthetic.face_crops(batch, seed=args.seed)
+    return CompositeBatchRequest.from_arrays(args.model_id, crops, synthetic.masked(crops), audio, start_frame_idx=args.start_frame)
+
+
+def cmd_composite(args) -> int:
+    request = build_request(args)
+    with CompositeClient(args.url, timeout_s=args.timeout) as client:
+        response = client.infer_batch_composite(request)
+    if not response.success:
+        print(json.dumps({"success": False, "error": response.error, "category": response.error_category, "http_status": response.http_status}), file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, jpeg in enumerate(response.composited_frames):
+        (args.out / f"frame_{request.start_frame_idx + i:05d}.jpg").write_bytes(jpeg)
+    summary = {"frames": len(response.composited_frames), "out": str(args.out), **response.timings()}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    with CompositeClient(args.url) as client:
+        for row in client.list_models():
+            print(f"{row['name']:<20} {row['kind']:<9} v{row['version']:<3} {row['state']} {row['reason']}".rstrip())
+    return 0
+
+
+def cmd_health(args) -> int:
+    with CompositeClient(args.url) as client:
+        health = client.health()
+    print(json.dumps(health, indent=2))
+    return 0 if health.get("ready") else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="synctalk-client", description="Client of the SyncTalk Triton ensemble")
+    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint")
+    sub = parser.add_subparsers(dest="command", required=True)
+    composite = sub.add_parser("composite", help="send one batch, write one JPEG per frame")
+    composite.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID)
+    composite.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
+    composite.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
+    composite.add_argument("--batch-size", type=int, help="frames (1-32; default: 8, or as many as the WAV holds up to 32)")
+    composite.add_argument("--start-frame", type=int, default=0)
+    composite.add_argument("--seed", type=int, default=0)
+    composite.add_argument("--timeout", type=float, default=120.0, help="deadline of the call in seconds")
+    composite.add_argument("--out", type=Path, default=Path("out/frames"))
+    composite.set_defaults(func=cmd_composite)
+    sub.add_parser("models", help="list the repository's models").set_defaults(func=cmd_models)
+    sub.add_parser("health", help="server liveness/readiness and model states").set_defaults(func=cmd_health)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""CompositeClient: the reference service's InferBatchComposite over Triton's gRPC API.
+
+Where each timing of a CompositeBatchResponse comes from:
+
+- ``total_time_ms``: client wall clock around the gRPC ``ModelInfer`` call (includes the
+  network and serialisation).
+- ``audio_processing_ms`` (``audio_features`` + ``audio_encoder``), ``inference_time_ms``
+  (``synctalk``) and ``composite_time_ms`` (``frame_resize`` + ``jpeg_encoder``): server compute
+  time (compute input + infer + output) of those composing models, from the difference of Triton's
+  statistics API before and after the request; ``queue_time_ms``: their queueing time. Only
+  attributable when this request was the only one the ensemble served in between; otherwise
+  these are ``None``. Costs two small extra RPCs; switch off with ``stage_timings=False``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from synctalk_client import contract
+from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ValidationError
+from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
+from synctalk_client.validation import validate_header, validate_payload
+
+_STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
+
+
+def error_from_exception(exc: InferenceServerException, model_id: str) -> CompositeError:
+    """Map a Triton error to the reference's categories."""
+    status = str(exc.status() or "")
+    message = exc.message() or str(exc)
+    if "NOT_FOUND" in status or "unknown model" in message.lower():
+        return ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
+    if "INVALID_ARGUMENT" in status:
+        return ValidationError(message)
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+        return ProcessingError(f"deadline exceeded: {message}")
+    return ProcessingError(message)
+
+
+class CompositeClient:
+    """Thin client of the served ensemble.
+
+    ``url``: Triton's gRPC endpoint. ``timeout_s``: deadline of each inference call.
+    """
+
+    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 120.0, stage_timings: bool = True):
+        self.url = url
+        self.timeout_s = timeout_s
+        self.stage_timings = stage_timings
+        self._triton = grpcclient.InferenceServerClient(url=url)
+        self._ensembles: Optional[set] = None
+
+    def close(self) -> None:
+        self._triton.close()
+
+    def __enter__(self) -> "CompositeClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- server and models ------------------------------------------------------------------
+    def health(self) -> Dict[str, object]:
+        """{"live", "ready", "models": {name: ready}} from Triton's health and repository APIs."""
+        try:
+            live, ready = self._triton.is_server_live(), self._triton.is_server_ready()
+            models = {m["name"]: m.get("state") == "READY" for m in self._index()}
+        except InferenceServerException as exc:
+            return {"live": False, "ready": False, "models": {}, "error": exc.message()}
+        return {"live": live, "ready": ready, "models": models}
+
+    def _index(self) -> List[dict]:
+        index = self._triton.get_model_repository_index(as_json=True)
+        return list(index.get("models", []))
+
+    def list_models(self) -> List[Dict[str, str]]:
+        """Every model of the repository: name, version, state, and whether it is a model id
+        (an ensemble a CompositeBatchRequest can name) or a composing step."""
+        rows = []
+        ensembles = self._refresh_ensembles()
+        for m in self._index():
+            rows.append(
+                {
+                    "name": m["name"],
+                    "version": m.get("version", ""),
+                    "state": m.get("state", ""),
+                    "reason": m.get("reason", ""),
+                    "kind": "model_id" if m["name"] in ensembles else "step",
+                }
+            )
+        return rows
+
+    def model_ids(self) -> List[str]:
+        return sorted(self._refresh_ensembles())
+
+    def _refresh_ensembles(self) -> set:
+        names = set()
+        for m in self._index():
+            if m.get("state") != "READY":
+                continue
+            config = self._triton.get_model_config(m["name"], as_json=True).get("config", {})
+            if config.get("platform") == "ensemble":
+                names.add(m["name"])
+        self._ensembles = names
+        return names
+
+    def _check_model(self, model_id: str) -> None:
+        if self._ensembles is None or model_id not in self._ensembles:
+            if model_id not in self._refresh_ensembles():
+                raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
+
+    # -- inference ----------------------------------------------------------------------------
+    def infer_batch_composite(self, request: CompositeBatchRequest) -> CompositeBatchResponse:
+        """Validate, send one batch, return one JPEG per frame (or success=False and the error)."""
+        started = time.perf_counter()
+        try:
+            validate_header(request)  # the reference's order: model id, model exists, sizes
+            self._check_model(request.model_id)
+            validate_payload(request)
+            return self._infer(request, started)
+        except CompositeError as error:
+            return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
+        except InferenceServerException as exc:
+            error = error_from_exception(exc, request.model_id)
+            return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
+
+    def _infer(self, request: CompositeBatchRequest, started: float) -> CompositeBatchResponse:
+        inputs = []
+        for spec, array in ((contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor())):
+            tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
+        before = self._statistics() if self.stage_timings else None
+        call_started = time.perf_counter()
+        result = self._triton.infer(request.model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+        total_ms = _ms_since(call_started)
+        jpegs = result.as_numpy(contract.JPEG.name)
+        frames = [bytes(x) for x in jpegs.reshape(-1)]
+        if len(frames) != request.batch_size:
+            raise ProcessingError(f"server returned {len(frames)} frames for a batch of {request.batch_size}")
+        response = CompositeBatchResponse(
+            success=True, composited_frames=frames, total_time_ms=total_ms, start_frame_idx=request.start_frame_idx
+        )
+        if before is not None:
+            self._attribute_stages(response, request.model_id, before)
+        return response
+
+    def _statistics(self) -> Dict[str, Dict[str, int]]:
+        stats = self._triton.get_inference_statistics(as_json=True)
+        table = {}
+        for m in stats.get("model_stats", []):
+            inference = m.get("inference_stats", {})
+            row = {"count": int(inference.get("success", {}).get("count", 0))}
+            row["compute_ns"] = sum(int(inference.get(f, {}).get("ns", 0)) for f in _STAT_FIELDS)
+            row["queue_ns"] = int(inference.get("queue", {}).get("ns", 0))
+            table[m["name"]] = row
+        return table
+
+    def _attribute_stages(self, response: CompositeBatchResponse, model_id: str, before: Dict[str, Dict[str, int]]) -> None:
+        # Composing models record their statistics as they release a request, which can trail the
+        # ensemble's response by a moment: poll briefly until every step has counted this request.
+        deadline = time.perf_counter() + 0.2
+        while True:
+            after = self._statistics()
+            delta = {n: {k: after[n][k] - before.get(n, {}).get(k, 0) for k in after[n]} for n in after}
+            steps = [m for models in contract.STAGE_MODELS.values() for m in models]
+            if all(delta.get(m, {}).get("count", 0) >= 1 for m in steps) or time.perf_counter() > deadline:
+                break
+            time.sleep(0.002)
+        if delta.get(model_id, {}).get("count") != 1 or any(delta.get(m, {}).get("count") != 1 for m in steps):
+            return  # other requests were served meanwhile: not attributable to this one
+        for field_name, models in contract.STAGE_MODELS.items():
+            setattr(response, field_name, sum(delta[m]["compute_ns"] for m in models) / 1e6)
+        response.queue_time_ms = sum(delta[m]["queue_ns"] for m in steps) / 1e6
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

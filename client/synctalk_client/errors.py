@@ -1,0 +1,39 @@
+"""Exception types of the client, one per error category of the reference service."""
+from __future__ import annotations
+
+from synctalk_client import contract
+
+
+class CompositeError(Exception):
+    """Base class: ``category`` is the reference's error category, ``http_status`` its status."""
+
+    category = contract.CATEGORY_PROCESSING
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return contract.HTTP_STATUS[self.category]
+
+
+class ValidationError(CompositeError):
+    """The request is malformed (HTTP 400 in the reference). Never retried."""
+
+    category = contract.CATEGORY_VALIDATION
+
+
+class ModelNotFoundError(CompositeError):
+    """The model id names no ensemble on the server (HTTP 404 in the reference)."""
+
+    category = contract.CATEGORY_MODEL
+
+
+class ProcessingError(CompositeError):
+    """The server failed while processing a valid request (HTTP 500 in the reference)."""
+
+    category = contract.CATEGORY_PROCESSING
+
+
+BY_CATEGORY = {cls.category: cls for cls in (ValidationError, ModelNotFoundError, ProcessingError)}

@@ -1,0 +1,50 @@
+"""Client-side validation of a CompositeBatchRequest, with the reference's messages verbatim.
+
+The server validates too (shapes, dtypes, batch limits, non-finite audio); checking here first
+gives the reference's exact messages and saves sending up to 39 MB of a request that must fail.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from synctalk_client import contract
+from synctalk_client.errors import ValidationError
+
+
+def validate_request(request) -> None:
+    """Raise ValidationError for a malformed request (everything but the model id's existence)."""
+    validate_header(request)
+    validate_payload(request)
+
+
+def validate_header(request) -> None:
+    """Model id present and batch size in range."""
+    if not request.model_id:
+        raise ValidationError(contract.MSG_MODEL_ID_EMPTY)
+    batch = request.batch_size
+    if not isinstance(batch, (int, np.integer)) or not contract.MIN_BATCH_SIZE <= batch <= contract.MAX_BATCH_SIZE:
+        raise ValidationError(
+            f"batch_size must be between {contract.MIN_BATCH_SIZE} and {contract.MAX_BATCH_SIZE}, got {batch}"
+        )
+
+
+def validate_payload(request) -> None:
+    """Sizes, sample rate and audio values, in the reference's order."""
+    batch = request.batch_size
+    expected_visual = batch * contract.VISUAL_FRAME_BYTES
+    if len(request.visual_frames) != expected_visual:
+        raise ValidationError(contract.MSG_VISUAL_SIZE.format(got=len(request.visual_frames), expected=expected_visual))
+    if len(request.raw_audio) == 0:
+        raise ValidationError(contract.MSG_AUDIO_EMPTY)
+    expected_audio = batch * contract.AUDIO_FRAME_BYTES
+    if len(request.raw_audio) != expected_audio:
+        raise ValidationError(
+            f"{contract.MSG_AUDIO_SIZE}: got {len(request.raw_audio)} bytes, expected {expected_audio} "
+            f"({batch} frames x {contract.SAMPLES_PER_FRAME} float32 samples)"
+        )
+    if request.sample_rate != contract.SAMPLE_RATE:
+        raise ValidationError(f"sample_rate must be {contract.SAMPLE_RATE} Hz, got {request.sample_rate}")
+    audio = np.frombuffer(request.raw_audio, dtype="<f4")
+    if not np.isfinite(audio).all():
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise ValidationError(f"raw_audio: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio")
