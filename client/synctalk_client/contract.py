@@ -116,7 +116,7 @@ STAGE_MODELS = {
 # --- byte sizes of the reference request layout ----------------------------------------------
 FLOAT32_BYTES = 4
 CROP_BYTES = 3 * FACE_SIZE * FACE_SIZE * FLOAT32_BYTES  # one 3-channel crop
-VISUAL_FRAME_BYTES = 2 * CROP_BYTES  # crop + ROI = 1,228,800 bytes
+VISUAL_FRAME_BYTES = 2 * CROP_BYTES  # crop + ROI = 6 x 320 x 320 x 4 = 2,457,600 bytes
 AUDIO_FRAME_BYTES = SAMPLES_PER_FRAME * FLOAT32_BYTES  # 2,560 bytes
 
 # --- error messages (the reference's, verbatim) and their categories --------------------------

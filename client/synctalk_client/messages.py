@@ -18,7 +18,7 @@ class CompositeBatchRequest:
     """One batch of video frames and their audio, in the reference's wire layout.
 
     - ``visual_frames``: float32 little-endian bytes, ``[all B face crops][all B masked crops]``,
-      each crop 3 x 320 x 320, BGR in [0, 1]: B x 1,228,800 bytes in all.
+      each crop 3 x 320 x 320, BGR in [0, 1]: B x 2,457,600 bytes in all.
     - ``raw_audio``: B x 640 float32 little-endian samples of 16 kHz audio (40 ms per frame).
     - ``batch_size``: B, 1..32. ``start_frame_idx``: index of the first frame in the stream.
     """

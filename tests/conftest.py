@@ -1,0 +1,56 @@
+"""Shared fixtures: stand-in models, rendered repositories and a live tritonserver (CPU profile)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tools import build_models, paths
+from tools.render_repository import render
+from tools.serve import TritonServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """build/models with both variants (built once if `make models` has not run)."""
+    for variant in build_models.VARIANTS:
+        target = paths.MODELS / variant
+        if not all((target / f).is_file() for f in (build_models.GENERATOR_FILE, build_models.AUDIO_ENCODER_FILE)):
+            build_models.build(paths.MODELS, [variant])
+    return paths.MODELS
+
+
+def _serve(tmp_path_factory, models_dir: Path, variant: str):
+    repository = render("cpu", tmp_path_factory.mktemp(f"repository-{variant}") / "cpu", models_dir / variant)
+    log = paths.BUILD / "logs" / f"test-tritonserver-{variant}.log"
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log)
+    with server:
+        yield server
+    assert server.process.returncode == 0, f"tritonserver exited with {server.process.returncode}; see {log}"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, models_dir):
+    """A real tritonserver serving the CPU profile with the tiny stand-in models."""
+    yield from _serve(tmp_path_factory, models_dir, "tiny")
+
+
+@pytest.fixture(scope="module")
+def full_server(tmp_path_factory, models_dir):
+    """A real tritonserver serving the CPU profile with the full-size stand-in models."""
+    yield from _serve(tmp_path_factory, models_dir, "full")
+
+
+@pytest.fixture()
+def client(server):
+    from synctalk_client import CompositeClient
+
+    with CompositeClient(server.grpc_url, timeout_s=120) as c:
+        yield c

@@ -1,0 +1,96 @@
+"""The mel front end against librosa, and the per-frame window alignment."""
+import numpy as np
+import pytest
+
+from synctalk_client import contract, synthetic
+from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
+
+
+@pytest.fixture(scope="module")
+def front_end():
+    return MelFrontEnd()
+
+
+def librosa_log_mel(clip: np.ndarray) -> np.ndarray:
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=clip, sr=16000, n_fft=400, hop_length=160, win_length=400, window="hann", center=True,
+        pad_mode="constant", power=2.0, n_mels=80, fmin=0, fmax=8000, htk=False, norm="slaney",
+    )
+    return np.log(mel + 1e-5)
+
+
+@pytest.mark.parametrize("n_frames", [1, 8, 25, 32])
+def test_log_mel_matches_librosa(front_end, n_frames):
+    clip = synthetic.speech_like_audio(n_frames, seed=n_frames)
+    ours = front_end.log_mel(clip)
+    reference = librosa_log_mel(clip)
+    assert ours.shape == reference.shape == (80, 4 * n_frames + 1)
+    assert np.abs(ours - reference).max() < 2e-3
+
+
+def test_log_mel_matches_librosa_on_noise_and_silence(front_end):
+    rng = np.random.default_rng(0)
+    for clip in (rng.normal(0, 0.3, 8 * 640).astype(np.float32), np.zeros(8 * 640, np.float32)):
+        assert np.abs(front_end.log_mel(clip) - librosa_log_mel(clip)).max() < 2e-3
+
+
+def test_windows_are_reference_columns_with_zero_padding(front_end):
+    n_frames = 8
+    clip = synthetic.speech_like_audio(n_frames, seed=3)
+    log_mel = librosa_log_mel(clip)
+    windows = front_end.windows_for_audio(clip.reshape(n_frames, 640))
+    assert windows.shape == (n_frames, 80, 16) and windows.dtype == np.float32
+    n_cols = log_mel.shape[1]
+    for i in range(n_frames):
+        for j, col in enumerate(range(4 * i - 8, 4 * i + 8)):
+            expected = log_mel[:, col] if 0 <= col < n_cols else np.zeros(80)
+            np.testing.assert_allclose(windows[i, :, j], expected, atol=2e-3)
+
+
+def test_tone_burst_lands_in_its_frames_window(front_end):
+    """A 1 kHz burst during video frame 10 only is at the centre of frame 10's window."""
+    n_frames, burst_frame = 20, 10
+    t = np.arange(640) / 16000
+    clip = np.zeros(n_frames * 640, np.float32)
+    clip[burst_frame * 640 : (burst_frame + 1) * 640] = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    windows = front_end.windows_for_audio(clip.reshape(n_frames, 640))
+    energy = windows.max(axis=1)  # [frames, 16 columns]: loudest mel bin per column
+    loud = energy > np.log(1e-5) + 5  # columns with the burst in them
+    # frame 10's window spans columns 32..47; the burst occupies columns 40..44 (+/- the STFT's
+    # 200-sample half window), i.e. window positions 8..12: centred on the frame's own time
+    positions = np.flatnonzero(loud[burst_frame])
+    assert positions.min() >= 6 and positions.max() <= 13 and 8 in positions
+    assert not loud[burst_frame - 4].any() and not loud[burst_frame + 4].any()
+    # neighbours see the burst shifted by 4 columns per frame
+    shifted_left, shifted_right = positions - 4, positions + 4
+    np.testing.assert_array_equal(np.flatnonzero(loud[burst_frame + 1]), shifted_left[shifted_left >= 0])
+    np.testing.assert_array_equal(np.flatnonzero(loud[burst_frame - 1]), shifted_right[shifted_right < 16])
+
+
+def test_edge_windows_are_zero_outside_the_clip(front_end):
+    windows = front_end.windows_for_audio(np.ones((2, 640), np.float32) * 0.1)
+    assert (windows[0, :, :8] == 0).all()  # columns -8..-1
+    assert (windows[1, :, 13:] == 0).all()  # columns 9..11 beyond the 9 columns of 2 frames
+    assert (windows[0, :, 8:] != 0).any()
+
+
+def test_mel_config_from_parameters_and_round_trip():
+    config = MelConfig.from_parameters({"n_mels": "64", "fmax": "7600", "unused": "x"})
+    assert config.n_mels == 64 and config.fmax == 7600.0 and config.n_fft == 400
+    assert MelConfig.from_parameters(config.as_parameters()) == config
+    assert MelFrontEnd(config).log_mel(np.zeros(640, np.float32)).shape == (64, 5)
+
+
+def test_mel_config_rejects_inconsistent_parameters():
+    with pytest.raises(ValueError, match="fmax"):
+        MelConfig.from_parameters({"fmax": "9000"})
+    with pytest.raises(ValueError, match="win_length"):
+        MelConfig.from_parameters({"win_length": "800"})
+
+
+def test_defaults_follow_the_contract():
+    config = MelConfig()
+    assert config.columns_per_frame * contract.FPS == contract.MEL_COLUMNS_PER_SECOND
+    assert config.samples_per_frame == contract.SAMPLES_PER_FRAME

@@ -1,0 +1,60 @@
+"""Client-side validation: the reference's messages verbatim, and their categories."""
+import numpy as np
+import pytest
+
+from synctalk_client import CompositeBatchRequest, CompositeBatchResponse, ValidationError, contract, synthetic
+from synctalk_client.errors import ModelNotFoundError, ProcessingError
+from synctalk_client.validation import validate_request
+
+
+def _request(batch=2, **overrides):
+    crops = synthetic.face_crops(batch)
+    request = CompositeBatchRequest.from_arrays("demo", crops, synthetic.masked(crops), synthetic.speech_like_audio(batch))
+    for key, value in overrides.items():
+        setattr(request, key, value)
+    return request
+
+
+def test_a_valid_request_passes():
+    validate_request(_request())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model_id": ""}, "modelId cannot be empty"),
+        ({"visual_frames": b"\0" * 100}, f"visual frames size mismatch: got 100, expected {2 * 2457600}"),
+        ({"batch_size": 3}, f"visual frames size mismatch: got {2 * 2457600}, expected {3 * 2457600}"),
+        ({"raw_audio": b""}, "audio cannot be empty"),
+        ({"raw_audio": b"\0" * 4 * 639}, "audio size mismatch"),
+        ({"batch_size": 0}, "batch_size must be between 1 and 32, got 0"),
+        ({"batch_size": 33}, "batch_size must be between 1 and 32, got 33"),
+        ({"sample_rate": 44100}, "sample_rate must be 16000 Hz, got 44100"),
+    ],
+)
+def test_invalid_requests_get_the_reference_messages(overrides, message):
+    with pytest.raises(ValidationError) as info:
+        validate_request(_request(**overrides))
+    assert str(info.value).startswith(message)
+    assert info.value.category == "validation" and info.value.http_status == 400
+
+
+def test_audio_size_mismatch_names_the_sizes():
+    with pytest.raises(ValidationError, match=r"^audio size mismatch: got 2556 bytes, expected 5120"):
+        validate_request(_request(raw_audio=b"\0" * 2556))
+
+
+def test_non_finite_audio_is_rejected_with_the_field_named():
+    audio = synthetic.speech_like_audio(2)
+    audio[5] = np.nan
+    with pytest.raises(ValidationError, match="raw_audio: 1 of 1280 samples are NaN or Inf"):
+        validate_request(_request(raw_audio=audio.tobytes()))
+
+
+def test_categories_map_to_the_reference_statuses():
+    assert ModelNotFoundError("model not found: x").http_status == 404
+    assert ProcessingError("boom").http_status == 500
+    response = CompositeBatchResponse.failure(ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id="x")))
+    assert not response.success and response.error == "model not found: x" and response.http_status == 404
+    with pytest.raises(ModelNotFoundError):
+        response.raise_for_error()
