@@ -8,8 +8,21 @@ from typing import Any, List, Sequence
 from synctalk_client import contract
 
 
+_SUBSAMPLING = {
+    "420": lambda m: m.ChromaSubsampling.CSS_420,
+    "422": lambda m: m.ChromaSubsampling.CSS_422,
+    "444": lambda m: m.ChromaSubsampling.CSS_444,
+}
+
+
 class NvImageCodecEncoder:
-    def __init__(self, quality: int = contract.JPEG_QUALITY, device_id: int = 0, cpu_only: bool = False):
+    def __init__(
+        self,
+        quality: int = contract.JPEG_QUALITY,
+        subsampling: str = contract.JPEG_SUBSAMPLING,
+        device_id: int = 0,
+        cpu_only: bool = False,
+    ):
         from nvidia import nvimgcodec
 
         self._nvimgcodec = nvimgcodec
@@ -21,8 +34,9 @@ class NvImageCodecEncoder:
         else:
             self._encoder = nvimgcodec.Encoder(device_id=device_id)
         self._params = nvimgcodec.EncodeParams(
-            quality=float(quality),
-            chroma_subsampling=nvimgcodec.ChromaSubsampling.CSS_420,
+            quality_type=nvimgcodec.QualityType.QUALITY,
+            quality_value=float(quality),
+            chroma_subsampling=_SUBSAMPLING[subsampling](nvimgcodec),
         )
 
     def encode(self, frames: Sequence[Any]) -> List[bytes]:

@@ -23,7 +23,7 @@ class TritonPythonModel:
             from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
 
             device_id = int(args.get("model_instance_device_id", 0))
-            self.encoder = NvImageCodecEncoder(quality=quality, device_id=device_id)
+            self.encoder = NvImageCodecEncoder(quality=quality, subsampling=subsampling, device_id=device_id)
         elif self.backend == "cpu":
             from synctalk_preprocessing.compositing import CpuJpegEncoder
 

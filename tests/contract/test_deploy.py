@@ -1,0 +1,94 @@
+"""The deployment files, validated offline: compose against the compose-spec schema, Kubernetes
+manifests against the Kubernetes API schemas, the Dockerfile's promises checked."""
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tools import paths
+
+DEPLOY = paths.ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+
+
+def test_compose_file_validates_against_the_compose_spec():
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "docker-compose.yml")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_serves_the_gpu_profile_safely():
+    service = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["tritonserver"]
+    assert all(p.startswith("127.0.0.1:") for p in service["ports"]), "ports bound to loopback by default"
+    assert "--model-control-mode=none" in service["command"]
+    assert any(a.startswith("--backend-config=python,shm-default-byte-size=") for a in service["command"])
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert int(service["shm_size"].rstrip("gb")) >= 1
+    assert any(v.endswith(":/trt_cache") for v in service["volumes"])
+
+
+def k8s_documents():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            yield name, doc
+
+
+def test_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+@pytest.mark.parametrize("name, doc", list(k8s_documents()), ids=lambda v: v if isinstance(v, str) else "")
+def test_kubernetes_manifests_validate_strictly(name, doc):
+    import kubernetes_validate
+
+    kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_the_validator_rejects_an_unknown_field():
+    import kubernetes_validate
+
+    doc = yaml.safe_load((K8S / "service.yaml").read_text())
+    doc["spec"]["portz"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_deployment_has_gpu_probes_shm_and_a_non_root_user():
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"mountPath": "/dev/shm", "name": "dshm"} in container["volumeMounts"]
+    assert "--model-control-mode=none" in container["args"]
+
+
+def test_hpa_scales_on_the_triton_queue_time_metric():
+    hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
+    (metric,) = hpa["spec"]["metrics"]
+    name = metric["pods"]["metric"]["name"]
+    rules = yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])
+    assert any(rule["name"]["as"] == name and "nv_inference_queue_duration_us" in rule["metricsQuery"] for rule in rules["rules"])
+
+
+def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
+    text = (DEPLOY / "Dockerfile").read_text()
+    base = re.search(r"^ARG TRITON_IMAGE=(\S+)$", text, re.M).group(1)
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", base)
+    assert re.search(r"^USER (?!root)\S+$", text, re.M)
+    assert "HEALTHCHECK" in text and "/v2/health/ready" in text
+    assert "--model-control-mode=none" in text
+    assert "tools.build_models" in text and "--profile gpu" in text
+    for path in re.findall(r"^COPY (\S+) ", text, re.M):
+        if "$" not in path:
+            assert (paths.ROOT / path).exists(), f"COPY {path}: not in the build context"

@@ -1,0 +1,29 @@
+"""NVIDIA's perf_analyzer, with real input data, against the live server (short measurement)."""
+import json
+
+import pytest
+import yaml
+
+from tools import perf_analyzer
+
+pytestmark = pytest.mark.e2e
+
+
+def test_perf_analyzer_measures_the_ensemble_with_real_inputs(server, tmp_path):
+    config = yaml.safe_load(perf_analyzer.SCENARIOS.read_text())
+    config["measurement"] = {"mode": "count_windows", "request_count": 4, "stability_percentage": 200, "max_trials": 3}
+    config["scenarios"] = [{"name": "smoke", "batch_size": 2, "concurrency": [1, 2]}]
+    short = tmp_path / "scenarios.yaml"
+    short.write_text(yaml.safe_dump(config))
+    out = tmp_path / "results"
+    assert perf_analyzer.main(["--url", server.grpc_url, "--config", str(short), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["smoke"]["results"]
+    assert [r["concurrency"] for r in rows] == [1, 2]
+    assert all(r["frames_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] for r in rows)
+
+
+def test_input_data_has_one_entry_per_sample_with_the_contract_shapes(tmp_path):
+    data = json.loads(perf_analyzer.write_input_data(tmp_path / "in.json", samples=3).read_text())["data"]
+    assert len(data) == 3
+    assert data[0]["VISUAL"]["shape"] == [6, 320, 320] and data[0]["AUDIO"]["shape"] == [640]

@@ -1,0 +1,85 @@
+"""The production compositor steps, run on the CPU: the DALI pipeline (same code, device
+switched) against the CPU profile's resize, and nvImageCodec's encoder with its CPU backend."""
+import importlib.util
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from synctalk_client import contract, synthetic
+from synctalk_preprocessing.compositing import composite_frames
+from synctalk_preprocessing.dali_pipeline import frame_resize_pipeline
+from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
+from tools import paths
+
+dali = pytest.importorskip("nvidia.dali", reason="nvidia-dali is in requirements.txt")
+
+# DALI and OpenCV round the bilinear weights differently: at most 1 level apart per channel.
+RESIZE_TOLERANCE = 1
+
+
+def run_cpu_pipeline(faces: np.ndarray) -> np.ndarray:
+    @dali.pipeline_def(batch_size=len(faces), num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+    def pipe():
+        return frame_resize_pipeline(device="cpu")
+
+    pipeline = pipe()
+    pipeline.build()
+    pipeline.feed_input(contract.GENERATED_FACE.name, list(faces))
+    (out,) = pipeline.run()
+    return np.stack([np.asarray(sample) for sample in out])
+
+
+def generated_faces(n: int) -> np.ndarray:
+    faces = 0.75 * synthetic.face_crops(n) + 0.25 * np.random.default_rng(0).random((n, 3, 320, 320), dtype=np.float32)
+    faces[0, 0, 0, 0] = np.nan  # non-finite and out-of-range values are handled the same way
+    faces[0, 1, 5, 5] = 3.0
+    faces[0, 2, 7, 7] = -1.0
+    return faces.astype(np.float32)
+
+
+def test_dali_pipeline_matches_the_cpu_profile_resize():
+    faces = generated_faces(4)
+    dali_frames = run_cpu_pipeline(faces)
+    cpu_frames = composite_frames(faces)
+    assert dali_frames.shape == cpu_frames.shape == (4, contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH, 3)
+    assert dali_frames.dtype == np.uint8
+    diff = np.abs(dali_frames.astype(int) - cpu_frames.astype(int))
+    assert diff.max() <= RESIZE_TOLERANCE
+    assert diff.mean() < 0.25
+
+
+def test_the_production_dali_model_file_is_an_autoserialized_pipeline():
+    path = paths.MODEL_REPOSITORY / contract.FRAME_RESIZE_MODEL / "1" / "dali.py"
+    spec = importlib.util.spec_from_file_location("frame_resize_dali", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines the GPU pipeline; building it needs a GPU
+    assert getattr(module.pipeline, "_is_autoserialize", False)
+    # the same definition serializes for the CPU (the backend does this on the GPU at load)
+    @dali.pipeline_def(batch_size=contract.MAX_BATCH_SIZE, num_threads=1, device_id=None)
+    def cpu_pipeline():
+        return frame_resize_pipeline(device="cpu")
+
+    assert len(cpu_pipeline().serialize()) > 100
+
+
+def test_nvimgcodec_encoder_writes_full_hd_420_jpegs():
+    frames = composite_frames(generated_faces(3))
+    jpegs = NvImageCodecEncoder(cpu_only=True).encode(list(frames))
+    assert len(jpegs) == 3
+    for jpeg, frame in zip(jpegs, frames):
+        height, width, _, subsampling = simplejpeg.decode_jpeg_header(jpeg)
+        assert (width, height, subsampling) == (1920, 1080, "420")
+        decoded = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+        assert np.abs(decoded.astype(int) - frame.astype(int)).mean() < 3.0  # noisy content, quality 95
+
+
+def test_nvimgcodec_and_the_cpu_encoder_agree():
+    from synctalk_preprocessing.compositing import CpuJpegEncoder
+
+    frame = composite_frames(generated_faces(1))[0]
+    via_nvimgcodec = simplejpeg.decode_jpeg(NvImageCodecEncoder(cpu_only=True).encode([frame])[0]).astype(int)
+    encoder = CpuJpegEncoder()
+    via_libjpeg = simplejpeg.decode_jpeg(encoder.encode([frame])[0]).astype(int)
+    encoder.close()
+    assert np.abs(via_nvimgcodec - via_libjpeg).mean() < 1.0
