@@ -36,7 +36,7 @@ class TritonPythonModel:
             return list(tensor.as_numpy())
         import cupy  # GPU tensors: zero-copy through DLPack, one view per frame
 
-        return list(cupy.from_dlpack(tensor.to_dlpack()))
+        return list(cupy.from_dlpack(tensor))
 
     def execute(self, requests):
         responses = []
