@@ -2,18 +2,24 @@
 
 Where each timing of a CompositeBatchResponse comes from:
 
-- ``total_time_ms``: client wall clock around the gRPC ``ModelInfer`` call (includes the
-  network and serialisation).
+- ``total_time_ms``: client wall clock from the call to the response: validation, input
+  serialisation (or the shared-memory write), the gRPC ``ModelInfer`` round trip.
 - ``audio_processing_ms`` (``audio_features`` + ``audio_encoder``), ``inference_time_ms``
   (``synctalk``) and ``composite_time_ms`` (``frame_resize`` + ``jpeg_encoder``): server compute
   time (compute input + infer + output) of those composing models, from the difference of Triton's
   statistics API before and after the request; ``queue_time_ms``: their queueing time. Only
   attributable when this request was the only one the ensemble served in between; otherwise
   these are ``None``. Costs two small extra RPCs; switch off with ``stage_timings=False``.
+
+``shared_memory=True`` sends the inputs through Triton's system shared-memory extension (client
+and server on the same host; see ``synctalk_client.shared_memory``). One region per client:
+calls on one client are serialised in that mode, so use one client per thread.
 """
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import nullcontext
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -45,16 +51,26 @@ class CompositeClient:
     """Thin client of the served ensemble.
 
     ``url``: Triton's gRPC endpoint. ``timeout_s``: deadline of each inference call.
+    ``shared_memory``: send inputs through system shared memory (same host only).
     """
 
-    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 120.0, stage_timings: bool = True):
+    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 120.0, stage_timings: bool = True, shared_memory: bool = False):
         self.url = url
         self.timeout_s = timeout_s
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
         self._ensembles: Optional[set] = None
+        self._shm = None
+        if shared_memory:
+            from synctalk_client.shared_memory import SharedMemoryInputs
+
+            self._shm = SharedMemoryInputs(self._triton)
+        self._shm_lock = threading.Lock() if shared_memory else nullcontext()
 
     def close(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
         self._triton.close()
 
     def __enter__(self) -> "CompositeClient":
@@ -128,17 +144,21 @@ class CompositeClient:
             error = error_from_exception(exc, request.model_id)
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
 
-    def _infer(self, request: CompositeBatchRequest, started: float) -> CompositeBatchResponse:
+    def _grpc_inputs(self, request: CompositeBatchRequest) -> List[grpcclient.InferInput]:
         inputs = []
         for spec, array in ((contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor())):
             tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
+        return inputs
+
+    def _infer(self, request: CompositeBatchRequest, started: float) -> CompositeBatchResponse:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
         before = self._statistics() if self.stage_timings else None
-        call_started = time.perf_counter()
-        result = self._triton.infer(request.model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
-        total_ms = _ms_since(call_started)
+        with self._shm_lock:
+            inputs = self._shm.inputs(request) if self._shm is not None else self._grpc_inputs(request)
+            result = self._triton.infer(request.model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+        total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
         frames = [bytes(x) for x in jpegs.reshape(-1)]
         if len(frames) != request.batch_size:

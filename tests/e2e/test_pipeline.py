@@ -180,3 +180,19 @@ def test_cli_reads_a_wav_file(server, tmp_path):
     out = tmp_path / "frames"
     assert cli_main(["--url", server.grpc_url, "composite", "--audio", str(wav), "--out", str(out)]) == 0
     assert len(list(out.glob("*.jpg"))) == 5
+
+
+def test_shared_memory_inputs_give_the_same_frames(server, client):
+    from synctalk_client import CompositeClient
+
+    request = make_request(5, seed=21)
+    over_grpc = client.infer_batch_composite(request).raise_for_error().composited_frames
+    with CompositeClient(server.grpc_url, shared_memory=True) as shm_client:
+        for batch in (5, 2, 32):  # the region is reused across batch sizes
+            response = shm_client.infer_batch_composite(make_request(batch, seed=21) if batch != 5 else request).raise_for_error()
+            assert len(response.composited_frames) == batch
+            if batch == 5:
+                assert response.composited_frames == over_grpc
+        name = shm_client._shm.name
+        assert name in str(shm_client._triton.get_system_shared_memory_status(as_json=True))  # registered
+    assert name not in str(client._triton.get_system_shared_memory_status(as_json=True))  # unregistered on close
