@@ -4,12 +4,17 @@ Where each timing of a CompositeBatchResponse comes from:
 
 - ``total_time_ms``: client wall clock from the call to the response: validation, input
   serialisation (or the shared-memory write), the gRPC ``ModelInfer`` round trip.
-- ``audio_processing_ms`` (``audio_features`` + ``audio_encoder``), ``inference_time_ms``
+- ``validation_ms`` (``input_validator``), ``audio_processing_ms`` (``audio_features`` +
+  ``audio_encoder``), ``inference_time_ms``
   (``synctalk``) and ``composite_time_ms`` (``frame_resize`` + ``jpeg_encoder``): server compute
   time (compute input + infer + output) of those composing models, from the difference of Triton's
   statistics API before and after the request; ``queue_time_ms``: their queueing time. Only
   attributable when this request was the only one the ensemble served in between; otherwise
   these are ``None``. Costs two small extra RPCs; switch off with ``stage_timings=False``.
+
+Every call has a deadline (``timeout_s``). A call that fails with gRPC ``UNAVAILABLE`` (server
+restarting, connection refused) is retried up to ``retries`` times with exponential backoff;
+nothing else is retried (invalid input never is).
 
 ``shared_memory=True`` sends the inputs through Triton's system shared-memory extension (client
 and server on the same host; see ``synctalk_client.shared_memory``). One region per client:
@@ -34,6 +39,13 @@ from synctalk_client.validation import validate_header, validate_payload
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
 
 
+RETRYABLE_STATUS = ("StatusCode.UNAVAILABLE",)
+
+
+def is_retryable(exc: InferenceServerException) -> bool:
+    return str(exc.status() or "") in RETRYABLE_STATUS
+
+
 def error_from_exception(exc: InferenceServerException, model_id: str) -> CompositeError:
     """Map a Triton error to the reference's categories."""
     status = str(exc.status() or "")
@@ -54,9 +66,19 @@ class CompositeClient:
     ``shared_memory``: send inputs through system shared memory (same host only).
     """
 
-    def __init__(self, url: str = "127.0.0.1:8001", timeout_s: float = 120.0, stage_timings: bool = True, shared_memory: bool = False):
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        timeout_s: float = 120.0,
+        stage_timings: bool = True,
+        shared_memory: bool = False,
+        retries: int = 2,
+        backoff_s: float = 0.25,
+    ):
         self.url = url
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
         self._ensembles: Optional[set] = None
@@ -157,7 +179,7 @@ class CompositeClient:
         before = self._statistics() if self.stage_timings else None
         with self._shm_lock:
             inputs = self._shm.inputs(request) if self._shm is not None else self._grpc_inputs(request)
-            result = self._triton.infer(request.model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            result = self._call_with_retries(request.model_id, inputs, outputs)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
         frames = [bytes(x) for x in jpegs.reshape(-1)]
@@ -169,6 +191,15 @@ class CompositeClient:
         if before is not None:
             self._attribute_stages(response, request.model_id, before)
         return response
+
+    def _call_with_retries(self, model_id: str, inputs, outputs):
+        for attempt in range(self.retries + 1):
+            try:
+                return self._triton.infer(model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+            except InferenceServerException as exc:
+                if attempt == self.retries or not is_retryable(exc):
+                    raise
+                time.sleep(self.backoff_s * 2**attempt)
 
     def _statistics(self) -> Dict[str, Dict[str, int]]:
         stats = self._triton.get_inference_statistics(as_json=True)

@@ -32,12 +32,14 @@ AUDIO_FEATURE_SHAPE = (32, 16, 16)
 
 # --- model names -----------------------------------------------------------------------------
 DEFAULT_MODEL_ID = "demo"  # the ensemble of the default avatar; one ensemble per model id
+INPUT_VALIDATOR_MODEL = "input_validator"
 AUDIO_FEATURES_MODEL = "audio_features"
 AUDIO_ENCODER_MODEL = "audio_encoder"
 GENERATOR_MODEL = "synctalk"
 FRAME_RESIZE_MODEL = "frame_resize"
 JPEG_ENCODER_MODEL = "jpeg_encoder"
 COMPOSING_MODELS = (
+    INPUT_VALIDATOR_MODEL,
     AUDIO_FEATURES_MODEL,
     AUDIO_ENCODER_MODEL,
     GENERATOR_MODEL,
@@ -65,6 +67,9 @@ AUDIO = Tensor("AUDIO", "FP32", (SAMPLES_PER_FRAME,))
 JPEG = Tensor("JPEG", "BYTES", (1,))
 
 # --- intermediate tensors (ensemble-internal names) ------------------------------------------
+# AUDIO once input_validator has checked VISUAL and AUDIO: everything downstream depends on it,
+# so a rejected request never reaches the generator.
+VALIDATED_AUDIO = Tensor("VALIDATED_AUDIO", "FP32", AUDIO.dims)
 MEL_WINDOWS = Tensor("MEL_WINDOWS", "FP32", (1, N_MELS, MEL_WINDOW_COLUMNS))
 AUDIO_FEATURES = Tensor("AUDIO_FEATURES", "FP32", AUDIO_FEATURE_SHAPE)
 GENERATED_FACE = Tensor("GENERATED_FACE", "FP32", (3, FACE_SIZE, FACE_SIZE))
@@ -79,6 +84,7 @@ GENERATOR_OUTPUT = Tensor("output", "FP32", GENERATED_FACE.dims)
 # Each step: model -> ({model tensor: ensemble tensor} for inputs, same for outputs).
 # The ensemble's wiring, in pipeline order.
 MODEL_INPUTS = {
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO),
     AUDIO_FEATURES_MODEL: (AUDIO,),
     AUDIO_ENCODER_MODEL: (MEL_WINDOWS,),
     GENERATOR_MODEL: (GENERATOR_VISUAL, GENERATOR_AUDIO),
@@ -86,6 +92,7 @@ MODEL_INPUTS = {
     JPEG_ENCODER_MODEL: (FRAMES_RGB,),
 }
 MODEL_OUTPUTS = {
+    INPUT_VALIDATOR_MODEL: (VALIDATED_AUDIO,),
     AUDIO_FEATURES_MODEL: (MEL_WINDOWS,),
     AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
     GENERATOR_MODEL: (GENERATOR_OUTPUT,),
@@ -93,7 +100,12 @@ MODEL_OUTPUTS = {
     JPEG_ENCODER_MODEL: (JPEG,),
 }
 ENSEMBLE_STEPS = (
-    (AUDIO_FEATURES_MODEL, {AUDIO.name: AUDIO.name}, {MEL_WINDOWS.name: MEL_WINDOWS.name}),
+    (
+        INPUT_VALIDATOR_MODEL,
+        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name},
+        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name},
+    ),
+    (AUDIO_FEATURES_MODEL, {AUDIO.name: VALIDATED_AUDIO.name}, {MEL_WINDOWS.name: MEL_WINDOWS.name}),
     (AUDIO_ENCODER_MODEL, {MEL_WINDOWS.name: MEL_WINDOWS.name}, {AUDIO_FEATURES.name: AUDIO_FEATURES.name}),
     (
         GENERATOR_MODEL,
@@ -108,6 +120,7 @@ ENSEMBLE_OUTPUTS = (JPEG,)
 
 # Stages reported in a CompositeBatchResponse, by composing model.
 STAGE_MODELS = {
+    "validation_ms": (INPUT_VALIDATOR_MODEL,),
     "audio_processing_ms": (AUDIO_FEATURES_MODEL, AUDIO_ENCODER_MODEL),
     "inference_time_ms": (GENERATOR_MODEL,),
     "composite_time_ms": (FRAME_RESIZE_MODEL, JPEG_ENCODER_MODEL),

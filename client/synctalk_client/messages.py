@@ -75,13 +75,14 @@ class CompositeBatchRequest:
 class CompositeBatchResponse:
     """The result of one batch. Timings are milliseconds; see ``CompositeClient`` for their sources.
 
-    ``audio_processing_ms``, ``inference_time_ms`` and ``composite_time_ms`` are server compute
+    ``validation_ms``, ``audio_processing_ms``, ``inference_time_ms`` and ``composite_time_ms`` are server compute
     times from Triton's statistics API and are ``None`` when they could not be attributed to this
     request alone (another request ran at the same time, or stage timings were switched off).
     """
 
     success: bool
     composited_frames: List[bytes] = field(default_factory=list)
+    validation_ms: Optional[float] = None
     audio_processing_ms: Optional[float] = None
     inference_time_ms: Optional[float] = None
     composite_time_ms: Optional[float] = None
@@ -105,5 +106,5 @@ class CompositeBatchResponse:
         return self
 
     def timings(self) -> dict:
-        keys = ("audio_processing_ms", "inference_time_ms", "composite_time_ms", "queue_time_ms", "total_time_ms")
+        keys = ("validation_ms", "audio_processing_ms", "inference_time_ms", "composite_time_ms", "queue_time_ms", "total_time_ms")
         return {k: getattr(self, k) for k in keys}

@@ -80,6 +80,9 @@ def test_served_frames_equal_the_pipeline_run_in_process(client, models_dir):
 def test_each_composing_model_can_be_called_on_its_own(triton, models_dir):
     batch = 3
     audio = synthetic.speech_like_audio(batch, seed=2).reshape(batch, 640)
+    visual = np.concatenate([synthetic.face_crops(batch), synthetic.masked(synthetic.face_crops(batch))], axis=1)
+    (validated,) = raw_infer(triton, contract.INPUT_VALIDATOR_MODEL, {"VISUAL": visual, "AUDIO": audio}, ["VALIDATED_AUDIO"])
+    np.testing.assert_array_equal(validated, audio)
     (windows,) = raw_infer(triton, contract.AUDIO_FEATURES_MODEL, {"AUDIO": audio}, ["MEL_WINDOWS"])
     np.testing.assert_allclose(windows, MelFrontEnd().windows_for_audio(audio)[:, None], atol=1e-5)
 
@@ -87,7 +90,6 @@ def test_each_composing_model_can_be_called_on_its_own(triton, models_dir):
     encoder = ort.InferenceSession(str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(features, encoder.run(None, {"MEL_WINDOWS": windows})[0], rtol=1e-4, atol=1e-4)
 
-    visual = np.concatenate([synthetic.face_crops(batch), synthetic.masked(synthetic.face_crops(batch))], axis=1)
     (face,) = raw_infer(triton, contract.GENERATOR_MODEL, {"input": visual, "audio": features}, ["output"])
     generator = ort.InferenceSession(str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(face, generator.run(None, {"input": visual, "audio": features})[0], rtol=1e-4, atol=1e-4)

@@ -28,6 +28,7 @@ def test_serve_runs_in_the_foreground_and_stops_cleanly(tmp_path, models_dir, st
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "not ready in 120 s"
             time.sleep(0.25)
+        time.sleep(1.0)  # let the launcher see readiness and announce it
         process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0
         assert "tritonserver ready: gRPC 127.0.0.1:" in process.stdout.read()

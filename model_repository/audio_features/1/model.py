@@ -8,7 +8,7 @@ first-call initialisation.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_preprocessing import model_config
+from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
 
 
@@ -25,16 +25,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             audio = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            if not np.isfinite(audio).all():
-                bad = int(np.count_nonzero(~np.isfinite(audio)))
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(
-                            f"{self.input_name}: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio",
-                            pb_utils.TritonError.INVALID_ARG,
-                        )
-                    )
-                )
+            problem = checks.non_finite(self.input_name, audio, unit="samples")  # when called on its own
+            if problem:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
                 continue
             windows = self.front_end.windows_for_audio(audio)[:, None]  # [B,1,80,16]
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, windows)]))

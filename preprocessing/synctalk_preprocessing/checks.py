@@ -1,0 +1,49 @@
+"""Server-side value checks of the request tensors, shared by the models that guard them.
+
+Triton itself rejects wrong shapes, dtypes and batch sizes; these catch what it cannot see:
+non-finite and far out-of-range values. Each returns ``None`` or a message naming the tensor,
+what was found and what was expected.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+VISUAL_TOLERANCE = 1e-3  # BGR in [0, 1], with room for float rounding
+AUDIO_ABS_MAX = 4.0  # 16 kHz float audio lives in [-1, 1]; far beyond this is not audio
+
+
+def _first_bad(mask: np.ndarray) -> str:
+    index = np.argwhere(mask)[0]
+    return f"frame {int(index[0])}, index {tuple(int(i) for i in index[1:])}"
+
+
+def non_finite(name: str, array: np.ndarray, unit: str = "values") -> Optional[str]:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        return f"{name}: {int(bad.sum())} of {array.size} {unit} are NaN or Inf (first at {_first_bad(bad)}); expected finite float32"
+    return None
+
+
+def check_visual(name: str, visual: np.ndarray, tolerance: float = VISUAL_TOLERANCE) -> Optional[str]:
+    message = non_finite(name, visual)
+    if message:
+        return message
+    low, high = float(visual.min()), float(visual.max())
+    if low < -tolerance or high > 1 + tolerance:
+        return (
+            f"{name}: values must be BGR scaled to [0, 1]; got min {low:g}, max {high:g} "
+            f"(first at {_first_bad((visual < -tolerance) | (visual > 1 + tolerance))})"
+        )
+    return None
+
+
+def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) -> Optional[str]:
+    message = non_finite(name, audio, unit="samples")
+    if message:
+        return message
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > abs_max:
+        return f"{name}: sample magnitude {peak:g} exceeds {abs_max:g}; expected float audio in [-1, 1]"
+    return None

@@ -1,0 +1,370 @@
+"""`make bench`: the served pipeline's speed, measured side by side with its alternatives.
+
+Runs on the CPU profile with the full-size stand-in models, on this machine, in one run:
+
+1. micro: our mel front end vs ``librosa.feature.melspectrogram``; the compositor (in process)
+   vs a bare OpenCV resize + libjpeg-turbo encode;
+2. in process: the whole pipeline called directly (same ONNX models in onnxruntime, same audio and
+   compositor code), sequentially, as a monolith would: frames/s;
+3. served: a fresh tritonserver; the first request after ready vs the steady state; perf_analyzer
+   (real input data) for request batch sizes 1, 8, 32 over a concurrency sweep; the stage
+   breakdown from Triton's statistics API; gRPC vs system shared memory for 32-frame requests.
+
+Writes ``benchmarks/results/latest.json`` and the PNG plots, and regenerates
+``benchmarks/README.md``'s table from them.
+
+    python -m tools.bench            # full run (about 10 minutes on 2 cores)
+    python -m tools.bench --quick    # shorter measurement windows
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from tools import paths, perf_analyzer
+from tools.render_repository import render
+from tools.serve import TritonServer
+
+RESULTS = paths.ROOT / "benchmarks" / "results"
+REPORT = paths.ROOT / "benchmarks" / "README.md"
+
+
+def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def request_for(batch: int, seed: int = 0) -> CompositeBatchRequest:
+    crops = synthetic.face_crops(batch, seed=seed)
+    return CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed))
+
+
+# -- 1. micro benchmarks ------------------------------------------------------------------
+def bench_mel(batch: int = 8, repeat: int = 50) -> Dict[str, float]:
+    import librosa
+
+    from synctalk_preprocessing.audio import MelFrontEnd
+
+    audio = synthetic.speech_like_audio(batch).reshape(batch, contract.SAMPLES_PER_FRAME)
+    front_end = MelFrontEnd()
+
+    def with_librosa():
+        mel = librosa.feature.melspectrogram(
+            y=audio.reshape(-1), sr=16000, n_fft=400, hop_length=160, win_length=400, window="hann", center=True,
+            pad_mode="constant", power=2.0, n_mels=80, fmin=0, fmax=8000, htk=False, norm="slaney",
+        )
+        return front_end.frame_windows(np.log(mel + 1e-5).astype(np.float32), batch)
+
+    ours = median_ms(lambda: front_end.windows_for_audio(audio), repeat)
+    reference = median_ms(with_librosa, repeat)
+    return {"batch": batch, "ours_ms": ours, "librosa_ms": reference, "mel_vs_librosa_speedup": reference / ours}
+
+
+def bench_compositor_in_process(batch: int = 8, repeat: int = 5) -> Dict[str, float]:
+    import cv2
+    import simplejpeg
+
+    from synctalk_preprocessing.compositing import CpuJpegEncoder, composite_frames, face_to_rgb8
+
+    faces = 0.75 * synthetic.face_crops(batch) + 0.25 * np.random.default_rng(0).random((batch, 3, 320, 320), dtype=np.float32)
+    encoder = CpuJpegEncoder(threads=1)
+    ours = median_ms(lambda: encoder.encode(list(composite_frames(faces))), repeat)
+    rgb8 = face_to_rgb8(faces)
+
+    def bare():
+        for frame in rgb8:
+            full = cv2.resize(frame, (contract.OUTPUT_WIDTH, contract.OUTPUT_HEIGHT), interpolation=cv2.INTER_LINEAR)
+            simplejpeg.encode_jpeg(full, quality=95, colorspace="RGB", colorsubsampling="420")
+
+    bare_ms = median_ms(bare, repeat)
+    encoder.close()
+    return {"batch": batch, "ours_one_thread_ms": ours, "bare_ms": bare_ms, "in_process_ratio": ours / bare_ms}
+
+
+# -- 2. the monolith baseline ----------------------------------------------------------------
+class InProcessPipeline:
+    """The served pipeline's work, called directly in this process (one caller, in sequence)."""
+
+    def __init__(self, models_dir: Path):
+        import onnxruntime as ort
+
+        from synctalk_preprocessing.audio import MelFrontEnd
+        from synctalk_preprocessing.compositing import CpuJpegEncoder
+
+        self.front_end = MelFrontEnd()
+        self.encoder = ort.InferenceSession(str(models_dir / "audio_encoder.onnx"), providers=["CPUExecutionProvider"])
+        self.generator = ort.InferenceSession(str(models_dir / "synctalk.onnx"), providers=["CPUExecutionProvider"])
+        self.jpeg = CpuJpegEncoder(threads=2)
+
+    def __call__(self, request: CompositeBatchRequest) -> List[bytes]:
+        from synctalk_preprocessing.compositing import composite_frames
+
+        windows = self.front_end.windows_for_audio(request.audio_tensor())[:, None]
+        (features,) = self.encoder.run(None, {contract.MEL_WINDOWS.name: windows})
+        (face,) = self.generator.run(None, {"input": request.visual_tensor(), "audio": features})
+        return self.jpeg.encode(list(composite_frames(face)))
+
+
+def bench_in_process(models_dir: Path, batch: int, repeat: int) -> Dict[str, float]:
+    pipeline = InProcessPipeline(models_dir)
+    request = request_for(batch)
+    pipeline(request_for(contract.MAX_BATCH_SIZE))  # same warm-up as the server: largest batch first
+    ms = median_ms(lambda: pipeline(request), repeat)
+    return {"batch": batch, "ms_per_request": ms, "frames_per_s": batch * 1000 / ms}
+
+
+# -- 3. served ----------------------------------------------------------------------------------
+def model_statistics(client: CompositeClient) -> Dict[str, Dict[str, int]]:
+    stats = client._triton.get_inference_statistics(as_json=True)
+    table = {}
+    for m in stats.get("model_stats", []):
+        inference = m.get("inference_stats", {})
+        row = {k: int(inference.get(k, {}).get("ns", 0)) for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+        row["count"] = int(inference.get("success", {}).get("count", 0))
+        row["executions"] = int(m.get("execution_count", 0))
+        table[m["name"]] = row
+    return table
+
+
+def stage_breakdown(before: Dict, after: Dict) -> Dict[str, Dict[str, float]]:
+    out = {}
+    for name in (contract.DEFAULT_MODEL_ID, *contract.COMPOSING_MODELS):
+        count = after[name]["count"] - before[name]["count"]
+        if count <= 0:
+            continue
+        out[name] = {k: (after[name][k] - before[name][k]) / count / 1e6 for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+        out[name]["requests"] = count
+        out[name]["executions"] = after[name]["executions"] - before[name]["executions"]
+    return out
+
+
+def bench_first_request(grpc_url: str, batch: int, repeat: int) -> Dict[str, float]:
+    request = request_for(batch, seed=1)
+    with CompositeClient(grpc_url, stage_timings=False) as client:
+        first = client.infer_batch_composite(request).raise_for_error().total_time_ms
+        steady = statistics.median(client.infer_batch_composite(request).raise_for_error().total_time_ms for _ in range(repeat))
+    return {"batch": batch, "first_ms": first, "steady_ms": steady, "first_request_vs_steady_latency_ratio": first / steady}
+
+
+def bench_transport(grpc_url: str, batch: int, repeat: int) -> Dict[str, Dict[str, float]]:
+    """Client-side overhead per request = client wall time - the ensemble's server time."""
+    results = {}
+    for mode, shared in (("grpc", False), ("system_shared_memory", True)):
+        with CompositeClient(grpc_url, stage_timings=False, shared_memory=shared) as client:
+            request = request_for(batch, seed=2)
+            client.infer_batch_composite(request).raise_for_error()
+            overheads, totals = [], []
+            for _ in range(repeat):
+                before = model_statistics(client)[contract.DEFAULT_MODEL_ID]
+                total = client.infer_batch_composite(request).raise_for_error().total_time_ms
+                after = model_statistics(client)[contract.DEFAULT_MODEL_ID]
+                server_ms = sum(after[k] - before[k] for k in ("queue", "compute_input", "compute_infer", "compute_output")) / 1e6
+                totals.append(total)
+                overheads.append(total - server_ms)
+            results[mode] = {"batch": batch, "total_ms": statistics.median(totals), "client_overhead_ms": statistics.median(overheads)}
+    return results
+
+
+def run(args) -> Dict:
+    models_dir = paths.MODELS / args.variant
+    quick = args.quick
+    report: Dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        "variant": args.variant,
+        "profile": "cpu",
+    }
+    print("micro benchmarks ...", flush=True)
+    report["mel"] = bench_mel()
+    report["compositor_in_process"] = bench_compositor_in_process()
+    print("in-process pipeline ...", flush=True)
+    report["in_process"] = {str(b): bench_in_process(models_dir, b, 3 if quick else 5) for b in (8,)}
+
+    repository = render("cpu", paths.BUILD / "repository" / f"bench-{args.variant}", models_dir)
+    server = TritonServer(repository, 18000, 18001, 18002, log_path=paths.BUILD / "logs" / "bench-tritonserver.log")
+    with server:
+        print("first request vs steady ...", flush=True)
+        report["first_request"] = bench_first_request(server.grpc_url, 8, 3 if quick else 5)
+        config = perf_analyzer.yaml.safe_load(perf_analyzer.SCENARIOS.read_text())
+        measurement = dict(config["measurement"])
+        if quick:
+            measurement.update(request_count=6, max_trials=3, stability_percentage=50)
+        report["perf_analyzer"] = {}
+        report["stages"] = {}
+        with CompositeClient(server.grpc_url, stage_timings=False) as client:
+            for scenario in config["scenarios"]:
+                if quick:
+                    scenario = dict(scenario, concurrency=scenario["concurrency"][:2])
+                print(f"perf_analyzer {scenario['name']} ...", flush=True)
+                before = model_statistics(client)
+                rows = perf_analyzer.run_scenario(server.grpc_url, config["model"], scenario, measurement, perf_analyzer.PERF_DIR / "bench", timeout=1800)
+                report["perf_analyzer"][scenario["name"]] = {"batch_size": scenario["batch_size"], "results": rows}
+                report["stages"][scenario["name"]] = stage_breakdown(before, model_statistics(client))
+            print("gRPC vs shared memory ...", flush=True)
+            report["transport"] = bench_transport(server.grpc_url, contract.MAX_BATCH_SIZE, 3 if quick else 5)
+            # client-side stage timings of a lone batch-8 request
+            report["client_timings"] = client.__class__(server.grpc_url).infer_batch_composite(request_for(8)).raise_for_error().timings()
+
+    batch8 = report["perf_analyzer"]["batch8"]["results"]
+    best = max(batch8, key=lambda r: r["frames_per_s"])
+    c1 = next(r for r in batch8 if r["concurrency"] == 1)
+    served_compositor = sum(
+        report["stages"]["batch8"][m][k]
+        for m in (contract.FRAME_RESIZE_MODEL, contract.JPEG_ENCODER_MODEL)
+        for k in ("compute_input", "compute_infer", "compute_output")
+    )
+    report["ratios"] = {
+        "ensemble_vs_inprocess_throughput_ratio": best["frames_per_s"] / report["in_process"]["8"]["frames_per_s"],
+        "mel_vs_librosa_speedup": report["mel"]["mel_vs_librosa_speedup"],
+        "compositor_vs_bare_encoder_ratio": served_compositor / report["compositor_in_process"]["bare_ms"],
+        "first_request_vs_steady_latency_ratio": report["first_request"]["first_request_vs_steady_latency_ratio"],
+        "best_vs_concurrency1_throughput_ratio_batch8": best["frames_per_s"] / c1["frames_per_s"],
+        "shared_memory_vs_grpc_client_overhead_ratio_batch32": report["transport"]["system_shared_memory"]["client_overhead_ms"]
+        / report["transport"]["grpc"]["client_overhead_ms"],
+    }
+    report["best_concurrency_batch8"] = best["concurrency"]
+    return report
+
+
+# -- report -----------------------------------------------------------------------------------
+def plots(report: Dict, out_dir: Path) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stamp = f"{report['machine']} — {report['date']}"
+    files = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, scenario in report["perf_analyzer"].items():
+        rows = scenario["results"]
+        ax.plot([r["concurrency"] for r in rows], [r["frames_per_s"] for r in rows], marker="o", label=f"{scenario['batch_size']} frames/request")
+    ax.axhline(report["in_process"]["8"]["frames_per_s"], ls="--", color="grey", label="in process, 8 frames")
+    ax.set(xlabel="concurrent requests", ylabel="frames / s", title=f"Throughput vs concurrency ({report['variant']} model, CPU profile)")
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, stamp, fontsize=7, color="grey")
+    fig.tight_layout()
+    fig.savefig(out_dir / "throughput.png", dpi=110)
+    files.append("throughput.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels, p50, p95, p99 = [], [], [], []
+    for name, scenario in report["perf_analyzer"].items():
+        for r in scenario["results"]:
+            labels.append(f"b{scenario['batch_size']} c{r['concurrency']}")
+            p50.append(r["p50_ms"]); p95.append(r["p95_ms"]); p99.append(r["p99_ms"])
+    x = np.arange(len(labels))
+    for offset, values, label in ((-0.27, p50, "p50"), (0, p95, "p95"), (0.27, p99, "p99")):
+        ax.bar(x + offset, values, width=0.27, label=label)
+    ax.set_xticks(x, labels, rotation=45, fontsize=8)
+    ax.set(ylabel="latency per request (ms)", title="Latency percentiles")
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, stamp, fontsize=7, color="grey")
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency.png", dpi=110)
+    files.append("latency.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    stages = report["stages"]["batch8"]
+    models = [m for m in contract.COMPOSING_MODELS if m in stages]
+    bottom = np.zeros(len(models))
+    for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+        values = np.array([stages[m][key] for m in models])
+        ax.bar(models, values, bottom=bottom, label=key)
+        bottom += values
+    ax.set(ylabel="ms per request (8 frames)", title="Stage breakdown, Triton statistics (8-frame requests)")
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, stamp, fontsize=7, color="grey")
+    fig.tight_layout()
+    fig.savefig(out_dir / "stages.png", dpi=110)
+    files.append("stages.png")
+    plt.close("all")
+    return files
+
+
+def markdown_table(report: Dict) -> str:
+    r = report["ratios"]
+    lines = [
+        f"Measured {report['date']} on {report['machine']} (CPU profile, {report['variant']} stand-in models).",
+        "",
+        "| ratio | value | target |",
+        "|---|---|---|",
+        f"| `ensemble_vs_inprocess_throughput_ratio` (batch 8, best concurrency {report['best_concurrency_batch8']}) | {r['ensemble_vs_inprocess_throughput_ratio']:.2f} | >= 0.9 |",
+        f"| `mel_vs_librosa_speedup` | {r['mel_vs_librosa_speedup']:.1f} | >= 3 |",
+        f"| `compositor_vs_bare_encoder_ratio` (served resize + encode vs bare OpenCV + libjpeg-turbo, batch 8) | {r['compositor_vs_bare_encoder_ratio']:.2f} | <= 1.2 |",
+        f"| `first_request_vs_steady_latency_ratio` (batch 8) | {r['first_request_vs_steady_latency_ratio']:.2f} | <= 2 |",
+        f"| best / concurrency-1 throughput, batch 8 | {r['best_vs_concurrency1_throughput_ratio_batch8']:.2f} | >= 1.5 |",
+        f"| shared-memory / gRPC client overhead, batch 32 | {r['shared_memory_vs_grpc_client_overhead_ratio_batch32']:.2f} | |",
+        "",
+        "| request batch | concurrency | frames/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for scenario in report["perf_analyzer"].values():
+        for row in scenario["results"]:
+            lines.append(f"| {scenario['batch_size']} | {row['concurrency']} | {row['frames_per_s']:.1f} | {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} |")
+    ip = report["in_process"]["8"]
+    lines += [
+        "",
+        f"In process (same models and code, one caller): {ip['frames_per_s']:.1f} frames/s for 8-frame requests ({ip['ms_per_request']:.0f} ms each).",
+        "",
+        "| stage (8-frame requests, ms per request) | queue | compute input | compute infer | compute output |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in report["stages"]["batch8"].items():
+        lines.append(f"| {name} | {row['queue']:.1f} | {row['compute_input']:.1f} | {row['compute_infer']:.1f} | {row['compute_output']:.1f} |")
+    t = report["transport"]
+    lines += [
+        "",
+        "| 32-frame request | client total ms | client-side overhead ms |",
+        "|---|---|---|",
+        f"| gRPC | {t['grpc']['total_ms']:.0f} | {t['grpc']['client_overhead_ms']:.0f} |",
+        f"| system shared memory | {t['system_shared_memory']['total_ms']:.0f} | {t['system_shared_memory']['client_overhead_ms']:.0f} |",
+        "",
+        f"Mel: ours {report['mel']['ours_ms']:.2f} ms vs librosa {report['mel']['librosa_ms']:.2f} ms for 8 frames. "
+        f"Compositor in process: {report['compositor_in_process']['ours_one_thread_ms']:.0f} ms vs bare {report['compositor_in_process']['bare_ms']:.0f} ms for 8 frames (one thread each). "
+        f"First request {report['first_request']['first_ms']:.0f} ms vs steady {report['first_request']['steady_ms']:.0f} ms.",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(report: Dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    files = plots(report, RESULTS)
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    text = REPORT.read_text() if REPORT.exists() else f"# Benchmarks\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    body = markdown_table(report) + "\n\n" + "\n".join(f"![{f}](results/{f})" for f in files)
+    REPORT.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="full")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from latest.json")
+    args = parser.parse_args(argv)
+    report = json.loads((RESULTS / "latest.json").read_text()) if args.report_only else run(args)
+    write_report(report)
+    print(json.dumps(report["ratios"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
