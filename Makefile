@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install models render serve demo test clean
+.PHONY: install models render serve demo test bench soak clean
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ demo: render
 test: models
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+# benchmarks: CPU profile, full model; writes benchmarks/results/latest.json and benchmarks/README.md
+bench: models
+	$(BIN)/python -m tools.bench
+
+# the long soak: 4 clients for 5 minutes against a fresh CPU-profile server (tiny models)
+SOAK_SECONDS ?= 300
+soak: models
+	$(BIN)/python -m tools.soak --start-server --variant tiny --clients 4 --duration $(SOAK_SECONDS) --warmup 30
 
 clean:
 	rm -rf build out

@@ -93,6 +93,8 @@ def command(url: str, model: str, batch_size: int, concurrency: List[int], input
         "--stability-percentage", str(measurement.get("stability_percentage", 25)),
         "--max-trials", str(measurement.get("max_trials", 6)),
         "--percentile", "99",
+        *(["--shared-memory", measurement["shared_memory"], "--output-shared-memory-size", str(measurement.get("output_shared_memory_size", 16 << 20))]
+          if measurement.get("shared_memory", "none") != "none" else []),
         "-f", str(csv_path),
         "--verbose-csv",
     ]

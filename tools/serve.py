@@ -5,25 +5,39 @@
 Binds 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002. Ready when ``/v2/health/ready`` says
 so; Ctrl-C or SIGTERM stops it cleanly. ``TritonServer`` is the same launcher as a context
 manager, used by the tests and the demo.
+
+Supervision (``--supervise``): this Triton's Python backend does not restart a backend stub
+process that died (killed, out of memory); its model then answers every request with "Stub
+process ... is not healthy" until reloaded. The supervisor watches the stub processes and
+reloads a model whose stub is gone, through the repository API on loopback, which needs
+``--model-control-mode=explicit`` (all models are loaded at start, as with ``none``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from tools import paths
 
-SHM_BYTES = 64 * 1024 * 1024  # Python-backend shared memory per model instance: start and growth step
+# Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
+# (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
+SHM_DEFAULT_BYTES = 256 * 1024 * 1024
+SHM_GROWTH_BYTES = 64 * 1024 * 1024
+# glibc returns large blocks (frames of 6 MB, batches of 50-200 MB) to the OS on free and faults
+# them in again on the next request; keep them in the heap instead (served memory stays flat)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(512 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024)}
 
 
 def pytriton_root() -> Path:
@@ -58,7 +72,72 @@ def server_environment() -> dict:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    for key, value in MALLOC_ENV.items():
+        env.setdefault(key, value)
     return env
+
+
+def stub_counts(server_pid: int) -> Dict[str, int]:
+    """{model name: live Python-backend stub processes} among the server's children."""
+    import psutil
+
+    counts: Dict[str, int] = {}
+    try:
+        children = psutil.Process(server_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return counts
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            model_py = next((a for a in child.cmdline() if a.endswith("/model.py")), None)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+        if model_py:
+            model = Path(model_py).parent.parent.name
+            counts[model] = counts.get(model, 0) + 1
+    return counts
+
+
+class StubSupervisor(threading.Thread):
+    """Reloads a Python-backend model whose stub process died (see the module docstring)."""
+
+    def __init__(self, server: "TritonServer", interval_s: float = 0.5):
+        super().__init__(name="stub-supervisor", daemon=True)
+        self.server = server
+        self.interval_s = interval_s
+        self.expected = stub_counts(server.process.pid)
+        self.reloads: List[Dict[str, float]] = []
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def reload(self, model: str) -> float:
+        """Force a reload (an unchanged config would be a no-op) and return its duration."""
+        import tritonclient.grpc as grpcclient
+
+        started = time.monotonic()
+        with grpcclient.InferenceServerClient(self.server.grpc_url) as triton:
+            config = triton.get_model_config(model, as_json=True)["config"]
+            config.setdefault("parameters", {})["supervisor_reload"] = {"string_value": str(len(self.reloads) + 1)}
+            triton.load_model(model, config=json.dumps(config))
+        seconds = time.monotonic() - started
+        self.reloads.append({"model": model, "seconds": seconds, "at": time.time()})
+        print(f"stub supervisor: reloaded '{model}' after its stub died ({seconds:.1f} s)", file=sys.stderr, flush=True)
+        return seconds
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            if self.server.process is None or self.server.process.poll() is not None:
+                return
+            current = stub_counts(self.server.process.pid)
+            for model, count in self.expected.items():
+                if current.get(model, 0) < count and not self._stopping.is_set():
+                    try:
+                        self.reload(model)
+                    except Exception as exc:  # the server may be stopping; try again next round
+                        print(f"stub supervisor: reload of '{model}' failed: {exc}", file=sys.stderr, flush=True)
 
 
 class TritonServer:
@@ -74,11 +153,14 @@ class TritonServer:
         model_control_mode: str = "none",
         log_path: Optional[Path] = None,
         extra_args: Sequence[str] = (),
+        supervise: bool = False,
     ):
         self.repository = Path(repository).resolve()
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
-        self.model_control_mode = model_control_mode
+        self.supervise = supervise
+        self.model_control_mode = "explicit" if supervise else model_control_mode
+        self.supervisor: Optional[StubSupervisor] = None
         self.log_path = log_path
         self.extra_args = list(extra_args)
         self.process: Optional[subprocess.Popen] = None
@@ -105,10 +187,11 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             f"--model-control-mode={self.model_control_mode}",
-            f"--backend-config=python,shm-default-byte-size={SHM_BYTES}",
-            f"--backend-config=python,shm-growth-byte-size={SHM_BYTES}",
+            f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             "--exit-on-error=true",
             "--log-verbose=0",
+            *(["--load-model=*"] if self.model_control_mode == "explicit" else []),
             *self.extra_args,
         ]
 
@@ -136,19 +219,27 @@ class TritonServer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with code {self.process.returncode} before it was ready{self._log_hint()}")
             if self.is_ready():
+                if self.supervise and self.supervisor is None:
+                    self.supervisor = StubSupervisor(self)
+                    self.supervisor.start()
                 return self
             time.sleep(0.25)
         raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s{self._log_hint()}")
 
     def _log_hint(self) -> str:
+        """The server's error lines (which name the failing model) and the end of its log."""
         if not self.log_path or not self.log_path.exists():
             return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-40:]
-        return f"; log {self.log_path}:\n" + "\n".join(tail)
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if line.startswith("E") and "CudaDriverHelper" not in line and "CUDA driver" not in line]
+        return f"; log {self.log_path}:\n" + "\n".join(errors[-20:] + ["..."] + lines[-10:])
 
     def stop(self, timeout: float = 30.0) -> Optional[int]:
         if self.process is None:
             return None
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor.join(timeout=10)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # tritonserver unloads its models and exits
             try:
@@ -178,8 +269,11 @@ def main(argv=None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none")
+    parser.add_argument("--supervise", action=argparse.BooleanOptionalAction, default=True,
+                        help="reload a model whose backend stub died (uses explicit model control on loopback)")
     args = parser.parse_args(argv)
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, model_control_mode=args.model_control_mode)
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port,
+                          model_control_mode=args.model_control_mode, supervise=args.supervise)
     stopping = []
 
     def on_signal(signum, _frame):
@@ -191,6 +285,7 @@ def main(argv=None) -> int:
     announced = False
     while not stopping and server.process.poll() is None:
         if not announced and server.is_ready():
+            server.wait_ready(timeout=5)  # starts the supervisor
             print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
             announced = True
         time.sleep(0.25)

@@ -108,7 +108,8 @@ def test_cpu_profile_serves_everything_with_the_python_backend(cpu_profile, prod
         assert not config.HasField("optimization"), name
         assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in config.parameters
     assert cpu_profile[contract.JPEG_ENCODER_MODEL].parameters["encoder"].string_value == "cpu"
-    assert cpu_profile[contract.GENERATOR_MODEL].dynamic_batching == production[contract.GENERATOR_MODEL].dynamic_batching
+    assert cpu_profile[contract.GENERATOR_MODEL].HasField("dynamic_batching")
+    assert list(cpu_profile[contract.GENERATOR_MODEL].dynamic_batching.preferred_batch_size) == [8]
 
 
 def test_gpu_profile_uses_tensorrt_dali_and_gpu_jpeg(production):

@@ -1,0 +1,101 @@
+"""Faults: a backend stub killed with requests in flight, and broken model files at start."""
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from tests.conftest import free_port
+from tools.render_repository import render
+from tools.serve import TritonServer, stub_counts
+
+pytestmark = pytest.mark.e2e
+
+
+def make_request(batch, seed=0):
+    crops = synthetic.face_crops(batch, seed=seed)
+    return CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed))
+
+
+def stub_pids(server: TritonServer, model: str):
+    pids = []
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        if any(arg.endswith(f"/{model}/1/model.py") for arg in child.cmdline()):
+            pids.append(child.pid)
+    return pids
+
+
+@pytest.fixture()
+def own_server(tmp_path, models_dir):
+    """A server of this test's own: the fault must not leak into the shared one."""
+    repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
+    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=tmp_path / "server.log", supervise=True) as server:
+        yield server
+
+
+def test_killed_stub_gives_clear_errors_and_service_recovers(own_server, tmp_path):
+    request = make_request(8, seed=3)
+    with CompositeClient(own_server.grpc_url, timeout_s=60) as client:
+        expected = client.infer_batch_composite(request).raise_for_error().composited_frames
+    (victim,) = stub_pids(own_server, contract.FRAME_RESIZE_MODEL)
+
+    results = []
+
+    def send():
+        with CompositeClient(own_server.grpc_url, timeout_s=60, stage_timings=False) as c:
+            started = time.monotonic()
+            results.append((c.infer_batch_composite(request), time.monotonic() - started))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)  # requests in flight
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=90)
+    assert not any(t.is_alive() for t in threads), "a call hung past its deadline"
+    for response, elapsed in results:
+        assert elapsed < 60
+        if not response.success:  # the affected requests get a clear processing error
+            assert response.error_category == "processing" and response.error
+        else:
+            assert response.composited_frames == expected
+
+    # service recovers without restarting the server
+    recovered_at = None
+    with CompositeClient(own_server.grpc_url, timeout_s=60, stage_timings=False) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            response = client.infer_batch_composite(request)
+            if response.success:
+                assert response.composited_frames == expected
+                recovered_at = time.monotonic()
+                break
+            time.sleep(0.5)
+    assert recovered_at is not None, "service did not recover within 120 s"
+    assert own_server.process.poll() is None, "the server itself must stay up"
+    assert [r["model"] for r in own_server.supervisor.reloads] == [contract.FRAME_RESIZE_MODEL]
+    assert stub_counts(own_server.process.pid)[contract.FRAME_RESIZE_MODEL] == 1
+    (tmp_path / "recovery_s.txt").write_text(f"{recovered_at - killed_at:.2f}\n")
+    print(f"recovery after kill -9 of the {contract.FRAME_RESIZE_MODEL} stub: {recovered_at - killed_at:.2f} s; "
+          f"{sum(not r.success for r, _ in results)} of {len(results)} in-flight requests failed")
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_broken_model_file_fails_the_start_loudly_with_the_model_name(tmp_path, models_dir, damage):
+    repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
+    model_file = repository / contract.AUDIO_ENCODER_MODEL / "1" / "model.onnx"
+    if damage == "missing":
+        model_file.unlink()
+    else:
+        model_file.write_bytes(b"this is not an ONNX model" * 100)
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=tmp_path / "server.log")
+    with pytest.raises(RuntimeError, match="exited with code") as info:
+        with server:
+            pass
+    assert server.process.returncode not in (0, None)
+    assert f"failed to load '{contract.AUDIO_ENCODER_MODEL}'" in str(info.value)
