@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -26,17 +25,7 @@ import numpy as np
 
 from synctalk_client import contract
 from tools import build_models, paths
-
-
-def timed(fn: Callable[[], object], iterations: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+from tools.bench import median_ms
 
 
 def device_name(device: str) -> str:
@@ -84,7 +73,7 @@ def bench_onnx(models_dir: Path, device: str, batch_sizes: List[int], iterations
         for provider, session in sessions.items():
             for b in batch_sizes:
                 feed = make_feed(b)
-                ms = timed(lambda: session.run(None, feed), iterations)
+                ms = median_ms(lambda: session.run(None, feed), iterations)
                 results.setdefault(f"{name}/{provider}", {})[str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
     return results
 
@@ -113,11 +102,11 @@ def bench_compositor(device: str, batch_sizes: List[int], iterations: int) -> Di
             (out,) = pipeline.run()
             state["out"] = out
 
-        ms = timed(resize, iterations)
+        ms = median_ms(resize, iterations)
         results["frame_resize/dali"][str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
         out = state["out"]
         frames = [np.asarray(out[i]) for i in range(b)] if device == "cpu" else [out[i] for i in range(b)]
-        ms = timed(lambda: encoder.encode(frames), iterations)
+        ms = median_ms(lambda: encoder.encode(frames), iterations)
         results["jpeg_encoder/nvimgcodec"][str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
     return results
 

@@ -37,7 +37,20 @@ SHM_DEFAULT_BYTES = 256 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024
 # glibc returns large blocks (frames of 6 MB, batches of 50-200 MB) to the OS on free and faults
 # them in again on the next request; keep them in the heap instead (served memory stays flat)
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(512 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(1024 * 1024 * 1024)}
+# up to 64 MB (an 8-frame batch of 1080p frames is 50 MB); larger blocks, such as onnxruntime's
+# activations for 32-frame batches, still go back to the OS, so the heap cannot bloat with them
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
+
+
+def apply_malloc_settings() -> None:
+    """MALLOC_ENV for the calling process (glibc mallopt), so in-process baselines allocate as
+    the served models do."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
+    libc.mallopt(m_trim_threshold, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))
 
 
 def pytriton_root() -> Path:
@@ -238,8 +251,7 @@ class TritonServer:
         if self.process is None:
             return None
         if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor.join(timeout=10)
+            self.supervisor.stop()  # the server is stopped below whatever happens here
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # tritonserver unloads its models and exits
             try:
@@ -247,6 +259,8 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.supervisor is not None:
+            self.supervisor.join(timeout=10)
         if self._log_file:
             self._log_file.close()
         return self.process.returncode

@@ -19,10 +19,12 @@ from synctalk_client import contract
 
 
 def face_to_rgb8(face_bgr: np.ndarray) -> np.ndarray:
-    """[B, 3, H, W] float BGR in [0, 1] -> [B, H, W, 3] uint8 RGB (NaN -> 0)."""
-    face = np.nan_to_num(np.asarray(face_bgr, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    rgb = face[:, ::-1].transpose(0, 2, 3, 1) * np.float32(255.0)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    """[B, 3, H, W] float BGR in [0, 1] -> [B, H, W, 3] uint8 RGB (NaN -> 0), in one float buffer."""
+    rgb = np.asarray(face_bgr, dtype=np.float32)[:, ::-1].transpose(0, 2, 3, 1) * np.float32(255.0)
+    np.nan_to_num(rgb, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(rgb, 0, 255, out=rgb)
+    np.rint(rgb, out=rgb)
+    return rgb.astype(np.uint8)
 
 
 def resize_frames(
