@@ -4,6 +4,7 @@
     synctalk-client models
     synctalk-client composite --audio speech.wav --image face.png --out out/frames
     synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
+    synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
 """
 from __future__ import annotations
 
@@ -82,6 +83,20 @@ def cmd_composite(args) -> int:
     return 0
 
 
+def cmd_render(args) -> int:
+    from synctalk_client.render import render_video
+
+    if args.audio:
+        audio = read_wav(args.audio)
+    else:
+        audio = synthetic.speech_like_audio(int(args.seconds * contract.FPS), seed=args.seed)
+    crops = read_crop(args.image)[None] if args.image else None
+    summary = render_video(args.url, args.model_id, audio, args.out, crops=crops, batch_size=args.batch_size,
+                           in_flight=args.in_flight, timeout_s=args.timeout, progress=not args.quiet)
+    print(json.dumps({**summary, "out": str(args.out)}, indent=2))
+    return 0
+
+
 def cmd_models(args) -> int:
     with CompositeClient(args.url) as client:
         for row in client.list_models():
@@ -110,6 +125,18 @@ def main(argv=None) -> int:
     composite.add_argument("--timeout", type=float, default=120.0, help="deadline of the call in seconds")
     composite.add_argument("--out", type=Path, default=Path("out/frames"))
     composite.set_defaults(func=cmd_composite)
+    render = sub.add_parser("render", help="render a whole clip to an MP4 (frames muxed with the audio)")
+    render.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
+    render.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
+    render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
+    render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
+    render.add_argument("--batch-size", type=int, default=8, help="frames per request (1-32)")
+    render.add_argument("--in-flight", type=int, default=3, help="requests kept in flight")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--timeout", type=float, default=300.0)
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+    render.add_argument("--out", type=Path, default=Path("out/render.mp4"))
+    render.set_defaults(func=cmd_render)
     sub.add_parser("models", help="list the repository's models").set_defaults(func=cmd_models)
     sub.add_parser("health", help="server liveness/readiness and model states").set_defaults(func=cmd_health)
     args = parser.parse_args(argv)

@@ -1,0 +1,19 @@
+"""`synctalk-client render`: batches in flight, frames in order, an MP4 with video and audio."""
+import subprocess
+
+import imageio_ffmpeg
+import pytest
+
+from synctalk_client.cli import main as cli_main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_render_writes_an_mp4_with_every_frame_and_the_audio(server, tmp_path):
+    out = tmp_path / "clip.mp4"
+    # 0.8 s = 20 frames in batches of 8, 8 and 4, two requests in flight
+    assert cli_main(["--url", server.grpc_url, "render", "--seconds", "0.8", "--batch-size", "8", "--in-flight", "2", "--quiet", "--out", str(out)]) == 0
+    frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(out))
+    assert frames == 20 and abs(seconds - 0.8) < 0.1
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+    assert "Video: h264" in probe and "1920x1080" in probe and "Audio: aac" in probe
