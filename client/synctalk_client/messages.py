@@ -13,6 +13,15 @@ _F32 = np.dtype("<f4")
 _S = contract.FACE_SIZE
 
 
+def visual_from_reference_bytes(visual_frames: bytes, batch_size: int) -> np.ndarray:
+    """Reference bytes ``[all crops][all masked crops]`` -> VISUAL [B, 6, 320, 320] float32."""
+    flat = np.frombuffer(visual_frames, dtype=_F32)
+    half = flat.size // 2
+    crops = flat[:half].reshape(batch_size, 3, _S, _S)
+    masked = flat[half:].reshape(batch_size, 3, _S, _S)
+    return np.concatenate([crops, masked], axis=1)
+
+
 @dataclass
 class CompositeBatchRequest:
     """One batch of video frames and their audio, in the reference's wire layout.
@@ -60,11 +69,7 @@ class CompositeBatchRequest:
 
     def visual_tensor(self) -> np.ndarray:
         """VISUAL [B,6,320,320] float32 from the reference layout (assumes a validated request)."""
-        flat = np.frombuffer(self.visual_frames, dtype=_F32)
-        half = flat.size // 2
-        crops = flat[:half].reshape(self.batch_size, 3, _S, _S)
-        masked = flat[half:].reshape(self.batch_size, 3, _S, _S)
-        return np.concatenate([crops, masked], axis=1)
+        return visual_from_reference_bytes(self.visual_frames, self.batch_size)
 
     def audio_tensor(self) -> np.ndarray:
         """AUDIO [B,640] float32 (assumes a validated request)."""

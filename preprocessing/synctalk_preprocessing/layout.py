@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from synctalk_client import contract
+from synctalk_client import contract, synthetic
+from synctalk_client.messages import visual_from_reference_bytes
 
 _F32 = np.dtype("<f4")
 _S = contract.FACE_SIZE
 
 
-def visual_bytes_to_tensor(visual_frames: bytes, batch_size: int) -> np.ndarray:
-    """Reference bytes [crops][ROIs] -> VISUAL [B, 6, 320, 320] float32 (one copy)."""
-    flat = np.frombuffer(visual_frames, dtype=_F32)
-    crops = flat[: flat.size // 2].reshape(batch_size, 3, _S, _S)
-    rois = flat[flat.size // 2 :].reshape(batch_size, 3, _S, _S)
-    return np.concatenate([crops, rois], axis=1).astype(np.float32, copy=False)
+# The wire format belongs to the client; these are its conversions, named for the server side.
+visual_bytes_to_tensor = visual_from_reference_bytes
+mask_lower_half = synthetic.masked
 
 
 def visual_tensor_to_bytes(visual: np.ndarray) -> bytes:
@@ -41,13 +39,6 @@ def audio_bytes_to_tensor(raw_audio: bytes, batch_size: int) -> np.ndarray:
 
 def audio_tensor_to_bytes(audio: np.ndarray) -> bytes:
     return np.asarray(audio, dtype=_F32).tobytes()
-
-
-def mask_lower_half(crops: np.ndarray) -> np.ndarray:
-    """The SyncTalk masked crop: the face with its lower (mouth) half blacked out."""
-    rois = np.array(crops, dtype=np.float32, copy=True)
-    rois[..., rois.shape[-2] // 2 :, :] = 0.0
-    return rois
 
 
 def image_to_crop(image_bgr_uint8: np.ndarray) -> np.ndarray:
