@@ -30,7 +30,8 @@ def models_dir() -> Path:
 def _serve(tmp_path_factory, models_dir: Path, variant: str):
     repository = render("cpu", tmp_path_factory.mktemp(f"repository-{variant}") / "cpu", models_dir / variant)
     log = paths.BUILD / "logs" / f"test-tritonserver-{variant}.log"
-    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log)
+    # explicit model control (every model loaded at start): tests add, load and unload avatars
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log, model_control_mode="explicit")
     with server:
         yield server
     assert server.process.returncode == 0, f"tritonserver exited with {server.process.returncode}; see {log}"

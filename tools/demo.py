@@ -1,9 +1,14 @@
-"""The demo: start the CPU-profile tritonserver, send one real request, write the JPEGs, stop.
+"""The demo: start the CPU-profile tritonserver, send real requests, write the JPEGs and an MP4, stop.
 
-A batch of synthesised speech-like audio (8 frames = 320 ms) and synthetic face crops goes
-through the client library to the ``demo`` ensemble; the frames land in ``out/demo/`` with the
-audio as a WAV, and the per-stage timings are printed. Then a 2-second clip is rendered to
-``out/demo/demo.mp4`` (batches in flight, frames muxed with the audio).
+1. An avatar, ``presenter``, is added to the repository (``tools.avatars``): a synthetic
+   1280x720 background video with a swaying head and its per-frame crop boxes.
+2. A batch of synthesised speech-like audio (8 frames = 320 ms) and synthetic face crops goes
+   through the client library to the reference ensemble ``demo`` (the face resized to the full
+   frame); the frames land in ``out/demo/`` with the audio as a WAV, and the per-stage timings
+   are printed.
+3. A 2-second clip of the ``presenter`` avatar speaking is rendered to ``out/demo/demo.mp4``:
+   face crops cut from its background frames, the generated faces pasted back into them,
+   batches in flight, frames muxed with the audio.
 
     python -m tools.demo --repository build/repository/cpu --frames 8
 """
@@ -15,10 +20,32 @@ import time
 from pathlib import Path
 
 
+import imageio_ffmpeg
+
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from synctalk_client.render import render_video, write_wav
-from tools import paths
+from synctalk_preprocessing.avatar import AvatarAssets
+from synctalk_preprocessing.compositing import crop_faces
+from tools import avatars, paths
 from tools.serve import TritonServer
+
+AVATAR_ID = "presenter"
+CLIP_SECONDS = 2.0
+
+
+def add_demo_avatar(repository: Path, out: Path) -> AvatarAssets:
+    """Write the synthetic background video and boxes to ``out``, add the avatar to ``repository``."""
+    frames, boxes = synthetic.avatar_background(int(CLIP_SECONDS * contract.FPS), 1280, 720, face=240)
+    video = out / f"{AVATAR_ID}_background.mp4"
+    writer = imageio_ffmpeg.write_frames(str(video), (frames.shape[2], frames.shape[1]), fps=contract.FPS,
+                                         quality=9, macro_block_size=8, ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+    (out / f"{AVATAR_ID}_boxes.json").write_text(json.dumps(boxes.tolist()) + "\n")
+    avatars.add(repository, AVATAR_ID, video, out / f"{AVATAR_ID}_boxes.json", replace=True)
+    return AvatarAssets.load(repository / contract.avatar_models(AVATAR_ID)["background"] / "1")
 
 
 def main(argv=None) -> int:
@@ -34,6 +61,9 @@ def main(argv=None) -> int:
     audio = synthetic.speech_like_audio(args.frames, seed=1)
     crops = synthetic.face_crops(args.frames, seed=1)
     request = CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), audio)
+    args.out.mkdir(parents=True, exist_ok=True)
+    assets = add_demo_avatar(args.repository, args.out)
+    print(f"added avatar {AVATAR_ID}: {assets.n_frames} background frames {assets.width}x{assets.height}")
     started = time.perf_counter()
     log = paths.BUILD / "logs" / "demo-tritonserver.log"
     with TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, log_path=log) as server:
@@ -42,11 +72,9 @@ def main(argv=None) -> int:
         with CompositeClient(server.grpc_url) as client:
             print("models:", ", ".join(f"{m['name']} ({m['kind']}, {m['state']})" for m in client.list_models()))
             response = client.infer_batch_composite(request).raise_for_error()
-        clip_seconds = 2.0
-        args.out.mkdir(parents=True, exist_ok=True)
-        video = render_video(server.grpc_url, contract.DEFAULT_MODEL_ID, synthetic.speech_like_audio(int(clip_seconds * contract.FPS), seed=2),
-                             args.out / "demo.mp4", crops=crops, progress=False)
-    args.out.mkdir(parents=True, exist_ok=True)
+        avatar_crops = crop_faces(assets.backgrounds, assets.boxes)  # frame i's crop = background frame i's box
+        video = render_video(server.grpc_url, AVATAR_ID, synthetic.speech_like_audio(int(CLIP_SECONDS * contract.FPS), seed=2),
+                             args.out / "demo.mp4", crops=avatar_crops, progress=False)
     for old in args.out.glob("frame_*.jpg"):
         old.unlink()
     for i, jpeg in enumerate(response.composited_frames):
@@ -55,7 +83,8 @@ def main(argv=None) -> int:
     timings = {"frames": len(response.composited_frames), "server_ready_s": round(ready_s, 2), **response.timings()}
     (args.out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print(f"wrote {len(response.composited_frames)} JPEG frames (1920x1080) and speech.wav to {args.out}")
-    print(f"rendered {video['frames']} frames ({video['seconds']:.1f} s) with their audio to {args.out / 'demo.mp4'}")
+    print(f"rendered {video['frames']} frames ({video['seconds']:.1f} s) of avatar {AVATAR_ID} ({assets.width}x{assets.height}, "
+          f"face pasted into its background) with their audio to {args.out / 'demo.mp4'}")
     print("per-stage timings of the 8-frame request (ms):")
     for key, value in response.timings().items():
         print(f"  {key:<20} {value:9.1f}" if value is not None else f"  {key:<20}       n/a")

@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
+import numpy as np
+
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -47,7 +49,9 @@ def write_config(config: mc.ModelConfig, path: Path, header: str) -> None:
     path.write_text(f"# {header}\n" + text_format.MessageToString(config, as_utf8=True))
 
 
-def _to_cpu(config: mc.ModelConfig) -> None:
+def _to_cpu(config: mc.ModelConfig, role: str) -> None:
+    """GPU-profile config -> CPU profile. ``role``: the model's name in model_repository/ (an
+    avatar's generator has the role of ``synctalk``)."""
     for group in config.instance_group:
         group.kind = mc.ModelInstanceGroup.KIND_CPU
         group.count = 1
@@ -55,10 +59,53 @@ def _to_cpu(config: mc.ModelConfig) -> None:
     for key in GPU_ONLY_PARAMETERS:
         if key in config.parameters:
             del config.parameters[key]
-    for key, value in CPU_PARAMETERS.get(config.name, {}).items():
+    for key, value in CPU_PARAMETERS.get(role, {}).items():
         config.parameters[key].string_value = value
-    if config.name in CPU_DYNAMIC_BATCHING:
-        config.dynamic_batching.CopyFrom(CPU_DYNAMIC_BATCHING[config.name])
+    if role in CPU_DYNAMIC_BATCHING:
+        config.dynamic_batching.CopyFrom(CPU_DYNAMIC_BATCHING[role])
+
+
+# Warm-up inputs that zero data cannot stand for, written to <model>/warmup/<input> (raw bytes).
+WARMUP_DATA = {contract.CROP_BOX.name: np.array([800, 300, 1120, 620], dtype=np.int32)}
+
+
+def _write_warmup_files(config: mc.ModelConfig, target: Path) -> None:
+    for sample in config.model_warmup:
+        for name, tensor in sample.inputs.items():
+            if tensor.WhichOneof("input_data_type") == "input_data_file":
+                (target / "warmup").mkdir(exist_ok=True)
+                (target / "warmup" / tensor.input_data_file).write_bytes(WARMUP_DATA[name].tobytes())
+
+
+def render_model(model_dir: Path, config: mc.ModelConfig, target: Path, profile: str, onnx_file: Optional[Path] = None, role: Optional[str] = None) -> Path:
+    """Write one model of ``model_dir`` (config already renamed or edited) into ``target``, for ``profile``."""
+    role = role or model_dir.name
+    version = target / "1"
+    version.mkdir(parents=True)
+    header = f"Rendered by tools/render_repository.py (profile {profile}) from {model_dir.parent.name}/{model_dir.name}"
+    if config.platform == "ensemble":
+        pass
+    elif config.backend == "onnxruntime":
+        shutil.copyfile(onnx_file, version / "model.onnx")
+        if profile == "cpu":
+            config.backend = "python"
+            config.ClearField("optimization")  # TensorRT EP settings; model_warmup is kept
+            shutil.copyfile(paths.CPU_PROFILE / "onnxruntime" / "model.py", version / "model.py")
+    elif config.backend == "dali":
+        if profile == "cpu":
+            config.backend = "python"
+            shutil.copyfile(paths.CPU_PROFILE / role / "model.py", version / "model.py")
+        else:
+            shutil.copyfile(model_dir / "1" / "dali.py", version / "dali.py")
+    elif config.backend == "python":
+        shutil.copyfile(model_dir / "1" / "model.py", version / "model.py")
+    else:
+        raise ValueError(f"{model_dir.name}: unsupported backend {config.backend!r}")
+    if profile == "cpu":
+        _to_cpu(config, role)
+    _write_warmup_files(config, target)
+    write_config(config, target / "config.pbtxt", header)
+    return target
 
 
 def onnx_sources(models_dir: Path, generator: Optional[Path], audio_encoder: Optional[Path]) -> Dict[str, Path]:
@@ -89,33 +136,8 @@ def render(
     out.mkdir(parents=True)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         config = read_config(model_dir / "config.pbtxt")
-        name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
-        config.name = name
-        target = out / name
-        version = target / "1"
-        version.mkdir(parents=True)
-        header = f"Rendered by tools/render_repository.py (profile {profile}) from model_repository/{model_dir.name}"
-        if config.platform == "ensemble":
-            pass
-        elif config.backend == "onnxruntime":
-            shutil.copyfile(onnx_files[config.name], version / "model.onnx")
-            if profile == "cpu":
-                config.backend = "python"
-                config.ClearField("optimization")  # TensorRT EP settings; model_warmup is kept
-                shutil.copyfile(paths.CPU_PROFILE / "onnxruntime" / "model.py", version / "model.py")
-        elif config.backend == "dali":
-            if profile == "cpu":
-                config.backend = "python"
-                shutil.copyfile(paths.CPU_PROFILE / config.name / "model.py", version / "model.py")
-            else:
-                shutil.copyfile(model_dir / "1" / "dali.py", version / "dali.py")
-        elif config.backend == "python":
-            shutil.copyfile(model_dir / "1" / "model.py", version / "model.py")
-        else:
-            raise ValueError(f"{model_dir.name}: unsupported backend {config.backend!r}")
-        if profile == "cpu":
-            _to_cpu(config)
-        write_config(config, target / "config.pbtxt", header)
+        config.name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
+        render_model(model_dir, config, out / config.name, profile, onnx_files.get(config.name))
     manifest = {"profile": profile, "model_id": model_id, "onnx": {k: str(v) for k, v in onnx_files.items()}}
     (out / "repository.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out

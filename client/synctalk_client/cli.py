@@ -5,6 +5,8 @@
     synctalk-client composite --audio speech.wav --image face.png --out out/frames
     synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
     synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
+    synctalk-client render --avatar anna --audio speech.wav --frames anna.mp4 --boxes anna_boxes.json --out anna.mp4
+    synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
 from __future__ import annotations
 
@@ -91,6 +93,16 @@ def cmd_render(args) -> int:
     else:
         audio = synthetic.speech_like_audio(int(args.seconds * contract.FPS), seed=args.seed)
     crops = read_crop(args.image)[None] if args.image else None
+    if args.frames:
+        if not args.boxes:
+            raise SystemExit("--frames needs --boxes (the crop rectangle of each frame)")
+        from synctalk_preprocessing.avatar import read_boxes, read_frames
+        from synctalk_preprocessing.compositing import crop_faces
+
+        frames = read_frames(args.frames)
+        boxes = read_boxes(args.boxes).round().astype(np.int64)
+        boxes = np.repeat(boxes, len(frames), axis=0) if len(boxes) == 1 else boxes
+        crops = crop_faces(frames, boxes[: len(frames)])
     summary = render_video(args.url, args.model_id, audio, args.out, crops=crops, batch_size=args.batch_size,
                            in_flight=args.in_flight, timeout_s=args.timeout, progress=not args.quiet)
     print(json.dumps({**summary, "out": str(args.out)}, indent=2))
@@ -101,6 +113,26 @@ def cmd_models(args) -> int:
     with CompositeClient(args.url) as client:
         for row in client.list_models():
             print(f"{row['name']:<20} {row['kind']:<9} v{row['version']:<3} {row['state']} {row['reason']}".rstrip())
+    return 0
+
+
+def cmd_load(args) -> int:
+    with CompositeClient(args.url) as client:
+        client.load_model(args.model_id)
+        print(f"loaded {args.model_id}; model ids: {', '.join(client.model_ids())}")
+    return 0
+
+
+def cmd_unload(args) -> int:
+    with CompositeClient(args.url) as client:
+        client.unload_model(args.model_id)
+        print(f"unloaded {args.model_id}; model ids: {', '.join(client.model_ids())}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with CompositeClient(args.url) as client:
+        print(json.dumps(client.model_stats(args.model_id), indent=2))
     return 0
 
 
@@ -130,6 +162,8 @@ def main(argv=None) -> int:
     render.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
     render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
+    render.add_argument("--frames", type=Path, help="the avatar's video (or image folder): frame i's crop is cut from it")
+    render.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame)")
     render.add_argument("--batch-size", type=int, default=8, help="frames per request (1-32)")
     render.add_argument("--in-flight", type=int, default=3, help="requests kept in flight")
     render.add_argument("--seed", type=int, default=0)
@@ -139,6 +173,12 @@ def main(argv=None) -> int:
     render.set_defaults(func=cmd_render)
     sub.add_parser("models", help="list the repository's models").set_defaults(func=cmd_models)
     sub.add_parser("health", help="server liveness/readiness and model states").set_defaults(func=cmd_health)
+    for name, func, text in (("load", cmd_load, "load a model id (explicit model control)"),
+                             ("unload", cmd_unload, "unload a model id and its own steps"),
+                             ("stats", cmd_stats, "Triton's statistics of a model (all with '')")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("model_id")
+        command.set_defaults(func=func)
     args = parser.parse_args(argv)
     return args.func(args)
 

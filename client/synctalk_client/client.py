@@ -82,6 +82,7 @@ class CompositeClient:
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
         self._ensembles: Optional[set] = None
+        self._ensemble_info: Dict[str, dict] = {}
         self._shm = None
         if shared_memory:
             from synctalk_client.shared_memory import SharedMemoryInputs
@@ -136,15 +137,42 @@ class CompositeClient:
         return sorted(self._refresh_ensembles())
 
     def _refresh_ensembles(self) -> set:
-        names = set()
+        ensembles = {}
         for m in self._index():
             if m.get("state") != "READY":
                 continue
             config = self._triton.get_model_config(m["name"], as_json=True).get("config", {})
             if config.get("platform") == "ensemble":
-                names.add(m["name"])
-        self._ensembles = names
-        return names
+                ensembles[m["name"]] = {
+                    "inputs": {t["name"] for t in config.get("input", [])},
+                    "steps": tuple(step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])),
+                }
+        self._ensemble_info = ensembles
+        self._ensembles = set(ensembles)
+        return self._ensembles
+
+    def load_model(self, model_id: str) -> None:
+        """Load (or reload) a model id and the steps it uses: the reference's LoadModel. Needs a
+        server started with ``--model-control-mode=explicit``."""
+        self._triton.load_model(model_id)
+        self._ensembles = None
+
+    def unload_model(self, model_id: str) -> None:
+        """Unload a model id, and the avatar's own steps (``<id>_synctalk``, ``<id>_background``,
+        ``<id>_jpeg_encoder``) where they are loaded; shared steps stay: the reference's UnloadModel."""
+        self._check_model(model_id)
+        steps = self._ensemble_info[model_id]["steps"]
+        self._triton.unload_model(model_id)
+        own = set(contract.avatar_models(model_id).values()) - {model_id}
+        for step in steps:
+            if step in own:
+                self._triton.unload_model(step)
+        self._ensembles = None
+
+    def model_stats(self, model_id: str = "") -> Dict[str, dict]:
+        """Triton's statistics of one model (or all with ""): the reference's GetModelStats."""
+        stats = self._triton.get_inference_statistics(model_id, as_json=True)
+        return {m["name"]: m for m in stats.get("model_stats", [])}
 
     def _check_model(self, model_id: str) -> None:
         if self._ensembles is None or model_id not in self._ensembles:
@@ -166,9 +194,20 @@ class CompositeClient:
             error = error_from_exception(exc, request.model_id)
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
 
+    def _tensors(self, request: CompositeBatchRequest) -> list:
+        """(spec, array) of each input the model id takes; FRAME_INDEX (avatars) is
+        start_frame_idx + i for frame i."""
+        tensors = [(contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor())]
+        if self._takes_frame_index(request.model_id):
+            tensors.append((contract.FRAME_INDEX, request.frame_index_tensor()))
+        return tensors
+
+    def _takes_frame_index(self, model_id: str) -> bool:
+        return contract.FRAME_INDEX.name in self._ensemble_info.get(model_id, {}).get("inputs", ())
+
     def _grpc_inputs(self, request: CompositeBatchRequest) -> List[grpcclient.InferInput]:
         inputs = []
-        for spec, array in ((contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor())):
+        for spec, array in self._tensors(request):
             tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -178,7 +217,7 @@ class CompositeClient:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
         before = self._statistics() if self.stage_timings else None
         with self._shm_lock:
-            inputs = self._shm.inputs(request) if self._shm is not None else self._grpc_inputs(request)
+            inputs = self._shm.inputs(request, self._takes_frame_index(request.model_id)) if self._shm is not None else self._grpc_inputs(request)
             result = self._call_with_retries(request.model_id, inputs, outputs)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
@@ -189,7 +228,7 @@ class CompositeClient:
             success=True, composited_frames=frames, total_time_ms=total_ms, start_frame_idx=request.start_frame_idx
         )
         if before is not None:
-            self._attribute_stages(response, request.model_id, before)
+            self._attribute_stages(response, request.model_id, before, self._ensemble_info[request.model_id]["steps"])
         return response
 
     def _call_with_retries(self, model_id: str, inputs, outputs):
@@ -212,21 +251,20 @@ class CompositeClient:
             table[m["name"]] = row
         return table
 
-    def _attribute_stages(self, response: CompositeBatchResponse, model_id: str, before: Dict[str, Dict[str, int]]) -> None:
+    def _attribute_stages(self, response: CompositeBatchResponse, model_id: str, before: Dict[str, Dict[str, int]], steps) -> None:
         # Composing models record their statistics as they release a request, which can trail the
         # ensemble's response by a moment: poll briefly until every step has counted this request.
         deadline = time.perf_counter() + 0.2
         while True:
             after = self._statistics()
             delta = {n: {k: after[n][k] - before.get(n, {}).get(k, 0) for k in after[n]} for n in after}
-            steps = [m for models in contract.STAGE_MODELS.values() for m in models]
             if all(delta.get(m, {}).get("count", 0) >= 1 for m in steps) or time.perf_counter() > deadline:
                 break
             time.sleep(0.002)
         if delta.get(model_id, {}).get("count") != 1 or any(delta.get(m, {}).get("count") != 1 for m in steps):
             return  # other requests were served meanwhile: not attributable to this one
-        for field_name, models in contract.STAGE_MODELS.items():
-            setattr(response, field_name, sum(delta[m]["compute_ns"] for m in models) / 1e6)
+        for field_name in contract.STAGE_MODELS:
+            setattr(response, field_name, sum(delta[m]["compute_ns"] for m in steps if contract.stage_of(m) == field_name) / 1e6)
         response.queue_time_ms = sum(delta[m]["queue_ns"] for m in steps) / 1e6
 
 

@@ -58,7 +58,7 @@ class Tensor:
 
     @property
     def numpy_dtype(self) -> str:
-        return {"FP32": "float32", "UINT8": "uint8", "BYTES": "object"}[self.dtype]
+        return {"FP32": "float32", "UINT8": "uint8", "INT32": "int32", "INT64": "int64", "BYTES": "object"}[self.dtype]
 
 
 # --- ensemble tensors (what a caller sends and receives) ------------------------------------
@@ -118,6 +118,70 @@ ENSEMBLE_STEPS = (
 ENSEMBLE_INPUTS = (VISUAL, AUDIO)
 ENSEMBLE_OUTPUTS = (JPEG,)
 
+# --- avatars: paste-back compositing -----------------------------------------------------------
+# An avatar is an ensemble named by its id. It shares the validation and audio steps and has its
+# own generator, background store and JPEG encoder; the shared frame_paste step resizes each
+# generated face to the frame's crop rectangle and pastes it into the background frame
+# FRAME_INDEX % n_backgrounds (the avatar's own output resolution, hence the -1 dims).
+FRAME_PASTE_MODEL = "frame_paste"
+FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (1,))  # the client sends start_frame_idx + i
+BACKGROUND = Tensor("BACKGROUND", "UINT8", (-1, -1, 3))  # RGB background frame of this video frame
+CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the background (exclusive max)
+PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
+VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
+AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, FRAME_INDEX)
+# input_validator takes FRAME_INDEX as an optional input (avatars send it, the reference ensemble
+# does not): the background step then depends on validation like every other step, so a bad
+# request fails before any other step starts.
+OPTIONAL_INPUTS = {INPUT_VALIDATOR_MODEL: (FRAME_INDEX,)}
+MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
+MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
+MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX)
+MODEL_OUTPUTS[FRAME_PASTE_MODEL] = (PASTED_FRAMES,)
+# Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.
+SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL,)
+# Per-avatar models: "<id>" (ensemble) and these suffixes.
+AVATAR_GENERATOR_SUFFIX = "_" + GENERATOR_MODEL
+AVATAR_BACKGROUND_SUFFIX = "_background"
+AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
+AVATAR_ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+RESERVED_IDS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, DEFAULT_MODEL_ID)
+
+
+def avatar_models(avatar_id: str) -> dict:
+    """Model names of one avatar, by role."""
+    return {
+        "ensemble": avatar_id,
+        "generator": avatar_id + AVATAR_GENERATOR_SUFFIX,
+        "background": avatar_id + AVATAR_BACKGROUND_SUFFIX,
+        "jpeg_encoder": avatar_id + AVATAR_JPEG_SUFFIX,
+    }
+
+
+def avatar_ensemble_steps(avatar_id: str) -> tuple:
+    """The avatar ensemble's wiring, in pipeline order (compare ENSEMBLE_STEPS)."""
+    models = avatar_models(avatar_id)
+    by_name = {step[0]: step for step in ENSEMBLE_STEPS}
+    validator = (
+        INPUT_VALIDATOR_MODEL,
+        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name, FRAME_INDEX.name: FRAME_INDEX.name},
+        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name, VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
+    )
+    return (
+        validator,
+        by_name[AUDIO_FEATURES_MODEL],
+        by_name[AUDIO_ENCODER_MODEL],
+        (models["generator"],) + by_name[GENERATOR_MODEL][1:],
+        (models["background"], {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}, {BACKGROUND.name: BACKGROUND.name, CROP_BOX.name: CROP_BOX.name}),
+        (
+            FRAME_PASTE_MODEL,
+            {GENERATED_FACE.name: GENERATED_FACE.name, BACKGROUND.name: BACKGROUND.name, CROP_BOX.name: CROP_BOX.name},
+            {FRAMES_RGB.name: FRAMES_RGB.name},
+        ),
+        (models["jpeg_encoder"],) + by_name[JPEG_ENCODER_MODEL][1:],
+    )
+
+
 # Stages reported in a CompositeBatchResponse, by composing model.
 STAGE_MODELS = {
     "validation_ms": (INPUT_VALIDATOR_MODEL,),
@@ -125,6 +189,16 @@ STAGE_MODELS = {
     "inference_time_ms": (GENERATOR_MODEL,),
     "composite_time_ms": (FRAME_RESIZE_MODEL, JPEG_ENCODER_MODEL),
 }
+
+
+def stage_of(model_name: str) -> str:
+    """The CompositeBatchResponse field a composing model's compute time counts towards."""
+    for field_name, models in STAGE_MODELS.items():
+        if model_name in models:
+            return field_name
+    if model_name.endswith(AVATAR_GENERATOR_SUFFIX):
+        return "inference_time_ms"
+    return "composite_time_ms"  # frame_paste, <id>_background, <id>_jpeg_encoder
 
 # --- byte sizes of the reference request layout ----------------------------------------------
 FLOAT32_BYTES = 4

@@ -75,6 +75,10 @@ class CompositeBatchRequest:
         """AUDIO [B,640] float32 (assumes a validated request)."""
         return np.frombuffer(self.raw_audio, dtype=_F32).reshape(self.batch_size, contract.SAMPLES_PER_FRAME).copy()
 
+    def frame_index_tensor(self) -> np.ndarray:
+        """FRAME_INDEX [B,1] int64: start_frame_idx + i for frame i (avatars' background frame)."""
+        return (self.start_frame_idx + np.arange(self.batch_size, dtype=np.int64))[:, None]
+
 
 @dataclass
 class CompositeBatchResponse:

@@ -20,7 +20,7 @@ from synctalk_client import contract
 class SharedMemoryInputs:
     """One registered region, sized for the largest request; one request at a time uses it."""
 
-    byte_size = contract.MAX_BATCH_SIZE * (contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES)
+    byte_size = contract.MAX_BATCH_SIZE * (contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES + 8)
 
     def __init__(self, triton: grpcclient.InferenceServerClient):
         self.name = f"synctalk_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -32,8 +32,9 @@ class SharedMemoryInputs:
             shm.destroy_shared_memory_region(self._handle)
             raise
 
-    def inputs(self, request) -> List[grpcclient.InferInput]:
-        """Write a validated request's tensors into the region; return inputs that point there."""
+    def inputs(self, request, frame_index: bool = False) -> List[grpcclient.InferInput]:
+        """Write a validated request's tensors into the region; return inputs that point there.
+        ``frame_index``: the model id takes FRAME_INDEX (an avatar)."""
         b = request.batch_size
         visual = shm.get_contents_as_numpy(self._handle, np.float32, [b, *contract.VISUAL.dims], 0)
         flat = np.frombuffer(request.visual_frames, dtype="<f4")
@@ -44,11 +45,14 @@ class SharedMemoryInputs:
         audio_offset = b * contract.VISUAL_FRAME_BYTES
         audio = shm.get_contents_as_numpy(self._handle, np.float32, [b, contract.SAMPLES_PER_FRAME], audio_offset)
         audio[:] = np.frombuffer(request.raw_audio, dtype="<f4").reshape(b, contract.SAMPLES_PER_FRAME)
+        placed = [(contract.VISUAL, audio_offset, 0), (contract.AUDIO, b * contract.AUDIO_FRAME_BYTES, audio_offset)]
+        if frame_index:
+            index_offset = audio_offset + b * contract.AUDIO_FRAME_BYTES
+            index = shm.get_contents_as_numpy(self._handle, np.int64, [b, 1], index_offset)
+            index[:] = request.frame_index_tensor()
+            placed.append((contract.FRAME_INDEX, b * 8, index_offset))
         tensors = []
-        for spec, nbytes, offset in (
-            (contract.VISUAL, audio_offset, 0),
-            (contract.AUDIO, b * contract.AUDIO_FRAME_BYTES, audio_offset),
-        ):
+        for spec, nbytes, offset in placed:
             tensor = grpcclient.InferInput(spec.name, [b, *spec.dims], spec.dtype)
             tensor.set_shared_memory(self.name, nbytes, offset)
             tensors.append(tensor)

@@ -48,3 +48,32 @@ def masked(crops: np.ndarray) -> np.ndarray:
     out = np.array(crops, dtype=np.float32, copy=True)
     out[..., out.shape[-2] // 2 :, :] = 0.0
     return out
+
+
+def avatar_background(n_frames: int, width: int = 1280, height: int = 720, face: int = 240, seed: int = 0):
+    """A background video for a synthetic avatar: ([n, height, width, 3] uint8 RGB frames,
+    [n, 4] int crop boxes). A lit studio wall and a torso whose head sways a little from side to
+    side; the box (``face`` pixels square) follows the head, so each frame has its own box."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    wall = np.stack([70 + 60 * (1 - yy / height), 90 + 50 * (1 - yy / height), 120 + 40 * xx / width], axis=-1)
+    wall += rng.normal(0, 2.0, wall.shape).astype(np.float32)
+    frames = np.empty((n_frames, height, width, 3), np.uint8)
+    boxes = np.empty((n_frames, 4), np.int64)
+    for i in range(n_frames):
+        cx = width / 2 + 0.03 * width * np.sin(2 * np.pi * i / max(n_frames, 1))
+        top = int(height * 0.18)
+        image = wall.copy()
+        torso = ((xx - cx) / (0.22 * width)) ** 2 + ((yy - height) / (0.38 * height)) ** 2 < 1
+        image[torso] = (40, 55, 90)
+        head = ((xx - cx) / (0.42 * face)) ** 2 + ((yy - top - face / 2) / (0.52 * face)) ** 2 < 1
+        image[head] = (215, 165, 140)
+        for ex in (-0.17, 0.17):
+            eye = ((xx - cx - ex * face) / (0.05 * face)) ** 2 + ((yy - top - 0.4 * face) / (0.03 * face)) ** 2 < 1
+            image[eye] = (30, 25, 25)
+        mouth = ((xx - cx) / (0.12 * face)) ** 2 + ((yy - top - 0.72 * face) / (0.015 * face)) ** 2 < 1
+        image[mouth] = (120, 40, 50)
+        frames[i] = np.clip(image, 0, 255).astype(np.uint8)
+        x0 = int(round(cx - face / 2))
+        boxes[i] = (x0, top, x0 + face, top + face)
+    return frames, boxes

@@ -42,6 +42,9 @@ def validate_payload(request) -> None:
             f"{contract.MSG_AUDIO_SIZE}: got {len(request.raw_audio)} bytes, expected {expected_audio} "
             f"({batch} frames x {contract.SAMPLES_PER_FRAME} float32 samples)"
         )
+    start = request.start_frame_idx
+    if not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValidationError(f"start_frame_idx must be a whole number >= 0, got {start!r}")
     if request.sample_rate != contract.SAMPLE_RATE:
         raise ValidationError(f"sample_rate must be {contract.SAMPLE_RATE} Hz, got {request.sample_rate}")
     audio = np.frombuffer(request.raw_audio, dtype="<f4")

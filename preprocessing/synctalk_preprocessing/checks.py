@@ -47,3 +47,10 @@ def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) ->
     if peak > abs_max:
         return f"{name}: sample magnitude {peak:g} exceeds {abs_max:g}; expected float audio in [-1, 1]"
     return None
+
+
+def check_frame_index(name: str, index: np.ndarray) -> Optional[str]:
+    if index.size and int(index.min()) < 0:
+        first = int(np.argmax(index.reshape(-1) < 0))
+        return f"{name}: frame indices must be >= 0, got {int(index.reshape(-1)[first])} at frame {first}"
+    return None

@@ -67,3 +67,56 @@ class CpuJpegEncoder:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+# --- paste-back (avatars) ------------------------------------------------------------------------
+def check_boxes(boxes: np.ndarray, width: int, height: int, face_size: int = contract.FACE_SIZE) -> np.ndarray:
+    """[N, 4] crop rectangles (xmin, ymin, xmax, ymax; max exclusive) -> int32, or ValueError
+    naming the first rectangle that is empty or leaves the ``width`` x ``height`` frame."""
+    boxes = np.asarray(boxes)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+        raise ValueError(f"crop boxes must be [n_frames, 4] (xmin, ymin, xmax, ymax), got shape {list(boxes.shape)}")
+    if not np.issubdtype(boxes.dtype, np.integer):
+        if not np.all(np.isfinite(boxes)) or np.any(boxes != np.round(boxes)):
+            raise ValueError("crop boxes must be whole pixel coordinates")
+    b = boxes.astype(np.int64)
+    bad = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"crop box {i} {b[i].tolist()} is empty or outside the {width}x{height} frame")
+    return b.astype(np.int32)
+
+
+def crop_faces(frames_rgb8: np.ndarray, boxes: np.ndarray, size: int = contract.FACE_SIZE) -> np.ndarray:
+    """The generator's face crops from an avatar's frames: each box of ``frames_rgb8``
+    [n, H, W, 3] resized to ``size`` x ``size`` -> [n, 3, size, size] float32 BGR in [0, 1]
+    (the inverse of ``paste_faces``'s geometry)."""
+    import cv2
+
+    frames_rgb8 = np.asarray(frames_rgb8, dtype=np.uint8)
+    boxes = check_boxes(boxes, frames_rgb8.shape[2], frames_rgb8.shape[1])
+    out = np.empty((len(frames_rgb8), 3, size, size), np.float32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        face = cv2.resize(frames_rgb8[i, y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = face[..., ::-1].transpose(2, 0, 1) / np.float32(255.0)
+    return out
+
+
+def paste_faces(face_bgr: np.ndarray, backgrounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Paste-back: generated faces [B, 3, 320, 320] (BGR float) into their backgrounds.
+
+    ``backgrounds`` [B, H, W, 3] uint8 RGB (this batch's background frames), ``boxes`` [B, 4]
+    (xmin, ymin, xmax, ymax, max exclusive). Each face becomes RGB uint8 at 320x320 (as in
+    ``face_to_rgb8``), is resized bilinearly to its box and replaces the box's pixels; the rest of
+    the frame is the background, untouched. Returns new [B, H, W, 3] uint8 frames.
+    """
+    import cv2
+
+    faces = face_to_rgb8(face_bgr)
+    backgrounds = np.asarray(backgrounds, dtype=np.uint8)
+    height, width = backgrounds.shape[1:3]
+    boxes = check_boxes(boxes, width, height)
+    out = backgrounds.copy()
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        out[i, y0:y1, x0:x1] = cv2.resize(faces[i], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return out

@@ -7,11 +7,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from synctalk_client import contract
+import cv2
+import numpy as np
+
 from synctalk_preprocessing.audio import MelConfig
-from tools import paths
+from tools import avatars, paths
 from tools.render_repository import read_config, render
 
-DTYPES = {"FP32": mc.TYPE_FP32, "UINT8": mc.TYPE_UINT8, "BYTES": mc.TYPE_STRING}
+DTYPES = {"FP32": mc.TYPE_FP32, "UINT8": mc.TYPE_UINT8, "INT32": mc.TYPE_INT32, "INT64": mc.TYPE_INT64, "BYTES": mc.TYPE_STRING}
+AVATAR = "anna"
 
 
 def load_repository(root: Path) -> dict:
@@ -28,14 +32,32 @@ def production():
     return load_repository(paths.MODEL_REPOSITORY)
 
 
+def render_with_avatar(profile, tmp_path_factory, models_dir) -> Path:
+    """A rendered repository of ``profile`` with one avatar (64x48 backgrounds, 3 frames)."""
+    root = render(profile, tmp_path_factory.mktemp(profile) / "repo", models_dir / "tiny")
+    frames = tmp_path_factory.mktemp(f"{profile}-background")
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    avatars.add(root, AVATAR, frames, [8, 4, 40, 36], jpeg_quality=80)
+    return root
+
+
 @pytest.fixture(scope="module")
 def cpu_profile(tmp_path_factory, models_dir):
-    return load_repository(render("cpu", tmp_path_factory.mktemp("cpu") / "repo", models_dir / "tiny"))
+    return load_repository(render_with_avatar("cpu", tmp_path_factory, models_dir))
 
 
 @pytest.fixture(scope="module")
 def gpu_profile(tmp_path_factory, models_dir):
-    return load_repository(render("gpu", tmp_path_factory.mktemp("gpu") / "repo", models_dir / "tiny"))
+    return load_repository(render_with_avatar("gpu", tmp_path_factory, models_dir))
+
+
+@pytest.fixture(scope="module")
+def avatar_template():
+    return {
+        "avatar": text_format.Parse((avatars.TEMPLATE / "ensemble" / "config.pbtxt").read_text(), mc.ModelConfig()),
+        "avatar_background": text_format.Parse((avatars.TEMPLATE / "background" / "config.pbtxt").read_text(), mc.ModelConfig()),
+    }
 
 
 PROFILES = ["production", "cpu_profile", "gpu_profile"]
@@ -50,14 +72,15 @@ def spec(tensor):
 
 
 def test_repository_has_the_ensemble_and_its_composing_models(production):
-    assert set(production) == {contract.DEFAULT_MODEL_ID, *contract.COMPOSING_MODELS}
+    assert set(production) == {contract.DEFAULT_MODEL_ID, *contract.SHARED_MODELS}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_models_match_the_contract(profile, request):
     configs = request.getfixturevalue(profile)
-    for name in contract.COMPOSING_MODELS:
+    for name in contract.SHARED_MODELS:
         config = configs[name]
+        assert {t.name for t in config.input if t.optional} == {t.name for t in contract.OPTIONAL_INPUTS.get(name, ())}, name
         assert config.max_batch_size == contract.MAX_BATCH_SIZE, name
         assert tensors(config, "input") == {t.name: spec(t) for t in contract.MODEL_INPUTS[name]}, name
         assert tensors(config, "output") == {t.name: spec(t) for t in contract.MODEL_OUTPUTS[name]}, name
@@ -69,10 +92,41 @@ def test_models_match_the_contract(profile, request):
     assert steps == [tuple(step) for step in contract.ENSEMBLE_STEPS]
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_ensemble_wiring_is_what_triton_accepts(profile, request):
+@pytest.mark.parametrize("profile", ["cpu_profile", "gpu_profile"])
+def test_avatar_models_match_the_contract(profile, request):
     configs = request.getfixturevalue(profile)
-    ensemble = configs[contract.DEFAULT_MODEL_ID]
+    models = contract.avatar_models(AVATAR)
+    ensemble = configs[AVATAR]
+    assert tensors(ensemble, "input") == {t.name: spec(t) for t in contract.AVATAR_ENSEMBLE_INPUTS}
+    assert tensors(ensemble, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in ensemble.ensemble_scheduling.step]
+    assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR)]
+    for role, shared in (("generator", contract.GENERATOR_MODEL), ("jpeg_encoder", contract.JPEG_ENCODER_MODEL)):
+        own, base = configs[models[role]], configs[shared]
+        assert (own.backend, own.max_batch_size, tensors(own, "output")) == (base.backend, base.max_batch_size, tensors(base, "output"))
+    assert tensors(configs[models["jpeg_encoder"]], "input") == {contract.FRAMES_RGB.name: (mc.TYPE_UINT8, (48, 64, 3))}
+    assert configs[models["jpeg_encoder"]].parameters["quality"].string_value == "80"
+    background = configs[models["background"]]
+    assert tensors(background, "input") == {contract.FRAME_INDEX.name: spec(contract.FRAME_INDEX)}
+    assert tensors(background, "output") == {t.name: spec(t) for t in (contract.BACKGROUND, contract.CROP_BOX)}
+
+
+def test_avatar_template_uses_the_placeholder_id(avatar_template):
+    steps = [s.model_name for s in avatar_template["avatar"].ensemble_scheduling.step]
+    assert steps == [step[0] for step in contract.avatar_ensemble_steps(avatars.TEMPLATE_ID)]
+    assert avatar_template["avatar_background"].name == contract.avatar_models(avatars.TEMPLATE_ID)["background"]
+
+
+def test_avatar_generator_has_its_own_engine_cache(gpu_profile):
+    (accelerator,) = gpu_profile[f"{AVATAR}_synctalk"].optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["trt_engine_cache_path"] == f"/trt_cache/{AVATAR}_synctalk"
+    assert gpu_profile[f"{AVATAR}_background"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+
+
+@pytest.mark.parametrize("profile,model_id", [(p, contract.DEFAULT_MODEL_ID) for p in PROFILES] + [("cpu_profile", AVATAR), ("gpu_profile", AVATAR)])
+def test_ensemble_wiring_is_what_triton_accepts(profile, model_id, request):
+    configs = request.getfixturevalue(profile)
+    ensemble = configs[model_id]
     available = {name: spec_ for name, spec_ in tensors(ensemble, "input").items()}  # ensemble tensor -> (dtype, dims)
     produced_by = {}
     consumed = set()
@@ -81,10 +135,11 @@ def test_ensemble_wiring_is_what_triton_accepts(profile, request):
         # an ensemble's max_batch_size may not exceed any composing model's
         assert ensemble.max_batch_size <= model.max_batch_size, step.model_name
         model_inputs, model_outputs = tensors(model, "input"), tensors(model, "output")
-        assert set(step.input_map) == set(model_inputs), f"{step.model_name}: every input mapped"
+        optional = {t.name for t in model.input if t.optional}
+        assert set(model_inputs) - optional <= set(step.input_map) <= set(model_inputs), f"{step.model_name}: every required input mapped"
         for model_tensor, ensemble_tensor in step.input_map.items():
             assert ensemble_tensor in available, f"{step.model_name} reads {ensemble_tensor} before it is produced"
-            assert available[ensemble_tensor] == model_inputs[model_tensor], f"{step.model_name}.{model_tensor}: dtype/dims"
+            assert compatible(available[ensemble_tensor], model_inputs[model_tensor]), f"{step.model_name}.{model_tensor}: dtype/dims"
             consumed.add(ensemble_tensor)
         for model_tensor, ensemble_tensor in step.output_map.items():
             assert model_tensor in model_outputs, f"{step.model_name} has no output {model_tensor}"
@@ -95,13 +150,19 @@ def test_ensemble_wiring_is_what_triton_accepts(profile, request):
             available[ensemble_tensor] = model_outputs[model_tensor]
     outputs = tensors(ensemble, "output")
     for name, spec_ in outputs.items():
-        assert name in produced_by and available[name] == spec_, f"ensemble output {name}"
+        assert name in produced_by and compatible(available[name], spec_), f"ensemble output {name}"
     assert set(tensors(ensemble, "input")) <= consumed, "every ensemble input is used"
     assert set(produced_by) - set(outputs) <= consumed, "every intermediate tensor is consumed"
 
 
+def compatible(produced, consumed) -> bool:
+    """Triton's ensemble check: same dtype and rank, and each dim equal or -1 (variable) on a side."""
+    (dtype_a, dims_a), (dtype_b, dims_b) = produced, consumed
+    return dtype_a == dtype_b and len(dims_a) == len(dims_b) and all(a == b or -1 in (a, b) for a, b in zip(dims_a, dims_b))
+
+
 def test_cpu_profile_serves_everything_with_the_python_backend(cpu_profile, production):
-    for name in contract.COMPOSING_MODELS:
+    for name in contract.SHARED_MODELS:
         config = cpu_profile[name]
         assert config.backend == "python", name
         assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group), name
@@ -124,8 +185,9 @@ def test_gpu_profile_uses_tensorrt_dali_and_gpu_jpeg(production):
         assert accelerator.parameters["trt_engine_cache_path"].startswith("/")
         assert int(accelerator.parameters["max_workspace_size_bytes"]) > 0
     assert production[contract.GENERATOR_MODEL].HasField("dynamic_batching")
-    assert production[contract.FRAME_RESIZE_MODEL].backend == "dali"
-    assert (paths.MODEL_REPOSITORY / contract.FRAME_RESIZE_MODEL / "1" / "dali.py").is_file()
+    for name in (contract.FRAME_RESIZE_MODEL, contract.FRAME_PASTE_MODEL):
+        assert production[name].backend == "dali"
+        assert (paths.MODEL_REPOSITORY / name / "1" / "dali.py").is_file()
     jpeg = production[contract.JPEG_ENCODER_MODEL]
     assert jpeg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
     assert jpeg.parameters["encoder"].string_value == "nvimgcodec"
@@ -134,14 +196,19 @@ def test_gpu_profile_uses_tensorrt_dali_and_gpu_jpeg(production):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_warmup_samples_match_the_model_inputs(profile, request):
     configs = request.getfixturevalue(profile)
-    for name in contract.COMPOSING_MODELS:
+    names = [n for n, c in configs.items() if c.platform != "ensemble"]
+    assert set(contract.SHARED_MODELS) <= set(names)
+    for name in names:
         config = configs[name]
         assert config.model_warmup, f"{name}: no model_warmup, the first request would pay initialisation"
         assert max(w.batch_size for w in config.model_warmup) == config.max_batch_size, name
         for warmup in config.model_warmup:
             assert 1 <= warmup.batch_size <= config.max_batch_size
-            assert {k: (v.data_type, tuple(v.dims)) for k, v in warmup.inputs.items()} == tensors(config, "input"), name
-            assert all(v.zero_data for v in warmup.inputs.values()), f"{name}: zero data (random bits may be NaN)"
+            shapes = {k: (v.data_type, tuple(v.dims)) for k, v in warmup.inputs.items()}
+            assert all(compatible(spec_, tensors(config, "input")[k]) for k, spec_ in shapes.items()), name
+            assert set(shapes) == {t.name for t in config.input if not t.optional}, name
+            for key, value in warmup.inputs.items():  # zero data: random bits may be NaN
+                assert value.zero_data or key == contract.CROP_BOX.name, f"{name}.{key}"
         assert config.model_warmup[0].batch_size == config.max_batch_size, f"{name}: largest batch first"
 
 
@@ -158,8 +225,11 @@ def test_rendered_files_are_in_place(tmp_path, models_dir):
     for name in (contract.AUDIO_ENCODER_MODEL, contract.GENERATOR_MODEL):
         assert (root / name / "1" / "model.onnx").is_file() and (root / name / "1" / "model.py").is_file()
     assert (root / contract.FRAME_RESIZE_MODEL / "1" / "model.py").is_file()
+    warmup_box = root / contract.FRAME_PASTE_MODEL / "warmup" / contract.CROP_BOX.name
+    assert np.frombuffer(warmup_box.read_bytes(), np.int32).tolist() == [800, 300, 1120, 620]
     gpu = render("gpu", tmp_path / "gpu", models_dir / "tiny")
     assert (gpu / contract.FRAME_RESIZE_MODEL / "1" / "dali.py").is_file()
+    assert (gpu / contract.FRAME_PASTE_MODEL / "1" / "dali.py").is_file()
     assert not (gpu / contract.GENERATOR_MODEL / "1" / "model.py").exists()
 
 

@@ -114,10 +114,11 @@ def test_lone_request_reports_measured_stage_timings(client):
 def test_health_and_model_listing(client):
     health = client.health()
     assert health["live"] and health["ready"]
-    assert health["models"] == {name: True for name in (contract.DEFAULT_MODEL_ID, *contract.COMPOSING_MODELS)}
+    shared = (contract.DEFAULT_MODEL_ID, *contract.SHARED_MODELS)
+    assert {name: health["models"].get(name) for name in shared} == {name: True for name in shared}
     rows = {row["name"]: row for row in client.list_models()}
     assert rows[contract.DEFAULT_MODEL_ID]["kind"] == "model_id"
-    assert all(rows[name]["kind"] == "step" and rows[name]["state"] == "READY" for name in contract.COMPOSING_MODELS)
+    assert all(rows[name]["kind"] == "step" and rows[name]["state"] == "READY" for name in contract.SHARED_MODELS)
     assert client.model_ids() == [contract.DEFAULT_MODEL_ID]
 
 

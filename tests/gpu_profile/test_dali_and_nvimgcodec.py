@@ -7,8 +7,8 @@ import pytest
 import simplejpeg
 
 from synctalk_client import contract, synthetic
-from synctalk_preprocessing.compositing import composite_frames
-from synctalk_preprocessing.dali_pipeline import frame_resize_pipeline
+from synctalk_preprocessing.compositing import composite_frames, paste_faces
+from synctalk_preprocessing.dali_pipeline import frame_paste_pipeline, frame_resize_pipeline
 from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
 from tools import paths
 
@@ -49,16 +49,44 @@ def test_dali_pipeline_matches_the_cpu_profile_resize():
     assert diff.mean() < 0.25
 
 
-def test_the_production_dali_model_file_is_an_autoserialized_pipeline():
-    path = paths.MODEL_REPOSITORY / contract.FRAME_RESIZE_MODEL / "1" / "dali.py"
-    spec = importlib.util.spec_from_file_location("frame_resize_dali", path)
+def test_dali_paste_matches_the_cpu_profile_paste():
+    faces = generated_faces(3)
+    rng = np.random.default_rng(2)
+    backgrounds = rng.integers(0, 256, (3, 180, 320, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 170, 180], [0, 0, 320, 180], [250, 100, 320, 180]], np.int32)
+
+    @dali.pipeline_def(batch_size=3, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+    def pipe():
+        return frame_paste_pipeline(device="cpu")
+
+    pipeline = pipe()
+    pipeline.build()
+    for name, data in ((contract.GENERATED_FACE.name, faces), (contract.BACKGROUND.name, backgrounds), (contract.CROP_BOX.name, boxes)):
+        pipeline.feed_input(name, list(data))
+    (out,) = pipeline.run()
+    dali_frames = np.stack([np.asarray(sample) for sample in out])
+    cpu_frames = paste_faces(faces, backgrounds, boxes)
+    assert dali_frames.shape == cpu_frames.shape == backgrounds.shape and dali_frames.dtype == np.uint8
+    diff = np.abs(dali_frames.astype(int) - cpu_frames.astype(int))
+    assert diff.max() <= RESIZE_TOLERANCE and diff.mean() < 0.25
+    outside = np.ones((180, 320), bool)
+    outside[20:180, 10:170] = False
+    assert np.array_equal(dali_frames[0][outside], backgrounds[0][outside])
+
+
+@pytest.mark.parametrize("model", [contract.FRAME_RESIZE_MODEL, contract.FRAME_PASTE_MODEL])
+def test_the_production_dali_model_file_is_an_autoserialized_pipeline(model):
+    path = paths.MODEL_REPOSITORY / model / "1" / "dali.py"
+    spec = importlib.util.spec_from_file_location(f"{model}_dali", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines the GPU pipeline; building it needs a GPU
     assert getattr(module.pipeline, "_is_autoserialize", False)
     # the same definition serializes for the CPU (the backend does this on the GPU at load)
+    graph = frame_resize_pipeline if model == contract.FRAME_RESIZE_MODEL else frame_paste_pipeline
+
     @dali.pipeline_def(batch_size=contract.MAX_BATCH_SIZE, num_threads=1, device_id=None)
     def cpu_pipeline():
-        return frame_resize_pipeline(device="cpu")
+        return graph(device="cpu")
 
     assert len(cpu_pipeline().serialize()) > 100
 

@@ -1,0 +1,29 @@
+"""CPU-profile stand-in for the DALI ``frame_paste`` model: the same maths on the CPU.
+
+GENERATED_FACE [B,3,320,320] BGR float, BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32
+-> FRAMES_RGB [B,H,W,3] uint8, with synctalk_preprocessing.compositing.paste_faces.
+"""
+import triton_python_backend_utils as pb_utils
+
+from synctalk_client import contract
+from synctalk_preprocessing.compositing import paste_faces
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        pass
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            face, background, box = (
+                pb_utils.get_input_tensor_by_name(request, t.name).as_numpy()
+                for t in (contract.GENERATED_FACE, contract.BACKGROUND, contract.CROP_BOX)
+            )
+            try:
+                frames = paste_faces(face, background, box)
+            except ValueError as exc:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{contract.CROP_BOX.name}: {exc}", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.FRAMES_RGB.name, frames)]))
+        return responses

@@ -1,0 +1,107 @@
+"""Avatars on a live server: added with one command, loaded, served with paste-back, unloaded."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import simplejpeg
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from synctalk_client import CompositeBatchRequest, contract, synthetic
+from tools import avatars, paths
+
+AVATAR = "anna"
+COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]  # one plain background colour per frame
+BOXES = [[10, 8, 74, 72], [40, 16, 120, 96], [96, 0, 160, 64]]  # one crop rectangle per frame
+WIDTH, HEIGHT = 160, 96
+
+
+@pytest.fixture(scope="module")
+def avatar(server, tmp_path_factory):
+    """The avatar added with the CLI (and loaded through --load), removed afterwards."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("anna-frames")
+    for i, colour in enumerate(COLOURS):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((HEIGHT, WIDTH, 3), colour[::-1], np.uint8))
+    (folder.parent / "boxes.json").write_text(json.dumps(BOXES))
+    command = [sys.executable, "-m", "tools.avatars", "--repository", str(server.repository), "add", "--id", AVATAR,
+               "--background", str(folder), "--boxes", str(folder.parent / "boxes.json"), "--jpeg-quality", "90",
+               "--load", server.grpc_url]
+    result = subprocess.run(command, cwd=paths.ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert f"loaded {AVATAR}" in result.stdout
+    yield AVATAR
+    with grpcclient.InferenceServerClient(server.grpc_url) as triton:
+        for name in contract.avatar_models(AVATAR).values():
+            try:
+                triton.unload_model(name)
+            except InferenceServerException:
+                pass
+    if (server.repository / AVATAR).exists():
+        avatars.remove(server.repository, AVATAR)
+
+
+def request(n, start, model_id=AVATAR):
+    crops = synthetic.face_crops(n, seed=3)
+    return CompositeBatchRequest.from_arrays(model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(n), start_frame_idx=start)
+
+
+def test_faces_are_pasted_into_background_frame_index_mod_n(avatar, client):
+    assert client.model_ids() == sorted([contract.DEFAULT_MODEL_ID, AVATAR])
+    response = client.infer_batch_composite(request(5, start=4)).raise_for_error()
+    assert len(response.composited_frames) == 5
+    for i, jpeg in enumerate(response.composited_frames):
+        slot = (4 + i) % 3
+        frame = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+        assert frame.shape == (HEIGHT, WIDTH, 3), "the avatar's resolution"
+        x0, y0, x1, y1 = BOXES[slot]
+        outside = np.ones((HEIGHT, WIDTH), bool)
+        outside[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4] = False  # JPEG ringing at the edges
+        assert np.abs(frame[outside].astype(int) - COLOURS[slot]).mean() < 6, f"frame {i}: background {slot}"
+        inside = frame[y0 + 4 : y1 - 4, x0 + 4 : x1 - 4].astype(int)
+        assert np.abs(inside - COLOURS[slot]).mean() > 40, f"frame {i}: a face in box {slot}"
+    stages = (response.audio_processing_ms, response.inference_time_ms, response.composite_time_ms)
+    assert all(s is not None and s > 0 for s in stages), response.timings()
+
+
+def test_avatar_listing_and_stats(avatar, client, server):
+    rows = {row["name"]: row for row in client.list_models()}
+    assert rows[AVATAR]["kind"] == "model_id"
+    assert all(rows[name]["state"] == "READY" for name in contract.avatar_models(AVATAR).values())
+    (listed,) = [a for a in avatars.list_avatars(server.repository) if a["id"] == AVATAR]
+    assert (listed["n_frames"], listed["width"], listed["height"], listed["jpeg_quality"]) == (3, WIDTH, HEIGHT, 90)
+    client.infer_batch_composite(request(1, start=0)).raise_for_error()
+    stats = client.model_stats(AVATAR)[AVATAR]
+    assert int(stats["inference_stats"]["success"]["count"]) >= 1
+
+
+def test_negative_frame_index_is_refused_by_name(avatar, client, server):
+    response = client.infer_batch_composite(request(2, start=-3))
+    assert not response.success and response.error_category == "validation"
+    assert "start_frame_idx" in response.error
+    with grpcclient.InferenceServerClient(server.grpc_url) as triton:
+        inputs = []
+        for spec, array in ((contract.VISUAL, np.zeros((1, 6, 320, 320), np.float32)), (contract.AUDIO, np.zeros((1, 640), np.float32)),
+                            (contract.FRAME_INDEX, np.array([[-1]], np.int64))):
+            tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException, match="FRAME_INDEX: frame indices must be >= 0, got -1"):
+            triton.infer(AVATAR, inputs)
+    client.infer_batch_composite(request(1, start=7)).raise_for_error()  # and the avatar serves on
+
+
+def test_unload_then_remove(avatar, client, server):
+    client.unload_model(AVATAR)
+    assert client.model_ids() == [contract.DEFAULT_MODEL_ID]
+    states = {row["name"]: row["state"] for row in client.list_models()}
+    assert all(states.get(name) != "READY" for name in contract.avatar_models(AVATAR).values())
+    assert all(states[name] == "READY" for name in contract.SHARED_MODELS), "shared steps stay loaded"
+    assert client.infer_batch_composite(request(1, start=0)).error == f"model not found: {AVATAR}"
+    assert client.infer_batch_composite(request(1, start=0, model_id=contract.DEFAULT_MODEL_ID)).success
+    removed = avatars.remove(server.repository, AVATAR)
+    assert sorted(removed) == sorted(contract.avatar_models(AVATAR).values())
+    assert not any(a["id"] == AVATAR for a in avatars.list_avatars(server.repository))

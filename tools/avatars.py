@@ -1,0 +1,215 @@
+"""Add, list and remove avatars in a rendered model repository.
+
+An avatar = an id + its generator ONNX (trained, or the stand-in) + background frames (a video or
+an image folder) + one crop rectangle per frame. ``add`` writes, for the repository's profile:
+
+- ``<id>``: the avatar's ensemble (``avatar_template/ensemble``): the client's model id;
+- ``<id>_synctalk``: its generator (the ``synctalk`` config, renamed, with its own engine cache);
+- ``<id>_background``: its background frames and crop rectangles (``avatar_template/background``),
+  the assets stored next to the model;
+- ``<id>_jpeg_encoder``: the ``jpeg_encoder`` config at the avatar's resolution and JPEG quality.
+
+The validation, audio and ``frame_paste`` steps are shared by every avatar. On a server started
+with ``--model-control-mode=explicit`` (``tools.serve`` does), ``--load URL`` loads the new avatar
+at once, and ``remove --url URL`` unloads it first; otherwise restart the server.
+
+    python -m tools.avatars add --id anna --background anna.mp4 --boxes anna_boxes.json \\
+        --generator anna_synctalk.onnx --size 1280x720 --jpeg-quality 90 --load 127.0.0.1:8001
+    python -m tools.avatars list
+    python -m tools.avatars remove --id anna --url 127.0.0.1:8001
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+from synctalk_client import contract
+from synctalk_preprocessing.avatar import AvatarAssets, read_manifest
+from tools import paths
+from tools.render_repository import read_config, render_model
+
+TEMPLATE = paths.ROOT / "avatar_template"
+TEMPLATE_ID = "avatar"  # the placeholder id of the template's model names
+
+
+def repository_profile(repository: Path) -> str:
+    manifest = Path(repository) / "repository.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{repository} is not a rendered repository (no repository.json): run `make render` first")
+    return json.loads(manifest.read_text())["profile"]
+
+
+def check_id(avatar_id: str) -> None:
+    if not re.match(contract.AVATAR_ID_PATTERN, avatar_id or ""):
+        raise ValueError(f"avatar id {avatar_id!r}: use 1-48 lower-case letters, digits and _, starting with a letter")
+    if avatar_id in contract.RESERVED_IDS:
+        raise ValueError(f"avatar id {avatar_id!r} is the name of a shared model")
+
+
+def _rename_models(config, avatar_id: str) -> None:
+    template = contract.avatar_models(TEMPLATE_ID)
+    names = {template[role]: name for role, name in contract.avatar_models(avatar_id).items()}
+    config.name = names.get(config.name, config.name)
+    for step in config.ensemble_scheduling.step:
+        step.model_name = names.get(step.model_name, step.model_name)
+
+
+def add(
+    repository: Path,
+    avatar_id: str,
+    background: Path,
+    boxes: Union[Path, Sequence[int]],
+    generator: Optional[Path] = None,
+    size: Optional[Tuple[int, int]] = None,
+    jpeg_quality: int = contract.JPEG_QUALITY,
+    max_frames: Optional[int] = None,
+    replace: bool = False,
+) -> dict:
+    """Write the avatar's four models into ``repository``; returns the avatar's manifest."""
+    repository = Path(repository)
+    check_id(avatar_id)
+    profile = repository_profile(repository)
+    models = contract.avatar_models(avatar_id)
+    existing = [name for name in models.values() if (repository / name).exists()]
+    if existing and not replace:
+        raise FileExistsError(f"avatar {avatar_id!r} exists in {repository} ({', '.join(existing)}); remove it or pass --replace")
+    generator = Path(generator) if generator else repository / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    if not generator.is_file():
+        raise FileNotFoundError(f"generator {generator} not found")
+    assets = AvatarAssets.from_files(avatar_id, Path(background), boxes, size, max_frames, jpeg_quality)
+    assets.source["generator"] = str(generator)
+    for name in existing:
+        shutil.rmtree(repository / name)
+    try:
+        _write_models(repository, profile, avatar_id, assets, generator)
+    except BaseException:
+        for name in models.values():
+            shutil.rmtree(repository / name, ignore_errors=True)
+        raise
+    return assets.manifest()
+
+
+def _write_models(repository: Path, profile: str, avatar_id: str, assets: AvatarAssets, generator: Path) -> None:
+    models = contract.avatar_models(avatar_id)
+    source = paths.MODEL_REPOSITORY
+
+    ensemble = read_config(TEMPLATE / "ensemble" / "config.pbtxt")
+    _rename_models(ensemble, avatar_id)
+    render_model(TEMPLATE / "ensemble", ensemble, repository / models["ensemble"], profile)
+
+    synctalk = read_config(source / contract.GENERATOR_MODEL / "config.pbtxt")
+    synctalk.name = models["generator"]
+    for accelerator in synctalk.optimization.execution_accelerators.gpu_execution_accelerator:
+        if "trt_engine_cache_path" in accelerator.parameters:
+            accelerator.parameters["trt_engine_cache_path"] = f"/trt_cache/{models['generator']}"
+    render_model(source / contract.GENERATOR_MODEL, synctalk, repository / models["generator"], profile, generator, role=contract.GENERATOR_MODEL)
+
+    background = read_config(TEMPLATE / "background" / "config.pbtxt")
+    _rename_models(background, avatar_id)
+    target = render_model(TEMPLATE / "background", background, repository / models["background"], profile, role="avatar_background")
+    assets.save(target / "1")
+
+    jpeg = read_config(source / contract.JPEG_ENCODER_MODEL / "config.pbtxt")
+    jpeg.name = models["jpeg_encoder"]
+    frame_dims = [assets.height, assets.width, 3]
+    jpeg.input[0].dims[:] = frame_dims
+    for sample in jpeg.model_warmup:
+        for tensor in sample.inputs.values():
+            tensor.dims[:] = frame_dims
+    jpeg.parameters["quality"].string_value = str(int(assets.jpeg_quality))
+    render_model(source / contract.JPEG_ENCODER_MODEL, jpeg, repository / models["jpeg_encoder"], profile, role=contract.JPEG_ENCODER_MODEL)
+
+
+def list_avatars(repository: Path) -> List[dict]:
+    """The avatars of ``repository``: their manifests (without the per-frame boxes)."""
+    rows = []
+    for folder in sorted(Path(repository).glob(f"*{contract.AVATAR_BACKGROUND_SUFFIX}/1")):
+        try:
+            manifest = read_manifest(folder)
+        except FileNotFoundError:
+            continue
+        manifest.pop("boxes", None)
+        manifest["models"] = contract.avatar_models(manifest["id"])
+        rows.append(manifest)
+    return rows
+
+
+def remove(repository: Path, avatar_id: str) -> List[str]:
+    check_id(avatar_id)
+    removed = []
+    for name in contract.avatar_models(avatar_id).values():
+        if (Path(repository) / name).exists():
+            shutil.rmtree(Path(repository) / name)
+            removed.append(name)
+    if not removed:
+        raise FileNotFoundError(f"no avatar {avatar_id!r} in {repository}")
+    return removed
+
+
+def _size(text: str) -> Tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _boxes(text: str) -> Union[Path, List[int]]:
+    if re.fullmatch(r"\s*-?\d+\s*(,\s*-?\d+\s*){3}", text):
+        return [int(v) for v in text.split(",")]
+    return Path(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu", help="a rendered repository (make render)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p_add = commands.add_parser("add", help="add an avatar")
+    p_add.add_argument("--id", required=True, help="the avatar id = the client's model id")
+    p_add.add_argument("--background", required=True, type=Path, help="background video, or a folder of images")
+    p_add.add_argument("--boxes", required=True, type=_boxes, help="crop boxes file (.json/.npy/.txt, x0 y0 x1 y1 per frame), or one box x0,y0,x1,y1")
+    p_add.add_argument("--generator", type=Path, help="the avatar's generator ONNX (default: the repository's stand-in)")
+    p_add.add_argument("--size", type=_size, help="output resolution WIDTHxHEIGHT (default: the background's)")
+    p_add.add_argument("--jpeg-quality", type=int, default=contract.JPEG_QUALITY)
+    p_add.add_argument("--max-frames", type=int, help="use at most this many background frames")
+    p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
+    p_add.add_argument("--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)")
+    commands.add_parser("list", help="list the avatars")
+    p_rm = commands.add_parser("remove", help="remove an avatar")
+    p_rm.add_argument("--id", required=True)
+    p_rm.add_argument("--url", help="unload it first from the server at this gRPC URL")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "add":
+            manifest = add(args.repository, args.id, args.background, args.boxes, args.generator, args.size,
+                           args.jpeg_quality, args.max_frames, args.replace)
+            print(f"added avatar {args.id}: {manifest['n_frames']} background frames {manifest['width']}x{manifest['height']}, "
+                  f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(contract.avatar_models(args.id).values())}")
+            if args.load:
+                from synctalk_client import CompositeClient
+
+                with CompositeClient(args.load) as client:
+                    client.load_model(args.id)
+                print(f"loaded {args.id} on {args.load}")
+        elif args.command == "list":
+            for row in list_avatars(args.repository):
+                print(f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG q{row['jpeg_quality']}  "
+                      f"background {row['source'].get('background', '?')}  generator {row['source'].get('generator', '?')}")
+        else:
+            if args.url:
+                from synctalk_client import CompositeClient
+
+                with CompositeClient(args.url) as client:
+                    client.unload_model(args.id)
+            print("removed", ", ".join(remove(args.repository, args.id)))
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
