@@ -2,20 +2,22 @@
 
 Deterministic random weights, real architectures (see ``../shared/reference/synctalk2d.md``):
 
-- ``synctalk.onnx``: U-Net generator, ``input`` [B,6,320,320] + ``audio`` [B,32,16,16] ->
-  ``output`` [B,3,320,320] (sigmoid, BGR). Stem at 320x320, five stride-2 stages of
-  MobileNetV2-style inverted residual blocks (expansion 2) with widths 32, 64, 128, 256, 512 down
-  to 10x10; the "ave" audio branch maps [32,16,16] to [512,10,10]; bottleneck fusion
-  1024 -> 512 -> 256 with depthwise-separable blocks; five bilinear x2 up stages with skip
-  concatenation; 1x1 convolution to 3 channels and a sigmoid. Batch-norms are folded into the
-  convolutions, as in an exported inference graph. Stand-in only: the output is 75 % the input
-  face crop and 25 % the network's sigmoid, so that frames made with random weights show a face.
+- ``synctalk.onnx``: SyncTalk_2D's U-Net generator (``Model(6, mode="ave")``), ``input``
+  [B,6,320,320] + ``audio`` [B,32,16,16] -> ``output`` [B,3,320,320] (sigmoid, BGR). Inverted
+  residual blocks (expansion 2) with batch-norms; stem at 320x320, five stride-2 stages with
+  widths 32, 32, 64, 128, 256, 512 down to 10x10; the "ave" audio branch maps [32,16,16] to
+  [512,10,10]; bottleneck fusion 1024 -> 512 -> 256; five bilinear x2 up stages with skip
+  concatenation; 1x1 convolution to 3 channels and a sigmoid: 12.19 M parameters, 4.89 GMACs per
+  frame. Every initializer is named after the state-dict entry of the PyTorch module it stands for
+  (``down1.maxpool_conv.0.double_conv.0.conv.0.weight``, ...), so a trained checkpoint fills the
+  same graph (``tools/import_checkpoint.py``). Stand-in only: the output is 75 % the input face
+  crop and 25 % the network's sigmoid, so that frames made with random weights show a face.
 - ``audio_encoder.onnx``: ``MEL_WINDOWS`` [B,1,80,16] -> ``AUDIO_FEATURES`` [B,32,16,16]: a
   wav2lip-style convolution stack to a 512-vector, then a linear map to 8192 values reshaped to
   [32,16,16].
 
-Two variants with the same tensors: ``full`` (about 12 M generator parameters) and ``tiny``
-(widths divided by 8) for fast tests.
+Two variants with the same tensors: ``full`` (SyncTalk_2D's widths) and ``tiny`` (widths divided
+by 8, 0.21 M parameters) for fast tests.
 
     python -m tools.build_models --out build/models
 """
@@ -33,64 +35,80 @@ from synctalk_client import contract
 from tools.onnx_graph import GraphBuilder
 
 VARIANTS: Dict[str, Dict] = {
-    # stem width, five down-stage widths, audio-branch widths, up-stage widths
-    "full": dict(stem=16, down=(32, 64, 128, 256, 512), audio=(32, 64, 128, 256, 512), up=(256, 128, 64, 32, 16),
-                 enc=(32, 64, 128, 256, 512), seed=2024),
-    "tiny": dict(stem=4, down=(4, 8, 16, 32, 64), audio=(8, 8, 16, 32, 64), up=(32, 16, 8, 4, 4),
-                 enc=(4, 8, 16, 32, 64), seed=7),
+    # ch: the generator's five widths (SyncTalk_2D's ch); enc: the audio encoder's widths
+    "full": dict(ch=(32, 64, 128, 256, 512), enc=(32, 64, 128, 256, 512), seed=2024),
+    "tiny": dict(ch=(4, 8, 16, 32, 64), enc=(4, 8, 16, 32, 64), seed=7),
 }
 STAND_IN_CROP_BLEND = 0.75
 GENERATOR_FILE = f"{contract.GENERATOR_MODEL}.onnx"
 AUDIO_ENCODER_FILE = f"{contract.AUDIO_ENCODER_MODEL}.onnx"
 
 
+# The generator's blocks, named like the modules of SyncTalk_2D's unet (``Model(6, mode="ave")``)
+# so that every initializer carries the name of the state-dict entry it stands for
+# (tools/import_checkpoint.py fills them from a trained checkpoint by name).
 def inverted_residual(g: GraphBuilder, x: str, cout: int, stride: int, residual: bool, name: str, expand: int = 2) -> str:
+    """``InvertedResidual``: ``<name>.conv.{0,3,6}`` (1x1 expand, 3x3 depthwise, 1x1 project,
+    no biases) each followed by a batch-norm ``<name>.conv.{1,4,7}``; ReLU after the first two."""
     cin = g.shapes[x][0]
     hidden = cin * expand
-    h = g.relu(g.conv(x, hidden, 1, name=f"{name}.expand"))
-    h = g.relu(g.conv(h, hidden, 3, stride=stride, groups=hidden, name=f"{name}.depthwise"))
-    h = g.conv(h, cout, 1, gain=0.5 if residual else 1.0, name=f"{name}.project")
+    h = g.relu(g.batch_norm(g.conv(x, hidden, 1, bias=False, name=f"{name}.conv.0"), f"{name}.conv.1"))
+    h = g.conv(h, hidden, 3, stride=stride, groups=hidden, bias=False, name=f"{name}.conv.3")
+    h = g.relu(g.batch_norm(h, f"{name}.conv.4"))
+    h = g.conv(h, cout, 1, gain=0.5 if residual else 1.0, bias=False, name=f"{name}.conv.6")
+    h = g.batch_norm(h, f"{name}.conv.7")
     return g.add(x, h) if residual else h
 
 
 def double_conv_dw(g: GraphBuilder, x: str, cout: int, stride: int, name: str) -> str:
-    h = inverted_residual(g, x, cout, stride, residual=False, name=f"{name}.0")
-    return inverted_residual(g, h, cout, 1, residual=True, name=f"{name}.1")
+    """``DoubleConvDW``: ``<name>.double_conv.0`` (strided, no residual) and ``.1`` (residual)."""
+    h = inverted_residual(g, x, cout, stride, residual=False, name=f"{name}.double_conv.0")
+    return inverted_residual(g, h, cout, 1, residual=True, name=f"{name}.double_conv.1")
 
 
-def build_generator(variant: str) -> onnx.ModelProto:
+def conv_bn_relu(g: GraphBuilder, x: str, cout: int, stride, padding: int, conv: str, bn: str) -> str:
+    return g.relu(g.batch_norm(g.conv(x, cout, 3, stride=stride, padding=padding, name=conv), bn))
+
+
+def build_generator(variant: str, stand_in: bool = True) -> onnx.ModelProto:
+    """The SyncTalk_2D U-Net ("ave" audio branch). ``stand_in``: blend the input crop into the
+    output (random weights alone give a blob); off for a graph that takes trained weights."""
     v = VARIANTS[variant]
+    ch = v["ch"]
     g = GraphBuilder(seed=v["seed"])
     visual = g.input(contract.GENERATOR_VISUAL.name, contract.GENERATOR_VISUAL.dims)
     audio = g.input(contract.GENERATOR_AUDIO.name, contract.GENERATOR_AUDIO.dims)
 
-    skips = [inverted_residual(g, visual, v["stem"], 1, residual=False, name="inc")]  # 320x320
-    for i, width in enumerate(v["down"]):  # 160, 80, 40, 20, 10
-        skips.append(double_conv_dw(g, skips[-1], width, 2, name=f"down{i + 1}"))
+    x1 = inverted_residual(g, visual, ch[0], 1, residual=False, name="inc.inconv.0")  # 320x320
+    x2 = double_conv_dw(g, x1, ch[0], 2, name="down1.maxpool_conv.0")  # 160
+    x3 = double_conv_dw(g, x2, ch[1], 2, name="down2.maxpool_conv.0")  # 80
+    x4 = double_conv_dw(g, x3, ch[2], 2, name="down3.maxpool_conv.0")  # 40
+    x5 = double_conv_dw(g, x4, ch[3], 2, name="down4.maxpool_conv.0")  # 20
+    x6 = double_conv_dw(g, x5, ch[4], 2, name="down5.maxpool_conv.0")  # 10
 
-    # "ave" audio branch: [32,16,16] -> [512,10,10]
-    a1, a2, a3, a4, a5 = v["audio"]
-    a = inverted_residual(g, audio, a1, 1, residual=a1 == contract.GENERATOR_AUDIO.dims[0], name="audio.conv1")
-    a = inverted_residual(g, a, a2, 2, residual=False, name="audio.conv2")  # 8x8
-    a = inverted_residual(g, a, a3, 1, residual=False, name="audio.conv3")
-    a = g.resize(a, 10 / 8, align_corners=False)  # 10x10, the visual bottleneck's size
-    a = double_conv_dw(g, a, a4, 1, name="audio.conv4")
-    a = double_conv_dw(g, a, a5, 1, name="audio.conv5")
+    # AudioConvAve: [32,16,16] -> [ch4,10,10]
+    a = inverted_residual(g, audio, ch[1], 1, residual=False, name="audio_model.conv1")
+    a = inverted_residual(g, a, ch[2], 1, residual=False, name="audio_model.conv2")
+    a = conv_bn_relu(g, a, ch[3], 1, 1, "audio_model.conv3", "audio_model.bn3")  # 16x16
+    a = inverted_residual(g, a, ch[3], 1, residual=True, name="audio_model.conv4")
+    a = conv_bn_relu(g, a, ch[4], 2, 3, "audio_model.conv5", "audio_model.bn5")  # (16 + 6 - 3) // 2 + 1 = 10
+    a = inverted_residual(g, a, ch[4], 1, residual=True, name="audio_model.conv6")
+    a = inverted_residual(g, a, ch[4], 1, residual=True, name="audio_model.conv7")
 
-    bottleneck = skips.pop()
-    x = g.concat([bottleneck, a])  # 1024 channels at full size
-    x = double_conv_dw(g, x, v["down"][-1], 1, name="fuse.0")
-    x = double_conv_dw(g, x, v["up"][0], 1, name="fuse.1")
-    for i, width in enumerate(v["up"]):
+    x = g.concat([x6, a])
+    x = double_conv_dw(g, x, ch[4], 1, name="fuse_conv.0")
+    x = double_conv_dw(g, x, ch[3], 1, name="fuse_conv.1")
+    for i, (skip, width) in enumerate(zip((x5, x4, x3, x2, x1), (ch[3] // 2, ch[2] // 2, ch[1] // 2, ch[0], ch[0] // 2))):
         x = g.resize(x, 2.0, align_corners=True)
-        x = g.concat([x, skips.pop()])
-        x = double_conv_dw(g, x, width, 1, name=f"up{i + 1}")
-    x = g.sigmoid(g.conv(x, 3, 1, gain=1.0, name="outc"))
-    # Stand-in only: blend the reference crop into the output so demo frames show a face (random
-    # weights alone give a uniform blob); a trained model reconstructs the face by itself.
-    x = g.blend(g.channels(visual, 0, 3), x, STAND_IN_CROP_BLEND)
+        x = double_conv_dw(g, g.concat([x, skip]), width, 1, name=f"up{i + 1}.conv")
+    x = g.sigmoid(g.conv(x, 3, 1, gain=1.0, name="outc.conv"))
+    if stand_in:
+        # Stand-in only: blend the reference crop into the output so demo frames show a face
+        # (random weights alone give a uniform blob); a trained model reconstructs the face itself.
+        x = g.blend(g.channels(visual, 0, 3), x, STAND_IN_CROP_BLEND)
     out = g.identity(x, contract.GENERATOR_OUTPUT.name)
-    doc = f"SyncTalk_2D-architecture stand-in generator ({variant}), deterministic random weights"
+    kind = "stand-in with deterministic random weights" if stand_in else "graph for trained weights"
+    doc = f"SyncTalk_2D generator ({variant}), {kind}"
     return g.model([visual, audio], [out], "synctalk_generator", doc)
 
 

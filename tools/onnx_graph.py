@@ -54,25 +54,41 @@ class GraphBuilder:
         padding=None,
         gain: float = math.sqrt(2.0),
         name: str = "conv",
+        bias: bool = True,
     ) -> str:
+        """A 2-D convolution whose initializers are ``<name>.weight`` (and ``<name>.bias``): the
+        names of the matching PyTorch module's state dict."""
         cin, h, w = self.shapes[x]
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         sh, sw = (stride, stride) if isinstance(stride, int) else stride
-        ph, pw = (kh // 2, kw // 2) if padding is None else padding
+        ph, pw = (kh // 2, kw // 2) if padding is None else ((padding, padding) if isinstance(padding, int) else padding)
         fan_in = (cin // groups) * kh * kw
         weight = self.rng.normal(0.0, gain / math.sqrt(fan_in), (cout, cin // groups, kh, kw)).astype(np.float32)
-        bias = self.rng.normal(0.0, 0.01, (cout,)).astype(np.float32)
-        wn = self.const(f"{name}.weight", weight)
-        bn = self.const(f"{name}.bias", bias)
+        inputs = [x, self.const(f"{name}.weight", weight)]
+        if bias:
+            inputs.append(self.const(f"{name}.bias", self.rng.normal(0.0, 0.01, (cout,)).astype(np.float32)))
         y = self._unique(f"{name}.out")
         self.nodes.append(
             helper.make_node(
-                "Conv", [x, wn, bn], [y], kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], group=groups
+                "Conv", inputs, [y], kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], group=groups
             )
         )
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         self.shapes[y] = (cout, oh, ow)
         self.macs += cout * oh * ow * fan_in
+        return y
+
+    def batch_norm(self, x: str, name: str, eps: float = 1e-5) -> str:
+        """Inference batch-norm with PyTorch's state-dict names: ``<name>.weight``, ``.bias``,
+        ``.running_mean``, ``.running_var`` (identity statistics, a near-1 scale)."""
+        c = self.shapes[x][0]
+        scale = self.const(f"{name}.weight", (1.0 + self.rng.normal(0.0, 0.02, c)).astype(np.float32))
+        shift = self.const(f"{name}.bias", self.rng.normal(0.0, 0.01, c).astype(np.float32))
+        mean = self.const(f"{name}.running_mean", np.zeros(c, np.float32), count=False)
+        var = self.const(f"{name}.running_var", np.ones(c, np.float32), count=False)
+        y = self._unique(f"{name}.out")
+        self.nodes.append(helper.make_node("BatchNormalization", [x, scale, shift, mean, var], [y], epsilon=eps))
+        self.shapes[y] = self.shapes[x]
         return y
 
     def _unary(self, op: str, x: str, **attrs) -> str:
