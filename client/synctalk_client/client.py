@@ -197,13 +197,18 @@ class CompositeClient:
     def _tensors(self, request: CompositeBatchRequest) -> list:
         """(spec, array) of each input the model id takes; FRAME_INDEX (avatars) is
         start_frame_idx + i for frame i."""
-        tensors = [(contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor())]
-        if self._takes_frame_index(request.model_id):
+        return [(contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor()), *self._optional_tensors(request)]
+
+    def _optional_tensors(self, request: CompositeBatchRequest) -> list:
+        tensors = []
+        if self._takes(request.model_id, contract.FRAME_INDEX):
             tensors.append((contract.FRAME_INDEX, request.frame_index_tensor()))
+        if request.has_audio_context and self._takes(request.model_id, contract.AUDIO_CONTEXT):
+            tensors.extend(zip((contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH), request.audio_context_tensors()))
         return tensors
 
-    def _takes_frame_index(self, model_id: str) -> bool:
-        return contract.FRAME_INDEX.name in self._ensemble_info.get(model_id, {}).get("inputs", ())
+    def _takes(self, model_id: str, tensor: contract.Tensor) -> bool:
+        return tensor.name in self._ensemble_info.get(model_id, {}).get("inputs", ())
 
     def _grpc_inputs(self, request: CompositeBatchRequest) -> List[grpcclient.InferInput]:
         inputs = []
@@ -217,7 +222,7 @@ class CompositeClient:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
         before = self._statistics() if self.stage_timings else None
         with self._shm_lock:
-            inputs = self._shm.inputs(request, self._takes_frame_index(request.model_id)) if self._shm is not None else self._grpc_inputs(request)
+            inputs = self._shm.inputs(request, self._optional_tensors(request)) if self._shm is not None else self._grpc_inputs(request)
             result = self._call_with_retries(request.model_id, inputs, outputs)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)

@@ -66,10 +66,26 @@ VISUAL = Tensor("VISUAL", "FP32", (VISUAL_CHANNELS, FACE_SIZE, FACE_SIZE))
 AUDIO = Tensor("AUDIO", "FP32", (SAMPLES_PER_FRAME,))
 JPEG = Tensor("JPEG", "BYTES", (1,))
 
+# --- audio context (optional ensemble inputs): streaming a long clip batch by batch ---------------
+# Row i of AUDIO_CONTEXT holds the AUDIO_CONTEXT_SAMPLES samples just before frame i and those just
+# after it; AUDIO_CONTEXT_LENGTH row i says how many of each are real audio (the rest is zeros:
+# the clip starts or ends there). The server extends the request's clip with row 0's "before"
+# samples and row B-1's "after" samples, so the mel windows at a batch's edges see the audio
+# around it and a clip sent batch by batch gives the windows of the whole clip sent at once.
+# 1600 samples (100 ms) covers the reference front end (a window reaches 1480 samples before its
+# batch and 680 after); lengths are multiples of AUDIO_CONTEXT_ALIGN (the mel hop) so the mel
+# columns stay on the clip's grid.
+AUDIO_CONTEXT_SAMPLES = 1600
+AUDIO_CONTEXT_ALIGN = 160
+AUDIO_CONTEXT = Tensor("AUDIO_CONTEXT", "FP32", (2, AUDIO_CONTEXT_SAMPLES))
+AUDIO_CONTEXT_LENGTH = Tensor("AUDIO_CONTEXT_LENGTH", "INT32", (2,))
+
 # --- intermediate tensors (ensemble-internal names) ------------------------------------------
 # AUDIO once input_validator has checked VISUAL and AUDIO: everything downstream depends on it,
 # so a rejected request never reaches the generator.
 VALIDATED_AUDIO = Tensor("VALIDATED_AUDIO", "FP32", AUDIO.dims)
+VALIDATED_AUDIO_CONTEXT = Tensor("VALIDATED_AUDIO_CONTEXT", "FP32", AUDIO_CONTEXT.dims)
+VALIDATED_AUDIO_CONTEXT_LENGTH = Tensor("VALIDATED_AUDIO_CONTEXT_LENGTH", "INT32", AUDIO_CONTEXT_LENGTH.dims)
 MEL_WINDOWS = Tensor("MEL_WINDOWS", "FP32", (1, N_MELS, MEL_WINDOW_COLUMNS))
 AUDIO_FEATURES = Tensor("AUDIO_FEATURES", "FP32", AUDIO_FEATURE_SHAPE)
 GENERATED_FACE = Tensor("GENERATED_FACE", "FP32", (3, FACE_SIZE, FACE_SIZE))
@@ -84,28 +100,41 @@ GENERATOR_OUTPUT = Tensor("output", "FP32", GENERATED_FACE.dims)
 # Each step: model -> ({model tensor: ensemble tensor} for inputs, same for outputs).
 # The ensemble's wiring, in pipeline order.
 MODEL_INPUTS = {
-    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO),
-    AUDIO_FEATURES_MODEL: (AUDIO,),
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
+    AUDIO_FEATURES_MODEL: (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     AUDIO_ENCODER_MODEL: (MEL_WINDOWS,),
     GENERATOR_MODEL: (GENERATOR_VISUAL, GENERATOR_AUDIO),
     FRAME_RESIZE_MODEL: (GENERATED_FACE,),
     JPEG_ENCODER_MODEL: (FRAMES_RGB,),
 }
 MODEL_OUTPUTS = {
-    INPUT_VALIDATOR_MODEL: (VALIDATED_AUDIO,),
+    INPUT_VALIDATOR_MODEL: (VALIDATED_AUDIO, VALIDATED_AUDIO_CONTEXT, VALIDATED_AUDIO_CONTEXT_LENGTH),
     AUDIO_FEATURES_MODEL: (MEL_WINDOWS,),
     AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
     GENERATOR_MODEL: (GENERATOR_OUTPUT,),
     FRAME_RESIZE_MODEL: (FRAMES_RGB,),
     JPEG_ENCODER_MODEL: (JPEG,),
 }
+_CONTEXT_IN = {AUDIO_CONTEXT.name: AUDIO_CONTEXT.name, AUDIO_CONTEXT_LENGTH.name: AUDIO_CONTEXT_LENGTH.name}
+_CONTEXT_OUT = {
+    VALIDATED_AUDIO_CONTEXT.name: VALIDATED_AUDIO_CONTEXT.name,
+    VALIDATED_AUDIO_CONTEXT_LENGTH.name: VALIDATED_AUDIO_CONTEXT_LENGTH.name,
+}
 ENSEMBLE_STEPS = (
     (
         INPUT_VALIDATOR_MODEL,
-        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name},
-        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name},
+        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name, **_CONTEXT_IN},
+        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name, **_CONTEXT_OUT},
     ),
-    (AUDIO_FEATURES_MODEL, {AUDIO.name: VALIDATED_AUDIO.name}, {MEL_WINDOWS.name: MEL_WINDOWS.name}),
+    (
+        AUDIO_FEATURES_MODEL,
+        {
+            AUDIO.name: VALIDATED_AUDIO.name,
+            AUDIO_CONTEXT.name: VALIDATED_AUDIO_CONTEXT.name,
+            AUDIO_CONTEXT_LENGTH.name: VALIDATED_AUDIO_CONTEXT_LENGTH.name,
+        },
+        {MEL_WINDOWS.name: MEL_WINDOWS.name},
+    ),
     (AUDIO_ENCODER_MODEL, {MEL_WINDOWS.name: MEL_WINDOWS.name}, {AUDIO_FEATURES.name: AUDIO_FEATURES.name}),
     (
         GENERATOR_MODEL,
@@ -115,7 +144,7 @@ ENSEMBLE_STEPS = (
     (FRAME_RESIZE_MODEL, {GENERATED_FACE.name: GENERATED_FACE.name}, {FRAMES_RGB.name: FRAMES_RGB.name}),
     (JPEG_ENCODER_MODEL, {FRAMES_RGB.name: FRAMES_RGB.name}, {JPEG.name: JPEG.name}),
 )
-ENSEMBLE_INPUTS = (VISUAL, AUDIO)
+ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
 ENSEMBLE_OUTPUTS = (JPEG,)
 
 # --- avatars: paste-back compositing -----------------------------------------------------------
@@ -129,11 +158,15 @@ BACKGROUND = Tensor("BACKGROUND", "UINT8", (-1, -1, 3))  # RGB background frame 
 CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the background (exclusive max)
 PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
 VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
-AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, FRAME_INDEX)
+AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
 # input_validator takes FRAME_INDEX as an optional input (avatars send it, the reference ensemble
 # does not): the background step then depends on validation like every other step, so a bad
 # request fails before any other step starts.
-OPTIONAL_INPUTS = {INPUT_VALIDATOR_MODEL: (FRAME_INDEX,)}
+OPTIONAL_INPUTS = {
+    INPUT_VALIDATOR_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
+    DEFAULT_MODEL_ID: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),  # and every avatar's ensemble
+}
 MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
 MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
 MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX)
@@ -164,8 +197,8 @@ def avatar_ensemble_steps(avatar_id: str) -> tuple:
     by_name = {step[0]: step for step in ENSEMBLE_STEPS}
     validator = (
         INPUT_VALIDATOR_MODEL,
-        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name, FRAME_INDEX.name: FRAME_INDEX.name},
-        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name, VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
+        {**by_name[INPUT_VALIDATOR_MODEL][1], FRAME_INDEX.name: FRAME_INDEX.name},
+        {**by_name[INPUT_VALIDATOR_MODEL][2], VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
     )
     return (
         validator,

@@ -22,6 +22,28 @@ def visual_from_reference_bytes(visual_frames: bytes, batch_size: int) -> np.nda
     return np.concatenate([crops, masked], axis=1)
 
 
+def audio_context_rows(audio: np.ndarray, before: np.ndarray, after: np.ndarray,
+                       size: int = contract.AUDIO_CONTEXT_SAMPLES, align: int = contract.AUDIO_CONTEXT_ALIGN):
+    """AUDIO_CONTEXT [B,2,size] and AUDIO_CONTEXT_LENGTH [B,2] for a batch's audio [B,640] and
+    the real audio just before and after it (any lengths: the nearest ``size`` samples are kept,
+    in whole steps of ``align``). Row i holds frame i's own neighbourhood: the ``size`` samples
+    before frame i and after it, zeros where the clip has none, and how many are real."""
+    b = audio.shape[0]
+    keep_before = min(len(before), size) // align * align
+    keep_after = min(len(after), size) // align * align
+    padded = np.zeros(size + b * contract.SAMPLES_PER_FRAME + size, np.float32)
+    padded[size - keep_before : size] = before[len(before) - keep_before :]
+    padded[size : size + audio.size] = audio.reshape(-1)
+    padded[size + audio.size : size + audio.size + keep_after] = after[:keep_after]
+    starts = size + contract.SAMPLES_PER_FRAME * np.arange(b)
+    rows_before = np.lib.stride_tricks.sliding_window_view(padded, size)[starts - size]
+    rows_after = np.lib.stride_tricks.sliding_window_view(padded, size)[starts + contract.SAMPLES_PER_FRAME]
+    context = np.stack([rows_before, rows_after], axis=1)
+    real_before = np.minimum(size, keep_before + contract.SAMPLES_PER_FRAME * np.arange(b))
+    real_after = np.minimum(size, keep_after + contract.SAMPLES_PER_FRAME * np.arange(b)[::-1])
+    return np.ascontiguousarray(context), np.stack([real_before, real_after], axis=1).astype(np.int32)
+
+
 @dataclass
 class CompositeBatchRequest:
     """One batch of video frames and their audio, in the reference's wire layout.
@@ -30,6 +52,11 @@ class CompositeBatchRequest:
       each crop 3 x 320 x 320, BGR in [0, 1]: B x 2,457,600 bytes in all.
     - ``raw_audio``: B x 640 float32 little-endian samples of 16 kHz audio (40 ms per frame).
     - ``batch_size``: B, 1..32. ``start_frame_idx``: index of the first frame in the stream.
+    - ``audio_context_before`` / ``audio_context_after`` (optional, float32 bytes): the clip's real
+      audio just before and just after this batch when a long clip is streamed batch by batch
+      (empty at the clip's start or end); the server uses the nearest 1600 samples of each, so
+      the batch's edge frames get the mel windows they would get in the whole clip. ``None``
+      (both): no context, the batch's audio is the whole clip.
     """
 
     model_id: str
@@ -38,6 +65,8 @@ class CompositeBatchRequest:
     batch_size: int
     start_frame_idx: int = 0
     sample_rate: int = contract.SAMPLE_RATE
+    audio_context_before: Optional[bytes] = None
+    audio_context_after: Optional[bytes] = None
 
     @classmethod
     def from_arrays(
@@ -48,10 +77,17 @@ class CompositeBatchRequest:
         audio: np.ndarray,
         start_frame_idx: int = 0,
         sample_rate: int = contract.SAMPLE_RATE,
+        audio_context_before: Optional[np.ndarray] = None,
+        audio_context_after: Optional[np.ndarray] = None,
     ) -> "CompositeBatchRequest":
-        """From crops and masked crops [B,3,320,320] (BGR, [0,1]) and audio [B*640] or [B,640]."""
+        """From crops and masked crops [B,3,320,320] (BGR, [0,1]) and audio [B*640] or [B,640];
+        optionally the clip's audio just before and after the batch (see the class)."""
         crops = np.asarray(crops, dtype=_F32)
         masked = np.asarray(masked_crops, dtype=_F32)
+
+        def as_bytes(samples):
+            return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
+
         return cls(
             model_id=model_id,
             visual_frames=crops.tobytes() + masked.tobytes(),
@@ -59,6 +95,8 @@ class CompositeBatchRequest:
             batch_size=int(crops.shape[0]) if crops.ndim == 4 else 0,
             start_frame_idx=start_frame_idx,
             sample_rate=sample_rate,
+            audio_context_before=as_bytes(audio_context_before),
+            audio_context_after=as_bytes(audio_context_after),
         )
 
     @classmethod
@@ -74,6 +112,15 @@ class CompositeBatchRequest:
     def audio_tensor(self) -> np.ndarray:
         """AUDIO [B,640] float32 (assumes a validated request)."""
         return np.frombuffer(self.raw_audio, dtype=_F32).reshape(self.batch_size, contract.SAMPLES_PER_FRAME).copy()
+
+    @property
+    def has_audio_context(self) -> bool:
+        return self.audio_context_before is not None or self.audio_context_after is not None
+
+    def audio_context_tensors(self):
+        """(AUDIO_CONTEXT [B,2,1600], AUDIO_CONTEXT_LENGTH [B,2]) of a request with context."""
+        before, after = (np.frombuffer(x or b"", dtype=_F32) for x in (self.audio_context_before, self.audio_context_after))
+        return audio_context_rows(self.audio_tensor(), before, after)
 
     def frame_index_tensor(self) -> np.ndarray:
         """FRAME_INDEX [B,1] int64: start_frame_idx + i for frame i (avatars' background frame)."""

@@ -1,6 +1,7 @@
-"""Render a whole clip to an MP4: the audio is cut into batches of frames, several requests are
-kept in flight, the JPEGs come back in order and are muxed with the audio by ffmpeg (the binary
-of the ``imageio-ffmpeg`` package)."""
+"""Render a whole clip to an MP4: the audio is cut into batches of frames (each sent with the audio
+around it, so every frame's mel window is the one of the whole clip), several requests are kept
+in flight, the JPEGs come back in order and are muxed with the audio by ffmpeg (the binary of the
+``imageio-ffmpeg`` package)."""
 from __future__ import annotations
 
 import subprocess
@@ -59,9 +60,12 @@ def render_video(
             local.client = CompositeClient(url, timeout_s=timeout_s, stage_timings=False)
         end = min(start + batch_size, n_frames)
         batch_crops = crops[np.arange(start, end) % len(crops)]
+        first, last = start * contract.SAMPLES_PER_FRAME, end * contract.SAMPLES_PER_FRAME
+        context = contract.AUDIO_CONTEXT_SAMPLES
         request = CompositeBatchRequest.from_arrays(
-            model_id, batch_crops, synthetic.masked(batch_crops),
-            audio[start * contract.SAMPLES_PER_FRAME : end * contract.SAMPLES_PER_FRAME], start_frame_idx=start,
+            model_id, batch_crops, synthetic.masked(batch_crops), audio[first:last], start_frame_idx=start,
+            # the audio around the batch: its edge frames get the windows of the whole clip
+            audio_context_before=audio[max(0, first - context) : first], audio_context_after=audio[last : last + context],
         )
         response = local.client.infer_batch_composite(request)
         if not response.success:

@@ -20,7 +20,9 @@ from synctalk_client import contract
 class SharedMemoryInputs:
     """One registered region, sized for the largest request; one request at a time uses it."""
 
-    byte_size = contract.MAX_BATCH_SIZE * (contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES + 8)
+    # VISUAL, AUDIO, and room for the small optional inputs (FRAME_INDEX, the audio context)
+    extra_bytes_per_frame = 8 + (2 * contract.AUDIO_CONTEXT_SAMPLES + 2) * 4
+    byte_size = contract.MAX_BATCH_SIZE * (contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES + extra_bytes_per_frame)
 
     def __init__(self, triton: grpcclient.InferenceServerClient):
         self.name = f"synctalk_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -32,9 +34,10 @@ class SharedMemoryInputs:
             shm.destroy_shared_memory_region(self._handle)
             raise
 
-    def inputs(self, request, frame_index: bool = False) -> List[grpcclient.InferInput]:
+    def inputs(self, request, extra=()) -> List[grpcclient.InferInput]:
         """Write a validated request's tensors into the region; return inputs that point there.
-        ``frame_index``: the model id takes FRAME_INDEX (an avatar)."""
+        ``extra``: (spec, array) of the small optional inputs the model id takes (FRAME_INDEX,
+        the audio context), placed after the audio."""
         b = request.batch_size
         visual = shm.get_contents_as_numpy(self._handle, np.float32, [b, *contract.VISUAL.dims], 0)
         flat = np.frombuffer(request.visual_frames, dtype="<f4")
@@ -46,11 +49,12 @@ class SharedMemoryInputs:
         audio = shm.get_contents_as_numpy(self._handle, np.float32, [b, contract.SAMPLES_PER_FRAME], audio_offset)
         audio[:] = np.frombuffer(request.raw_audio, dtype="<f4").reshape(b, contract.SAMPLES_PER_FRAME)
         placed = [(contract.VISUAL, audio_offset, 0), (contract.AUDIO, b * contract.AUDIO_FRAME_BYTES, audio_offset)]
-        if frame_index:
-            index_offset = audio_offset + b * contract.AUDIO_FRAME_BYTES
-            index = shm.get_contents_as_numpy(self._handle, np.int64, [b, 1], index_offset)
-            index[:] = request.frame_index_tensor()
-            placed.append((contract.FRAME_INDEX, b * 8, index_offset))
+        offset = audio_offset + b * contract.AUDIO_FRAME_BYTES
+        for spec, array in extra:
+            view = shm.get_contents_as_numpy(self._handle, array.dtype, list(array.shape), offset)
+            view[...] = array
+            placed.append((spec, array.nbytes, offset))
+            offset += array.nbytes
         tensors = []
         for spec, nbytes, offset in placed:
             tensor = grpcclient.InferInput(spec.name, [b, *spec.dims], spec.dtype)

@@ -42,6 +42,14 @@ def validate_payload(request) -> None:
             f"{contract.MSG_AUDIO_SIZE}: got {len(request.raw_audio)} bytes, expected {expected_audio} "
             f"({batch} frames x {contract.SAMPLES_PER_FRAME} float32 samples)"
         )
+    for side in ("audio_context_before", "audio_context_after"):
+        context = getattr(request, side, None)
+        if context is not None:
+            if len(context) % contract.FLOAT32_BYTES:
+                raise ValidationError(f"{side}: {len(context)} bytes is not a whole number of float32 samples")
+            samples = np.frombuffer(context, dtype="<f4")
+            if not np.isfinite(samples).all():
+                raise ValidationError(f"{side}: {int(np.count_nonzero(~np.isfinite(samples)))} samples are NaN or Inf")
     start = request.start_frame_idx
     if not isinstance(start, (int, np.integer)) or start < 0:
         raise ValidationError(f"start_frame_idx must be a whole number >= 0, got {start!r}")

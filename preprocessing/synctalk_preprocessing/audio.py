@@ -119,8 +119,22 @@ class MelFrontEnd:
         cols = starts[:, None] + lo + np.arange(w)[None, :]  # [n_frames, w]
         return np.ascontiguousarray(padded[:, cols].transpose(1, 0, 2))
 
-    def windows_for_audio(self, frames_audio: np.ndarray) -> np.ndarray:
-        """[B, samples_per_frame] audio of one request (one contiguous clip) -> [B, n_mels, 16]."""
+    def windows_for_audio(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None) -> np.ndarray:
+        """[B, samples_per_frame] audio of one request (one contiguous clip) -> [B, n_mels, 16].
+
+        With ``context`` [B, 2, C] and ``lengths`` [B, 2] (the AUDIO_CONTEXT tensors: row i's
+        samples before and after frame i, and how many of them are real audio), the clip is
+        extended by row 0's real samples before it and row B-1's real samples after it; the
+        windows are cut on the extended clip's mel, so a clip streamed batch by batch with enough
+        context gives the windows of the whole clip.
+        """
         audio = np.asarray(frames_audio, dtype=np.float32)
         n_frames = audio.shape[0]
-        return self.frame_windows(self.log_mel(audio.reshape(-1)), n_frames)
+        if context is None:
+            return self.frame_windows(self.log_mel(audio.reshape(-1)), n_frames)
+        before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
+        if before_len % self.config.hop_length:
+            raise ValueError(f"context before the clip must be a multiple of {self.config.hop_length} samples, got {before_len}")
+        size = context.shape[-1]
+        clip = np.concatenate([context[0, 0, size - before_len :], audio.reshape(-1), context[-1, 1, :after_len]])
+        return self.frame_windows(self.log_mel(clip), n_frames, first_column=before_len // self.config.hop_length)

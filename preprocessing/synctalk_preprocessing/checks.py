@@ -54,3 +54,23 @@ def check_frame_index(name: str, index: np.ndarray) -> Optional[str]:
         first = int(np.argmax(index.reshape(-1) < 0))
         return f"{name}: frame indices must be >= 0, got {int(index.reshape(-1)[first])} at frame {first}"
     return None
+
+
+def check_audio_context(context: Optional[np.ndarray], lengths: Optional[np.ndarray], samples: int, align: int,
+                        abs_max: float = AUDIO_ABS_MAX) -> Optional[str]:
+    """AUDIO_CONTEXT [B,2,samples] and AUDIO_CONTEXT_LENGTH [B,2]: both or neither, finite audio,
+    lengths in [0, samples] and multiples of ``align``."""
+    if context is None and lengths is None:
+        return None
+    if context is None or lengths is None:
+        given, missing = ("AUDIO_CONTEXT", "AUDIO_CONTEXT_LENGTH") if lengths is None else ("AUDIO_CONTEXT_LENGTH", "AUDIO_CONTEXT")
+        return f"{given} was sent without {missing}: send both or neither"
+    message = check_audio("AUDIO_CONTEXT", context, abs_max)
+    if message:
+        return message
+    bad = (lengths < 0) | (lengths > samples) | (lengths % align != 0)
+    if bad.any():
+        frame, side = (int(i) for i in np.argwhere(bad)[0])
+        return (f"AUDIO_CONTEXT_LENGTH: {int(lengths[frame, side])} samples {('before', 'after')[side]} frame {frame}; "
+                f"expected 0..{samples} in steps of {align}")
+    return None

@@ -87,6 +87,8 @@ def test_models_match_the_contract(profile, request):
     ensemble = configs[contract.DEFAULT_MODEL_ID]
     assert ensemble.platform == "ensemble"
     assert tensors(ensemble, "input") == {t.name: spec(t) for t in contract.ENSEMBLE_INPUTS}
+    optional = {t.name for t in contract.OPTIONAL_INPUTS[contract.DEFAULT_MODEL_ID]}
+    assert {t.name for t in ensemble.input if t.optional} == optional
     assert tensors(ensemble, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in ensemble.ensemble_scheduling.step]
     assert steps == [tuple(step) for step in contract.ENSEMBLE_STEPS]
@@ -98,6 +100,7 @@ def test_avatar_models_match_the_contract(profile, request):
     models = contract.avatar_models(AVATAR)
     ensemble = configs[AVATAR]
     assert tensors(ensemble, "input") == {t.name: spec(t) for t in contract.AVATAR_ENSEMBLE_INPUTS}
+    assert {t.name for t in ensemble.input if t.optional} == {t.name for t in contract.OPTIONAL_INPUTS[contract.DEFAULT_MODEL_ID]}
     assert tensors(ensemble, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in ensemble.ensemble_scheduling.step]
     assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR)]

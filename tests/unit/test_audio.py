@@ -94,3 +94,53 @@ def test_defaults_follow_the_contract():
     config = MelConfig()
     assert config.columns_per_frame * contract.FPS == contract.MEL_COLUMNS_PER_SECOND
     assert config.samples_per_frame == contract.SAMPLES_PER_FRAME
+
+
+# --- streaming: a clip sent batch by batch with its audio context ------------------------------
+def chunked_windows(front_end, clip, n_frames, sizes, context=True):
+    from synctalk_client.messages import audio_context_rows
+
+    spf = contract.SAMPLES_PER_FRAME
+    out, start = [], 0
+    for size in sizes:
+        first, last = start * spf, (start + size) * spf
+        audio = clip[first:last].reshape(size, spf)
+        if context:
+            c = contract.AUDIO_CONTEXT_SAMPLES
+            rows, lengths = audio_context_rows(audio, clip[max(0, first - c) : first], clip[last : last + c])
+            out.append(front_end.windows_for_audio(audio, rows, lengths))
+        else:
+            out.append(front_end.windows_for_audio(audio))
+        start += size
+    assert start == n_frames
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("sizes", [(8, 8, 8, 6), (1,) * 30, (3, 27), (29, 1)])
+def test_chunked_with_context_equals_the_whole_clip(front_end, sizes):
+    clip = synthetic.speech_like_audio(30, seed=5)
+    whole = front_end.windows_for_audio(clip.reshape(30, -1))
+    chunked = chunked_windows(front_end, clip, 30, sizes)
+    assert chunked.shape == whole.shape == (30, 80, 16)
+    assert np.abs(chunked - whole).max() < 1e-4
+    without = chunked_windows(front_end, clip, 30, sizes, context=False)
+    assert np.abs(without - whole).max() > 1.0, "without context the batch edges differ (the test can fail)"
+
+
+def test_context_rows_hold_each_frames_neighbourhood():
+    from synctalk_client.messages import audio_context_rows
+
+    spf, c = contract.SAMPLES_PER_FRAME, contract.AUDIO_CONTEXT_SAMPLES
+    clip = np.arange(10 * spf, dtype=np.float32)  # sample k has value k
+    audio = clip[4 * spf : 7 * spf].reshape(3, spf)  # frames 4-6 of a 10-frame clip
+    rows, lengths = audio_context_rows(audio, clip[: 4 * spf], clip[7 * spf :], size=c)
+    assert rows.shape == (3, 2, c) and lengths.shape == (3, 2)
+    for i in range(3):
+        start = (4 + i) * spf
+        assert np.array_equal(rows[i, 0], clip[start - c : start])  # the c samples before frame 4+i
+        after = clip[start + spf : start + spf + c]
+        assert np.array_equal(rows[i, 1, : len(after)], after) and not rows[i, 1, len(after) :].any()
+        assert lengths[i].tolist() == [c, min(c, len(after))]
+    # at the clip's start: nothing before, and lengths stay multiples of the hop
+    rows, lengths = audio_context_rows(clip[:spf].reshape(1, spf), clip[:0], clip[spf : spf + 1000], size=c)
+    assert lengths.tolist() == [[0, 960]] and not rows[0, 0].any()

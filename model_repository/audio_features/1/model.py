@@ -1,13 +1,15 @@
 """audio_features: AUDIO [B,640] -> MEL_WINDOWS [B,1,80,16] (Python backend).
 
 One request's B x 640 samples form one contiguous clip; its log-mel is computed once and frame
-i's window is mel columns [4i-8, 4i+8). The maths lives in synctalk_preprocessing.audio; the mel
+i's window is mel columns [4i-8, 4i+8). The optional AUDIO_CONTEXT / AUDIO_CONTEXT_LENGTH (checked
+by input_validator) extend the clip with the real audio around the batch. The maths lives in synctalk_preprocessing.audio; the mel
 parameters come from this model's config parameters. Warmed up at load, so no request pays for
 first-call initialisation.
 """
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from synctalk_client import contract
 from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
 
@@ -25,10 +27,17 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             audio = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            problem = checks.non_finite(self.input_name, audio, unit="samples")  # when called on its own
+            context, lengths = (  # optional
+                None if t is None else t.as_numpy()
+                for t in (pb_utils.get_input_tensor_by_name(request, n) for n in (contract.AUDIO_CONTEXT.name, contract.AUDIO_CONTEXT_LENGTH.name))
+            )
+            # when called on its own: the ensemble's input_validator has checked all this already
+            problem = checks.non_finite(self.input_name, audio, unit="samples") or checks.check_audio_context(
+                context, lengths, contract.AUDIO_CONTEXT_SAMPLES, self.front_end.config.hop_length
+            )
             if problem:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
                 continue
-            windows = self.front_end.windows_for_audio(audio)[:, None]  # [B,1,80,16]
+            windows = self.front_end.windows_for_audio(audio, context, lengths)[:, None]  # [B,1,80,16]
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, windows)]))
         return responses

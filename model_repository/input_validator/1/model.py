@@ -1,5 +1,6 @@
-"""input_validator: checks VISUAL and AUDIO values (and FRAME_INDEX where an avatar's ensemble
-sends it), passes AUDIO on as VALIDATED_AUDIO and FRAME_INDEX as VALIDATED_FRAME_INDEX.
+"""input_validator: checks VISUAL and AUDIO values and the optional inputs (the audio context of
+a streamed clip, an avatar's FRAME_INDEX); passes AUDIO on as VALIDATED_AUDIO and each optional
+input present as VALIDATED_<name>.
 
 Wrong shapes, dtypes and batch sizes never get here (Triton rejects them); this catches NaN/Inf,
 far out-of-range values and negative frame indices with an INVALID_ARG error naming the tensor,
@@ -25,11 +26,13 @@ class TritonPythonModel:
         for request in requests:
             visual = pb_utils.get_input_tensor_by_name(request, contract.VISUAL.name).as_numpy()
             audio = pb_utils.get_input_tensor_by_name(request, contract.AUDIO.name).as_numpy()
-            index = pb_utils.get_input_tensor_by_name(request, contract.FRAME_INDEX.name)  # None: not an avatar
-            index = None if index is None else index.as_numpy()
+            index, context, lengths = (  # optional: None where the request has none
+                _optional(request, t) for t in (contract.FRAME_INDEX, contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH)
+            )
             problem = (
                 checks.check_visual(contract.VISUAL.name, visual, self.visual_tolerance)
                 or checks.check_audio(contract.AUDIO.name, audio, self.audio_abs_max)
+                or checks.check_audio_context(context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN, self.audio_abs_max)
                 or (checks.check_frame_index(contract.FRAME_INDEX.name, index) if index is not None else None)
             )
             if problem:
@@ -37,7 +40,17 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             outputs = [pb_utils.Tensor(contract.VALIDATED_AUDIO.name, np.ascontiguousarray(audio))]
-            if index is not None:
-                outputs.append(pb_utils.Tensor(contract.VALIDATED_FRAME_INDEX.name, np.ascontiguousarray(index)))
+            for validated, value in (
+                (contract.VALIDATED_FRAME_INDEX, index),
+                (contract.VALIDATED_AUDIO_CONTEXT, context),
+                (contract.VALIDATED_AUDIO_CONTEXT_LENGTH, lengths),
+            ):
+                if value is not None:
+                    outputs.append(pb_utils.Tensor(validated.name, np.ascontiguousarray(value)))
             responses.append(pb_utils.InferenceResponse(outputs))
         return responses
+
+
+def _optional(request, tensor):
+    value = pb_utils.get_input_tensor_by_name(request, tensor.name)
+    return None if value is None else value.as_numpy()
