@@ -72,10 +72,11 @@ JPEG = Tensor("JPEG", "BYTES", (1,))
 # the clip starts or ends there). The server extends the request's clip with row 0's "before"
 # samples and row B-1's "after" samples, so the mel windows at a batch's edges see the audio
 # around it and a clip sent batch by batch gives the windows of the whole clip sent at once.
-# 1600 samples (100 ms) covers the reference front end (a window reaches 1480 samples before its
-# batch and 680 after); lengths are multiples of AUDIO_CONTEXT_ALIGN (the mel hop) so the mel
-# columns stay on the clip's grid.
-AUDIO_CONTEXT_SAMPLES = 1600
+# 8000 samples (0.5 s) covers both front ends: the reference's windows reach 1480 samples before
+# their batch and 680 after; SyncTalk_2D's, with 16 neighbouring frames, 5520 before and 7440
+# after. Lengths are multiples of AUDIO_CONTEXT_ALIGN (the reference's mel hop) so the mel columns
+# stay on the clip's grid.
+AUDIO_CONTEXT_SAMPLES = 8000
 AUDIO_CONTEXT_ALIGN = 160
 AUDIO_CONTEXT = Tensor("AUDIO_CONTEXT", "FP32", (2, AUDIO_CONTEXT_SAMPLES))
 AUDIO_CONTEXT_LENGTH = Tensor("AUDIO_CONTEXT_LENGTH", "INT32", (2,))

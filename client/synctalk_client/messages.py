@@ -54,7 +54,7 @@ class CompositeBatchRequest:
     - ``batch_size``: B, 1..32. ``start_frame_idx``: index of the first frame in the stream.
     - ``audio_context_before`` / ``audio_context_after`` (optional, float32 bytes): the clip's real
       audio just before and just after this batch when a long clip is streamed batch by batch
-      (empty at the clip's start or end); the server uses the nearest 1600 samples of each, so
+      (empty at the clip's start or end); the server uses the nearest 8000 samples of each, so
       the batch's edge frames get the mel windows they would get in the whole clip. ``None``
       (both): no context, the batch's audio is the whole clip.
     """
@@ -118,7 +118,7 @@ class CompositeBatchRequest:
         return self.audio_context_before is not None or self.audio_context_after is not None
 
     def audio_context_tensors(self):
-        """(AUDIO_CONTEXT [B,2,1600], AUDIO_CONTEXT_LENGTH [B,2]) of a request with context."""
+        """(AUDIO_CONTEXT [B,2,8000], AUDIO_CONTEXT_LENGTH [B,2]) of a request with context."""
         before, after = (np.frombuffer(x or b"", dtype=_F32) for x in (self.audio_context_before, self.audio_context_after))
         return audio_context_rows(self.audio_tensor(), before, after)
 

@@ -23,7 +23,12 @@ from synctalk_client import contract
 
 @dataclass(frozen=True)
 class MelConfig:
-    """Mel parameters; the ``audio_features`` model reads them from its config parameters."""
+    """Mel parameters; the ``audio_features`` model reads them from its config parameters.
+
+    The defaults are the request-flow reference's. ``SYNCTALK_2D`` (below) is the front end of
+    SyncTalk_2D / wav2lip: pre-emphasis, magnitude (not power) mel, dB normalised to [-4, 4],
+    a window starting at frame i's time, and the 16 neighbouring frames' windows per frame.
+    """
 
     sample_rate: int = contract.SAMPLE_RATE
     n_fft: int = 400
@@ -35,6 +40,14 @@ class MelConfig:
     log_offset: float = 1e-5
     fps: int = contract.FPS
     window_columns: int = contract.MEL_WINDOW_COLUMNS
+    preemphasis: float = 0.0  # y[n] - k * y[n-1] before the STFT (0: none)
+    magnitude_power: float = 2.0  # |STFT| ** p before the mel filter bank (2: power, 1: magnitude)
+    scale: str = "log"  # "log": log(mel + log_offset); "db": 20 log10(max(1e-5, mel)) - db_ref, normalised
+    db_ref: float = 20.0
+    db_min: float = -100.0
+    db_clip: float = 4.0  # "db" maps [db_min, 0] dB to [-db_clip, db_clip] and clips
+    window_start: str = "centred"  # "centred": [cpf*i - w/2, +w); "frame": [floor(cps * i / fps), +w)
+    neighbours: int = 0  # > 0: each frame gets the windows of frames i - n/2 .. i + n/2 - 1
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "MelConfig":
@@ -42,7 +55,7 @@ class MelConfig:
         values = {}
         for f in fields(cls):
             if f.name in parameters:
-                cast = int if f.type in ("int", int) else float
+                cast = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
                 values[f.name] = cast(parameters[f.name])
         config = cls(**values)
         config.check()
@@ -54,7 +67,11 @@ class MelConfig:
     def check(self) -> None:
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
-        if (self.sample_rate / self.hop_length) % self.fps:
+        if self.window_start not in ("centred", "frame"):
+            raise ValueError(f"window_start must be 'centred' or 'frame', got {self.window_start!r}")
+        if self.scale not in ("log", "db"):
+            raise ValueError(f"scale must be 'log' or 'db', got {self.scale!r}")
+        if self.window_start == "centred" and (self.sample_rate / self.hop_length) % self.fps:
             raise ValueError("sample_rate / hop_length must be a whole number of columns per video frame")
         if self.fmax > self.sample_rate / 2:
             raise ValueError(f"fmax {self.fmax} above Nyquist {self.sample_rate / 2}")
@@ -64,8 +81,19 @@ class MelConfig:
         return int(self.sample_rate / self.hop_length) // self.fps
 
     @property
+    def columns_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
     def samples_per_frame(self) -> int:
         return self.sample_rate // self.fps
+
+
+SYNCTALK_2D = MelConfig(
+    n_fft=800, hop_length=200, win_length=800, fmin=55.0, fmax=7600.0, preemphasis=0.97, magnitude_power=1.0,
+    scale="db", window_start="frame", neighbours=16,
+)
+PRESETS = {"reference": MelConfig(), "synctalk2d": SYNCTALK_2D}
 
 
 class MelFrontEnd:
@@ -90,28 +118,48 @@ class MelFrontEnd:
         ).astype(np.float32)
 
     def log_mel(self, clip: np.ndarray) -> np.ndarray:
-        """[n_samples] float -> [n_mels, 1 + n_samples // hop] float32 log-mel (center=True)."""
+        """[n_samples] float -> [n_mels, 1 + n_samples // hop] float32 (center=True, zero padding)."""
         c = self.config
         y = np.asarray(clip, dtype=np.float32).reshape(-1)
+        if c.preemphasis:
+            y = np.concatenate([y[:1], y[1:] - np.float32(c.preemphasis) * y[:-1]])
         half = c.n_fft // 2
         padded = np.pad(y, (half, half), mode="constant")
         frames = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft)[:: c.hop_length]
         spectrum = np.fft.rfft(frames * self._window, axis=1)
         power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        if c.magnitude_power != 2.0:
+            power = power ** np.float32(c.magnitude_power / 2.0)
         mel = self._mel_basis @ power.T
-        return np.log(mel + np.float32(c.log_offset)).astype(np.float32)
+        if c.scale == "log":
+            return np.log(mel + np.float32(c.log_offset)).astype(np.float32)
+        db = 20.0 * np.log10(np.maximum(np.float32(1e-5), mel)) - np.float32(c.db_ref)
+        scaled = 2.0 * c.db_clip * ((db - c.db_min) / -c.db_min) - c.db_clip
+        return np.clip(scaled, -c.db_clip, c.db_clip).astype(np.float32)
 
-    def frame_windows(self, log_mel: np.ndarray, n_frames: int, first_column: int = 0) -> np.ndarray:
+    def window_starts(self, frames: np.ndarray) -> np.ndarray:
+        """First mel column (absolute: column j is centred on sample j * hop of the clip) of the
+        window of each absolute video frame index in ``frames``."""
+        c = self.config
+        if c.window_start == "centred":
+            return c.columns_per_frame * frames - c.window_columns // 2
+        return np.floor(c.columns_per_second * frames / c.fps + 1e-9).astype(np.int64)
+
+    def frame_windows(self, log_mel: np.ndarray, n_frames: int, first_column: float = 0, first_frame: int = 0, offset: int = 0) -> np.ndarray:
         """Cut one window per video frame: [n_frames, n_mels, window_columns], zeros outside.
 
-        Frame ``i``'s window starts at column ``first_column + cpf * i - window_columns // 2``
-        where ``cpf`` is the number of mel columns per video frame (4 at 16 kHz, hop 160, 25 fps).
+        The windows of stream frames ``first_frame + offset`` onwards (``offset`` < 0: frames
+        before the batch), on a ``log_mel`` whose column ``first_column`` is centred on
+        ``first_frame``'s first sample. Reference layout: frame ``i``'s window is columns
+        ``[first_column + cpf * i - w/2, + w)`` (cpf = 4 columns per frame at hop 160);
+        SyncTalk_2D's starts at ``floor(80 * i / 25)`` of the stream.
         """
         c = self.config
         w = c.window_columns
         n_mels, n_cols = log_mel.shape
-        cpf = c.columns_per_frame
-        starts = first_column + cpf * np.arange(n_frames) - w // 2
+        absolute = np.arange(first_frame + offset, first_frame + offset + n_frames)
+        origin = first_frame * c.sample_rate / c.fps / c.hop_length - first_column  # stream column of log_mel[:, 0]
+        starts = self.window_starts(absolute) - int(round(origin))
         lo = max(0, -int(starts.min())) if n_frames else 0
         hi = max(0, int(starts.max()) + w - n_cols) if n_frames else 0
         padded = np.zeros((n_mels, lo + n_cols + hi), dtype=np.float32)
@@ -119,22 +167,39 @@ class MelFrontEnd:
         cols = starts[:, None] + lo + np.arange(w)[None, :]  # [n_frames, w]
         return np.ascontiguousarray(padded[:, cols].transpose(1, 0, 2))
 
-    def windows_for_audio(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None) -> np.ndarray:
+    def windows_for_audio(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0):
         """[B, samples_per_frame] audio of one request (one contiguous clip) -> [B, n_mels, 16].
 
         With ``context`` [B, 2, C] and ``lengths`` [B, 2] (the AUDIO_CONTEXT tensors: row i's
         samples before and after frame i, and how many of them are real audio), the clip is
         extended by row 0's real samples before it and row B-1's real samples after it; the
         windows are cut on the extended clip's mel, so a clip streamed batch by batch with enough
-        context gives the windows of the whole clip.
+        context gives the windows of the whole clip. ``first_frame``: the stream index of the
+        batch's first frame (where a frame is not a whole number of mel columns, as SyncTalk_2D's
+        3.2, the extended clip starts on the stream's column grid, padded with up to hop - 1 zeros).
+
+        With ``neighbours`` n > 0 (SyncTalk_2D): ([B, n, n_mels, 16] the windows of frames
+        i - n/2 .. i + n/2 - 1, [B, n] float mask: 1 where that frame is in the clip, and zero
+        windows where it is not).
         """
+        c = self.config
         audio = np.asarray(frames_audio, dtype=np.float32)
-        n_frames = audio.shape[0]
-        if context is None:
-            return self.frame_windows(self.log_mel(audio.reshape(-1)), n_frames)
-        before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
-        if before_len % self.config.hop_length:
-            raise ValueError(f"context before the clip must be a multiple of {self.config.hop_length} samples, got {before_len}")
-        size = context.shape[-1]
-        clip = np.concatenate([context[0, 0, size - before_len :], audio.reshape(-1), context[-1, 1, :after_len]])
-        return self.frame_windows(self.log_mel(clip), n_frames, first_column=before_len // self.config.hop_length)
+        n_frames, spf = audio.shape
+        before_len = after_len = 0
+        clip = audio.reshape(-1)
+        if context is not None:
+            before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
+            size = context.shape[-1]
+            clip = np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]])
+        align = (first_frame * spf - before_len) % c.hop_length  # zeros that put the clip on the stream's grid
+        log_mel = self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
+        first_column = (before_len + align) / c.hop_length
+        if not c.neighbours:
+            return self.frame_windows(log_mel, n_frames, first_column, first_frame)
+        half = c.neighbours // 2
+        windows = self.frame_windows(log_mel, n_frames + c.neighbours - 1, first_column, first_frame, offset=-half)
+        index = np.arange(n_frames)[:, None] + np.arange(c.neighbours)[None, :]  # [B, n] rows of `windows`
+        neighbour = index - half  # relative to the batch's first frame
+        frames_before = min(first_frame, before_len // spf) if context is not None else 0
+        in_clip = (neighbour >= -frames_before) & (neighbour < n_frames + after_len // spf)
+        return windows[index] * in_clip[..., None, None], in_clip.astype(np.float32)

@@ -53,8 +53,8 @@ def test_the_client_sends_the_context_through_the_ensemble(client):
 @pytest.mark.parametrize(
     "lengths,context_value,send,message",
     [
-        ([[100, 0]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: 100 samples before frame 0; expected 0\.\.1600 in steps of 160"),
-        ([[0, 1760]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: 1760 samples after frame 0"),
+        ([[100, 0]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: 100 samples before frame 0; expected 0\.\.8000 in steps of 160"),
+        ([[0, 8160]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: 8160 samples after frame 0"),
         ([[-160, 0]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: -160 samples before frame 0"),
         ([[160, 160]], np.nan, "both", r"AUDIO_CONTEXT: .* NaN or Inf"),
         ([[160, 160]], 9.0, "both", r"AUDIO_CONTEXT: sample magnitude 9 exceeds 4"),

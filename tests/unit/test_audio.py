@@ -130,7 +130,7 @@ def test_chunked_with_context_equals_the_whole_clip(front_end, sizes):
 def test_context_rows_hold_each_frames_neighbourhood():
     from synctalk_client.messages import audio_context_rows
 
-    spf, c = contract.SAMPLES_PER_FRAME, contract.AUDIO_CONTEXT_SAMPLES
+    spf, c = contract.SAMPLES_PER_FRAME, 1600  # a context shorter than the clip before the batch
     clip = np.arange(10 * spf, dtype=np.float32)  # sample k has value k
     audio = clip[4 * spf : 7 * spf].reshape(3, spf)  # frames 4-6 of a 10-frame clip
     rows, lengths = audio_context_rows(audio, clip[: 4 * spf], clip[7 * spf :], size=c)
@@ -144,3 +144,70 @@ def test_context_rows_hold_each_frames_neighbourhood():
     # at the clip's start: nothing before, and lengths stay multiples of the hop
     rows, lengths = audio_context_rows(clip[:spf].reshape(1, spf), clip[:0], clip[spf : spf + 1000], size=c)
     assert lengths.tolist() == [[0, 960]] and not rows[0, 0].any()
+
+
+# --- the SyncTalk_2D front end -----------------------------------------------------------------
+def synctalk2d_reference_mel(clip):
+    """wav2lip / SyncTalk_2D's melspectrogram, with librosa and scipy."""
+    import librosa
+    from scipy import signal
+
+    y = signal.lfilter([1, -0.97], [1], clip)
+    magnitude = np.abs(librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, pad_mode="constant"))
+    mel = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) @ magnitude
+    db = 20 * np.log10(np.maximum(1e-5, mel)) - 20
+    return np.clip(8 * ((db + 100) / 100) - 4, -4, 4)
+
+
+@pytest.fixture(scope="module")
+def synctalk2d():
+    from synctalk_preprocessing.audio import PRESETS
+
+    return MelFrontEnd(PRESETS["synctalk2d"])
+
+
+def test_synctalk2d_mel_matches_librosa(synctalk2d):
+    clip = synthetic.speech_like_audio(40, seed=9)
+    ours, reference = synctalk2d.log_mel(clip), synctalk2d_reference_mel(clip)
+    assert ours.shape == reference.shape == (80, 40 * 640 // 200 + 1)
+    assert np.abs(ours - reference).max() < 2e-3
+    assert reference.min() >= -4 and reference.max() <= 4 and reference.std() > 0.5
+
+
+def test_synctalk2d_stacks_the_16_neighbouring_windows(synctalk2d):
+    n = 20
+    clip = synthetic.speech_like_audio(n, seed=2)
+    mel = synctalk2d_reference_mel(clip)
+    windows, mask = synctalk2d.windows_for_audio(clip.reshape(n, 640))
+    assert windows.shape == (n, 16, 80, 16) and mask.shape == (n, 16)
+    for i in (0, 5, 13, 19):
+        for j in range(16):
+            k = i - 8 + j  # the neighbour's frame
+            if 0 <= k < n:
+                start = int(80 * k / 25)  # SyncTalk_2D: the window starts at the frame's time
+                expected = np.zeros((80, 16))
+                part = mel[:, start : start + 16]
+                expected[:, : part.shape[1]] = part
+                assert mask[i, j] == 1 and np.abs(windows[i, j] - expected).max() < 2e-3, (i, j)
+            else:
+                assert mask[i, j] == 0 and not windows[i, j].any(), (i, j)
+
+
+@pytest.mark.parametrize("sizes", [(8, 8, 8, 6), (3, 27), (1, 7, 22)])
+def test_synctalk2d_chunked_with_context_equals_the_whole_clip(synctalk2d, sizes):
+    from synctalk_client.messages import audio_context_rows
+
+    n, spf, c = 30, contract.SAMPLES_PER_FRAME, contract.AUDIO_CONTEXT_SAMPLES
+    clip = synthetic.speech_like_audio(n, seed=4)
+    whole, whole_mask = synctalk2d.windows_for_audio(clip.reshape(n, spf))
+    parts, masks, start = [], [], 0
+    for size in sizes:
+        first, last = start * spf, (start + size) * spf
+        audio = clip[first:last].reshape(size, spf)
+        rows, lengths = audio_context_rows(audio, clip[max(0, first - c) : first], clip[last : last + c])
+        windows, mask = synctalk2d.windows_for_audio(audio, rows, lengths, first_frame=start)
+        parts.append(windows)
+        masks.append(mask)
+        start += size
+    assert np.array_equal(np.concatenate(masks), whole_mask)
+    assert np.abs(np.concatenate(parts) - whole).max() < 2e-3
