@@ -22,7 +22,8 @@ def models_dir() -> Path:
     """build/models with both variants (built once if `make models` has not run)."""
     for variant in build_models.VARIANTS:
         target = paths.MODELS / variant
-        if not all((target / f).is_file() for f in (build_models.GENERATOR_FILE, build_models.AUDIO_ENCODER_FILE)):
+        files = (build_models.GENERATOR_FILE, build_models.AUDIO_ENCODER_FILE, build_models.SYNCTALK2D_AUDIO_ENCODER_FILE)
+        if not all((target / f).is_file() for f in files):
             build_models.build(paths.MODELS, [variant])
     return paths.MODELS
 

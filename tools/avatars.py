@@ -50,6 +50,15 @@ def check_id(avatar_id: str) -> None:
         raise ValueError(f"avatar id {avatar_id!r} is the name of a shared model")
 
 
+def _set_steps(ensemble, avatar_id: str, audio_preset: str) -> None:
+    """The ensemble's steps from the contract's wiring for this avatar and audio preset."""
+    del ensemble.ensemble_scheduling.step[:]
+    for model_name, inputs, outputs in contract.avatar_ensemble_steps(avatar_id, audio_preset):
+        step = ensemble.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
+        step.input_map.update(inputs)
+        step.output_map.update(outputs)
+
+
 def _rename_models(config, avatar_id: str) -> None:
     template = contract.avatar_models(TEMPLATE_ID)
     names = {template[role]: name for role, name in contract.avatar_models(avatar_id).items()}
@@ -68,10 +77,15 @@ def add(
     jpeg_quality: int = contract.JPEG_QUALITY,
     max_frames: Optional[int] = None,
     replace: bool = False,
+    audio_preset: str = "reference",
 ) -> dict:
-    """Write the avatar's four models into ``repository``; returns the avatar's manifest."""
+    """Write the avatar's four models into ``repository``; returns the avatar's manifest.
+    ``audio_preset``: "reference" (the request-flow front end) or "synctalk2d" (SyncTalk_2D's,
+    what a trained SyncTalk_2D generator expects)."""
     repository = Path(repository)
     check_id(avatar_id)
+    if audio_preset not in contract.AUDIO_PRESETS:
+        raise ValueError(f"audio preset must be one of {', '.join(contract.AUDIO_PRESETS)}, got {audio_preset!r}")
     profile = repository_profile(repository)
     models = contract.avatar_models(avatar_id)
     existing = [name for name in models.values() if (repository / name).exists()]
@@ -82,10 +96,11 @@ def add(
         raise FileNotFoundError(f"generator {generator} not found")
     assets = AvatarAssets.from_files(avatar_id, Path(background), boxes, size, max_frames, jpeg_quality)
     assets.source["generator"] = str(generator)
+    assets.source["audio_preset"] = audio_preset
     for name in existing:
         shutil.rmtree(repository / name)
     try:
-        _write_models(repository, profile, avatar_id, assets, generator)
+        _write_models(repository, profile, avatar_id, assets, generator, audio_preset)
     except BaseException:
         for name in models.values():
             shutil.rmtree(repository / name, ignore_errors=True)
@@ -93,12 +108,14 @@ def add(
     return assets.manifest()
 
 
-def _write_models(repository: Path, profile: str, avatar_id: str, assets: AvatarAssets, generator: Path) -> None:
+def _write_models(repository: Path, profile: str, avatar_id: str, assets: AvatarAssets, generator: Path, audio_preset: str) -> None:
     models = contract.avatar_models(avatar_id)
     source = paths.MODEL_REPOSITORY
 
     ensemble = read_config(TEMPLATE / "ensemble" / "config.pbtxt")
     _rename_models(ensemble, avatar_id)
+    if audio_preset != "reference":
+        _set_steps(ensemble, avatar_id, audio_preset)
     render_model(TEMPLATE / "ensemble", ensemble, repository / models["ensemble"], profile)
 
     synctalk = read_config(source / contract.GENERATOR_MODEL / "config.pbtxt")
@@ -174,6 +191,8 @@ def main(argv=None) -> int:
     p_add.add_argument("--generator", type=Path, help="the avatar's generator ONNX (default: the repository's stand-in)")
     p_add.add_argument("--size", type=_size, help="output resolution WIDTHxHEIGHT (default: the background's)")
     p_add.add_argument("--jpeg-quality", type=int, default=contract.JPEG_QUALITY)
+    p_add.add_argument("--audio-preset", choices=contract.AUDIO_PRESETS, default="reference",
+                       help="audio front end: the request-flow reference's, or SyncTalk_2D's (trained SyncTalk_2D generators)")
     p_add.add_argument("--max-frames", type=int, help="use at most this many background frames")
     p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
     p_add.add_argument("--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)")
@@ -186,7 +205,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "add":
             manifest = add(args.repository, args.id, args.background, args.boxes, args.generator, args.size,
-                           args.jpeg_quality, args.max_frames, args.replace)
+                           args.jpeg_quality, args.max_frames, args.replace, args.audio_preset)
             print(f"added avatar {args.id}: {manifest['n_frames']} background frames {manifest['width']}x{manifest['height']}, "
                   f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(contract.avatar_models(args.id).values())}")
             if args.load:
@@ -198,6 +217,7 @@ def main(argv=None) -> int:
         elif args.command == "list":
             for row in list_avatars(args.repository):
                 print(f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG q{row['jpeg_quality']}  "
+                      f"audio {row['source'].get('audio_preset', 'reference')}  "
                       f"background {row['source'].get('background', '?')}  generator {row['source'].get('generator', '?')}")
         else:
             if args.url:

@@ -42,6 +42,7 @@ VARIANTS: Dict[str, Dict] = {
 STAND_IN_CROP_BLEND = 0.75
 GENERATOR_FILE = f"{contract.GENERATOR_MODEL}.onnx"
 AUDIO_ENCODER_FILE = f"{contract.AUDIO_ENCODER_MODEL}.onnx"
+SYNCTALK2D_AUDIO_ENCODER_FILE = f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
 
 
 # The generator's blocks, named like the modules of SyncTalk_2D's unet (``Model(6, mode="ave")``)
@@ -112,11 +113,9 @@ def build_generator(variant: str, stand_in: bool = True) -> onnx.ModelProto:
     return g.model([visual, audio], [out], "synctalk_generator", doc)
 
 
-def build_audio_encoder(variant: str) -> onnx.ModelProto:
-    v = VARIANTS[variant]
-    g = GraphBuilder(seed=v["seed"] + 1)
-    mel = g.input(contract.MEL_WINDOWS.name, contract.MEL_WINDOWS.dims)  # [1,80,16]
-    c1, c2, c3, c4, c5 = v["enc"]
+def _wav2lip_trunk(g: GraphBuilder, mel: str, widths) -> str:
+    """wav2lip's audio encoder trunk: [1,80,16] -> [c5,1,1] (strided convolutions with residuals)."""
+    c1, c2, c3, c4, c5 = widths
 
     def block(x: str, cout: int, stride, name: str) -> str:
         x = g.relu(g.conv(x, cout, 3, stride=stride, name=f"{name}.0"))
@@ -128,11 +127,39 @@ def build_audio_encoder(variant: str) -> onnx.ModelProto:
     x = block(x, c4, (3, 2), "enc.3")  # 3x3
     _, h, w = g.shapes[x]
     x = g.relu(g.conv(x, c5, (h, w), padding=(0, 0), name="enc.4"))  # 1x1
-    x = g.relu(g.conv(x, c5, 1, name="enc.5"))
+    return g.relu(g.conv(x, c5, 1, name="enc.5"))
+
+
+def build_audio_encoder(variant: str) -> onnx.ModelProto:
+    """The request-flow reference's encoder: one window [1,80,16] -> [32,16,16] per frame."""
+    v = VARIANTS[variant]
+    g = GraphBuilder(seed=v["seed"] + 1)
+    mel = g.input(contract.MEL_WINDOWS.name, contract.MEL_WINDOWS.dims)  # [1,80,16]
+    x = _wav2lip_trunk(g, mel, v["enc"])
     features = g.flatten_linear_reshape(x, math.prod(contract.AUDIO_FEATURE_SHAPE), contract.AUDIO_FEATURE_SHAPE, "to_features")
     out = g.identity(features, contract.AUDIO_FEATURES.name)
     doc = f"wav2lip-style audio encoder stand-in ({variant}), deterministic random weights"
     return g.model([mel], [out], "audio_encoder", doc)
+
+
+def build_synctalk2d_audio_encoder(variant: str) -> onnx.ModelProto:
+    """SyncTalk_2D's audio path: the 16 neighbouring windows of a frame [16,1,80,16] each through
+    the wav2lip trunk to a 512-vector (the full variant's width), zeroed where NEIGHBOUR_MASK is 0
+    (frames outside the clip), stacked to 8192 values and reshaped to [32,16,16]."""
+    v = VARIANTS[variant]
+    n = contract.MEL_NEIGHBOURS.dims[0]
+    g = GraphBuilder(seed=v["seed"] + 2)
+    mel = g.input(contract.MEL_NEIGHBOURS.name, contract.MEL_NEIGHBOURS.dims)
+    mask = g.input(contract.NEIGHBOUR_MASK.name, contract.NEIGHBOUR_MASK.dims)
+    windows = g.reshape(mel, contract.MEL_WINDOWS.dims, "windows")  # [B*16,1,80,16]
+    widths = (*v["enc"][:4], math.prod(contract.AUDIO_FEATURE_SHAPE) // n)  # 512 features per window
+    x = _wav2lip_trunk(g, windows, widths)
+    g.macs *= n  # per frame: n windows
+    x = g.reshape(x, (n, widths[-1]), "per_frame")  # [B,16,512]
+    x = g.mul(x, g.reshape(mask, (n, 1), "mask"))
+    out = g.identity(g.reshape(x, contract.AUDIO_FEATURE_SHAPE, "to_features"), contract.AUDIO_FEATURES.name)
+    doc = f"SyncTalk_2D audio encoder stand-in ({variant}): 16 neighbouring windows -> [32,16,16], deterministic random weights"
+    return g.model([mel, mask], [out], "audio_encoder_synctalk2d", doc)
 
 
 def model_stats(model: onnx.ModelProto) -> Dict[str, int]:
@@ -145,7 +172,8 @@ def build(out_dir: Path, variants: Sequence[str] = ("full", "tiny")) -> Dict[str
     for variant in variants:
         target = out_dir / variant
         target.mkdir(parents=True, exist_ok=True)
-        for file_name, builder in ((GENERATOR_FILE, build_generator), (AUDIO_ENCODER_FILE, build_audio_encoder)):
+        for file_name, builder in ((GENERATOR_FILE, build_generator), (AUDIO_ENCODER_FILE, build_audio_encoder),
+                                   (SYNCTALK2D_AUDIO_ENCODER_FILE, build_synctalk2d_audio_encoder)):
             model = builder(variant)
             onnx.save(model, target / file_name)
             summary[f"{variant}/{file_name}"] = model_stats(model)

@@ -1,14 +1,15 @@
 """The demo: start the CPU-profile tritonserver, send real requests, write the JPEGs and an MP4, stop.
 
 1. An avatar, ``presenter``, is added to the repository (``tools.avatars``): a synthetic
-   1280x720 background video with a swaying head and its per-frame crop boxes.
+   1280x720 background video with a swaying head and its per-frame crop boxes, with SyncTalk_2D's
+   audio front end.
 2. A batch of synthesised speech-like audio (8 frames = 320 ms) and synthetic face crops goes
    through the client library to the reference ensemble ``demo`` (the face resized to the full
    frame); the frames land in ``out/demo/`` with the audio as a WAV, and the per-stage timings
    are printed.
 3. A 2-second clip of the ``presenter`` avatar speaking is rendered to ``out/demo/demo.mp4``:
    face crops cut from its background frames, the generated faces pasted back into them,
-   batches in flight, frames muxed with the audio.
+   batches in flight (each with the audio around it), frames muxed with the audio.
 
     python -m tools.demo --repository build/repository/cpu --frames 8
 """
@@ -44,7 +45,7 @@ def add_demo_avatar(repository: Path, out: Path) -> AvatarAssets:
         writer.send(frame)
     writer.close()
     (out / f"{AVATAR_ID}_boxes.json").write_text(json.dumps(boxes.tolist()) + "\n")
-    avatars.add(repository, AVATAR_ID, video, out / f"{AVATAR_ID}_boxes.json", replace=True)
+    avatars.add(repository, AVATAR_ID, video, out / f"{AVATAR_ID}_boxes.json", replace=True, audio_preset="synctalk2d")
     return AvatarAssets.load(repository / contract.avatar_models(AVATAR_ID)["background"] / "1")
 
 

@@ -168,6 +168,20 @@ class GraphBuilder:
         self.shapes[y] = self.shapes[a]
         return y
 
+    def reshape(self, x: str, shape: Sequence[int], name: str) -> str:
+        """Reshape to [-1, *shape]: the batch axis absorbs what the per-sample shape leaves."""
+        target = self.const(f"{name}.shape", np.array([-1, *shape], np.int64), count=False)
+        y = self._unique(f"{name}.reshaped")
+        self.nodes.append(helper.make_node("Reshape", [x, target], [y]))
+        self.shapes[y] = tuple(shape)
+        return y
+
+    def mul(self, a: str, b: str) -> str:
+        y = self._unique(f"{a}.mul")
+        self.nodes.append(helper.make_node("Mul", [a, b], [y]))
+        self.shapes[y] = self.shapes[a]
+        return y
+
     def identity(self, x: str, name: str) -> str:
         self.nodes.append(helper.make_node("Identity", [x], [name]))
         self.shapes[name] = self.shapes[x]

@@ -32,6 +32,7 @@ SOURCE_ENSEMBLE = contract.DEFAULT_MODEL_ID  # the ensemble's folder in model_re
 CPU_PARAMETERS: Dict[str, Dict[str, str]] = {
     contract.JPEG_ENCODER_MODEL: {"encoder": "cpu", "threads": "2"},
     contract.AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
+    contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
     contract.GENERATOR_MODEL: {"intra_op_threads": "0"},
 }
 GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
@@ -112,6 +113,7 @@ def onnx_sources(models_dir: Path, generator: Optional[Path], audio_encoder: Opt
     sources = {
         contract.GENERATOR_MODEL: generator or models_dir / f"{contract.GENERATOR_MODEL}.onnx",
         contract.AUDIO_ENCODER_MODEL: audio_encoder or models_dir / f"{contract.AUDIO_ENCODER_MODEL}.onnx",
+        contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: models_dir / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx",
     }
     for name, path in sources.items():
         if not Path(path).is_file():

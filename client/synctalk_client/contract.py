@@ -37,6 +37,9 @@ AUDIO_FEATURES_MODEL = "audio_features"
 AUDIO_ENCODER_MODEL = "audio_encoder"
 GENERATOR_MODEL = "synctalk"
 FRAME_RESIZE_MODEL = "frame_resize"
+# the SyncTalk_2D audio front end (an avatar's --audio-preset synctalk2d), in place of the two above
+SYNCTALK2D_AUDIO_FEATURES_MODEL = "audio_features_synctalk2d"
+SYNCTALK2D_AUDIO_ENCODER_MODEL = "audio_encoder_synctalk2d"
 JPEG_ENCODER_MODEL = "jpeg_encoder"
 COMPOSING_MODELS = (
     INPUT_VALIDATOR_MODEL,
@@ -166,14 +169,25 @@ AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FR
 OPTIONAL_INPUTS = {
     INPUT_VALIDATOR_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
+    SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     DEFAULT_MODEL_ID: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),  # and every avatar's ensemble
 }
 MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
 MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
+# SyncTalk_2D's audio front end: 16 neighbouring windows per frame (frames i-8 .. i+7) and a mask
+# of those inside the clip; its encoder maps them to the same AUDIO_FEATURES.
+AUDIO_NEIGHBOURS = 16
+MEL_NEIGHBOURS = Tensor("MEL_NEIGHBOURS", "FP32", (AUDIO_NEIGHBOURS, 1, N_MELS, MEL_WINDOW_COLUMNS))
+NEIGHBOUR_MASK = Tensor("NEIGHBOUR_MASK", "FP32", (AUDIO_NEIGHBOURS,))
+MODEL_INPUTS[SYNCTALK2D_AUDIO_FEATURES_MODEL] = (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
+MODEL_OUTPUTS[SYNCTALK2D_AUDIO_FEATURES_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK)
+MODEL_INPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK)
+MODEL_OUTPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (AUDIO_FEATURES,)
+AUDIO_PRESETS = ("reference", "synctalk2d")
 MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX)
 MODEL_OUTPUTS[FRAME_PASTE_MODEL] = (PASTED_FRAMES,)
 # Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.
-SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL,)
+SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, SYNCTALK2D_AUDIO_FEATURES_MODEL, SYNCTALK2D_AUDIO_ENCODER_MODEL)
 # Per-avatar models: "<id>" (ensemble) and these suffixes.
 AVATAR_GENERATOR_SUFFIX = "_" + GENERATOR_MODEL
 AVATAR_BACKGROUND_SUFFIX = "_background"
@@ -192,10 +206,18 @@ def avatar_models(avatar_id: str) -> dict:
     }
 
 
-def avatar_ensemble_steps(avatar_id: str) -> tuple:
-    """The avatar ensemble's wiring, in pipeline order (compare ENSEMBLE_STEPS)."""
+def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference") -> tuple:
+    """The avatar ensemble's wiring, in pipeline order (compare ENSEMBLE_STEPS). ``audio_preset``
+    "synctalk2d" puts SyncTalk_2D's audio front end in place of the reference's."""
+    if audio_preset not in AUDIO_PRESETS:
+        raise ValueError(f"audio preset must be one of {AUDIO_PRESETS}, got {audio_preset!r}")
     models = avatar_models(avatar_id)
     by_name = {step[0]: step for step in ENSEMBLE_STEPS}
+    if audio_preset == "synctalk2d":
+        features_in = {**by_name[AUDIO_FEATURES_MODEL][1], FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}
+        neighbours = {MEL_NEIGHBOURS.name: MEL_NEIGHBOURS.name, NEIGHBOUR_MASK.name: NEIGHBOUR_MASK.name}
+        by_name[AUDIO_FEATURES_MODEL] = (SYNCTALK2D_AUDIO_FEATURES_MODEL, features_in, neighbours)
+        by_name[AUDIO_ENCODER_MODEL] = (SYNCTALK2D_AUDIO_ENCODER_MODEL, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
     validator = (
         INPUT_VALIDATOR_MODEL,
         {**by_name[INPUT_VALIDATOR_MODEL][1], FRAME_INDEX.name: FRAME_INDEX.name},

@@ -16,6 +16,7 @@ from tools.render_repository import read_config, render
 
 DTYPES = {"FP32": mc.TYPE_FP32, "UINT8": mc.TYPE_UINT8, "INT32": mc.TYPE_INT32, "INT64": mc.TYPE_INT64, "BYTES": mc.TYPE_STRING}
 AVATAR = "anna"
+AVATAR_2D = "bert"  # an avatar with SyncTalk_2D's audio front end
 
 
 def load_repository(root: Path) -> dict:
@@ -39,6 +40,7 @@ def render_with_avatar(profile, tmp_path_factory, models_dir) -> Path:
     for i in range(3):
         cv2.imwrite(str(frames / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
     avatars.add(root, AVATAR, frames, [8, 4, 40, 36], jpeg_quality=80)
+    avatars.add(root, AVATAR_2D, frames, [8, 4, 40, 36], audio_preset="synctalk2d")
     return root
 
 
@@ -114,6 +116,12 @@ def test_avatar_models_match_the_contract(profile, request):
     assert tensors(background, "output") == {t.name: spec(t) for t in (contract.BACKGROUND, contract.CROP_BOX)}
 
 
+def test_an_avatar_with_the_synctalk2d_front_end(cpu_profile):
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in cpu_profile[AVATAR_2D].ensemble_scheduling.step]
+    assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR_2D, "synctalk2d")]
+    assert {contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL} <= {name for name, _, _ in steps}
+
+
 def test_avatar_template_uses_the_placeholder_id(avatar_template):
     steps = [s.model_name for s in avatar_template["avatar"].ensemble_scheduling.step]
     assert steps == [step[0] for step in contract.avatar_ensemble_steps(avatars.TEMPLATE_ID)]
@@ -126,7 +134,10 @@ def test_avatar_generator_has_its_own_engine_cache(gpu_profile):
     assert gpu_profile[f"{AVATAR}_background"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
 
 
-@pytest.mark.parametrize("profile,model_id", [(p, contract.DEFAULT_MODEL_ID) for p in PROFILES] + [("cpu_profile", AVATAR), ("gpu_profile", AVATAR)])
+@pytest.mark.parametrize(
+    "profile,model_id",
+    [(p, contract.DEFAULT_MODEL_ID) for p in PROFILES] + [(p, a) for p in ("cpu_profile", "gpu_profile") for a in (AVATAR, AVATAR_2D)],
+)
 def test_ensemble_wiring_is_what_triton_accepts(profile, model_id, request):
     configs = request.getfixturevalue(profile)
     ensemble = configs[model_id]
@@ -215,10 +226,13 @@ def test_warmup_samples_match_the_model_inputs(profile, request):
         assert config.model_warmup[0].batch_size == config.max_batch_size, f"{name}: largest batch first"
 
 
-def test_audio_features_parameters_are_the_reference_mel(production):
-    params = {k: v.string_value for k, v in production[contract.AUDIO_FEATURES_MODEL].parameters.items()}
-    assert MelConfig.from_parameters(params) == MelConfig()
-    assert set(params) == set(MelConfig().as_parameters())
+@pytest.mark.parametrize("model,preset", [(contract.AUDIO_FEATURES_MODEL, "reference"), (contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, "synctalk2d")])
+def test_audio_features_parameters_are_the_presets(production, model, preset):
+    from synctalk_preprocessing.audio import PRESETS
+
+    params = {k: v.string_value for k, v in production[model].parameters.items()}
+    assert MelConfig.from_parameters(params) == PRESETS[preset]
+    assert set(params) <= set(MelConfig().as_parameters())
 
 
 def test_rendered_files_are_in_place(tmp_path, models_dir):

@@ -105,3 +105,24 @@ def test_unload_then_remove(avatar, client, server):
     removed = avatars.remove(server.repository, AVATAR)
     assert sorted(removed) == sorted(contract.avatar_models(AVATAR).values())
     assert not any(a["id"] == AVATAR for a in avatars.list_avatars(server.repository))
+
+
+def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, tmp_path):
+    """Added with --audio-preset synctalk2d, loaded, a clip rendered batch by batch, removed."""
+    import cv2
+    from synctalk_client.render import render_video
+
+    for i, colour in enumerate(COLOURS):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((HEIGHT, WIDTH, 3), colour[::-1], np.uint8))
+    avatars.add(server.repository, "bert", tmp_path, [10, 8, 74, 72], audio_preset="synctalk2d")
+    try:
+        client.load_model("bert")
+        assert "bert" in client.model_ids()
+        video = render_video(server.grpc_url, "bert", synthetic.speech_like_audio(20, seed=8), tmp_path / "bert.mp4",
+                             batch_size=8, progress=False)
+        assert video["frames"] == 20 and (tmp_path / "bert.mp4").stat().st_size > 1000
+        stats = client.model_stats(contract.SYNCTALK2D_AUDIO_ENCODER_MODEL)[contract.SYNCTALK2D_AUDIO_ENCODER_MODEL]
+        assert int(stats["inference_stats"]["success"]["count"]) >= 3  # the preset's encoder served the 3 batches
+        client.unload_model("bert")
+    finally:
+        avatars.remove(server.repository, "bert")

@@ -36,7 +36,7 @@ def triton(server):
 def raw_infer(triton, model, arrays, outputs, timeout=60):
     inputs = []
     for name, array in arrays.items():
-        dtype = {np.float32: "FP32", np.uint8: "UINT8", np.float64: "FP64", np.int32: "INT32"}[array.dtype.type]
+        dtype = {np.float32: "FP32", np.uint8: "UINT8", np.float64: "FP64", np.int32: "INT32", np.int64: "INT64"}[array.dtype.type]
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)

@@ -73,3 +73,30 @@ def test_a_bad_context_is_refused_by_name_and_the_server_serves_on(triton, clien
         raw_infer(triton, contract.DEFAULT_MODEL_ID, arrays, [contract.JPEG.name])
     assert "INVALID_ARG" in str(error.value.status())
     assert client.infer_batch_composite(make_request(1, seed=4)).success
+
+
+def test_served_synctalk2d_front_end_chunked_equals_whole(triton):
+    n = 30
+    clip = synthetic.speech_like_audio(n, seed=12)
+
+    def served(audio, context=None, first_frame=None):
+        arrays = {contract.AUDIO.name: audio}
+        if context is not None:
+            arrays[contract.AUDIO_CONTEXT.name], arrays[contract.AUDIO_CONTEXT_LENGTH.name] = context
+        if first_frame is not None:
+            arrays[contract.FRAME_INDEX.name] = first_frame + np.arange(len(audio), dtype=np.int64)[:, None]
+        return raw_infer(triton, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, arrays, [contract.MEL_NEIGHBOURS.name, contract.NEIGHBOUR_MASK.name])
+
+    whole, whole_mask = served(clip.reshape(n, SPF))
+    assert whole.shape == (n, 16, 1, 80, 16) and whole_mask.shape == (n, 16)
+    assert whole_mask[0].tolist() == [0] * 8 + [1] * 8 and whole_mask[-1].tolist() == [1] * 9 + [0] * 7
+    parts, masks = [], []
+    for start, size in ((0, 7), (7, 16), (23, 7)):
+        first, last = start * SPF, (start + size) * SPF
+        audio = clip[first:last].reshape(size, SPF)
+        rows = audio_context_rows(audio, clip[max(0, first - C) : first], clip[last : last + C])
+        windows, mask = served(audio, rows, first_frame=start)
+        parts.append(windows)
+        masks.append(mask)
+    assert np.array_equal(np.concatenate(masks), whole_mask)
+    assert np.abs(np.concatenate(parts) - whole).max() < 2e-3

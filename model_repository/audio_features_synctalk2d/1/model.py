@@ -1,0 +1,1 @@
+../../audio_features/1/model.py

@@ -1,0 +1,74 @@
+"""tools/avatars.py offline: ids, all-or-nothing writes, listing and removal, the CLI's errors."""
+import json
+
+import numpy as np
+import pytest
+
+from synctalk_client import contract
+from tools import avatars
+from tools.render_repository import render
+
+
+@pytest.fixture()
+def repository(tmp_path, models_dir):
+    return render("cpu", tmp_path / "repo", models_dir / "tiny")
+
+
+@pytest.fixture()
+def frames(tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((60, 80, 3), 50 * i, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("bad", ["", "Anna", "../etc", "anna-b", "9lives", "a" * 49, "demo", "synctalk", "frame_paste"])
+def test_bad_ids_are_refused(bad):
+    with pytest.raises(ValueError, match="avatar id"):
+        avatars.check_id(bad)
+
+
+def test_add_list_remove(repository, frames, tmp_path):
+    manifest = avatars.add(repository, "anna", frames, [10, 5, 50, 45], size=(160, 120), jpeg_quality=85)
+    assert (manifest["width"], manifest["height"], manifest["n_frames"]) == (160, 120, 2)
+    assert manifest["boxes"] == [[20, 10, 100, 90]] * 2  # scaled with the backgrounds
+    for name in contract.avatar_models("anna").values():
+        assert (repository / name / "config.pbtxt").is_file()
+    with pytest.raises(FileExistsError, match="avatar 'anna' exists"):
+        avatars.add(repository, "anna", frames, [10, 5, 50, 45])
+    avatars.add(repository, "anna", frames, [0, 0, 80, 60], replace=True)
+    (listed,) = avatars.list_avatars(repository)
+    assert listed["id"] == "anna" and listed["width"] == 80 and "boxes" not in listed
+    assert sorted(avatars.remove(repository, "anna")) == sorted(contract.avatar_models("anna").values())
+    assert avatars.list_avatars(repository) == []
+    with pytest.raises(FileNotFoundError, match="no avatar 'anna'"):
+        avatars.remove(repository, "anna")
+
+
+def test_a_failed_add_leaves_nothing_behind(repository, frames):
+    with pytest.raises(ValueError, match="crop box 0"):
+        avatars.add(repository, "anna", frames, [70, 5, 90, 45])  # outside the 80-pixel-wide frame
+    assert not any((repository / name).exists() for name in contract.avatar_models("anna").values())
+    with pytest.raises(FileNotFoundError, match="generator"):
+        avatars.add(repository, "anna", frames, [10, 5, 50, 45], generator=repository / "none.onnx")
+    assert not (repository / "anna").exists()
+
+
+def test_only_rendered_repositories(tmp_path, frames):
+    with pytest.raises(FileNotFoundError, match="not a rendered repository"):
+        avatars.add(tmp_path, "anna", frames, [10, 5, 50, 45])
+
+
+def test_cli_add_and_list(repository, frames, tmp_path, capsys):
+    (tmp_path / "boxes.json").write_text(json.dumps([[10, 5, 50, 45], [12, 5, 52, 45]]))
+    assert avatars.main(["--repository", str(repository), "add", "--id", "bert", "--background", str(frames),
+                         "--boxes", str(tmp_path / "boxes.json"), "--audio-preset", "synctalk2d"]) == 0
+    assert avatars.main(["--repository", str(repository), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "added avatar bert: 2 background frames 80x60" in out and "audio synctalk2d" in out
+    with pytest.raises(SystemExit) as exit_:
+        avatars.main(["--repository", str(repository), "add", "--id", "Bad", "--background", str(frames), "--boxes", "1,2,3,4"])
+    assert exit_.value.code == 2 and "avatar id 'Bad'" in capsys.readouterr().err
