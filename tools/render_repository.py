@@ -67,7 +67,10 @@ def _to_cpu(config: mc.ModelConfig, role: str) -> None:
 
 
 # Warm-up inputs that zero data cannot stand for, written to <model>/warmup/<input> (raw bytes).
-WARMUP_DATA = {contract.CROP_BOX.name: np.array([800, 300, 1120, 620], dtype=np.int32)}
+WARMUP_DATA = {
+    contract.CROP_BOX.name: np.array([800, 300, 1120, 620], dtype=np.int32),
+    contract.FRAME_SIZE.name: np.array([contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH], dtype=np.int32),
+}
 
 
 def _write_warmup_files(config: mc.ModelConfig, target: Path) -> None:

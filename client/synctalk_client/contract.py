@@ -124,21 +124,15 @@ _CONTEXT_OUT = {
     VALIDATED_AUDIO_CONTEXT.name: VALIDATED_AUDIO_CONTEXT.name,
     VALIDATED_AUDIO_CONTEXT_LENGTH.name: VALIDATED_AUDIO_CONTEXT_LENGTH.name,
 }
+# The reference ensemble ("demo"): the request-flow contract, VISUAL and AUDIO only. (Avatars'
+# ensembles add the optional audio context and FRAME_INDEX: see avatar_ensemble_steps.)
 ENSEMBLE_STEPS = (
     (
         INPUT_VALIDATOR_MODEL,
-        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name, **_CONTEXT_IN},
-        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name, **_CONTEXT_OUT},
+        {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name},
+        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name},
     ),
-    (
-        AUDIO_FEATURES_MODEL,
-        {
-            AUDIO.name: VALIDATED_AUDIO.name,
-            AUDIO_CONTEXT.name: VALIDATED_AUDIO_CONTEXT.name,
-            AUDIO_CONTEXT_LENGTH.name: VALIDATED_AUDIO_CONTEXT_LENGTH.name,
-        },
-        {MEL_WINDOWS.name: MEL_WINDOWS.name},
-    ),
+    (AUDIO_FEATURES_MODEL, {AUDIO.name: VALIDATED_AUDIO.name}, {MEL_WINDOWS.name: MEL_WINDOWS.name}),
     (AUDIO_ENCODER_MODEL, {MEL_WINDOWS.name: MEL_WINDOWS.name}, {AUDIO_FEATURES.name: AUDIO_FEATURES.name}),
     (
         GENERATOR_MODEL,
@@ -148,7 +142,7 @@ ENSEMBLE_STEPS = (
     (FRAME_RESIZE_MODEL, {GENERATED_FACE.name: GENERATED_FACE.name}, {FRAMES_RGB.name: FRAMES_RGB.name}),
     (JPEG_ENCODER_MODEL, {FRAMES_RGB.name: FRAMES_RGB.name}, {JPEG.name: JPEG.name}),
 )
-ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
+ENSEMBLE_INPUTS = (VISUAL, AUDIO)
 ENSEMBLE_OUTPUTS = (JPEG,)
 
 # --- avatars: paste-back compositing -----------------------------------------------------------
@@ -160,6 +154,7 @@ FRAME_PASTE_MODEL = "frame_paste"
 FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (1,))  # the client sends start_frame_idx + i
 BACKGROUND = Tensor("BACKGROUND", "UINT8", (-1, -1, 3))  # RGB background frame of this video frame
 CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the background (exclusive max)
+FRAME_SIZE = Tensor("FRAME_SIZE", "INT32", (2,))  # the background's height, width (sizes the paste on the GPU)
 PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
 VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
 AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
@@ -170,8 +165,10 @@ OPTIONAL_INPUTS = {
     INPUT_VALIDATOR_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
-    DEFAULT_MODEL_ID: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),  # and every avatar's ensemble
 }
+# Optional inputs of every avatar's ensemble. (The reference ensemble has none: perf_analyzer's
+# shared-memory mode refuses models with optional inputs, and the reference contract has none.)
+AVATAR_OPTIONAL_INPUTS = (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
 MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
 MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
 # SyncTalk_2D's audio front end: 16 neighbouring windows per frame (frames i-8 .. i+7) and a mask
@@ -184,7 +181,7 @@ MODEL_OUTPUTS[SYNCTALK2D_AUDIO_FEATURES_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK
 MODEL_INPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK)
 MODEL_OUTPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (AUDIO_FEATURES,)
 AUDIO_PRESETS = ("reference", "synctalk2d")
-MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX)
+MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE)
 MODEL_OUTPUTS[FRAME_PASTE_MODEL] = (PASTED_FRAMES,)
 # Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.
 SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, SYNCTALK2D_AUDIO_FEATURES_MODEL, SYNCTALK2D_AUDIO_ENCODER_MODEL)
@@ -213,25 +210,31 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference") -> tu
         raise ValueError(f"audio preset must be one of {AUDIO_PRESETS}, got {audio_preset!r}")
     models = avatar_models(avatar_id)
     by_name = {step[0]: step for step in ENSEMBLE_STEPS}
-    if audio_preset == "synctalk2d":
-        features_in = {**by_name[AUDIO_FEATURES_MODEL][1], FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}
-        neighbours = {MEL_NEIGHBOURS.name: MEL_NEIGHBOURS.name, NEIGHBOUR_MASK.name: NEIGHBOUR_MASK.name}
-        by_name[AUDIO_FEATURES_MODEL] = (SYNCTALK2D_AUDIO_FEATURES_MODEL, features_in, neighbours)
-        by_name[AUDIO_ENCODER_MODEL] = (SYNCTALK2D_AUDIO_ENCODER_MODEL, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
     validator = (
         INPUT_VALIDATOR_MODEL,
-        {**by_name[INPUT_VALIDATOR_MODEL][1], FRAME_INDEX.name: FRAME_INDEX.name},
-        {**by_name[INPUT_VALIDATOR_MODEL][2], VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
+        {**by_name[INPUT_VALIDATOR_MODEL][1], **_CONTEXT_IN, FRAME_INDEX.name: FRAME_INDEX.name},
+        {**by_name[INPUT_VALIDATOR_MODEL][2], **_CONTEXT_OUT, VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
     )
+    features_in = {
+        **by_name[AUDIO_FEATURES_MODEL][1],
+        AUDIO_CONTEXT.name: VALIDATED_AUDIO_CONTEXT.name,
+        AUDIO_CONTEXT_LENGTH.name: VALIDATED_AUDIO_CONTEXT_LENGTH.name,
+    }
+    by_name[AUDIO_FEATURES_MODEL] = (AUDIO_FEATURES_MODEL, features_in, by_name[AUDIO_FEATURES_MODEL][2])
+    if audio_preset == "synctalk2d":
+        neighbours = {MEL_NEIGHBOURS.name: MEL_NEIGHBOURS.name, NEIGHBOUR_MASK.name: NEIGHBOUR_MASK.name}
+        features_in = {**features_in, FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}
+        by_name[AUDIO_FEATURES_MODEL] = (SYNCTALK2D_AUDIO_FEATURES_MODEL, features_in, neighbours)
+        by_name[AUDIO_ENCODER_MODEL] = (SYNCTALK2D_AUDIO_ENCODER_MODEL, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
     return (
         validator,
         by_name[AUDIO_FEATURES_MODEL],
         by_name[AUDIO_ENCODER_MODEL],
         (models["generator"],) + by_name[GENERATOR_MODEL][1:],
-        (models["background"], {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}, {BACKGROUND.name: BACKGROUND.name, CROP_BOX.name: CROP_BOX.name}),
+        (models["background"], {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}, {t.name: t.name for t in (BACKGROUND, CROP_BOX, FRAME_SIZE)}),
         (
             FRAME_PASTE_MODEL,
-            {GENERATED_FACE.name: GENERATED_FACE.name, BACKGROUND.name: BACKGROUND.name, CROP_BOX.name: CROP_BOX.name},
+            {t.name: t.name for t in (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE)},
             {FRAMES_RGB.name: FRAMES_RGB.name},
         ),
         (models["jpeg_encoder"],) + by_name[JPEG_ENCODER_MODEL][1:],

@@ -32,14 +32,16 @@ def frame_resize_pipeline(device: str = "gpu", width: int = contract.OUTPUT_WIDT
 
 
 def frame_paste_pipeline(device: str = "gpu"):
-    """GENERATED_FACE [3,320,320], BACKGROUND [H,W,3] uint8 (on ``device``), CROP_BOX [4] int32 (on the
-    CPU: it sizes the resize) -> FRAMES_RGB [H,W,3]: the background with the box replaced by the face."""
+    """GENERATED_FACE [3,320,320], BACKGROUND [H,W,3] uint8 (on ``device``), CROP_BOX [4] and
+    FRAME_SIZE [2] (H, W) int32 (on the CPU: they size the resize and the canvas) -> FRAMES_RGB
+    [H,W,3]: the background with the box replaced by the face."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
 
     face = _face_rgb8(device)
     background = fn.external_source(name=contract.BACKGROUND.name, device=device, dtype=types.UINT8, ndim=3, layout="HWC")
     box = fn.external_source(name=contract.CROP_BOX.name, device="cpu", dtype=types.INT32, ndim=1)
+    frame_hw = fn.external_source(name=contract.FRAME_SIZE.name, device="cpu", dtype=types.INT32, ndim=1)
     x0, y0, x1, y1 = box[0], box[1], box[2], box[3]
     resized = fn.resize(
         face,
@@ -50,7 +52,6 @@ def frame_paste_pipeline(device: str = "gpu"):
     )
     # Place the face on a frame-sized canvas: a slice that starts at (-ymin, -xmin) and pads
     # outside the face with 0 (the mask with 1 inside the box).
-    frame_hw = background.shape(dtype=types.INT32)[0:2]
     start = fn.stack(-y0, -x0)
     placed = fn.slice(resized, start=start, shape=frame_hw, axes=[0, 1], out_of_bounds_policy="pad", fill_values=0)
     mask = fn.slice(resized * 0 + 1, start=start, shape=frame_hw, axes=[0, 1], out_of_bounds_policy="pad", fill_values=0)

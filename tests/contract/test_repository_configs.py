@@ -89,8 +89,7 @@ def test_models_match_the_contract(profile, request):
     ensemble = configs[contract.DEFAULT_MODEL_ID]
     assert ensemble.platform == "ensemble"
     assert tensors(ensemble, "input") == {t.name: spec(t) for t in contract.ENSEMBLE_INPUTS}
-    optional = {t.name for t in contract.OPTIONAL_INPUTS[contract.DEFAULT_MODEL_ID]}
-    assert {t.name for t in ensemble.input if t.optional} == optional
+    assert not any(t.optional for t in ensemble.input)  # the reference contract (and perf_analyzer's shm mode)
     assert tensors(ensemble, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in ensemble.ensemble_scheduling.step]
     assert steps == [tuple(step) for step in contract.ENSEMBLE_STEPS]
@@ -102,7 +101,7 @@ def test_avatar_models_match_the_contract(profile, request):
     models = contract.avatar_models(AVATAR)
     ensemble = configs[AVATAR]
     assert tensors(ensemble, "input") == {t.name: spec(t) for t in contract.AVATAR_ENSEMBLE_INPUTS}
-    assert {t.name for t in ensemble.input if t.optional} == {t.name for t in contract.OPTIONAL_INPUTS[contract.DEFAULT_MODEL_ID]}
+    assert {t.name for t in ensemble.input if t.optional} == {t.name for t in contract.AVATAR_OPTIONAL_INPUTS}
     assert tensors(ensemble, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in ensemble.ensemble_scheduling.step]
     assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR)]
@@ -113,7 +112,7 @@ def test_avatar_models_match_the_contract(profile, request):
     assert configs[models["jpeg_encoder"]].parameters["quality"].string_value == "80"
     background = configs[models["background"]]
     assert tensors(background, "input") == {contract.FRAME_INDEX.name: spec(contract.FRAME_INDEX)}
-    assert tensors(background, "output") == {t.name: spec(t) for t in (contract.BACKGROUND, contract.CROP_BOX)}
+    assert tensors(background, "output") == {t.name: spec(t) for t in (contract.BACKGROUND, contract.CROP_BOX, contract.FRAME_SIZE)}
 
 
 def test_an_avatar_with_the_synctalk2d_front_end(cpu_profile):
@@ -222,7 +221,7 @@ def test_warmup_samples_match_the_model_inputs(profile, request):
             assert all(compatible(spec_, tensors(config, "input")[k]) for k, spec_ in shapes.items()), name
             assert set(shapes) == {t.name for t in config.input if not t.optional}, name
             for key, value in warmup.inputs.items():  # zero data: random bits may be NaN
-                assert value.zero_data or key == contract.CROP_BOX.name, f"{name}.{key}"
+                assert value.zero_data or key in (contract.CROP_BOX.name, contract.FRAME_SIZE.name), f"{name}.{key}"
         assert config.model_warmup[0].batch_size == config.max_batch_size, f"{name}: largest batch first"
 
 

@@ -126,3 +126,34 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
         client.unload_model("bert")
     finally:
         avatars.remove(server.repository, "bert")
+
+
+def test_cli_load_unload_stats_and_render_from_the_avatars_frames(server, tmp_path, capsys):
+    """synctalk-client load / stats / render --frames --boxes / unload on an added avatar."""
+    import cv2
+    import imageio_ffmpeg
+
+    from synctalk_client.cli import main as cli
+
+    frames, boxes = synthetic.avatar_background(6, 160, 96, face=48)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), frame[..., ::-1])
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes.tolist()))
+    avatars.add(server.repository, "cleo", tmp_path, tmp_path / "boxes.json")
+    url = ["--url", server.grpc_url]
+    try:
+        assert cli(url + ["load", "cleo"]) == 0
+        assert "loaded cleo" in capsys.readouterr().out
+        out = tmp_path / "cleo.mp4"
+        assert cli(url + ["render", "--avatar", "cleo", "--seconds", "0.4", "--frames", str(tmp_path), "--boxes",
+                          str(tmp_path / "boxes.json"), "--quiet", "--out", str(out)]) == 0
+        assert json.loads(capsys.readouterr().out)["frames"] == 10
+        reader = imageio_ffmpeg.read_frames(str(out))
+        assert next(reader)["size"] == (160, 96)  # the avatar's own resolution
+        assert cli(url + ["stats", "cleo"]) == 0
+        stats = json.loads(capsys.readouterr().out)
+        assert int(stats["cleo"]["inference_stats"]["success"]["count"]) == 2  # 10 frames in 2 batches of 8
+        assert cli(url + ["unload", "cleo"]) == 0
+        assert "cleo" not in capsys.readouterr().out.split("model ids:")[1]
+    finally:
+        avatars.remove(server.repository, "cleo")

@@ -1,6 +1,6 @@
 """A long clip streamed batch by batch with its audio context, on the live server: the mel windows
-the served audio_features step computes equal those of the whole clip, and a bad context is
-refused by name before anything runs."""
+the served audio_features steps compute equal those of the whole clip, and a bad context sent to
+an avatar is refused by name before anything runs."""
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -8,9 +8,28 @@ from tritonclient.utils import InferenceServerException
 from synctalk_client import CompositeBatchRequest, contract, synthetic
 from synctalk_client.messages import audio_context_rows
 from tests.e2e.test_pipeline import make_request, raw_infer, triton  # noqa: F401  (fixture)
+from tools import avatars
 
 SPF = contract.SAMPLES_PER_FRAME
 C = contract.AUDIO_CONTEXT_SAMPLES
+AVATAR = "streamer"
+
+
+@pytest.fixture(scope="module")
+def avatar(server, tmp_path_factory):
+    """An avatar (the audio context is an avatar ensemble's optional input), removed afterwards."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("streamer")
+    cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
+    avatars.add(server.repository, AVATAR, folder, [16, 0, 80, 64])
+    from synctalk_client import CompositeClient
+
+    with CompositeClient(server.grpc_url) as c:
+        c.load_model(AVATAR)
+        yield AVATAR
+        c.unload_model(AVATAR)
+    avatars.remove(server.repository, AVATAR)
 
 
 def served_windows(triton, audio, context=None):
@@ -38,16 +57,19 @@ def test_served_chunked_windows_equal_the_whole_clip(triton):
     assert np.abs(bare - whole).max() > 1.0  # without the context the batch edges differ
 
 
-def test_the_client_sends_the_context_through_the_ensemble(client):
+def test_the_client_sends_the_context_through_the_ensemble(avatar, client):
     clip = synthetic.speech_like_audio(12, seed=3)
     crops = synthetic.face_crops(4, seed=3)
     request = CompositeBatchRequest.from_arrays(
-        contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), clip[4 * SPF : 8 * SPF], start_frame_idx=4,
+        avatar, crops, synthetic.masked(crops), clip[4 * SPF : 8 * SPF], start_frame_idx=4,
         audio_context_before=clip[: 4 * SPF], audio_context_after=clip[8 * SPF :],
     )
     assert request.has_audio_context
     response = client.infer_batch_composite(request).raise_for_error()
     assert len(response.composited_frames) == 4
+    # the reference ensemble has no context input: the client leaves it out
+    request.model_id = contract.DEFAULT_MODEL_ID
+    assert client.infer_batch_composite(request).success
 
 
 @pytest.mark.parametrize(
@@ -62,17 +84,18 @@ def test_the_client_sends_the_context_through_the_ensemble(client):
         ([[160, 160]], 0.0, "lengths", r"AUDIO_CONTEXT_LENGTH was sent without AUDIO_CONTEXT"),
     ],
 )
-def test_a_bad_context_is_refused_by_name_and_the_server_serves_on(triton, client, lengths, context_value, send, message):
-    request = make_request(1, seed=4)
-    arrays = {contract.VISUAL.name: request.visual_tensor(), contract.AUDIO.name: request.audio_tensor()}
+def test_a_bad_context_is_refused_by_name_and_the_server_serves_on(avatar, triton, client, lengths, context_value, send, message):
+    request = make_request(1, seed=4, model_id=avatar)
+    arrays = {contract.VISUAL.name: request.visual_tensor(), contract.AUDIO.name: request.audio_tensor(),
+              contract.FRAME_INDEX.name: np.zeros((1, 1), np.int64)}
     if send in ("both", "context"):
         arrays[contract.AUDIO_CONTEXT.name] = np.full((1, 2, C), context_value, np.float32)
     if send in ("both", "lengths"):
         arrays[contract.AUDIO_CONTEXT_LENGTH.name] = np.array(lengths, np.int32)
     with pytest.raises(InferenceServerException, match=message) as error:
-        raw_infer(triton, contract.DEFAULT_MODEL_ID, arrays, [contract.JPEG.name])
+        raw_infer(triton, avatar, arrays, [contract.JPEG.name])
     assert "INVALID_ARG" in str(error.value.status())
-    assert client.infer_batch_composite(make_request(1, seed=4)).success
+    assert client.infer_batch_composite(make_request(1, seed=4, model_id=avatar)).success
 
 
 def test_served_synctalk2d_front_end_chunked_equals_whole(triton):

@@ -61,7 +61,10 @@ def test_dali_paste_matches_the_cpu_profile_paste():
 
     pipeline = pipe()
     pipeline.build()
-    for name, data in ((contract.GENERATED_FACE.name, faces), (contract.BACKGROUND.name, backgrounds), (contract.CROP_BOX.name, boxes)):
+    sizes = np.array([[180, 320]] * 3, np.int32)
+    feeds = ((contract.GENERATED_FACE, faces), (contract.BACKGROUND, backgrounds), (contract.CROP_BOX, boxes), (contract.FRAME_SIZE, sizes))
+    for spec, data in feeds:
+        name = spec.name
         pipeline.feed_input(name, list(data))
     (out,) = pipeline.run()
     dali_frames = np.stack([np.asarray(sample) for sample in out])

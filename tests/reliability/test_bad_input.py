@@ -63,7 +63,7 @@ RAW_CASES = [
     ("audio_far_out_of_range", "demo", lambda: [tensor("VISUAL", visual()), tensor("AUDIO", with_value(audio(), (0, 3), 1e6))], ["JPEG"], r"AUDIO: sample magnitude 1e\+06 exceeds 4"),
     ("missing_audio", "demo", lambda: [tensor("VISUAL", visual())], ["JPEG"], r"missing required input.*AUDIO"),
     ("missing_visual", "demo", lambda: [tensor("AUDIO", audio())], ["JPEG"], r"missing required input.*VISUAL"),
-    ("unknown_input", "demo", lambda: [tensor("VISUAL", visual()), tensor("AUDIO", audio()), tensor("EXTRA", audio())], ["JPEG"], r"unexpected inference input 'EXTRA' for model 'demo'"),
+    ("unknown_input", "demo", lambda: [tensor("VISUAL", visual()), tensor("AUDIO", audio()), tensor("EXTRA", audio())], ["JPEG"], r"expected 2 inputs but got 3 inputs.*'EXTRA'"),
     ("unknown_output", "demo", lambda: [tensor("VISUAL", visual()), tensor("AUDIO", audio())], ["FRAMES"], r"unexpected inference output 'FRAMES'"),
     ("unknown_model", "nobody", lambda: [tensor("VISUAL", visual()), tensor("AUDIO", audio())], ["JPEG"], r"unknown model.*nobody"),
     ("truncated_audio_bytes", "demo", lambda: [tensor("VISUAL", visual()), tensor("AUDIO", audio(), shape=[B, 640], raw=audio().tobytes()[:-4])], ["JPEG"], r"input byte size mismatch for input 'AUDIO' for model 'demo'. Expected 5120, got 5116"),

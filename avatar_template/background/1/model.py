@@ -1,4 +1,5 @@
-"""<id>_background: FRAME_INDEX [B,1] int64 -> BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32.
+"""<id>_background: FRAME_INDEX [B,1] int64 -> BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32,
+FRAME_SIZE [B,2] int32 (H, W: the DALI paste sizes its canvas with it, on the CPU).
 
 Frame ``i`` of a stream is composited onto background frame ``i % n_frames`` with crop rectangle
 ``i % n_frames`` (the avatar's video loops). The frames and rectangles are the avatar's assets,
@@ -21,6 +22,7 @@ class TritonPythonModel:
         assets = AvatarAssets.load(folder)
         self.n_frames = assets.n_frames
         self.boxes = assets.boxes
+        self.frame_size = np.array([[assets.height, assets.width]], np.int32)
         if args.get("model_instance_kind") == "GPU":
             import cupy
 
@@ -48,5 +50,6 @@ class TritonPythonModel:
             else:
                 background = pb_utils.Tensor(contract.BACKGROUND.name, self.backgrounds[slots])
             box = pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots])
-            responses.append(pb_utils.InferenceResponse([background, box]))
+            size = pb_utils.Tensor(contract.FRAME_SIZE.name, np.repeat(self.frame_size, len(slots), axis=0))
+            responses.append(pb_utils.InferenceResponse([background, box, size]))
         return responses
