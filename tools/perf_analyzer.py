@@ -61,8 +61,9 @@ def library_dir() -> Path:
     return target
 
 
-def write_input_data(path: Path, samples: int = 4) -> Path:
-    """perf_analyzer --input-data JSON: `samples` different frames (shapes without the batch dim)."""
+def write_input_data(path: Path, samples: int = 4, frame_index: bool = False) -> Path:
+    """perf_analyzer --input-data JSON: `samples` different frames (shapes without the batch dim);
+    ``frame_index``: an avatar's ensemble, which takes FRAME_INDEX too."""
     crops = synthetic.face_crops(samples, seed=7)
     visual = np.concatenate([crops, synthetic.masked(crops)], axis=1)
     audio = synthetic.speech_like_audio(samples, seed=7).reshape(samples, contract.SAMPLES_PER_FRAME)
@@ -72,11 +73,21 @@ def write_input_data(path: Path, samples: int = 4) -> Path:
             {
                 contract.VISUAL.name: {"b64": base64.b64encode(visual[i].astype("<f4").tobytes()).decode(), "shape": list(contract.VISUAL.dims)},
                 contract.AUDIO.name: {"b64": base64.b64encode(audio[i].astype("<f4").tobytes()).decode(), "shape": list(contract.AUDIO.dims)},
+                **({contract.FRAME_INDEX.name: {"content": [i], "shape": list(contract.FRAME_INDEX.dims)}} if frame_index else {}),
             }
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"data": data}))
     return path
+
+
+def takes_frame_index(url: str, model: str) -> bool:
+    """Whether the served model id is an avatar's ensemble (it takes FRAME_INDEX)."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as triton:
+        metadata = triton.get_model_metadata(model, as_json=True)
+    return any(t["name"] == contract.FRAME_INDEX.name for t in metadata.get("inputs", []))
 
 
 def command(url: str, model: str, batch_size: int, concurrency: List[int], input_data: Path, csv_path: Path, measurement: Dict) -> List[str]:
@@ -134,7 +145,7 @@ def read_csv(path: Path, batch_size: int) -> List[Dict[str, float]]:
 def run_scenario(url: str, model: str, scenario: Dict, measurement: Dict, out_dir: Path, concurrency: Optional[List[int]] = None, timeout: float = 600) -> List[Dict]:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_dir()), env.get("LD_LIBRARY_PATH")]))
-    input_data = write_input_data(PERF_DIR / "input_data.json")
+    input_data = write_input_data(PERF_DIR / f"input_data_{model}.json", frame_index=takes_frame_index(url, model))
     out_dir.mkdir(parents=True, exist_ok=True)
     levels = concurrency or list(scenario["concurrency"])
     rows: List[Dict] = []
@@ -163,6 +174,8 @@ def main(argv=None) -> int:
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint")
     parser.add_argument("--config", type=Path, default=SCENARIOS)
     parser.add_argument("--set", default="scenarios", help="scenarios (CPU) or gpu_scenarios")
+    parser.add_argument("--model", help="model id to load-test (default: the config's; an avatar gets FRAME_INDEX data; "
+                                        "perf_analyzer's --shared-memory refuses an avatar's optional inputs, so use gRPC scenarios)")
     parser.add_argument("--scenario", action="append", help="only these scenario names")
     parser.add_argument("--concurrency", help="override the sweep, e.g. 1,2")
     parser.add_argument("--out", type=Path, default=PERF_DIR / "results")
@@ -174,7 +187,7 @@ def main(argv=None) -> int:
     for scenario in config[args.set]:
         if args.scenario and scenario["name"] not in args.scenario:
             continue
-        rows = run_scenario(args.url, config["model"], scenario, config.get("measurement", {}), args.out, concurrency)
+        rows = run_scenario(args.url, args.model or config["model"], scenario, config.get("measurement", {}), args.out, concurrency)
         summary[scenario["name"]] = {"batch_size": scenario["batch_size"], "results": rows}
         for row in rows:
             print(f"{scenario['name']:<16} c={row['concurrency']:<3} {row['frames_per_s']:8.1f} frames/s  "
