@@ -29,7 +29,9 @@ import math
 from pathlib import Path
 from typing import Dict, Sequence
 
+import numpy as np
 import onnx
+from onnx import helper
 
 from synctalk_client import contract
 from tools.onnx_graph import GraphBuilder
@@ -143,22 +145,45 @@ def build_audio_encoder(variant: str) -> onnx.ModelProto:
 
 
 def build_synctalk2d_audio_encoder(variant: str) -> onnx.ModelProto:
-    """SyncTalk_2D's audio path: the 16 neighbouring windows of a frame [16,1,80,16] each through
-    the wav2lip trunk to a 512-vector (the full variant's width), zeroed where NEIGHBOUR_MASK is 0
-    (frames outside the clip), stacked to 8192 values and reshaped to [32,16,16]."""
+    """SyncTalk_2D's audio path: each frame's 16 neighbouring windows [16,1,80,16] through the
+    wav2lip trunk to 512-vectors (the full variant's width), zeroed where NEIGHBOUR_MASK is 0
+    (frames outside the clip), stacked to 8192 values and reshaped to [32,16,16].
+
+    One request's rows are consecutive frames, so row i's neighbour j is row i+1's neighbour j-1:
+    the graph encodes each distinct window once (row 0..B-1's first neighbour and row B-1's other
+    15: B + 15 windows instead of 16 B) and gathers each row's 16 from them. Hence the model
+    takes one request per execution (no dynamic batching across requests)."""
     v = VARIANTS[variant]
     n = contract.MEL_NEIGHBOURS.dims[0]
     g = GraphBuilder(seed=v["seed"] + 2)
     mel = g.input(contract.MEL_NEIGHBOURS.name, contract.MEL_NEIGHBOURS.dims)
     mask = g.input(contract.NEIGHBOUR_MASK.name, contract.NEIGHBOUR_MASK.dims)
-    windows = g.reshape(mel, contract.MEL_WINDOWS.dims, "windows")  # [B*16,1,80,16]
+
+    def const(name, value):
+        return g.const(name, np.array(value, np.int64), count=False)
+
+    def node(op, inputs, name, **attrs):
+        g.nodes.append(helper.make_node(op, inputs, [name], **attrs))
+        return name
+
+    first = node("Gather", [mel, const("first.index", 0)], "first_neighbours", axis=1)  # [B,1,80,16]
+    last_row = node("Slice", [mel, const("last.starts", [-1, 1]), const("last.ends", [2**62, n]), const("last.axes", [0, 1])], "last_row")
+    rest = node("Reshape", [last_row, const("rest.shape", [n - 1, *contract.MEL_WINDOWS.dims])], "last_neighbours")  # [15,1,80,16]
+    windows = node("Concat", [first, rest], "distinct_windows", axis=0)  # [B+15,1,80,16]
+    g.shapes[windows] = contract.MEL_WINDOWS.dims
     widths = (*v["enc"][:4], math.prod(contract.AUDIO_FEATURE_SHAPE) // n)  # 512 features per window
-    x = _wav2lip_trunk(g, windows, widths)
-    g.macs *= n  # per frame: n windows
-    x = g.reshape(x, (n, widths[-1]), "per_frame")  # [B,16,512]
-    x = g.mul(x, g.reshape(mask, (n, 1), "mask"))
+    x = _wav2lip_trunk(g, windows, widths)  # [B+15,512,1,1]
+    embeddings = node("Reshape", [x, const("embeddings.shape", [-1, widths[-1]])], "embeddings")
+    batch = node("Gather", [node("Shape", [mel], "mel_shape"), const("batch.index", 0)], "batch")
+    rows = node("Range", [const("rows.start", 0), batch, const("rows.step", 1)], "rows")
+    offsets = const("neighbour.offsets", np.arange(n)[None, :])
+    index = node("Add", [node("Unsqueeze", [rows, const("rows.axes", [1])], "rows_column"), offsets], "neighbour_index")  # [B,16]
+    stacked = node("Gather", [embeddings, index], "stacked", axis=0)  # [B,16,512]
+    g.shapes[stacked] = (n, widths[-1])
+    x = g.mul(stacked, g.reshape(mask, (n, 1), "mask"))
     out = g.identity(g.reshape(x, contract.AUDIO_FEATURE_SHAPE, "to_features"), contract.AUDIO_FEATURES.name)
-    doc = f"SyncTalk_2D audio encoder stand-in ({variant}): 16 neighbouring windows -> [32,16,16], deterministic random weights"
+    # macs_per_sample: one window's trunk, what a frame costs at large batches (B + 15 windows for B frames)
+    doc = f"SyncTalk_2D audio encoder stand-in ({variant}): 16 neighbouring windows -> [32,16,16], each distinct window encoded once"
     return g.model([mel, mask], [out], "audio_encoder_synctalk2d", doc)
 
 

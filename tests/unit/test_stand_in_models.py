@@ -34,6 +34,22 @@ def test_full_generator_has_the_synctalk_2d_size():
     assert build_models.model_stats(build_models.build_generator("tiny"))["parameters"] < 0.5e6
 
 
+def test_synctalk2d_encoder_encodes_each_window_once_and_gives_the_per_frame_result():
+    from synctalk_client import synthetic
+    from synctalk_preprocessing.audio import PRESETS, MelFrontEnd
+
+    session = ort.InferenceSession(build_models.build_synctalk2d_audio_encoder("tiny").SerializeToString(), providers=["CPUExecutionProvider"])
+    n = 12
+    windows, mask = MelFrontEnd(PRESETS["synctalk2d"]).windows_for_audio(synthetic.speech_like_audio(n, seed=1).reshape(n, 640))
+    feeds = {contract.MEL_NEIGHBOURS.name: windows[:, :, None], contract.NEIGHBOUR_MASK.name: mask}
+    (batch,) = session.run(None, feeds)
+    rows = [session.run(None, {k: v[i : i + 1] for k, v in feeds.items()})[0] for i in range(n)]  # 16 windows each
+    assert batch.shape == (n, 32, 16, 16) and batch.std() > 0.1
+    assert np.abs(batch - np.concatenate(rows)).max() < 1e-5
+    # a masked neighbour (outside the clip) contributes zeros
+    assert not batch[0].reshape(16, -1)[:8].any() and batch[0].reshape(16, -1)[8:].any()
+
+
 def test_builds_are_deterministic():
     first = build_models.build_generator("tiny").SerializeToString()
     assert build_models.build_generator("tiny").SerializeToString() == first
