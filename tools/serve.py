@@ -90,6 +90,9 @@ def server_environment() -> dict:
     return env
 
 
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
 def stub_counts(server_pid: int) -> Dict[str, int]:
     """{model name: live Python-backend stub processes} among the server's children."""
     import psutil
@@ -110,6 +113,24 @@ def stub_counts(server_pid: int) -> Dict[str, int]:
             model = Path(model_py).parent.parent.name
             counts[model] = counts.get(model, 0) + 1
     return counts
+
+
+def shm_regions(server_pid: int) -> set:
+    """The Python backend's shared-memory regions (/dev/shm) mapped by the server or its stubs."""
+    import psutil
+
+    regions = set()
+    try:
+        processes = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return regions
+    for process in processes:
+        try:
+            with open(f"/proc/{process.pid}/maps") as maps:
+                regions.update(line.split(maxsplit=5)[-1].strip() for line in maps if SHM_REGION_PREFIX in line)
+        except OSError:
+            continue
+    return {r.removesuffix(" (deleted)") for r in regions if r.startswith("/dev/shm/")}
 
 
 class StubSupervisor(threading.Thread):
@@ -253,12 +274,15 @@ class TritonServer:
         if self.supervisor is not None:
             self.supervisor.stop()  # the server is stopped below whatever happens here
         if self.process.poll() is None:
+            regions = shm_regions(self.process.pid)
             self.process.send_signal(signal.SIGTERM)  # tritonserver unloads its models and exits
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            for region in regions:  # what a killed server or stub could not remove (256 MB each)
+                Path(region).unlink(missing_ok=True)
         if self.supervisor is not None:
             self.supervisor.join(timeout=10)
         if self._log_file:

@@ -3,6 +3,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from tests.conftest import free_port
 from tools.render_repository import render
-from tools.serve import TritonServer, stub_counts
+from tools.serve import TritonServer, shm_regions, stub_counts
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +81,11 @@ def test_killed_stub_gives_clear_errors_and_service_recovers(own_server, tmp_pat
     assert own_server.process.poll() is None, "the server itself must stay up"
     assert [r["model"] for r in own_server.supervisor.reloads] == [contract.FRAME_RESIZE_MODEL]
     assert stub_counts(own_server.process.pid)[contract.FRAME_RESIZE_MODEL] == 1
+    # stopping the server (after such a fault it may have to be killed) leaves no 256 MB region behind
+    regions = shm_regions(own_server.process.pid)
+    assert regions and all(Path(r).exists() for r in regions)
+    own_server.stop()
+    assert not [r for r in regions if Path(r).exists()], "shared-memory regions left in /dev/shm"
     (tmp_path / "recovery_s.txt").write_text(f"{recovered_at - killed_at:.2f}\n")
     print(f"recovery after kill -9 of the {contract.FRAME_RESIZE_MODEL} stub: {recovered_at - killed_at:.2f} s; "
           f"{sum(not r.success for r, _ in results)} of {len(results)} in-flight requests failed")
