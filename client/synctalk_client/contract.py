@@ -190,7 +190,7 @@ AVATAR_GENERATOR_SUFFIX = "_" + GENERATOR_MODEL
 AVATAR_BACKGROUND_SUFFIX = "_background"
 AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
 AVATAR_ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
-RESERVED_IDS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, DEFAULT_MODEL_ID)
+RESERVED_IDS = (DEFAULT_MODEL_ID, *SHARED_MODELS)
 
 
 def avatar_models(avatar_id: str) -> dict:
@@ -244,7 +244,7 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference") -> tu
 # Stages reported in a CompositeBatchResponse, by composing model.
 STAGE_MODELS = {
     "validation_ms": (INPUT_VALIDATOR_MODEL,),
-    "audio_processing_ms": (AUDIO_FEATURES_MODEL, AUDIO_ENCODER_MODEL),
+    "audio_processing_ms": (AUDIO_FEATURES_MODEL, AUDIO_ENCODER_MODEL, SYNCTALK2D_AUDIO_FEATURES_MODEL, SYNCTALK2D_AUDIO_ENCODER_MODEL),
     "inference_time_ms": (GENERATOR_MODEL,),
     "composite_time_ms": (FRAME_RESIZE_MODEL, JPEG_ENCODER_MODEL),
 }

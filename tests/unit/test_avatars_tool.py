@@ -25,7 +25,7 @@ def frames(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("bad", ["", "Anna", "../etc", "anna-b", "9lives", "a" * 49, "demo", "synctalk", "frame_paste"])
+@pytest.mark.parametrize("bad", ["", "Anna", "../etc", "anna-b", "9lives", "a" * 49, "demo", "synctalk", "frame_paste", "audio_features_synctalk2d"])
 def test_bad_ids_are_refused(bad):
     with pytest.raises(ValueError, match="avatar id"):
         avatars.check_id(bad)
@@ -72,3 +72,16 @@ def test_cli_add_and_list(repository, frames, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         avatars.main(["--repository", str(repository), "add", "--id", "Bad", "--background", str(frames), "--boxes", "1,2,3,4"])
     assert exit_.value.code == 2 and "avatar id 'Bad'" in capsys.readouterr().err
+
+
+def test_every_avatar_step_counts_towards_its_stage():
+    stages = {name: contract.stage_of(name) for name, _, _ in contract.avatar_ensemble_steps("anna", "synctalk2d")}
+    assert stages == {
+        contract.INPUT_VALIDATOR_MODEL: "validation_ms",
+        contract.SYNCTALK2D_AUDIO_FEATURES_MODEL: "audio_processing_ms",
+        contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: "audio_processing_ms",
+        "anna_synctalk": "inference_time_ms",
+        "anna_background": "composite_time_ms",
+        contract.FRAME_PASTE_MODEL: "composite_time_ms",
+        "anna_jpeg_encoder": "composite_time_ms",
+    }
