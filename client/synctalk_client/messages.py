@@ -36,9 +36,8 @@ def audio_context_rows(audio: np.ndarray, before: np.ndarray, after: np.ndarray,
     padded[size : size + audio.size] = audio.reshape(-1)
     padded[size + audio.size : size + audio.size + keep_after] = after[:keep_after]
     starts = size + contract.SAMPLES_PER_FRAME * np.arange(b)
-    rows_before = np.lib.stride_tricks.sliding_window_view(padded, size)[starts - size]
-    rows_after = np.lib.stride_tricks.sliding_window_view(padded, size)[starts + contract.SAMPLES_PER_FRAME]
-    context = np.stack([rows_before, rows_after], axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, size)  # windows[k] = padded[k : k + size]
+    context = np.stack([windows[starts - size], windows[starts + contract.SAMPLES_PER_FRAME]], axis=1)
     real_before = np.minimum(size, keep_before + contract.SAMPLES_PER_FRAME * np.arange(b))
     real_after = np.minimum(size, keep_after + contract.SAMPLES_PER_FRAME * np.arange(b)[::-1])
     return np.ascontiguousarray(context), np.stack([real_before, real_after], axis=1).astype(np.int32)

@@ -200,6 +200,6 @@ class MelFrontEnd:
         windows = self.frame_windows(log_mel, n_frames + c.neighbours - 1, first_column, first_frame, offset=-half)
         index = np.arange(n_frames)[:, None] + np.arange(c.neighbours)[None, :]  # [B, n] rows of `windows`
         neighbour = index - half  # relative to the batch's first frame
-        frames_before = min(first_frame, before_len // spf) if context is not None else 0
+        frames_before = min(first_frame, before_len // spf)  # 0 without context
         in_clip = (neighbour >= -frames_before) & (neighbour < n_frames + after_len // spf)
         return windows[index] * in_clip[..., None, None], in_clip.astype(np.float32)

@@ -49,8 +49,9 @@ def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) ->
     return None
 
 
-def check_frame_index(name: str, index: np.ndarray) -> Optional[str]:
-    if index.size and int(index.min()) < 0:
+def check_frame_index(name: str, index: Optional[np.ndarray]) -> Optional[str]:
+    """FRAME_INDEX (None where the request has none): stream positions >= 0."""
+    if index is not None and index.size and int(index.min()) < 0:
         first = int(np.argmax(index.reshape(-1) < 0))
         return f"{name}: frame indices must be >= 0, got {int(index.reshape(-1)[first])} at frame {first}"
     return None

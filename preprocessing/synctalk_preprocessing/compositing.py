@@ -70,7 +70,7 @@ class CpuJpegEncoder:
 
 
 # --- paste-back (avatars) ------------------------------------------------------------------------
-def check_boxes(boxes: np.ndarray, width: int, height: int, face_size: int = contract.FACE_SIZE) -> np.ndarray:
+def check_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     """[N, 4] crop rectangles (xmin, ymin, xmax, ymax; max exclusive) -> int32, or ValueError
     naming the first rectangle that is empty or leaves the ``width`` x ``height`` frame."""
     boxes = np.asarray(boxes)

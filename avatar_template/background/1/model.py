@@ -13,6 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
+from synctalk_preprocessing import checks
 from synctalk_preprocessing.avatar import AvatarAssets
 
 
@@ -37,10 +38,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             index = pb_utils.get_input_tensor_by_name(request, contract.FRAME_INDEX.name).as_numpy().reshape(-1)
-            if index.size and index.min() < 0:
-                first = int(np.argmax(index < 0))
-                message = f"{contract.FRAME_INDEX.name}: frame indices must be >= 0, got {int(index[first])} at frame {first}"
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)))
+            problem = checks.check_frame_index(contract.FRAME_INDEX.name, index)  # when called on its own
+            if problem:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
                 continue
             slots = index % self.n_frames
             if self.on_gpu:

@@ -42,7 +42,7 @@ class TritonPythonModel:
             problem = (
                 checks.non_finite(self.input_name, audio, unit="samples")
                 or checks.check_audio_context(context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN)
-                or (checks.check_frame_index(contract.FRAME_INDEX.name, index) if index is not None else None)
+                or checks.check_frame_index(contract.FRAME_INDEX.name, index)
             )
             if problem:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))

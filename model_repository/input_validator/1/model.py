@@ -33,7 +33,7 @@ class TritonPythonModel:
                 checks.check_visual(contract.VISUAL.name, visual, self.visual_tolerance)
                 or checks.check_audio(contract.AUDIO.name, audio, self.audio_abs_max)
                 or checks.check_audio_context(context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN, self.audio_abs_max)
-                or (checks.check_frame_index(contract.FRAME_INDEX.name, index) if index is not None else None)
+                or checks.check_frame_index(contract.FRAME_INDEX.name, index)
             )
             if problem:
                 error = pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)
