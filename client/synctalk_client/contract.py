@@ -23,6 +23,14 @@ JPEG_QUALITY = 95
 JPEG_SUBSAMPLING = "420"
 MAX_BATCH_SIZE = 32
 MIN_BATCH_SIZE = 1
+# SyncTalk_2D's face geometry (inference_328.py): a frame's face box is resized to 328 x 328
+# (bicubic) and the generator sees the inner [4:324, 4:324]; its masked copy has the rectangle
+# x 5, y 5, w 310, h 305 (cv2.rectangle's (x, y, w, h): rows 5..309, columns 5..314) blacked out.
+# Paste-back writes the prediction into the 328 crop (whose 4-pixel border stays the frame's) and
+# resizes that to the box (bicubic).
+FACE_CROP_SIZE = 328
+FACE_CROP_BORDER = (FACE_CROP_SIZE - FACE_SIZE) // 2
+FACE_MASK_RECT = (5, 5, 310, 305)  # x, y, width, height in the 320 face
 
 # --- mel front end (request-flow reference) -------------------------------------------------
 N_MELS = 80
@@ -171,8 +179,9 @@ OPTIONAL_INPUTS = {
 AVATAR_OPTIONAL_INPUTS = (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
 MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
 MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
-# SyncTalk_2D's audio front end: 16 neighbouring windows per frame (frames i-8 .. i+7) and a mask
-# of those inside the clip; its encoder maps them to the same AUDIO_FEATURES.
+# SyncTalk_2D's audio front end: 16 neighbouring windows per frame (windows i-9 .. i+6 of the clip,
+# clamped to its ends, as upstream's padded list gives them) and a mask of the rows upstream fills
+# (zero rows where its slice leaves the list); its encoder maps them to the same AUDIO_FEATURES.
 AUDIO_NEIGHBOURS = 16
 MEL_NEIGHBOURS = Tensor("MEL_NEIGHBOURS", "FP32", (AUDIO_NEIGHBOURS, 1, N_MELS, MEL_WINDOW_COLUMNS))
 NEIGHBOUR_MASK = Tensor("NEIGHBOUR_MASK", "FP32", (AUDIO_NEIGHBOURS,))
@@ -181,6 +190,21 @@ MODEL_OUTPUTS[SYNCTALK2D_AUDIO_FEATURES_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK
 MODEL_INPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK)
 MODEL_OUTPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (AUDIO_FEATURES,)
 AUDIO_PRESETS = ("reference", "synctalk2d")
+SYNCTALK2D_HOP = 200  # samples per mel column of SyncTalk_2D's front end (80 columns a second)
+
+
+def synctalk2d_window_count(n_samples: int) -> int:
+    """N, the number of audio windows SyncTalk_2D's inference encodes for a clip of ``n_samples``
+    16 kHz samples (``AudDataset``: ``int((columns - 16) / 80 * 25) + 2``, with ``1 + n // 200``
+    mel columns); it renders N + 2 video frames (``synctalk2d_frame_count``)."""
+    columns = 1 + int(n_samples) // SYNCTALK2D_HOP
+    return int((columns - MEL_WINDOW_COLUMNS) / 80.0 * float(FPS)) + 2
+
+
+def synctalk2d_frame_count(n_samples: int) -> int:
+    """The frames SyncTalk_2D's inference renders for a clip of ``n_samples`` samples: N + 2
+    (about one fewer than the clip's whole 40 ms frames)."""
+    return synctalk2d_window_count(n_samples) + 2
 MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE)
 MODEL_OUTPUTS[FRAME_PASTE_MODEL] = (PASTED_FRAMES,)
 # Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.

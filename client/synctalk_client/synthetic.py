@@ -44,9 +44,12 @@ def face_crops(n_frames: int, seed: int = 0, size: int = contract.FACE_SIZE) -> 
 
 
 def masked(crops: np.ndarray) -> np.ndarray:
-    """The SyncTalk masked crop: the lower (mouth) half blacked out."""
+    """SyncTalk_2D's masked face: [..., 320, 320] crops with ``contract.FACE_MASK_RECT`` (x 5,
+    y 5, w 310, h 305: rows 5..309, columns 5..314) blacked out, as ``cv2.rectangle(face, (5, 5,
+    310, 305), (0, 0, 0), -1)`` does upstream; only a thin frame of the face stays visible."""
+    x, y, w, h = contract.FACE_MASK_RECT
     out = np.array(crops, dtype=np.float32, copy=True)
-    out[..., out.shape[-2] // 2 :, :] = 0.0
+    out[..., y : y + h, x : x + w] = 0.0
     return out
 
 

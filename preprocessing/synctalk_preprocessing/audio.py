@@ -14,7 +14,7 @@ clip are zero.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -178,11 +178,11 @@ class MelFrontEnd:
         batch's first frame (where a frame is not a whole number of mel columns, as SyncTalk_2D's
         3.2, the extended clip starts on the stream's column grid, padded with up to hop - 1 zeros).
 
-        With ``neighbours`` n > 0 (SyncTalk_2D): ([B, n, n_mels, 16] the windows of frames
-        i - n/2 .. i + n/2 - 1, [B, n] float mask: 1 where that frame is in the clip, and zero
-        windows where it is not).
+        With ``neighbours`` n > 0 (SyncTalk_2D): ``synctalk2d_windows``.
         """
         c = self.config
+        if c.neighbours:
+            return self.synctalk2d_windows(frames_audio, context, lengths, first_frame)
         audio = np.asarray(frames_audio, dtype=np.float32)
         n_frames, spf = audio.shape
         before_len = after_len = 0
@@ -196,10 +196,74 @@ class MelFrontEnd:
         first_column = (before_len + align) / c.hop_length
         if not c.neighbours:
             return self.frame_windows(log_mel, n_frames, first_column, first_frame)
+        raise AssertionError("unreachable: neighbours are handled by synctalk2d_windows")
+
+    # -- SyncTalk_2D: 16 neighbouring windows per frame, indexed as upstream's inference does ----
+    def clip_window_starts(self, k: np.ndarray, n_columns: Optional[int]) -> np.ndarray:
+        """First mel column of window ``k`` (clip-relative, 0 .. N-1) of a clip of ``n_columns``
+        columns (None: the clip goes on): ``int(80 * (k / 25))``, moved back to the last 16
+        columns where it would run past the clip's end (``AudDataset.crop_audio_window``)."""
+        c = self.config
+        starts = np.array([int(c.columns_per_second * (int(v) / float(c.fps))) for v in np.asarray(k).reshape(-1)], np.int64)
+        if n_columns is not None:
+            starts = np.where(starts + c.window_columns > n_columns, n_columns - c.window_columns, starts)
+        return starts
+
+    def synctalk2d_windows(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0):
+        """SyncTalk_2D's per-frame audio windows for one request: ([B, 16, n_mels, 16] windows,
+        [B, 16] float mask).
+
+        Upstream (``inference_328.py``, ``utils.get_audio_features``) encodes windows W_0 .. W_{N-1}
+        of the whole clip (window k: mel columns ``clip_window_starts(k)``, N =
+        ``contract.synctalk2d_window_count``), pads the list by repeating its ends, P = [W_0, W_0,
+        W_1, .., W_{N-1}, W_{N-1}], and gives frame i the rows P[i-8 : i+8], zeros where the slice
+        leaves P: row j of frame i is window clamp(i - 9 + j, 0, N - 1), masked (zero) unless
+        0 <= i - 8 + j <= N + 1.
+
+        The clip is the request's audio, extended by its context (as in ``windows_for_audio``).
+        Its start is known when the context before the batch is shorter than the context size
+        (or absent): the batch's first frame is then clip frame ``before // 640``. Otherwise the
+        clip started further back and frame indices are ``FRAME_INDEX`` (``first_frame`` onwards:
+        a stream counts its frames from its start). Its end is known likewise from the context
+        after the batch; while it is not, no window is moved back and no end padding applies
+        (the context reaches past every window the batch needs).
+        """
+        c = self.config
+        audio = np.asarray(frames_audio, dtype=np.float32)
+        n_frames, spf = audio.shape
         half = c.neighbours // 2
-        windows = self.frame_windows(log_mel, n_frames + c.neighbours - 1, first_column, first_frame, offset=-half)
-        index = np.arange(n_frames)[:, None] + np.arange(c.neighbours)[None, :]  # [B, n] rows of `windows`
-        neighbour = index - half  # relative to the batch's first frame
-        frames_before = min(first_frame, before_len // spf)  # 0 without context
-        in_clip = (neighbour >= -frames_before) & (neighbour < n_frames + after_len // spf)
-        return windows[index] * in_clip[..., None, None], in_clip.astype(np.float32)
+        before_len = after_len = 0
+        start_known = end_known = True
+        clip = audio.reshape(-1)
+        if context is not None:
+            size = context.shape[-1]
+            before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
+            start_known, end_known = before_len < size, after_len < size
+            clip = np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]])
+        # clip frame index of the batch's first frame; the anchor (clip frame 0's first sample) in
+        # batch-relative samples
+        first = before_len // spf if start_known and before_len % spf == 0 else int(first_frame)
+        anchor = -first * spf
+        segment_start = -before_len
+        align = (segment_start - anchor) % c.hop_length  # zeros that put the segment on the clip's column grid
+        log_mel = self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
+        first_column = (segment_start - align - anchor) // c.hop_length  # clip column of log_mel[:, 0]
+        n_windows = n_columns = None
+        if end_known:
+            clip_samples = n_frames * spf + after_len - anchor
+            n_columns = 1 + clip_samples // c.hop_length
+            n_windows = contract.synctalk2d_window_count(clip_samples)
+        # the B + 15 distinct rows of the request: row t is frame `first`'s neighbour t (t = b + j)
+        p = first - half + np.arange(n_frames + c.neighbours - 1)  # index into the padded list P
+        last = n_windows - 1 if n_windows is not None else None
+        k = np.clip(p - 1, 0, last)
+        in_clip = (p >= 0) & ((p <= n_windows + 1) if n_windows is not None else True)
+        starts = self.clip_window_starts(k, n_columns) - first_column
+        lo = max(0, -int(starts.min()))
+        hi = max(0, int(starts.max()) + c.window_columns - log_mel.shape[1])
+        padded = np.zeros((c.n_mels, lo + log_mel.shape[1] + hi), np.float32)
+        padded[:, lo : lo + log_mel.shape[1]] = log_mel
+        rows = padded[:, starts[:, None] + lo + np.arange(c.window_columns)[None, :]].transpose(1, 0, 2)  # [B+15, n_mels, w]
+        rows = rows * in_clip[:, None, None]
+        index = np.arange(n_frames)[:, None] + np.arange(c.neighbours)[None, :]  # [B, 16]
+        return np.ascontiguousarray(rows[index], dtype=np.float32), in_clip[index].astype(np.float32)

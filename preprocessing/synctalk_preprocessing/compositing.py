@@ -1,12 +1,14 @@
-"""Compositor maths: generated BGR face -> RGB 8-bit -> bilinear 1920x1080 -> JPEG.
+"""Compositor maths: generated BGR face -> RGB 8-bit -> bilinear 1920x1080 -> JPEG (the
+reference ensemble), and SyncTalk_2D's face crop, mask and paste-back (avatars).
 
-The same steps run on the GPU in the production ``frame_resize`` DALI pipeline; this is the CPU
-implementation (OpenCV resize, libjpeg-turbo encode) used by the CPU profile and by the tests as
-the reference for the DALI pipeline.
+The same steps run on the GPU in the production DALI pipelines (``frame_resize``,
+``frame_paste``); this is the CPU implementation (OpenCV, libjpeg-turbo) used by the CPU profile,
+by the client to cut an avatar's face inputs, and by the tests as the reference for DALI.
 
-Order of operations (identical in both profiles): BGR->RGB, x255, round, clamp to [0, 255] and
-cast to uint8 at 320x320, then a bilinear (half-pixel centres, no antialiasing) resize of the
-uint8 image to the output size.
+The reference ensemble's order of operations (identical in both profiles): BGR->RGB, x255, round,
+clamp to [0, 255] and cast to uint8 at 320x320, then a bilinear (half-pixel centres, no
+antialiasing) resize of the uint8 image to the output size. Avatars follow SyncTalk_2D instead
+(``paste_faces``): truncation to uint8, bicubic resizes through the 328 crop.
 """
 from __future__ import annotations
 
@@ -87,36 +89,68 @@ def check_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return b.astype(np.int32)
 
 
-def crop_faces(frames_rgb8: np.ndarray, boxes: np.ndarray, size: int = contract.FACE_SIZE) -> np.ndarray:
-    """The generator's face crops from an avatar's frames: each box of ``frames_rgb8``
-    [n, H, W, 3] resized to ``size`` x ``size`` -> [n, 3, size, size] float32 BGR in [0, 1]
-    (the inverse of ``paste_faces``'s geometry)."""
+def face_crop(frame_rgb8: np.ndarray, box) -> np.ndarray:
+    """SyncTalk_2D's face crop: the box of ``frame_rgb8`` [H, W, 3] uint8 resized to 328 x 328
+    with ``cv2.INTER_CUBIC`` -> [328, 328, 3] uint8 (the generator sees its inner 320 x 320)."""
     import cv2
 
+    x0, y0, x1, y1 = (int(v) for v in box)
+    size = contract.FACE_CROP_SIZE
+    return cv2.resize(np.ascontiguousarray(frame_rgb8[y0:y1, x0:x1]), (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def crop_faces(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The generator's face inputs from an avatar's frames, as SyncTalk_2D's inference cuts them:
+    each box of ``frames_rgb8`` [n, H, W, 3] -> ``face_crop`` (328, bicubic) -> its inner
+    [4:324, 4:324] -> [n, 3, 320, 320] float32 BGR in [0, 1] (uint8 / 255). The masked copy, the
+    other half of VISUAL, is ``synthetic.masked`` of these."""
     frames_rgb8 = np.asarray(frames_rgb8, dtype=np.uint8)
     boxes = check_boxes(boxes, frames_rgb8.shape[2], frames_rgb8.shape[1])
-    out = np.empty((len(frames_rgb8), 3, size, size), np.float32)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        face = cv2.resize(frames_rgb8[i, y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+    lo, hi = contract.FACE_CROP_BORDER, contract.FACE_CROP_BORDER + contract.FACE_SIZE
+    out = np.empty((len(frames_rgb8), 3, contract.FACE_SIZE, contract.FACE_SIZE), np.float32)
+    for i, box in enumerate(boxes.tolist()):
+        face = face_crop(frames_rgb8[i], box)[lo:hi, lo:hi]
         out[i] = face[..., ::-1].transpose(2, 0, 1) / np.float32(255.0)
     return out
 
 
-def paste_faces(face_bgr: np.ndarray, backgrounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Paste-back: generated faces [B, 3, 320, 320] (BGR float) into their backgrounds.
+def visual_inputs(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """VISUAL [n, 6, 320, 320] of an avatar's frames: the faces and their masked copies."""
+    from synctalk_client import synthetic
 
-    ``backgrounds`` [B, H, W, 3] uint8 RGB (this batch's background frames), ``boxes`` [B, 4]
-    (xmin, ymin, xmax, ymax, max exclusive). Each face becomes RGB uint8 at 320x320 (as in
-    ``face_to_rgb8``), is resized bilinearly to its box and replaces the box's pixels; the rest of
-    the frame is the background, untouched. Returns new [B, H, W, 3] uint8 frames.
+    faces = crop_faces(frames_rgb8, boxes)
+    return np.concatenate([faces, synthetic.masked(faces)], axis=1)
+
+
+def face_to_bgr8_truncated(face_bgr: np.ndarray) -> np.ndarray:
+    """[B, 3, H, W] float BGR in [0, 1] -> [B, H, W, 3] uint8 BGR as SyncTalk_2D makes its
+    prediction an image: ``x * 255`` truncated (not rounded) to uint8; NaN -> 0, clamped."""
+    bgr = np.asarray(face_bgr, dtype=np.float32).transpose(0, 2, 3, 1) * np.float32(255.0)
+    np.nan_to_num(bgr, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(bgr, 0, 255, out=bgr)
+    return bgr.astype(np.uint8)
+
+
+def paste_faces(face_bgr: np.ndarray, backgrounds: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Paste-back as SyncTalk_2D's inference does it: generated faces [B, 3, 320, 320] (BGR
+    float) into their background frames [B, H, W, 3] uint8 RGB at ``boxes`` [B, 4] (xmin, ymin,
+    xmax, ymax, max exclusive).
+
+    Per frame: the box's ``face_crop`` (328, bicubic), its inner [4:324, 4:324] replaced by the
+    prediction (``face_to_bgr8_truncated``, to RGB), the 328 crop (with its own 4-pixel border)
+    resized back to the box with ``cv2.INTER_CUBIC``, written over the box. The rest of the frame
+    is the background, untouched. Returns new [B, H, W, 3] uint8 frames.
     """
     import cv2
 
-    faces = face_to_rgb8(face_bgr)
+    faces = face_to_bgr8_truncated(face_bgr)[..., ::-1]
     backgrounds = np.asarray(backgrounds, dtype=np.uint8)
     height, width = backgrounds.shape[1:3]
     boxes = check_boxes(boxes, width, height)
+    lo, hi = contract.FACE_CROP_BORDER, contract.FACE_CROP_BORDER + contract.FACE_SIZE
     out = backgrounds.copy()
     for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        out[i, y0:y1, x0:x1] = cv2.resize(faces[i], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        crop = face_crop(backgrounds[i], (x0, y0, x1, y1))
+        crop[lo:hi, lo:hi] = faces[i]
+        out[i, y0:y1, x0:x1] = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
     return out

@@ -17,7 +17,7 @@ _F32 = np.dtype("<f4")
 
 # The wire format belongs to the client; these are its conversions, named for the server side.
 visual_bytes_to_tensor = visual_from_reference_bytes
-mask_lower_half = synthetic.masked
+mask_face = synthetic.masked
 
 
 def visual_tensor_to_bytes(visual: np.ndarray) -> bytes:

@@ -174,26 +174,46 @@ def test_synctalk2d_mel_matches_librosa(synctalk2d):
     assert reference.min() >= -4 and reference.max() <= 4 and reference.std() > 0.5
 
 
-def test_synctalk2d_stacks_the_16_neighbouring_windows(synctalk2d):
-    n = 20
-    clip = synthetic.speech_like_audio(n, seed=2)
+def upstream_frame_windows(clip):
+    """SyncTalk_2D's inference, written from its facts with windows in place of their encodings:
+    window idx = mel columns [int(80 * idx / 25), +16), moved back to the last 16 where it runs
+    past the clip; N = int((columns - 16) / 80 * 25) + 2; P = [W0, W0, W1, .., W(N-1), W(N-1)];
+    frame i (0 .. N+1) = P[i-8 : i+8] with zero rows outside P."""
     mel = synctalk2d_reference_mel(clip)
+    n_windows = int((mel.shape[1] - 16) / 80.0 * 25) + 2
+    windows = []
+    for idx in range(n_windows):
+        start = int(80.0 * (idx / 25.0))
+        if start + 16 > mel.shape[1]:
+            start = mel.shape[1] - 16
+        windows.append(mel[:, start : start + 16])
+    padded = [windows[0], *windows, windows[-1]]
+    frames = np.zeros((n_windows + 2, 16, 80, 16))
+    for i in range(n_windows + 2):
+        for j in range(16):
+            if 0 <= i - 8 + j < len(padded):
+                frames[i, j] = padded[i - 8 + j]
+    return frames
+
+
+@pytest.mark.parametrize("n", [5, 20, 37])
+def test_synctalk2d_windows_are_upstreams_padded_list(synctalk2d, n):
+    """Frame i sees windows i-9 .. i+6 (ends repeated, zero rows past them), the last window is
+    moved back into the clip, and N + 2 frames are rendered: as upstream, to float rounding."""
+    clip = synthetic.speech_like_audio(n, seed=2)
+    expected = upstream_frame_windows(clip)
+    assert len(expected) == contract.synctalk2d_frame_count(len(clip)) == n - 1
     windows, mask = synctalk2d.windows_for_audio(clip.reshape(n, 640))
     assert windows.shape == (n, 16, 80, 16) and mask.shape == (n, 16)
-    for i in (0, 5, 13, 19):
-        for j in range(16):
-            k = i - 8 + j  # the neighbour's frame
-            if 0 <= k < n:
-                start = int(80 * k / 25)  # SyncTalk_2D: the window starts at the frame's time
-                expected = np.zeros((80, 16))
-                part = mel[:, start : start + 16]
-                expected[:, : part.shape[1]] = part
-                assert mask[i, j] == 1 and np.abs(windows[i, j] - expected).max() < 2e-3, (i, j)
-            else:
-                assert mask[i, j] == 0 and not windows[i, j].any(), (i, j)
+    assert np.abs(windows[: n - 1] - expected).max() < 2e-3
+    assert np.array_equal(mask[: n - 1] == 0, ~expected.any(axis=(2, 3)))  # masked = upstream's zero rows
+    assert not mask[0, :8].any() and mask[0, 8] == 1
+    assert np.abs(windows[0, 8] - windows[0, 9]).max() == 0  # W0 twice: the list's repeated start
+    # one frame later is a different answer: the test can tell a shifted indexing
+    assert np.abs(windows[1 : n - 1] - expected[:-1]).max() > 0.5
 
 
-@pytest.mark.parametrize("sizes", [(8, 8, 8, 6), (3, 27), (1, 7, 22)])
+@pytest.mark.parametrize("sizes", [(8, 8, 8, 6), (3, 27), (1, 7, 22), (29, 1)])
 def test_synctalk2d_chunked_with_context_equals_the_whole_clip(synctalk2d, sizes):
     from synctalk_client.messages import audio_context_rows
 
@@ -211,3 +231,4 @@ def test_synctalk2d_chunked_with_context_equals_the_whole_clip(synctalk2d, sizes
         start += size
     assert np.array_equal(np.concatenate(masks), whole_mask)
     assert np.abs(np.concatenate(parts) - whole).max() < 2e-3
+    assert np.abs(whole[: n - 1] - upstream_frame_windows(clip)).max() < 2e-3

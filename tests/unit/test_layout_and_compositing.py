@@ -40,12 +40,16 @@ def test_request_round_trips_through_the_reference_layout():
     assert CompositeBatchRequest.from_visual("demo", visual, audio).visual_frames == request.visual_frames
 
 
-def test_masked_crop_blacks_out_the_lower_half():
+def test_masked_crop_is_synctalk2d_rectangle():
+    import cv2
+
     crops = synthetic.face_crops(2)
     masked = synthetic.masked(crops)
-    assert (masked[..., 160:, :] == 0).all()
-    np.testing.assert_array_equal(masked[..., :160, :], crops[..., :160, :])
-    np.testing.assert_array_equal(layout.mask_lower_half(crops), masked)
+    for crop, mask in zip(crops, masked):  # cv2.rectangle(face, (5, 5, 310, 305), (0, 0, 0), -1), as upstream
+        expected = cv2.rectangle(np.ascontiguousarray(crop.transpose(1, 2, 0)), (5, 5, 310, 305), (0, 0, 0), -1)
+        np.testing.assert_array_equal(mask, expected.transpose(2, 0, 1))
+    assert (masked[:, :, 5:310, 5:315] == 0).all() and (masked[:, :, :5] == crops[:, :, :5]).all()
+    np.testing.assert_array_equal(layout.mask_face(crops), masked)
 
 
 def test_face_to_rgb8_swaps_channels_scales_rounds_and_clamps():

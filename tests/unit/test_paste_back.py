@@ -8,7 +8,7 @@ import pytest
 
 from synctalk_client import synthetic
 from synctalk_preprocessing.avatar import AvatarAssets, read_boxes, read_frames
-from synctalk_preprocessing.compositing import check_boxes, crop_faces, face_to_rgb8, paste_faces
+from synctalk_preprocessing.compositing import check_boxes, crop_faces, face_to_rgb8, paste_faces, visual_inputs
 
 
 def backgrounds(n=3, h=90, w=160):
@@ -29,8 +29,16 @@ def test_face_replaces_exactly_its_box_and_nothing_else():
         inside = np.zeros(bg.shape[1:3], bool)
         inside[y0:y1, x0:x1] = True
         assert np.array_equal(out[i][~inside], bg[i][~inside]), "pixels outside the box are the background's"
-        expected = cv2.resize(face_to_rgb8(faces()[i : i + 1])[0], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        assert np.array_equal(out[i, y0:y1, x0:x1], expected), "the box holds the face resized to the box"
+        # SyncTalk_2D's paste-back: the box at 328 (bicubic), the prediction (x255, truncated) in
+        # its inner 320, the 328 crop (its own border kept) back to the box (bicubic)
+        crop = cv2.resize(bg[i, y0:y1, x0:x1], (328, 328), interpolation=cv2.INTER_CUBIC)
+        border = crop.copy()
+        crop[4:324, 4:324] = (faces()[i].transpose(1, 2, 0) * 255).astype(np.uint8)[..., ::-1]
+        expected = cv2.resize(crop, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+        assert np.array_equal(out[i, y0:y1, x0:x1], expected), "the box holds the face pasted through the 328 crop"
+        wrong = cv2.resize(face_to_rgb8(faces()[i : i + 1])[0], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        assert not np.array_equal(out[i, y0:y1, x0:x1], wrong), "not the face resized straight to the box"
+        assert np.array_equal(border[:4], crop[:4]), "the 328 crop keeps the frame's own border"
     assert not np.shares_memory(out, bg)
 
 
@@ -49,6 +57,20 @@ def test_non_square_box_keeps_the_face_centre_at_the_box_centre():
 def test_boxes_outside_the_frame_or_empty_are_refused(box, problem):
     with pytest.raises(ValueError, match=r"crop box 0 .* is empty or outside the 160x90 frame"):
         check_boxes([box], 160, 90)
+
+
+def test_face_inputs_are_the_inner_320_of_the_bicubic_328_crop_and_its_masked_copy():
+    bg = backgrounds(2)
+    boxes = np.array([[20, 10, 100, 90], [61, 3, 140, 82]])
+    visual = visual_inputs(bg, boxes)
+    assert visual.shape == (2, 6, 320, 320) and visual.dtype == np.float32
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        crop = cv2.resize(bg[i, y0:y1, x0:x1][..., ::-1], (328, 328), interpolation=cv2.INTER_CUBIC)[4:324, 4:324]
+        masked = cv2.rectangle(crop.copy(), (5, 5, 310, 305), (0, 0, 0), -1)  # upstream's mask, drawn by OpenCV
+        np.testing.assert_array_equal(visual[i, :3], crop.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        np.testing.assert_array_equal(visual[i, 3:], masked.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    straight = cv2.resize(bg[0, 10:90, 20:100][..., ::-1], (320, 320), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(visual[0, :3] - straight.transpose(2, 0, 1) / 255.0).mean() > 0.01, "not the box straight to 320"
 
 
 def test_crop_of_the_pasted_frame_gives_the_face_back():
