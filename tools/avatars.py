@@ -7,14 +7,17 @@ an image folder) + one crop rectangle per frame. ``add`` writes, for the reposit
 - ``<id>_synctalk``: its generator (the ``synctalk`` config, renamed, with its own engine cache);
 - ``<id>_background``: its background frames and crop rectangles (``avatar_template/background``),
   the assets stored next to the model;
-- ``<id>_jpeg_encoder``: the ``jpeg_encoder`` config at the avatar's resolution and JPEG quality.
+- ``<id>_jpeg_encoder``: the ``jpeg_encoder`` config at the avatar's resolution and JPEG quality;
+- ``<id>_audio_encoder`` (with ``--audio-encoder``): its own SyncTalk_2D audio encoder (the
+  ``audio_encoder_synctalk2d`` config, renamed, with its own engine cache); without it the avatar
+  uses the shared ``audio_encoder_synctalk2d``.
 
 The validation, audio and ``frame_paste`` steps are shared by every avatar. On a server started
 with ``--model-control-mode=explicit`` (``tools.serve`` does), ``--load URL`` loads the new avatar
 at once, and ``remove --url URL`` unloads it first; otherwise restart the server.
 
-    python -m tools.avatars add --id anna --background anna.mp4 --boxes anna_boxes.json \\
-        --generator anna_synctalk.onnx --size 1280x720 --jpeg-quality 90 --load 127.0.0.1:8001
+    python -m tools.avatars add --id anna --background dataset/anna/full_body_img --boxes dataset/anna/landmarks \\
+        --generator anna_synctalk.onnx --audio-encoder audio_encoder.onnx --audio-preset synctalk2d --load 127.0.0.1:8001
     python -m tools.avatars list
     python -m tools.avatars remove --id anna --url 127.0.0.1:8001
 """
@@ -50,10 +53,10 @@ def check_id(avatar_id: str) -> None:
         raise ValueError(f"avatar id {avatar_id!r} is the name of a shared model")
 
 
-def _set_steps(ensemble, avatar_id: str, audio_preset: str) -> None:
+def _set_steps(ensemble, avatar_id: str, audio_preset: str, own_audio_encoder: bool) -> None:
     """The ensemble's steps from the contract's wiring for this avatar and audio preset."""
     del ensemble.ensemble_scheduling.step[:]
-    for model_name, inputs, outputs in contract.avatar_ensemble_steps(avatar_id, audio_preset):
+    for model_name, inputs, outputs in contract.avatar_ensemble_steps(avatar_id, audio_preset, own_audio_encoder):
         step = ensemble.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
         step.input_map.update(inputs)
         step.output_map.update(outputs)
@@ -77,17 +80,24 @@ def add(
     jpeg_quality: int = contract.JPEG_QUALITY,
     max_frames: Optional[int] = None,
     replace: bool = False,
-    audio_preset: str = "reference",
+    audio_preset: Optional[str] = None,
+    audio_encoder: Optional[Path] = None,
 ) -> dict:
-    """Write the avatar's four models into ``repository``; returns the avatar's manifest.
+    """Write the avatar's models into ``repository``; returns the avatar's manifest.
     ``audio_preset``: "reference" (the request-flow front end) or "synctalk2d" (SyncTalk_2D's,
-    what a trained SyncTalk_2D generator expects)."""
+    what a trained SyncTalk_2D generator expects; the default with ``audio_encoder``, the avatar's
+    own SyncTalk_2D audio encoder ONNX, else "reference")."""
     repository = Path(repository)
     check_id(avatar_id)
+    audio_preset = audio_preset or ("synctalk2d" if audio_encoder else "reference")
     if audio_preset not in contract.AUDIO_PRESETS:
         raise ValueError(f"audio preset must be one of {', '.join(contract.AUDIO_PRESETS)}, got {audio_preset!r}")
+    if audio_encoder and audio_preset != "synctalk2d":
+        raise ValueError("--audio-encoder is a SyncTalk_2D audio encoder: it needs --audio-preset synctalk2d")
+    if audio_encoder and not Path(audio_encoder).is_file():
+        raise FileNotFoundError(f"audio encoder {audio_encoder} not found")
     profile = repository_profile(repository)
-    models = contract.avatar_models(avatar_id)
+    models = contract.avatar_models(avatar_id, own_audio_encoder=True)
     existing = [name for name in models.values() if (repository / name).exists()]
     if existing and not replace:
         raise FileExistsError(f"avatar {avatar_id!r} exists in {repository} ({', '.join(existing)}); remove it or pass --replace")
@@ -97,10 +107,12 @@ def add(
     assets = AvatarAssets.from_files(avatar_id, Path(background), boxes, size, max_frames, jpeg_quality)
     assets.source["generator"] = str(generator)
     assets.source["audio_preset"] = audio_preset
+    if audio_encoder:
+        assets.source["audio_encoder"] = str(audio_encoder)
     for name in existing:
         shutil.rmtree(repository / name)
     try:
-        _write_models(repository, profile, avatar_id, assets, generator, audio_preset)
+        _write_models(repository, profile, avatar_id, assets, generator, audio_preset, audio_encoder)
     except BaseException:
         for name in models.values():
             shutil.rmtree(repository / name, ignore_errors=True)
@@ -108,22 +120,30 @@ def add(
     return assets.manifest()
 
 
-def _write_models(repository: Path, profile: str, avatar_id: str, assets: AvatarAssets, generator: Path, audio_preset: str) -> None:
-    models = contract.avatar_models(avatar_id)
+def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onnx_file: Path) -> None:
+    """The shared model ``role``'s config, renamed ``name``, with ``onnx_file`` and its own engine cache."""
+    config = read_config(paths.MODEL_REPOSITORY / role / "config.pbtxt")
+    config.name = name
+    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        if "trt_engine_cache_path" in accelerator.parameters:
+            accelerator.parameters["trt_engine_cache_path"] = f"/trt_cache/{name}"
+    render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
+
+
+def _write_models(repository: Path, profile: str, avatar_id: str, assets: AvatarAssets, generator: Path, audio_preset: str,
+                  audio_encoder: Optional[Path] = None) -> None:
+    models = contract.avatar_models(avatar_id, own_audio_encoder=bool(audio_encoder))
     source = paths.MODEL_REPOSITORY
 
     ensemble = read_config(TEMPLATE / "ensemble" / "config.pbtxt")
     _rename_models(ensemble, avatar_id)
     if audio_preset != "reference":
-        _set_steps(ensemble, avatar_id, audio_preset)
+        _set_steps(ensemble, avatar_id, audio_preset, bool(audio_encoder))
     render_model(TEMPLATE / "ensemble", ensemble, repository / models["ensemble"], profile)
 
-    synctalk = read_config(source / contract.GENERATOR_MODEL / "config.pbtxt")
-    synctalk.name = models["generator"]
-    for accelerator in synctalk.optimization.execution_accelerators.gpu_execution_accelerator:
-        if "trt_engine_cache_path" in accelerator.parameters:
-            accelerator.parameters["trt_engine_cache_path"] = f"/trt_cache/{models['generator']}"
-    render_model(source / contract.GENERATOR_MODEL, synctalk, repository / models["generator"], profile, generator, role=contract.GENERATOR_MODEL)
+    _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator)
+    if audio_encoder:
+        _render_onnx_model(repository, profile, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, models["audio_encoder"], Path(audio_encoder))
 
     background = read_config(TEMPLATE / "background" / "config.pbtxt")
     _rename_models(background, avatar_id)
@@ -150,7 +170,7 @@ def list_avatars(repository: Path) -> List[dict]:
         except FileNotFoundError:
             continue
         manifest.pop("boxes", None)
-        manifest["models"] = contract.avatar_models(manifest["id"])
+        manifest["models"] = contract.avatar_models(manifest["id"], "audio_encoder" in manifest.get("source", {}))
         rows.append(manifest)
     return rows
 
@@ -158,7 +178,7 @@ def list_avatars(repository: Path) -> List[dict]:
 def remove(repository: Path, avatar_id: str) -> List[str]:
     check_id(avatar_id)
     removed = []
-    for name in contract.avatar_models(avatar_id).values():
+    for name in contract.avatar_models(avatar_id, own_audio_encoder=True).values():
         if (Path(repository) / name).exists():
             shutil.rmtree(Path(repository) / name)
             removed.append(name)
@@ -187,12 +207,16 @@ def main(argv=None) -> int:
     p_add = commands.add_parser("add", help="add an avatar")
     p_add.add_argument("--id", required=True, help="the avatar id = the client's model id")
     p_add.add_argument("--background", required=True, type=Path, help="background video, or a folder of images")
-    p_add.add_argument("--boxes", required=True, type=_boxes, help="crop boxes file (.json/.npy/.txt, x0 y0 x1 y1 per frame), or one box x0,y0,x1,y1")
+    p_add.add_argument("--boxes", required=True, type=_boxes,
+                       help="crop boxes file (.json/.npy/.txt, x0 y0 x1 y1 per frame), SyncTalk_2D's landmarks/ folder (*.lms), or one box x0,y0,x1,y1")
     p_add.add_argument("--generator", type=Path, help="the avatar's generator ONNX (default: the repository's stand-in)")
+    p_add.add_argument("--audio-encoder", type=Path,
+                       help="the avatar's SyncTalk_2D audio encoder ONNX (tools.import_checkpoint --audio-encoder; default: the shared audio_encoder_synctalk2d)")
     p_add.add_argument("--size", type=_size, help="output resolution WIDTHxHEIGHT (default: the background's)")
     p_add.add_argument("--jpeg-quality", type=int, default=contract.JPEG_QUALITY)
-    p_add.add_argument("--audio-preset", choices=contract.AUDIO_PRESETS, default="reference",
-                       help="audio front end: the request-flow reference's, or SyncTalk_2D's (trained SyncTalk_2D generators)")
+    p_add.add_argument("--audio-preset", choices=contract.AUDIO_PRESETS,
+                       help="audio front end: the request-flow reference's, or SyncTalk_2D's (trained SyncTalk_2D generators); "
+                            "default: synctalk2d with --audio-encoder, else reference")
     p_add.add_argument("--max-frames", type=int, help="use at most this many background frames")
     p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
     p_add.add_argument("--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)")
@@ -205,9 +229,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "add":
             manifest = add(args.repository, args.id, args.background, args.boxes, args.generator, args.size,
-                           args.jpeg_quality, args.max_frames, args.replace, args.audio_preset)
+                           args.jpeg_quality, args.max_frames, args.replace, args.audio_preset, args.audio_encoder)
+            names = contract.avatar_models(args.id, own_audio_encoder=bool(args.audio_encoder)).values()
             print(f"added avatar {args.id}: {manifest['n_frames']} background frames {manifest['width']}x{manifest['height']}, "
-                  f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(contract.avatar_models(args.id).values())}")
+                  f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(names)}")
             if args.load:
                 from synctalk_client import CompositeClient
 

@@ -144,10 +144,37 @@ def build_audio_encoder(variant: str) -> onnx.ModelProto:
     return g.model([mel], [out], "audio_encoder", doc)
 
 
+# SyncTalk_2D's ``utils.AudioEncoder``: 13 blocks ``audio_encoder.N`` of Conv2d (with bias,
+# ``conv_block.0``) + BatchNorm2d (``conv_block.1``) + ReLU, the residual ones adding their input
+# before the ReLU. (index of the width in ``widths``, kernel, stride, padding, residual) per block.
+SYNCTALK2D_ENCODER_BLOCKS = (
+    (0, 3, 1, 1, False), (0, 3, 1, 1, True), (0, 3, 1, 1, True),
+    (1, 3, (3, 1), 1, False), (1, 3, 1, 1, True), (1, 3, 1, 1, True),
+    (2, 3, 3, 1, False), (2, 3, 1, 1, True), (2, 3, 1, 1, True),
+    (3, 3, (3, 2), 1, False), (3, 3, 1, 1, True),
+    (4, 3, 1, 0, False), (4, 1, 1, 0, False),
+)
+SYNCTALK2D_ENCODER_PREFIX = "audio_encoder."
+
+
+def synctalk2d_encoder_trunk(g: GraphBuilder, mel: str, widths) -> str:
+    """``AudioEncoder.audio_encoder``: one window [1,80,16] -> [512,1,1] (80x16 -> 27x16 -> 9x6
+    -> 3x3 -> 1x1), initializers named ``audio_encoder.N.conv_block.{0,1}.*`` as its state dict."""
+    x = mel
+    for n, (width, kernel, stride, padding, residual) in enumerate(SYNCTALK2D_ENCODER_BLOCKS):
+        name = f"{SYNCTALK2D_ENCODER_PREFIX}{n}.conv_block"
+        h = g.conv(x, widths[width], kernel, stride=stride, padding=padding, gain=0.5 if residual else math.sqrt(2.0), name=f"{name}.0")
+        h = g.batch_norm(h, f"{name}.1")
+        x = g.relu(g.add(h, x) if residual else h)
+    return x
+
+
 def build_synctalk2d_audio_encoder(variant: str) -> onnx.ModelProto:
-    """SyncTalk_2D's audio path: each frame's 16 neighbouring windows [16,1,80,16] through the
-    wav2lip trunk to 512-vectors (the full variant's width), zeroed where NEIGHBOUR_MASK is 0
-    (frames outside the clip), stacked to 8192 values and reshaped to [32,16,16].
+    """SyncTalk_2D's audio path: each frame's 16 neighbouring windows [16,1,80,16] through
+    ``AudioEncoder`` (the real module tree and state-dict names: a trained
+    ``audio_visual_encoder.pth`` fills this graph by name, ``tools/import_checkpoint.py``) to
+    512-vectors, zeroed where NEIGHBOUR_MASK is 0 (upstream's zero rows), stacked to 8192 values and
+    reshaped, row-major, to [32,16,16].
 
     One request's rows are consecutive frames, so row i's neighbour j is row i+1's neighbour j-1:
     the graph encodes each distinct window once (row 0..B-1's first neighbour and row B-1's other
@@ -171,19 +198,19 @@ def build_synctalk2d_audio_encoder(variant: str) -> onnx.ModelProto:
     rest = node("Reshape", [last_row, const("rest.shape", [n - 1, *contract.MEL_WINDOWS.dims])], "last_neighbours")  # [15,1,80,16]
     windows = node("Concat", [first, rest], "distinct_windows", axis=0)  # [B+15,1,80,16]
     g.shapes[windows] = contract.MEL_WINDOWS.dims
-    widths = (*v["enc"][:4], math.prod(contract.AUDIO_FEATURE_SHAPE) // n)  # 512 features per window
-    x = _wav2lip_trunk(g, windows, widths)  # [B+15,512,1,1]
-    embeddings = node("Reshape", [x, const("embeddings.shape", [-1, widths[-1]])], "embeddings")
+    features = math.prod(contract.AUDIO_FEATURE_SHAPE) // n  # 512 per window
+    x = synctalk2d_encoder_trunk(g, windows, (*v["enc"][:4], features))  # [B+15,512,1,1]
+    embeddings = node("Reshape", [x, const("embeddings.shape", [-1, features])], "embeddings")
     batch = node("Gather", [node("Shape", [mel], "mel_shape"), const("batch.index", 0)], "batch")
     rows = node("Range", [const("rows.start", 0), batch, const("rows.step", 1)], "rows")
     offsets = const("neighbour.offsets", np.arange(n)[None, :])
     index = node("Add", [node("Unsqueeze", [rows, const("rows.axes", [1])], "rows_column"), offsets], "neighbour_index")  # [B,16]
     stacked = node("Gather", [embeddings, index], "stacked", axis=0)  # [B,16,512]
-    g.shapes[stacked] = (n, widths[-1])
+    g.shapes[stacked] = (n, features)
     x = g.mul(stacked, g.reshape(mask, (n, 1), "mask"))
     out = g.identity(g.reshape(x, contract.AUDIO_FEATURE_SHAPE, "to_features"), contract.AUDIO_FEATURES.name)
     # macs_per_sample: one window's trunk, what a frame costs at large batches (B + 15 windows for B frames)
-    doc = f"SyncTalk_2D audio encoder stand-in ({variant}): 16 neighbouring windows -> [32,16,16], each distinct window encoded once"
+    doc = f"SyncTalk_2D AudioEncoder ({variant}): 16 neighbouring windows -> [32,16,16], each distinct window encoded once"
     return g.model([mel, mask], [out], "audio_encoder_synctalk2d", doc)
 
 

@@ -159,11 +159,11 @@ class CompositeClient:
 
     def unload_model(self, model_id: str) -> None:
         """Unload a model id, and the avatar's own steps (``<id>_synctalk``, ``<id>_background``,
-        ``<id>_jpeg_encoder``) where they are loaded; shared steps stay: the reference's UnloadModel."""
+        ``<id>_jpeg_encoder``, ``<id>_audio_encoder``) where they are loaded; shared steps stay: the reference's UnloadModel."""
         self._check_model(model_id)
         steps = self._ensemble_info[model_id]["steps"]
         self._triton.unload_model(model_id)
-        own = set(contract.avatar_models(model_id).values()) - {model_id}
+        own = set(contract.avatar_models(model_id, own_audio_encoder=True).values()) - {model_id}
         for step in steps:
             if step in own:
                 self._triton.unload_model(step)

@@ -213,26 +213,34 @@ SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, SYNCTALK2D_AUDIO_FEATURES
 AVATAR_GENERATOR_SUFFIX = "_" + GENERATOR_MODEL
 AVATAR_BACKGROUND_SUFFIX = "_background"
 AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
+AVATAR_AUDIO_ENCODER_SUFFIX = "_audio_encoder"  # an avatar's own SyncTalk_2D audio encoder (optional)
 AVATAR_ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 RESERVED_IDS = (DEFAULT_MODEL_ID, *SHARED_MODELS)
 
 
-def avatar_models(avatar_id: str) -> dict:
-    """Model names of one avatar, by role."""
-    return {
+def avatar_models(avatar_id: str, own_audio_encoder: bool = False) -> dict:
+    """Model names of one avatar, by role (``own_audio_encoder``: with its own SyncTalk_2D audio
+    encoder, ``<id>_audio_encoder``, in place of the shared ``audio_encoder_synctalk2d``)."""
+    models = {
         "ensemble": avatar_id,
         "generator": avatar_id + AVATAR_GENERATOR_SUFFIX,
         "background": avatar_id + AVATAR_BACKGROUND_SUFFIX,
         "jpeg_encoder": avatar_id + AVATAR_JPEG_SUFFIX,
     }
+    if own_audio_encoder:
+        models["audio_encoder"] = avatar_id + AVATAR_AUDIO_ENCODER_SUFFIX
+    return models
 
 
-def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference") -> tuple:
+def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_audio_encoder: bool = False) -> tuple:
     """The avatar ensemble's wiring, in pipeline order (compare ENSEMBLE_STEPS). ``audio_preset``
-    "synctalk2d" puts SyncTalk_2D's audio front end in place of the reference's."""
+    "synctalk2d" puts SyncTalk_2D's audio front end in place of the reference's;
+    ``own_audio_encoder``: the avatar's own encoder in place of the shared SyncTalk_2D one."""
     if audio_preset not in AUDIO_PRESETS:
         raise ValueError(f"audio preset must be one of {AUDIO_PRESETS}, got {audio_preset!r}")
-    models = avatar_models(avatar_id)
+    if own_audio_encoder and audio_preset != "synctalk2d":
+        raise ValueError("an avatar's own audio encoder is SyncTalk_2D's: it needs the synctalk2d audio preset")
+    models = avatar_models(avatar_id, own_audio_encoder)
     by_name = {step[0]: step for step in ENSEMBLE_STEPS}
     validator = (
         INPUT_VALIDATOR_MODEL,
@@ -249,7 +257,8 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference") -> tu
         neighbours = {MEL_NEIGHBOURS.name: MEL_NEIGHBOURS.name, NEIGHBOUR_MASK.name: NEIGHBOUR_MASK.name}
         features_in = {**features_in, FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}
         by_name[AUDIO_FEATURES_MODEL] = (SYNCTALK2D_AUDIO_FEATURES_MODEL, features_in, neighbours)
-        by_name[AUDIO_ENCODER_MODEL] = (SYNCTALK2D_AUDIO_ENCODER_MODEL, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
+        encoder = models.get("audio_encoder", SYNCTALK2D_AUDIO_ENCODER_MODEL)
+        by_name[AUDIO_ENCODER_MODEL] = (encoder, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
     return (
         validator,
         by_name[AUDIO_FEATURES_MODEL],
@@ -281,6 +290,8 @@ def stage_of(model_name: str) -> str:
             return field_name
     if model_name.endswith(AVATAR_GENERATOR_SUFFIX):
         return "inference_time_ms"
+    if model_name.endswith(AVATAR_AUDIO_ENCODER_SUFFIX):
+        return "audio_processing_ms"
     return "composite_time_ms"  # frame_paste, <id>_background, <id>_jpeg_encoder
 
 # --- byte sizes of the reference request layout ----------------------------------------------

@@ -9,7 +9,10 @@ torch = pytest.importorskip("torch", reason="torch (CPU build) is in requirement
 F = torch.nn.functional
 
 from tools import build_models  # noqa: E402
-from tools.import_checkpoint import CheckpointMismatch, import_generator, load_state_dict, main  # noqa: E402
+from tests import synctalk2d_reference as reference  # noqa: E402
+from tools.import_checkpoint import (  # noqa: E402
+    CheckpointMismatch, audio_feature_means, import_audio_encoder, import_generator, load_state_dict, main,
+)
 
 # A few entries of a real SyncTalk_2D "ave" generator state dict (Model(6, mode="ave")), by name.
 REAL_ENTRIES = {
@@ -28,62 +31,27 @@ REAL_ENTRIES = {
 }
 
 
-def random_state_dict(variant="full", seed=0):
-    """Random tensors with the graph's names and shapes, batch-norm statistics included."""
-    rng = np.random.default_rng(seed)
+def graph_entries(variant="full"):
     graph = build_models.build_generator(variant, stand_in=False)
-    state = {}
-    for t in graph.graph.initializer:
-        if not t.name.endswith((".weight", ".bias", ".running_mean", ".running_var")):
-            continue
-        shape = tuple(t.dims)
-        if t.name.endswith(".running_var"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif t.name.endswith(".weight") and len(shape) == 4:
-            value = rng.normal(0, np.sqrt(1.0 / np.prod(shape[1:])), shape)
-        elif t.name.endswith(".conv.7.weight"):  # a block's last batch-norm: small, as trained
-            value = rng.uniform(0.1, 0.3, shape)
-        elif t.name.endswith(".weight"):
-            value = rng.uniform(0.8, 1.2, shape)
-        else:
-            value = rng.normal(0, 0.05, shape)
-        state[t.name] = torch.from_numpy(value.astype(np.float32))
+    return [(t.name, tuple(t.dims)) for t in graph.graph.initializer if t.name.endswith((".weight", ".bias", ".running_mean", ".running_var"))]
+
+
+def random_state_dict(variant="full", seed=0, audio="ave"):
+    """Random tensors with the graph's names and shapes; batch-norm statistics set from inputs:
+    random faces and, for ``audio`` "ave", non-negative features (the AudioEncoder's are ReLU
+    outputs), for "hubert", signed ones (HuBERT hidden states)."""
+    state = reference.generator_state_dict(graph_entries(variant), seed)
+    rng = np.random.default_rng(seed + 1)
+    visual = torch.from_numpy(rng.random((2, 6, 320, 320), dtype=np.float32))
+    features = rng.normal(0, 1, (2, 32, 16, 16)).astype(np.float32)
+    features = np.maximum(features, 0) if audio == "ave" else features
+    with torch.no_grad():
+        reference.generator_forward(state, visual, torch.from_numpy(features), calibrate=True)
     return state
 
 
-# --- an independent forward pass of SyncTalk_2D's generator, from the state dict alone ----------
-def _bn(x, s, p):
-    return F.batch_norm(x, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"], eps=1e-5)
-
-
-def _inverted_residual(x, s, p, stride, residual):
-    h = F.relu(_bn(F.conv2d(x, s[p + ".conv.0.weight"]), s, p + ".conv.1"))
-    w = s[p + ".conv.3.weight"]
-    h = F.relu(_bn(F.conv2d(h, w, stride=stride, padding=1, groups=w.shape[0]), s, p + ".conv.4"))
-    h = _bn(F.conv2d(h, s[p + ".conv.6.weight"]), s, p + ".conv.7")
-    return x + h if residual else h
-
-
-def _double(x, s, p, stride):
-    return _inverted_residual(_inverted_residual(x, s, p + ".double_conv.0", stride, False), s, p + ".double_conv.1", 1, True)
-
-
-def torch_forward(s, visual, audio):
-    x1 = _inverted_residual(visual, s, "inc.inconv.0", 1, False)
-    skips = [x1]
-    for k in range(1, 6):
-        skips.append(_double(skips[-1], s, f"down{k}.maxpool_conv.0", 2))
-    a = _inverted_residual(audio, s, "audio_model.conv1", 1, False)
-    a = _inverted_residual(a, s, "audio_model.conv2", 1, False)
-    a = F.relu(_bn(F.conv2d(a, s["audio_model.conv3.weight"], s["audio_model.conv3.bias"], padding=1), s, "audio_model.bn3"))
-    a = _inverted_residual(a, s, "audio_model.conv4", 1, True)
-    a = F.relu(_bn(F.conv2d(a, s["audio_model.conv5.weight"], s["audio_model.conv5.bias"], stride=2, padding=3), s, "audio_model.bn5"))
-    a = _inverted_residual(_inverted_residual(a, s, "audio_model.conv6", 1, True), s, "audio_model.conv7", 1, True)
-    x = _double(_double(torch.cat([skips.pop(), a], 1), s, "fuse_conv.0", 1), s, "fuse_conv.1", 1)
-    for k in range(1, 6):
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
-        x = _double(torch.cat([x, skips.pop()], 1), s, f"up{k}.conv", 1)
-    return torch.sigmoid(F.conv2d(x, s["outc.conv.weight"], s["outc.conv.bias"]))
+def torch_forward(state, visual, audio):
+    return reference.generator_forward(state, visual, audio)
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +82,10 @@ def test_imported_model_computes_what_the_checkpoint_computes(checkpoint):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     (ours,) = session.run(None, {"input": visual, "audio": audio})
     with torch.no_grad():
-        reference = torch_forward(state, torch.from_numpy(visual), torch.from_numpy(audio)).numpy()
+        expected = torch_forward(state, torch.from_numpy(visual), torch.from_numpy(audio)).numpy()
     assert ours.shape == (2, 3, 320, 320)
-    assert np.abs(ours - reference).max() < 1e-4
-    assert reference.std() > 1e-2 and 0.01 < reference.mean() < 0.99  # not saturated: a real comparison
+    assert np.abs(ours - expected).max() < 1e-4
+    assert expected.std() > 1e-2 and 0.01 < expected.mean() < 0.99  # not saturated: a real comparison
 
 
 def test_a_checkpoint_of_another_shape_is_refused_by_name(tmp_path):
@@ -143,3 +111,73 @@ def test_cli_writes_the_onnx_or_exits_with_the_mismatch(tmp_path, capsys):
         main(["--checkpoint", str(path), "--out", str(tmp_path / "x.onnx"), "--variant", "full"])
     assert exit_.value.code == 2
     assert "does not fit the SyncTalk_2D generator (full" in capsys.readouterr().err
+
+
+def test_a_hubert_generator_is_refused_though_its_shapes_are_ave(tmp_path, capsys):
+    """A hubert checkpoint has the shapes of an ave one; its batch-norms were fed signed features."""
+    state = random_state_dict("tiny", audio="hubert")
+    numpy_state = {k: v.numpy() for k, v in state.items()}
+    with pytest.raises(CheckpointMismatch, match=r"not trained on SyncTalk_2D's 'ave' audio features: \d+ of 32"):
+        import_generator(numpy_state, "tiny", "hubert.pth")
+    import_generator(numpy_state, "tiny", "hubert.pth", check_audio=False)  # the user's call, stated
+    path = tmp_path / "hubert.pth"
+    torch.save(state, path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--checkpoint", str(path), "--out", str(tmp_path / "h.onnx"), "--variant", "tiny"])
+    assert exit_.value.code == 2 and "'hubert' checkpoint" in capsys.readouterr().err
+    assert main(["--checkpoint", str(path), "--out", str(tmp_path / "h.onnx"), "--variant", "tiny", "--skip-audio-check"]) == 0
+
+
+def test_the_feature_means_are_solved_from_the_first_audio_batch_norm():
+    rng = np.random.default_rng(5)
+    state = reference.generator_state_dict(graph_entries("tiny"), 3)
+    features = np.abs(rng.normal(0, 1, (3, 32, 16, 16))).astype(np.float32) * rng.uniform(0.1, 2, (1, 32, 1, 1)).astype(np.float32)
+    with torch.no_grad():
+        reference.generator_forward(state, torch.from_numpy(rng.random((3, 6, 320, 320), dtype=np.float32)), torch.from_numpy(features), calibrate=True)
+    means = audio_feature_means({k: v.numpy() for k, v in state.items()})
+    assert np.abs(means - features.mean(axis=(0, 2, 3))).max() < 1e-3
+
+
+# --- the audio encoder (utils.AudioEncoder, audio_visual_encoder.pth) --------------------------
+def test_the_encoder_graph_has_every_upstream_name_and_shape():
+    graph = {t.name: tuple(t.dims) for t in build_models.build_synctalk2d_audio_encoder("full").graph.initializer if t.name.startswith("audio_encoder.")}
+    upstream = {k: tuple(v.shape) for k, v in reference.audio_encoder_state_dict().items()}
+    assert graph == upstream
+    assert len(upstream) == 13 * 6 and sum(np.prod(s) for k, s in upstream.items() if not k.endswith(("running_mean", "running_var"))) == 2_812_672
+
+
+@pytest.mark.parametrize("prefix", ["", "audio_encoder."])
+def test_an_encoder_checkpoint_imports_by_name_with_or_without_its_prefix(tmp_path, prefix):
+    state = reference.audio_encoder_state_dict(seed=4, prefix=prefix)
+    rng = np.random.default_rng(2)
+    mel = torch.from_numpy(rng.uniform(-4, 4, (20, 1, 80, 16)).astype(np.float32))
+    with torch.no_grad():
+        reference.audio_encoder_forward(state, mel, calibrate=True, prefix=prefix)
+        expected = reference.audio_encoder_forward(state, mel, prefix=prefix).numpy()  # [20, 512]
+    path = tmp_path / "audio_visual_encoder.pth"
+    torch.save(state, path)
+    assert main(["--audio-encoder", str(path), "--out", str(tmp_path / "enc.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "enc.onnx"), providers=["CPUExecutionProvider"])
+    # 5 consecutive frames: row i's neighbour j is window i + j, all 16 kept
+    rows = np.stack([mel.numpy()[i : i + 16] for i in range(5)])  # [5, 16, 1, 80, 16]
+    (features,) = session.run(None, {"MEL_NEIGHBOURS": rows, "NEIGHBOUR_MASK": np.ones((5, 16), np.float32)})
+    for i in range(5):
+        assert np.abs(features[i].reshape(16, 512) - expected[i : i + 16]).max() < 1e-4
+    assert expected.std() > 0.1
+
+
+def test_an_encoder_checkpoint_that_does_not_fit_is_refused_by_name():
+    state = {k: v.numpy() for k, v in reference.audio_encoder_state_dict(prefix="").items()}
+    del state["12.conv_block.1.running_var"]
+    state["3.conv_block.0.weight"] = np.zeros((64, 32, 5, 5), np.float32)
+    state["13.conv_block.0.weight"] = np.zeros(1, np.float32)
+    with pytest.raises(CheckpointMismatch) as error:
+        import_audio_encoder(state, "full", "enc.pth")
+    message = str(error.value)
+    assert "enc.pth does not fit SyncTalk_2D's AudioEncoder (full)" in message
+    assert "1 missing: audio_encoder.12.conv_block.1.running_var" in message
+    assert "1 unexpected: audio_encoder.13.conv_block.0.weight" in message
+    assert "audio_encoder.3.conv_block.0.weight: checkpoint [64, 32, 5, 5], graph [64, 32, 3, 3]" in message
+    generator = {k: v.numpy() for k, v in random_state_dict("tiny").items()}
+    with pytest.raises(CheckpointMismatch, match="not the AudioEncoder's state dict"):
+        import_audio_encoder(generator, "full", "unet.pth")

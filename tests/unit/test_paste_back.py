@@ -105,7 +105,42 @@ def test_assets_from_a_video_and_a_folder_agree_and_round_trip(tmp_path):
     assets.save(tmp_path / "store")
     loaded = AvatarAssets.load(tmp_path / "store")
     assert np.array_equal(loaded.boxes, boxes) and loaded.jpeg_quality == 90
-    assert np.abs(loaded.backgrounds.astype(int) - frames).mean() < 2.5  # stored as JPEG 95 4:4:4 (the noise goes)
+    assert np.array_equal(loaded.backgrounds, frames), "the frames reach the model bit-exact"
+    for i in range(4):  # image files are kept as given: their bytes, not a re-encode
+        assert (tmp_path / "store" / "backgrounds" / f"{i:06d}.png").read_bytes() == (folder / f"{i:03d}.png").read_bytes()
+    from_video = AvatarAssets.from_files("anna", video, tmp_path / "boxes.json")
+    from_video.save(tmp_path / "video-store")  # decoded once, stored losslessly (PNG)
+    assert np.array_equal(AvatarAssets.load(tmp_path / "video-store").backgrounds, from_video.backgrounds)
+
+
+def test_jpeg_frames_are_stored_as_given_and_read_in_natural_order(tmp_path):
+    """SyncTalk_2D's full_body_img/ holds 0.jpg, 1.jpg, .., 10.jpg: frame 10 is the eleventh."""
+    frames = backgrounds(12, 40, 64)
+    folder = tmp_path / "full_body_img"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i}.jpg"), frame[..., ::-1])
+    assets = AvatarAssets.from_files("anna", folder, [0, 0, 32, 32])
+    decoded = np.stack([cv2.imread(str(folder / f"{i}.jpg"))[..., ::-1] for i in range(12)])
+    assert np.array_equal(assets.backgrounds, decoded), "natural order, decoded as cv2.imread decodes"
+    assets.save(tmp_path / "store")
+    assert (tmp_path / "store" / "backgrounds" / "000010.jpg").read_bytes() == (folder / "10.jpg").read_bytes()
+    assert np.array_equal(AvatarAssets.load(tmp_path / "store").backgrounds, decoded)
+
+
+def test_boxes_from_synctalk2d_landmarks(tmp_path):
+    """xmin = lms[1].x, xmax = lms[31].x, ymin = lms[52].y, ymax = ymin + width (int32 first)."""
+    folder = tmp_path / "landmarks"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    expected = []
+    for i in range(11):
+        lms = rng.uniform(0, 50, (110, 2)).astype(np.float32)
+        lms[1, 0], lms[31, 0], lms[52, 1] = 10.7 + i, 70.2 + i, 20.9
+        np.savetxt(folder / f"{i}.lms", lms, fmt="%.3f")
+        expected.append([10 + i, 20, 70 + i, 80])
+    assert read_boxes(folder).tolist() == expected
+    assert read_boxes(folder, (70, 200))[0].tolist() == [10, 20, 70, 70], "clipped to the frame as slicing does"
 
 
 def test_resizing_the_backgrounds_scales_the_boxes():
