@@ -204,23 +204,26 @@ def paste_back(frame_bgr: np.ndarray, box, prediction: np.ndarray, crop_328: Opt
 
 
 def inference(frames_bgr: np.ndarray, boxes, wav: np.ndarray, generator_state, encoder_state, *,
-              audio_shift: int = 0, crop_328: bool = True, mask: str = "rectangle", batch: int = 8) -> np.ndarray:
-    """SyncTalk_2D's inference of ``wav`` on the avatar's frames: N + 2 frames [N+2, H, W, 3] BGR.
-    Frame i uses background frame ``i % len(frames_bgr)`` (a server loops; upstream ping-pongs).
-    ``audio_shift``, ``crop_328=False`` and ``mask="lower_half"`` are deliberate mistakes."""
+              audio_shift: int = 0, crop_328: bool = True, mask: str = "rectangle", batch: int = 8,
+              only: Optional[Sequence[int]] = None) -> np.ndarray:
+    """SyncTalk_2D's inference of ``wav`` on the avatar's frames: N + 2 frames [N+2, H, W, 3] BGR
+    (``only``: just those frames, the others left black). Frame i uses background frame
+    ``i % len(frames_bgr)`` (a server loops; upstream ping-pongs). ``audio_shift``,
+    ``crop_328=False`` and ``mask="lower_half"`` are deliberate mistakes."""
     padded = encode_clip(wav, encoder_state)
     n_out = len(padded)
-    out = []
-    for start in range(0, n_out, batch):
-        frames = list(range(start, min(start + batch, n_out)))
+    out = np.zeros((n_out, *frames_bgr.shape[1:]), np.uint8)
+    wanted = list(range(n_out)) if only is None else [i for i in only if i < n_out]
+    for start in range(0, len(wanted), batch):
+        frames = wanted[start : start + batch]
         inputs = [face_inputs(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)], crop_328, mask) for i in frames]
         visual = torch.from_numpy(np.stack([v for v, _ in inputs]))
         audio = torch.from_numpy(np.stack([get_audio_features(padded, i + audio_shift).reshape(32, 16, 16) for i in frames]))
         with torch.no_grad():
             predictions = generator_forward(generator_state, visual, audio).numpy()
         for i, (_, crop), prediction in zip(frames, inputs, predictions):
-            out.append(paste_back(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)], prediction, crop))
-    return np.stack(out)
+            out[i] = paste_back(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)], prediction, crop)
+    return out
 
 
 def calibrate(frames_bgr: np.ndarray, boxes, wav: np.ndarray, generator_state, encoder_state, frames: int = 8) -> None:

@@ -5,7 +5,7 @@
     synctalk-client composite --audio speech.wav --image face.png --out out/frames
     synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
     synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
-    synctalk-client render --avatar anna --audio speech.wav --frames anna.mp4 --boxes anna_boxes.json --out anna.mp4
+    synctalk-client render --avatar anna --audio speech.wav --frames anna.mp4 --boxes anna_boxes.json --out anna.mp4 --frames-dir out/anna
     synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
 from __future__ import annotations
@@ -100,11 +100,11 @@ def cmd_render(args) -> int:
         from synctalk_preprocessing.compositing import crop_faces
 
         frames = read_frames(args.frames)
-        boxes = read_boxes(args.boxes).round().astype(np.int64)
+        boxes = read_boxes(args.boxes, frames.shape[1:3]).round().astype(np.int64)
         boxes = np.repeat(boxes, len(frames), axis=0) if len(boxes) == 1 else boxes
         crops = crop_faces(frames, boxes[: len(frames)])
     summary = render_video(args.url, args.model_id, audio, args.out, crops=crops, batch_size=args.batch_size,
-                           in_flight=args.in_flight, timeout_s=args.timeout, progress=not args.quiet)
+                           in_flight=args.in_flight, timeout_s=args.timeout, progress=not args.quiet, frames_dir=args.frames_dir)
     print(json.dumps({**summary, "out": str(args.out)}, indent=2))
     return 0
 
@@ -163,7 +163,8 @@ def main(argv=None) -> int:
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
     render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
     render.add_argument("--frames", type=Path, help="the avatar's video (or image folder): frame i's crop is cut from it")
-    render.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame)")
+    render.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)")
+    render.add_argument("--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)")
     render.add_argument("--batch-size", type=int, default=8, help="frames per request (1-32)")
     render.add_argument("--in-flight", type=int, default=3, help="requests kept in flight")
     render.add_argument("--seed", type=int, default=0)

@@ -136,6 +136,21 @@ class CompositeClient:
     def model_ids(self) -> List[str]:
         return sorted(self._refresh_ensembles())
 
+    def audio_preset(self, model_id: str) -> str:
+        """The audio front end of a model id: "synctalk2d" where its ensemble runs SyncTalk_2D's
+        (``audio_features_synctalk2d``), else "reference"."""
+        self._check_model(model_id)
+        steps = self._ensemble_info[model_id]["steps"]
+        return "synctalk2d" if contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps else "reference"
+
+    def frames_for_audio(self, model_id: str, n_samples: int) -> int:
+        """How many video frames a clip of ``n_samples`` 16 kHz samples makes on ``model_id``: one
+        per whole 40 ms, or SyncTalk_2D's N + 2 (``contract.synctalk2d_frame_count``) where the
+        model id runs its front end, as its own inference renders them."""
+        if self.audio_preset(model_id) == "synctalk2d":
+            return contract.synctalk2d_frame_count(n_samples)
+        return int(n_samples) // contract.SAMPLES_PER_FRAME
+
     def _refresh_ensembles(self) -> set:
         ensembles = {}
         for m in self._index():

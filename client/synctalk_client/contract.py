@@ -84,9 +84,9 @@ JPEG = Tensor("JPEG", "BYTES", (1,))
 # samples and row B-1's "after" samples, so the mel windows at a batch's edges see the audio
 # around it and a clip sent batch by batch gives the windows of the whole clip sent at once.
 # 8000 samples (0.5 s) covers both front ends: the reference's windows reach 1480 samples before
-# their batch and 680 after; SyncTalk_2D's, with 16 neighbouring frames, 5520 before and 7440
-# after. Lengths are multiples of AUDIO_CONTEXT_ALIGN (the reference's mel hop) so the mel columns
-# stay on the clip's grid.
+# their batch and 680 after; SyncTalk_2D's, with windows i-9 .. i+6 per frame, 6360 before and 6600
+# after. Lengths before a frame are multiples of AUDIO_CONTEXT_ALIGN (the reference's mel hop), so
+# the mel columns stay on the clip's grid; the audio after may end anywhere (the clip's end).
 AUDIO_CONTEXT_SAMPLES = 8000
 AUDIO_CONTEXT_ALIGN = 160
 AUDIO_CONTEXT = Tensor("AUDIO_CONTEXT", "FP32", (2, AUDIO_CONTEXT_SAMPLES))

@@ -26,11 +26,13 @@ def audio_context_rows(audio: np.ndarray, before: np.ndarray, after: np.ndarray,
                        size: int = contract.AUDIO_CONTEXT_SAMPLES, align: int = contract.AUDIO_CONTEXT_ALIGN):
     """AUDIO_CONTEXT [B,2,size] and AUDIO_CONTEXT_LENGTH [B,2] for a batch's audio [B,640] and
     the real audio just before and after it (any lengths: the nearest ``size`` samples are kept,
-    in whole steps of ``align``). Row i holds frame i's own neighbourhood: the ``size`` samples
-    before frame i and after it, zeros where the clip has none, and how many are real."""
+    those before in whole steps of ``align``, which keep the clip's start on the mel grid). Row i
+    holds frame i's own neighbourhood: the ``size`` samples before frame i and after it, zeros
+    where the clip has none, and how many are real (fewer than ``size``: the clip starts or ends
+    there)."""
     b = audio.shape[0]
     keep_before = min(len(before), size) // align * align
-    keep_after = min(len(after), size) // align * align
+    keep_after = min(len(after), size)
     padded = np.zeros(size + b * contract.SAMPLES_PER_FRAME + size, np.float32)
     padded[size - keep_before : size] = before[len(before) - keep_before :]
     padded[size : size + audio.size] = audio.reshape(-1)

@@ -39,18 +39,24 @@ def render_video(
     timeout_s: float = 300.0,
     progress: bool = True,
     on_batch: Optional[Callable[[int, int], None]] = None,
+    frames_dir: Optional[Path] = None,
 ) -> Dict[str, float]:
     """Render ``audio`` (16 kHz mono float) as ``out`` (H.264 + AAC MP4 at 25 fps).
 
-    ``crops``: [n, 3, 320, 320] BGR face crops used in turn (default: synthetic crops).
+    ``crops``: [n, 3, 320, 320] BGR face crops used in turn (default: synthetic crops); the masked
+    half of VISUAL is ``synthetic.masked`` of them. The model id decides the frame count: one per
+    whole 40 ms of audio, or SyncTalk_2D's N + 2 (``CompositeClient.frames_for_audio``); the whole
+    clip is the audio, so the last batch's context carries its tail. ``frames_dir``: also write
+    every frame as the JPEG the server returned, ``frame_00000.jpg`` onwards.
     Returns the number of frames and batches.
     """
     import imageio_ffmpeg
 
-    n_frames = len(audio) // contract.SAMPLES_PER_FRAME
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    with CompositeClient(url, timeout_s=timeout_s, stage_timings=False) as client:
+        n_frames = client.frames_for_audio(model_id, len(audio))
     if n_frames < 1:
-        raise ValueError(f"audio shorter than one frame ({contract.SAMPLES_PER_FRAME} samples)")
-    audio = np.asarray(audio[: n_frames * contract.SAMPLES_PER_FRAME], np.float32)
+        raise ValueError(f"audio of {len(audio)} samples is too short to make a frame on {model_id}")
     crops = synthetic.face_crops(min(n_frames, 50)) if crops is None else np.asarray(crops, np.float32)
     starts = list(range(0, n_frames, batch_size))
     local = threading.local()
@@ -74,6 +80,9 @@ def render_video(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if frames_dir is not None:
+        frames_dir = Path(frames_dir)
+        frames_dir.mkdir(parents=True, exist_ok=True)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -81,7 +90,7 @@ def render_video(
         bar = tqdm(total=n_frames, unit="frame", desc=out.name)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "audio.wav"
-        write_wav(wav, audio)
+        write_wav(wav, audio[: n_frames * contract.SAMPLES_PER_FRAME])
         command = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
             "-f", "image2pipe", "-c:v", "mjpeg", "-framerate", str(contract.FPS), "-i", "-",
@@ -94,8 +103,10 @@ def render_video(
             with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
                 futures = [pool.submit(send, start) for start in starts]
                 for index, future in enumerate(futures):  # in order; later batches stay in flight
-                    for jpeg in future.result():
+                    for offset, jpeg in enumerate(future.result()):
                         ffmpeg.stdin.write(jpeg)
+                        if frames_dir is not None:
+                            (frames_dir / f"frame_{starts[index] + offset:05d}.jpg").write_bytes(jpeg)
                     if bar is not None:
                         bar.update(min(batch_size, n_frames - starts[index]))
                     if on_batch:

@@ -60,7 +60,8 @@ def check_frame_index(name: str, index: Optional[np.ndarray]) -> Optional[str]:
 def check_audio_context(context: Optional[np.ndarray], lengths: Optional[np.ndarray], samples: int, align: int,
                         abs_max: float = AUDIO_ABS_MAX) -> Optional[str]:
     """AUDIO_CONTEXT [B,2,samples] and AUDIO_CONTEXT_LENGTH [B,2]: both or neither, finite audio,
-    lengths in [0, samples] and multiples of ``align``."""
+    lengths in [0, samples], those before a frame multiples of ``align`` (they place the clip's
+    start on the mel grid; the audio after a frame may end anywhere, as a clip does)."""
     if context is None and lengths is None:
         return None
     if context is None or lengths is None:
@@ -69,9 +70,10 @@ def check_audio_context(context: Optional[np.ndarray], lengths: Optional[np.ndar
     message = check_audio("AUDIO_CONTEXT", context, abs_max)
     if message:
         return message
-    bad = (lengths < 0) | (lengths > samples) | (lengths % align != 0)
+    bad = (lengths < 0) | (lengths > samples)
+    bad[:, 0] |= lengths[:, 0] % align != 0
     if bad.any():
         frame, side = (int(i) for i in np.argwhere(bad)[0])
         return (f"AUDIO_CONTEXT_LENGTH: {int(lengths[frame, side])} samples {('before', 'after')[side]} frame {frame}; "
-                f"expected 0..{samples} in steps of {align}")
+                f"expected 0..{samples}" + (f" in steps of {align}" if side == 0 else ""))
     return None

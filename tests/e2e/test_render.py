@@ -10,10 +10,16 @@ pytestmark = pytest.mark.e2e
 
 
 def test_render_writes_an_mp4_with_every_frame_and_the_audio(server, tmp_path):
+    import simplejpeg
+
     out = tmp_path / "clip.mp4"
     # 0.8 s = 20 frames in batches of 8, 8 and 4, two requests in flight
-    assert cli_main(["--url", server.grpc_url, "render", "--seconds", "0.8", "--batch-size", "8", "--in-flight", "2", "--quiet", "--out", str(out)]) == 0
+    assert cli_main(["--url", server.grpc_url, "render", "--seconds", "0.8", "--batch-size", "8", "--in-flight", "2", "--quiet",
+                     "--out", str(out), "--frames-dir", str(tmp_path / "frames")]) == 0
     frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(out))
     assert frames == 20 and abs(seconds - 0.8) < 0.1
+    jpegs = sorted((tmp_path / "frames").iterdir())
+    assert [p.name for p in jpegs] == [f"frame_{i:05d}.jpg" for i in range(20)]  # the JPEGs the server returned
+    assert all(simplejpeg.decode_jpeg(p.read_bytes()).shape == (1080, 1920, 3) for p in jpegs)
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
     assert "Video: h264" in probe and "1920x1080" in probe and "Audio: aac" in probe

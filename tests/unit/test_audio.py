@@ -141,9 +141,11 @@ def test_context_rows_hold_each_frames_neighbourhood():
         after = clip[start + spf : start + spf + c]
         assert np.array_equal(rows[i, 1, : len(after)], after) and not rows[i, 1, len(after) :].any()
         assert lengths[i].tolist() == [c, min(c, len(after))]
-    # at the clip's start: nothing before, and lengths stay multiples of the hop
+    # at the clip's start: nothing before; the audio after ends where the clip ends
     rows, lengths = audio_context_rows(clip[:spf].reshape(1, spf), clip[:0], clip[spf : spf + 1000], size=c)
-    assert lengths.tolist() == [[0, 960]] and not rows[0, 0].any()
+    assert lengths.tolist() == [[0, 1000]] and not rows[0, 0].any()
+    rows, lengths = audio_context_rows(clip[:spf].reshape(1, spf), clip[:1000], clip[:0], size=c)
+    assert lengths.tolist() == [[960, 0]], "the audio before stays in whole hops: the clip's start on the mel grid"
 
 
 # --- the SyncTalk_2D front end -----------------------------------------------------------------
@@ -232,3 +234,24 @@ def test_synctalk2d_chunked_with_context_equals_the_whole_clip(synctalk2d, sizes
     assert np.array_equal(np.concatenate(masks), whole_mask)
     assert np.abs(np.concatenate(parts) - whole).max() < 2e-3
     assert np.abs(whole[: n - 1] - upstream_frame_windows(clip)).max() < 2e-3
+
+
+@pytest.mark.parametrize("tail", [0, 330, 639])
+def test_synctalk2d_stream_of_a_clip_ending_mid_frame_is_upstreams(synctalk2d, tail):
+    """A WAV is rarely whole frames: the last batch's context after carries the tail, the clip's
+    end fixes N and the last window, and the N + 2 frames are upstream's."""
+    from synctalk_client.messages import audio_context_rows
+
+    spf, c = contract.SAMPLES_PER_FRAME, contract.AUDIO_CONTEXT_SAMPLES
+    wav = synthetic.speech_like_audio(31, seed=8)[: 30 * spf + tail]
+    expected = upstream_frame_windows(wav)
+    n_out = contract.synctalk2d_frame_count(len(wav))
+    assert len(expected) == n_out
+    parts = []
+    for start in range(0, n_out, 8):
+        size = min(8, n_out - start)
+        first, last = start * spf, (start + size) * spf
+        audio = wav[first:last].reshape(size, spf)
+        rows, lengths = audio_context_rows(audio, wav[max(0, first - c) : first], wav[last : last + c])
+        parts.append(synctalk2d.windows_for_audio(audio, rows, lengths, first_frame=start)[0])
+    assert np.abs(np.concatenate(parts) - expected).max() < 2e-3
