@@ -112,11 +112,12 @@ def render_model(model_dir: Path, config: mc.ModelConfig, target: Path, profile:
     return target
 
 
-def onnx_sources(models_dir: Path, generator: Optional[Path], audio_encoder: Optional[Path]) -> Dict[str, Path]:
+def onnx_sources(models_dir: Path, generator: Optional[Path], audio_encoder: Optional[Path],
+                 synctalk2d_audio_encoder: Optional[Path] = None) -> Dict[str, Path]:
     sources = {
         contract.GENERATOR_MODEL: generator or models_dir / f"{contract.GENERATOR_MODEL}.onnx",
         contract.AUDIO_ENCODER_MODEL: audio_encoder or models_dir / f"{contract.AUDIO_ENCODER_MODEL}.onnx",
-        contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: models_dir / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx",
+        contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: synctalk2d_audio_encoder or models_dir / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx",
     }
     for name, path in sources.items():
         if not Path(path).is_file():
@@ -132,10 +133,11 @@ def render(
     generator: Optional[Path] = None,
     audio_encoder: Optional[Path] = None,
     source: Path = paths.MODEL_REPOSITORY,
+    synctalk2d_audio_encoder: Optional[Path] = None,
 ) -> Path:
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
-    onnx_files = onnx_sources(models_dir, generator, audio_encoder)
+    onnx_files = onnx_sources(models_dir, generator, audio_encoder, synctalk2d_audio_encoder)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -155,11 +157,14 @@ def main(argv=None) -> None:
     parser.add_argument("--models-dir", type=Path, help="folder with synctalk.onnx and audio_encoder.onnx")
     parser.add_argument("--generator", type=Path, help="your trained SyncTalk_2D generator (.onnx: input, audio -> output)")
     parser.add_argument("--audio-encoder", type=Path, help="your audio encoder (.onnx: MEL_WINDOWS -> AUDIO_FEATURES)")
+    parser.add_argument("--synctalk2d-audio-encoder", type=Path,
+                        help="the shared SyncTalk_2D audio encoder (tools.import_checkpoint --audio-encoder audio_visual_encoder.pth)")
     parser.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID, help="ensemble name = the client's model_id")
     parser.add_argument("--out", type=Path, help="default: build/repository/<profile>")
     args = parser.parse_args(argv)
     out = args.out or paths.RENDERED / args.profile
-    render(args.profile, out, args.models_dir or paths.MODELS / args.variant, args.model_id, args.generator, args.audio_encoder)
+    render(args.profile, out, args.models_dir or paths.MODELS / args.variant, args.model_id, args.generator, args.audio_encoder,
+           synctalk2d_audio_encoder=args.synctalk2d_audio_encoder)
     print(f"rendered the {args.profile} profile into {out}")
 
 

@@ -6,6 +6,7 @@
     synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
     synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
     synctalk-client render --avatar anna --audio speech.wav --frames anna.mp4 --boxes anna_boxes.json --out anna.mp4 --frames-dir out/anna
+    synctalk-client inspect --avatar anna --audio speech.wav --frames anna_frames/ --boxes landmarks/ --out out/inspect
     synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
 from __future__ import annotations
@@ -93,19 +94,55 @@ def cmd_render(args) -> int:
     else:
         audio = synthetic.speech_like_audio(int(args.seconds * contract.FPS), seed=args.seed)
     crops = read_crop(args.image)[None] if args.image else None
-    if args.frames:
-        if not args.boxes:
-            raise SystemExit("--frames needs --boxes (the crop rectangle of each frame)")
-        from synctalk_preprocessing.avatar import read_boxes, read_frames
+    avatar = _read_avatar(args)
+    if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
         from synctalk_preprocessing.compositing import crop_faces
 
-        frames = read_frames(args.frames)
-        boxes = read_boxes(args.boxes, frames.shape[1:3]).round().astype(np.int64)
-        boxes = np.repeat(boxes, len(frames), axis=0) if len(boxes) == 1 else boxes
-        crops = crop_faces(frames, boxes[: len(frames)])
+        crops = crop_faces(*avatar)
     summary = render_video(args.url, args.model_id, audio, args.out, crops=crops, batch_size=args.batch_size,
                            in_flight=args.in_flight, timeout_s=args.timeout, progress=not args.quiet, frames_dir=args.frames_dir)
     print(json.dumps({**summary, "out": str(args.out)}, indent=2))
+    return 0
+
+
+def _read_avatar(args):
+    """(frames [n,H,W,3] RGB, boxes [n,4]) from --frames and --boxes, or None without --frames."""
+    if not args.frames:
+        return None
+    if not args.boxes:
+        raise SystemExit("--frames needs --boxes (the crop rectangle of each frame)")
+    from synctalk_preprocessing.avatar import read_boxes, read_frames
+
+    frames = read_frames(args.frames)
+    boxes = read_boxes(args.boxes, frames.shape[1:3]).round().astype(np.int64)
+    return frames, (np.repeat(boxes, len(frames), axis=0) if len(boxes) == 1 else boxes[: len(frames)])
+
+
+def cmd_inspect(args) -> int:
+    from synctalk_client.inspect import inspect_request
+
+    request = build_request(args)
+    avatar = _read_avatar(args)
+    if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
+        from synctalk_preprocessing.compositing import crop_faces
+
+        frames, boxes = avatar
+        slots = (args.start_frame + np.arange(request.batch_size)) % len(frames)
+        crops = crop_faces(frames[slots], boxes[slots])
+        request = CompositeBatchRequest.from_arrays(args.model_id, crops, synthetic.masked(crops), request.audio_tensor(),
+                                                    start_frame_idx=args.start_frame)
+    if args.audio:  # the audio around the batch, as render sends it
+        audio = read_wav(args.audio)
+        first = args.start_frame * contract.SAMPLES_PER_FRAME
+        last = first + request.batch_size * contract.SAMPLES_PER_FRAME
+        context = contract.AUDIO_CONTEXT_SAMPLES
+        request.audio_context_before = audio[max(0, first - context) : first].astype("<f4").tobytes()
+        request.audio_context_after = audio[last : last + context].astype("<f4").tobytes()
+    with CompositeClient(args.url, timeout_s=args.timeout) as client:
+        summary = inspect_request(client, request, args.out)
+    for step in summary["steps"]:
+        print(f"{step['model']:<28} {step['ms']:>9.1f} ms  -> " + ", ".join(f"{k} {v[0]}" for k, v in step["outputs"].items()))
+    print(f"wrote {summary['frames']} frames and every stage to {args.out}")
     return 0
 
 
@@ -172,6 +209,18 @@ def main(argv=None) -> int:
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     render.add_argument("--out", type=Path, default=Path("out/render.mp4"))
     render.set_defaults(func=cmd_render)
+    inspect = sub.add_parser("inspect", help="run one batch step by step; write every stage (mel, features, visual input, generator output, frames)")
+    inspect.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
+    inspect.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
+    inspect.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
+    inspect.add_argument("--frames", type=Path, help="the avatar's video (or image folder): the face inputs are cut from it")
+    inspect.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, or a landmarks/ folder)")
+    inspect.add_argument("--batch-size", type=int, help="frames (1-32; default: 8, or as many as the WAV holds up to 32)")
+    inspect.add_argument("--start-frame", type=int, default=0)
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--timeout", type=float, default=120.0)
+    inspect.add_argument("--out", type=Path, default=Path("out/inspect"))
+    inspect.set_defaults(func=cmd_inspect)
     sub.add_parser("models", help="list the repository's models").set_defaults(func=cmd_models)
     sub.add_parser("health", help="server liveness/readiness and model states").set_defaults(func=cmd_health)
     for name, func, text in (("load", cmd_load, "load a model id (explicit model control)"),

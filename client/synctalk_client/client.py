@@ -25,11 +25,11 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import nullcontext
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from synctalk_client import contract
 from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ValidationError
@@ -208,6 +208,30 @@ class CompositeClient:
         except InferenceServerException as exc:
             error = error_from_exception(exc, request.model_id)
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
+
+    # -- one step at a time (synctalk_client.inspect) ------------------------------------------
+    def ensemble_steps(self, model_id: str) -> List[dict]:
+        """The steps of a model id's ensemble (``model_name``, ``input_map``, ``output_map``), in order."""
+        self._check_model(model_id)
+        config = self._triton.get_model_config(model_id, as_json=True).get("config", {})
+        return list(config.get("ensemble_scheduling", {}).get("step", []))
+
+    def input_tensors(self, request: CompositeBatchRequest) -> Dict[str, np.ndarray]:
+        """The ensemble inputs a request becomes, by tensor name (what ``infer_batch_composite`` sends)."""
+        validate_header(request)
+        self._check_model(request.model_id)
+        validate_payload(request)
+        return {spec.name: array for spec, array in self._tensors(request)}
+
+    def infer_model(self, model: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+        """One call of any model (an ensemble's step) with raw tensors: {output name: array}."""
+        tensors = []
+        for name, array in inputs.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        result = self._call_with_retries(model, tensors, [grpcclient.InferRequestedOutput(n) for n in outputs])
+        return {name: result.as_numpy(name) for name in outputs}
 
     def _tensors(self, request: CompositeBatchRequest) -> list:
         """(spec, array) of each input the model id takes; FRAME_INDEX (avatars) is

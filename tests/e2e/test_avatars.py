@@ -120,7 +120,9 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
         assert "bert" in client.model_ids()
         video = render_video(server.grpc_url, "bert", synthetic.speech_like_audio(20, seed=8), tmp_path / "bert.mp4",
                              batch_size=8, progress=False)
-        assert video["frames"] == 20 and (tmp_path / "bert.mp4").stat().st_size > 1000
+        # SyncTalk_2D's frame count: N + 2 for N windows, one fewer than the clip's 40 ms frames
+        assert video["frames"] == contract.synctalk2d_frame_count(20 * contract.SAMPLES_PER_FRAME) == 19
+        assert (tmp_path / "bert.mp4").stat().st_size > 1000
         stats = client.model_stats(contract.SYNCTALK2D_AUDIO_ENCODER_MODEL)[contract.SYNCTALK2D_AUDIO_ENCODER_MODEL]
         assert int(stats["inference_stats"]["success"]["count"]) >= 3  # the preset's encoder served the 3 batches
         client.unload_model("bert")

@@ -150,3 +150,45 @@ def test_the_served_avatar_equals_synctalk2d_inference_within_jpeg_noise(served,
     assert agreement > MIN_PSNR_DB
     for name, value in scores.items():
         assert value < MIN_PSNR_DB, f"the comparison cannot tell '{name}' ({value:.1f} dB)"
+
+
+def test_inspect_writes_every_stage_and_the_stages_are_synctalk2d(served, fidelity_server, avatar_inputs, tmp_path):
+    """The debug mode, step by step: each stage as SyncTalk_2D computes it, the frames as served."""
+    import torch
+
+    from synctalk_client import CompositeBatchRequest, CompositeClient
+    from synctalk_client.cli import main as cli_main
+    from synctalk_client.inspect import inspect_request
+    from synctalk_client.render import write_wav
+    from synctalk_preprocessing.compositing import visual_inputs
+
+    inputs = avatar_inputs
+    wav, start, size = inputs["wav"], 4, 4
+    frames_rgb = inputs["frames_bgr"][..., ::-1]
+    slots = np.arange(start, start + size) % N_BACKGROUNDS
+    visual = visual_inputs(frames_rgb[slots], np.array(inputs["boxes"])[slots])
+    first, last = start * contract.SAMPLES_PER_FRAME, (start + size) * contract.SAMPLES_PER_FRAME
+    request = CompositeBatchRequest.from_visual(AVATAR, visual, wav[first:last], start_frame_idx=start,
+                                                audio_context_before=wav[:first], audio_context_after=wav[last:])
+    with CompositeClient(fidelity_server.grpc_url) as client:
+        summary = inspect_request(client, request, tmp_path / "inspect")
+        served_batch = client.infer_batch_composite(request).raise_for_error().composited_frames
+    out = tmp_path / "inspect"
+    assert [s["model"] for s in summary["steps"]][:3] == [contract.INPUT_VALIDATOR_MODEL, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, "trained_audio_encoder"]
+    assert [(out / f"frame_{start + i:05d}.jpg").read_bytes() for i in range(size)] == served_batch, "the frames the ensemble returns"
+    assert np.load(out / "mel_spec.npy").shape == (size, 16, 1, 80, 16)
+    assert np.array_equal(np.load(out / "visual_input.npy"), visual)
+    padded = reference.encode_clip(wav, inputs["encoder"])
+    expected_features = np.stack([reference.get_audio_features(padded, i).reshape(32, 16, 16) for i in range(start, start + size)])
+    assert np.abs(np.load(out / "audio_features.npy") - expected_features).max() < 1e-3
+    with torch.no_grad():
+        expected_faces = reference.generator_forward(inputs["generator"], torch.from_numpy(visual), torch.from_numpy(expected_features)).numpy()
+    assert np.abs(np.load(out / "inference_output.npy") - expected_faces).max() < 1e-3
+    # the command line: a WAV, the avatar's frames and landmarks
+    write_wav(tmp_path / "speech.wav", wav)
+    root = inputs["root"]
+    assert cli_main(["--url", fidelity_server.grpc_url, "inspect", "--avatar", AVATAR, "--audio", str(tmp_path / "speech.wav"),
+                     "--frames", str(root / "full_body_img"), "--boxes", str(root / "landmarks"), "--batch-size", "4",
+                     "--out", str(tmp_path / "cli")]) == 0
+    names = {"mel_spec.npy", "audio_features.npy", "visual_input.npy", "inference_output.npy", "steps.json"} | {f"frame_{i:05d}.jpg" for i in range(4)}
+    assert names <= {p.name for p in (tmp_path / "cli").iterdir()}

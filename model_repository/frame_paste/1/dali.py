@@ -1,8 +1,9 @@
 """frame_paste (DALI backend): GENERATED_FACE [3,320,320], BACKGROUND [H,W,3], CROP_BOX [4]
 -> FRAMES_RGB [H,W,3].
 
-The face becomes RGB uint8 at 320x320, is resized bilinearly to its crop rectangle and replaces
-those pixels of the background, on the GPU. The steps are those of
+SyncTalk_2D's paste-back on the GPU: the box cut from the background and resized to 328 (cubic),
+the prediction (x255, truncated, RGB) inside its 4-pixel border, resized back to the box (cubic)
+and the frame reassembled around it, in uint8. The steps are those of
 synctalk_preprocessing.compositing.paste_faces (the CPU profile's implementation).
 """
 import nvidia.dali as dali
