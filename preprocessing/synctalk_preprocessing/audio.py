@@ -1,4 +1,4 @@
-"""Log-mel front end of the request-flow reference, in NumPy.
+"""Audio front ends in NumPy: the request-flow reference's log-mel, and SyncTalk_2D's (``SYNCTALK_2D``).
 
 The log-mel equals (to float32 rounding) ::
 
@@ -10,6 +10,9 @@ computed with a NumPy ``rfft`` STFT and librosa's own mel filter bank (built onc
 JIT), so no request pays librosa's numba compilation. Video frame ``i`` (25 fps) gets the 16 mel
 columns ``[4i - 8, 4i + 8)`` centred on its time (100 columns per second); columns outside the
 clip are zero.
+
+SyncTalk_2D's (wav2lip's) mel and its windows, indexed as its inference indexes them, are
+``MelConfig`` ``SYNCTALK_2D`` and ``MelFrontEnd.synctalk2d_windows``.
 """
 from __future__ import annotations
 
@@ -175,10 +178,10 @@ class MelFrontEnd:
         extended by row 0's real samples before it and row B-1's real samples after it; the
         windows are cut on the extended clip's mel, so a clip streamed batch by batch with enough
         context gives the windows of the whole clip. ``first_frame``: the stream index of the
-        batch's first frame (where a frame is not a whole number of mel columns, as SyncTalk_2D's
-        3.2, the extended clip starts on the stream's column grid, padded with up to hop - 1 zeros).
+        batch's first frame (where a frame is not a whole number of mel columns, the extended clip
+        starts on the stream's column grid, padded with up to hop - 1 zeros).
 
-        With ``neighbours`` n > 0 (SyncTalk_2D): ``synctalk2d_windows``.
+        With ``neighbours`` n > 0 (SyncTalk_2D): ``synctalk2d_windows``, the same arguments.
         """
         c = self.config
         if c.neighbours:
@@ -194,9 +197,7 @@ class MelFrontEnd:
         align = (first_frame * spf - before_len) % c.hop_length  # zeros that put the clip on the stream's grid
         log_mel = self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
         first_column = (before_len + align) / c.hop_length
-        if not c.neighbours:
-            return self.frame_windows(log_mel, n_frames, first_column, first_frame)
-        raise AssertionError("unreachable: neighbours are handled by synctalk2d_windows")
+        return self.frame_windows(log_mel, n_frames, first_column, first_frame)
 
     # -- SyncTalk_2D: 16 neighbouring windows per frame, indexed as upstream's inference does ----
     def clip_window_starts(self, k: np.ndarray, n_columns: Optional[int]) -> np.ndarray:
