@@ -17,6 +17,7 @@ from tools.render_repository import read_config, render
 DTYPES = {"FP32": mc.TYPE_FP32, "UINT8": mc.TYPE_UINT8, "INT32": mc.TYPE_INT32, "INT64": mc.TYPE_INT64, "BYTES": mc.TYPE_STRING}
 AVATAR = "anna"
 AVATAR_2D = "bert"  # an avatar with SyncTalk_2D's audio front end
+AVATAR_OWN_ENCODER = "cleo"  # SyncTalk_2D's front end with the avatar's own audio encoder
 
 
 def load_repository(root: Path) -> dict:
@@ -41,6 +42,8 @@ def render_with_avatar(profile, tmp_path_factory, models_dir) -> Path:
         cv2.imwrite(str(frames / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
     avatars.add(root, AVATAR, frames, [8, 4, 40, 36], jpeg_quality=80)
     avatars.add(root, AVATAR_2D, frames, [8, 4, 40, 36], audio_preset="synctalk2d")
+    encoder = models_dir / "tiny" / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
+    avatars.add(root, AVATAR_OWN_ENCODER, frames, [8, 4, 40, 36], audio_encoder=encoder)  # the preset follows
     return root
 
 
@@ -127,6 +130,22 @@ def test_avatar_template_uses_the_placeholder_id(avatar_template):
     assert avatar_template["avatar_background"].name == contract.avatar_models(avatars.TEMPLATE_ID)["background"]
 
 
+@pytest.mark.parametrize("profile", ["cpu_profile", "gpu_profile"])
+def test_an_avatar_with_its_own_audio_encoder(profile, request):
+    configs = request.getfixturevalue(profile)
+    name = contract.avatar_models(AVATAR_OWN_ENCODER, own_audio_encoder=True)["audio_encoder"]
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in configs[AVATAR_OWN_ENCODER].ensemble_scheduling.step]
+    assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR_OWN_ENCODER, "synctalk2d", own_audio_encoder=True)]
+    assert name in {s[0] for s in steps} and contract.SYNCTALK2D_AUDIO_ENCODER_MODEL not in {s[0] for s in steps}
+    own, shared = configs[name], configs[contract.SYNCTALK2D_AUDIO_ENCODER_MODEL]
+    assert (own.backend, tensors(own, "input"), tensors(own, "output")) == (shared.backend, tensors(shared, "input"), tensors(shared, "output"))
+    if profile == "gpu_profile":
+        (accelerator,) = own.optimization.execution_accelerators.gpu_execution_accelerator
+        assert accelerator.parameters["trt_engine_cache_path"] == f"/trt_cache/{name}"
+    with pytest.raises(ValueError, match="needs the synctalk2d audio preset"):
+        contract.avatar_ensemble_steps(AVATAR_OWN_ENCODER, "reference", own_audio_encoder=True)
+
+
 def test_avatar_generator_has_its_own_engine_cache(gpu_profile):
     (accelerator,) = gpu_profile[f"{AVATAR}_synctalk"].optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.parameters["trt_engine_cache_path"] == f"/trt_cache/{AVATAR}_synctalk"
@@ -135,7 +154,8 @@ def test_avatar_generator_has_its_own_engine_cache(gpu_profile):
 
 @pytest.mark.parametrize(
     "profile,model_id",
-    [(p, contract.DEFAULT_MODEL_ID) for p in PROFILES] + [(p, a) for p in ("cpu_profile", "gpu_profile") for a in (AVATAR, AVATAR_2D)],
+    [(p, contract.DEFAULT_MODEL_ID) for p in PROFILES]
+    + [(p, a) for p in ("cpu_profile", "gpu_profile") for a in (AVATAR, AVATAR_2D, AVATAR_OWN_ENCODER)],
 )
 def test_ensemble_wiring_is_what_triton_accepts(profile, model_id, request):
     configs = request.getfixturevalue(profile)

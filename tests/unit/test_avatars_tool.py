@@ -48,6 +48,23 @@ def test_add_list_remove(repository, frames, tmp_path):
         avatars.remove(repository, "anna")
 
 
+def test_an_avatar_with_its_own_audio_encoder(repository, frames, models_dir, capsys):
+    encoder = models_dir / "tiny" / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
+    with pytest.raises(ValueError, match="needs --audio-preset synctalk2d"):
+        avatars.add(repository, "anna", frames, [10, 5, 50, 45], audio_preset="reference", audio_encoder=encoder)
+    with pytest.raises(FileNotFoundError, match="audio encoder"):
+        avatars.add(repository, "anna", frames, [10, 5, 50, 45], audio_encoder=repository / "none.onnx")
+    assert not (repository / "anna").exists()
+    assert avatars.main(["--repository", str(repository), "add", "--id", "anna", "--background", str(frames),
+                         "--boxes", "10,5,50,45", "--audio-encoder", str(encoder)]) == 0
+    models = contract.avatar_models("anna", own_audio_encoder=True)
+    assert "anna_audio_encoder" in capsys.readouterr().out
+    assert (repository / models["audio_encoder"] / "1" / "model.onnx").read_bytes() == encoder.read_bytes()
+    (listed,) = avatars.list_avatars(repository)
+    assert listed["source"]["audio_preset"] == "synctalk2d" and listed["models"] == models
+    assert sorted(avatars.remove(repository, "anna")) == sorted(models.values())
+
+
 def test_a_failed_add_leaves_nothing_behind(repository, frames):
     with pytest.raises(ValueError, match="crop box 0"):
         avatars.add(repository, "anna", frames, [70, 5, 90, 45])  # outside the 80-pixel-wide frame
@@ -85,3 +102,4 @@ def test_every_avatar_step_counts_towards_its_stage():
         contract.FRAME_PASTE_MODEL: "composite_time_ms",
         "anna_jpeg_encoder": "composite_time_ms",
     }
+    assert contract.stage_of(contract.avatar_models("anna", own_audio_encoder=True)["audio_encoder"]) == "audio_processing_ms"
