@@ -296,13 +296,14 @@ class CompositeClient:
         return table
 
     def _attribute_stages(self, response: CompositeBatchResponse, model_id: str, before: Dict[str, Dict[str, int]], steps) -> None:
-        # Composing models record their statistics as they release a request, which can trail the
-        # ensemble's response by a moment: poll briefly until every step has counted this request.
+        # The ensemble and its composing models record their statistics as they release a request,
+        # which can trail the ensemble's response by a moment: poll briefly until the ensemble
+        # itself and every step have counted this request.
         deadline = time.perf_counter() + 0.2
         while True:
             after = self._statistics()
             delta = {n: {k: after[n][k] - before.get(n, {}).get(k, 0) for k in after[n]} for n in after}
-            if all(delta.get(m, {}).get("count", 0) >= 1 for m in steps) or time.perf_counter() > deadline:
+            if all(delta.get(m, {}).get("count", 0) >= 1 for m in (model_id, *steps)) or time.perf_counter() > deadline:
                 break
             time.sleep(0.002)
         if delta.get(model_id, {}).get("count") != 1 or any(delta.get(m, {}).get("count") != 1 for m in steps):
