@@ -249,7 +249,8 @@ def main(argv=None) -> int:
                 from synctalk_client import CompositeClient
 
                 with CompositeClient(args.url) as client:
-                    client.unload_model(args.id)
+                    if args.id in client.model_ids():  # already unloaded: nothing to do there
+                        client.unload_model(args.id)  # returns once the unload is complete
             print("removed", ", ".join(remove(args.repository, args.id)))
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         parser.exit(2, f"error: {exc}\n")

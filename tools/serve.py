@@ -224,6 +224,11 @@ class TritonServer:
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             "--exit-on-error=true",
+            # Strict readiness reports the whole server not ready while any model is LOADING or
+            # UNLOADING (core server.cc IsReady): with live model changes (explicit control), an
+            # avatar being added or removed would take the server out of a load balancer. Each
+            # model's readiness stays at /v2/models/<name>/ready.
+            f"--strict-readiness={'false' if self.model_control_mode == 'explicit' else 'true'}",
             "--log-verbose=0",
             *(["--load-model=*"] if self.model_control_mode == "explicit" else []),
             *self.extra_args,

@@ -174,15 +174,31 @@ class CompositeClient:
 
     def unload_model(self, model_id: str) -> None:
         """Unload a model id, and the avatar's own steps (``<id>_synctalk``, ``<id>_background``,
-        ``<id>_jpeg_encoder``, ``<id>_audio_encoder``) where they are loaded; shared steps stay: the reference's UnloadModel."""
+        ``<id>_jpeg_encoder``, ``<id>_audio_encoder``) where they are loaded; shared steps stay: the
+        reference's UnloadModel. Returns when the unload is complete."""
         self._check_model(model_id)
         steps = self._ensemble_info[model_id]["steps"]
         self._triton.unload_model(model_id)
         own = set(contract.avatar_models(model_id, own_audio_encoder=True).values()) - {model_id}
-        for step in steps:
-            if step in own:
-                self._triton.unload_model(step)
+        unloaded = [model_id, *(step for step in steps if step in own)]
+        for step in unloaded[1:]:
+            self._triton.unload_model(step)
         self._ensembles = None
+        self._wait_unloaded(unloaded)
+
+    def _wait_unloaded(self, names: Sequence[str], poll_s: float = 0.05) -> None:
+        """Triton unloads asynchronously (a model stays UNLOADING until its in-flight requests end
+        and its instances are gone): return when none of ``names`` is still loaded or unloading,
+        or raise ProcessingError after ``timeout_s``."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            states = {m["name"]: m.get("state", "") for m in self._index()}
+            busy = [n for n in names if states.get(n) in ("READY", "UNLOADING")]
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise ProcessingError(f"unload of {', '.join(busy)} not complete after {self.timeout_s:g} s")
+            time.sleep(poll_s)
 
     def model_stats(self, model_id: str = "") -> Dict[str, dict]:
         """Triton's statistics of one model (or all with ""): the reference's GetModelStats."""
