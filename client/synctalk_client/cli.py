@@ -20,43 +20,102 @@ import numpy as np
 
 from synctalk_client import contract, synthetic
 from synctalk_client.client import CompositeClient
+from synctalk_client.errors import CompositeError, ModelNotFoundError
 from synctalk_client.messages import CompositeBatchRequest
 
 
+class UsageError(Exception):
+    """A mistake in the command line or its files: printed as one line, exit status 2."""
+
+
 def read_wav(path: Path) -> np.ndarray:
-    """Mono float32 samples of a 16 kHz WAV (16-bit PCM or float), channels averaged."""
-    import wave
+    """Mono float32 16 kHz samples of an audio file (WAV, FLAC, OGG, .. as libsndfile reads them):
+    channels averaged, any other sample rate resampled with soxr (high quality)."""
+    import soundfile
 
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"audio file {path} not found" if not path.exists() else f"{path} is not an audio file (a directory?)")
     try:
-        import soundfile
-
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except ImportError:
-        with wave.open(str(path)) as w:
-            if w.getsampwidth() != 2:
-                raise SystemExit(f"{path}: only 16-bit PCM WAV is supported without soundfile")
-            rate = w.getframerate()
-            data = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels()) / 32768.0
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        raise UsageError(f"{path}: not a readable audio file ({exc})") from None
+    audio = np.asarray(data, np.float32).mean(axis=1)
     if rate != contract.SAMPLE_RATE:
-        raise SystemExit(f"{path}: sample rate {rate} Hz, expected {contract.SAMPLE_RATE} Hz (resample it first)")
-    return np.asarray(data, np.float32).mean(axis=1)
+        import soxr
+
+        audio = soxr.resample(audio, rate, contract.SAMPLE_RATE, quality="HQ").astype(np.float32)
+    if audio.size == 0:
+        raise UsageError(f"{path}: the audio is empty")
+    return audio
 
 
 def read_crop(path: Path) -> np.ndarray:
     """An image file -> one [3,320,320] BGR float crop in [0,1] (resized, not cropped)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    rgb = np.asarray(Image.open(path).convert("RGB").resize((contract.FACE_SIZE,) * 2, Image.BILINEAR), np.float32) / 255.0
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"image {path} not found" if not path.exists() else f"{path} is not an image file (a directory?)")
+    try:
+        image = Image.open(path).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UsageError(f"{path}: not a readable image ({exc})") from None
+    rgb = np.asarray(image.resize((contract.FACE_SIZE,) * 2, Image.BILINEAR), np.float32) / 255.0
     return rgb[..., ::-1].transpose(2, 0, 1).copy()
+
+
+def batch_size(text: str) -> int:
+    """argparse type: a batch size of 1..32 frames."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not contract.MIN_BATCH_SIZE <= value <= contract.MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be {contract.MIN_BATCH_SIZE}..{contract.MAX_BATCH_SIZE} frames, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive(text: str) -> int:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1, got 0")
+    return value
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def check_video_out(path: Path) -> None:
+    """Before any work: the MP4 (or MOV/MKV) file render writes, in a folder that can hold it."""
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a directory: give a video file name, e.g. {path / 'render.mp4'}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UsageError(f"--out {path}: the video needs one of the extensions {', '.join(VIDEO_SUFFIXES)}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"--out {path}: {path.parent} is not a directory")
 
 
 def build_request(args) -> CompositeBatchRequest:
     if args.audio:
         audio = read_wav(args.audio)
-        available = len(audio) // contract.SAMPLES_PER_FRAME
+        available = len(audio) // contract.SAMPLES_PER_FRAME - args.start_frame
+        if available < 1:
+            raise UsageError(f"--start-frame {args.start_frame} is past the end of {args.audio} "
+                             f"({len(audio) // contract.SAMPLES_PER_FRAME} whole frames of {contract.SAMPLES_PER_FRAME} samples)")
+        if args.batch_size and args.batch_size > available:
+            raise UsageError(f"--batch-size {args.batch_size}: {args.audio} holds {available} frames from frame {args.start_frame}")
         batch = min(args.batch_size or available, available, contract.MAX_BATCH_SIZE)
-        if batch < 1:
-            raise SystemExit(f"{args.audio}: shorter than one frame ({contract.SAMPLES_PER_FRAME} samples)")
         start = args.start_frame * contract.SAMPLES_PER_FRAME
         audio = audio[start : start + batch * contract.SAMPLES_PER_FRAME]
         batch = len(audio) // contract.SAMPLES_PER_FRAME
@@ -89,6 +148,9 @@ def cmd_composite(args) -> int:
 def cmd_render(args) -> int:
     from synctalk_client.render import render_video
 
+    check_video_out(args.out)
+    if args.frames_dir is not None and args.frames_dir.exists() and not args.frames_dir.is_dir():
+        raise UsageError(f"--frames-dir {args.frames_dir} exists and is not a directory")
     if args.audio:
         audio = read_wav(args.audio)
     else:
@@ -110,7 +172,7 @@ def _read_avatar(args):
     if not args.frames:
         return None
     if not args.boxes:
-        raise SystemExit("--frames needs --boxes (the crop rectangle of each frame)")
+        raise UsageError("--frames needs --boxes (the crop rectangle of each frame)")
     from synctalk_preprocessing.avatar import read_boxes, read_frames
 
     frames = read_frames(args.frames)
@@ -148,8 +210,15 @@ def cmd_inspect(args) -> int:
 
 def cmd_models(args) -> int:
     with CompositeClient(args.url) as client:
-        for row in client.list_models():
-            print(f"{row['name']:<20} {row['kind']:<9} v{row['version']:<3} {row['state']} {row['reason']}".rstrip())
+        rows = client.list_models()
+    if not rows:
+        print("no models in the repository")
+        return 0
+    header = {"name": "MODEL", "kind": "KIND", "version": "VERSION", "state": "STATE"}
+    widths = {key: max(len(header[key]), *(len(str(row[key])) for row in rows)) for key in header}
+    print("  ".join(header[k].ljust(widths[k]) for k in header) + "  REASON")
+    for row in rows:
+        print(("  ".join(str(row[k]).ljust(widths[k]) for k in header) + "  " + row["reason"]).rstrip())
     return 0
 
 
@@ -169,6 +238,8 @@ def cmd_unload(args) -> int:
 
 def cmd_stats(args) -> int:
     with CompositeClient(args.url) as client:
+        if args.model_id and args.model_id not in {row["name"] for row in client.list_models()}:
+            raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=args.model_id))
         print(json.dumps(client.model_stats(args.model_id), indent=2))
     return 0
 
@@ -180,57 +251,94 @@ def cmd_health(args) -> int:
     return 0 if health.get("ready") else 1
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="synctalk-client", description="Client of the SyncTalk Triton ensemble")
-    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint")
+def build_parser() -> argparse.ArgumentParser:
+    # --url and --debug are accepted before or after the subcommand
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="Triton gRPC endpoint (default 127.0.0.1:8001)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print tracebacks of errors")
+    parser = argparse.ArgumentParser(prog="synctalk-client", description="Client of the SyncTalk Triton ensemble", parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    composite = sub.add_parser("composite", help="send one batch, write one JPEG per frame")
+
+    def command(name, func, text):
+        p = sub.add_parser(name, help=text, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    composite = command("composite", cmd_composite, "send one batch, write one JPEG per frame")
     composite.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID)
-    composite.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
+    composite.add_argument("--audio", type=Path, help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)")
     composite.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
-    composite.add_argument("--batch-size", type=int, help="frames (1-32; default: 8, or as many as the WAV holds up to 32)")
-    composite.add_argument("--start-frame", type=int, default=0)
+    composite.add_argument("--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)")
+    composite.add_argument("--start-frame", type=non_negative, default=0)
     composite.add_argument("--seed", type=int, default=0)
     composite.add_argument("--timeout", type=float, default=120.0, help="deadline of the call in seconds")
     composite.add_argument("--out", type=Path, default=Path("out/frames"))
-    composite.set_defaults(func=cmd_composite)
-    render = sub.add_parser("render", help="render a whole clip to an MP4 (frames muxed with the audio)")
+    render = command("render", cmd_render, "render a whole clip to an MP4 (frames muxed with the audio)")
     render.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
-    render.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
+    render.add_argument("--audio", type=Path, help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)")
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
     render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
     render.add_argument("--frames", type=Path, help="the avatar's video (or image folder): frame i's crop is cut from it")
     render.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)")
     render.add_argument("--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)")
-    render.add_argument("--batch-size", type=int, default=8, help="frames per request (1-32)")
-    render.add_argument("--in-flight", type=int, default=3, help="requests kept in flight")
+    render.add_argument("--batch-size", type=batch_size, default=8, help="frames per request (1-32)")
+    render.add_argument("--in-flight", type=positive, default=3, help="requests kept in flight")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--timeout", type=float, default=300.0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     render.add_argument("--out", type=Path, default=Path("out/render.mp4"))
-    render.set_defaults(func=cmd_render)
-    inspect = sub.add_parser("inspect", help="run one batch step by step; write every stage (mel, features, visual input, generator output, frames)")
+    inspect = command("inspect", cmd_inspect, "run one batch step by step; write every stage (mel, features, visual input, generator output, frames)")
     inspect.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
-    inspect.add_argument("--audio", type=Path, help="16 kHz WAV (default: synthetic speech-like audio)")
+    inspect.add_argument("--audio", type=Path, help="audio file, any rate and channels (default: synthetic speech-like audio)")
     inspect.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
     inspect.add_argument("--frames", type=Path, help="the avatar's video (or image folder): the face inputs are cut from it")
     inspect.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, or a landmarks/ folder)")
-    inspect.add_argument("--batch-size", type=int, help="frames (1-32; default: 8, or as many as the WAV holds up to 32)")
-    inspect.add_argument("--start-frame", type=int, default=0)
+    inspect.add_argument("--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)")
+    inspect.add_argument("--start-frame", type=non_negative, default=0)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--timeout", type=float, default=120.0)
     inspect.add_argument("--out", type=Path, default=Path("out/inspect"))
-    inspect.set_defaults(func=cmd_inspect)
-    sub.add_parser("models", help="list the repository's models").set_defaults(func=cmd_models)
-    sub.add_parser("health", help="server liveness/readiness and model states").set_defaults(func=cmd_health)
+    command("models", cmd_models, "list the repository's models")
+    command("health", cmd_health, "server liveness/readiness and model states")
     for name, func, text in (("load", cmd_load, "load a model id (explicit model control)"),
                              ("unload", cmd_unload, "unload a model id and its own steps"),
                              ("stats", cmd_stats, "Triton's statistics of a model (all with '')")):
-        command = sub.add_parser(name, help=text)
-        command.add_argument("model_id")
-        command.set_defaults(func=func)
-    args = parser.parse_args(argv)
-    return args.func(args)
+        command(name, func, text).add_argument("model_id")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Every mistake is one line on stderr and a non-zero exit (2: usage, 1: the server said no,
+    130: Ctrl-C); ``--debug`` shows the traceback instead."""
+    args = build_parser().parse_args(argv)
+    args.url = getattr(args, "url", "127.0.0.1:8001")
+    debug = getattr(args, "debug", False)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into a line
+        if debug:
+            raise
+        if isinstance(exc, UsageError):
+            print(f"synctalk-client: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, CompositeError):
+            print(f"synctalk-client: {exc.category} error: {exc.message}", file=sys.stderr)
+            return 1
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(exc, InferenceServerException):
+            print(f"synctalk-client: server error: {exc.message() or exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, (OSError, ValueError)):
+            print(f"synctalk-client: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"synctalk-client: unexpected {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

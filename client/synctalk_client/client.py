@@ -32,7 +32,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from synctalk_client import contract
-from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ValidationError
+from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ServerUnreachableError, ValidationError
 from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
 from synctalk_client.validation import validate_header, validate_payload
 
@@ -106,14 +106,16 @@ class CompositeClient:
     def health(self) -> Dict[str, object]:
         """{"live", "ready", "models": {name: ready}} from Triton's health and repository APIs."""
         try:
-            live, ready = self._triton.is_server_live(), self._triton.is_server_ready()
+            live, ready = self._rpc(self._triton.is_server_live), self._rpc(self._triton.is_server_ready)
             models = {m["name"]: m.get("state") == "READY" for m in self._index()}
+        except CompositeError as exc:
+            return {"live": False, "ready": False, "models": {}, "error": exc.message}
         except InferenceServerException as exc:
             return {"live": False, "ready": False, "models": {}, "error": exc.message()}
         return {"live": live, "ready": ready, "models": models}
 
     def _index(self) -> List[dict]:
-        index = self._triton.get_model_repository_index(as_json=True)
+        index = self._rpc(self._triton.get_model_repository_index, as_json=True)
         return list(index.get("models", []))
 
     def list_models(self) -> List[Dict[str, str]]:
@@ -156,7 +158,7 @@ class CompositeClient:
         for m in self._index():
             if m.get("state") != "READY":
                 continue
-            config = self._triton.get_model_config(m["name"], as_json=True).get("config", {})
+            config = self._rpc(self._triton.get_model_config, m["name"], as_json=True).get("config", {})
             if config.get("platform") == "ensemble":
                 ensembles[m["name"]] = {
                     "inputs": {t["name"] for t in config.get("input", [])},
@@ -169,7 +171,7 @@ class CompositeClient:
     def load_model(self, model_id: str) -> None:
         """Load (or reload) a model id and the steps it uses: the reference's LoadModel. Needs a
         server started with ``--model-control-mode=explicit``."""
-        self._triton.load_model(model_id)
+        self._rpc(self._triton.load_model, model_id)
         self._ensembles = None
 
     def unload_model(self, model_id: str) -> None:
@@ -178,11 +180,11 @@ class CompositeClient:
         reference's UnloadModel. Returns when the unload is complete."""
         self._check_model(model_id)
         steps = self._ensemble_info[model_id]["steps"]
-        self._triton.unload_model(model_id)
+        self._rpc(self._triton.unload_model, model_id)
         own = set(contract.avatar_models(model_id, own_audio_encoder=True).values()) - {model_id}
         unloaded = [model_id, *(step for step in steps if step in own)]
         for step in unloaded[1:]:
-            self._triton.unload_model(step)
+            self._rpc(self._triton.unload_model, step)
         self._ensembles = None
         self._wait_unloaded(unloaded)
 
@@ -202,7 +204,7 @@ class CompositeClient:
 
     def model_stats(self, model_id: str = "") -> Dict[str, dict]:
         """Triton's statistics of one model (or all with ""): the reference's GetModelStats."""
-        stats = self._triton.get_inference_statistics(model_id, as_json=True)
+        stats = self._rpc(self._triton.get_inference_statistics, model_id, as_json=True)
         return {m["name"]: m for m in stats.get("model_stats", [])}
 
     def _check_model(self, model_id: str) -> None:
@@ -229,7 +231,7 @@ class CompositeClient:
     def ensemble_steps(self, model_id: str) -> List[dict]:
         """The steps of a model id's ensemble (``model_name``, ``input_map``, ``output_map``), in order."""
         self._check_model(model_id)
-        config = self._triton.get_model_config(model_id, as_json=True).get("config", {})
+        config = self._rpc(self._triton.get_model_config, model_id, as_json=True).get("config", {})
         return list(config.get("ensemble_scheduling", {}).get("step", []))
 
     def input_tensors(self, request: CompositeBatchRequest) -> Dict[str, np.ndarray]:
@@ -292,16 +294,24 @@ class CompositeClient:
         return response
 
     def _call_with_retries(self, model_id: str, inputs, outputs):
+        return self._rpc(self._triton.infer, model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+
+    def _rpc(self, call, *args, **kwargs):
+        """One gRPC call, retried with exponential backoff while the server is UNAVAILABLE
+        (restarting, connection refused); still unavailable after the retries:
+        ServerUnreachableError naming the URL. Other errors are raised as they are."""
         for attempt in range(self.retries + 1):
             try:
-                return self._triton.infer(model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+                return call(*args, **kwargs)
             except InferenceServerException as exc:
-                if attempt == self.retries or not is_retryable(exc):
+                if not is_retryable(exc):
                     raise
+                if attempt == self.retries:
+                    raise ServerUnreachableError(f"server not reachable at {self.url}: {exc.message() or exc}") from exc
                 time.sleep(self.backoff_s * 2**attempt)
 
     def _statistics(self) -> Dict[str, Dict[str, int]]:
-        stats = self._triton.get_inference_statistics(as_json=True)
+        stats = self._rpc(self._triton.get_inference_statistics, as_json=True)
         table = {}
         for m in stats.get("model_stats", []):
             inference = m.get("inference_stats", {})

@@ -36,4 +36,9 @@ class ProcessingError(CompositeError):
     category = contract.CATEGORY_PROCESSING
 
 
+class ServerUnreachableError(ProcessingError):
+    """No server answers at the client's URL (connection refused, or still UNAVAILABLE after the
+    retries): a processing error in the reference's categories, its message naming the URL."""
+
+
 BY_CATEGORY = {cls.category: cls for cls in (ValidationError, ModelNotFoundError, ProcessingError)}

@@ -99,24 +99,34 @@ def render_video(
             "-c:a", "aac", "-b:a", "128k", "-shortest", "-movflags", "+faststart", str(out),
         ]
         ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        pool = ThreadPoolExecutor(max_workers=max(1, in_flight))
+        written = []
         try:
-            with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
-                futures = [pool.submit(send, start) for start in starts]
-                for index, future in enumerate(futures):  # in order; later batches stay in flight
-                    for offset, jpeg in enumerate(future.result()):
-                        ffmpeg.stdin.write(jpeg)
-                        if frames_dir is not None:
-                            (frames_dir / f"frame_{starts[index] + offset:05d}.jpg").write_bytes(jpeg)
-                    if bar is not None:
-                        bar.update(min(batch_size, n_frames - starts[index]))
-                    if on_batch:
-                        on_batch(index + 1, len(starts))
+            futures = [pool.submit(send, start) for start in starts]
+            for index, future in enumerate(futures):  # in order; later batches stay in flight
+                for offset, jpeg in enumerate(future.result()):
+                    ffmpeg.stdin.write(jpeg)
+                    if frames_dir is not None:
+                        written.append(frames_dir / f"frame_{starts[index] + offset:05d}.jpg")
+                        written[-1].write_bytes(jpeg)
+                if bar is not None:
+                    bar.update(min(batch_size, n_frames - starts[index]))
+                if on_batch:
+                    on_batch(index + 1, len(starts))
         except BaseException:
+            # Ctrl-C or a failed batch: drop the queued batches (the ones on the wire end with
+            # their call), stop ffmpeg and leave no partial output behind
+            pool.shutdown(wait=False, cancel_futures=True)
             ffmpeg.kill()
+            ffmpeg.wait()
+            out.unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
         finally:
             if bar is not None:
                 bar.close()
+        pool.shutdown()
         ffmpeg.stdin.close()
         if ffmpeg.wait() != 0:
             raise ProcessingError(f"ffmpeg failed: {ffmpeg.stderr.read().decode(errors='replace')[-2000:]}")

@@ -23,3 +23,23 @@ def test_render_writes_an_mp4_with_every_frame_and_the_audio(server, tmp_path):
     assert all(simplejpeg.decode_jpeg(p.read_bytes()).shape == (1080, 1920, 3) for p in jpegs)
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
     assert "Video: h264" in probe and "1920x1080" in probe and "Audio: aac" in probe
+
+
+def test_ctrl_c_stops_render_within_two_seconds_and_leaves_no_output(server, tmp_path):
+    import signal
+    import sys
+    import time
+
+    out, frames = tmp_path / "long.mp4", tmp_path / "frames"
+    process = subprocess.Popen([sys.executable, "-m", "synctalk_client.cli", "--url", server.grpc_url, "render", "--seconds", "30",
+                                "--quiet", "--out", str(out), "--frames-dir", str(frames)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (frames.is_dir() and any(frames.iterdir())):  # the render is under way
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "no frame in 120 s"
+        time.sleep(0.05)
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=10)
+    assert time.monotonic() - interrupted < 2.0
+    assert code == 130 and process.stderr.read().strip() == "interrupted"
+    assert not out.exists() and not any(frames.iterdir()), "no partial output"
