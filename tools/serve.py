@@ -133,6 +133,40 @@ def shm_regions(server_pid: int) -> set:
     return {r.removesuffix(" (deleted)") for r in regions if r.startswith("/dev/shm/")}
 
 
+SHM_DIR = Path("/dev/shm")
+ORPHAN_AGE_S = 60.0
+
+
+def mapped_shm_regions() -> set:
+    """Every Python-backend region (/dev/shm) some live process on this machine maps."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            with open(maps) as lines:
+                mapped.update(line.split(maxsplit=5)[-1].strip().removesuffix(" (deleted)") for line in lines if SHM_REGION_PREFIX in line)
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+    return mapped
+
+
+def remove_orphaned_shm_regions(min_age_s: float = ORPHAN_AGE_S) -> list:
+    """Delete the Python backend's regions no live process maps (a server or stub killed with
+    SIGKILL, or dead before the launcher could read its maps), older than ``min_age_s`` (a region
+    a starting server has created but not mapped yet is young). Returns the removed paths."""
+    mapped = mapped_shm_regions()
+    removed = []
+    now = time.time()
+    for region in SHM_DIR.glob(SHM_REGION_PREFIX + "*"):
+        try:
+            if str(region) in mapped or now - region.stat().st_mtime < min_age_s:
+                continue
+            region.unlink()
+            removed.append(str(region))
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 class StubSupervisor(threading.Thread):
     """Reloads a Python-backend model whose stub process died (see the module docstring)."""
 
@@ -237,6 +271,7 @@ class TritonServer:
     def start(self) -> "TritonServer":
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
+        remove_orphaned_shm_regions()  # what an earlier server killed outright left behind
         out = None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,6 +323,7 @@ class TritonServer:
                 self.process.wait()
             for region in regions:  # what a killed server or stub could not remove (256 MB each)
                 Path(region).unlink(missing_ok=True)
+        remove_orphaned_shm_regions()
         if self.supervisor is not None:
             self.supervisor.join(timeout=10)
         if self._log_file:

@@ -105,3 +105,28 @@ def test_a_broken_model_file_fails_the_start_loudly_with_the_model_name(tmp_path
             pass
     assert server.process.returncode not in (0, None)
     assert f"failed to load '{contract.AUDIO_ENCODER_MODEL}'" in str(info.value)
+
+
+def test_the_launcher_removes_regions_no_process_maps(tmp_path):
+    """A server killed outright (or dead before its regions were read) leaves 256 MB regions in
+    /dev/shm: the next start or stop of any launcher removes those no live process maps."""
+    import mmap
+    import os
+    import uuid
+
+    from tools.serve import SHM_DIR, SHM_REGION_PREFIX, remove_orphaned_shm_regions
+
+    orphan, live, young = (SHM_DIR / f"{SHM_REGION_PREFIX}test-{kind}-{uuid.uuid4()}" for kind in ("orphan", "live", "young"))
+    for region in (orphan, live, young):
+        region.write_bytes(b"\0" * 4096)
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    os.utime(live, (old, old))
+    with open(live, "r+b") as f, mmap.mmap(f.fileno(), 4096):  # mapped by this process: in use
+        removed = remove_orphaned_shm_regions()
+    try:
+        assert str(orphan) in removed and not orphan.exists()
+        assert live.exists() and young.exists(), "a mapped region and a just-created one stay"
+    finally:
+        for region in (live, young):
+            region.unlink(missing_ok=True)
