@@ -158,17 +158,35 @@ class MelFrontEnd:
         SyncTalk_2D's starts at ``floor(80 * i / 25)`` of the stream.
         """
         c = self.config
-        w = c.window_columns
-        n_mels, n_cols = log_mel.shape
         absolute = np.arange(first_frame + offset, first_frame + offset + n_frames)
         origin = first_frame * c.sample_rate / c.fps / c.hop_length - first_column  # stream column of log_mel[:, 0]
-        starts = self.window_starts(absolute) - int(round(origin))
-        lo = max(0, -int(starts.min())) if n_frames else 0
-        hi = max(0, int(starts.max()) + w - n_cols) if n_frames else 0
+        return self._cut_windows(log_mel, self.window_starts(absolute) - int(round(origin)))
+
+    def _cut_windows(self, log_mel: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """[n, n_mels, w]: columns ``starts[i] .. + w`` of ``log_mel``, zeros outside it."""
+        w = self.config.window_columns
+        n_mels, n_cols = log_mel.shape
+        lo = max(0, -int(starts.min())) if len(starts) else 0
+        hi = max(0, int(starts.max()) + w - n_cols) if len(starts) else 0
         padded = np.zeros((n_mels, lo + n_cols + hi), dtype=np.float32)
         padded[:, lo : lo + n_cols] = log_mel
-        cols = starts[:, None] + lo + np.arange(w)[None, :]  # [n_frames, w]
+        cols = starts[:, None] + lo + np.arange(w)[None, :]  # [n, w]
         return np.ascontiguousarray(padded[:, cols].transpose(1, 0, 2))
+
+    @staticmethod
+    def _extended_clip(audio: np.ndarray, context: Optional[np.ndarray], lengths: Optional[np.ndarray]):
+        """The request's clip extended by row 0's real audio before it and row B-1's after it:
+        (clip, samples before, samples after, context size or None)."""
+        clip = audio.reshape(-1)
+        if context is None:
+            return clip, 0, 0, None
+        size = context.shape[-1]
+        before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
+        return np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]]), before_len, after_len, size
+
+    def _aligned_log_mel(self, clip: np.ndarray, align: int) -> np.ndarray:
+        """log_mel of ``clip`` after ``align`` zeros (which put it on a column grid)."""
+        return self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
 
     def windows_for_audio(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0):
         """[B, samples_per_frame] audio of one request (one contiguous clip) -> [B, n_mels, 16].
@@ -188,14 +206,9 @@ class MelFrontEnd:
             return self.synctalk2d_windows(frames_audio, context, lengths, first_frame)
         audio = np.asarray(frames_audio, dtype=np.float32)
         n_frames, spf = audio.shape
-        before_len = after_len = 0
-        clip = audio.reshape(-1)
-        if context is not None:
-            before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
-            size = context.shape[-1]
-            clip = np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]])
+        clip, before_len, _, _ = self._extended_clip(audio, context, lengths)
         align = (first_frame * spf - before_len) % c.hop_length  # zeros that put the clip on the stream's grid
-        log_mel = self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
+        log_mel = self._aligned_log_mel(clip, align)
         first_column = (before_len + align) / c.hop_length
         return self.frame_windows(log_mel, n_frames, first_column, first_frame)
 
@@ -205,7 +218,7 @@ class MelFrontEnd:
         columns (None: the clip goes on): ``int(80 * (k / 25))``, moved back to the last 16
         columns where it would run past the clip's end (``AudDataset.crop_audio_window``)."""
         c = self.config
-        starts = np.array([int(c.columns_per_second * (int(v) / float(c.fps))) for v in np.asarray(k).reshape(-1)], np.int64)
+        starts = (c.columns_per_second * (np.asarray(k, np.float64).reshape(-1) / float(c.fps))).astype(np.int64)  # int(): truncation
         if n_columns is not None:
             starts = np.where(starts + c.window_columns > n_columns, n_columns - c.window_columns, starts)
         return starts
@@ -233,21 +246,15 @@ class MelFrontEnd:
         audio = np.asarray(frames_audio, dtype=np.float32)
         n_frames, spf = audio.shape
         half = c.neighbours // 2
-        before_len = after_len = 0
-        start_known = end_known = True
-        clip = audio.reshape(-1)
-        if context is not None:
-            size = context.shape[-1]
-            before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
-            start_known, end_known = before_len < size, after_len < size
-            clip = np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]])
+        clip, before_len, after_len, size = self._extended_clip(audio, context, lengths)
+        start_known, end_known = size is None or before_len < size, size is None or after_len < size
         # clip frame index of the batch's first frame; the anchor (clip frame 0's first sample) in
         # batch-relative samples
         first = before_len // spf if start_known and before_len % spf == 0 else int(first_frame)
         anchor = -first * spf
         segment_start = -before_len
         align = (segment_start - anchor) % c.hop_length  # zeros that put the segment on the clip's column grid
-        log_mel = self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
+        log_mel = self._aligned_log_mel(clip, align)
         first_column = (segment_start - align - anchor) // c.hop_length  # clip column of log_mel[:, 0]
         n_windows = n_columns = None
         if end_known:
@@ -259,12 +266,7 @@ class MelFrontEnd:
         last = n_windows - 1 if n_windows is not None else None
         k = np.clip(p - 1, 0, last)
         in_clip = (p >= 0) & ((p <= n_windows + 1) if n_windows is not None else True)
-        starts = self.clip_window_starts(k, n_columns) - first_column
-        lo = max(0, -int(starts.min()))
-        hi = max(0, int(starts.max()) + c.window_columns - log_mel.shape[1])
-        padded = np.zeros((c.n_mels, lo + log_mel.shape[1] + hi), np.float32)
-        padded[:, lo : lo + log_mel.shape[1]] = log_mel
-        rows = padded[:, starts[:, None] + lo + np.arange(c.window_columns)[None, :]].transpose(1, 0, 2)  # [B+15, n_mels, w]
+        rows = self._cut_windows(log_mel, self.clip_window_starts(k, n_columns) - first_column)  # [B+15, n_mels, w]
         rows = rows * in_clip[:, None, None]
         index = np.arange(n_frames)[:, None] + np.arange(c.neighbours)[None, :]  # [B, 16]
         return np.ascontiguousarray(rows[index], dtype=np.float32), in_clip[index].astype(np.float32)
