@@ -34,7 +34,6 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from synctalk_client import contract
 from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ServerUnreachableError, ValidationError
 from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
-from synctalk_client.validation import validate_header, validate_payload
 
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
 
@@ -54,6 +53,8 @@ def error_from_exception(exc: InferenceServerException, model_id: str) -> Compos
         return ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
     if "INVALID_ARGUMENT" in status:
         return ValidationError(message)
+    if "CANCELLED" in status:
+        return ProcessingError(f"cancelled by the client: {message}")
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return ProcessingError(f"deadline exceeded: {message}")
     return ProcessingError(message)
@@ -81,6 +82,7 @@ class CompositeClient:
         self.backoff_s = backoff_s
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
+        self._closed = False
         self._ensembles: Optional[set] = None
         self._ensemble_info: Dict[str, dict] = {}
         self._shm = None
@@ -91,6 +93,9 @@ class CompositeClient:
         self._shm_lock = threading.Lock() if shared_memory else nullcontext()
 
     def close(self) -> None:
+        """Release the connection; calls in flight on it (from any thread) end at once, cancelled,
+        and later calls fail the same way."""
+        self._closed = True
         if self._shm is not None:
             self._shm.close()
             self._shm = None
@@ -217,9 +222,8 @@ class CompositeClient:
         """Validate, send one batch, return one JPEG per frame (or success=False and the error)."""
         started = time.perf_counter()
         try:
-            validate_header(request)  # the reference's order: model id, model exists, sizes
+            request.validate_header()  # the reference's order: model id, model exists, sizes
             self._check_model(request.model_id)
-            validate_payload(request)
             return self._infer(request, started)
         except CompositeError as error:
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
@@ -236,50 +240,28 @@ class CompositeClient:
 
     def input_tensors(self, request: CompositeBatchRequest) -> Dict[str, np.ndarray]:
         """The ensemble inputs a request becomes, by tensor name (what ``infer_batch_composite`` sends)."""
-        validate_header(request)
+        request.validate_header()
         self._check_model(request.model_id)
-        validate_payload(request)
-        return {spec.name: array for spec, array in self._tensors(request)}
+        return request.tensors(self._inputs_of(request.model_id))
 
     def infer_model(self, model: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
         """One call of any model (an ensemble's step) with raw tensors: {output name: array}."""
-        tensors = []
-        for name, array in inputs.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        result = self._call_with_retries(model, tensors, [grpcclient.InferRequestedOutput(n) for n in outputs])
+        result = self._call_with_retries(model, _grpc_inputs(inputs), [grpcclient.InferRequestedOutput(n) for n in outputs])
         return {name: result.as_numpy(name) for name in outputs}
 
-    def _tensors(self, request: CompositeBatchRequest) -> list:
-        """(spec, array) of each input the model id takes; FRAME_INDEX (avatars) is
-        start_frame_idx + i for frame i."""
-        return [(contract.VISUAL, request.visual_tensor()), (contract.AUDIO, request.audio_tensor()), *self._optional_tensors(request)]
-
-    def _optional_tensors(self, request: CompositeBatchRequest) -> list:
-        tensors = []
-        if self._takes(request.model_id, contract.FRAME_INDEX):
-            tensors.append((contract.FRAME_INDEX, request.frame_index_tensor()))
-        if request.has_audio_context and self._takes(request.model_id, contract.AUDIO_CONTEXT):
-            tensors.extend(zip((contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH), request.audio_context_tensors()))
-        return tensors
-
-    def _takes(self, model_id: str, tensor: contract.Tensor) -> bool:
-        return tensor.name in self._ensemble_info.get(model_id, {}).get("inputs", ())
-
-    def _grpc_inputs(self, request: CompositeBatchRequest) -> List[grpcclient.InferInput]:
-        inputs = []
-        for spec, array in self._tensors(request):
-            tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        return inputs
+    def _inputs_of(self, model_id: str) -> frozenset:
+        """The input names of a model id's ensemble (as of the last repository refresh)."""
+        return frozenset(self._ensemble_info.get(model_id, {}).get("inputs", (contract.VISUAL.name, contract.AUDIO.name)))
 
     def _infer(self, request: CompositeBatchRequest, started: float) -> CompositeBatchResponse:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
+        takes = self._inputs_of(request.model_id)
         before = self._statistics() if self.stage_timings else None
         with self._shm_lock:
-            inputs = self._shm.inputs(request, self._optional_tensors(request)) if self._shm is not None else self._grpc_inputs(request)
+            if self._shm is not None:
+                inputs = self._shm.inputs(request, takes)
+            else:
+                inputs = _grpc_inputs(request.tensors(takes))
             result = self._call_with_retries(request.model_id, inputs, outputs)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
@@ -303,6 +285,10 @@ class CompositeClient:
         for attempt in range(self.retries + 1):
             try:
                 return call(*args, **kwargs)
+            except ValueError:  # grpc: "Cannot invoke RPC on closed channel!"
+                if self._closed:
+                    raise ProcessingError("cancelled by the client: the client was closed") from None
+                raise
             except InferenceServerException as exc:
                 if not is_retryable(exc):
                     raise
@@ -337,6 +323,15 @@ class CompositeClient:
         for field_name in contract.STAGE_MODELS:
             setattr(response, field_name, sum(delta[m]["compute_ns"] for m in steps if contract.stage_of(m) == field_name) / 1e6)
         response.queue_time_ms = sum(delta[m]["queue_ns"] for m in steps) / 1e6
+
+
+def _grpc_inputs(tensors: Dict[str, np.ndarray]) -> List[grpcclient.InferInput]:
+    inputs = []
+    for name, array in tensors.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
 
 
 def _ms_since(start: float) -> float:

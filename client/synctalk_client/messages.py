@@ -1,13 +1,26 @@
-"""CompositeBatchRequest / CompositeBatchResponse, mirroring the reference service's messages."""
+"""CompositeBatchRequest / CompositeBatchResponse, mirroring the reference service's messages.
+
+A request goes one way: it checks itself (``validate_header``, then, once the client knows the
+model id exists, ``validate_payload``) with the reference's messages verbatim, then lays itself out
+as the input tensors the model id takes (``tensors``), into arrays the transport hands it (plain
+arrays for the gRPC message, views of a shared-memory region). The client only transports.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from synctalk_client import contract
-from synctalk_client.errors import BY_CATEGORY, CompositeError
+from synctalk_client.errors import BY_CATEGORY, CompositeError, ValidationError
+
+# allocate(spec, shape) -> a writable array of that shape and the spec's dtype
+Allocate = Callable[[contract.Tensor, Tuple[int, ...]], np.ndarray]
+
+
+def new_array(spec: contract.Tensor, shape: Tuple[int, ...]) -> np.ndarray:
+    return np.empty(shape, dtype=spec.numpy_dtype)
 
 _F32 = np.dtype("<f4")
 _S = contract.FACE_SIZE
@@ -105,6 +118,83 @@ class CompositeBatchRequest:
         """From the ensemble layout VISUAL [B,6,320,320] (crop channels 0-2, masked 3-5)."""
         visual = np.asarray(visual, dtype=_F32)
         return cls.from_arrays(model_id, visual[:, :3], visual[:, 3:], audio, **kwargs)
+
+    # -- validation (the reference's order: model id, batch size | model exists | sizes, values) --
+    def validate(self, takes: Collection[str] = (contract.VISUAL.name,)) -> None:
+        """Raise ValidationError for a malformed request (everything but the model id's existence)."""
+        self.validate_header()
+        self.validate_payload(takes)
+
+    def validate_header(self) -> None:
+        """Model id present and batch size in range."""
+        if not self.model_id:
+            raise ValidationError(contract.MSG_MODEL_ID_EMPTY)
+        batch = self.batch_size
+        if not isinstance(batch, (int, np.integer)) or not contract.MIN_BATCH_SIZE <= batch <= contract.MAX_BATCH_SIZE:
+            raise ValidationError(
+                f"batch_size must be between {contract.MIN_BATCH_SIZE} and {contract.MAX_BATCH_SIZE}, got {batch}"
+            )
+
+    def validate_payload(self, takes: Collection[str] = (contract.VISUAL.name,)) -> None:
+        """Sizes, sample rate and audio values, in the reference's order. ``takes``: the input
+        names of the model id (VISUAL is checked only where it takes VISUAL)."""
+        batch = self.batch_size
+        if contract.VISUAL.name in takes:
+            expected_visual = batch * contract.VISUAL_FRAME_BYTES
+            if len(self.visual_frames) != expected_visual:
+                raise ValidationError(contract.MSG_VISUAL_SIZE.format(got=len(self.visual_frames), expected=expected_visual))
+        if len(self.raw_audio) == 0:
+            raise ValidationError(contract.MSG_AUDIO_EMPTY)
+        expected_audio = batch * contract.AUDIO_FRAME_BYTES
+        if len(self.raw_audio) != expected_audio:
+            raise ValidationError(
+                f"{contract.MSG_AUDIO_SIZE}: got {len(self.raw_audio)} bytes, expected {expected_audio} "
+                f"({batch} frames x {contract.SAMPLES_PER_FRAME} float32 samples)"
+            )
+        for side in ("audio_context_before", "audio_context_after"):
+            context = getattr(self, side)
+            if context is not None:
+                if len(context) % contract.FLOAT32_BYTES:
+                    raise ValidationError(f"{side}: {len(context)} bytes is not a whole number of float32 samples")
+                samples = np.frombuffer(context, dtype=_F32)
+                if not np.isfinite(samples).all():
+                    raise ValidationError(f"{side}: {int(np.count_nonzero(~np.isfinite(samples)))} samples are NaN or Inf")
+        start = self.start_frame_idx
+        if not isinstance(start, (int, np.integer)) or start < 0:
+            raise ValidationError(f"start_frame_idx must be a whole number >= 0, got {start!r}")
+        if self.sample_rate != contract.SAMPLE_RATE:
+            raise ValidationError(f"sample_rate must be {contract.SAMPLE_RATE} Hz, got {self.sample_rate}")
+        audio = np.frombuffer(self.raw_audio, dtype=_F32)
+        if not np.isfinite(audio).all():
+            bad = int(np.count_nonzero(~np.isfinite(audio)))
+            raise ValidationError(f"raw_audio: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio")
+
+    # -- layout -----------------------------------------------------------------------------------
+    def tensors(self, takes: Collection[str], allocate: Allocate = new_array) -> Dict[str, np.ndarray]:
+        """Validate the payload, then lay the request out as the input tensors of a model id
+        whose ensemble takes the input names ``takes``, each written once into
+        ``allocate(spec, shape)``: VISUAL [B,6,320,320] (crop channels 0-2, masked 3-5), AUDIO
+        [B,640], FRAME_INDEX [B,1] (start_frame_idx + i, avatars), AUDIO_CONTEXT [B,2,8000] and
+        AUDIO_CONTEXT_LENGTH [B,2] (a request with context, where the model id takes them)."""
+        self.validate_payload(takes)
+        b = self.batch_size
+        out: Dict[str, np.ndarray] = {}
+        if contract.VISUAL.name in takes:
+            visual = out[contract.VISUAL.name] = allocate(contract.VISUAL, (b, *contract.VISUAL.dims))
+            flat = np.frombuffer(self.visual_frames, dtype=_F32)
+            half = flat.size // 2
+            visual[:, :3] = flat[:half].reshape(b, 3, _S, _S)
+            visual[:, 3:] = flat[half:].reshape(b, 3, _S, _S)
+        audio = out[contract.AUDIO.name] = allocate(contract.AUDIO, (b, *contract.AUDIO.dims))
+        audio[:] = np.frombuffer(self.raw_audio, dtype=_F32).reshape(b, contract.SAMPLES_PER_FRAME)
+        if contract.FRAME_INDEX.name in takes:
+            out[contract.FRAME_INDEX.name] = allocate(contract.FRAME_INDEX, (b, 1))
+            out[contract.FRAME_INDEX.name][:] = self.frame_index_tensor()
+        if self.has_audio_context and contract.AUDIO_CONTEXT.name in takes:
+            for spec, array in zip((contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH), self.audio_context_tensors()):
+                out[spec.name] = allocate(spec, array.shape)
+                out[spec.name][...] = array
+        return out
 
     def visual_tensor(self) -> np.ndarray:
         """VISUAL [B,6,320,320] float32 from the reference layout (assumes a validated request)."""

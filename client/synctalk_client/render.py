@@ -60,10 +60,13 @@ def render_video(
     crops = synthetic.face_crops(min(n_frames, 50)) if crops is None else np.asarray(crops, np.float32)
     starts = list(range(0, n_frames, batch_size))
     local = threading.local()
+    clients, clients_lock = [], threading.Lock()
 
     def send(start: int):
         if not hasattr(local, "client"):
             local.client = CompositeClient(url, timeout_s=timeout_s, stage_timings=False)
+            with clients_lock:
+                clients.append(local.client)
         end = min(start + batch_size, n_frames)
         batch_crops = crops[np.arange(start, end) % len(crops)]
         first, last = start * contract.SAMPLES_PER_FRAME, end * contract.SAMPLES_PER_FRAME
@@ -114,9 +117,13 @@ def render_video(
                 if on_batch:
                     on_batch(index + 1, len(starts))
         except BaseException:
-            # Ctrl-C or a failed batch: drop the queued batches (the ones on the wire end with
-            # their call), stop ffmpeg and leave no partial output behind
+            # Ctrl-C or a failed batch: drop the queued batches, cancel the calls on the wire
+            # (closing a channel ends its active RPCs at once), stop ffmpeg and leave no partial
+            # output behind
             pool.shutdown(wait=False, cancel_futures=True)
+            with clients_lock:
+                for client in clients:
+                    client.close()
             ffmpeg.kill()
             ffmpeg.wait()
             out.unlink(missing_ok=True)
@@ -127,6 +134,8 @@ def render_video(
             if bar is not None:
                 bar.close()
         pool.shutdown()
+        for client in clients:
+            client.close()
         ffmpeg.stdin.close()
         if ffmpeg.wait() != 0:
             raise ProcessingError(f"ffmpeg failed: {ffmpeg.stderr.read().decode(errors='replace')[-2000:]}")

@@ -1,7 +1,7 @@
 """Request inputs through Triton's system shared-memory extension instead of the gRPC message.
 
 For a client on the same host as the server: the 2.4 MB per frame of ``VISUAL`` (78 MB for a
-32-frame batch) is written once, straight from the reference layout into a registered POSIX
+32-frame batch) is written once, by the request laying itself out straight into a registered POSIX
 shared-memory region in the ensemble's layout, and the gRPC request carries only its address.
 """
 from __future__ import annotations
@@ -34,31 +34,24 @@ class SharedMemoryInputs:
             shm.destroy_shared_memory_region(self._handle)
             raise
 
-    def inputs(self, request, extra=()) -> List[grpcclient.InferInput]:
-        """Write a validated request's tensors into the region; return inputs that point there.
-        ``extra``: (spec, array) of the small optional inputs the model id takes (FRAME_INDEX,
-        the audio context), placed after the audio."""
-        b = request.batch_size
-        visual = shm.get_contents_as_numpy(self._handle, np.float32, [b, *contract.VISUAL.dims], 0)
-        flat = np.frombuffer(request.visual_frames, dtype="<f4")
-        half = flat.size // 2
-        crop_shape = (b, 3, contract.FACE_SIZE, contract.FACE_SIZE)
-        visual[:, :3] = flat[:half].reshape(crop_shape)
-        visual[:, 3:] = flat[half:].reshape(crop_shape)
-        audio_offset = b * contract.VISUAL_FRAME_BYTES
-        audio = shm.get_contents_as_numpy(self._handle, np.float32, [b, contract.SAMPLES_PER_FRAME], audio_offset)
-        audio[:] = np.frombuffer(request.raw_audio, dtype="<f4").reshape(b, contract.SAMPLES_PER_FRAME)
-        placed = [(contract.VISUAL, audio_offset, 0), (contract.AUDIO, b * contract.AUDIO_FRAME_BYTES, audio_offset)]
-        offset = audio_offset + b * contract.AUDIO_FRAME_BYTES
-        for spec, array in extra:
-            view = shm.get_contents_as_numpy(self._handle, array.dtype, list(array.shape), offset)
-            view[...] = array
-            placed.append((spec, array.nbytes, offset))
-            offset += array.nbytes
+    def inputs(self, request, takes) -> List[grpcclient.InferInput]:
+        """Have the request lay its tensors out straight into the region (each written once, no
+        intermediate copy); return inputs that point there."""
+        placed = []
+        offset = 0
+
+        def allocate(spec: contract.Tensor, shape) -> np.ndarray:
+            nonlocal offset
+            view = shm.get_contents_as_numpy(self._handle, np.dtype(spec.numpy_dtype), list(shape), offset)
+            placed.append((spec, list(shape), view.nbytes, offset))
+            offset += view.nbytes
+            return view
+
+        request.tensors(takes, allocate)
         tensors = []
-        for spec, nbytes, offset in placed:
-            tensor = grpcclient.InferInput(spec.name, [b, *spec.dims], spec.dtype)
-            tensor.set_shared_memory(self.name, nbytes, offset)
+        for spec, shape, nbytes, at in placed:
+            tensor = grpcclient.InferInput(spec.name, shape, spec.dtype)
+            tensor.set_shared_memory(self.name, nbytes, at)
             tensors.append(tensor)
         return tensors
 

@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from synctalk_client import CompositeBatchRequest, ValidationError, contract
-from synctalk_client.validation import validate_request
 from synctalk_preprocessing import checks
 from synctalk_preprocessing.audio import MelFrontEnd
 from synctalk_preprocessing.compositing import face_to_rgb8
@@ -33,7 +32,7 @@ def test_client_validation_accepts_exactly_the_well_formed(model_id, batch, visu
         and rate == 16000
     )
     try:
-        validate_request(request)
+        request.validate()
         assert well_formed
     except ValidationError as error:
         assert not well_formed and error.category == "validation" and error.message
@@ -46,7 +45,7 @@ def test_client_validation_rejects_any_non_finite_audio(batch, data):
     request = CompositeBatchRequest("demo", b"\0" * batch * contract.VISUAL_FRAME_BYTES, audio.tobytes(), batch)
     finite = bool(np.isfinite(audio).all())
     try:
-        validate_request(request)
+        request.validate()
         assert finite
     except ValidationError as error:
         assert not finite and error.message.startswith("raw_audio:")

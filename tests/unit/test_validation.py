@@ -4,7 +4,6 @@ import pytest
 
 from synctalk_client import CompositeBatchRequest, CompositeBatchResponse, ValidationError, contract, synthetic
 from synctalk_client.errors import ModelNotFoundError, ProcessingError
-from synctalk_client.validation import validate_request
 
 
 def _request(batch=2, **overrides):
@@ -16,7 +15,7 @@ def _request(batch=2, **overrides):
 
 
 def test_a_valid_request_passes():
-    validate_request(_request())
+    _request().validate()
 
 
 @pytest.mark.parametrize(
@@ -34,21 +33,21 @@ def test_a_valid_request_passes():
 )
 def test_invalid_requests_get_the_reference_messages(overrides, message):
     with pytest.raises(ValidationError) as info:
-        validate_request(_request(**overrides))
+        _request(**overrides).validate()
     assert str(info.value).startswith(message)
     assert info.value.category == "validation" and info.value.http_status == 400
 
 
 def test_audio_size_mismatch_names_the_sizes():
     with pytest.raises(ValidationError, match=r"^audio size mismatch: got 2556 bytes, expected 5120"):
-        validate_request(_request(raw_audio=b"\0" * 2556))
+        _request(raw_audio=b"\0" * 2556).validate()
 
 
 def test_non_finite_audio_is_rejected_with_the_field_named():
     audio = synthetic.speech_like_audio(2)
     audio[5] = np.nan
     with pytest.raises(ValidationError, match="raw_audio: 1 of 1280 samples are NaN or Inf"):
-        validate_request(_request(raw_audio=audio.tobytes()))
+        _request(raw_audio=audio.tobytes()).validate()
 
 
 def test_categories_map_to_the_reference_statuses():
@@ -58,3 +57,23 @@ def test_categories_map_to_the_reference_statuses():
     assert not response.success and response.error == "model not found: x" and response.http_status == 404
     with pytest.raises(ModelNotFoundError):
         response.raise_for_error()
+
+
+def test_the_request_lays_itself_out_as_the_tensors_its_model_id_takes():
+    request = _request()
+    takes = {contract.VISUAL.name, contract.AUDIO.name}
+    tensors = request.tensors(takes)
+    assert set(tensors) == takes
+    np.testing.assert_array_equal(tensors["VISUAL"], request.visual_tensor())
+    np.testing.assert_array_equal(tensors["AUDIO"], request.audio_tensor())
+    avatar = {*takes, contract.FRAME_INDEX.name, contract.AUDIO_CONTEXT.name, contract.AUDIO_CONTEXT_LENGTH.name}
+    request.start_frame_idx, request.audio_context_before, request.audio_context_after = 7, b"", b"\0" * 4000
+    tensors = request.tensors(avatar)
+    assert set(tensors) == avatar
+    assert tensors["FRAME_INDEX"].ravel().tolist() == [7 + i for i in range(request.batch_size)]
+    assert tensors["AUDIO_CONTEXT"].shape == (request.batch_size, 2, contract.AUDIO_CONTEXT_SAMPLES)
+    # a model id without VISUAL does not need (or check) the crops
+    request.visual_frames = b""
+    assert set(request.tensors({contract.AUDIO.name})) == {contract.AUDIO.name}
+    with pytest.raises(ValidationError, match="visual frames size mismatch: got 0"):
+        request.tensors(takes)
