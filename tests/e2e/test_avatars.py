@@ -159,3 +159,36 @@ def test_cli_load_unload_stats_and_render_from_the_avatars_frames(server, tmp_pa
         assert "cleo" not in capsys.readouterr().out.split("model ids:")[1]
     finally:
         avatars.remove(server.repository, "cleo")
+
+
+def test_cli_mistakes_on_a_live_server_are_one_line(server, capsys):
+    """Unknown model ids to stats / load / unload, and a model that failed to load shown readably."""
+    import shutil
+
+    from synctalk_client.cli import main as cli
+
+    url = ["--url", server.grpc_url]
+    for argv in (["stats", "nobody"], ["unload", "nobody"]):
+        assert cli(url + argv) == 1
+        err = capsys.readouterr().err
+        assert err.strip() == "synctalk-client: model error: model not found: nobody", err
+    assert cli(url + ["load", "nobody"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nobody" in err and "Traceback" not in err, err
+    broken = server.repository / "broken_avatar"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text('name: "broken_avatar"\nbackend: "onnxruntime"\nmax_batch_size: 8\n')
+    try:
+        assert cli(url + ["load", "broken_avatar"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "broken_avatar" in err, err
+        assert cli(url + ["models"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        header, rows = lines[0], {line.split()[0]: line for line in lines[1:]}
+        state_column = header.index("STATE")
+        assert all(line[state_column - 2 : state_column] == "  " for line in lines[1:]), "columns aligned"
+        assert rows["broken_avatar"][state_column:].split()[0] == "UNAVAILABLE"
+        assert rows[contract.DEFAULT_MODEL_ID][state_column:].split()[0] == "READY"
+    finally:
+        shutil.rmtree(broken)
+    assert grpcclient.InferenceServerClient(server.grpc_url).is_server_ready()
