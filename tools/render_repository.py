@@ -134,7 +134,10 @@ def render(
     audio_encoder: Optional[Path] = None,
     source: Path = paths.MODEL_REPOSITORY,
     synctalk2d_audio_encoder: Optional[Path] = None,
+    avatar_store: Optional[Path] = None,
 ) -> Path:
+    """Render ``source`` for ``profile`` into ``out`` (replaced). ``avatar_store``: bind the
+    repository to this avatar store and install every avatar in it (``tools.avatars``)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     onnx_files = onnx_sources(models_dir, generator, audio_encoder, synctalk2d_audio_encoder)
@@ -145,8 +148,13 @@ def render(
         config = read_config(model_dir / "config.pbtxt")
         config.name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
         render_model(model_dir, config, out / config.name, profile, onnx_files.get(config.name))
-    manifest = {"profile": profile, "model_id": model_id, "onnx": {k: str(v) for k, v in onnx_files.items()}}
+    manifest = {"profile": profile, "model_id": model_id, "onnx": {k: str(v) for k, v in onnx_files.items()},
+                "avatar_store": str(Path(avatar_store).resolve()) if avatar_store else None}
     (out / "repository.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if avatar_store:
+        from tools import avatars
+
+        avatars.sync(out)
     return out
 
 
@@ -161,11 +169,21 @@ def main(argv=None) -> None:
                         help="the shared SyncTalk_2D audio encoder (tools.import_checkpoint --audio-encoder audio_visual_encoder.pth)")
     parser.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID, help="ensemble name = the client's model_id")
     parser.add_argument("--out", type=Path, help="default: build/repository/<profile>")
+    parser.add_argument("--avatar-store", type=Path, default=paths.avatar_store(),
+                        help="the avatars to serve, kept across renders (default: $SYNCTALK_AVATARS or avatars/)")
+    parser.add_argument("--no-avatars", action="store_true", help="a repository without avatars (bound to no store)")
     args = parser.parse_args(argv)
     out = args.out or paths.RENDERED / args.profile
+    store = None if args.no_avatars else args.avatar_store
     render(args.profile, out, args.models_dir or paths.MODELS / args.variant, args.model_id, args.generator, args.audio_encoder,
-           synctalk2d_audio_encoder=args.synctalk2d_audio_encoder)
-    print(f"rendered the {args.profile} profile into {out}")
+           synctalk2d_audio_encoder=args.synctalk2d_audio_encoder, avatar_store=store)
+    stored = ""
+    if store is not None:
+        from tools import avatars
+
+        ids = [entry.name for entry in avatars.stored_avatars(store)]
+        stored = f" with {len(ids)} avatar(s) from {store}" + (f": {', '.join(ids)}" if ids else "")
+    print(f"rendered the {args.profile} profile into {out}{stored}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
     synctalk-client composite --audio speech.wav --image face.png --out out/frames
     synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
     synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
-    synctalk-client render --avatar anna --audio speech.wav --frames anna.mp4 --boxes anna_boxes.json --out anna.mp4 --frames-dir out/anna
-    synctalk-client inspect --avatar anna --audio speech.wav --frames anna_frames/ --boxes landmarks/ --out out/inspect
+    synctalk-client render --avatar anna --audio speech.wav --out anna.mp4 --frames-dir out/anna   # audio only
+    synctalk-client inspect --avatar anna --audio speech.wav --out out/inspect
     synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
 from __future__ import annotations
@@ -106,7 +106,8 @@ def check_video_out(path: Path) -> None:
         raise UsageError(f"--out {path}: {path.parent} is not a directory")
 
 
-def build_request(args) -> CompositeBatchRequest:
+def build_request(args, audio_only: bool = False) -> CompositeBatchRequest:
+    """The request of composite / inspect; ``audio_only``: an avatar's, without crops."""
     if args.audio:
         audio = read_wav(args.audio)
         available = len(audio) // contract.SAMPLES_PER_FRAME - args.start_frame
@@ -125,14 +126,18 @@ def build_request(args) -> CompositeBatchRequest:
         audio = synthetic.speech_like_audio(batch, seed=args.seed)
     if args.image:
         crops = np.repeat(read_crop(args.image)[None], batch, axis=0)
+    elif audio_only:
+        return CompositeBatchRequest.audio_only(args.model_id, audio, start_frame_idx=args.start_frame)
     else:
         crops = synthetic.face_crops(batch, seed=args.seed)
     return CompositeBatchRequest.from_arrays(args.model_id, crops, synthetic.masked(crops), audio, start_frame_idx=args.start_frame)
 
 
 def cmd_composite(args) -> int:
-    request = build_request(args)
+    request = build_request(args)  # the files and sizes are checked before the server is asked
     with CompositeClient(args.url, timeout_s=args.timeout) as client:
+        if not args.image and client.takes_audio_only(args.model_id):  # an avatar: its own frames
+            request = build_request(args, audio_only=True)
         response = client.infer_batch_composite(request)
     if not response.success:
         print(json.dumps({"success": False, "error": response.error, "category": response.error_category, "http_status": response.http_status}), file=sys.stderr)
@@ -185,6 +190,10 @@ def cmd_inspect(args) -> int:
 
     request = build_request(args)
     avatar = _read_avatar(args)
+    if avatar is None and not args.image:
+        with CompositeClient(args.url, timeout_s=args.timeout) as client:
+            if client.takes_audio_only(args.model_id):  # an avatar: its own frames
+                request = build_request(args, audio_only=True)
     if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
         from synctalk_preprocessing.compositing import crop_faces
 
@@ -267,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     composite = command("composite", cmd_composite, "send one batch, write one JPEG per frame")
     composite.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID)
     composite.add_argument("--audio", type=Path, help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)")
-    composite.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
+    composite.add_argument("--image", type=Path, help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)")
     composite.add_argument("--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)")
     composite.add_argument("--start-frame", type=non_negative, default=0)
     composite.add_argument("--seed", type=int, default=0)
@@ -277,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
     render.add_argument("--audio", type=Path, help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)")
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
-    render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
-    render.add_argument("--frames", type=Path, help="the avatar's video (or image folder): frame i's crop is cut from it")
+    render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)")
+    render.add_argument("--frames", type=Path, help="send crops cut from this video (or image folder), frame i's from frame i "
+                                                    "(an avatar needs none: the server holds its frames)")
     render.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)")
     render.add_argument("--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)")
     render.add_argument("--batch-size", type=batch_size, default=8, help="frames per request (1-32)")
@@ -290,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = command("inspect", cmd_inspect, "run one batch step by step; write every stage (mel, features, visual input, generator output, frames)")
     inspect.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
     inspect.add_argument("--audio", type=Path, help="audio file, any rate and channels (default: synthetic speech-like audio)")
-    inspect.add_argument("--image", type=Path, help="face image used as every frame's crop (default: synthetic crops)")
-    inspect.add_argument("--frames", type=Path, help="the avatar's video (or image folder): the face inputs are cut from it")
+    inspect.add_argument("--image", type=Path, help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)")
+    inspect.add_argument("--frames", type=Path, help="send crops cut from this video (or image folder) (an avatar needs none: the server holds its frames)")
     inspect.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, or a landmarks/ folder)")
     inspect.add_argument("--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)")
     inspect.add_argument("--start-frame", type=non_negative, default=0)

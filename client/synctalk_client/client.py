@@ -167,6 +167,7 @@ class CompositeClient:
             if config.get("platform") == "ensemble":
                 ensembles[m["name"]] = {
                     "inputs": {t["name"] for t in config.get("input", [])},
+                    "optional": {t["name"] for t in config.get("input", []) if t.get("optional")},
                     "steps": tuple(step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])),
                 }
         self._ensemble_info = ensembles
@@ -242,7 +243,7 @@ class CompositeClient:
         """The ensemble inputs a request becomes, by tensor name (what ``infer_batch_composite`` sends)."""
         request.validate_header()
         self._check_model(request.model_id)
-        return request.tensors(self._inputs_of(request.model_id))
+        return request.tensors(self._inputs_of(request.model_id), optional=self._optional_of(request.model_id))
 
     def infer_model(self, model: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
         """One call of any model (an ensemble's step) with raw tensors: {output name: array}."""
@@ -253,15 +254,23 @@ class CompositeClient:
         """The input names of a model id's ensemble (as of the last repository refresh)."""
         return frozenset(self._ensemble_info.get(model_id, {}).get("inputs", (contract.VISUAL.name, contract.AUDIO.name)))
 
+    def _optional_of(self, model_id: str) -> frozenset:
+        return frozenset(self._ensemble_info.get(model_id, {}).get("optional", ()))
+
+    def takes_audio_only(self, model_id: str) -> bool:
+        """Whether a model id serves audio-only requests (an avatar: its frames are on the server)."""
+        self._check_model(model_id)
+        return contract.VISUAL.name in self._optional_of(model_id)
+
     def _infer(self, request: CompositeBatchRequest, started: float) -> CompositeBatchResponse:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
-        takes = self._inputs_of(request.model_id)
+        takes, optional = self._inputs_of(request.model_id), self._optional_of(request.model_id)
         before = self._statistics() if self.stage_timings else None
         with self._shm_lock:
             if self._shm is not None:
-                inputs = self._shm.inputs(request, takes)
+                inputs = self._shm.inputs(request, takes, optional)
             else:
-                inputs = _grpc_inputs(request.tensors(takes))
+                inputs = _grpc_inputs(request.tensors(takes, optional=optional))
             result = self._call_with_retries(request.model_id, inputs, outputs)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)

@@ -165,18 +165,26 @@ CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the ba
 FRAME_SIZE = Tensor("FRAME_SIZE", "INT32", (2,))  # the background's height, width (sizes the paste on the GPU)
 PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
 VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
+# An avatar's requests carry audio only: its background step keeps the face inputs of every frame
+# resident (SyncTalk_2D's crop of each frame's box, computed once at load) and gives the
+# generator FACE_INPUT = VISUAL of frames FRAME_INDEX % n. A request may still send VISUAL (face
+# crops cut by the caller, e.g. from a live camera): FACE_INPUT is then that VISUAL.
+FACE_INPUT = Tensor("FACE_INPUT", "FP32", VISUAL.dims)
 AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
+AVATAR_BACKGROUND_INPUTS = (FRAME_INDEX, VISUAL)
+AVATAR_BACKGROUND_OUTPUTS = (BACKGROUND, CROP_BOX, FRAME_SIZE, FACE_INPUT)
 # input_validator takes FRAME_INDEX as an optional input (avatars send it, the reference ensemble
 # does not): the background step then depends on validation like every other step, so a bad
-# request fails before any other step starts.
+# request fails before any other step starts. VISUAL is optional there too (avatars' requests
+# may leave it out); the reference ensemble requires it.
 OPTIONAL_INPUTS = {
-    INPUT_VALIDATOR_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
 }
 # Optional inputs of every avatar's ensemble. (The reference ensemble has none: perf_analyzer's
 # shared-memory mode refuses models with optional inputs, and the reference contract has none.)
-AVATAR_OPTIONAL_INPUTS = (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
+AVATAR_OPTIONAL_INPUTS = (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
 MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
 MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
 # SyncTalk_2D's audio front end: 16 neighbouring windows per frame (windows i-9 .. i+6 of the clip,
@@ -259,12 +267,17 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
         by_name[AUDIO_FEATURES_MODEL] = (SYNCTALK2D_AUDIO_FEATURES_MODEL, features_in, neighbours)
         encoder = models.get("audio_encoder", SYNCTALK2D_AUDIO_ENCODER_MODEL)
         by_name[AUDIO_ENCODER_MODEL] = (encoder, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
+    generator_in = {**by_name[GENERATOR_MODEL][1], GENERATOR_VISUAL.name: FACE_INPUT.name}
     return (
         validator,
         by_name[AUDIO_FEATURES_MODEL],
         by_name[AUDIO_ENCODER_MODEL],
-        (models["generator"],) + by_name[GENERATOR_MODEL][1:],
-        (models["background"], {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name}, {t.name: t.name for t in (BACKGROUND, CROP_BOX, FRAME_SIZE)}),
+        (
+            models["background"],
+            {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name, VISUAL.name: VISUAL.name},
+            {t.name: t.name for t in AVATAR_BACKGROUND_OUTPUTS},
+        ),
+        (models["generator"], generator_in, by_name[GENERATOR_MODEL][2]),
         (
             FRAME_PASTE_MODEL,
             {t.name: t.name for t in (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE)},

@@ -34,6 +34,7 @@ DEBUG_FILES = {
     contract.MEL_NEIGHBOURS.name: "mel_spec.npy",
     contract.AUDIO_FEATURES.name: "audio_features.npy",
     contract.VISUAL.name: "visual_input.npy",
+    contract.FACE_INPUT.name: "visual_input.npy",  # an avatar's: cut on the server from its frames
     contract.GENERATED_FACE.name: "inference_output.npy",
 }
 

@@ -114,16 +114,43 @@ class CompositeBatchRequest:
         )
 
     @classmethod
+    def audio_only(
+        cls,
+        model_id: str,
+        audio: np.ndarray,
+        start_frame_idx: int = 0,
+        audio_context_before: Optional[np.ndarray] = None,
+        audio_context_after: Optional[np.ndarray] = None,
+    ) -> "CompositeBatchRequest":
+        """An avatar's request: the audio of B frames ([B*640] or [B,640]) and nothing else; the
+        server cuts each frame's face input from the avatar's own frames (FRAME_INDEX =
+        start_frame_idx + i). Optionally the clip's audio just before and after the batch."""
+        audio = np.asarray(audio, dtype=_F32)
+
+        def as_bytes(samples):
+            return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
+
+        return cls(
+            model_id=model_id,
+            visual_frames=b"",
+            raw_audio=audio.tobytes(),
+            batch_size=audio.size // contract.SAMPLES_PER_FRAME,
+            start_frame_idx=start_frame_idx,
+            audio_context_before=as_bytes(audio_context_before),
+            audio_context_after=as_bytes(audio_context_after),
+        )
+
+    @classmethod
     def from_visual(cls, model_id: str, visual: np.ndarray, audio: np.ndarray, **kwargs) -> "CompositeBatchRequest":
         """From the ensemble layout VISUAL [B,6,320,320] (crop channels 0-2, masked 3-5)."""
         visual = np.asarray(visual, dtype=_F32)
         return cls.from_arrays(model_id, visual[:, :3], visual[:, 3:], audio, **kwargs)
 
     # -- validation (the reference's order: model id, batch size | model exists | sizes, values) --
-    def validate(self, takes: Collection[str] = (contract.VISUAL.name,)) -> None:
+    def validate(self, takes: Collection[str] = (contract.VISUAL.name,), optional: Collection[str] = ()) -> None:
         """Raise ValidationError for a malformed request (everything but the model id's existence)."""
         self.validate_header()
-        self.validate_payload(takes)
+        self.validate_payload(takes, optional)
 
     def validate_header(self) -> None:
         """Model id present and batch size in range."""
@@ -135,11 +162,18 @@ class CompositeBatchRequest:
                 f"batch_size must be between {contract.MIN_BATCH_SIZE} and {contract.MAX_BATCH_SIZE}, got {batch}"
             )
 
-    def validate_payload(self, takes: Collection[str] = (contract.VISUAL.name,)) -> None:
-        """Sizes, sample rate and audio values, in the reference's order. ``takes``: the input
-        names of the model id (VISUAL is checked only where it takes VISUAL)."""
+    def sends_visual(self, takes: Collection[str], optional: Collection[str] = ()) -> bool:
+        """Whether VISUAL goes with the request: where the model id takes it, unless it is optional
+        there (an avatar's) and the request has no crops (audio only)."""
+        name = contract.VISUAL.name
+        return name in takes and not (name in optional and len(self.visual_frames) == 0)
+
+    def validate_payload(self, takes: Collection[str] = (contract.VISUAL.name,), optional: Collection[str] = ()) -> None:
+        """Sizes, sample rate and audio values, in the reference's order. ``takes`` / ``optional``:
+        the input names of the model id, and those of them it can go without (VISUAL is checked
+        where it is sent: ``sends_visual``)."""
         batch = self.batch_size
-        if contract.VISUAL.name in takes:
+        if self.sends_visual(takes, optional):
             expected_visual = batch * contract.VISUAL_FRAME_BYTES
             if len(self.visual_frames) != expected_visual:
                 raise ValidationError(contract.MSG_VISUAL_SIZE.format(got=len(self.visual_frames), expected=expected_visual))
@@ -170,16 +204,17 @@ class CompositeBatchRequest:
             raise ValidationError(f"raw_audio: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio")
 
     # -- layout -----------------------------------------------------------------------------------
-    def tensors(self, takes: Collection[str], allocate: Allocate = new_array) -> Dict[str, np.ndarray]:
+    def tensors(self, takes: Collection[str], allocate: Allocate = new_array, optional: Collection[str] = ()) -> Dict[str, np.ndarray]:
         """Validate the payload, then lay the request out as the input tensors of a model id
-        whose ensemble takes the input names ``takes``, each written once into
-        ``allocate(spec, shape)``: VISUAL [B,6,320,320] (crop channels 0-2, masked 3-5), AUDIO
-        [B,640], FRAME_INDEX [B,1] (start_frame_idx + i, avatars), AUDIO_CONTEXT [B,2,8000] and
-        AUDIO_CONTEXT_LENGTH [B,2] (a request with context, where the model id takes them)."""
-        self.validate_payload(takes)
+        whose ensemble takes the input names ``takes`` (``optional``: those it can go without),
+        each written once into ``allocate(spec, shape)``: VISUAL [B,6,320,320] (crop channels
+        0-2, masked 3-5; not for an avatar's audio-only request), AUDIO [B,640], FRAME_INDEX [B,1]
+        (start_frame_idx + i, avatars), AUDIO_CONTEXT [B,2,8000] and AUDIO_CONTEXT_LENGTH [B,2]
+        (a request with context, where the model id takes them)."""
+        self.validate_payload(takes, optional)
         b = self.batch_size
         out: Dict[str, np.ndarray] = {}
-        if contract.VISUAL.name in takes:
+        if self.sends_visual(takes, optional):
             visual = out[contract.VISUAL.name] = allocate(contract.VISUAL, (b, *contract.VISUAL.dims))
             flat = np.frombuffer(self.visual_frames, dtype=_F32)
             half = flat.size // 2

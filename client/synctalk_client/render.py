@@ -43,8 +43,9 @@ def render_video(
 ) -> Dict[str, float]:
     """Render ``audio`` (16 kHz mono float) as ``out`` (H.264 + AAC MP4 at 25 fps).
 
-    ``crops``: [n, 3, 320, 320] BGR face crops used in turn (default: synthetic crops); the masked
-    half of VISUAL is ``synthetic.masked`` of them. The model id decides the frame count: one per
+    ``crops``: [n, 3, 320, 320] BGR face crops used in turn; the masked half of VISUAL is
+    ``synthetic.masked`` of them. Without crops an avatar's batches carry audio only (the server
+    cuts each frame's face from the avatar's own frames), other model ids get synthetic crops. The model id decides the frame count: one per
     whole 40 ms of audio, or SyncTalk_2D's N + 2 (``CompositeClient.frames_for_audio``); the whole
     clip is the audio, so the last batch's context carries its tail. ``frames_dir``: also write
     every frame as the JPEG the server returned, ``frame_00000.jpg`` onwards.
@@ -55,9 +56,13 @@ def render_video(
     audio = np.asarray(audio, np.float32).reshape(-1)
     with CompositeClient(url, timeout_s=timeout_s, stage_timings=False) as client:
         n_frames = client.frames_for_audio(model_id, len(audio))
+        audio_only = crops is None and client.takes_audio_only(model_id)
     if n_frames < 1:
         raise ValueError(f"audio of {len(audio)} samples is too short to make a frame on {model_id}")
-    crops = synthetic.face_crops(min(n_frames, 50)) if crops is None else np.asarray(crops, np.float32)
+    if crops is None and not audio_only:
+        crops = synthetic.face_crops(min(n_frames, 50))
+    elif crops is not None:
+        crops = np.asarray(crops, np.float32)
     starts = list(range(0, n_frames, batch_size))
     local = threading.local()
     clients, clients_lock = [], threading.Lock()
@@ -68,14 +73,17 @@ def render_video(
             with clients_lock:
                 clients.append(local.client)
         end = min(start + batch_size, n_frames)
-        batch_crops = crops[np.arange(start, end) % len(crops)]
         first, last = start * contract.SAMPLES_PER_FRAME, end * contract.SAMPLES_PER_FRAME
         context = contract.AUDIO_CONTEXT_SAMPLES
-        request = CompositeBatchRequest.from_arrays(
-            model_id, batch_crops, synthetic.masked(batch_crops), audio[first:last], start_frame_idx=start,
-            # the audio around the batch: its edge frames get the windows of the whole clip
-            audio_context_before=audio[max(0, first - context) : first], audio_context_after=audio[last : last + context],
-        )
+        # the audio around the batch: its edge frames get the windows of the whole clip
+        around = {"audio_context_before": audio[max(0, first - context) : first], "audio_context_after": audio[last : last + context]}
+        if audio_only:
+            request = CompositeBatchRequest.audio_only(model_id, audio[first:last], start_frame_idx=start, **around)
+        else:
+            batch_crops = crops[np.arange(start, end) % len(crops)]
+            request = CompositeBatchRequest.from_arrays(
+                model_id, batch_crops, synthetic.masked(batch_crops), audio[first:last], start_frame_idx=start, **around
+            )
         response = local.client.infer_batch_composite(request)
         if not response.success:
             raise ProcessingError(f"frames {start}-{end - 1}: {response.error}")

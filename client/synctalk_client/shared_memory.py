@@ -34,7 +34,7 @@ class SharedMemoryInputs:
             shm.destroy_shared_memory_region(self._handle)
             raise
 
-    def inputs(self, request, takes) -> List[grpcclient.InferInput]:
+    def inputs(self, request, takes, optional=()) -> List[grpcclient.InferInput]:
         """Have the request lay its tensors out straight into the region (each written once, no
         intermediate copy); return inputs that point there."""
         placed = []
@@ -47,7 +47,7 @@ class SharedMemoryInputs:
             offset += view.nbytes
             return view
 
-        request.tensors(takes, allocate)
+        request.tensors(takes, allocate, optional)
         tensors = []
         for spec, shape, nbytes, at in placed:
             tensor = grpcclient.InferInput(spec.name, shape, spec.dtype)

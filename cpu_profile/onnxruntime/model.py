@@ -3,7 +3,9 @@
 Input and output names are those of the model's config, which are the ONNX graph's own names
 (as with the ONNX Runtime backend). All requests of one ``execute`` call (what Triton's dynamic
 batcher gathered) run as one session call and are split back per request.
-Parameters: ``intra_op_threads`` (0 = onnxruntime's default). Warm-up at load comes from the
+Parameters: ``intra_op_threads`` (0 = onnxruntime's default); ``enable_mem_arena`` and
+``enable_mem_pattern`` ("0": no memory held between requests, as the ONNX Runtime backend's
+parameters of the same names; avatars' own models). Warm-up at load comes from the
 config's ``model_warmup`` (largest batch first, so the memory arena is sized once at load: a first
 call at a new, larger batch costs several times a steady one).
 """
@@ -24,6 +26,8 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = params.get("enable_mem_arena", "1") != "0"
+        options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = config["input"]
         self.output_names = model_config.tensor_names(config, "output")

@@ -99,27 +99,43 @@ def face_crop(frame_rgb8: np.ndarray, box) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(frame_rgb8[y0:y1, x0:x1]), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def crop_faces(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """The generator's face inputs from an avatar's frames, as SyncTalk_2D's inference cuts them:
-    each box of ``frames_rgb8`` [n, H, W, 3] -> ``face_crop`` (328, bicubic) -> its inner
-    [4:324, 4:324] -> [n, 3, 320, 320] float32 BGR in [0, 1] (uint8 / 255). The masked copy, the
-    other half of VISUAL, is ``synthetic.masked`` of these."""
+def face_inputs(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The generator's face inputs from an avatar's frames, as SyncTalk_2D's inference cuts them,
+    before the scaling: each box of ``frames_rgb8`` [n, H, W, 3] -> ``face_crop`` (328, bicubic)
+    -> its inner [4:324, 4:324] -> [n, 3, 320, 320] uint8 BGR (what an avatar keeps resident:
+    300 KB a frame)."""
     frames_rgb8 = np.asarray(frames_rgb8, dtype=np.uint8)
     boxes = check_boxes(boxes, frames_rgb8.shape[2], frames_rgb8.shape[1])
     lo, hi = contract.FACE_CROP_BORDER, contract.FACE_CROP_BORDER + contract.FACE_SIZE
-    out = np.empty((len(frames_rgb8), 3, contract.FACE_SIZE, contract.FACE_SIZE), np.float32)
+    out = np.empty((len(frames_rgb8), 3, contract.FACE_SIZE, contract.FACE_SIZE), np.uint8)
     for i, box in enumerate(boxes.tolist()):
-        face = face_crop(frames_rgb8[i], box)[lo:hi, lo:hi]
-        out[i] = face[..., ::-1].transpose(2, 0, 1) / np.float32(255.0)
+        out[i] = face_crop(frames_rgb8[i], box)[lo:hi, lo:hi, ::-1].transpose(2, 0, 1)
     return out
 
 
-def visual_inputs(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """VISUAL [n, 6, 320, 320] of an avatar's frames: the faces and their masked copies."""
-    from synctalk_client import synthetic
+def crop_faces(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``face_inputs`` as the generator sees them: [n, 3, 320, 320] float32 BGR in [0, 1]
+    (uint8 / 255). The masked copy, the other half of VISUAL, is ``synthetic.masked`` of these."""
+    return face_inputs(frames_rgb8, boxes) / np.float32(255.0)
 
-    faces = crop_faces(frames_rgb8, boxes)
-    return np.concatenate([faces, synthetic.masked(faces)], axis=1)
+
+def visual_from_faces(faces_u8, xp=np):
+    """VISUAL [n, 6, 320, 320] float32 from ``face_inputs`` [n, 3, 320, 320] uint8: the faces
+    scaled to [0, 1] and their copies with ``contract.FACE_MASK_RECT`` blacked out (SyncTalk_2D's
+    ``img_real_ex`` and ``img_masked``). ``xp``: numpy, or cupy for faces resident on a GPU."""
+    n = faces_u8.shape[0]
+    visual = xp.empty((n, 6, contract.FACE_SIZE, contract.FACE_SIZE), dtype=xp.float32)
+    xp.divide(faces_u8, xp.float32(255.0), out=visual[:, :3], dtype=xp.float32)
+    visual[:, 3:] = visual[:, :3]
+    x, y, w, h = contract.FACE_MASK_RECT
+    visual[:, 3:, y : y + h, x : x + w] = 0.0
+    return visual
+
+
+def visual_inputs(frames_rgb8: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """VISUAL [n, 6, 320, 320] of an avatar's frames: the faces and their masked copies (what an
+    avatar's server-side step gives an audio-only request)."""
+    return visual_from_faces(face_inputs(frames_rgb8, boxes))
 
 
 def face_to_bgr8_truncated(face_bgr: np.ndarray) -> np.ndarray:

@@ -192,3 +192,36 @@ def test_cli_mistakes_on_a_live_server_are_one_line(server, capsys):
     finally:
         shutil.rmtree(broken)
     assert grpcclient.InferenceServerClient(server.grpc_url).is_server_ready()
+
+
+def test_audio_only_requests_give_the_frames_of_the_crop_upload_path(server, client, tmp_path):
+    """An avatar's request carries audio only; the server cuts each frame's face input from the
+    avatar's own frames, exactly as a client cutting them (compositing.visual_inputs) would."""
+    import cv2
+
+    from synctalk_preprocessing.compositing import visual_inputs
+
+    frames, boxes = synthetic.avatar_background(5, 160, 96, face=48, seed=6)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), frame[..., ::-1])
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes.tolist()))
+    avatars.add(server.repository, "dina", tmp_path, tmp_path / "boxes.json")
+    try:
+        client.load_model("dina")
+        assert client.takes_audio_only("dina") and not client.takes_audio_only(contract.DEFAULT_MODEL_ID)
+        audio = synthetic.speech_like_audio(7, seed=6)
+        audio_only = CompositeBatchRequest.audio_only("dina", audio, start_frame_idx=3)
+        assert audio_only.visual_frames == b"" and audio_only.batch_size == 7
+        assert set(client.input_tensors(audio_only)) == {contract.AUDIO.name, contract.FRAME_INDEX.name}
+        served = client.infer_batch_composite(audio_only).raise_for_error().composited_frames
+        visual = visual_inputs(frames, boxes)[(3 + np.arange(7)) % 5]  # frames 3..9 loop over the 5
+        uploaded = client.infer_batch_composite(CompositeBatchRequest.from_visual("dina", visual, audio, start_frame_idx=3))
+        assert uploaded.raise_for_error().composited_frames == served, "the same JPEG bytes"
+        bytes_per_frame = (len(audio_only.raw_audio) + 8) / 7  # AUDIO + FRAME_INDEX
+        assert bytes_per_frame < 3000 < contract.VISUAL_FRAME_BYTES
+        # the reference ensemble keeps its VISUAL + AUDIO contract
+        refused = client.infer_batch_composite(CompositeBatchRequest.audio_only(contract.DEFAULT_MODEL_ID, audio))
+        assert refused.error_category == "validation" and "visual frames size mismatch: got 0" in refused.error
+        client.unload_model("dina")
+    finally:
+        avatars.remove(server.repository, "dina")

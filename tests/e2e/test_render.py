@@ -32,7 +32,9 @@ def test_ctrl_c_stops_render_within_two_seconds_and_leaves_no_output(server, tmp
 
     out, frames = tmp_path / "long.mp4", tmp_path / "frames"
     process = subprocess.Popen([sys.executable, "-m", "synctalk_client.cli", "--url", server.grpc_url, "render", "--seconds", "30",
-                                "--quiet", "--out", str(out), "--frames-dir", str(frames)], stderr=subprocess.PIPE, text=True)
+                                "--quiet", "--out", str(out), "--frames-dir", str(frames)], stderr=subprocess.PIPE, text=True,
+                               # as from a terminal, even where pytest itself runs with SIGINT ignored (nohup, &)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (frames.is_dir() and any(frames.iterdir())):  # the render is under way
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "no frame in 120 s"

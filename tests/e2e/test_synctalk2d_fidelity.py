@@ -4,7 +4,7 @@ As a user would: a generator checkpoint and the audio encoder checkpoint (random
 the real names, batch-norm statistics calibrated on this avatar's faces and this clip, so the
 output depends visibly on both) are imported with ``tools.import_checkpoint``, the avatar is
 added from a ``full_body_img/``-style folder of JPEGs and a ``landmarks/`` folder with
-``tools.avatars add``, and the clip is rendered with ``synctalk-client render`` (batches of 4
+``tools.avatars add``, and the clip is rendered with ``synctalk-client render`` (audio only, batches of 4
 with their audio context). The served frames are compared, inside the face boxes, with the
 independent reference of ``tests/synctalk2d_reference.py``, JPEG-encoded as the server encodes
 (quality 95, 4:2:0, libjpeg-turbo): the served frames are that JPEG (same pixels in, same JPEG
@@ -83,8 +83,6 @@ def run(*args):
 def served(fidelity_server, avatar_inputs, tmp_path_factory):
     """Two imports, one ``avatars add``, one ``render``: the JPEGs the server returned, decoded."""
     from synctalk_client.render import render_video
-    from synctalk_preprocessing.avatar import read_boxes, read_frames
-    from synctalk_preprocessing.compositing import crop_faces
 
     root = avatar_inputs["root"]
     out = tmp_path_factory.mktemp("served")
@@ -95,10 +93,8 @@ def served(fidelity_server, avatar_inputs, tmp_path_factory):
                 "--generator", str(out / "synctalk.onnx"), "--audio-encoder", str(out / "audio_encoder.onnx"),
                 "--load", fidelity_server.grpc_url)
     assert f"loaded {AVATAR}" in added
-    # the client cuts the face inputs from the same frames and boxes (render --frames --boxes does this)
-    frames = read_frames(root / "full_body_img")
-    crops = crop_faces(frames, read_boxes(root / "landmarks", frames.shape[1:3]).astype(np.int64))
-    summary = render_video(fidelity_server.grpc_url, AVATAR, avatar_inputs["wav"], out / "trained.mp4", crops=crops,
+    # audio only: the server cuts each frame's face input from the avatar's frames and landmarks
+    summary = render_video(fidelity_server.grpc_url, AVATAR, avatar_inputs["wav"], out / "trained.mp4",
                            batch_size=4, in_flight=2, progress=False, frames_dir=out / "frames")
     jpegs = sorted((out / "frames").iterdir())
     assert summary["frames"] == len(jpegs) == contract.synctalk2d_frame_count(AUDIO_SAMPLES)
@@ -184,11 +180,10 @@ def test_inspect_writes_every_stage_and_the_stages_are_synctalk2d(served, fideli
     with torch.no_grad():
         expected_faces = reference.generator_forward(inputs["generator"], torch.from_numpy(visual), torch.from_numpy(expected_features)).numpy()
     assert np.abs(np.load(out / "inference_output.npy") - expected_faces).max() < 1e-3
-    # the command line: a WAV, the avatar's frames and landmarks
+    # the command line: a WAV (audio only: the face inputs are cut on the server, the same as above)
     write_wav(tmp_path / "speech.wav", wav)
-    root = inputs["root"]
     assert cli_main(["--url", fidelity_server.grpc_url, "inspect", "--avatar", AVATAR, "--audio", str(tmp_path / "speech.wav"),
-                     "--frames", str(root / "full_body_img"), "--boxes", str(root / "landmarks"), "--batch-size", "4",
-                     "--out", str(tmp_path / "cli")]) == 0
-    names = {"mel_spec.npy", "audio_features.npy", "visual_input.npy", "inference_output.npy", "steps.json"} | {f"frame_{i:05d}.jpg" for i in range(4)}
+                     "--start-frame", str(start), "--batch-size", "4", "--out", str(tmp_path / "cli")]) == 0
+    names = {"mel_spec.npy", "audio_features.npy", "visual_input.npy", "inference_output.npy", "steps.json"} | {f"frame_{start + i:05d}.jpg" for i in range(4)}
     assert names <= {p.name for p in (tmp_path / "cli").iterdir()}
+    assert np.array_equal(np.load(tmp_path / "cli" / "visual_input.npy"), visual), "the server's face inputs"

@@ -1,11 +1,16 @@
-"""<id>_background: FRAME_INDEX [B,1] int64 -> BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32,
-FRAME_SIZE [B,2] int32 (H, W: the DALI paste sizes its canvas with it, on the CPU).
+"""<id>_background: FRAME_INDEX [B,1] int64 (and, optionally, VISUAL [B,6,320,320]) ->
+BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32, FRAME_SIZE [B,2] int32 (H, W: the DALI paste
+sizes its canvas with it, on the CPU) and FACE_INPUT [B,6,320,320] float32 (the generator's input).
 
 Frame ``i`` of a stream is composited onto background frame ``i % n_frames`` with crop rectangle
-``i % n_frames`` (the avatar's video loops). The frames and rectangles are the avatar's assets,
-written next to this file by tools/avatars.py and loaded once at model load: on a GPU instance
-they stay resident in GPU memory (CuPy) and leave as GPU tensors through DLPack, so the paste
-step reads them without a host copy; on a CPU instance they are NumPy arrays.
+``i % n_frames`` (the avatar's video loops), and its face input is SyncTalk_2D's crop and mask of
+that frame: the 328 bicubic crop of the box, its inner 320, / 255, and a copy with the mask
+rectangle blacked out (``compositing.face_inputs`` / ``visual_from_faces``). The frames and
+rectangles are the avatar's assets, written next to this file by tools/avatars.py; the crops are
+cut once at load and kept resident as uint8 (300 KB a frame; the float VISUAL is made per
+request). On a GPU instance frames and crops stay in GPU memory (CuPy) and leave as GPU tensors
+through DLPack, so the generator and the paste read them without a host copy; on a CPU instance
+they are NumPy arrays. A request that sends VISUAL (crops cut by the caller) gets it as FACE_INPUT.
 """
 from pathlib import Path
 
@@ -15,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 from synctalk_client import contract
 from synctalk_preprocessing import checks
 from synctalk_preprocessing.avatar import AvatarAssets
+from synctalk_preprocessing.compositing import face_inputs, visual_from_faces
 
 
 class TritonPythonModel:
@@ -24,15 +30,21 @@ class TritonPythonModel:
         self.n_frames = assets.n_frames
         self.boxes = assets.boxes
         self.frame_size = np.array([[assets.height, assets.width]], np.int32)
+        faces = face_inputs(assets.backgrounds, assets.boxes)
         if args.get("model_instance_kind") == "GPU":
             import cupy
 
             with cupy.cuda.Device(int(args["model_instance_device_id"])):
                 self.backgrounds = cupy.asarray(assets.backgrounds)
-            self.on_gpu = True
+                self.faces = cupy.asarray(faces)
+            self.xp = cupy
         else:
-            self.backgrounds = assets.backgrounds
-            self.on_gpu = False
+            self.backgrounds, self.faces, self.xp = assets.backgrounds, faces, np
+
+    def _tensor(self, name, array):
+        if self.xp is np:
+            return pb_utils.Tensor(name, np.ascontiguousarray(array))
+        return pb_utils.Tensor.from_dlpack(name, self.xp.ascontiguousarray(array))
 
     def execute(self, requests):
         responses = []
@@ -43,13 +55,17 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
                 continue
             slots = index % self.n_frames
-            if self.on_gpu:
-                import cupy
-
-                background = pb_utils.Tensor.from_dlpack(contract.BACKGROUND.name, self.backgrounds[cupy.asarray(slots)])
+            on_device = self.xp.asarray(slots)
+            visual = pb_utils.get_input_tensor_by_name(request, contract.VISUAL.name)
+            if visual is not None:
+                face_input = pb_utils.Tensor(contract.FACE_INPUT.name, visual.as_numpy()) if visual.is_cpu() else \
+                    pb_utils.Tensor.from_dlpack(contract.FACE_INPUT.name, visual.to_dlpack())
             else:
-                background = pb_utils.Tensor(contract.BACKGROUND.name, self.backgrounds[slots])
-            box = pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots])
-            size = pb_utils.Tensor(contract.FRAME_SIZE.name, np.repeat(self.frame_size, len(slots), axis=0))
-            responses.append(pb_utils.InferenceResponse([background, box, size]))
+                face_input = self._tensor(contract.FACE_INPUT.name, visual_from_faces(self.faces[on_device], self.xp))
+            responses.append(pb_utils.InferenceResponse([
+                self._tensor(contract.BACKGROUND.name, self.backgrounds[on_device]),
+                pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots]),
+                pb_utils.Tensor(contract.FRAME_SIZE.name, np.repeat(self.frame_size, len(slots), axis=0)),
+                face_input,
+            ]))
         return responses

@@ -1,5 +1,6 @@
-"""input_validator: checks VISUAL and AUDIO values and the optional inputs (the audio context of
-a streamed clip, an avatar's FRAME_INDEX); passes AUDIO on as VALIDATED_AUDIO and each optional
+"""input_validator: checks AUDIO values and the optional inputs (VISUAL, which the reference
+ensemble requires and an avatar's audio-only requests leave out; the audio context of a streamed
+clip; an avatar's FRAME_INDEX); passes AUDIO on as VALIDATED_AUDIO and each optional
 input present as VALIDATED_<name>.
 
 Wrong shapes, dtypes and batch sizes never get here (Triton rejects them); this catches NaN/Inf,
@@ -24,13 +25,12 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            visual = pb_utils.get_input_tensor_by_name(request, contract.VISUAL.name).as_numpy()
             audio = pb_utils.get_input_tensor_by_name(request, contract.AUDIO.name).as_numpy()
-            index, context, lengths = (  # optional: None where the request has none
-                _optional(request, t) for t in (contract.FRAME_INDEX, contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH)
+            visual, index, context, lengths = (  # optional: None where the request has none
+                _optional(request, t) for t in (contract.VISUAL, contract.FRAME_INDEX, contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH)
             )
             problem = (
-                checks.check_visual(contract.VISUAL.name, visual, self.visual_tolerance)
+                (visual is not None and checks.check_visual(contract.VISUAL.name, visual, self.visual_tolerance))
                 or checks.check_audio(contract.AUDIO.name, audio, self.audio_abs_max)
                 or checks.check_audio_context(context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN, self.audio_abs_max)
                 or checks.check_frame_index(contract.FRAME_INDEX.name, index)

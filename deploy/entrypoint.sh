@@ -1,0 +1,6 @@
+#!/bin/sh
+# The container's start: install every avatar of the mounted avatar store (/avatars, possibly
+# empty or read-only) into the rendered repository /models, then run the command (tritonserver).
+set -e
+python3 -m tools.avatars --repository /models sync --store /avatars
+exec "$@"
