@@ -39,7 +39,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import AvatarAssets, read_manifest
@@ -180,6 +180,48 @@ def install(repository: Path, entry: Path) -> List[str]:
     audio_encoder = own_encoder if own_encoder.is_file() else None
     _write_models(repository, repository_profile(repository), manifest, entry, generator, source.get("audio_preset", "reference"), audio_encoder)
     return list(contract.avatar_models(manifest["id"], own_audio_encoder=audio_encoder is not None).values())
+
+
+# What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
+# the CPU profile (docs/operations.md, "Memory"): its three Python-backend processes (background,
+# generator, JPEG encoder) and the shared-memory pages their batch-32 warm-ups touch; 520-570 MB
+# measured with the tiny and the full generator. And what one batch of 32 frames of the full-size
+# generator needs while it runs (without an arena it is returned afterwards): 4.2 GB.
+AVATAR_OVERHEAD_BYTES = 640 * 2**20
+GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
+
+
+def memory_needed(manifest: dict, generator_bytes: int) -> Dict[str, int]:
+    """What loading an avatar adds to the server's resident memory (CPU profile), by part."""
+    n, h, w = manifest["n_frames"], manifest["height"], manifest["width"]
+    parts = {
+        "frames": n * h * w * 3,
+        "face_inputs": n * 3 * contract.FACE_SIZE * contract.FACE_SIZE,
+        "generator": int(generator_bytes),
+        "steps": AVATAR_OVERHEAD_BYTES,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def check_fits(repository: Path, avatar_id: str, available: Optional[int] = None) -> Dict[str, int]:
+    """Refuse (MemoryError, with the numbers) to load an avatar whose resident memory, plus one
+    batch of 32 frames in flight, exceeds the memory this host has available."""
+    import psutil
+
+    models = contract.avatar_models(avatar_id)
+    manifest = read_manifest(Path(repository) / models["background"] / "1")
+    need = memory_needed(manifest, (Path(repository) / models["generator"] / "1" / "model.onnx").stat().st_size)
+    available = psutil.virtual_memory().available if available is None else available
+    if need["total"] + GENERATOR_PEAK_BYTES > available:
+        gb = lambda b: f"{b / 2**30:.2f} GB"  # noqa: E731
+        raise MemoryError(
+            f"avatar {avatar_id!r} needs {gb(need['total'])} resident (frames {gb(need['frames'])}, face inputs "
+            f"{gb(need['face_inputs'])}, generator {gb(need['generator'])}, its steps {gb(need['steps'])}) plus "
+            f"{gb(GENERATOR_PEAK_BYTES)} for a batch of 32 in flight, and this host has {gb(available)} available: "
+            f"unload an avatar (synctalk-client unload ID), add it with fewer frames (--max-frames) or a smaller --size"
+        )
+    return need
 
 
 def stored_avatars(store: Optional[Path]) -> List[Path]:
@@ -339,6 +381,9 @@ def main(argv=None) -> int:
             if args.load:
                 from synctalk_client import CompositeClient
 
+                if args.load.split(":")[0] in ("127.0.0.1", "localhost", "[::1]"):  # the server runs here
+                    need = check_fits(args.repository, args.id)
+                    print(f"{args.id} needs about {need['total'] / 2**20:.0f} MB resident once loaded")
                 with CompositeClient(args.load) as client:
                     client.load_model(args.id)
                 print(f"loaded {args.id} on {args.load}")
@@ -358,7 +403,7 @@ def main(argv=None) -> int:
                     if args.id in client.model_ids():  # already unloaded: nothing to do there
                         client.unload_model(args.id)  # returns once the unload is complete
             print("removed", ", ".join(remove(args.repository, args.id)))
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, MemoryError) as exc:
         parser.exit(2, f"error: {exc}\n")
     return 0
 

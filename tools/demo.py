@@ -1,15 +1,16 @@
 """The demo: start the CPU-profile tritonserver, send real requests, write the JPEGs and an MP4, stop.
 
-1. An avatar, ``presenter``, is added to the repository (``tools.avatars``): a synthetic
-   1280x720 background video with a swaying head and its per-frame crop boxes, with SyncTalk_2D's
-   audio front end.
+1. An avatar, ``presenter``, is added to the repository and the avatar store
+   (``tools.avatars``; it stays served by later ``make serve``): a synthetic 1280x720 background
+   video with a swaying head and its per-frame crop boxes, with SyncTalk_2D's audio front end.
 2. A batch of synthesised speech-like audio (8 frames = 320 ms) and synthetic face crops goes
    through the client library to the reference ensemble ``demo`` (the face resized to the full
    frame); the frames land in ``out/demo/`` with the audio as a WAV, and the per-stage timings
    are printed.
 3. A 2-second clip of the ``presenter`` avatar speaking is rendered to ``out/demo/demo.mp4``:
-   face crops cut from its background frames, the generated faces pasted back into them,
-   batches in flight (each with the audio around it), frames muxed with the audio.
+   the requests carry audio only (the server cuts each frame's face from the avatar's frames),
+   the generated faces are pasted back into them, batches in flight (each with the audio around
+   it), frames muxed with the audio.
 
     python -m tools.demo --repository build/repository/cpu --frames 8
 """
@@ -26,7 +27,6 @@ import imageio_ffmpeg
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from synctalk_client.render import render_video, write_wav
 from synctalk_preprocessing.avatar import AvatarAssets
-from synctalk_preprocessing.compositing import crop_faces
 from tools import avatars, paths
 from tools.serve import TritonServer
 
@@ -73,9 +73,9 @@ def main(argv=None) -> int:
         with CompositeClient(server.grpc_url) as client:
             print("models:", ", ".join(f"{m['name']} ({m['kind']}, {m['state']})" for m in client.list_models()))
             response = client.infer_batch_composite(request).raise_for_error()
-        avatar_crops = crop_faces(assets.backgrounds, assets.boxes)  # frame i's crop = background frame i's box
+        # audio only: the server cuts frame i's face from the avatar's frame i % n and its box
         video = render_video(server.grpc_url, AVATAR_ID, synthetic.speech_like_audio(int(CLIP_SECONDS * contract.FPS), seed=2),
-                             args.out / "demo.mp4", crops=avatar_crops, progress=False)
+                             args.out / "demo.mp4", progress=False)
     for old in args.out.glob("frame_*.jpg"):
         old.unlink()
     for i, jpeg in enumerate(response.composited_frames):

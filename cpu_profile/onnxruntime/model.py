@@ -9,6 +9,8 @@ parameters of the same names; avatars' own models). Warm-up at load comes from t
 config's ``model_warmup`` (largest batch first, so the memory arena is sized once at load: a first
 call at a new, larger batch costs several times a steady one).
 """
+import ctypes
+import ctypes.util
 import os
 
 import numpy as np
@@ -28,6 +30,8 @@ class TritonPythonModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = params.get("enable_mem_arena", "1") != "0"
         options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
+        # without the arena, give what a run freed back to the system (glibc keeps it otherwise)
+        self.trim = None if options.enable_cpu_mem_arena else ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = config["input"]
         self.output_names = model_config.tensor_names(config, "output")
@@ -48,4 +52,7 @@ class TritonPythonModel:
             tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size])) for n, o in zip(self.output_names, outputs)]
             responses.append(pb_utils.InferenceResponse(tensors))
             start += size
+        if self.trim is not None:
+            del outputs, feeds
+            self.trim(0)
         return responses
