@@ -115,6 +115,7 @@ def add(
     replace: bool = False,
     audio_preset: Optional[str] = None,
     audio_encoder: Optional[Path] = None,
+    arena: bool = False,
 ) -> dict:
     """Keep the avatar in the repository's store and write its models into ``repository``;
     returns the avatar's manifest.
@@ -142,6 +143,7 @@ def add(
     assets = AvatarAssets.from_files(avatar_id, Path(background), boxes, size, max_frames, jpeg_quality)
     assets.source["generator"] = str(generator) if generator else "shared"
     assets.source["audio_preset"] = audio_preset
+    assets.source["arena"] = bool(arena)
     if audio_encoder:
         assets.source["audio_encoder"] = str(audio_encoder)
     # staged in the store (hidden, renamed into place at the end), else in a temporary folder
@@ -199,6 +201,8 @@ def memory_needed(manifest: dict, generator_bytes: int) -> Dict[str, int]:
         "face_inputs": n * 3 * contract.FACE_SIZE * contract.FACE_SIZE,
         "generator": int(generator_bytes),
         "steps": AVATAR_OVERHEAD_BYTES,
+        # add --arena: its generator keeps the activations of a batch of 32 (the full-size one's)
+        "arena": GENERATOR_PEAK_BYTES if manifest.get("source", {}).get("arena") else 0,
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -244,20 +248,22 @@ def sync(repository: Path, store: Optional[Path] = None) -> List[str]:
     return installed
 
 
-# An avatar's own models hold no memory arena between requests: an idle avatar costs its weights
-# and frames, not a second batch-32 activation arena (measured on the full generator with
-# onnxruntime on this 2-core host: 7.3 GB held after a batch-32 warm-up with the arena, 0.22 GB
-# without; 1.25 s vs 1.20 s per batch of 8). ONNX Runtime backend parameters, read the same way
-# by the CPU profile.
-AVATAR_MODEL_PARAMETERS = {"enable_mem_arena": "0", "enable_mem_pattern": "0"}
+# By default an avatar's own models hold no memory arena between requests: an idle avatar costs
+# its weights and frames, not a batch-32 activation arena (the full generator's process: 7.2 GB
+# with the arena after the batch-32 warm-up, 169 MB without). The price, on a CPU, is the page
+# faults of fresh activations on every run (measured in process, 8-frame batches: full generator
+# 403 ms with the arena, 802 ms without; tiny 90 vs 148 ms); ``add --arena`` keeps the arena for
+# an avatar that must be fast more than small. ONNX Runtime backend parameters, read the same way
+# by the CPU profile (which also hands freed memory back with malloc_trim).
+LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
 
 
-def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onnx_file: Path) -> None:
+def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onnx_file: Path, arena: bool = False) -> None:
     """The shared model ``role``'s config, renamed ``name``, with ``onnx_file``, its own engine
-    cache and no memory arena between requests."""
+    cache and (unless ``arena``) no memory arena between requests."""
     config = read_config(paths.MODEL_REPOSITORY / role / "config.pbtxt")
     config.name = name
-    for key, value in AVATAR_MODEL_PARAMETERS.items():
+    for key, value in ({} if arena else LEAN_MODEL_PARAMETERS).items():
         config.parameters[key].string_value = value
     for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
         if "trt_engine_cache_path" in accelerator.parameters:
@@ -277,9 +283,10 @@ def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, g
         _set_steps(ensemble, avatar_id, audio_preset, bool(audio_encoder))
     render_model(TEMPLATE / "ensemble", ensemble, repository / models["ensemble"], profile)
 
-    _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator)
+    arena = bool(manifest.get("source", {}).get("arena", False))
+    _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator, arena)
     if audio_encoder:
-        _render_onnx_model(repository, profile, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, models["audio_encoder"], Path(audio_encoder))
+        _render_onnx_model(repository, profile, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, models["audio_encoder"], Path(audio_encoder), arena)
 
     background = read_config(TEMPLATE / "background" / "config.pbtxt")
     _rename_models(background, avatar_id)
@@ -361,6 +368,9 @@ def main(argv=None) -> int:
                        help="audio front end: the request-flow reference's, or SyncTalk_2D's (trained SyncTalk_2D generators); "
                             "default: synctalk2d with --audio-encoder, else reference")
     p_add.add_argument("--max-frames", type=int, help="use at most this many background frames")
+    p_add.add_argument("--arena", action="store_true",
+                       help="keep onnxruntime's memory arena for the avatar's models: about 2x faster on a CPU, but holds the "
+                            "activations of the largest batch (GBs for a SyncTalk_2D generator)")
     p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
     p_add.add_argument("--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)")
     commands.add_parser("list", help="list the avatars")
@@ -374,7 +384,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "add":
             manifest = add(args.repository, args.id, args.background, args.boxes, args.generator, args.size,
-                           args.jpeg_quality, args.max_frames, args.replace, args.audio_preset, args.audio_encoder)
+                           args.jpeg_quality, args.max_frames, args.replace, args.audio_preset, args.audio_encoder, args.arena)
             names = contract.avatar_models(args.id, own_audio_encoder=bool(args.audio_encoder)).values()
             print(f"added avatar {args.id}: {manifest['n_frames']} background frames {manifest['width']}x{manifest['height']}, "
                   f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(names)}")

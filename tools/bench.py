@@ -8,7 +8,10 @@ Runs on the CPU profile with the full-size stand-in models, on this machine, in 
    compositor code), sequentially, as a monolith would: frames/s;
 3. served: a fresh tritonserver; the first request after ready vs the steady state; perf_analyzer
    (real input data) for request batch sizes 1, 8, 32 over a concurrency sweep; the stage
-   breakdown from Triton's statistics API; gRPC vs system shared memory for 32-frame requests.
+   breakdown from Triton's statistics API; gRPC vs system shared memory for 32-frame requests;
+4. paced streams (``tools.paced_streams``): how many live avatar streams (8 frames every 320 ms,
+   audio only) a server keeps in real time, with the tiny and the full model; request bytes per
+   frame before and after audio-only requests.
 
 Writes ``benchmarks/results/latest.json`` and the PNG plots, and regenerates
 ``benchmarks/README.md``'s table from them.
@@ -30,7 +33,7 @@ from typing import Callable, Dict, List
 import numpy as np
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import paths, perf_analyzer, soak
+from tools import paced_streams, paths, perf_analyzer, soak
 from tools.render_repository import render
 from tools.serve import TritonServer, apply_malloc_settings
 
@@ -245,6 +248,11 @@ def run(args) -> Dict:
             # client-side stage timings of a lone batch-8 request
             report["client_timings"] = client.__class__(server.grpc_url).infer_batch_composite(request_for(8)).raise_for_error().timings()
 
+    print("paced streams ...", flush=True)
+    seconds = 5.0 if quick else 10.0
+    report["paced_streams"] = {"bytes_per_frame": paced_streams.request_bytes_per_frame(),
+                               **{v: paced_streams.measure(v, seconds) for v in ("tiny", "full")}}
+
     batch8 = report["perf_analyzer"]["batch8"]["results"]
     batch8_shm = report["perf_analyzer"].get("batch8_shm", {}).get("results", [])
     best_grpc = max(batch8, key=lambda r: r["frames_per_s"])
@@ -364,6 +372,29 @@ def markdown_table(report: Dict) -> str:
         f"Compositor: served {report['compositor_served']['composite_ms']:.0f} ms, the same code in process {report['compositor_in_process']['ours_one_thread_ms']:.0f} ms (one thread), bare {report['compositor_in_process']['bare_ms']:.0f} ms for 8 frames. "
         f"First request {report['first_request']['first_ms']:.0f} ms vs steady {report['first_request']['steady_ms']:.0f} ms.",
     ]
+    paced = report.get("paced_streams")
+    if paced:
+        b = paced["bytes_per_frame"]
+        lines += [
+            "",
+            f"Paced avatar streams (each: {paced['tiny']['batch']} frames every {paced['tiny']['period_ms']:.0f} ms, audio only with its "
+            f"context, {paced['tiny']['seconds']:.0f} s per trial; real time = no batch answered after the next one is due, p99 under "
+            f"{paced['tiny']['period_ms']:.0f} ms):",
+            "",
+            "| model | streams kept in real time | trials: streams, p50 / p99 ms, late batches |",
+            "|---|---|---|",
+        ]
+        for variant in ("tiny", "full"):
+            row = paced[variant]
+            trials = "; ".join(f"{t['streams']}: {t['p50_ms']:.0f} / {t['p99_ms']:.0f}, {t['late_batches']} of {t['batches']}" for t in row["trials"])
+            lines.append(f"| {variant} | {row['max_real_time_streams']} | {trials} |")
+        lines += [
+            "",
+            "| request bytes per frame | crops + audio (reference contract) | audio only (avatars) |",
+            "|---|---|---|",
+            f"| without audio context | {b['crop_upload']:,.0f} | {b['audio_only']:,.0f} |",
+            f"| with audio context (streaming) | {b['crop_upload_with_context']:,.0f} | {b['audio_only_with_context']:,.0f} |",
+        ]
     return "\n".join(lines)
 
 
