@@ -13,8 +13,9 @@ Also reports the request bytes per frame: the crop-upload request (VISUAL + AUDI
 reference contract sends) against an avatar's audio-only request, with and without the audio
 context that streaming sends.
 
-    python -m tools.paced_streams --variant tiny
+    python -m tools.paced_streams --variant tiny             # a fresh CPU-profile server
     python -m tools.paced_streams --variant full --seconds 10
+    python -m tools.paced_streams --url gpu-host:8001 --avatar anna   # any running server (a GPU host)
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def request_bytes_per_frame(batch: int = BATCH) -> Dict[str, float]:
     }
 
 
-def run_streams(url: str, n_streams: int, seconds: float) -> Dict[str, object]:
+def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) -> Dict[str, object]:
     """N paced streams for ``seconds``: per-batch latencies and late batches."""
     n_batches = max(1, int(seconds / PERIOD_S))
     clip = synthetic.speech_like_audio(n_batches * BATCH + 50, seed=3)
@@ -78,7 +79,7 @@ def run_streams(url: str, n_streams: int, seconds: float) -> Dict[str, object]:
             if not hasattr(clients, "client"):
                 clients.client = CompositeClient(url, stage_timings=False, timeout_s=60)
             first, last = k * BATCH * contract.SAMPLES_PER_FRAME, (k + 1) * BATCH * contract.SAMPLES_PER_FRAME
-            request = CompositeBatchRequest.audio_only(AVATAR, clip[first:last], start_frame_idx=s * 1000 + k * BATCH,
+            request = CompositeBatchRequest.audio_only(avatar, clip[first:last], start_frame_idx=s * 1000 + k * BATCH,
                                                        audio_context_before=clip[max(0, first - context) : first],
                                                        audio_context_after=clip[last : last + context])
             sent = time.monotonic()
@@ -116,13 +117,13 @@ def run_streams(url: str, n_streams: int, seconds: float) -> Dict[str, object]:
     }
 
 
-def capacity(url: str, seconds: float, max_streams: int = 64) -> Dict[str, object]:
+def capacity(url: str, seconds: float, max_streams: int = 64, avatar: str = AVATAR) -> Dict[str, object]:
     """The largest N whose every stream keeps real time (0: not even one), and every trial."""
     trials: Dict[int, Dict] = {}
 
     def trial(n: int) -> bool:
         if n not in trials:
-            trials[n] = run_streams(url, n, seconds)
+            trials[n] = run_streams(url, n, seconds, avatar)
             print(f"  {n} streams: p50 {trials[n]['p50_ms']:.0f} ms, p99 {trials[n]['p99_ms']:.0f} ms, "
                   f"{trials[n]['late_batches']} late of {trials[n]['batches']}", flush=True)
         return bool(trials[n]["real_time"])
@@ -171,9 +172,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=("tiny", "full"), default="tiny")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each trial streams")
+    parser.add_argument("--url", help="measure this running server instead of a fresh CPU-profile one")
+    parser.add_argument("--avatar", default=AVATAR, help="with --url: the (loaded) avatar to stream to")
+    parser.add_argument("--max-streams", type=int, default=64)
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
-    result = {"bytes_per_frame": request_bytes_per_frame(), **measure(args.variant, args.seconds)}
+    if args.url:
+        measured = {"url": args.url, "avatar": args.avatar, "batch": BATCH, "period_ms": PERIOD_S * 1000, "seconds": args.seconds,
+                    **capacity(args.url, args.seconds, args.max_streams, args.avatar)}
+    else:
+        measured = measure(args.variant, args.seconds)
+    result = {"bytes_per_frame": request_bytes_per_frame(), **measured}
     print(json.dumps({k: v for k, v in result.items() if k != "trials"}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
