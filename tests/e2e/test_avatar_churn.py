@@ -53,6 +53,7 @@ def test_avatar_churn_keeps_the_server_ready_and_other_requests_served(server, t
         stop.set()
         for thread in threads:
             thread.join()
+    print(f"churn: {len(readiness)} readiness samples, {readiness.count(True)} ready; {len(served)} demo requests served, {len(failures)} failed")
     assert failures == [], failures[:3]
     assert len(served) >= 2 and len(readiness) >= 20
     assert all(readiness), f"server not ready at {readiness.count(False)} of {len(readiness)} samples"
