@@ -92,3 +92,21 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
     for path in re.findall(r"^COPY (\S+) ", text, re.M):
         if "$" not in path:
             assert (paths.ROOT / path).exists(), f"COPY {path}: not in the build context"
+
+
+def test_the_images_python_requirements_resolve_for_its_python(tmp_path):
+    """`docker build`'s pip step, without Docker: the container's CPython 3.12 on manylinux
+    x86_64, binary wheels only, against the package registries."""
+    import json
+
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--only-binary=:all:", "--python-version", "3.12",
+         "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+         "--platform", "manylinux2014_x86_64", "--target", str(tmp_path / "target"), "--report", str(report),
+         "-r", str(DEPLOY / "requirements-server.txt")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    versions = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    assert versions["numpy"].startswith("1.") and versions["cupy-cuda12x"].startswith("13.")
