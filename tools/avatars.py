@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from synctalk_client import contract
-from synctalk_preprocessing.avatar import AvatarAssets, read_manifest
+from synctalk_preprocessing.avatar import BACKGROUNDS, MANIFEST, AvatarAssets, read_manifest
 from tools import paths
 from tools.render_repository import read_config, render_model
 
@@ -171,17 +171,14 @@ def add(
     return read_manifest(repository / models["background"] / "1")
 
 
-def install(repository: Path, entry: Path) -> List[str]:
-    """Write the models of a stored avatar (``entry``: its store folder) into ``repository``;
-    returns their names. The generator is the entry's own, else the repository's ``synctalk``."""
+def install(repository: Path, entry: Path) -> None:
+    """Write the models of a stored avatar (``entry``: its store folder) into ``repository``. The
+    generator is the entry's own, else the repository's ``synctalk``."""
     repository, entry = Path(repository), Path(entry)
-    manifest = read_manifest(entry)
-    source = manifest.get("source", {})
     own_generator, own_encoder = entry / GENERATOR_FILE, entry / AUDIO_ENCODER_FILE
     generator = own_generator if own_generator.is_file() else repository / contract.GENERATOR_MODEL / "1" / "model.onnx"
     audio_encoder = own_encoder if own_encoder.is_file() else None
-    _write_models(repository, repository_profile(repository), manifest, entry, generator, source.get("audio_preset", "reference"), audio_encoder)
-    return list(contract.avatar_models(manifest["id"], own_audio_encoder=audio_encoder is not None).values())
+    _write_models(repository, repository_profile(repository), read_manifest(entry), entry, generator, audio_encoder)
 
 
 # What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
@@ -232,7 +229,7 @@ def stored_avatars(store: Optional[Path]) -> List[Path]:
     """The entries of an avatar store (folders with an avatar.json; staged ones are hidden)."""
     if store is None or not Path(store).is_dir():
         return []
-    return sorted(p for p in Path(store).iterdir() if not p.name.startswith(".") and (p / "avatar.json").is_file())
+    return sorted(p for p in Path(store).iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
 
 def sync(repository: Path, store: Optional[Path] = None) -> List[str]:
@@ -271,9 +268,11 @@ def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onn
     render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
 
 
-def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, generator: Path, audio_preset: str,
+def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, generator: Path,
                   audio_encoder: Optional[Path] = None) -> None:
     avatar_id = manifest["id"]
+    added_with = manifest.get("source", {})  # what add recorded: audio preset, arena, sources
+    audio_preset = added_with.get("audio_preset", "reference")
     models = contract.avatar_models(avatar_id, own_audio_encoder=bool(audio_encoder))
     source = paths.MODEL_REPOSITORY
 
@@ -283,7 +282,7 @@ def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, g
         _set_steps(ensemble, avatar_id, audio_preset, bool(audio_encoder))
     render_model(TEMPLATE / "ensemble", ensemble, repository / models["ensemble"], profile)
 
-    arena = bool(manifest.get("source", {}).get("arena", False))
+    arena = bool(added_with.get("arena", False))
     _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator, arena)
     if audio_encoder:
         _render_onnx_model(repository, profile, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, models["audio_encoder"], Path(audio_encoder), arena)
@@ -291,8 +290,8 @@ def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, g
     background = read_config(TEMPLATE / "background" / "config.pbtxt")
     _rename_models(background, avatar_id)
     target = render_model(TEMPLATE / "background", background, repository / models["background"], profile, role="avatar_background")
-    shutil.copyfile(entry / "avatar.json", target / "1" / "avatar.json")
-    shutil.copytree(entry / "backgrounds", target / "1" / "backgrounds", copy_function=_link_or_copy)
+    shutil.copyfile(entry / MANIFEST, target / "1" / MANIFEST)
+    shutil.copytree(entry / BACKGROUNDS, target / "1" / BACKGROUNDS, copy_function=_link_or_copy)
 
     jpeg = read_config(source / contract.JPEG_ENCODER_MODEL / "config.pbtxt")
     jpeg.name = models["jpeg_encoder"]
@@ -329,7 +328,7 @@ def remove(repository: Path, avatar_id: str) -> List[str]:
             shutil.rmtree(Path(repository) / name)
             removed.append(name)
     store = repository_store(repository)
-    if store is not None and (store / avatar_id / "avatar.json").is_file():
+    if store is not None and (store / avatar_id / MANIFEST).is_file():
         shutil.rmtree(store / avatar_id)
         removed.append(str(store / avatar_id))
     if not removed:

@@ -73,17 +73,18 @@ def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) 
 
     def stream(s: int) -> None:
         pool = ThreadPoolExecutor(MAX_IN_FLIGHT)
-        clients = threading.local()
+        local, opened = threading.local(), []
 
         def send(k: int, due: float) -> None:
-            if not hasattr(clients, "client"):
-                clients.client = CompositeClient(url, stage_timings=False, timeout_s=60)
+            if not hasattr(local, "client"):
+                local.client = CompositeClient(url, stage_timings=False, timeout_s=60)
+                opened.append(local.client)
             first, last = k * BATCH * contract.SAMPLES_PER_FRAME, (k + 1) * BATCH * contract.SAMPLES_PER_FRAME
             request = CompositeBatchRequest.audio_only(avatar, clip[first:last], start_frame_idx=s * 1000 + k * BATCH,
                                                        audio_context_before=clip[max(0, first - context) : first],
                                                        audio_context_after=clip[last : last + context])
             sent = time.monotonic()
-            response = clients.client.infer_batch_composite(request)
+            response = local.client.infer_batch_composite(request)
             done = time.monotonic()
             with lock:
                 latencies.append(done - sent)
@@ -98,6 +99,8 @@ def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) 
         for future in futures:
             future.result()
         pool.shutdown()
+        for client in opened:
+            client.close()
 
     threads = [threading.Thread(target=stream, args=(s,)) for s in range(n_streams)]
     for thread in threads:

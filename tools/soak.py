@@ -50,19 +50,23 @@ def bad_requests(seed: int) -> Dict[str, tuple]:
     }
 
 
-def server_processes(server_pid: int) -> Dict[str, int]:
-    """{process name: RSS bytes} for tritonserver and its backend stubs."""
+def server_processes(server_pid: int, pss: bool = False) -> Dict[str, int]:
+    """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
+    sizes instead (shared memory counted once across the processes that map it, so they add up)."""
     import psutil
 
+    def size(process) -> int:
+        return process.memory_full_info().pss if pss else process.memory_info().rss
+
     server = psutil.Process(server_pid)
-    table = {"tritonserver": server.memory_info().rss}
+    table = {"tritonserver": size(server)}
     for child in server.children(recursive=True):
         try:
             model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
             key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
             while key in table:  # several instances of one model
                 key += "'"
-            table[key] = child.memory_info().rss
+            table[key] = size(child)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return table

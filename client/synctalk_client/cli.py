@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -106,8 +107,8 @@ def check_video_out(path: Path) -> None:
         raise UsageError(f"--out {path}: {path.parent} is not a directory")
 
 
-def build_request(args, audio_only: bool = False) -> CompositeBatchRequest:
-    """The request of composite / inspect; ``audio_only``: an avatar's, without crops."""
+def build_request(args) -> CompositeBatchRequest:
+    """The request of composite / inspect, with crops (``audio_only`` drops them for an avatar)."""
     if args.audio:
         audio = read_wav(args.audio)
         available = len(audio) // contract.SAMPLES_PER_FRAME - args.start_frame
@@ -126,18 +127,21 @@ def build_request(args, audio_only: bool = False) -> CompositeBatchRequest:
         audio = synthetic.speech_like_audio(batch, seed=args.seed)
     if args.image:
         crops = np.repeat(read_crop(args.image)[None], batch, axis=0)
-    elif audio_only:
-        return CompositeBatchRequest.audio_only(args.model_id, audio, start_frame_idx=args.start_frame)
     else:
         crops = synthetic.face_crops(batch, seed=args.seed)
     return CompositeBatchRequest.from_arrays(args.model_id, crops, synthetic.masked(crops), audio, start_frame_idx=args.start_frame)
+
+
+def audio_only(request: CompositeBatchRequest) -> CompositeBatchRequest:
+    """The same request without crops: an avatar cuts its faces from its own frames."""
+    return dataclasses.replace(request, visual_frames=b"")
 
 
 def cmd_composite(args) -> int:
     request = build_request(args)  # the files and sizes are checked before the server is asked
     with CompositeClient(args.url, timeout_s=args.timeout) as client:
         if not args.image and client.takes_audio_only(args.model_id):  # an avatar: its own frames
-            request = build_request(args, audio_only=True)
+            request = audio_only(request)
         response = client.infer_batch_composite(request)
     if not response.success:
         print(json.dumps({"success": False, "error": response.error, "category": response.error_category, "http_status": response.http_status}), file=sys.stderr)
@@ -193,7 +197,7 @@ def cmd_inspect(args) -> int:
     if avatar is None and not args.image:
         with CompositeClient(args.url, timeout_s=args.timeout) as client:
             if client.takes_audio_only(args.model_id):  # an avatar: its own frames
-                request = build_request(args, audio_only=True)
+                request = audio_only(request)
     if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
         from synctalk_preprocessing.compositing import crop_faces
 

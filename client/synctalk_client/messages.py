@@ -22,17 +22,26 @@ Allocate = Callable[[contract.Tensor, Tuple[int, ...]], np.ndarray]
 def new_array(spec: contract.Tensor, shape: Tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=spec.numpy_dtype)
 
+
 _F32 = np.dtype("<f4")
 _S = contract.FACE_SIZE
 
 
-def visual_from_reference_bytes(visual_frames: bytes, batch_size: int) -> np.ndarray:
-    """Reference bytes ``[all crops][all masked crops]`` -> VISUAL [B, 6, 320, 320] float32."""
+def visual_from_reference_bytes(visual_frames: bytes, batch_size: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Reference bytes ``[all crops][all masked crops]`` -> VISUAL [B, 6, 320, 320] float32,
+    written into ``out`` where given (one copy)."""
     flat = np.frombuffer(visual_frames, dtype=_F32)
     half = flat.size // 2
-    crops = flat[:half].reshape(batch_size, 3, _S, _S)
-    masked = flat[half:].reshape(batch_size, 3, _S, _S)
-    return np.concatenate([crops, masked], axis=1)
+    if out is None:
+        out = np.empty((batch_size, 6, _S, _S), np.float32)
+    out[:, :3] = flat[:half].reshape(batch_size, 3, _S, _S)
+    out[:, 3:] = flat[half:].reshape(batch_size, 3, _S, _S)
+    return out
+
+
+def _f32_bytes(samples) -> Optional[bytes]:
+    """float32 little-endian bytes of ``samples`` (None stays None: no audio context)."""
+    return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
 
 
 def audio_context_rows(audio: np.ndarray, before: np.ndarray, after: np.ndarray,
@@ -98,10 +107,6 @@ class CompositeBatchRequest:
         optionally the clip's audio just before and after the batch (see the class)."""
         crops = np.asarray(crops, dtype=_F32)
         masked = np.asarray(masked_crops, dtype=_F32)
-
-        def as_bytes(samples):
-            return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
-
         return cls(
             model_id=model_id,
             visual_frames=crops.tobytes() + masked.tobytes(),
@@ -109,8 +114,8 @@ class CompositeBatchRequest:
             batch_size=int(crops.shape[0]) if crops.ndim == 4 else 0,
             start_frame_idx=start_frame_idx,
             sample_rate=sample_rate,
-            audio_context_before=as_bytes(audio_context_before),
-            audio_context_after=as_bytes(audio_context_after),
+            audio_context_before=_f32_bytes(audio_context_before),
+            audio_context_after=_f32_bytes(audio_context_after),
         )
 
     @classmethod
@@ -126,18 +131,14 @@ class CompositeBatchRequest:
         server cuts each frame's face input from the avatar's own frames (FRAME_INDEX =
         start_frame_idx + i). Optionally the clip's audio just before and after the batch."""
         audio = np.asarray(audio, dtype=_F32)
-
-        def as_bytes(samples):
-            return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
-
         return cls(
             model_id=model_id,
             visual_frames=b"",
             raw_audio=audio.tobytes(),
             batch_size=audio.size // contract.SAMPLES_PER_FRAME,
             start_frame_idx=start_frame_idx,
-            audio_context_before=as_bytes(audio_context_before),
-            audio_context_after=as_bytes(audio_context_after),
+            audio_context_before=_f32_bytes(audio_context_before),
+            audio_context_after=_f32_bytes(audio_context_after),
         )
 
     @classmethod
@@ -215,11 +216,7 @@ class CompositeBatchRequest:
         b = self.batch_size
         out: Dict[str, np.ndarray] = {}
         if self.sends_visual(takes, optional):
-            visual = out[contract.VISUAL.name] = allocate(contract.VISUAL, (b, *contract.VISUAL.dims))
-            flat = np.frombuffer(self.visual_frames, dtype=_F32)
-            half = flat.size // 2
-            visual[:, :3] = flat[:half].reshape(b, 3, _S, _S)
-            visual[:, 3:] = flat[half:].reshape(b, 3, _S, _S)
+            out[contract.VISUAL.name] = visual_from_reference_bytes(self.visual_frames, b, allocate(contract.VISUAL, (b, *contract.VISUAL.dims)))
         audio = out[contract.AUDIO.name] = allocate(contract.AUDIO, (b, *contract.AUDIO.dims))
         audio[:] = np.frombuffer(self.raw_audio, dtype=_F32).reshape(b, contract.SAMPLES_PER_FRAME)
         if contract.FRAME_INDEX.name in takes:

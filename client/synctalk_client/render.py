@@ -45,9 +45,10 @@ def render_video(
 
     ``crops``: [n, 3, 320, 320] BGR face crops used in turn; the masked half of VISUAL is
     ``synthetic.masked`` of them. Without crops an avatar's batches carry audio only (the server
-    cuts each frame's face from the avatar's own frames), other model ids get synthetic crops. The model id decides the frame count: one per
-    whole 40 ms of audio, or SyncTalk_2D's N + 2 (``CompositeClient.frames_for_audio``); the whole
-    clip is the audio, so the last batch's context carries its tail. ``frames_dir``: also write
+    cuts each frame's face from the avatar's own frames), other model ids get synthetic crops.
+    The model id decides the frame count: one per whole 40 ms of audio, or SyncTalk_2D's N + 2
+    (``CompositeClient.frames_for_audio``); the whole clip is the audio, so the last batch's
+    context carries its tail. ``frames_dir``: also write
     every frame as the JPEG the server returned, ``frame_00000.jpg`` onwards.
     Returns the number of frames and batches.
     """

@@ -4,23 +4,15 @@ and an avatar that would not fit is refused with the numbers."""
 import json
 
 import cv2
-import numpy as np
-import psutil
 import pytest
 
 from synctalk_client import CompositeBatchRequest, synthetic
 from tools import avatars
+from tools.soak import server_processes
 
 
 def server_pss(pid: int) -> int:
-    root = psutil.Process(pid)
-    total = 0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            total += process.memory_full_info().pss
-        except psutil.Error:
-            pass
-    return total
+    return sum(server_processes(pid, pss=True).values())
 
 
 def test_three_avatars_stay_within_the_documented_budget(server, client, tmp_path):
