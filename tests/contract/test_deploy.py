@@ -110,3 +110,78 @@ def test_the_images_python_requirements_resolve_for_its_python(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     versions = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
     assert versions["numpy"].startswith("1.") and versions["cupy-cuda12x"].startswith("13.")
+
+
+def _dockerfile_command():
+    import json
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    return json.loads(re.search(r"^CMD (\[.*?\])$", text, re.M | re.S).group(1).replace("\\\n", ""))
+
+
+def test_every_launcher_runs_the_one_server_command():
+    """Dockerfile, compose and Kubernetes start the server with tools.gpu_memory's command:
+    pools and shared memory sized in one place."""
+    from tools import gpu_memory
+
+    expected = gpu_memory.server_command()
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["tritonserver"]["command"]
+    (container,) = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"]
+    assert _dockerfile_command() == expected
+    assert compose == expected
+    assert container["args"] == expected
+
+
+def test_memory_pools_hold_the_gpu_tensors_of_every_request_in_flight():
+    from synctalk_client import contract
+    from tools import gpu_memory
+
+    plan = gpu_memory.plan()
+    frames = gpu_memory.tensor_bytes(contract.FRAMES_RGB)
+    assert frames == 32 * 1080 * 1920 * 3 > 64 * 2**20, "one batch is over Triton's 64 MB default pool"
+    assert plan["request_gpu_bytes"][contract.BACKGROUND.name] == frames  # (-1, -1, 3) counted at 1080p
+    assert plan["instances"] == gpu_memory.instance_counts()  # read from model_repository/, not restated
+    assert plan["requests_in_flight"] == sum(plan["instances"].values()) >= 3
+    assert plan["cuda_pool_bytes"] >= plan["requests_in_flight"] * sum(plan["request_gpu_bytes"].values())
+    assert plan["cuda_pool_bytes"] < 4 * 2**30, "a small share of any data-centre GPU"
+    assert plan["pinned_pool_bytes"] >= (plan["instances"][contract.GENERATOR_MODEL] + 1) * gpu_memory.tensor_bytes(contract.VISUAL)
+    assert all(size % gpu_memory.POOL_GRANULE == 0 for size in (plan["cuda_pool_bytes"], plan["pinned_pool_bytes"]))
+    command = gpu_memory.server_command(gpus=2)
+    assert [a for a in command if a.startswith("--cuda-memory-pool-byte-size=")] == [
+        f"--cuda-memory-pool-byte-size={gpu}:{plan['cuda_pool_bytes']}" for gpu in (0, 1)]
+
+
+def test_autoscaling_counts_every_generator_queue_avatars_included():
+    rules = yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])
+    (rule,) = rules["rules"]
+    selectors = re.findall(r'model=~"([^"]+)"', rule["seriesQuery"] + rule["metricsQuery"])
+    assert len(selectors) == 3 and len(set(selectors)) == 1, "one selector in the series and both counters"
+    generators = re.compile(selectors[0])  # PromQL regex matchers are fully anchored
+    assert all(generators.fullmatch(m) for m in ("synctalk", "anna_synctalk", "bob_2_synctalk"))
+    assert not any(generators.fullmatch(m) for m in ("audio_encoder", "anna_background", "anna_jpeg_encoder", "synctalk_x", "demo"))
+    assert 'model="' not in rule["metricsQuery"]
+
+
+def test_tensorrt_engines_persist_on_a_shared_volume():
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/trt_cache")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claims = {doc["metadata"]["name"]: doc for _, doc in k8s_documents() if doc["kind"] == "PersistentVolumeClaim"}
+    claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_dockerfile_serializes_the_dali_pipelines_at_build():
+    text = (DEPLOY / "Dockerfile").read_text()
+    steps = re.findall(r"^RUN (.*?)(?<!\\)$", text, re.M | re.S)
+    render = next(i for i, s in enumerate(steps) if "tools.render_repository" in s)
+    serialize = next(i for i, s in enumerate(steps) if "tools.serialize_dali /models" in s)
+    assert serialize > render
+
+
+def test_the_image_installs_nvimgcodec_with_its_gpu_jpeg_encoder():
+    requirements = (DEPLOY / "requirements-server.txt").read_text()
+    assert re.search(r"^nvidia-nvimgcodec-cu12\[nvjpeg\]==", requirements, re.M)
+    assert re.search(r"^nvidia-nvjpeg-cu12==12\.", requirements, re.M)
