@@ -256,15 +256,12 @@ LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
 
 
 def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onnx_file: Path, arena: bool = False) -> None:
-    """The shared model ``role``'s config, renamed ``name``, with ``onnx_file``, its own engine
-    cache and (unless ``arena``) no memory arena between requests."""
+    """The shared model ``role``'s config, renamed ``name``, with ``onnx_file`` and (unless
+    ``arena``) no memory arena between requests; rendering gives it its own TensorRT caches."""
     config = read_config(paths.MODEL_REPOSITORY / role / "config.pbtxt")
     config.name = name
     for key, value in ({} if arena else LEAN_MODEL_PARAMETERS).items():
         config.parameters[key].string_value = value
-    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
-        if "trt_engine_cache_path" in accelerator.parameters:
-            accelerator.parameters["trt_engine_cache_path"] = f"/trt_cache/{name}"
     render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
 
 

@@ -73,6 +73,44 @@ WARMUP_DATA = {
 }
 
 
+# TensorRT (GPU profile): every ONNX model that runs on the TensorRT EP gets, at render time, its
+# own engine and timing cache under TRT_CACHE/<model name> (an avatar's generator too: engines of
+# different weights must not share a file) and one optimization profile spanning batch 1 to
+# max_batch_size, optimal at the largest preferred batch, from the config's own input dims. With
+# one profile, warm-up at 32, 8 and 1 builds one engine (without it ONNX Runtime rebuilds the
+# engine whenever a batch falls outside the shapes it has seen); the timing cache makes a
+# rebuild (a new GPU, a new TensorRT) reuse the kernel timings; sequential builds keep parallel
+# instance loading from building, and writing, one engine file twice at once.
+TRT_CACHE = "/trt_cache"
+TENSORRT = "tensorrt"
+
+
+def tensorrt_profile(config: mc.ModelConfig, batch: int) -> str:
+    """ONNX Runtime's profile syntax: ``name:BxD1xD2,...`` for every input at ``batch``."""
+    return ",".join(f"{t.name}:" + "x".join(str(d) for d in (batch, *t.dims)) for t in config.input)
+
+
+def set_tensorrt_settings(config: mc.ModelConfig) -> None:
+    """Engine cache, timing cache, sequential builds and the shape profile for the TensorRT EP of
+    ``config`` (a no-op for a model without it)."""
+    preferred = list(config.dynamic_batching.preferred_batch_size) or [config.max_batch_size]
+    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        if accelerator.name != TENSORRT:
+            continue
+        cache = f"{TRT_CACHE}/{config.name}"
+        for key, value in {
+            "trt_engine_cache_enable": "true",
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "true",
+            "trt_timing_cache_path": cache,
+            "trt_force_sequential_engine_build": "true",
+            "trt_profile_min_shapes": tensorrt_profile(config, 1),
+            "trt_profile_opt_shapes": tensorrt_profile(config, max(preferred)),
+            "trt_profile_max_shapes": tensorrt_profile(config, config.max_batch_size),
+        }.items():
+            accelerator.parameters[key] = value
+
+
 def _write_warmup_files(config: mc.ModelConfig, target: Path) -> None:
     for sample in config.model_warmup:
         for name, tensor in sample.inputs.items():
@@ -107,6 +145,8 @@ def render_model(model_dir: Path, config: mc.ModelConfig, target: Path, profile:
         raise ValueError(f"{model_dir.name}: unsupported backend {config.backend!r}")
     if profile == "cpu":
         _to_cpu(config, role)
+    else:
+        set_tensorrt_settings(config)
     _write_warmup_files(config, target)
     write_config(config, target / "config.pbtxt", header)
     return target

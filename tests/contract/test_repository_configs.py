@@ -215,8 +215,6 @@ def test_gpu_profile_uses_tensorrt_dali_and_gpu_jpeg(production):
         (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
         assert accelerator.name == "tensorrt"
         assert accelerator.parameters["precision_mode"] == "FP16"
-        assert accelerator.parameters["trt_engine_cache_enable"] == "true"
-        assert accelerator.parameters["trt_engine_cache_path"].startswith("/")
         assert int(accelerator.parameters["max_workspace_size_bytes"]) > 0
     assert production[contract.GENERATOR_MODEL].HasField("dynamic_batching")
     for name in (contract.FRAME_RESIZE_MODEL, contract.FRAME_PASTE_MODEL):
@@ -225,6 +223,39 @@ def test_gpu_profile_uses_tensorrt_dali_and_gpu_jpeg(production):
     jpeg = production[contract.JPEG_ENCODER_MODEL]
     assert jpeg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
     assert jpeg.parameters["encoder"].string_value == "nvimgcodec"
+
+
+def test_every_tensorrt_model_has_one_shape_profile_and_its_own_caches(gpu_profile):
+    """Shared models and avatars' own: one profile from batch 1 to max_batch_size over the
+    config's own dims (warm-up at 32, 8 and 1 builds one engine), the engine and timing caches
+    in a folder of the model's own, engine builds one at a time."""
+    trt = {name: config for name, config in gpu_profile.items() if config.backend == "onnxruntime"}
+    assert {contract.GENERATOR_MODEL, contract.AUDIO_ENCODER_MODEL, f"{AVATAR}_synctalk", f"{AVATAR_OWN_ENCODER}_audio_encoder"} <= set(trt)
+    for name, config in trt.items():
+        (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+        params = dict(accelerator.parameters)
+        shapes = {t.name: list(t.dims) for t in config.input}
+        preferred = max(config.dynamic_batching.preferred_batch_size or [config.max_batch_size])
+        for key, batch in (("min", 1), ("opt", preferred), ("max", config.max_batch_size)):
+            profile = dict(item.split(":") for item in params[f"trt_profile_{key}_shapes"].split(","))
+            assert profile == {n: "x".join(map(str, [batch, *dims])) for n, dims in shapes.items()}, (name, key)
+        assert params["trt_engine_cache_enable"] == params["trt_timing_cache_enable"] == "true", name
+        assert params["trt_engine_cache_path"] == params["trt_timing_cache_path"] == f"/trt_cache/{name}"
+        assert params["trt_force_sequential_engine_build"] == "true", name
+        warmups = sorted(w.batch_size for w in config.model_warmup)
+        assert warmups[0] >= 1 and warmups[-1] <= config.max_batch_size, f"{name}: warm-up outside the profile"
+    assert len({c.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_path"] for c in trt.values()}) == len(trt)
+
+
+def test_jpeg_encoders_keep_up_with_the_generators(gpu_profile):
+    """As many encoder instances as generator instances, shared and per avatar (the argument is
+    in model_repository/jpeg_encoder/config.pbtxt), and tools.gpu_memory sizes the pool for them."""
+    from tools import gpu_memory
+
+    count = lambda c: sum(g.count for g in c.instance_group)  # noqa: E731
+    assert count(gpu_profile[contract.JPEG_ENCODER_MODEL]) == count(gpu_profile[contract.GENERATOR_MODEL]) == 2
+    assert count(gpu_profile[f"{AVATAR}_jpeg_encoder"]) == count(gpu_profile[f"{AVATAR}_synctalk"])
+    assert gpu_memory.instance_counts()[contract.JPEG_ENCODER_MODEL] == 2
 
 
 @pytest.mark.parametrize("profile", PROFILES)
