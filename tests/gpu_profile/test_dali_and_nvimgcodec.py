@@ -124,3 +124,69 @@ def test_nvimgcodec_and_the_cpu_encoder_agree():
     via_libjpeg = simplejpeg.decode_jpeg(encoder.encode([frame])[0]).astype(int)
     encoder.close()
     assert np.abs(via_nvimgcodec - via_libjpeg).mean() < 1.0
+
+
+def test_the_paste_works_on_the_box_in_uint8_never_on_the_whole_frame_in_wider_types():
+    """The paste at 1080p on DALI's CPU device with memory statistics: no operator holds more than
+    one uint8 frame per sample (a full-frame int32 or float temporary would be 4x that), only the
+    input, the reassembled frame and its contiguous copy are frame-sized, and everything the
+    pipeline holds stays under 6 frames a sample (those 3, the pieces around the box, which
+    together are less than one, and the box's own work; measured: 5.6)."""
+    batch, (height, width) = 2, (contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
+    frame_bytes = height * width * 3
+
+    @dali.pipeline_def(batch_size=batch, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False,
+                       exec_pipelined=False, enable_memory_stats=True)
+    def pipe():
+        return frame_paste_pipeline(device="cpu")
+
+    pipeline = pipe()
+    pipeline.build()
+    feeds = {
+        contract.GENERATED_FACE.name: generated_faces(batch),
+        contract.BACKGROUND.name: np.zeros((batch, height, width, 3), np.uint8),
+        contract.CROP_BOX.name: np.array([[800, 300, 1120, 620]] * batch, np.int32),
+        contract.FRAME_SIZE.name: np.array([[height, width]] * batch, np.int32),
+    }
+    for name, data in feeds.items():
+        pipeline.feed_input(name, list(data))
+    (out,) = pipeline.run()
+    assert np.asarray(out[0]).shape == (height, width, 3)
+    per_sample = {op: sum(stats["max_real_memory_size"]) for op, stats in pipeline.executor_statistics().items()}
+    assert max(per_sample.values()) <= frame_bytes, max(per_sample.items(), key=lambda kv: kv[1])
+    frame_sized = sorted(op for op, size in per_sample.items() if size > frame_bytes // 2)
+    assert len(frame_sized) <= 3, frame_sized
+    assert sum(per_sample.values()) < 6 * frame_bytes
+
+
+def test_the_production_dali_models_serialize_without_a_gpu(tmp_path, models_dir):
+    """tools.serialize_dali, the Dockerfile's build step, on a rendered GPU repository: one
+    model.dali per DALI model, next to the dali.py the backend would otherwise autoserialize."""
+    from tools import serialize_dali
+    from tools.render_repository import render
+
+    root = render("gpu", tmp_path / "repo", models_dir / "tiny")
+    versions = serialize_dali.dali_models(root)
+    assert sorted(v.parent.name for v in versions) == sorted([contract.FRAME_RESIZE_MODEL, contract.FRAME_PASTE_MODEL])
+    assert serialize_dali.main([str(root)]) == 0
+    for version in versions:
+        serialized = (version / serialize_dali.SERIALIZED_FILE).read_bytes()
+        assert contract.GENERATED_FACE.name.encode() in serialized and b"gpu" in serialized
+
+
+def test_a_gpu_encoder_is_required_where_the_profile_needs_one():
+    """On a machine without a usable GPU JPEG encoder (this one: no CUDA driver), the production
+    encoder refuses to exist instead of falling back to the CPU: the jpeg_encoder model fails to
+    load with the reason."""
+    from synctalk_preprocessing.nvimgcodec_encoder import EncodeError
+
+    with pytest.raises(EncodeError, match="GPU JPEG encoder on device 0"):
+        NvImageCodecEncoder(require_gpu=True)
+
+
+def test_a_frame_the_encoder_cannot_encode_is_an_error_naming_it():
+    from synctalk_preprocessing.nvimgcodec_encoder import EncodeError
+
+    frames = [np.zeros((64, 64, 3), np.uint8), np.zeros((70000, 2, 3), np.uint8)]  # over JPEG's 65,535 limit
+    with pytest.raises(EncodeError, match=r"could not encode 1 of 2 frames \(first: frame 1, shape \(70000, 2, 3\)\)"):
+        NvImageCodecEncoder(cpu_only=True).encode(frames)

@@ -3,6 +3,11 @@
 ``encoder`` parameter: ``nvimgcodec`` (production: nvImageCodec on the GPU, frames taken as GPU
 tensors through DLPack, no host round trip) or ``cpu`` (libjpeg-turbo through simplejpeg, the CPU
 profile). Quality and chroma subsampling come from the config parameters.
+
+A GPU instance loads only with a working GPU encoder: it imports CuPy and encodes one probe frame
+on its device in ``initialize`` (nvImageCodec without nvJPEG would otherwise encode on the CPU,
+silently), so the first request pays for neither. A frame the encoder cannot encode fails its
+request with a message naming it; the model carries on.
 """
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -23,7 +28,12 @@ class TritonPythonModel:
             from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
 
             device_id = int(args.get("model_instance_device_id", 0))
-            self.encoder = NvImageCodecEncoder(quality=quality, subsampling=subsampling, device_id=device_id)
+            gpu = args.get("model_instance_kind") == "GPU"
+            self.encoder = NvImageCodecEncoder(quality=quality, subsampling=subsampling, device_id=device_id, require_gpu=gpu)
+            if gpu:
+                import cupy  # GPU tensors arrive as DLPack: viewed with CuPy, imported here, not on a request
+
+                self.cupy = cupy
         elif self.backend == "cpu":
             from synctalk_preprocessing.compositing import CpuJpegEncoder
 
@@ -34,15 +44,18 @@ class TritonPythonModel:
     def _frames(self, tensor):
         if tensor.is_cpu():
             return list(tensor.as_numpy())
-        import cupy  # GPU tensors: zero-copy through DLPack, one view per frame
-
-        return list(cupy.from_dlpack(tensor))
+        return list(self.cupy.from_dlpack(tensor))  # zero-copy through DLPack, one view per frame
 
     def execute(self, requests):
         responses = []
         for request in requests:
             frames = self._frames(pb_utils.get_input_tensor_by_name(request, self.input_name))
-            encoded = self.encoder.encode(frames)
+            try:
+                encoded = self.encoder.encode(frames)
+            except Exception as error:  # nvImageCodec's EncodeError, or the CPU encoder's
+                message = f"{self.input_name}: JPEG encoding failed: {error}"
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)))
+                continue
             out = np.empty((len(encoded), 1), dtype=np.object_)
             out[:, 0] = encoded
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)]))
