@@ -94,6 +94,25 @@ def test_negative_frame_index_is_refused_by_name(avatar, client, server):
     client.infer_batch_composite(request(1, start=7)).raise_for_error()  # and the avatar serves on
 
 
+def test_a_bad_visual_to_an_avatar_is_refused_by_its_background_step(avatar, client, server):
+    """An avatar's VISUAL is checked where it is read (<id>_background), not by input_validator:
+    the same message, the same status, and the avatar serves on."""
+    crops = synthetic.face_crops(2, seed=3)
+    visual = np.concatenate([crops, synthetic.masked(crops)], axis=1).astype(np.float32)
+    visual[1, 4, 10, 20] = np.nan
+    with grpcclient.InferenceServerClient(server.grpc_url) as triton:
+        inputs = []
+        for spec, array in ((contract.VISUAL, visual), (contract.AUDIO, np.zeros((2, 640), np.float32)),
+                            (contract.FRAME_INDEX, np.array([[0], [1]], np.int64))):
+            tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException, match=r"VISUAL: 1 of \d+ values are NaN or Inf \(first at frame 1, index \(4, 10, 20\)\)") as info:
+            triton.infer(AVATAR, inputs)
+        assert str(info.value.status()) == "StatusCode.INVALID_ARGUMENT"
+    client.infer_batch_composite(request(1, start=2)).raise_for_error()
+
+
 def test_unload_then_remove(avatar, client, server):
     client.unload_model(AVATAR)
     assert client.model_ids() == [contract.DEFAULT_MODEL_ID]

@@ -77,3 +77,22 @@ def test_the_request_lays_itself_out_as_the_tensors_its_model_id_takes():
     assert set(request.tensors({contract.AUDIO.name})) == {contract.AUDIO.name}
     with pytest.raises(ValidationError, match="visual frames size mismatch: got 0"):
         request.tensors(takes)
+
+
+@pytest.mark.parametrize("value, found", [
+    (float("nan"), "1 of 24 values are NaN or Inf (first at frame 1, index (2, 1, 0))"),
+    (float("inf"), "1 of 24 values are NaN or Inf"),
+    (-float("inf"), "1 of 24 values are NaN or Inf"),
+    (1.5, "values must be BGR scaled to [0, 1]; got min 0, max 1.5 (first at frame 1, index (2, 1, 0))"),
+    (-0.5, "got min -0.5, max 1"),
+])
+def test_the_server_side_visual_check_finds_one_bad_value_anywhere(value, found):
+    """check_visual reads VISUAL twice (min, max) for a good request; one bad value, even the
+    last one, still gets its full diagnosis."""
+    from synctalk_preprocessing import checks
+
+    visual = np.tile(np.array([0.0, 1.0], np.float32), 12).reshape(2, 3, 2, 2)
+    assert checks.check_visual("VISUAL", visual) is None
+    assert checks.check_visual("VISUAL", visual[:0]) is None
+    visual[1, 2, 1, 0] = value
+    assert found in checks.check_visual("VISUAL", visual)

@@ -11,6 +11,12 @@ cut once at load and kept resident as uint8 (300 KB a frame; the float VISUAL is
 request). On a GPU instance frames and crops stay in GPU memory (CuPy) and leave as GPU tensors
 through DLPack, so the generator and the paste read them without a host copy; on a CPU instance
 they are NumPy arrays. A request that sends VISUAL (crops cut by the caller) gets it as FACE_INPUT.
+
+GPU memory is bounded per avatar: the frames stay resident on the GPU while they fit in the
+``gpu_resident_bytes`` parameter (1080p: 6.2 MB a frame, 4 GiB = 690 frames, 27 s of video);
+a longer video keeps its frames in host memory and each request's frames cross the bus once
+(BACKGROUND leaves as a CPU tensor; Triton copies it to the paste's GPU input). The face crops
+(300 KB a frame) always stay on the GPU.
 """
 from pathlib import Path
 
@@ -18,9 +24,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
-from synctalk_preprocessing import checks
+from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.avatar import AvatarAssets
 from synctalk_preprocessing.compositing import face_inputs, visual_from_faces
+
+
+DEFAULT_GPU_RESIDENT_BYTES = 4 * 2**30
 
 
 class TritonPythonModel:
@@ -31,20 +40,28 @@ class TritonPythonModel:
         self.boxes = assets.boxes
         self.frame_size = np.array([[assets.height, assets.width]], np.int32)
         faces = face_inputs(assets.backgrounds, assets.boxes)
+        params = model_config.string_parameters(model_config.load(args["model_config"]))
+        resident_limit = int(params.get("gpu_resident_bytes", DEFAULT_GPU_RESIDENT_BYTES))
+        self.visual_tolerance = float(params.get("visual_tolerance", checks.VISUAL_TOLERANCE))
+        self.backgrounds, self.faces, self.xp = assets.backgrounds, faces, np
         if args.get("model_instance_kind") == "GPU":
             import cupy
 
             with cupy.cuda.Device(int(args["model_instance_device_id"])):
-                self.backgrounds = cupy.asarray(assets.backgrounds)
                 self.faces = cupy.asarray(faces)
+                if assets.backgrounds.nbytes <= resident_limit:
+                    self.backgrounds = cupy.asarray(assets.backgrounds)
+                else:
+                    pb_utils.Logger.log_warn(
+                        f"{args['model_name']}: {assets.n_frames} frames ({assets.backgrounds.nbytes / 2**20:.0f} MiB) exceed "
+                        f"gpu_resident_bytes ({resident_limit / 2**20:.0f} MiB): frames kept in host memory, copied per request")
             self.xp = cupy
-        else:
-            self.backgrounds, self.faces, self.xp = assets.backgrounds, faces, np
 
-    def _tensor(self, name, array):
-        if self.xp is np:
+    @staticmethod
+    def _tensor(name, array):
+        if isinstance(array, np.ndarray):
             return pb_utils.Tensor(name, np.ascontiguousarray(array))
-        return pb_utils.Tensor.from_dlpack(name, self.xp.ascontiguousarray(array))
+        return pb_utils.Tensor.from_dlpack(name, array)
 
     def execute(self, requests):
         responses = []
@@ -56,14 +73,20 @@ class TritonPythonModel:
                 continue
             slots = index % self.n_frames
             on_device = self.xp.asarray(slots)
+            backgrounds = self.backgrounds[slots if isinstance(self.backgrounds, np.ndarray) else on_device]
             visual = pb_utils.get_input_tensor_by_name(request, contract.VISUAL.name)
+            problem = checks.check_visual(contract.VISUAL.name, visual.as_numpy(), self.visual_tolerance) \
+                if visual is not None and visual.is_cpu() else None
+            if problem:  # VISUAL is checked here, the step that reads it, not by input_validator
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
+                continue
             if visual is not None:
                 face_input = pb_utils.Tensor(contract.FACE_INPUT.name, visual.as_numpy()) if visual.is_cpu() else \
                     pb_utils.Tensor.from_dlpack(contract.FACE_INPUT.name, visual.to_dlpack())
             else:
                 face_input = self._tensor(contract.FACE_INPUT.name, visual_from_faces(self.faces[on_device], self.xp))
             responses.append(pb_utils.InferenceResponse([
-                self._tensor(contract.BACKGROUND.name, self.backgrounds[on_device]),
+                self._tensor(contract.BACKGROUND.name, backgrounds),
                 pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots]),
                 pb_utils.Tensor(contract.FRAME_SIZE.name, np.repeat(self.frame_size, len(slots), axis=0)),
                 face_input,
