@@ -76,11 +76,16 @@ WARMUP_DATA = {
 # TensorRT (GPU profile): every ONNX model that runs on the TensorRT EP gets, at render time, its
 # own engine and timing cache under TRT_CACHE/<model name> (an avatar's generator too: engines of
 # different weights must not share a file) and one optimization profile spanning batch 1 to
-# max_batch_size, optimal at the largest preferred batch, from the config's own input dims. With
-# one profile, warm-up at 32, 8 and 1 builds one engine (without it ONNX Runtime rebuilds the
-# engine whenever a batch falls outside the shapes it has seen); the timing cache makes a
-# rebuild (a new GPU, a new TensorRT) reuse the kernel timings; sequential builds keep parallel
-# instance loading from building, and writing, one engine file twice at once.
+# max_batch_size, optimal at the largest preferred batch, from the config's own input dims.
+# - One engine: without explicit shapes ONNX Runtime builds an engine for the shapes it has seen
+#   and rebuilds it whenever a batch falls outside them (warm-up at 32, then 8, then 1: three
+#   builds); with the profile, warm-up at 32, 8 and 1 runs one engine.
+# - A safe first build: with explicit profiles the engine is built when the session is created,
+#   and ONNX Runtime's TensorRT EP checks the cache file, builds and writes it while holding its
+#   process-wide API lock; the instances Triton loads in parallel therefore build one after the
+#   other, and every one after the first finds the engine written and reads it.
+# - The timing cache keeps the kernel timings, so a rebuild (a changed profile, new weights of
+#   the same architecture) takes a fraction of the first build.
 TRT_CACHE = "/trt_cache"
 TENSORRT = "tensorrt"
 
@@ -91,8 +96,8 @@ def tensorrt_profile(config: mc.ModelConfig, batch: int) -> str:
 
 
 def set_tensorrt_settings(config: mc.ModelConfig) -> None:
-    """Engine cache, timing cache, sequential builds and the shape profile for the TensorRT EP of
-    ``config`` (a no-op for a model without it)."""
+    """Engine cache, timing cache and the shape profile for the TensorRT EP of ``config`` (a
+    no-op for a model without it)."""
     preferred = list(config.dynamic_batching.preferred_batch_size) or [config.max_batch_size]
     for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
         if accelerator.name != TENSORRT:
@@ -103,7 +108,6 @@ def set_tensorrt_settings(config: mc.ModelConfig) -> None:
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": "true",
             "trt_timing_cache_path": cache,
-            "trt_force_sequential_engine_build": "true",
             "trt_profile_min_shapes": tensorrt_profile(config, 1),
             "trt_profile_opt_shapes": tensorrt_profile(config, max(preferred)),
             "trt_profile_max_shapes": tensorrt_profile(config, config.max_batch_size),

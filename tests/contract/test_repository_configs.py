@@ -227,8 +227,8 @@ def test_gpu_profile_uses_tensorrt_dali_and_gpu_jpeg(production):
 
 def test_every_tensorrt_model_has_one_shape_profile_and_its_own_caches(gpu_profile):
     """Shared models and avatars' own: one profile from batch 1 to max_batch_size over the
-    config's own dims (warm-up at 32, 8 and 1 builds one engine), the engine and timing caches
-    in a folder of the model's own, engine builds one at a time."""
+    config's own dims (warm-up at 32, 8 and 1 builds one engine, at session creation, under the
+    EP's process-wide lock), the engine and timing caches in a folder of the model's own."""
     trt = {name: config for name, config in gpu_profile.items() if config.backend == "onnxruntime"}
     assert {contract.GENERATOR_MODEL, contract.AUDIO_ENCODER_MODEL, f"{AVATAR}_synctalk", f"{AVATAR_OWN_ENCODER}_audio_encoder"} <= set(trt)
     for name, config in trt.items():
@@ -241,7 +241,6 @@ def test_every_tensorrt_model_has_one_shape_profile_and_its_own_caches(gpu_profi
             assert profile == {n: "x".join(map(str, [batch, *dims])) for n, dims in shapes.items()}, (name, key)
         assert params["trt_engine_cache_enable"] == params["trt_timing_cache_enable"] == "true", name
         assert params["trt_engine_cache_path"] == params["trt_timing_cache_path"] == f"/trt_cache/{name}"
-        assert params["trt_force_sequential_engine_build"] == "true", name
         warmups = sorted(w.batch_size for w in config.model_warmup)
         assert warmups[0] >= 1 and warmups[-1] <= config.max_batch_size, f"{name}: warm-up outside the profile"
     assert len({c.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_path"] for c in trt.values()}) == len(trt)
