@@ -87,27 +87,18 @@ def bench_onnx(models_dir: Path, device: str, batch_sizes: List[int], iterations
         for provider, session in sessions.items():
             for b in batch_sizes:
                 feed = make_feed(b)
-                ms = median_ms(lambda: session.run(None, feed), iterations)
-                results.setdefault(f"{name}/{provider}", {})[str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
+                results.setdefault(f"{name}/{provider}", {})[str(b)] = _row(b, median_ms(lambda: session.run(None, feed), iterations))
     return results
 
 
 def bench_compositor(device: str, batch_sizes: List[int], iterations: int) -> Dict[str, Dict]:
-    import nvidia.dali as dali
-
     from synctalk_preprocessing.dali_pipeline import frame_paste_pipeline, frame_resize_pipeline
     from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
 
     encoder = NvImageCodecEncoder(cpu_only=device == "cpu")
     results: Dict[str, Dict] = {"frame_resize/dali": {}, "frame_paste/dali": {}, "jpeg_encoder/nvimgcodec": {}}
     for b in batch_sizes:
-        @dali.pipeline_def(batch_size=b, num_threads=4, device_id=None if device == "cpu" else 0,
-                           prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
-        def pipe():
-            return frame_resize_pipeline(device=device)
-
-        pipeline = pipe()
-        pipeline.build()
+        pipeline = built_pipeline(frame_resize_pipeline, device, b)
         faces = list(np.random.default_rng(b).random((b, 3, 320, 320), dtype=np.float32))
         state = {}
 
@@ -116,28 +107,35 @@ def bench_compositor(device: str, batch_sizes: List[int], iterations: int) -> Di
             (out,) = pipeline.run()
             state["out"] = out
 
-        ms = median_ms(resize, iterations)
-        results["frame_resize/dali"][str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
+        results["frame_resize/dali"][str(b)] = _row(b, median_ms(resize, iterations))
         out = state["out"]
         frames = [np.asarray(out[i]) for i in range(b)] if device == "cpu" else [out[i] for i in range(b)]
-        ms = median_ms(lambda: encoder.encode(frames), iterations)
-        results["jpeg_encoder/nvimgcodec"][str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
-        ms = bench_paste(device, b, faces, iterations, frame_paste_pipeline)
-        results["frame_paste/dali"][str(b)] = {"ms_per_batch": ms, "frames_per_s": b * 1000 / ms}
+        results["jpeg_encoder/nvimgcodec"][str(b)] = _row(b, median_ms(lambda: encoder.encode(frames), iterations))
+        results["frame_paste/dali"][str(b)] = _row(b, bench_paste(device, b, faces, iterations, frame_paste_pipeline))
     return results
 
 
-def bench_paste(device: str, b: int, faces: list, iterations: int, graph) -> float:
-    """The paste of ``b`` generated faces into 1080p backgrounds (a 320 x 320 box)."""
+def _row(batch: int, ms: float) -> Dict[str, float]:
+    return {"ms_per_batch": ms, "frames_per_s": batch * 1000 / ms}
+
+
+def built_pipeline(graph, device: str, batch: int):
+    """``graph`` (a function of ``device``) as a built DALI pipeline, synchronous, for timing."""
     import nvidia.dali as dali
 
-    @dali.pipeline_def(batch_size=b, num_threads=4, device_id=None if device == "cpu" else 0,
+    @dali.pipeline_def(batch_size=batch, num_threads=4, device_id=None if device == "cpu" else 0,
                        prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
     def pipe():
         return graph(device=device)
 
     pipeline = pipe()
     pipeline.build()
+    return pipeline
+
+
+def bench_paste(device: str, b: int, faces: list, iterations: int, graph) -> float:
+    """The paste of ``b`` generated faces into 1080p backgrounds (a 320 x 320 box)."""
+    pipeline = built_pipeline(graph, device, b)
     height, width = contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH
     backgrounds = list(np.random.default_rng(b).integers(0, 256, (b, height, width, 3), dtype=np.uint8))
     if device != "cpu":
@@ -190,7 +188,8 @@ class PcieCounter:
 def least_transfer_per_frame(audio_only: bool, jpeg_bytes: float) -> Dict[str, float]:
     """The bytes per frame the ensemble cannot avoid moving: in, the request's tensors that a GPU
     step reads (VISUAL; the mel windows the CPU audio front end hands the GPU encoder); out, the
-    JPEG. Everything else can stay on the GPU."""
+    JPEG. Everything else can stay on the GPU. (An avatar with SyncTalk_2D's audio front end hands
+    the encoder 16 neighbouring windows a frame, 77 KB more than counted here.)"""
     from tools.gpu_memory import tensor_bytes
 
     into = tensor_bytes(contract.MEL_WINDOWS, batch=1) + (0 if audio_only else tensor_bytes(contract.VISUAL, batch=1))
