@@ -179,6 +179,8 @@ def test_the_dockerfile_serializes_the_dali_pipelines_at_build():
     render = next(i for i, s in enumerate(steps) if "tools.render_repository" in s)
     serialize = next(i for i, s in enumerate(steps) if "tools.serialize_dali /models" in s)
     assert serialize > render
+    assert re.search(r"^ARG DALI_WHEEL=/opt/tritonserver/backends/dali/wheel/dali$", text, re.M)
+    assert 'PYTHONPATH="${DALI_WHEEL}' in steps[serialize], "the backend's own DALI, not one pip might bring"
 
 
 def test_the_image_installs_nvimgcodec_with_its_gpu_jpeg_encoder():
