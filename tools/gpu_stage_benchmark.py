@@ -154,24 +154,27 @@ def bench_paste(device: str, b: int, faces: list, iterations: int, graph) -> flo
 
 
 class PcieCounter:
-    """Bytes over the PCIe bus of one GPU while it runs, integrated from NVML's throughput
-    counters (KB/s over 20 ms windows), sampled every ``period`` s. ``rx``: host to device."""
+    """Bytes over the PCIe bus of one GPU while it runs (``rx``: host to device, ``tx``: back),
+    estimated from NVML's throughput counters. Each reading is NVML's rate over its own 20 ms
+    window (the call takes those 20 ms); RX and TX are read one after the other, back to back, and
+    each rate is taken for the whole time since the previous pair: a sampled estimate, which a
+    run of seconds averages."""
 
-    def __init__(self, gpu: int = 0, period: float = 0.02):
+    def __init__(self, gpu: int = 0):
         import pynvml
 
         pynvml.nvmlInit()
-        self._nvml, self._handle, self._period = pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu), period
+        self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu)
         self.rx = self.tx = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         nvml, last = self._nvml, time.perf_counter()
-        while not self._stop.wait(self._period):
-            now = time.perf_counter()
-            rx = nvml.nvmlDeviceGetPcieThroughput(self._handle, nvml.NVML_PCIE_UTIL_RX_BYTES)
+        while not self._stop.is_set():
+            rx = nvml.nvmlDeviceGetPcieThroughput(self._handle, nvml.NVML_PCIE_UTIL_RX_BYTES)  # KB/s
             tx = nvml.nvmlDeviceGetPcieThroughput(self._handle, nvml.NVML_PCIE_UTIL_TX_BYTES)
+            now = time.perf_counter()
             self.rx += rx * 1024 * (now - last)
             self.tx += tx * 1024 * (now - last)
             last = now

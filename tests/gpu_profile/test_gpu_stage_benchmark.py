@@ -39,3 +39,28 @@ def test_the_served_ensembles_data_movement_is_measured_in_the_same_command(tmp_
 def test_audio_only_requests_need_no_visual_on_the_bus():
     least = gpu_stage_benchmark.least_transfer_per_frame(audio_only=True, jpeg_bytes=300_000)
     assert least == {"host_to_device": float(tensor_bytes(contract.MEL_WINDOWS, batch=1)), "device_to_host": 300_000.0}
+
+
+def test_the_pcie_counter_integrates_nvmls_rates_over_the_run(monkeypatch):
+    """NVML itself needs a GPU; its two calls are stood in for by constant rates (KB/s, taking
+    NVML's 20 ms each), and the counter must integrate them over the time it ran."""
+    import sys
+    import time
+    import types
+
+    rates = {"rx": 1000, "tx": 250}  # KB/s
+    nvml = types.SimpleNamespace(NVML_PCIE_UTIL_RX_BYTES="rx", NVML_PCIE_UTIL_TX_BYTES="tx", nvmlInit=lambda: None,
+                                 nvmlDeviceGetHandleByIndex=lambda gpu: gpu)
+
+    def throughput(handle, counter):
+        time.sleep(0.02)
+        return rates[counter]
+
+    nvml.nvmlDeviceGetPcieThroughput = throughput
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    start = time.perf_counter()
+    with gpu_stage_benchmark.PcieCounter(0) as counter:
+        time.sleep(0.5)
+    elapsed = time.perf_counter() - start
+    assert 0.8 * elapsed * 1000 * 1024 < counter.rx <= 1.01 * elapsed * 1000 * 1024
+    assert abs(counter.tx / counter.rx - 0.25) < 1e-9
