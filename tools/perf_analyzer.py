@@ -142,31 +142,56 @@ def read_csv(path: Path, batch_size: int) -> List[Dict[str, float]]:
     return sorted(rows, key=lambda r: r["concurrency"])
 
 
+STABILITY_FAILURE = "Failed to obtain stable measurement"
+# Measuring again, where a level would not stabilize: the numbers are kept, marked not stable.
+RELAXED = {"stability_percentage": 1000, "max_trials": 3}
+
+
+def measure_levels(levels: List[int], run) -> List[Dict]:
+    """Every concurrency level of ``levels`` measured, with ``run(group, relaxed) -> (returncode,
+    output, rows)`` running perf_analyzer once over ``group`` (a regular sweep in one call, an
+    irregular one level per call).
+
+    perf_analyzer ends a sweep at the first level that does not stabilize and still exits 0
+    when an earlier level did (its ``Profile``: only a sweep whose one measured level is unstable
+    is a STABILITY_ERROR), so a level missing from its CSV is measured again on its own, where
+    instability is an error that the relaxed settings answer; those rows are marked
+    ``stable: False``. A level that yields nothing even then is an error, never a missing row."""
+    rows: List[Dict] = []
+    groups = [levels] if _step(levels) else [[c] for c in levels]
+    for group in groups:
+        code, output, measured = run(group, False)
+        stable = True
+        if code != 0 and STABILITY_FAILURE in output and len(group) == 1:
+            code, output, measured = run(group, True)
+            stable = False
+        if code != 0 and STABILITY_FAILURE not in output:
+            raise RuntimeError(f"perf_analyzer failed ({code}) for concurrency {group}:\n{output[-3000:]}")
+        rows += [dict(row, stable=stable) for row in measured if row["concurrency"] in group]
+        for missing in sorted(set(group) - {row["concurrency"] for row in measured}):
+            if len(group) == 1:
+                raise RuntimeError(f"perf_analyzer measured nothing at concurrency {missing} ({code}):\n{output[-3000:]}")
+            rows += measure_levels([missing], run)
+    return sorted(rows, key=lambda r: r["concurrency"])
+
+
 def run_scenario(url: str, model: str, scenario: Dict, measurement: Dict, out_dir: Path, concurrency: Optional[List[int]] = None, timeout: float = 600) -> List[Dict]:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_dir()), env.get("LD_LIBRARY_PATH")]))
     input_data = write_input_data(PERF_DIR / f"input_data_{model}.json", frame_index=takes_frame_index(url, model))
     out_dir.mkdir(parents=True, exist_ok=True)
-    levels = concurrency or list(scenario["concurrency"])
-    rows: List[Dict] = []
-    # a sweep with an irregular step runs one level per perf_analyzer call
-    groups = [levels] if _step(levels) else [[c] for c in levels]
     measurement = {**measurement, **scenario.get("measurement", {})}
-    for group in groups:
+
+    def run(group: List[int], relaxed: bool):
         csv_path = out_dir / f"{scenario['name']}_c{group[0]}-{group[-1]}.csv"
-        cmd = command(url, model, scenario["batch_size"], group, input_data, csv_path, measurement)
+        csv_path.unlink(missing_ok=True)
+        settings = {**measurement, **RELAXED} if relaxed else measurement
+        cmd = command(url, model, scenario["batch_size"], group, input_data, csv_path, settings)
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        stable = True
-        if result.returncode != 0 and "Failed to obtain stable measurement" in result.stdout + result.stderr:
-            # a noisy machine: measure again and keep the numbers, marked as not stable
-            relaxed = {**measurement, "stability_percentage": 1000, "max_trials": 3}
-            cmd = command(url, model, scenario["batch_size"], group, input_data, csv_path, relaxed)
-            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-            stable = False
-        if result.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed ({result.returncode}): {' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        rows += [dict(row, stable=stable) for row in read_csv(csv_path, scenario["batch_size"])]
-    return sorted(rows, key=lambda r: r["concurrency"])
+        rows = read_csv(csv_path, scenario["batch_size"]) if csv_path.is_file() else []
+        return result.returncode, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}", rows
+
+    return measure_levels(list(concurrency or scenario["concurrency"]), run)
 
 
 def main(argv=None) -> int:
