@@ -24,6 +24,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
+
 from synctalk_client import contract
 from tools import paths
 
@@ -41,8 +43,6 @@ GPU_STEPS = (contract.GENERATOR_MODEL, contract.FRAME_PASTE_MODEL, contract.JPEG
 PYTHON_SHM_DEFAULT_BYTES = 256 * MiB
 PYTHON_SHM_GROWTH_BYTES = 64 * MiB
 
-_ITEM_BYTES = {"FP32": 4, "INT32": 4, "INT64": 8, "UINT8": 1}
-
 
 def tensor_bytes(tensor: contract.Tensor, batch: int = contract.MAX_BATCH_SIZE, frame_hw: Tuple[int, int] = MAX_FRAME_HW) -> int:
     """Bytes of ``tensor`` at ``batch``; a variable frame (-1, -1, 3) counts as ``frame_hw``."""
@@ -51,7 +51,7 @@ def tensor_bytes(tensor: contract.Tensor, batch: int = contract.MAX_BATCH_SIZE, 
         dims[:2] = frame_hw
     if any(d < 0 for d in dims):
         raise ValueError(f"{tensor.name}: variable dims {tensor.dims} beyond a frame's height and width")
-    return batch * math.prod(dims) * _ITEM_BYTES[tensor.dtype]
+    return batch * math.prod(dims) * np.dtype(tensor.numpy_dtype).itemsize
 
 
 def instance_counts(repository: Path = paths.MODEL_REPOSITORY, models: Sequence[str] = GPU_STEPS) -> Dict[str, int]:

@@ -27,6 +27,7 @@ counters), which is what the tests do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import subprocess
@@ -224,28 +225,20 @@ def bench_ensemble(url: str, model: str, requests: int, gpu: Optional[int], batc
             except Exception as error:  # no NVML, no driver
                 reason = f"NVML unavailable: {error}"
         start = time.perf_counter()
-        with counter or _Nothing():
+        with counter or contextlib.nullcontext():
             for _ in range(requests):
                 client.infer_batch_composite(request).raise_for_error()
         seconds = time.perf_counter() - start
-    frames = requests * batch
+    frames, jpeg_bytes = requests * batch, sum(map(len, jpegs)) / len(jpegs)
     report = {
         "model": model, "audio_only": audio_only, "batch": batch, "requests": requests,
-        "frames_per_s": frames / seconds, "jpeg_bytes_per_frame": sum(map(len, jpegs)) / len(jpegs),
-        "least_bytes_per_frame": least_transfer_per_frame(audio_only, sum(map(len, jpegs)) / len(jpegs)),
+        "frames_per_s": frames / seconds, "jpeg_bytes_per_frame": jpeg_bytes,
+        "least_bytes_per_frame": least_transfer_per_frame(audio_only, jpeg_bytes),
         "pcie_bytes_per_frame": None, "pcie_unavailable": reason,
     }
     if counter is not None:
         report["pcie_bytes_per_frame"] = {"host_to_device": counter.rx / frames, "device_to_host": counter.tx / frames}
     return report
-
-
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def main(argv=None) -> int:

@@ -73,7 +73,6 @@ class TritonPythonModel:
                 continue
             slots = index % self.n_frames
             on_device = self.xp.asarray(slots)
-            backgrounds = self.backgrounds[slots if isinstance(self.backgrounds, np.ndarray) else on_device]
             visual = pb_utils.get_input_tensor_by_name(request, contract.VISUAL.name)
             problem = checks.check_visual(contract.VISUAL.name, visual.as_numpy(), self.visual_tolerance) \
                 if visual is not None and visual.is_cpu() else None
@@ -85,6 +84,7 @@ class TritonPythonModel:
                     pb_utils.Tensor.from_dlpack(contract.FACE_INPUT.name, visual.to_dlpack())
             else:
                 face_input = self._tensor(contract.FACE_INPUT.name, visual_from_faces(self.faces[on_device], self.xp))
+            backgrounds = self.backgrounds[slots if isinstance(self.backgrounds, np.ndarray) else on_device]
             responses.append(pb_utils.InferenceResponse([
                 self._tensor(contract.BACKGROUND.name, backgrounds),
                 pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots]),
