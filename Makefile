@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install models render serve demo test bench soak clean
+.PHONY: install models render serve demo test lint format bench soak clean
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ demo: render
 test: models
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+# ruff: formatting and lint rules in pyproject.toml ([tool.ruff])
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # benchmarks: CPU profile, full model; writes benchmarks/results/latest.json and benchmarks/README.md
 bench: models

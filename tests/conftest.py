@@ -1,4 +1,5 @@
 """Shared fixtures: stand-in models, rendered repositories and a live tritonserver (CPU profile)."""
+
 from __future__ import annotations
 
 import socket
@@ -22,7 +23,11 @@ def models_dir() -> Path:
     """build/models with both variants (built once if `make models` has not run)."""
     for variant in build_models.VARIANTS:
         target = paths.MODELS / variant
-        files = (build_models.GENERATOR_FILE, build_models.AUDIO_ENCODER_FILE, build_models.SYNCTALK2D_AUDIO_ENCODER_FILE)
+        files = (
+            build_models.GENERATOR_FILE,
+            build_models.AUDIO_ENCODER_FILE,
+            build_models.SYNCTALK2D_AUDIO_ENCODER_FILE,
+        )
         if not all((target / f).is_file() for f in files):
             build_models.build(paths.MODELS, [variant])
     return paths.MODELS
@@ -32,7 +37,9 @@ def _serve(tmp_path_factory, models_dir: Path, variant: str):
     repository = render("cpu", tmp_path_factory.mktemp(f"repository-{variant}") / "cpu", models_dir / variant)
     log = paths.BUILD / "logs" / f"test-tritonserver-{variant}.log"
     # explicit model control (every model loaded at start): tests add, load and unload avatars
-    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=log, model_control_mode="explicit")
+    server = TritonServer(
+        repository, free_port(), free_port(), free_port(), log_path=log, model_control_mode="explicit"
+    )
     with server:
         yield server
     assert server.process.returncode == 0, f"tritonserver exited with {server.process.returncode}; see {log}"

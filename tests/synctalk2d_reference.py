@@ -9,9 +9,10 @@ saved under the real names; ``calibrate`` sets the batch-norm statistics from re
 batch statistics, as a trained network's running statistics follow its data), so the output
 depends visibly on the face and on the audio.
 """
+
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,11 +21,19 @@ F = torch.nn.functional
 
 # utils.AudioEncoder: (in, out, kernel, stride, padding, residual) of blocks audio_encoder.0 .. 12
 AUDIO_ENCODER_BLOCKS = (
-    (1, 32, 3, 1, 1, False), (32, 32, 3, 1, 1, True), (32, 32, 3, 1, 1, True),
-    (32, 64, 3, (3, 1), 1, False), (64, 64, 3, 1, 1, True), (64, 64, 3, 1, 1, True),
-    (64, 128, 3, 3, 1, False), (128, 128, 3, 1, 1, True), (128, 128, 3, 1, 1, True),
-    (128, 256, 3, (3, 2), 1, False), (256, 256, 3, 1, 1, True),
-    (256, 512, 3, 1, 0, False), (512, 512, 1, 1, 0, False),
+    (1, 32, 3, 1, 1, False),
+    (32, 32, 3, 1, 1, True),
+    (32, 32, 3, 1, 1, True),
+    (32, 64, 3, (3, 1), 1, False),
+    (64, 64, 3, 1, 1, True),
+    (64, 64, 3, 1, 1, True),
+    (64, 128, 3, 3, 1, False),
+    (128, 128, 3, 1, 1, True),
+    (128, 128, 3, 1, 1, True),
+    (128, 256, 3, (3, 2), 1, False),
+    (256, 256, 3, 1, 1, True),
+    (256, 512, 3, 1, 0, False),
+    (512, 512, 1, 1, 0, False),
 )
 MASK_RECT = (5, 5, 310, 305)  # cv2.rectangle's (x, y, w, h) in the 320 face
 
@@ -37,7 +46,7 @@ def _bn_entries(rng, prefix: str, c: int, state: dict, small: bool = False) -> N
     state[prefix + ".running_var"] = rng.uniform(0.5, 1.5, c)
 
 
-def audio_encoder_state_dict(seed: int = 0, prefix: str = "audio_encoder.") -> Dict[str, "torch.Tensor"]:
+def audio_encoder_state_dict(seed: int = 0, prefix: str = "audio_encoder.") -> dict[str, torch.Tensor]:
     """Random AudioEncoder weights, named as its state dict (``prefix`` "" as the shipped
     ``audio_visual_encoder.pth`` stores them)."""
     rng = np.random.default_rng(seed)
@@ -50,7 +59,7 @@ def audio_encoder_state_dict(seed: int = 0, prefix: str = "audio_encoder.") -> D
     return {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state.items()}
 
 
-def generator_state_dict(names_and_shapes: Sequence[Tuple[str, tuple]], seed: int = 0) -> Dict[str, "torch.Tensor"]:
+def generator_state_dict(names_and_shapes: Sequence[tuple[str, tuple]], seed: int = 0) -> dict[str, torch.Tensor]:
     """Random generator weights for ``Model(6, "ave")``'s entries (name, shape)."""
     rng = np.random.default_rng(seed)
     state = {}
@@ -74,8 +83,16 @@ def generator_state_dict(names_and_shapes: Sequence[Tuple[str, tuple]], seed: in
 # --- functional forwards ------------------------------------------------------------------------
 def _bn(x, s, p, calibrate: bool):
     # calibrate: normalise with the batch's statistics and store them as the running statistics
-    return F.batch_norm(x, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"],
-                        training=calibrate, momentum=1.0, eps=1e-5)
+    return F.batch_norm(
+        x,
+        s[p + ".running_mean"],
+        s[p + ".running_var"],
+        s[p + ".weight"],
+        s[p + ".bias"],
+        training=calibrate,
+        momentum=1.0,
+        eps=1e-5,
+    )
 
 
 def _inverted_residual(x, s, p, stride, residual, cal):
@@ -100,10 +117,26 @@ def generator_forward(s, visual, audio, calibrate: bool = False):
         skips.append(_double(skips[-1], s, f"down{k}.maxpool_conv.0", 2, cal))
     a = _inverted_residual(audio, s, "audio_model.conv1", 1, False, cal)
     a = _inverted_residual(a, s, "audio_model.conv2", 1, False, cal)
-    a = F.relu(_bn(F.conv2d(a, s["audio_model.conv3.weight"], s["audio_model.conv3.bias"], padding=1), s, "audio_model.bn3", cal))
+    a = F.relu(
+        _bn(
+            F.conv2d(a, s["audio_model.conv3.weight"], s["audio_model.conv3.bias"], padding=1),
+            s,
+            "audio_model.bn3",
+            cal,
+        )
+    )
     a = _inverted_residual(a, s, "audio_model.conv4", 1, True, cal)
-    a = F.relu(_bn(F.conv2d(a, s["audio_model.conv5.weight"], s["audio_model.conv5.bias"], stride=2, padding=3), s, "audio_model.bn5", cal))
-    a = _inverted_residual(_inverted_residual(a, s, "audio_model.conv6", 1, True, cal), s, "audio_model.conv7", 1, True, cal)
+    a = F.relu(
+        _bn(
+            F.conv2d(a, s["audio_model.conv5.weight"], s["audio_model.conv5.bias"], stride=2, padding=3),
+            s,
+            "audio_model.bn5",
+            cal,
+        )
+    )
+    a = _inverted_residual(
+        _inverted_residual(a, s, "audio_model.conv6", 1, True, cal), s, "audio_model.conv7", 1, True, cal
+    )
     x = _double(_double(torch.cat([skips.pop(), a], 1), s, "fuse_conv.0", 1, cal), s, "fuse_conv.1", 1, cal)
     for k in range(1, 6):
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
@@ -116,7 +149,9 @@ def audio_encoder_forward(s, mel, calibrate: bool = False, prefix: str = "audio_
     x = mel
     for n, (_, _, _, stride, padding, residual) in enumerate(AUDIO_ENCODER_BLOCKS):
         p = f"{prefix}{n}.conv_block"
-        out = _bn(F.conv2d(x, s[p + ".0.weight"], s[p + ".0.bias"], stride=stride, padding=padding), s, p + ".1", calibrate)
+        out = _bn(
+            F.conv2d(x, s[p + ".0.weight"], s[p + ".0.bias"], stride=stride, padding=padding), s, p + ".1", calibrate
+        )
         x = F.relu(out + x if residual else out)
     return x.squeeze(3).squeeze(2)
 
@@ -186,7 +221,7 @@ def face_inputs(frame_bgr: np.ndarray, box, crop_328: bool = True, mask: str = "
     return visual, crop
 
 
-def paste_back(frame_bgr: np.ndarray, box, prediction: np.ndarray, crop_328: Optional[np.ndarray]) -> np.ndarray:
+def paste_back(frame_bgr: np.ndarray, box, prediction: np.ndarray, crop_328: np.ndarray | None) -> np.ndarray:
     """The prediction [3,320,320] (x255, truncated) into the 328 crop, back to the box (bicubic)."""
     import cv2
 
@@ -203,9 +238,19 @@ def paste_back(frame_bgr: np.ndarray, box, prediction: np.ndarray, crop_328: Opt
     return out
 
 
-def inference(frames_bgr: np.ndarray, boxes, wav: np.ndarray, generator_state, encoder_state, *,
-              audio_shift: int = 0, crop_328: bool = True, mask: str = "rectangle", batch: int = 8,
-              only: Optional[Sequence[int]] = None) -> np.ndarray:
+def inference(
+    frames_bgr: np.ndarray,
+    boxes,
+    wav: np.ndarray,
+    generator_state,
+    encoder_state,
+    *,
+    audio_shift: int = 0,
+    crop_328: bool = True,
+    mask: str = "rectangle",
+    batch: int = 8,
+    only: Sequence[int] | None = None,
+) -> np.ndarray:
     """SyncTalk_2D's inference of ``wav`` on the avatar's frames: N + 2 frames [N+2, H, W, 3] BGR
     (``only``: just those frames, the others left black). Frame i uses background frame
     ``i % len(frames_bgr)`` (a server loops; upstream ping-pongs). ``audio_shift``,
@@ -218,7 +263,9 @@ def inference(frames_bgr: np.ndarray, boxes, wav: np.ndarray, generator_state, e
         frames = wanted[start : start + batch]
         inputs = [face_inputs(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)], crop_328, mask) for i in frames]
         visual = torch.from_numpy(np.stack([v for v, _ in inputs]))
-        audio = torch.from_numpy(np.stack([get_audio_features(padded, i + audio_shift).reshape(32, 16, 16) for i in frames]))
+        audio = torch.from_numpy(
+            np.stack([get_audio_features(padded, i + audio_shift).reshape(32, 16, 16) for i in frames])
+        )
         with torch.no_grad():
             predictions = generator_forward(generator_state, visual, audio).numpy()
         for i, (_, crop), prediction in zip(frames, inputs, predictions):
@@ -233,7 +280,9 @@ def calibrate(frames_bgr: np.ndarray, boxes, wav: np.ndarray, generator_state, e
         audio_encoder_forward(encoder_state, mel, calibrate=True)
     padded = encode_clip(wav, encoder_state)
     chosen = np.linspace(0, len(padded) - 1, frames).astype(int)
-    visual = torch.from_numpy(np.stack([face_inputs(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)])[0] for i in chosen]))
+    visual = torch.from_numpy(
+        np.stack([face_inputs(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)])[0] for i in chosen])
+    )
     audio = torch.from_numpy(np.stack([get_audio_features(padded, i).reshape(32, 16, 16) for i in chosen]))
     with torch.no_grad():
         generator_forward(generator_state, visual, audio, calibrate=True)

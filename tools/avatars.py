@@ -26,10 +26,12 @@ renamed into place); ``remove`` deletes that avatar's models and entry only. ``s
 store into a repository (a container does it at start, with the store mounted).
 
     python -m tools.avatars add --id anna --background dataset/anna/full_body_img --boxes dataset/anna/landmarks \\
-        --generator anna_synctalk.onnx --audio-encoder audio_encoder.onnx --audio-preset synctalk2d --load 127.0.0.1:8001
+        --generator anna_synctalk.onnx --audio-encoder audio_encoder.onnx --audio-preset synctalk2d \\
+        --load 127.0.0.1:8001
     python -m tools.avatars list
     python -m tools.avatars remove --id anna --url 127.0.0.1:8001
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +40,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import BACKGROUNDS, MANIFEST, AvatarAssets, read_manifest
@@ -57,7 +59,9 @@ AUDIO_ENCODER_FILE = "audio_encoder.onnx"  # an avatar's own SyncTalk_2D audio e
 def _repository_manifest(repository: Path) -> dict:
     manifest = Path(repository) / "repository.json"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{repository} is not a rendered repository (no repository.json): run `make render` first")
+        raise FileNotFoundError(
+            f"{repository} is not a rendered repository (no repository.json): run `make render` first"
+        )
     return json.loads(manifest.read_text())
 
 
@@ -65,7 +69,7 @@ def repository_profile(repository: Path) -> str:
     return _repository_manifest(repository)["profile"]
 
 
-def repository_store(repository: Path) -> Optional[Path]:
+def repository_store(repository: Path) -> Path | None:
     """The avatar store a rendered repository is bound to (None: avatars live in it alone)."""
     store = _repository_manifest(repository).get("avatar_store")
     return Path(store) if store else None
@@ -107,14 +111,14 @@ def add(
     repository: Path,
     avatar_id: str,
     background: Path,
-    boxes: Union[Path, Sequence[int]],
-    generator: Optional[Path] = None,
-    size: Optional[Tuple[int, int]] = None,
+    boxes: Path | Sequence[int],
+    generator: Path | None = None,
+    size: tuple[int, int] | None = None,
     jpeg_quality: int = contract.JPEG_QUALITY,
-    max_frames: Optional[int] = None,
+    max_frames: int | None = None,
     replace: bool = False,
-    audio_preset: Optional[str] = None,
-    audio_encoder: Optional[Path] = None,
+    audio_preset: str | None = None,
+    audio_encoder: Path | None = None,
     arena: bool = False,
 ) -> dict:
     """Keep the avatar in the repository's store and write its models into ``repository``;
@@ -190,7 +194,7 @@ AVATAR_OVERHEAD_BYTES = 640 * 2**20
 GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
 
 
-def memory_needed(manifest: dict, generator_bytes: int) -> Dict[str, int]:
+def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
     """What loading an avatar adds to the server's resident memory (CPU profile), by part."""
     n, h, w = manifest["n_frames"], manifest["height"], manifest["width"]
     parts = {
@@ -205,7 +209,7 @@ def memory_needed(manifest: dict, generator_bytes: int) -> Dict[str, int]:
     return parts
 
 
-def check_fits(repository: Path, avatar_id: str, available: Optional[int] = None) -> Dict[str, int]:
+def check_fits(repository: Path, avatar_id: str, available: int | None = None) -> dict[str, int]:
     """Refuse (MemoryError, with the numbers) to load an avatar whose resident memory, plus one
     batch of 32 frames in flight, exceeds the memory this host has available."""
     import psutil
@@ -225,14 +229,14 @@ def check_fits(repository: Path, avatar_id: str, available: Optional[int] = None
     return need
 
 
-def stored_avatars(store: Optional[Path]) -> List[Path]:
+def stored_avatars(store: Path | None) -> list[Path]:
     """The entries of an avatar store (folders with an avatar.json; staged ones are hidden)."""
     if store is None or not Path(store).is_dir():
         return []
     return sorted(p for p in Path(store).iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
 
-def sync(repository: Path, store: Optional[Path] = None) -> List[str]:
+def sync(repository: Path, store: Path | None = None) -> list[str]:
     """Install every avatar of the store (default: the repository's) that the repository lacks;
     returns their ids."""
     store = Path(store) if store else repository_store(repository)
@@ -255,7 +259,9 @@ def sync(repository: Path, store: Optional[Path] = None) -> List[str]:
 LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
 
 
-def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onnx_file: Path, arena: bool = False) -> None:
+def _render_onnx_model(
+    repository: Path, profile: str, role: str, name: str, onnx_file: Path, arena: bool = False
+) -> None:
     """The shared model ``role``'s config, renamed ``name``, with ``onnx_file`` and (unless
     ``arena``) no memory arena between requests; rendering gives it its own TensorRT caches."""
     config = read_config(paths.MODEL_REPOSITORY / role / "config.pbtxt")
@@ -265,8 +271,9 @@ def _render_onnx_model(repository: Path, profile: str, role: str, name: str, onn
     render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
 
 
-def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, generator: Path,
-                  audio_encoder: Optional[Path] = None) -> None:
+def _write_models(
+    repository: Path, profile: str, manifest: dict, entry: Path, generator: Path, audio_encoder: Path | None = None
+) -> None:
     avatar_id = manifest["id"]
     added_with = manifest.get("source", {})  # what add recorded: audio preset, arena, sources
     audio_preset = added_with.get("audio_preset", "reference")
@@ -282,11 +289,20 @@ def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, g
     arena = bool(added_with.get("arena", False))
     _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator, arena)
     if audio_encoder:
-        _render_onnx_model(repository, profile, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, models["audio_encoder"], Path(audio_encoder), arena)
+        _render_onnx_model(
+            repository,
+            profile,
+            contract.SYNCTALK2D_AUDIO_ENCODER_MODEL,
+            models["audio_encoder"],
+            Path(audio_encoder),
+            arena,
+        )
 
     background = read_config(TEMPLATE / "background" / "config.pbtxt")
     _rename_models(background, avatar_id)
-    target = render_model(TEMPLATE / "background", background, repository / models["background"], profile, role="avatar_background")
+    target = render_model(
+        TEMPLATE / "background", background, repository / models["background"], profile, role="avatar_background"
+    )
     shutil.copyfile(entry / MANIFEST, target / "1" / MANIFEST)
     shutil.copytree(entry / BACKGROUNDS, target / "1" / BACKGROUNDS, copy_function=_link_or_copy)
 
@@ -298,10 +314,16 @@ def _write_models(repository: Path, profile: str, manifest: dict, entry: Path, g
         for tensor in sample.inputs.values():
             tensor.dims[:] = frame_dims
     jpeg.parameters["quality"].string_value = str(int(manifest["jpeg_quality"]))
-    render_model(source / contract.JPEG_ENCODER_MODEL, jpeg, repository / models["jpeg_encoder"], profile, role=contract.JPEG_ENCODER_MODEL)
+    render_model(
+        source / contract.JPEG_ENCODER_MODEL,
+        jpeg,
+        repository / models["jpeg_encoder"],
+        profile,
+        role=contract.JPEG_ENCODER_MODEL,
+    )
 
 
-def list_avatars(repository: Path) -> List[dict]:
+def list_avatars(repository: Path) -> list[dict]:
     """The avatars of ``repository``: their manifests (without the per-frame boxes)."""
     rows = []
     for folder in sorted(Path(repository).glob(f"*{contract.AVATAR_BACKGROUND_SUFFIX}/1")):
@@ -315,7 +337,7 @@ def list_avatars(repository: Path) -> List[dict]:
     return rows
 
 
-def remove(repository: Path, avatar_id: str) -> List[str]:
+def remove(repository: Path, avatar_id: str) -> list[str]:
     """Delete the avatar's models from the repository and its entry from the repository's store;
     nothing else. Returns what was removed."""
     check_id(avatar_id)
@@ -333,14 +355,14 @@ def remove(repository: Path, avatar_id: str) -> List[str]:
     return removed
 
 
-def _size(text: str) -> Tuple[int, int]:
+def _size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)x(\d+)", text)
     if not match:
         raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
     return int(match[1]), int(match[2])
 
 
-def _boxes(text: str) -> Union[Path, List[int]]:
+def _boxes(text: str) -> Path | list[int]:
     if re.fullmatch(r"\s*-?\d+\s*(,\s*-?\d+\s*){3}", text):
         return [int(v) for v in text.split(",")]
     return Path(text)
@@ -348,27 +370,48 @@ def _boxes(text: str) -> Union[Path, List[int]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu", help="a rendered repository (make render)")
+    parser.add_argument(
+        "--repository", type=Path, default=paths.RENDERED / "cpu", help="a rendered repository (make render)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p_add = commands.add_parser("add", help="add an avatar")
     p_add.add_argument("--id", required=True, help="the avatar id = the client's model id")
     p_add.add_argument("--background", required=True, type=Path, help="background video, or a folder of images")
-    p_add.add_argument("--boxes", required=True, type=_boxes,
-                       help="crop boxes file (.json/.npy/.txt, x0 y0 x1 y1 per frame), SyncTalk_2D's landmarks/ folder (*.lms), or one box x0,y0,x1,y1")
-    p_add.add_argument("--generator", type=Path, help="the avatar's generator ONNX (default: the repository's stand-in)")
-    p_add.add_argument("--audio-encoder", type=Path,
-                       help="the avatar's SyncTalk_2D audio encoder ONNX (tools.import_checkpoint --audio-encoder; default: the shared audio_encoder_synctalk2d)")
+    p_add.add_argument(
+        "--boxes",
+        required=True,
+        type=_boxes,
+        help="crop boxes file (.json/.npy/.txt, x0 y0 x1 y1 per frame), SyncTalk_2D's landmarks/ folder (*.lms), "
+        "or one box x0,y0,x1,y1",
+    )
+    p_add.add_argument(
+        "--generator", type=Path, help="the avatar's generator ONNX (default: the repository's stand-in)"
+    )
+    p_add.add_argument(
+        "--audio-encoder",
+        type=Path,
+        help="the avatar's SyncTalk_2D audio encoder ONNX (tools.import_checkpoint --audio-encoder; "
+        "default: the shared audio_encoder_synctalk2d)",
+    )
     p_add.add_argument("--size", type=_size, help="output resolution WIDTHxHEIGHT (default: the background's)")
     p_add.add_argument("--jpeg-quality", type=int, default=contract.JPEG_QUALITY)
-    p_add.add_argument("--audio-preset", choices=contract.AUDIO_PRESETS,
-                       help="audio front end: the request-flow reference's, or SyncTalk_2D's (trained SyncTalk_2D generators); "
-                            "default: synctalk2d with --audio-encoder, else reference")
+    p_add.add_argument(
+        "--audio-preset",
+        choices=contract.AUDIO_PRESETS,
+        help="audio front end: the request-flow reference's, or SyncTalk_2D's (trained SyncTalk_2D generators); "
+        "default: synctalk2d with --audio-encoder, else reference",
+    )
     p_add.add_argument("--max-frames", type=int, help="use at most this many background frames")
-    p_add.add_argument("--arena", action="store_true",
-                       help="keep onnxruntime's memory arena for the avatar's models: about 2x faster on a CPU, but holds the "
-                            "activations of the largest batch (GBs for a SyncTalk_2D generator)")
+    p_add.add_argument(
+        "--arena",
+        action="store_true",
+        help="keep onnxruntime's memory arena for the avatar's models: about 2x faster on a CPU, but holds the "
+        "activations of the largest batch (GBs for a SyncTalk_2D generator)",
+    )
     p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
-    p_add.add_argument("--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)")
+    p_add.add_argument(
+        "--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)"
+    )
     commands.add_parser("list", help="list the avatars")
     p_sync = commands.add_parser("sync", help="install every stored avatar the repository lacks (a container's start)")
     p_sync.add_argument("--store", type=Path, help="the avatar store (default: the repository's)")
@@ -379,11 +422,26 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "add":
-            manifest = add(args.repository, args.id, args.background, args.boxes, args.generator, args.size,
-                           args.jpeg_quality, args.max_frames, args.replace, args.audio_preset, args.audio_encoder, args.arena)
+            manifest = add(
+                args.repository,
+                args.id,
+                args.background,
+                args.boxes,
+                args.generator,
+                args.size,
+                args.jpeg_quality,
+                args.max_frames,
+                args.replace,
+                args.audio_preset,
+                args.audio_encoder,
+                args.arena,
+            )
             names = contract.avatar_models(args.id, own_audio_encoder=bool(args.audio_encoder)).values()
-            print(f"added avatar {args.id}: {manifest['n_frames']} background frames {manifest['width']}x{manifest['height']}, "
-                  f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(names)}")
+            print(
+                f"added avatar {args.id}: {manifest['n_frames']} background frames "
+                f"{manifest['width']}x{manifest['height']}, "
+                f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(names)}"
+            )
             if args.load:
                 from synctalk_client import CompositeClient
 
@@ -398,9 +456,13 @@ def main(argv=None) -> int:
             print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed")
         elif args.command == "list":
             for row in list_avatars(args.repository):
-                print(f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG q{row['jpeg_quality']}  "
-                      f"audio {row['source'].get('audio_preset', 'reference')}  "
-                      f"background {row['source'].get('background', '?')}  generator {row['source'].get('generator', '?')}")
+                print(
+                    f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG "
+                    f"q{row['jpeg_quality']}  "
+                    f"audio {row['source'].get('audio_preset', 'reference')}  "
+                    f"background {row['source'].get('background', '?')}  generator "
+                    f"{row['source'].get('generator', '?')}"
+                )
         else:
             if args.url:
                 from synctalk_client import CompositeClient

@@ -19,6 +19,7 @@ Writes ``benchmarks/results/latest.json`` and the PNG plots, and regenerates
     python -m tools.bench            # full run (about 10 minutes on 2 cores)
     python -m tools.bench --quick    # shorter measurement windows
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import numpy as np
 
@@ -54,11 +55,13 @@ def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
 
 def request_for(batch: int, seed: int = 0) -> CompositeBatchRequest:
     crops = synthetic.face_crops(batch, seed=seed)
-    return CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed))
+    return CompositeBatchRequest.from_arrays(
+        contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed)
+    )
 
 
 # -- 1. micro benchmarks ------------------------------------------------------------------
-def bench_mel(batch: int = 8, repeat: int = 50) -> Dict[str, float]:
+def bench_mel(batch: int = 8, repeat: int = 50) -> dict[str, float]:
     import librosa
 
     from synctalk_preprocessing.audio import MelFrontEnd
@@ -68,8 +71,20 @@ def bench_mel(batch: int = 8, repeat: int = 50) -> Dict[str, float]:
 
     def with_librosa():
         mel = librosa.feature.melspectrogram(
-            y=audio.reshape(-1), sr=16000, n_fft=400, hop_length=160, win_length=400, window="hann", center=True,
-            pad_mode="constant", power=2.0, n_mels=80, fmin=0, fmax=8000, htk=False, norm="slaney",
+            y=audio.reshape(-1),
+            sr=16000,
+            n_fft=400,
+            hop_length=160,
+            win_length=400,
+            window="hann",
+            center=True,
+            pad_mode="constant",
+            power=2.0,
+            n_mels=80,
+            fmin=0,
+            fmax=8000,
+            htk=False,
+            norm="slaney",
         )
         return front_end.frame_windows(np.log(mel + 1e-5).astype(np.float32), batch)
 
@@ -84,15 +99,18 @@ def generated_faces(batch: int) -> np.ndarray:
     return (0.75 * synthetic.face_crops(batch) + 0.25 * noise).astype(np.float32)
 
 
-def bench_compositor_served(grpc_url: str, batch: int, repeat: int) -> Dict[str, float]:
+def bench_compositor_served(grpc_url: str, batch: int, repeat: int) -> dict[str, float]:
     """The served compositor steps (frame_resize + jpeg_encoder compute, from Triton's statistics)
     for lone requests: the same conditions as the bare in-process baseline."""
     with CompositeClient(grpc_url) as client:
-        times = [client.infer_batch_composite(request_for(batch, seed=5)).raise_for_error().composite_time_ms for _ in range(repeat)]
+        times = [
+            client.infer_batch_composite(request_for(batch, seed=5)).raise_for_error().composite_time_ms
+            for _ in range(repeat)
+        ]
     return {"batch": batch, "composite_ms": statistics.median(t for t in times if t is not None)}
 
 
-def bench_compositor_in_process(batch: int = 8, repeat: int = 5) -> Dict[str, float]:
+def bench_compositor_in_process(batch: int = 8, repeat: int = 5) -> dict[str, float]:
     import cv2
     import simplejpeg
 
@@ -106,7 +124,11 @@ def bench_compositor_in_process(batch: int = 8, repeat: int = 5) -> Dict[str, fl
         """What the reference does per frame: BGR float -> 8-bit RGB, resize, encode."""
         for face in faces:
             bgr8 = np.clip(face.transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
-            full = cv2.resize(cv2.cvtColor(bgr8, cv2.COLOR_BGR2RGB), (contract.OUTPUT_WIDTH, contract.OUTPUT_HEIGHT), interpolation=cv2.INTER_LINEAR)
+            full = cv2.resize(
+                cv2.cvtColor(bgr8, cv2.COLOR_BGR2RGB),
+                (contract.OUTPUT_WIDTH, contract.OUTPUT_HEIGHT),
+                interpolation=cv2.INTER_LINEAR,
+            )
             simplejpeg.encode_jpeg(full, quality=95, colorspace="RGB", colorsubsampling="420")
 
     bare_ms = median_ms(bare, repeat)
@@ -129,7 +151,7 @@ class InProcessPipeline:
         self.generator = ort.InferenceSession(str(models_dir / "synctalk.onnx"), providers=["CPUExecutionProvider"])
         self.jpeg = CpuJpegEncoder(threads=2)
 
-    def __call__(self, request: CompositeBatchRequest) -> List[bytes]:
+    def __call__(self, request: CompositeBatchRequest) -> list[bytes]:
         from synctalk_preprocessing.compositing import composite_frames
 
         windows = self.front_end.windows_for_audio(request.audio_tensor())[:, None]
@@ -138,7 +160,7 @@ class InProcessPipeline:
         return self.jpeg.encode(list(composite_frames(face)))
 
 
-def bench_in_process(models_dir: Path, batch: int, repeat: int) -> Dict[str, float]:
+def bench_in_process(models_dir: Path, batch: int, repeat: int) -> dict[str, float]:
     pipeline = InProcessPipeline(models_dir)
     request = request_for(batch)
     pipeline(request_for(contract.MAX_BATCH_SIZE))  # same warm-up as the server: largest batch first
@@ -147,39 +169,52 @@ def bench_in_process(models_dir: Path, batch: int, repeat: int) -> Dict[str, flo
 
 
 # -- 3. served ----------------------------------------------------------------------------------
-def model_statistics(client: CompositeClient) -> Dict[str, Dict[str, int]]:
+def model_statistics(client: CompositeClient) -> dict[str, dict[str, int]]:
     stats = client._triton.get_inference_statistics(as_json=True)
     table = {}
     for m in stats.get("model_stats", []):
         inference = m.get("inference_stats", {})
-        row = {k: int(inference.get(k, {}).get("ns", 0)) for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+        row = {
+            k: int(inference.get(k, {}).get("ns", 0))
+            for k in ("queue", "compute_input", "compute_infer", "compute_output")
+        }
         row["count"] = int(inference.get("success", {}).get("count", 0))
         row["executions"] = int(m.get("execution_count", 0))
         table[m["name"]] = row
     return table
 
 
-def stage_breakdown(before: Dict, after: Dict) -> Dict[str, Dict[str, float]]:
+def stage_breakdown(before: dict, after: dict) -> dict[str, dict[str, float]]:
     out = {}
     for name in (contract.DEFAULT_MODEL_ID, *contract.COMPOSING_MODELS):
         count = after[name]["count"] - before[name]["count"]
         if count <= 0:
             continue
-        out[name] = {k: (after[name][k] - before[name][k]) / count / 1e6 for k in ("queue", "compute_input", "compute_infer", "compute_output")}
+        out[name] = {
+            k: (after[name][k] - before[name][k]) / count / 1e6
+            for k in ("queue", "compute_input", "compute_infer", "compute_output")
+        }
         out[name]["requests"] = count
         out[name]["executions"] = after[name]["executions"] - before[name]["executions"]
     return out
 
 
-def bench_first_request(grpc_url: str, batch: int, repeat: int) -> Dict[str, float]:
+def bench_first_request(grpc_url: str, batch: int, repeat: int) -> dict[str, float]:
     request = request_for(batch, seed=1)
     with CompositeClient(grpc_url, stage_timings=False) as client:
         first = client.infer_batch_composite(request).raise_for_error().total_time_ms
-        steady = statistics.median(client.infer_batch_composite(request).raise_for_error().total_time_ms for _ in range(repeat))
-    return {"batch": batch, "first_ms": first, "steady_ms": steady, "first_request_vs_steady_latency_ratio": first / steady}
+        steady = statistics.median(
+            client.infer_batch_composite(request).raise_for_error().total_time_ms for _ in range(repeat)
+        )
+    return {
+        "batch": batch,
+        "first_ms": first,
+        "steady_ms": steady,
+        "first_request_vs_steady_latency_ratio": first / steady,
+    }
 
 
-def bench_transport(grpc_url: str, batch: int, repeat: int) -> Dict[str, Dict[str, float]]:
+def bench_transport(grpc_url: str, batch: int, repeat: int) -> dict[str, dict[str, float]]:
     """Client-side overhead per request = client wall time - the ensemble's server time."""
     results = {}
     for mode, shared in (("grpc", False), ("system_shared_memory", True)):
@@ -198,26 +233,37 @@ def bench_transport(grpc_url: str, batch: int, repeat: int) -> Dict[str, Dict[st
                     after = model_statistics(client)[contract.DEFAULT_MODEL_ID]
                 if after["count"] != before["count"] + 1:
                     continue
-                server_ms = sum(after[k] - before[k] for k in ("queue", "compute_input", "compute_infer", "compute_output")) / 1e6
+                server_ms = (
+                    sum(after[k] - before[k] for k in ("queue", "compute_input", "compute_infer", "compute_output"))
+                    / 1e6
+                )
                 totals.append(total)
                 overheads.append(total - server_ms)
-            results[mode] = {"batch": batch, "total_ms": statistics.median(totals), "client_overhead_ms": statistics.median(overheads)}
+            results[mode] = {
+                "batch": batch,
+                "total_ms": statistics.median(totals),
+                "client_overhead_ms": statistics.median(overheads),
+            }
     return results
 
 
-def bench_paced_streams(seconds: float) -> Dict:
+def bench_paced_streams(seconds: float) -> dict:
     print("paced streams ...", flush=True)
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bytes_per_frame": paced_streams.request_bytes_per_frame(),
-            **{v: paced_streams.measure(v, seconds) for v in ("tiny", "full")}}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "bytes_per_frame": paced_streams.request_bytes_per_frame(),
+        **{v: paced_streams.measure(v, seconds) for v in ("tiny", "full")},
+    }
 
 
-def run(args) -> Dict:
+def run(args) -> dict:
     apply_malloc_settings()  # the in-process baselines allocate as the served models do
     models_dir = paths.MODELS / args.variant
     quick = args.quick
-    report: Dict = {
+    report: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        "{platform.python_version()}",
         "variant": args.variant,
         "profile": "cpu",
     }
@@ -245,14 +291,25 @@ def run(args) -> Dict:
                     scenario = dict(scenario, concurrency=scenario["concurrency"][:2])
                 print(f"perf_analyzer {scenario['name']} ...", flush=True)
                 before = model_statistics(client)
-                rows = perf_analyzer.run_scenario(server.grpc_url, config["model"], scenario, measurement, perf_analyzer.PERF_DIR / "bench", timeout=1800)
+                rows = perf_analyzer.run_scenario(
+                    server.grpc_url,
+                    config["model"],
+                    scenario,
+                    measurement,
+                    perf_analyzer.PERF_DIR / "bench",
+                    timeout=1800,
+                )
                 report["perf_analyzer"][scenario["name"]] = {"batch_size": scenario["batch_size"], "results": rows}
                 report["stages"][scenario["name"]] = stage_breakdown(before, model_statistics(client))
-                report.setdefault("rss_after_scenario_bytes", {})[scenario["name"]] = sum(soak.server_processes(server.process.pid).values())
+                report.setdefault("rss_after_scenario_bytes", {})[scenario["name"]] = sum(
+                    soak.server_processes(server.process.pid).values()
+                )
             print("gRPC vs shared memory ...", flush=True)
             report["transport"] = bench_transport(server.grpc_url, contract.MAX_BATCH_SIZE, 3 if quick else 5)
             # client-side stage timings of a lone batch-8 request
-            report["client_timings"] = client.__class__(server.grpc_url).infer_batch_composite(request_for(8)).raise_for_error().timings()
+            report["client_timings"] = (
+                client.__class__(server.grpc_url).infer_batch_composite(request_for(8)).raise_for_error().timings()
+            )
 
     report["paced_streams"] = bench_paced_streams(5.0 if quick else 10.0)
 
@@ -267,10 +324,13 @@ def run(args) -> Dict:
         "ensemble_vs_inprocess_throughput_ratio": best["frames_per_s"] / in_process_fps,
         "ensemble_vs_inprocess_throughput_ratio_grpc_inputs": best_grpc["frames_per_s"] / in_process_fps,
         "mel_vs_librosa_speedup": report["mel"]["mel_vs_librosa_speedup"],
-        "compositor_vs_bare_encoder_ratio": report["compositor_served"]["composite_ms"] / report["compositor_in_process"]["bare_ms"],
+        "compositor_vs_bare_encoder_ratio": report["compositor_served"]["composite_ms"]
+        / report["compositor_in_process"]["bare_ms"],
         "first_request_vs_steady_latency_ratio": report["first_request"]["first_request_vs_steady_latency_ratio"],
         "best_vs_concurrency1_throughput_ratio_batch8": best["frames_per_s"] / c1["frames_per_s"],
-        "shared_memory_vs_grpc_client_overhead_ratio_batch32": report["transport"]["system_shared_memory"]["client_overhead_ms"]
+        "shared_memory_vs_grpc_client_overhead_ratio_batch32": report["transport"]["system_shared_memory"][
+            "client_overhead_ms"
+        ]
         / report["transport"]["grpc"]["client_overhead_ms"],
     }
     report["best_concurrency_batch8"] = best["concurrency"]
@@ -279,7 +339,7 @@ def run(args) -> Dict:
 
 
 # -- report -----------------------------------------------------------------------------------
-def plots(report: Dict, out_dir: Path) -> List[str]:
+def plots(report: dict, out_dir: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,13 +353,23 @@ def plots(report: Dict, out_dir: Path) -> List[str]:
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=110)
         files.append(name)
+
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, scenario in report["perf_analyzer"].items():
         rows = scenario["results"]
         suffix = ", shm inputs" if name.endswith("_shm") else ""
-        ax.plot([r["concurrency"] for r in rows], [r["frames_per_s"] for r in rows], marker="o", label=f"{scenario['batch_size']} frames/request{suffix}")
+        ax.plot(
+            [r["concurrency"] for r in rows],
+            [r["frames_per_s"] for r in rows],
+            marker="o",
+            label=f"{scenario['batch_size']} frames/request{suffix}",
+        )
     ax.axhline(report["in_process"]["8"]["frames_per_s"], ls="--", color="grey", label="in process, 8 frames")
-    ax.set(xlabel="concurrent requests", ylabel="frames / s", title=f"Throughput vs concurrency ({report['variant']} model, CPU profile)")
+    ax.set(
+        xlabel="concurrent requests",
+        ylabel="frames / s",
+        title=f"Throughput vs concurrency ({report['variant']} model, CPU profile)",
+    )
     ax.legend(fontsize=8)
     save(fig, "throughput.png")
 
@@ -308,7 +378,9 @@ def plots(report: Dict, out_dir: Path) -> List[str]:
     for name, scenario in report["perf_analyzer"].items():
         for r in scenario["results"]:
             labels.append(f"b{scenario['batch_size']}{'s' if name.endswith('_shm') else ''} c{r['concurrency']}")
-            p50.append(r["p50_ms"]); p95.append(r["p95_ms"]); p99.append(r["p99_ms"])
+            p50.append(r["p50_ms"])
+            p95.append(r["p95_ms"])
+            p99.append(r["p99_ms"])
     x = np.arange(len(labels))
     for offset, values, label in ((-0.27, p50, "p50"), (0, p95, "p95"), (0.27, p99, "p99")):
         ax.bar(x + offset, values, width=0.27, label=label)
@@ -332,56 +404,76 @@ def plots(report: Dict, out_dir: Path) -> List[str]:
     return files
 
 
-def markdown_table(report: Dict) -> str:
+def markdown_table(report: dict) -> str:
     r = report["ratios"]
     lines = [
         f"Measured {report['date']} on {report['machine']} (CPU profile, {report['variant']} stand-in models).",
         "",
         "| ratio | value | target |",
         "|---|---|---|",
-        f"| `ensemble_vs_inprocess_throughput_ratio` (batch 8, best: concurrency {report['best_concurrency_batch8']}, inputs over {report['best_transport_batch8']}) | {r['ensemble_vs_inprocess_throughput_ratio']:.2f} | >= 0.9 |",
+        "| `ensemble_vs_inprocess_throughput_ratio` (batch 8, best: concurrency "
+        f"{report['best_concurrency_batch8']}, inputs over {report['best_transport_batch8']}) | "
+        f"{r['ensemble_vs_inprocess_throughput_ratio']:.2f} | >= 0.9 |",
         f"| the same with inputs over gRPC | {r['ensemble_vs_inprocess_throughput_ratio_grpc_inputs']:.2f} | |",
         f"| `mel_vs_librosa_speedup` | {r['mel_vs_librosa_speedup']:.1f} | >= 3 |",
-        f"| `compositor_vs_bare_encoder_ratio` (served frame_resize + jpeg_encoder, lone 8-frame requests, vs a bare per-frame convert + OpenCV resize + libjpeg-turbo encode) | {r['compositor_vs_bare_encoder_ratio']:.2f} | <= 1.2 |",
-        f"| `first_request_vs_steady_latency_ratio` (batch 8) | {r['first_request_vs_steady_latency_ratio']:.2f} | <= 2 |",
-        f"| best / concurrency-1 throughput, batch 8 | {r['best_vs_concurrency1_throughput_ratio_batch8']:.2f} | >= 1.5 |",
-        f"| shared-memory / gRPC client overhead, batch 32 | {r['shared_memory_vs_grpc_client_overhead_ratio_batch32']:.2f} | |",
+        "| `compositor_vs_bare_encoder_ratio` (served frame_resize + jpeg_encoder, lone 8-frame requests, vs a "
+        "bare per-frame convert + OpenCV resize + libjpeg-turbo encode) | "
+        f"{r['compositor_vs_bare_encoder_ratio']:.2f} | <= 1.2 |",
+        f"| `first_request_vs_steady_latency_ratio` (batch 8) | {r['first_request_vs_steady_latency_ratio']:.2f} "
+        "| <= 2 |",
+        f"| best / concurrency-1 throughput, batch 8 | {r['best_vs_concurrency1_throughput_ratio_batch8']:.2f} | "
+        ">= 1.5 |",
+        "| shared-memory / gRPC client overhead, batch 32 | "
+        f"{r['shared_memory_vs_grpc_client_overhead_ratio_batch32']:.2f} | |",
         "",
         "| request batch | concurrency | frames/s | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|",
     ]
     for name, scenario in report["perf_analyzer"].items():
         for row in scenario["results"]:
-            lines.append(f"| {scenario['batch_size']}{' (shm)' if name.endswith('_shm') else ''} | {row['concurrency']} | {row['frames_per_s']:.1f} | {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} |")
+            lines.append(
+                f"| {scenario['batch_size']}{' (shm)' if name.endswith('_shm') else ''} | {row['concurrency']} | "
+                f"{row['frames_per_s']:.1f} | {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} |"
+            )
     ip = report["in_process"]["8"]
     lines += [
         "",
-        f"In process (same models and code, one caller): {ip['frames_per_s']:.1f} frames/s for 8-frame requests ({ip['ms_per_request']:.0f} ms each).",
+        f"In process (same models and code, one caller): {ip['frames_per_s']:.1f} frames/s for 8-frame requests "
+        f"({ip['ms_per_request']:.0f} ms each).",
         "",
         "| stage (8-frame requests, ms per request) | queue | compute input | compute infer | compute output |",
         "|---|---|---|---|---|",
     ]
     for name, row in report["stages"]["batch8"].items():
-        lines.append(f"| {name} | {row['queue']:.1f} | {row['compute_input']:.1f} | {row['compute_infer']:.1f} | {row['compute_output']:.1f} |")
+        lines.append(
+            f"| {name} | {row['queue']:.1f} | {row['compute_input']:.1f} | {row['compute_infer']:.1f} | "
+            f"{row['compute_output']:.1f} |"
+        )
     t = report["transport"]
     lines += [
         "",
         "| 32-frame request | client total ms | client-side overhead ms |",
         "|---|---|---|",
         f"| gRPC | {t['grpc']['total_ms']:.0f} | {t['grpc']['client_overhead_ms']:.0f} |",
-        f"| system shared memory | {t['system_shared_memory']['total_ms']:.0f} | {t['system_shared_memory']['client_overhead_ms']:.0f} |",
+        f"| system shared memory | {t['system_shared_memory']['total_ms']:.0f} | "
+        f"{t['system_shared_memory']['client_overhead_ms']:.0f} |",
         "",
         f"Mel: ours {report['mel']['ours_ms']:.2f} ms vs librosa {report['mel']['librosa_ms']:.2f} ms for 8 frames. "
-        f"Compositor: served {report['compositor_served']['composite_ms']:.0f} ms, the same code in process {report['compositor_in_process']['ours_one_thread_ms']:.0f} ms (one thread), bare {report['compositor_in_process']['bare_ms']:.0f} ms for 8 frames. "
-        f"First request {report['first_request']['first_ms']:.0f} ms vs steady {report['first_request']['steady_ms']:.0f} ms.",
+        f"Compositor: served {report['compositor_served']['composite_ms']:.0f} ms, the same code in process "
+        f"{report['compositor_in_process']['ours_one_thread_ms']:.0f} ms (one thread), bare "
+        f"{report['compositor_in_process']['bare_ms']:.0f} ms for 8 frames. "
+        f"First request {report['first_request']['first_ms']:.0f} ms vs steady "
+        f"{report['first_request']['steady_ms']:.0f} ms.",
     ]
     paced = report.get("paced_streams")
     if paced:
         b = paced["bytes_per_frame"]
         lines += [
             "",
-            f"Paced avatar streams (measured {paced.get('date', report['date'])}; each: {paced['tiny']['batch']} frames every {paced['tiny']['period_ms']:.0f} ms, audio only with its "
-            f"context, {paced['tiny']['seconds']:.0f} s per trial; real time = no batch answered after the next one is due, p99 under "
+            f"Paced avatar streams (measured {paced.get('date', report['date'])}; each: {paced['tiny']['batch']} "
+            f"frames every {paced['tiny']['period_ms']:.0f} ms, audio only with its "
+            f"context, {paced['tiny']['seconds']:.0f} s per trial; real time = no batch answered after the next "
+            "one is due, p99 under "
             f"{paced['tiny']['period_ms']:.0f} ms):",
             "",
             "| model | streams kept in real time | trials: streams, p50 / p99 ms, late batches |",
@@ -389,23 +481,29 @@ def markdown_table(report: Dict) -> str:
         ]
         for variant in ("tiny", "full"):
             row = paced[variant]
-            trials = "; ".join(f"{t['streams']}: {t['p50_ms']:.0f} / {t['p99_ms']:.0f}, {t['late_batches']} of {t['batches']}" for t in row["trials"])
+            trials = "; ".join(
+                f"{t['streams']}: {t['p50_ms']:.0f} / {t['p99_ms']:.0f}, {t['late_batches']} of {t['batches']}"
+                for t in row["trials"]
+            )
             lines.append(f"| {variant} | {row['max_real_time_streams']} | {trials} |")
         lines += [
             "",
-            "0 streams: one stream alone falls behind (its batch takes longer than the 320 ms of video it makes, so its "
+            "0 streams: one stream alone falls behind (its batch takes longer than the 320 ms of video it makes, "
+            "so its "
             "queue, and the latency, grow for the whole trial). Avatars' generators run without a memory arena here "
-            "(`tools.avatars add --arena` makes them about 2x faster on a CPU, at the memory cost in docs/operations.md).",
+            "(`tools.avatars add --arena` makes them about 2x faster on a CPU, at the memory cost in "
+            "docs/operations.md).",
             "",
             "| request bytes per frame | crops + audio (reference contract) | audio only (avatars) |",
             "|---|---|---|",
             f"| without audio context | {b['crop_upload']:,.0f} | {b['audio_only']:,.0f} |",
-            f"| with audio context (streaming) | {b['crop_upload_with_context']:,.0f} | {b['audio_only_with_context']:,.0f} |",
+            f"| with audio context (streaming) | {b['crop_upload_with_context']:,.0f} | "
+            f"{b['audio_only_with_context']:,.0f} |",
         ]
     return "\n".join(lines)
 
 
-def write_report(report: Dict) -> None:
+def write_report(report: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     files = plots(report, RESULTS)

@@ -21,13 +21,14 @@ by 8, 0.21 M parameters) for fast tests.
 
     python -m tools.build_models --out build/models
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, Sequence
 
 import numpy as np
 import onnx
@@ -36,7 +37,7 @@ from onnx import helper
 from synctalk_client import contract
 from tools.onnx_graph import GraphBuilder
 
-VARIANTS: Dict[str, Dict] = {
+VARIANTS: dict[str, dict] = {
     # ch: the generator's five widths (SyncTalk_2D's ch); enc: the audio encoder's widths
     "full": dict(ch=(32, 64, 128, 256, 512), enc=(32, 64, 128, 256, 512), seed=2024),
     "tiny": dict(ch=(4, 8, 16, 32, 64), enc=(4, 8, 16, 32, 64), seed=7),
@@ -50,7 +51,9 @@ SYNCTALK2D_AUDIO_ENCODER_FILE = f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx
 # The generator's blocks, named like the modules of SyncTalk_2D's unet (``Model(6, mode="ave")``)
 # so that every initializer carries the name of the state-dict entry it stands for
 # (tools/import_checkpoint.py fills them from a trained checkpoint by name).
-def inverted_residual(g: GraphBuilder, x: str, cout: int, stride: int, residual: bool, name: str, expand: int = 2) -> str:
+def inverted_residual(
+    g: GraphBuilder, x: str, cout: int, stride: int, residual: bool, name: str, expand: int = 2
+) -> str:
     """``InvertedResidual``: ``<name>.conv.{0,3,6}`` (1x1 expand, 3x3 depthwise, 1x1 project,
     no biases) each followed by a batch-norm ``<name>.conv.{1,4,7}``; ReLU after the first two."""
     cin = g.shapes[x][0]
@@ -101,7 +104,9 @@ def build_generator(variant: str, stand_in: bool = True) -> onnx.ModelProto:
     x = g.concat([x6, a])
     x = double_conv_dw(g, x, ch[4], 1, name="fuse_conv.0")
     x = double_conv_dw(g, x, ch[3], 1, name="fuse_conv.1")
-    for i, (skip, width) in enumerate(zip((x5, x4, x3, x2, x1), (ch[3] // 2, ch[2] // 2, ch[1] // 2, ch[0], ch[0] // 2))):
+    for i, (skip, width) in enumerate(
+        zip((x5, x4, x3, x2, x1), (ch[3] // 2, ch[2] // 2, ch[1] // 2, ch[0], ch[0] // 2))
+    ):
         x = g.resize(x, 2.0, align_corners=True)
         x = double_conv_dw(g, g.concat([x, skip]), width, 1, name=f"up{i + 1}.conv")
     x = g.sigmoid(g.conv(x, 3, 1, gain=1.0, name="outc.conv"))
@@ -138,7 +143,9 @@ def build_audio_encoder(variant: str) -> onnx.ModelProto:
     g = GraphBuilder(seed=v["seed"] + 1)
     mel = g.input(contract.MEL_WINDOWS.name, contract.MEL_WINDOWS.dims)  # [1,80,16]
     x = _wav2lip_trunk(g, mel, v["enc"])
-    features = g.flatten_linear_reshape(x, math.prod(contract.AUDIO_FEATURE_SHAPE), contract.AUDIO_FEATURE_SHAPE, "to_features")
+    features = g.flatten_linear_reshape(
+        x, math.prod(contract.AUDIO_FEATURE_SHAPE), contract.AUDIO_FEATURE_SHAPE, "to_features"
+    )
     out = g.identity(features, contract.AUDIO_FEATURES.name)
     doc = f"wav2lip-style audio encoder stand-in ({variant}), deterministic random weights"
     return g.model([mel], [out], "audio_encoder", doc)
@@ -148,11 +155,19 @@ def build_audio_encoder(variant: str) -> onnx.ModelProto:
 # ``conv_block.0``) + BatchNorm2d (``conv_block.1``) + ReLU, the residual ones adding their input
 # before the ReLU. (index of the width in ``widths``, kernel, stride, padding, residual) per block.
 SYNCTALK2D_ENCODER_BLOCKS = (
-    (0, 3, 1, 1, False), (0, 3, 1, 1, True), (0, 3, 1, 1, True),
-    (1, 3, (3, 1), 1, False), (1, 3, 1, 1, True), (1, 3, 1, 1, True),
-    (2, 3, 3, 1, False), (2, 3, 1, 1, True), (2, 3, 1, 1, True),
-    (3, 3, (3, 2), 1, False), (3, 3, 1, 1, True),
-    (4, 3, 1, 0, False), (4, 1, 1, 0, False),
+    (0, 3, 1, 1, False),
+    (0, 3, 1, 1, True),
+    (0, 3, 1, 1, True),
+    (1, 3, (3, 1), 1, False),
+    (1, 3, 1, 1, True),
+    (1, 3, 1, 1, True),
+    (2, 3, 3, 1, False),
+    (2, 3, 1, 1, True),
+    (2, 3, 1, 1, True),
+    (3, 3, (3, 2), 1, False),
+    (3, 3, 1, 1, True),
+    (4, 3, 1, 0, False),
+    (4, 1, 1, 0, False),
 )
 SYNCTALK2D_ENCODER_PREFIX = "audio_encoder."
 
@@ -163,7 +178,15 @@ def synctalk2d_encoder_trunk(g: GraphBuilder, mel: str, widths) -> str:
     x = mel
     for n, (width, kernel, stride, padding, residual) in enumerate(SYNCTALK2D_ENCODER_BLOCKS):
         name = f"{SYNCTALK2D_ENCODER_PREFIX}{n}.conv_block"
-        h = g.conv(x, widths[width], kernel, stride=stride, padding=padding, gain=0.5 if residual else math.sqrt(2.0), name=f"{name}.0")
+        h = g.conv(
+            x,
+            widths[width],
+            kernel,
+            stride=stride,
+            padding=padding,
+            gain=0.5 if residual else math.sqrt(2.0),
+            name=f"{name}.0",
+        )
         h = g.batch_norm(h, f"{name}.1")
         x = g.relu(g.add(h, x) if residual else h)
     return x
@@ -194,8 +217,14 @@ def build_synctalk2d_audio_encoder(variant: str) -> onnx.ModelProto:
         return name
 
     first = node("Gather", [mel, const("first.index", 0)], "first_neighbours", axis=1)  # [B,1,80,16]
-    last_row = node("Slice", [mel, const("last.starts", [-1, 1]), const("last.ends", [2**62, n]), const("last.axes", [0, 1])], "last_row")
-    rest = node("Reshape", [last_row, const("rest.shape", [n - 1, *contract.MEL_WINDOWS.dims])], "last_neighbours")  # [15,1,80,16]
+    last_row = node(
+        "Slice",
+        [mel, const("last.starts", [-1, 1]), const("last.ends", [2**62, n]), const("last.axes", [0, 1])],
+        "last_row",
+    )
+    rest = node(
+        "Reshape", [last_row, const("rest.shape", [n - 1, *contract.MEL_WINDOWS.dims])], "last_neighbours"
+    )  # [15,1,80,16]
     windows = node("Concat", [first, rest], "distinct_windows", axis=0)  # [B+15,1,80,16]
     g.shapes[windows] = contract.MEL_WINDOWS.dims
     features = math.prod(contract.AUDIO_FEATURE_SHAPE) // n  # 512 per window
@@ -204,28 +233,36 @@ def build_synctalk2d_audio_encoder(variant: str) -> onnx.ModelProto:
     batch = node("Gather", [node("Shape", [mel], "mel_shape"), const("batch.index", 0)], "batch")
     rows = node("Range", [const("rows.start", 0), batch, const("rows.step", 1)], "rows")
     offsets = const("neighbour.offsets", np.arange(n)[None, :])
-    index = node("Add", [node("Unsqueeze", [rows, const("rows.axes", [1])], "rows_column"), offsets], "neighbour_index")  # [B,16]
+    index = node(
+        "Add", [node("Unsqueeze", [rows, const("rows.axes", [1])], "rows_column"), offsets], "neighbour_index"
+    )  # [B,16]
     stacked = node("Gather", [embeddings, index], "stacked", axis=0)  # [B,16,512]
     g.shapes[stacked] = (n, features)
     x = g.mul(stacked, g.reshape(mask, (n, 1), "mask"))
     out = g.identity(g.reshape(x, contract.AUDIO_FEATURE_SHAPE, "to_features"), contract.AUDIO_FEATURES.name)
     # macs_per_sample: one window's trunk, what a frame costs at large batches (B + 15 windows for B frames)
-    doc = f"SyncTalk_2D AudioEncoder ({variant}): 16 neighbouring windows -> [32,16,16], each distinct window encoded once"
+    doc = (
+        f"SyncTalk_2D AudioEncoder ({variant}): 16 neighbouring windows -> [32,16,16], "
+        "each distinct window encoded once"
+    )
     return g.model([mel, mask], [out], "audio_encoder_synctalk2d", doc)
 
 
-def model_stats(model: onnx.ModelProto) -> Dict[str, int]:
+def model_stats(model: onnx.ModelProto) -> dict[str, int]:
     props = {p.key: p.value for p in model.metadata_props}
     return {"parameters": int(props["parameters"]), "macs_per_sample": int(props["macs_per_sample"])}
 
 
-def build(out_dir: Path, variants: Sequence[str] = ("full", "tiny")) -> Dict[str, Dict]:
+def build(out_dir: Path, variants: Sequence[str] = ("full", "tiny")) -> dict[str, dict]:
     summary = {}
     for variant in variants:
         target = out_dir / variant
         target.mkdir(parents=True, exist_ok=True)
-        for file_name, builder in ((GENERATOR_FILE, build_generator), (AUDIO_ENCODER_FILE, build_audio_encoder),
-                                   (SYNCTALK2D_AUDIO_ENCODER_FILE, build_synctalk2d_audio_encoder)):
+        for file_name, builder in (
+            (GENERATOR_FILE, build_generator),
+            (AUDIO_ENCODER_FILE, build_audio_encoder),
+            (SYNCTALK2D_AUDIO_ENCODER_FILE, build_synctalk2d_audio_encoder),
+        ):
             model = builder(variant)
             onnx.save(model, target / file_name)
             summary[f"{variant}/{file_name}"] = model_stats(model)
@@ -239,7 +276,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     summary = build(args.out, args.variant or sorted(VARIANTS))
     for name, stats in summary.items():
-        print(f"{name}: {stats['parameters'] / 1e6:.2f} M parameters, {stats['macs_per_sample'] / 1e9:.3f} GMACs per frame")
+        print(
+            f"{name}: {stats['parameters'] / 1e6:.2f} M parameters, {stats['macs_per_sample'] / 1e9:.3f} GMACs "
+            "per frame"
+        )
     (args.out / "models.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -14,13 +14,13 @@
 
     python -m tools.demo --repository build/repository/cpu --frames 8
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
 from pathlib import Path
-
 
 import imageio_ffmpeg
 
@@ -38,8 +38,14 @@ def add_demo_avatar(repository: Path, out: Path) -> AvatarAssets:
     """Write the synthetic background video and boxes to ``out``, add the avatar to ``repository``."""
     frames, boxes = synthetic.avatar_background(int(CLIP_SECONDS * contract.FPS), 1280, 720, face=240)
     video = out / f"{AVATAR_ID}_background.mp4"
-    writer = imageio_ffmpeg.write_frames(str(video), (frames.shape[2], frames.shape[1]), fps=contract.FPS,
-                                         quality=9, macro_block_size=8, ffmpeg_log_level="error")
+    writer = imageio_ffmpeg.write_frames(
+        str(video),
+        (frames.shape[2], frames.shape[1]),
+        fps=contract.FPS,
+        quality=9,
+        macro_block_size=8,
+        ffmpeg_log_level="error",
+    )
     writer.send(None)
     for frame in frames:
         writer.send(frame)
@@ -74,8 +80,13 @@ def main(argv=None) -> int:
             print("models:", ", ".join(f"{m['name']} ({m['kind']}, {m['state']})" for m in client.list_models()))
             response = client.infer_batch_composite(request).raise_for_error()
         # audio only: the server cuts frame i's face from the avatar's frame i % n and its box
-        video = render_video(server.grpc_url, AVATAR_ID, synthetic.speech_like_audio(int(CLIP_SECONDS * contract.FPS), seed=2),
-                             args.out / "demo.mp4", progress=False)
+        video = render_video(
+            server.grpc_url,
+            AVATAR_ID,
+            synthetic.speech_like_audio(int(CLIP_SECONDS * contract.FPS), seed=2),
+            args.out / "demo.mp4",
+            progress=False,
+        )
     for old in args.out.glob("frame_*.jpg"):
         old.unlink()
     for i, jpeg in enumerate(response.composited_frames):
@@ -84,8 +95,11 @@ def main(argv=None) -> int:
     timings = {"frames": len(response.composited_frames), "server_ready_s": round(ready_s, 2), **response.timings()}
     (args.out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print(f"wrote {len(response.composited_frames)} JPEG frames (1920x1080) and speech.wav to {args.out}")
-    print(f"rendered {video['frames']} frames ({video['seconds']:.1f} s) of avatar {AVATAR_ID} ({assets.width}x{assets.height}, "
-          f"face pasted into its background) with their audio to {args.out / 'demo.mp4'}")
+    print(
+        f"rendered {video['frames']} frames ({video['seconds']:.1f} s) of avatar {AVATAR_ID} "
+        f"({assets.width}x{assets.height}, "
+        f"face pasted into its background) with their audio to {args.out / 'demo.mp4'}"
+    )
     print("per-stage timings of the 8-frame request (ms):")
     for key, value in response.timings().items():
         print(f"  {key:<20} {value:9.1f}" if value is not None else f"  {key:<20}       n/a")

@@ -17,12 +17,13 @@ face input are GPU tensors as well). The pinned pool stages what crosses the PCI
 client's VISUAL going to the generator (one per generator instance, one more queued) and the JPEG
 bytes coming back (small).
 """
+
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -36,7 +37,13 @@ POOL_GRANULE = 64 * MiB  # pools are rounded up to this
 MAX_FRAME_HW = (contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
 # GPU tensors of one request, on the avatar path (the superset of the reference path): the
 # generator's face input, its audio features and output, the background and the pasted frame.
-GPU_TENSORS = (contract.FACE_INPUT, contract.AUDIO_FEATURES, contract.GENERATED_FACE, contract.BACKGROUND, contract.PASTED_FRAMES)
+GPU_TENSORS = (
+    contract.FACE_INPUT,
+    contract.AUDIO_FEATURES,
+    contract.GENERATED_FACE,
+    contract.BACKGROUND,
+    contract.PASTED_FRAMES,
+)
 # The steps that execute on those tensors; a request holds its GPU tensors while one of them runs.
 GPU_STEPS = (contract.GENERATOR_MODEL, contract.FRAME_PASTE_MODEL, contract.JPEG_ENCODER_MODEL)
 # Python-backend shared memory (per stub): CPU tensors between Triton and the Python steps.
@@ -44,7 +51,9 @@ PYTHON_SHM_DEFAULT_BYTES = 256 * MiB
 PYTHON_SHM_GROWTH_BYTES = 64 * MiB
 
 
-def tensor_bytes(tensor: contract.Tensor, batch: int = contract.MAX_BATCH_SIZE, frame_hw: Tuple[int, int] = MAX_FRAME_HW) -> int:
+def tensor_bytes(
+    tensor: contract.Tensor, batch: int = contract.MAX_BATCH_SIZE, frame_hw: tuple[int, int] = MAX_FRAME_HW
+) -> int:
     """Bytes of ``tensor`` at ``batch``; a variable frame (-1, -1, 3) counts as ``frame_hw``."""
     dims = list(tensor.dims)
     if dims[:2] == [-1, -1]:
@@ -54,7 +63,7 @@ def tensor_bytes(tensor: contract.Tensor, batch: int = contract.MAX_BATCH_SIZE, 
     return batch * math.prod(dims) * np.dtype(tensor.numpy_dtype).itemsize
 
 
-def instance_counts(repository: Path = paths.MODEL_REPOSITORY, models: Sequence[str] = GPU_STEPS) -> Dict[str, int]:
+def instance_counts(repository: Path = paths.MODEL_REPOSITORY, models: Sequence[str] = GPU_STEPS) -> dict[str, int]:
     """Instances per GPU of each model, from its config in ``repository``."""
     from tools.render_repository import read_config
 
@@ -88,7 +97,7 @@ def plan(repository: Path = paths.MODEL_REPOSITORY) -> dict:
     }
 
 
-def server_command(repository: Path = paths.MODEL_REPOSITORY, gpus: int = 1) -> List[str]:
+def server_command(repository: Path = paths.MODEL_REPOSITORY, gpus: int = 1) -> list[str]:
     """The production ``tritonserver`` command: a fixed repository (no remote load/unload), the
     pools of :func:`plan` on each of ``gpus`` GPUs, Python-backend shared memory sized for
     32-frame batches so it does not grow request by request."""
@@ -114,9 +123,17 @@ def describe(sized: dict) -> str:
     lines.append(f"  {'total':<16} {mb(per_request):>12}")
     counts = " + ".join(f"{n} {name}" for name, n in sized["instances"].items())
     lines.append(f"requests executing at once: {counts} = {sized['requests_in_flight']}")
-    lines.append(f"CUDA memory pool per GPU: {sized['requests_in_flight']} x {mb(per_request)} -> {mb(sized['cuda_pool_bytes'])}")
-    lines.append(f"pinned memory pool: {sized['pinned_staged_visuals']} x VISUAL ({mb(tensor_bytes(contract.VISUAL))}) -> {mb(sized['pinned_pool_bytes'])}")
-    lines.append(f"Python-backend shared memory per stub: {mb(sized['python_shm_default_bytes'])}, grows by {mb(sized['python_shm_growth_bytes'])}")
+    lines.append(
+        f"CUDA memory pool per GPU: {sized['requests_in_flight']} x {mb(per_request)} -> {mb(sized['cuda_pool_bytes'])}"
+    )
+    lines.append(
+        f"pinned memory pool: {sized['pinned_staged_visuals']} x VISUAL ({mb(tensor_bytes(contract.VISUAL))}) -> "
+        f"{mb(sized['pinned_pool_bytes'])}"
+    )
+    lines.append(
+        f"Python-backend shared memory per stub: {mb(sized['python_shm_default_bytes'])}, grows by "
+        f"{mb(sized['python_shm_growth_bytes'])}"
+    )
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ libraries for the TensorRT EP), ``nvidia-dali-cuda120``, ``nvidia-nvimgcodec-cu1
 the same code on the CPU (CPU EP, DALI CPU operators, nvImageCodec's CPU backend; no PCIe
 counters), which is what the tests do.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -47,12 +47,14 @@ def device_name(device: str) -> str:
     if device == "cpu":
         return f"CPU: {platform.processor() or platform.machine()}"
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "GPU (nvidia-smi unavailable)"
 
 
-def onnx_sessions(model: Path, device: str, cache: Path) -> Dict[str, object]:
+def onnx_sessions(model: Path, device: str, cache: Path) -> dict[str, object]:
     import onnxruntime as ort
 
     if device == "cpu":
@@ -60,7 +62,12 @@ def onnx_sessions(model: Path, device: str, cache: Path) -> Dict[str, object]:
     cache.mkdir(parents=True, exist_ok=True)
     trt = (
         "TensorrtExecutionProvider",
-        {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_max_workspace_size": 4 << 30},
+        {
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_max_workspace_size": 4 << 30,
+        },
     )
     sessions = {}
     available = ort.get_available_providers()
@@ -73,11 +80,13 @@ def onnx_sessions(model: Path, device: str, cache: Path) -> Dict[str, object]:
     return sessions
 
 
-def bench_onnx(models_dir: Path, device: str, batch_sizes: List[int], iterations: int) -> Dict[str, Dict]:
+def bench_onnx(models_dir: Path, device: str, batch_sizes: list[int], iterations: int) -> dict[str, dict]:
     rng = np.random.default_rng(0)
-    results: Dict[str, Dict] = {}
+    results: dict[str, dict] = {}
     feeds = {
-        contract.AUDIO_ENCODER_MODEL: lambda b: {contract.MEL_WINDOWS.name: rng.normal(-5, 2, (b, 1, 80, 16)).astype(np.float32)},
+        contract.AUDIO_ENCODER_MODEL: lambda b: {
+            contract.MEL_WINDOWS.name: rng.normal(-5, 2, (b, 1, 80, 16)).astype(np.float32)
+        },
         contract.GENERATOR_MODEL: lambda b: {
             "input": rng.random((b, 6, 320, 320), dtype=np.float32),
             "audio": rng.normal(0, 1, (b, 32, 16, 16)).astype(np.float32),
@@ -88,22 +97,24 @@ def bench_onnx(models_dir: Path, device: str, batch_sizes: List[int], iterations
         for provider, session in sessions.items():
             for b in batch_sizes:
                 feed = make_feed(b)
-                results.setdefault(f"{name}/{provider}", {})[str(b)] = _row(b, median_ms(lambda: session.run(None, feed), iterations))
+                results.setdefault(f"{name}/{provider}", {})[str(b)] = _row(
+                    b, median_ms(lambda session=session, feed=feed: session.run(None, feed), iterations)
+                )
     return results
 
 
-def bench_compositor(device: str, batch_sizes: List[int], iterations: int) -> Dict[str, Dict]:
+def bench_compositor(device: str, batch_sizes: list[int], iterations: int) -> dict[str, dict]:
     from synctalk_preprocessing.dali_pipeline import frame_paste_pipeline, frame_resize_pipeline
     from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
 
     encoder = NvImageCodecEncoder(cpu_only=device == "cpu")
-    results: Dict[str, Dict] = {"frame_resize/dali": {}, "frame_paste/dali": {}, "jpeg_encoder/nvimgcodec": {}}
+    results: dict[str, dict] = {"frame_resize/dali": {}, "frame_paste/dali": {}, "jpeg_encoder/nvimgcodec": {}}
     for b in batch_sizes:
         pipeline = built_pipeline(frame_resize_pipeline, device, b)
         faces = list(np.random.default_rng(b).random((b, 3, 320, 320), dtype=np.float32))
         state = {}
 
-        def resize():
+        def resize(pipeline=pipeline, faces=faces, state=state):
             pipeline.feed_input(contract.GENERATED_FACE.name, faces)
             (out,) = pipeline.run()
             state["out"] = out
@@ -111,12 +122,14 @@ def bench_compositor(device: str, batch_sizes: List[int], iterations: int) -> Di
         results["frame_resize/dali"][str(b)] = _row(b, median_ms(resize, iterations))
         out = state["out"]
         frames = [np.asarray(out[i]) for i in range(b)] if device == "cpu" else [out[i] for i in range(b)]
-        results["jpeg_encoder/nvimgcodec"][str(b)] = _row(b, median_ms(lambda: encoder.encode(frames), iterations))
+        results["jpeg_encoder/nvimgcodec"][str(b)] = _row(
+            b, median_ms(lambda frames=frames: encoder.encode(frames), iterations)
+        )
         results["frame_paste/dali"][str(b)] = _row(b, bench_paste(device, b, faces, iterations, frame_paste_pipeline))
     return results
 
 
-def _row(batch: int, ms: float) -> Dict[str, float]:
+def _row(batch: int, ms: float) -> dict[str, float]:
     return {"ms_per_batch": ms, "frames_per_s": batch * 1000 / ms}
 
 
@@ -124,8 +137,14 @@ def built_pipeline(graph, device: str, batch: int):
     """``graph`` (a function of ``device``) as a built DALI pipeline, synchronous, for timing."""
     import nvidia.dali as dali
 
-    @dali.pipeline_def(batch_size=batch, num_threads=4, device_id=None if device == "cpu" else 0,
-                       prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+    @dali.pipeline_def(
+        batch_size=batch,
+        num_threads=4,
+        device_id=None if device == "cpu" else 0,
+        prefetch_queue_depth=1,
+        exec_async=False,
+        exec_pipelined=False,
+    )
     def pipe():
         return graph(device=device)
 
@@ -147,7 +166,12 @@ def bench_paste(device: str, b: int, faces: list, iterations: int, graph) -> flo
     sizes = list(np.array([[height, width]] * b, np.int32))
 
     def paste():
-        for spec, data in ((contract.GENERATED_FACE, faces), (contract.BACKGROUND, backgrounds), (contract.CROP_BOX, boxes), (contract.FRAME_SIZE, sizes)):
+        for spec, data in (
+            (contract.GENERATED_FACE, faces),
+            (contract.BACKGROUND, backgrounds),
+            (contract.CROP_BOX, boxes),
+            (contract.FRAME_SIZE, sizes),
+        ):
             pipeline.feed_input(spec.name, data)
         pipeline.run()
 
@@ -180,7 +204,7 @@ class PcieCounter:
             self.tx += tx * 1024 * (now - last)
             last = now
 
-    def __enter__(self) -> "PcieCounter":
+    def __enter__(self) -> PcieCounter:
         self._thread.start()
         return self
 
@@ -189,7 +213,7 @@ class PcieCounter:
         self._thread.join()
 
 
-def least_transfer_per_frame(audio_only: bool, jpeg_bytes: float) -> Dict[str, float]:
+def least_transfer_per_frame(audio_only: bool, jpeg_bytes: float) -> dict[str, float]:
     """The bytes per frame the ensemble cannot avoid moving: in, the request's tensors that a GPU
     step reads (VISUAL; the mel windows the CPU audio front end hands the GPU encoder); out, the
     JPEG. Everything else can stay on the GPU. (An avatar with SyncTalk_2D's audio front end hands
@@ -200,7 +224,7 @@ def least_transfer_per_frame(audio_only: bool, jpeg_bytes: float) -> Dict[str, f
     return {"host_to_device": float(into), "device_to_host": float(jpeg_bytes)}
 
 
-def bench_ensemble(url: str, model: str, requests: int, gpu: Optional[int], batch: int = contract.MAX_BATCH_SIZE) -> Dict:
+def bench_ensemble(url: str, model: str, requests: int, gpu: int | None, batch: int = contract.MAX_BATCH_SIZE) -> dict:
     """``requests`` requests of ``batch`` frames to ``model`` on the server at ``url``, one after
     another: frames/s, and with ``gpu`` (the server's GPU, on this machine) the PCIe bytes per
     frame against the least the ensemble must move."""
@@ -215,7 +239,7 @@ def bench_ensemble(url: str, model: str, requests: int, gpu: Optional[int], batc
             crops = synthetic.face_crops(batch, seed=1)
             request = CompositeBatchRequest.from_arrays(model, crops, synthetic.masked(crops), speech)
         jpegs = client.infer_batch_composite(request).raise_for_error().composited_frames  # warm, and the JPEG size
-        counter: Optional[PcieCounter] = None
+        counter: PcieCounter | None = None
         reason = None
         if gpu is None:
             reason = "no --gpu: the server's GPU is not on this machine"
@@ -231,10 +255,15 @@ def bench_ensemble(url: str, model: str, requests: int, gpu: Optional[int], batc
         seconds = time.perf_counter() - start
     frames, jpeg_bytes = requests * batch, sum(map(len, jpegs)) / len(jpegs)
     report = {
-        "model": model, "audio_only": audio_only, "batch": batch, "requests": requests,
-        "frames_per_s": frames / seconds, "jpeg_bytes_per_frame": jpeg_bytes,
+        "model": model,
+        "audio_only": audio_only,
+        "batch": batch,
+        "requests": requests,
+        "frames_per_s": frames / seconds,
+        "jpeg_bytes_per_frame": jpeg_bytes,
         "least_bytes_per_frame": least_transfer_per_frame(audio_only, jpeg_bytes),
-        "pcie_bytes_per_frame": None, "pcie_unavailable": reason,
+        "pcie_bytes_per_frame": None,
+        "pcie_unavailable": reason,
     }
     if counter is not None:
         report["pcie_bytes_per_frame"] = {"host_to_device": counter.rx / frames, "device_to_host": counter.tx / frames}
@@ -249,15 +278,25 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", default="full")
     parser.add_argument("--out", type=Path, default=paths.ROOT / "benchmarks" / "results" / "gpu_stages.json")
     parser.add_argument("--url", help="also measure the served ensemble at this gRPC address")
-    parser.add_argument("--model", default=contract.DEFAULT_MODEL_ID, help="model id for --url (an avatar id sends audio only)")
+    parser.add_argument(
+        "--model", default=contract.DEFAULT_MODEL_ID, help="model id for --url (an avatar id sends audio only)"
+    )
     parser.add_argument("--requests", type=int, default=50, help="32-frame requests for --url")
-    parser.add_argument("--gpu", type=int, default=None, help="the server's GPU on this machine, for the PCIe counters (default: 0 with --device gpu)")
+    parser.add_argument(
+        "--gpu",
+        type=int,
+        default=None,
+        help="the server's GPU on this machine, for the PCIe counters (default: 0 with --device gpu)",
+    )
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     models_dir = paths.MODELS / args.variant
     if not (models_dir / build_models.GENERATOR_FILE).is_file():
         build_models.build(paths.MODELS, [args.variant])
-    stages = {**bench_onnx(models_dir, args.device, batch_sizes, args.iterations), **bench_compositor(args.device, batch_sizes, args.iterations)}
+    stages = {
+        **bench_onnx(models_dir, args.device, batch_sizes, args.iterations),
+        **bench_compositor(args.device, batch_sizes, args.iterations),
+    }
     report = {
         "device": device_name(args.device),
         "date": time.strftime("%Y-%m-%d"),
@@ -276,8 +315,14 @@ def main(argv=None) -> int:
     if args.url:
         served = report["ensemble"]
         least, pcie = served["least_bytes_per_frame"], served["pcie_bytes_per_frame"]
-        moved = (f"PCIe per frame: {pcie['host_to_device']:,.0f} B in, {pcie['device_to_host']:,.0f} B out"
-                 f" (least: {least['host_to_device']:,.0f} in, {least['device_to_host']:,.0f} out)") if pcie else f"PCIe: {served['pcie_unavailable']}"
+        moved = (
+            (
+                f"PCIe per frame: {pcie['host_to_device']:,.0f} B in, {pcie['device_to_host']:,.0f} B out"
+                f" (least: {least['host_to_device']:,.0f} in, {least['device_to_host']:,.0f} out)"
+            )
+            if pcie
+            else f"PCIe: {served['pcie_unavailable']}"
+        )
         print(f"ensemble {served['model']}: {served['frames_per_s']:.1f} frames/s at batch {served['batch']}; {moved}")
     print(f"device: {report['device']}; written to {args.out}")
     return 0

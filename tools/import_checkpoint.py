@@ -11,7 +11,8 @@ over (``num_batches_tracked`` counters aside). The stand-in's crop blend is not 
 graph: the output is the network's own sigmoid.
 
     python -m tools.import_checkpoint --checkpoint checkpoint/anna/200.pth --out build/models/anna/synctalk.onnx
-    python -m tools.import_checkpoint --audio-encoder model/checkpoints/audio_visual_encoder.pth --out build/models/anna/audio_encoder.onnx
+    python -m tools.import_checkpoint --audio-encoder model/checkpoints/audio_visual_encoder.pth \\
+        --out build/models/anna/audio_encoder.onnx
     python -m tools.avatars add --id anna --generator build/models/anna/synctalk.onnx \
         --audio-encoder build/models/anna/audio_encoder.onnx --audio-preset synctalk2d ...
 
@@ -23,11 +24,11 @@ encoder's features end in a ReLU: every channel mean is >= 0. Clearly negative o
 features (HuBERT's hidden states): the import refuses, naming them (``--skip-audio-check`` for a
 checkpoint you know is "ave").
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, Union
 
 import numpy as np
 import onnx
@@ -44,7 +45,7 @@ class CheckpointMismatch(ValueError):
     """The checkpoint is not a SyncTalk_2D "ave" generator of the graph's shapes."""
 
 
-def load_state_dict(path: Union[str, Path]) -> Dict[str, np.ndarray]:
+def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """A ``.pth`` file -> {name: float32 array}: unwraps ``{"state_dict": ...}``-style wrappers
     and DataParallel's ``module.`` prefix; loads tensors only (``weights_only``)."""
     import torch
@@ -65,11 +66,11 @@ def load_state_dict(path: Union[str, Path]) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def _parameters(model: onnx.ModelProto) -> Dict[str, onnx.TensorProto]:
+def _parameters(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in model.graph.initializer if t.name.endswith(PARAMETER_SUFFIXES)}
 
 
-def _fill(model: onnx.ModelProto, state: Dict[str, np.ndarray], what: str, source: str, hint=None) -> onnx.ModelProto:
+def _fill(model: onnx.ModelProto, state: dict[str, np.ndarray], what: str, source: str, hint=None) -> onnx.ModelProto:
     """``model`` with ``state``'s weights by name, or CheckpointMismatch naming the missing,
     unexpected and differently shaped entries (``hint(missing, unexpected)``: an extra line)."""
     params = _parameters(model)
@@ -100,7 +101,7 @@ AUDIO_INPUT_CONV = "audio_model.conv1.conv.0.weight"
 AUDIO_INPUT_BN_MEAN = "audio_model.conv1.conv.1.running_mean"
 
 
-def audio_feature_means(state: Dict[str, np.ndarray]) -> np.ndarray:
+def audio_feature_means(state: dict[str, np.ndarray]) -> np.ndarray:
     """The per-channel mean of the audio features the generator was trained on, solved from its
     first audio batch-norm's running mean (= conv1x1 weight @ feature means) by least squares."""
     weight = state[AUDIO_INPUT_CONV].reshape(state[AUDIO_INPUT_CONV].shape[0], -1)  # [64, 32]
@@ -108,7 +109,7 @@ def audio_feature_means(state: Dict[str, np.ndarray]) -> np.ndarray:
     return means
 
 
-def check_ave_features(state: Dict[str, np.ndarray], source: str) -> None:
+def check_ave_features(state: dict[str, np.ndarray], source: str) -> None:
     """CheckpointMismatch if the generator was trained on signed audio features (not the "ave"
     encoder's, which are ReLU outputs): 4 or more of the 32 channel means clearly below 0."""
     means = audio_feature_means(state)
@@ -125,8 +126,9 @@ def check_ave_features(state: Dict[str, np.ndarray], source: str) -> None:
         )
 
 
-def import_generator(state: Dict[str, np.ndarray], variant: str = "full", source: str = "checkpoint",
-                     check_audio: bool = True) -> onnx.ModelProto:
+def import_generator(
+    state: dict[str, np.ndarray], variant: str = "full", source: str = "checkpoint", check_audio: bool = True
+) -> onnx.ModelProto:
     """The generator graph with ``state``'s weights, or CheckpointMismatch naming what differs
     (and, with ``check_audio``, refusing a generator trained on other than "ave" features)."""
 
@@ -135,25 +137,43 @@ def import_generator(state: Dict[str, np.ndarray], variant: str = "full", source
             return "the audio_model entries differ: a 'hubert' or 'wenet' checkpoint? only 'ave' is served"
         return None
 
-    model = _fill(build_generator(variant, stand_in=False), state, f"the SyncTalk_2D generator ({variant}, audio branch 'ave')", source, hint)
+    model = _fill(
+        build_generator(variant, stand_in=False),
+        state,
+        f"the SyncTalk_2D generator ({variant}, audio branch 'ave')",
+        source,
+        hint,
+    )
     if check_audio:
         check_ave_features(state, source)
     model.doc_string = f"SyncTalk_2D generator ({variant}) with the weights of {source}"
     return model
 
 
-def import_audio_encoder(state: Dict[str, np.ndarray], variant: str = "full", source: str = "checkpoint") -> onnx.ModelProto:
+def import_audio_encoder(
+    state: dict[str, np.ndarray], variant: str = "full", source: str = "checkpoint"
+) -> onnx.ModelProto:
     """The ``audio_encoder_synctalk2d`` graph with the weights of SyncTalk_2D's AudioEncoder.
     ``state``'s names may carry the module's ``audio_encoder.`` prefix or not (the shipped
     ``audio_visual_encoder.pth`` has none)."""
-    state = {name if name.startswith(SYNCTALK2D_ENCODER_PREFIX) else SYNCTALK2D_ENCODER_PREFIX + name: value for name, value in state.items()}
+    state = {
+        name if name.startswith(SYNCTALK2D_ENCODER_PREFIX) else SYNCTALK2D_ENCODER_PREFIX + name: value
+        for name, value in state.items()
+    }
 
     def hint(missing, unexpected):
-        if any(n.startswith(SYNCTALK2D_ENCODER_PREFIX + "audio_encoder") or ".conv_block." not in n for n in unexpected):
-            return "not the AudioEncoder's state dict (audio_encoder.N.conv_block.{0,1}.*, N = 0..12): a generator or SyncNet checkpoint?"
+        if any(
+            n.startswith(SYNCTALK2D_ENCODER_PREFIX + "audio_encoder") or ".conv_block." not in n for n in unexpected
+        ):
+            return (
+                "not the AudioEncoder's state dict (audio_encoder.N.conv_block.{0,1}.*, N = 0..12): "
+                "a generator or SyncNet checkpoint?"
+            )
         return None
 
-    model = _fill(build_synctalk2d_audio_encoder(variant), state, f"SyncTalk_2D's AudioEncoder ({variant})", source, hint)
+    model = _fill(
+        build_synctalk2d_audio_encoder(variant), state, f"SyncTalk_2D's AudioEncoder ({variant})", source, hint
+    )
     model.doc_string = f"SyncTalk_2D AudioEncoder ({variant}) with the weights of {source}"
     return model
 
@@ -161,12 +181,19 @@ def import_audio_encoder(state: Dict[str, np.ndarray], variant: str = "full", so
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", type=Path, help="SyncTalk_2D generator state dict (checkpoint/<name>/<epoch>.pth)")
-    which.add_argument("--audio-encoder", type=Path, help="SyncTalk_2D AudioEncoder state dict (audio_visual_encoder.pth)")
+    which.add_argument(
+        "--checkpoint", type=Path, help="SyncTalk_2D generator state dict (checkpoint/<name>/<epoch>.pth)"
+    )
+    which.add_argument(
+        "--audio-encoder", type=Path, help="SyncTalk_2D AudioEncoder state dict (audio_visual_encoder.pth)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
     parser.add_argument("--variant", default="full", help="graph widths: full (SyncTalk_2D) or tiny")
-    parser.add_argument("--skip-audio-check", action="store_true",
-                        help="import a generator whose batch-norm statistics suggest signed (non-'ave') audio features")
+    parser.add_argument(
+        "--skip-audio-check",
+        action="store_true",
+        help="import a generator whose batch-norm statistics suggest signed (non-'ave') audio features",
+    )
     args = parser.parse_args(argv)
     path = args.checkpoint or args.audio_encoder
     try:
@@ -182,9 +209,11 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, args.out)
     stats = model_stats(model)
-    print(f"wrote {args.out}: {len(_parameters(model))} tensors from {path.name}, "
-          f"{stats['parameters'] / 1e6:.2f} M parameters, {stats['macs_per_sample'] / 1e9:.2f} GMACs per "
-          f"{'frame' if args.checkpoint else 'window'}")
+    print(
+        f"wrote {args.out}: {len(_parameters(model))} tensors from {path.name}, "
+        f"{stats['parameters'] / 1e6:.2f} M parameters, {stats['macs_per_sample'] / 1e9:.2f} GMACs per "
+        f"{'frame' if args.checkpoint else 'window'}"
+    )
     return 0
 
 

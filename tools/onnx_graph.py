@@ -4,10 +4,11 @@ Used by ``tools/build_models.py`` to write architecture-faithful stand-ins witho
 Weights are drawn from a seeded generator with fan-in scaling, so activations stay in range
 through deep stacks and the stand-ins give non-degenerate outputs.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -19,12 +20,12 @@ OPSET = 17
 class GraphBuilder:
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
-        self.nodes: List[onnx.NodeProto] = []
-        self.initializers: List[onnx.TensorProto] = []
-        self.shapes: Dict[str, Tuple[int, ...]] = {}  # per-sample shapes (no batch dim)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}  # per-sample shapes (no batch dim)
         self.parameters = 0
         self.macs = 0  # multiply-accumulates per sample
-        self._names: Dict[str, int] = {}
+        self._names: dict[str, int] = {}
 
     # -- naming -------------------------------------------------------------------------
     def _unique(self, name: str) -> str:
@@ -61,7 +62,9 @@ class GraphBuilder:
         cin, h, w = self.shapes[x]
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         sh, sw = (stride, stride) if isinstance(stride, int) else stride
-        ph, pw = (kh // 2, kw // 2) if padding is None else ((padding, padding) if isinstance(padding, int) else padding)
+        ph, pw = (
+            (kh // 2, kw // 2) if padding is None else ((padding, padding) if isinstance(padding, int) else padding)
+        )
         fan_in = (cin // groups) * kh * kw
         weight = self.rng.normal(0.0, gain / math.sqrt(fan_in), (cout, cin // groups, kh, kw)).astype(np.float32)
         inputs = [x, self.const(f"{name}.weight", weight)]
@@ -123,9 +126,7 @@ class GraphBuilder:
         y = self._unique(f"{x}.up")
         mode = "align_corners" if align_corners else "half_pixel"
         self.nodes.append(
-            helper.make_node(
-                "Resize", [x, "", scales], [y], mode="linear", coordinate_transformation_mode=mode
-            )
+            helper.make_node("Resize", [x, "", scales], [y], mode="linear", coordinate_transformation_mode=mode)
         )
         self.shapes[y] = (c, int(h * scale), int(w * scale))
         return y
@@ -149,7 +150,10 @@ class GraphBuilder:
 
     def channels(self, x: str, start: int, end: int) -> str:
         """x[:, start:end] (a Slice on the channel axis)."""
-        names = [self.const(f"{x}.slice.{k}", np.array([v], np.int64), count=False) for k, v in (("starts", start), ("ends", end), ("axes", 1))]
+        names = [
+            self.const(f"{x}.slice.{k}", np.array([v], np.int64), count=False)
+            for k, v in (("starts", start), ("ends", end), ("axes", 1))
+        ]
         y = self._unique(f"{x}.slice")
         self.nodes.append(helper.make_node("Slice", [x, *names], [y]))
         self.shapes[y] = (end - start,) + self.shapes[x][1:]
@@ -199,7 +203,9 @@ class GraphBuilder:
             [value_info(n) for n in outputs],
             initializer=self.initializers,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="synctalk-triton tools")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="synctalk-triton tools"
+        )
         model.ir_version = 8
         model.doc_string = doc
         helper.set_model_props(model, {"parameters": str(self.parameters), "macs_per_sample": str(self.macs)})

@@ -17,6 +17,7 @@ context that streaming sends.
     python -m tools.paced_streams --variant full --seconds 10
     python -m tools.paced_streams --url gpu-host:8001 --avatar anna   # any running server (a GPU host)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
-
-import numpy as np
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from tools import avatars, paths
@@ -41,11 +39,14 @@ PERIOD_S = BATCH / contract.FPS  # 0.32 s of video per batch
 MAX_IN_FLIGHT = 3
 
 
-def request_bytes_per_frame(batch: int = BATCH) -> Dict[str, float]:
+def request_bytes_per_frame(batch: int = BATCH) -> dict[str, float]:
     """Bytes a request carries per frame (tensor payloads; the gRPC framing adds < 1 KB a request)."""
     crops = synthetic.face_crops(batch)
     audio = synthetic.speech_like_audio(batch + 40)
-    context = {"audio_context_before": audio[: 20 * contract.SAMPLES_PER_FRAME], "audio_context_after": audio[-20 * contract.SAMPLES_PER_FRAME :]}
+    context = {
+        "audio_context_before": audio[: 20 * contract.SAMPLES_PER_FRAME],
+        "audio_context_after": audio[-20 * contract.SAMPLES_PER_FRAME :],
+    }
     middle = audio[20 * contract.SAMPLES_PER_FRAME : (20 + batch) * contract.SAMPLES_PER_FRAME]
     everything = set(t.name for t in contract.AVATAR_ENSEMBLE_INPUTS)
     optional = set(t.name for t in contract.AVATAR_OPTIONAL_INPUTS)
@@ -55,18 +56,20 @@ def request_bytes_per_frame(batch: int = BATCH) -> Dict[str, float]:
 
     return {
         "crop_upload": size(CompositeBatchRequest.from_arrays(AVATAR, crops, synthetic.masked(crops), middle)),
-        "crop_upload_with_context": size(CompositeBatchRequest.from_arrays(AVATAR, crops, synthetic.masked(crops), middle, **context)),
+        "crop_upload_with_context": size(
+            CompositeBatchRequest.from_arrays(AVATAR, crops, synthetic.masked(crops), middle, **context)
+        ),
         "audio_only": size(CompositeBatchRequest.audio_only(AVATAR, middle)),
         "audio_only_with_context": size(CompositeBatchRequest.audio_only(AVATAR, middle, **context)),
     }
 
 
-def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) -> Dict[str, object]:
+def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) -> dict[str, object]:
     """N paced streams for ``seconds``: per-batch latencies and late batches."""
     n_batches = max(1, int(seconds / PERIOD_S))
     clip = synthetic.speech_like_audio(n_batches * BATCH + 50, seed=3)
     context = contract.AUDIO_CONTEXT_SAMPLES
-    latencies: List[float] = []
+    latencies: list[float] = []
     late, failed = [0], [0]
     lock = threading.Lock()
     start_at = time.monotonic() + 0.5
@@ -80,9 +83,13 @@ def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) 
                 local.client = CompositeClient(url, stage_timings=False, timeout_s=60)
                 opened.append(local.client)
             first, last = k * BATCH * contract.SAMPLES_PER_FRAME, (k + 1) * BATCH * contract.SAMPLES_PER_FRAME
-            request = CompositeBatchRequest.audio_only(avatar, clip[first:last], start_frame_idx=s * 1000 + k * BATCH,
-                                                       audio_context_before=clip[max(0, first - context) : first],
-                                                       audio_context_after=clip[last : last + context])
+            request = CompositeBatchRequest.audio_only(
+                avatar,
+                clip[first:last],
+                start_frame_idx=s * 1000 + k * BATCH,
+                audio_context_before=clip[max(0, first - context) : first],
+                audio_context_after=clip[last : last + context],
+            )
             sent = time.monotonic()
             response = local.client.infer_batch_composite(request)
             done = time.monotonic()
@@ -120,15 +127,18 @@ def run_streams(url: str, n_streams: int, seconds: float, avatar: str = AVATAR) 
     }
 
 
-def capacity(url: str, seconds: float, max_streams: int = 64, avatar: str = AVATAR) -> Dict[str, object]:
+def capacity(url: str, seconds: float, max_streams: int = 64, avatar: str = AVATAR) -> dict[str, object]:
     """The largest N whose every stream keeps real time (0: not even one), and every trial."""
-    trials: Dict[int, Dict] = {}
+    trials: dict[int, dict] = {}
 
     def trial(n: int) -> bool:
         if n not in trials:
             trials[n] = run_streams(url, n, seconds, avatar)
-            print(f"  {n} streams: p50 {trials[n]['p50_ms']:.0f} ms, p99 {trials[n]['p99_ms']:.0f} ms, "
-                  f"{trials[n]['late_batches']} late of {trials[n]['batches']}", flush=True)
+            print(
+                f"  {n} streams: p50 {trials[n]['p50_ms']:.0f} ms, p99 {trials[n]['p99_ms']:.0f} ms, "
+                f"{trials[n]['late_batches']} late of {trials[n]['batches']}",
+                flush=True,
+            )
         return bool(trials[n]["real_time"])
 
     good, bad = 0, None
@@ -145,7 +155,7 @@ def capacity(url: str, seconds: float, max_streams: int = 64, avatar: str = AVAT
     return {"max_real_time_streams": good, "trials": [trials[k] for k in sorted(trials)]}
 
 
-def measure(variant: str, seconds: float, port_base: int = 18300) -> Dict[str, object]:
+def measure(variant: str, seconds: float, port_base: int = 18300) -> dict[str, object]:
     """A fresh server on the ``variant`` models, one avatar (SyncTalk_2D's front end, 25 frames
     of 640x360), its capacity."""
     import cv2
@@ -158,14 +168,25 @@ def measure(variant: str, seconds: float, port_base: int = 18300) -> Dict[str, o
     for i, frame in enumerate(frames):
         cv2.imwrite(str(source / f"{i}.png"), frame[..., ::-1])
     (source.parent / "paced-avatar-boxes.json").write_text(json.dumps(boxes.tolist()))
-    avatars.add(repository, AVATAR, source, source.parent / "paced-avatar-boxes.json", generator=models_dir / "synctalk.onnx",
-                audio_preset="synctalk2d", replace=True)
+    avatars.add(
+        repository,
+        AVATAR,
+        source,
+        source.parent / "paced-avatar-boxes.json",
+        generator=models_dir / "synctalk.onnx",
+        audio_preset="synctalk2d",
+        replace=True,
+    )
     log = paths.BUILD / "logs" / f"paced-{variant}-tritonserver.log"
-    with TritonServer(repository, port_base, port_base + 1, port_base + 2, log_path=log, model_control_mode="explicit") as server:
+    with TritonServer(
+        repository, port_base, port_base + 1, port_base + 2, log_path=log, model_control_mode="explicit"
+    ) as server:
         with CompositeClient(server.grpc_url) as client:
             client.load_model(AVATAR)
             for _ in range(2):  # the avatar's first requests after load
-                client.infer_batch_composite(CompositeBatchRequest.audio_only(AVATAR, synthetic.speech_like_audio(BATCH))).raise_for_error()
+                client.infer_batch_composite(
+                    CompositeBatchRequest.audio_only(AVATAR, synthetic.speech_like_audio(BATCH))
+                ).raise_for_error()
         print(f"paced streams, {variant} model ({BATCH} frames every {PERIOD_S * 1000:.0f} ms per stream):", flush=True)
         result = capacity(server.grpc_url, seconds)
     return {"variant": variant, "batch": BATCH, "period_ms": PERIOD_S * 1000, "seconds": seconds, **result}
@@ -181,8 +202,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
     if args.url:
-        measured = {"url": args.url, "avatar": args.avatar, "batch": BATCH, "period_ms": PERIOD_S * 1000, "seconds": args.seconds,
-                    **capacity(args.url, args.seconds, args.max_streams, args.avatar)}
+        measured = {
+            "url": args.url,
+            "avatar": args.avatar,
+            "batch": BATCH,
+            "period_ms": PERIOD_S * 1000,
+            "seconds": args.seconds,
+            **capacity(args.url, args.seconds, args.max_streams, args.avatar),
+        }
     else:
         measured = measure(args.variant, args.seconds)
     result = {"bytes_per_frame": request_bytes_per_frame(), **measured}

@@ -1,4 +1,5 @@
 """Project paths shared by the tools and the tests."""
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

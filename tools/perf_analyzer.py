@@ -10,6 +10,7 @@ perf_analyzer comes in the ``tritonclient==2.50.0`` wheel (``.venv/bin/perf_anal
 in ``deploy/perf_analyzer/scenarios.yaml``; the input data JSON (synthetic crops and speech-like
 audio, base64) is written to ``build/perf/``. Results: one CSV per scenario and a JSON summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -71,9 +71,19 @@ def write_input_data(path: Path, samples: int = 4, frame_index: bool = False) ->
     for i in range(samples):
         data.append(
             {
-                contract.VISUAL.name: {"b64": base64.b64encode(visual[i].astype("<f4").tobytes()).decode(), "shape": list(contract.VISUAL.dims)},
-                contract.AUDIO.name: {"b64": base64.b64encode(audio[i].astype("<f4").tobytes()).decode(), "shape": list(contract.AUDIO.dims)},
-                **({contract.FRAME_INDEX.name: {"content": [i], "shape": list(contract.FRAME_INDEX.dims)}} if frame_index else {}),
+                contract.VISUAL.name: {
+                    "b64": base64.b64encode(visual[i].astype("<f4").tobytes()).decode(),
+                    "shape": list(contract.VISUAL.dims),
+                },
+                contract.AUDIO.name: {
+                    "b64": base64.b64encode(audio[i].astype("<f4").tobytes()).decode(),
+                    "shape": list(contract.AUDIO.dims),
+                },
+                **(
+                    {contract.FRAME_INDEX.name: {"content": [i], "shape": list(contract.FRAME_INDEX.dims)}}
+                    if frame_index
+                    else {}
+                ),
             }
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,28 +100,50 @@ def takes_frame_index(url: str, model: str) -> bool:
     return any(t["name"] == contract.FRAME_INDEX.name for t in metadata.get("inputs", []))
 
 
-def command(url: str, model: str, batch_size: int, concurrency: List[int], input_data: Path, csv_path: Path, measurement: Dict) -> List[str]:
+def command(
+    url: str, model: str, batch_size: int, concurrency: list[int], input_data: Path, csv_path: Path, measurement: dict
+) -> list[str]:
     return [
         str(perf_analyzer_binary()),
-        "-m", model,
-        "-u", url,
-        "-i", "grpc",
-        "-b", str(batch_size),
-        "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:{_step(concurrency)}",
-        "--input-data", str(input_data),
-        "--measurement-mode", measurement.get("mode", "count_windows"),
-        "--measurement-request-count", str(measurement.get("request_count", 16)),
-        "--stability-percentage", str(measurement.get("stability_percentage", 25)),
-        "--max-trials", str(measurement.get("max_trials", 6)),
-        "--percentile", "99",
-        *(["--shared-memory", measurement["shared_memory"], "--output-shared-memory-size", str(measurement.get("output_shared_memory_size", 16 << 20))]
-          if measurement.get("shared_memory", "none") != "none" else []),
-        "-f", str(csv_path),
+        "-m",
+        model,
+        "-u",
+        url,
+        "-i",
+        "grpc",
+        "-b",
+        str(batch_size),
+        "--concurrency-range",
+        f"{min(concurrency)}:{max(concurrency)}:{_step(concurrency)}",
+        "--input-data",
+        str(input_data),
+        "--measurement-mode",
+        measurement.get("mode", "count_windows"),
+        "--measurement-request-count",
+        str(measurement.get("request_count", 16)),
+        "--stability-percentage",
+        str(measurement.get("stability_percentage", 25)),
+        "--max-trials",
+        str(measurement.get("max_trials", 6)),
+        "--percentile",
+        "99",
+        *(
+            [
+                "--shared-memory",
+                measurement["shared_memory"],
+                "--output-shared-memory-size",
+                str(measurement.get("output_shared_memory_size", 16 << 20)),
+            ]
+            if measurement.get("shared_memory", "none") != "none"
+            else []
+        ),
+        "-f",
+        str(csv_path),
         "--verbose-csv",
     ]
 
 
-def _step(values: List[int]) -> int:
+def _step(values: list[int]) -> int:
     """perf_analyzer takes start:end:step; a doubling sweep is run one value at a time instead."""
     if len(values) < 2:
         return 1
@@ -119,7 +151,7 @@ def _step(values: List[int]) -> int:
     return steps.pop() if len(steps) == 1 else 0
 
 
-def read_csv(path: Path, batch_size: int) -> List[Dict[str, float]]:
+def read_csv(path: Path, batch_size: int) -> list[dict[str, float]]:
     rows = []
     with open(path) as f:
         for row in csv.DictReader(f):
@@ -147,7 +179,7 @@ STABILITY_FAILURE = "Failed to obtain stable measurement"
 RELAXED = {"stability_percentage": 1000, "max_trials": 3}
 
 
-def measure_levels(levels: List[int], run) -> List[Dict]:
+def measure_levels(levels: list[int], run) -> list[dict]:
     """Every concurrency level of ``levels`` measured, with ``run(group, relaxed) -> (returncode,
     output, rows)`` running perf_analyzer once over ``group`` (a regular sweep in one call, an
     irregular one level per call).
@@ -157,7 +189,7 @@ def measure_levels(levels: List[int], run) -> List[Dict]:
     is a STABILITY_ERROR), so a level missing from its CSV is measured again on its own, where
     instability is an error that the relaxed settings answer; those rows are marked
     ``stable: False``. A level that yields nothing even then is an error, never a missing row."""
-    rows: List[Dict] = []
+    rows: list[dict] = []
     groups = [levels] if _step(levels) else [[c] for c in levels]
     for group in groups:
         code, output, measured = run(group, False)
@@ -170,19 +202,29 @@ def measure_levels(levels: List[int], run) -> List[Dict]:
         rows += [dict(row, stable=stable) for row in measured if row["concurrency"] in group]
         for missing in sorted(set(group) - {row["concurrency"] for row in measured}):
             if len(group) == 1:
-                raise RuntimeError(f"perf_analyzer measured nothing at concurrency {missing} ({code}):\n{output[-3000:]}")
+                raise RuntimeError(
+                    f"perf_analyzer measured nothing at concurrency {missing} ({code}):\n{output[-3000:]}"
+                )
             rows += measure_levels([missing], run)
     return sorted(rows, key=lambda r: r["concurrency"])
 
 
-def run_scenario(url: str, model: str, scenario: Dict, measurement: Dict, out_dir: Path, concurrency: Optional[List[int]] = None, timeout: float = 600) -> List[Dict]:
+def run_scenario(
+    url: str,
+    model: str,
+    scenario: dict,
+    measurement: dict,
+    out_dir: Path,
+    concurrency: list[int] | None = None,
+    timeout: float = 600,
+) -> list[dict]:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(library_dir()), env.get("LD_LIBRARY_PATH")]))
     input_data = write_input_data(PERF_DIR / f"input_data_{model}.json", frame_index=takes_frame_index(url, model))
     out_dir.mkdir(parents=True, exist_ok=True)
     measurement = {**measurement, **scenario.get("measurement", {})}
 
-    def run(group: List[int], relaxed: bool):
+    def run(group: list[int], relaxed: bool):
         csv_path = out_dir / f"{scenario['name']}_c{group[0]}-{group[-1]}.csv"
         csv_path.unlink(missing_ok=True)
         settings = {**measurement, **RELAXED} if relaxed else measurement
@@ -199,8 +241,11 @@ def main(argv=None) -> int:
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint")
     parser.add_argument("--config", type=Path, default=SCENARIOS)
     parser.add_argument("--set", default="scenarios", help="scenarios (CPU) or gpu_scenarios")
-    parser.add_argument("--model", help="model id to load-test (default: the config's; an avatar gets FRAME_INDEX data; "
-                                        "perf_analyzer's --shared-memory refuses an avatar's optional inputs, so use gRPC scenarios)")
+    parser.add_argument(
+        "--model",
+        help="model id to load-test (default: the config's; an avatar gets FRAME_INDEX data; "
+        "perf_analyzer's --shared-memory refuses an avatar's optional inputs, so use gRPC scenarios)",
+    )
     parser.add_argument("--scenario", action="append", help="only these scenario names")
     parser.add_argument("--concurrency", help="override the sweep, e.g. 1,2")
     parser.add_argument("--out", type=Path, default=PERF_DIR / "results")
@@ -212,11 +257,15 @@ def main(argv=None) -> int:
     for scenario in config[args.set]:
         if args.scenario and scenario["name"] not in args.scenario:
             continue
-        rows = run_scenario(args.url, args.model or config["model"], scenario, config.get("measurement", {}), args.out, concurrency)
+        rows = run_scenario(
+            args.url, args.model or config["model"], scenario, config.get("measurement", {}), args.out, concurrency
+        )
         summary[scenario["name"]] = {"batch_size": scenario["batch_size"], "results": rows}
         for row in rows:
-            print(f"{scenario['name']:<16} c={row['concurrency']:<3} {row['frames_per_s']:8.1f} frames/s  "
-                  f"p50 {row['p50_ms']:8.1f} ms  p95 {row['p95_ms']:8.1f} ms  p99 {row['p99_ms']:8.1f} ms")
+            print(
+                f"{scenario['name']:<16} c={row['concurrency']:<3} {row['frames_per_s']:8.1f} frames/s  "
+                f"p50 {row['p50_ms']:8.1f} ms  p95 {row['p95_ms']:8.1f} ms  p99 {row['p99_ms']:8.1f} ms"
+            )
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 

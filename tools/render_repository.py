@@ -9,16 +9,15 @@ Python-backend implementations in ``cpu_profile/`` (see its README).
     python -m tools.render_repository --profile cpu --variant tiny
     python -m tools.render_repository --profile gpu --generator my_trained_synctalk.onnx
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
-
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -29,7 +28,7 @@ PROFILES = ("cpu", "gpu")
 SOURCE_ENSEMBLE = contract.DEFAULT_MODEL_ID  # the ensemble's folder in model_repository/
 # CPU-profile instance counts: one instance each on a 2-core machine; onnxruntime and the JPEG
 # encoder use both cores inside one instance.
-CPU_PARAMETERS: Dict[str, Dict[str, str]] = {
+CPU_PARAMETERS: dict[str, dict[str, str]] = {
     contract.JPEG_ENCODER_MODEL: {"encoder": "cpu", "threads": "2"},
     contract.AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
     contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
@@ -39,7 +38,9 @@ GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
 # On a CPU the generator's cost per frame rises with the batch (measured with onnxruntime on the
 # full model: 55 ms/frame at 8 frames, 84 ms/frame at 32): the CPU profile's batcher does not
 # wait to merge requests, and prefers 8-frame batches over larger merges.
-CPU_DYNAMIC_BATCHING = {contract.GENERATOR_MODEL: mc.ModelDynamicBatching(preferred_batch_size=[8], max_queue_delay_microseconds=0)}
+CPU_DYNAMIC_BATCHING = {
+    contract.GENERATOR_MODEL: mc.ModelDynamicBatching(preferred_batch_size=[8], max_queue_delay_microseconds=0)
+}
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -123,7 +124,14 @@ def _write_warmup_files(config: mc.ModelConfig, target: Path) -> None:
                 (target / "warmup" / tensor.input_data_file).write_bytes(WARMUP_DATA[name].tobytes())
 
 
-def render_model(model_dir: Path, config: mc.ModelConfig, target: Path, profile: str, onnx_file: Optional[Path] = None, role: Optional[str] = None) -> Path:
+def render_model(
+    model_dir: Path,
+    config: mc.ModelConfig,
+    target: Path,
+    profile: str,
+    onnx_file: Path | None = None,
+    role: str | None = None,
+) -> Path:
     """Write one model of ``model_dir`` (config already renamed or edited) into ``target``, for ``profile``."""
     role = role or model_dir.name
     version = target / "1"
@@ -156,12 +164,17 @@ def render_model(model_dir: Path, config: mc.ModelConfig, target: Path, profile:
     return target
 
 
-def onnx_sources(models_dir: Path, generator: Optional[Path], audio_encoder: Optional[Path],
-                 synctalk2d_audio_encoder: Optional[Path] = None) -> Dict[str, Path]:
+def onnx_sources(
+    models_dir: Path,
+    generator: Path | None,
+    audio_encoder: Path | None,
+    synctalk2d_audio_encoder: Path | None = None,
+) -> dict[str, Path]:
     sources = {
         contract.GENERATOR_MODEL: generator or models_dir / f"{contract.GENERATOR_MODEL}.onnx",
         contract.AUDIO_ENCODER_MODEL: audio_encoder or models_dir / f"{contract.AUDIO_ENCODER_MODEL}.onnx",
-        contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: synctalk2d_audio_encoder or models_dir / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx",
+        contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: synctalk2d_audio_encoder
+        or models_dir / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx",
     }
     for name, path in sources.items():
         if not Path(path).is_file():
@@ -174,11 +187,11 @@ def render(
     out: Path,
     models_dir: Path,
     model_id: str = contract.DEFAULT_MODEL_ID,
-    generator: Optional[Path] = None,
-    audio_encoder: Optional[Path] = None,
+    generator: Path | None = None,
+    audio_encoder: Path | None = None,
     source: Path = paths.MODEL_REPOSITORY,
-    synctalk2d_audio_encoder: Optional[Path] = None,
-    avatar_store: Optional[Path] = None,
+    synctalk2d_audio_encoder: Path | None = None,
+    avatar_store: Path | None = None,
 ) -> Path:
     """Render ``source`` for ``profile`` into ``out`` (replaced). ``avatar_store``: bind the
     repository to this avatar store and install every avatar in it (``tools.avatars``)."""
@@ -192,8 +205,12 @@ def render(
         config = read_config(model_dir / "config.pbtxt")
         config.name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
         render_model(model_dir, config, out / config.name, profile, onnx_files.get(config.name))
-    manifest = {"profile": profile, "model_id": model_id, "onnx": {k: str(v) for k, v in onnx_files.items()},
-                "avatar_store": str(Path(avatar_store).resolve()) if avatar_store else None}
+    manifest = {
+        "profile": profile,
+        "model_id": model_id,
+        "onnx": {k: str(v) for k, v in onnx_files.items()},
+        "avatar_store": str(Path(avatar_store).resolve()) if avatar_store else None,
+    }
     (out / "repository.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if avatar_store:
         from tools import avatars
@@ -207,20 +224,37 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", choices=PROFILES, default="cpu")
     parser.add_argument("--variant", default="full", help="stand-in model variant under build/models (full or tiny)")
     parser.add_argument("--models-dir", type=Path, help="folder with synctalk.onnx and audio_encoder.onnx")
-    parser.add_argument("--generator", type=Path, help="your trained SyncTalk_2D generator (.onnx: input, audio -> output)")
+    parser.add_argument(
+        "--generator", type=Path, help="your trained SyncTalk_2D generator (.onnx: input, audio -> output)"
+    )
     parser.add_argument("--audio-encoder", type=Path, help="your audio encoder (.onnx: MEL_WINDOWS -> AUDIO_FEATURES)")
-    parser.add_argument("--synctalk2d-audio-encoder", type=Path,
-                        help="the shared SyncTalk_2D audio encoder (tools.import_checkpoint --audio-encoder audio_visual_encoder.pth)")
+    parser.add_argument(
+        "--synctalk2d-audio-encoder",
+        type=Path,
+        help="the shared SyncTalk_2D audio encoder (tools.import_checkpoint --audio-encoder audio_visual_encoder.pth)",
+    )
     parser.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID, help="ensemble name = the client's model_id")
     parser.add_argument("--out", type=Path, help="default: build/repository/<profile>")
-    parser.add_argument("--avatar-store", type=Path, default=paths.avatar_store(),
-                        help="the avatars to serve, kept across renders (default: $SYNCTALK_AVATARS or avatars/)")
+    parser.add_argument(
+        "--avatar-store",
+        type=Path,
+        default=paths.avatar_store(),
+        help="the avatars to serve, kept across renders (default: $SYNCTALK_AVATARS or avatars/)",
+    )
     parser.add_argument("--no-avatars", action="store_true", help="a repository without avatars (bound to no store)")
     args = parser.parse_args(argv)
     out = args.out or paths.RENDERED / args.profile
     store = None if args.no_avatars else args.avatar_store
-    render(args.profile, out, args.models_dir or paths.MODELS / args.variant, args.model_id, args.generator, args.audio_encoder,
-           synctalk2d_audio_encoder=args.synctalk2d_audio_encoder, avatar_store=store)
+    render(
+        args.profile,
+        out,
+        args.models_dir or paths.MODELS / args.variant,
+        args.model_id,
+        args.generator,
+        args.audio_encoder,
+        synctalk2d_audio_encoder=args.synctalk2d_audio_encoder,
+        avatar_store=store,
+    )
     stored = ""
     if store is not None:
         from tools import avatars

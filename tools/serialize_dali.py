@@ -13,13 +13,13 @@ create a pipeline bound to a GPU where CUDA is absent, as in ``docker build``), 
 backend creates it from the file on each instance's own GPU (``daliCreatePipeline(...,
 device_id)``), whatever device the file names.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import sys
 from pathlib import Path
-from typing import List
 
 from tools.render_repository import read_config
 
@@ -27,7 +27,7 @@ PIPELINE_FILE = "dali.py"
 SERIALIZED_FILE = "model.dali"  # the DALI backend's default model file name
 
 
-def dali_models(repository: Path) -> List[Path]:
+def dali_models(repository: Path) -> list[Path]:
     """Version folders of the DALI-backend models of ``repository`` that hold a pipeline file."""
     found = []
     for config_file in sorted(repository.glob("*/config.pbtxt")):
@@ -68,7 +68,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.repository}: no DALI model found (render it with --profile gpu)")
     for version in versions:
         target = serialize(version)
-        print(f"{version.parent.name}: serialized with DALI {nvidia.dali.__version__} -> {target} ({target.stat().st_size} bytes)")
+        print(
+            f"{version.parent.name}: serialized with DALI {nvidia.dali.__version__} -> {target} "
+            f"({target.stat().st_size} bytes)"
+        )
     return 0
 
 

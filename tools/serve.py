@@ -12,6 +12,7 @@ process ... is not healthy" until reloaded. The supervisor watches the stub proc
 reloads a model whose stub is gone, through the repository API on loopback, which needs
 ``--model-control-mode=explicit`` (all models are loaded at start, as with ``none``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 from tools import paths
 
@@ -68,7 +69,11 @@ def backend_directory(target: Path = paths.BUILD / "triton-backends") -> Path:
     stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise RuntimeError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
-    for src in (source / "backends" / "python" / "libtriton_python.so", source / "backends" / "python" / "triton_python_backend_utils.py", stub):
+    for src in (
+        source / "backends" / "python" / "libtriton_python.so",
+        source / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
         dst = python_dir / src.name
         if not dst.exists() or dst.stat().st_size != src.stat().st_size:
             shutil.copy2(src, dst)
@@ -79,7 +84,10 @@ def server_environment() -> dict:
     """LD_LIBRARY_PATH: the interpreter's libpython first (server and stub must agree), then the
     wheel's bundled libraries. PATH: this venv's bin first, so the stub's python3 sees our packages."""
     env = dict(os.environ)
-    libs = [sysconfig.get_config_var("LIBDIR") or os.path.join(sys.base_prefix, "lib"), str(pytriton_root().parent / "nvidia_pytriton.libs")]
+    libs = [
+        sysconfig.get_config_var("LIBDIR") or os.path.join(sys.base_prefix, "lib"),
+        str(pytriton_root().parent / "nvidia_pytriton.libs"),
+    ]
     if env.get("LD_LIBRARY_PATH"):
         libs.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
@@ -93,11 +101,11 @@ def server_environment() -> dict:
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 
 
-def stub_counts(server_pid: int) -> Dict[str, int]:
+def stub_counts(server_pid: int) -> dict[str, int]:
     """{model name: live Python-backend stub processes} among the server's children."""
     import psutil
 
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     try:
         children = psutil.Process(server_pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -143,7 +151,11 @@ def mapped_shm_regions() -> set:
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
             with open(maps) as lines:
-                mapped.update(line.split(maxsplit=5)[-1].strip().removesuffix(" (deleted)") for line in lines if SHM_REGION_PREFIX in line)
+                mapped.update(
+                    line.split(maxsplit=5)[-1].strip().removesuffix(" (deleted)")
+                    for line in lines
+                    if SHM_REGION_PREFIX in line
+                )
         except OSError:  # the process ended meanwhile, or is not ours to read
             continue
     return mapped
@@ -170,12 +182,12 @@ def remove_orphaned_shm_regions(min_age_s: float = ORPHAN_AGE_S) -> list:
 class StubSupervisor(threading.Thread):
     """Reloads a Python-backend model whose stub process died (see the module docstring)."""
 
-    def __init__(self, server: "TritonServer", interval_s: float = 0.5):
+    def __init__(self, server: TritonServer, interval_s: float = 0.5):
         super().__init__(name="stub-supervisor", daemon=True)
         self.server = server
         self.interval_s = interval_s
         self.expected = stub_counts(server.process.pid)
-        self.reloads: List[Dict[str, float]] = []
+        self.reloads: list[dict[str, float]] = []
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -219,7 +231,7 @@ class TritonServer:
         metrics_port: int = 8002,
         host: str = "127.0.0.1",
         model_control_mode: str = "none",
-        log_path: Optional[Path] = None,
+        log_path: Path | None = None,
         extra_args: Sequence[str] = (),
         supervise: bool = False,
     ):
@@ -228,10 +240,10 @@ class TritonServer:
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.supervise = supervise
         self.model_control_mode = "explicit" if supervise else model_control_mode
-        self.supervisor: Optional[StubSupervisor] = None
+        self.supervisor: StubSupervisor | None = None
         self.log_path = log_path
         self.extra_args = list(extra_args)
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
         self._log_file = None
 
     @property
@@ -242,7 +254,7 @@ class TritonServer:
     def http_url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
-    def command(self) -> List[str]:
+    def command(self) -> list[str]:
         binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
         return [
             str(binary),
@@ -268,7 +280,7 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
         remove_orphaned_shm_regions()  # what an earlier server killed outright left behind
@@ -277,7 +289,9 @@ class TritonServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "wb")
             out = self._log_file
-        self.process = subprocess.Popen(self.command(), env=server_environment(), stdout=out, stderr=subprocess.STDOUT if out else None)
+        self.process = subprocess.Popen(
+            self.command(), env=server_environment(), stdout=out, stderr=subprocess.STDOUT if out else None
+        )
         return self
 
     def is_ready(self) -> bool:
@@ -287,11 +301,13 @@ class TritonServer:
         except (urllib.error.URLError, ConnectionError, OSError):
             return False
 
-    def wait_ready(self, timeout: float = 180.0) -> "TritonServer":
+    def wait_ready(self, timeout: float = 180.0) -> TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with code {self.process.returncode} before it was ready{self._log_hint()}")
+                raise RuntimeError(
+                    f"tritonserver exited with code {self.process.returncode} before it was ready{self._log_hint()}"
+                )
             if self.is_ready():
                 if self.supervise and self.supervisor is None:
                     self.supervisor = StubSupervisor(self)
@@ -305,10 +321,14 @@ class TritonServer:
         if not self.log_path or not self.log_path.exists():
             return ""
         lines = self.log_path.read_text(errors="replace").splitlines()
-        errors = [line for line in lines if line.startswith("E") and "CudaDriverHelper" not in line and "CUDA driver" not in line]
+        errors = [
+            line
+            for line in lines
+            if line.startswith("E") and "CudaDriverHelper" not in line and "CUDA driver" not in line
+        ]
         return f"; log {self.log_path}:\n" + "\n".join(errors[-20:] + ["..."] + lines[-10:])
 
-    def stop(self, timeout: float = 30.0) -> Optional[int]:
+    def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None:
             return None
         if self.supervisor is not None:
@@ -330,7 +350,7 @@ class TritonServer:
             self._log_file.close()
         return self.process.returncode
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         try:
             return self.start().wait_ready()
         except BaseException:
@@ -348,11 +368,21 @@ def main(argv=None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none")
-    parser.add_argument("--supervise", action=argparse.BooleanOptionalAction, default=True,
-                        help="reload a model whose backend stub died (uses explicit model control on loopback)")
+    parser.add_argument(
+        "--supervise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reload a model whose backend stub died (uses explicit model control on loopback)",
+    )
     args = parser.parse_args(argv)
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port,
-                          model_control_mode=args.model_control_mode, supervise=args.supervise)
+    server = TritonServer(
+        args.repository,
+        args.http_port,
+        args.grpc_port,
+        args.metrics_port,
+        model_control_mode=args.model_control_mode,
+        supervise=args.supervise,
+    )
     stopping = []
 
     def on_signal(signum, _frame):

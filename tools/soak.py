@@ -8,6 +8,7 @@ samples the resident memory of tritonserver and every backend stub.
 Exit status 0 only when no valid request failed, every output was identical to the reference,
 every bad request got a clear error, and memory after warm-up grew by at most --max-growth.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -28,10 +28,12 @@ from tools import paths
 
 def make_request(batch: int, seed: int, model_id: str = contract.DEFAULT_MODEL_ID) -> CompositeBatchRequest:
     crops = synthetic.face_crops(batch, seed=seed)
-    return CompositeBatchRequest.from_arrays(model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed))
+    return CompositeBatchRequest.from_arrays(
+        model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed)
+    )
 
 
-def bad_requests(seed: int) -> Dict[str, tuple]:
+def bad_requests(seed: int) -> dict[str, tuple]:
     """name -> (request, expected category). Client-side and server-side rejections."""
     nan_audio = make_request(2, seed)
     audio = np.frombuffer(nan_audio.raw_audio, "<f4").copy()
@@ -50,7 +52,7 @@ def bad_requests(seed: int) -> Dict[str, tuple]:
     }
 
 
-def server_processes(server_pid: int, pss: bool = False) -> Dict[str, int]:
+def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
     """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
     sizes instead (shared memory counted once across the processes that map it, so they add up)."""
     import psutil
@@ -79,12 +81,22 @@ class Tally:
     mismatched: int = 0
     bad_sent: int = 0
     bad_unclear: int = 0
-    latencies_ms: List[float] = field(default_factory=list)
-    failures: List[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def soak(url: str, clients: int, duration_s: float, batch_sizes: List[int], bad_share: float, server_pid: Optional[int], warmup_s: float, max_growth: float, seed: int = 0) -> Dict:
+def soak(
+    url: str,
+    clients: int,
+    duration_s: float,
+    batch_sizes: list[int],
+    bad_share: float,
+    server_pid: int | None,
+    warmup_s: float,
+    max_growth: float,
+    seed: int = 0,
+) -> dict:
     references = {}
     with CompositeClient(url, timeout_s=300) as client:
         for b in batch_sizes:
@@ -92,8 +104,8 @@ def soak(url: str, clients: int, duration_s: float, batch_sizes: List[int], bad_
     requests = {b: make_request(b, seed=b) for b in batch_sizes}
     bad = bad_requests(seed)
     tally = Tally()
-    memory: Dict[str, Dict[str, int]] = {}
-    samples: List[Dict[str, int]] = []
+    memory: dict[str, dict[str, int]] = {}
+    samples: list[dict[str, int]] = []
     stop = threading.Event()
 
     def worker(index: int) -> None:
@@ -108,7 +120,9 @@ def soak(url: str, clients: int, duration_s: float, batch_sizes: List[int], bad_
                         tally.bad_sent += 1
                         if response.success or response.error_category != category or not response.error:
                             tally.bad_unclear += 1
-                            tally.failures.append(f"bad {name}: {response.success} {response.error_category} {response.error}")
+                            tally.failures.append(
+                                f"bad {name}: {response.success} {response.error_category} {response.error}"
+                            )
                     continue
                 b = rng.choice(batch_sizes)
                 response = client.infer_batch_composite(requests[b])
@@ -140,7 +154,7 @@ def soak(url: str, clients: int, duration_s: float, batch_sizes: List[int], bad_
     for t in threads:
         t.join(timeout=600)
     elapsed = time.monotonic() - started
-    report: Dict = {
+    report: dict = {
         "clients": clients,
         "duration_s": round(elapsed, 1),
         "batch_sizes": batch_sizes,
@@ -189,13 +203,18 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=paths.BUILD / "soak" / "report.json")
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    run = lambda url, pid: soak(url, args.clients, args.duration, batch_sizes, args.bad_share, pid, args.warmup, args.max_growth)  # noqa: E731
+
+    def run(url, pid):
+        return soak(url, args.clients, args.duration, batch_sizes, args.bad_share, pid, args.warmup, args.max_growth)
+
     if args.start_server:
         from tools.render_repository import render
         from tools.serve import TritonServer
 
         repository = render("cpu", paths.BUILD / "repository" / f"soak-{args.variant}", paths.MODELS / args.variant)
-        with TritonServer(repository, 19000, 19001, 19002, log_path=paths.BUILD / "logs" / "soak-tritonserver.log") as server:
+        with TritonServer(
+            repository, 19000, 19001, 19002, log_path=paths.BUILD / "logs" / "soak-tritonserver.log"
+        ) as server:
             report = run(server.grpc_url, server.process.pid)
     else:
         report = run(args.url, args.server_pid)

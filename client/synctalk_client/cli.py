@@ -1,14 +1,15 @@
 """synctalk-client: command line for the served ensemble.
 
-    synctalk-client health
-    synctalk-client models
-    synctalk-client composite --audio speech.wav --image face.png --out out/frames
-    synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
-    synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
-    synctalk-client render --avatar anna --audio speech.wav --out anna.mp4 --frames-dir out/anna   # audio only
-    synctalk-client inspect --avatar anna --audio speech.wav --out out/inspect
-    synctalk-client load anna | unload anna | stats anna     # explicit model control
+synctalk-client health
+synctalk-client models
+synctalk-client composite --audio speech.wav --image face.png --out out/frames
+synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio and crops
+synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
+synctalk-client render --avatar anna --audio speech.wav --out anna.mp4 --frames-dir out/anna   # audio only
+synctalk-client inspect --avatar anna --audio speech.wav --out out/inspect
+synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ def read_wav(path: Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"audio file {path} not found" if not path.exists() else f"{path} is not an audio file (a directory?)")
+        raise UsageError(
+            f"audio file {path} not found" if not path.exists() else f"{path} is not an audio file (a directory?)"
+        )
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as exc:
@@ -57,7 +60,9 @@ def read_crop(path: Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"image {path} not found" if not path.exists() else f"{path} is not an image file (a directory?)")
+        raise UsageError(
+            f"image {path} not found" if not path.exists() else f"{path} is not an image file (a directory?)"
+        )
     try:
         image = Image.open(path).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
@@ -73,7 +78,9 @@ def batch_size(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not contract.MIN_BATCH_SIZE <= value <= contract.MAX_BATCH_SIZE:
-        raise argparse.ArgumentTypeError(f"must be {contract.MIN_BATCH_SIZE}..{contract.MAX_BATCH_SIZE} frames, got {value}")
+        raise argparse.ArgumentTypeError(
+            f"must be {contract.MIN_BATCH_SIZE}..{contract.MAX_BATCH_SIZE} frames, got {value}"
+        )
     return value
 
 
@@ -113,10 +120,14 @@ def build_request(args) -> CompositeBatchRequest:
         audio = read_wav(args.audio)
         available = len(audio) // contract.SAMPLES_PER_FRAME - args.start_frame
         if available < 1:
-            raise UsageError(f"--start-frame {args.start_frame} is past the end of {args.audio} "
-                             f"({len(audio) // contract.SAMPLES_PER_FRAME} whole frames of {contract.SAMPLES_PER_FRAME} samples)")
+            raise UsageError(
+                f"--start-frame {args.start_frame} is past the end of {args.audio} "
+                f"({len(audio) // contract.SAMPLES_PER_FRAME} whole frames of {contract.SAMPLES_PER_FRAME} samples)"
+            )
         if args.batch_size and args.batch_size > available:
-            raise UsageError(f"--batch-size {args.batch_size}: {args.audio} holds {available} frames from frame {args.start_frame}")
+            raise UsageError(
+                f"--batch-size {args.batch_size}: {args.audio} holds {available} frames from frame {args.start_frame}"
+            )
         batch = min(args.batch_size or available, available, contract.MAX_BATCH_SIZE)
         start = args.start_frame * contract.SAMPLES_PER_FRAME
         audio = audio[start : start + batch * contract.SAMPLES_PER_FRAME]
@@ -129,7 +140,9 @@ def build_request(args) -> CompositeBatchRequest:
         crops = np.repeat(read_crop(args.image)[None], batch, axis=0)
     else:
         crops = synthetic.face_crops(batch, seed=args.seed)
-    return CompositeBatchRequest.from_arrays(args.model_id, crops, synthetic.masked(crops), audio, start_frame_idx=args.start_frame)
+    return CompositeBatchRequest.from_arrays(
+        args.model_id, crops, synthetic.masked(crops), audio, start_frame_idx=args.start_frame
+    )
 
 
 def audio_only(request: CompositeBatchRequest) -> CompositeBatchRequest:
@@ -144,7 +157,17 @@ def cmd_composite(args) -> int:
             request = audio_only(request)
         response = client.infer_batch_composite(request)
     if not response.success:
-        print(json.dumps({"success": False, "error": response.error, "category": response.error_category, "http_status": response.http_status}), file=sys.stderr)
+        print(
+            json.dumps(
+                {
+                    "success": False,
+                    "error": response.error,
+                    "category": response.error_category,
+                    "http_status": response.http_status,
+                }
+            ),
+            file=sys.stderr,
+        )
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     for i, jpeg in enumerate(response.composited_frames):
@@ -170,8 +193,18 @@ def cmd_render(args) -> int:
         from synctalk_preprocessing.compositing import crop_faces
 
         crops = crop_faces(*avatar)
-    summary = render_video(args.url, args.model_id, audio, args.out, crops=crops, batch_size=args.batch_size,
-                           in_flight=args.in_flight, timeout_s=args.timeout, progress=not args.quiet, frames_dir=args.frames_dir)
+    summary = render_video(
+        args.url,
+        args.model_id,
+        audio,
+        args.out,
+        crops=crops,
+        batch_size=args.batch_size,
+        in_flight=args.in_flight,
+        timeout_s=args.timeout,
+        progress=not args.quiet,
+        frames_dir=args.frames_dir,
+    )
     print(json.dumps({**summary, "out": str(args.out)}, indent=2))
     return 0
 
@@ -204,8 +237,9 @@ def cmd_inspect(args) -> int:
         frames, boxes = avatar
         slots = (args.start_frame + np.arange(request.batch_size)) % len(frames)
         crops = crop_faces(frames[slots], boxes[slots])
-        request = CompositeBatchRequest.from_arrays(args.model_id, crops, synthetic.masked(crops), request.audio_tensor(),
-                                                    start_frame_idx=args.start_frame)
+        request = CompositeBatchRequest.from_arrays(
+            args.model_id, crops, synthetic.masked(crops), request.audio_tensor(), start_frame_idx=args.start_frame
+        )
     if args.audio:  # the audio around the batch, as render sends it
         audio = read_wav(args.audio)
         first = args.start_frame * contract.SAMPLES_PER_FRAME
@@ -216,7 +250,10 @@ def cmd_inspect(args) -> int:
     with CompositeClient(args.url, timeout_s=args.timeout) as client:
         summary = inspect_request(client, request, args.out)
     for step in summary["steps"]:
-        print(f"{step['model']:<28} {step['ms']:>9.1f} ms  -> " + ", ".join(f"{k} {v[0]}" for k, v in step["outputs"].items()))
+        print(
+            f"{step['model']:<28} {step['ms']:>9.1f} ms  -> "
+            + ", ".join(f"{k} {v[0]}" for k, v in step["outputs"].items())
+        )
     print(f"wrote {summary['frames']} frames and every stage to {args.out}")
     return 0
 
@@ -269,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help="Triton gRPC endpoint (default 127.0.0.1:8001)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print tracebacks of errors")
-    parser = argparse.ArgumentParser(prog="synctalk-client", description="Client of the SyncTalk Triton ensemble", parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="synctalk-client", description="Client of the SyncTalk Triton ensemble", parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, func, text):
@@ -279,44 +318,92 @@ def build_parser() -> argparse.ArgumentParser:
 
     composite = command("composite", cmd_composite, "send one batch, write one JPEG per frame")
     composite.add_argument("--model-id", default=contract.DEFAULT_MODEL_ID)
-    composite.add_argument("--audio", type=Path, help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)")
-    composite.add_argument("--image", type=Path, help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)")
-    composite.add_argument("--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)")
+    composite.add_argument(
+        "--audio",
+        type=Path,
+        help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)",
+    )
+    composite.add_argument(
+        "--image",
+        type=Path,
+        help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)",
+    )
+    composite.add_argument(
+        "--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)"
+    )
     composite.add_argument("--start-frame", type=non_negative, default=0)
     composite.add_argument("--seed", type=int, default=0)
     composite.add_argument("--timeout", type=float, default=120.0, help="deadline of the call in seconds")
     composite.add_argument("--out", type=Path, default=Path("out/frames"))
     render = command("render", cmd_render, "render a whole clip to an MP4 (frames muxed with the audio)")
     render.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
-    render.add_argument("--audio", type=Path, help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)")
+    render.add_argument(
+        "--audio",
+        type=Path,
+        help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)",
+    )
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
-    render.add_argument("--image", type=Path, help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)")
-    render.add_argument("--frames", type=Path, help="send crops cut from this video (or image folder), frame i's from frame i "
-                                                    "(an avatar needs none: the server holds its frames)")
-    render.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)")
-    render.add_argument("--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)")
+    render.add_argument(
+        "--image",
+        type=Path,
+        help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)",
+    )
+    render.add_argument(
+        "--frames",
+        type=Path,
+        help="send crops cut from this video (or image folder), frame i's from frame i "
+        "(an avatar needs none: the server holds its frames)",
+    )
+    render.add_argument(
+        "--boxes",
+        type=Path,
+        help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)",
+    )
+    render.add_argument(
+        "--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)"
+    )
     render.add_argument("--batch-size", type=batch_size, default=8, help="frames per request (1-32)")
     render.add_argument("--in-flight", type=positive, default=3, help="requests kept in flight")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--timeout", type=float, default=300.0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     render.add_argument("--out", type=Path, default=Path("out/render.mp4"))
-    inspect = command("inspect", cmd_inspect, "run one batch step by step; write every stage (mel, features, visual input, generator output, frames)")
+    inspect = command(
+        "inspect",
+        cmd_inspect,
+        "run one batch step by step; write every stage (mel, features, visual input, generator output, frames)",
+    )
     inspect.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
-    inspect.add_argument("--audio", type=Path, help="audio file, any rate and channels (default: synthetic speech-like audio)")
-    inspect.add_argument("--image", type=Path, help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)")
-    inspect.add_argument("--frames", type=Path, help="send crops cut from this video (or image folder) (an avatar needs none: the server holds its frames)")
-    inspect.add_argument("--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, or a landmarks/ folder)")
-    inspect.add_argument("--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)")
+    inspect.add_argument(
+        "--audio", type=Path, help="audio file, any rate and channels (default: synthetic speech-like audio)"
+    )
+    inspect.add_argument(
+        "--image",
+        type=Path,
+        help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)",
+    )
+    inspect.add_argument(
+        "--frames",
+        type=Path,
+        help="send crops cut from this video (or image folder) (an avatar needs none: the server holds its frames)",
+    )
+    inspect.add_argument(
+        "--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, or a landmarks/ folder)"
+    )
+    inspect.add_argument(
+        "--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)"
+    )
     inspect.add_argument("--start-frame", type=non_negative, default=0)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--timeout", type=float, default=120.0)
     inspect.add_argument("--out", type=Path, default=Path("out/inspect"))
     command("models", cmd_models, "list the repository's models")
     command("health", cmd_health, "server liveness/readiness and model states")
-    for name, func, text in (("load", cmd_load, "load a model id (explicit model control)"),
-                             ("unload", cmd_unload, "unload a model id and its own steps"),
-                             ("stats", cmd_stats, "Triton's statistics of a model (all with '')")):
+    for name, func, text in (
+        ("load", cmd_load, "load a model id (explicit model control)"),
+        ("unload", cmd_unload, "unload a model id and its own steps"),
+        ("stats", cmd_stats, "Triton's statistics of a model (all with '')"),
+    ):
         command(name, func, text).add_argument("model_id")
     return parser
 

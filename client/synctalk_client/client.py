@@ -20,19 +20,26 @@ nothing else is retried (invalid input never is).
 and server on the same host; see ``synctalk_client.shared_memory``). One region per client:
 calls on one client are serialised in that mode, so use one client per thread.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from synctalk_client import contract
-from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ServerUnreachableError, ValidationError
+from synctalk_client.errors import (
+    CompositeError,
+    ModelNotFoundError,
+    ProcessingError,
+    ServerUnreachableError,
+    ValidationError,
+)
 from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
 
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
@@ -83,8 +90,8 @@ class CompositeClient:
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
         self._closed = False
-        self._ensembles: Optional[set] = None
-        self._ensemble_info: Dict[str, dict] = {}
+        self._ensembles: set | None = None
+        self._ensemble_info: dict[str, dict] = {}
         self._shm = None
         if shared_memory:
             from synctalk_client.shared_memory import SharedMemoryInputs
@@ -101,14 +108,14 @@ class CompositeClient:
             self._shm = None
         self._triton.close()
 
-    def __enter__(self) -> "CompositeClient":
+    def __enter__(self) -> CompositeClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     # -- server and models ------------------------------------------------------------------
-    def health(self) -> Dict[str, object]:
+    def health(self) -> dict[str, object]:
         """{"live", "ready", "models": {name: ready}} from Triton's health and repository APIs."""
         try:
             live, ready = self._rpc(self._triton.is_server_live), self._rpc(self._triton.is_server_ready)
@@ -119,11 +126,11 @@ class CompositeClient:
             return {"live": False, "ready": False, "models": {}, "error": exc.message()}
         return {"live": live, "ready": ready, "models": models}
 
-    def _index(self) -> List[dict]:
+    def _index(self) -> list[dict]:
         index = self._rpc(self._triton.get_model_repository_index, as_json=True)
         return list(index.get("models", []))
 
-    def list_models(self) -> List[Dict[str, str]]:
+    def list_models(self) -> list[dict[str, str]]:
         """Every model of the repository: name, version, state, and whether it is a model id
         (an ensemble a CompositeBatchRequest can name) or a composing step."""
         rows = []
@@ -140,7 +147,7 @@ class CompositeClient:
             )
         return rows
 
-    def model_ids(self) -> List[str]:
+    def model_ids(self) -> list[str]:
         return sorted(self._refresh_ensembles())
 
     def audio_preset(self, model_id: str) -> str:
@@ -168,7 +175,9 @@ class CompositeClient:
                 ensembles[m["name"]] = {
                     "inputs": {t["name"] for t in config.get("input", [])},
                     "optional": {t["name"] for t in config.get("input", []) if t.get("optional")},
-                    "steps": tuple(step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])),
+                    "steps": tuple(
+                        step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])
+                    ),
                 }
         self._ensemble_info = ensembles
         self._ensembles = set(ensembles)
@@ -208,7 +217,7 @@ class CompositeClient:
                 raise ProcessingError(f"unload of {', '.join(busy)} not complete after {self.timeout_s:g} s")
             time.sleep(poll_s)
 
-    def model_stats(self, model_id: str = "") -> Dict[str, dict]:
+    def model_stats(self, model_id: str = "") -> dict[str, dict]:
         """Triton's statistics of one model (or all with ""): the reference's GetModelStats."""
         stats = self._rpc(self._triton.get_inference_statistics, model_id, as_json=True)
         return {m["name"]: m for m in stats.get("model_stats", [])}
@@ -233,26 +242,30 @@ class CompositeClient:
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
 
     # -- one step at a time (synctalk_client.inspect) ------------------------------------------
-    def ensemble_steps(self, model_id: str) -> List[dict]:
+    def ensemble_steps(self, model_id: str) -> list[dict]:
         """The steps of a model id's ensemble (``model_name``, ``input_map``, ``output_map``), in order."""
         self._check_model(model_id)
         config = self._rpc(self._triton.get_model_config, model_id, as_json=True).get("config", {})
         return list(config.get("ensemble_scheduling", {}).get("step", []))
 
-    def input_tensors(self, request: CompositeBatchRequest) -> Dict[str, np.ndarray]:
+    def input_tensors(self, request: CompositeBatchRequest) -> dict[str, np.ndarray]:
         """The ensemble inputs a request becomes, by tensor name (what ``infer_batch_composite`` sends)."""
         request.validate_header()
         self._check_model(request.model_id)
         return request.tensors(self._inputs_of(request.model_id), optional=self._optional_of(request.model_id))
 
-    def infer_model(self, model: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+    def infer_model(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """One call of any model (an ensemble's step) with raw tensors: {output name: array}."""
-        result = self._call_with_retries(model, _grpc_inputs(inputs), [grpcclient.InferRequestedOutput(n) for n in outputs])
+        result = self._call_with_retries(
+            model, _grpc_inputs(inputs), [grpcclient.InferRequestedOutput(n) for n in outputs]
+        )
         return {name: result.as_numpy(name) for name in outputs}
 
     def _inputs_of(self, model_id: str) -> frozenset:
         """The input names of a model id's ensemble (as of the last repository refresh)."""
-        return frozenset(self._ensemble_info.get(model_id, {}).get("inputs", (contract.VISUAL.name, contract.AUDIO.name)))
+        return frozenset(
+            self._ensemble_info.get(model_id, {}).get("inputs", (contract.VISUAL.name, contract.AUDIO.name))
+        )
 
     def _optional_of(self, model_id: str) -> frozenset:
         return frozenset(self._ensemble_info.get(model_id, {}).get("optional", ()))
@@ -305,7 +318,7 @@ class CompositeClient:
                     raise ServerUnreachableError(f"server not reachable at {self.url}: {exc.message() or exc}") from exc
                 time.sleep(self.backoff_s * 2**attempt)
 
-    def _statistics(self) -> Dict[str, Dict[str, int]]:
+    def _statistics(self) -> dict[str, dict[str, int]]:
         stats = self._rpc(self._triton.get_inference_statistics, as_json=True)
         table = {}
         for m in stats.get("model_stats", []):
@@ -316,7 +329,9 @@ class CompositeClient:
             table[m["name"]] = row
         return table
 
-    def _attribute_stages(self, response: CompositeBatchResponse, model_id: str, before: Dict[str, Dict[str, int]], steps) -> None:
+    def _attribute_stages(
+        self, response: CompositeBatchResponse, model_id: str, before: dict[str, dict[str, int]], steps
+    ) -> None:
         # The ensemble and its composing models record their statistics as they release a request,
         # which can trail the ensemble's response by a moment: poll briefly until the ensemble
         # itself and every step have counted this request.
@@ -330,11 +345,15 @@ class CompositeClient:
         if delta.get(model_id, {}).get("count") != 1 or any(delta.get(m, {}).get("count") != 1 for m in steps):
             return  # other requests were served meanwhile: not attributable to this one
         for field_name in contract.STAGE_MODELS:
-            setattr(response, field_name, sum(delta[m]["compute_ns"] for m in steps if contract.stage_of(m) == field_name) / 1e6)
+            setattr(
+                response,
+                field_name,
+                sum(delta[m]["compute_ns"] for m in steps if contract.stage_of(m) == field_name) / 1e6,
+            )
         response.queue_time_ms = sum(delta[m]["queue_ns"] for m in steps) / 1e6
 
 
-def _grpc_inputs(tensors: Dict[str, np.ndarray]) -> List[grpcclient.InferInput]:
+def _grpc_inputs(tensors: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
     inputs = []
     for name, array in tensors.items():
         tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))

@@ -7,10 +7,10 @@ preprocessing maths, the repository tools and the tests import it; the ``config.
 Every model has ``max_batch_size: 32``: the frames of one request are Triton's batch dimension,
 so a request of B frames carries tensors of shape ``[B, *dims]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
 # --- frame geometry (the reference service's constants) -------------------------------------
 SAMPLE_RATE = 16_000  # Hz
@@ -65,7 +65,7 @@ class Tensor:
 
     name: str
     dtype: str
-    dims: Tuple[int, ...]
+    dims: tuple[int, ...]
 
     @property
     def numpy_dtype(self) -> str:
@@ -213,6 +213,8 @@ def synctalk2d_frame_count(n_samples: int) -> int:
     """The frames SyncTalk_2D's inference renders for a clip of ``n_samples`` samples: N + 2
     (about one fewer than the clip's whole 40 ms frames)."""
     return synctalk2d_window_count(n_samples) + 2
+
+
 MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE)
 MODEL_OUTPUTS[FRAME_PASTE_MODEL] = (PASTED_FRAMES,)
 # Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.
@@ -293,7 +295,12 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
 # Stages reported in a CompositeBatchResponse, by composing model.
 STAGE_MODELS = {
     "validation_ms": (INPUT_VALIDATOR_MODEL,),
-    "audio_processing_ms": (AUDIO_FEATURES_MODEL, AUDIO_ENCODER_MODEL, SYNCTALK2D_AUDIO_FEATURES_MODEL, SYNCTALK2D_AUDIO_ENCODER_MODEL),
+    "audio_processing_ms": (
+        AUDIO_FEATURES_MODEL,
+        AUDIO_ENCODER_MODEL,
+        SYNCTALK2D_AUDIO_FEATURES_MODEL,
+        SYNCTALK2D_AUDIO_ENCODER_MODEL,
+    ),
     "inference_time_ms": (GENERATOR_MODEL,),
     "composite_time_ms": (FRAME_RESIZE_MODEL, JPEG_ENCODER_MODEL),
 }
@@ -309,6 +316,7 @@ def stage_of(model_name: str) -> str:
     if model_name.endswith(AVATAR_AUDIO_ENCODER_SUFFIX):
         return "audio_processing_ms"
     return "composite_time_ms"  # frame_paste, <id>_background, <id>_jpeg_encoder
+
 
 # --- byte sizes of the reference request layout ----------------------------------------------
 FLOAT32_BYTES = 4

@@ -1,4 +1,5 @@
 """Exception types of the client, one per error category of the reference service."""
+
 from __future__ import annotations
 
 from synctalk_client import contract

@@ -15,12 +15,12 @@ does not lip-sync can compare each stage with their own training pipeline::
 
 The frames equal what the ensemble returns for the same request (the tests check it).
 """
+
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 
@@ -39,27 +39,36 @@ DEBUG_FILES = {
 }
 
 
-def inspect_request(client: CompositeClient, request: CompositeBatchRequest, out: Path) -> Dict[str, object]:
+def inspect_request(client: CompositeClient, request: CompositeBatchRequest, out: Path) -> dict[str, object]:
     """Run ``request`` through its model id's ensemble step by step; write every stage to ``out``.
     Returns the summary written to ``steps.json``."""
-    tensors: Dict[str, np.ndarray] = client.input_tensors(request)
+    tensors: dict[str, np.ndarray] = client.input_tensors(request)
     out = Path(out)
     (out / "tensors").mkdir(parents=True, exist_ok=True)
     steps = []
     for step in client.ensemble_steps(request.model_id):
         model = step["model_name"]
-        inputs = {model_input: tensors[ensemble] for model_input, ensemble in step.get("input_map", {}).items() if ensemble in tensors}
+        inputs = {
+            model_input: tensors[ensemble]
+            for model_input, ensemble in step.get("input_map", {}).items()
+            if ensemble in tensors
+        }
         started = time.perf_counter()
         results = client.infer_model(model, inputs, list(step.get("output_map", {})))
         elapsed = (time.perf_counter() - started) * 1000.0
         for model_output, ensemble in step["output_map"].items():
             tensors[ensemble] = results[model_output]
-        steps.append({
-            "model": model,
-            "inputs": {name: [list(a.shape), str(a.dtype)] for name, a in inputs.items()},
-            "outputs": {ensemble: [list(tensors[ensemble].shape), str(tensors[ensemble].dtype)] for ensemble in step["output_map"].values()},
-            "ms": round(elapsed, 2),
-        })
+        steps.append(
+            {
+                "model": model,
+                "inputs": {name: [list(a.shape), str(a.dtype)] for name, a in inputs.items()},
+                "outputs": {
+                    ensemble: [list(tensors[ensemble].shape), str(tensors[ensemble].dtype)]
+                    for ensemble in step["output_map"].values()
+                },
+                "ms": round(elapsed, 2),
+            }
+        )
     for name, array in tensors.items():
         if array.dtype != np.object_:
             np.save(out / "tensors" / f"{name}.npy", array)
@@ -68,6 +77,11 @@ def inspect_request(client: CompositeClient, request: CompositeBatchRequest, out
     jpegs = [bytes(x) for x in tensors[contract.JPEG.name].reshape(-1)]
     for i, jpeg in enumerate(jpegs):
         (out / f"frame_{request.start_frame_idx + i:05d}.jpg").write_bytes(jpeg)
-    summary = {"model_id": request.model_id, "frames": len(jpegs), "start_frame_idx": request.start_frame_idx, "steps": steps}
+    summary = {
+        "model_id": request.model_id,
+        "frames": len(jpegs),
+        "start_frame_idx": request.start_frame_idx,
+        "steps": steps,
+    }
     (out / "steps.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

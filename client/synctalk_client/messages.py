@@ -5,10 +5,11 @@ model id exists, ``validate_payload``) with the reference's messages verbatim, t
 as the input tensors the model id takes (``tensors``), into arrays the transport hands it (plain
 arrays for the gRPC message, views of a shared-memory region). The client only transports.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,10 +17,10 @@ from synctalk_client import contract
 from synctalk_client.errors import BY_CATEGORY, CompositeError, ValidationError
 
 # allocate(spec, shape) -> a writable array of that shape and the spec's dtype
-Allocate = Callable[[contract.Tensor, Tuple[int, ...]], np.ndarray]
+Allocate = Callable[[contract.Tensor, tuple[int, ...]], np.ndarray]
 
 
-def new_array(spec: contract.Tensor, shape: Tuple[int, ...]) -> np.ndarray:
+def new_array(spec: contract.Tensor, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=spec.numpy_dtype)
 
 
@@ -27,7 +28,7 @@ _F32 = np.dtype("<f4")
 _S = contract.FACE_SIZE
 
 
-def visual_from_reference_bytes(visual_frames: bytes, batch_size: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+def visual_from_reference_bytes(visual_frames: bytes, batch_size: int, out: np.ndarray | None = None) -> np.ndarray:
     """Reference bytes ``[all crops][all masked crops]`` -> VISUAL [B, 6, 320, 320] float32,
     written into ``out`` where given (one copy)."""
     flat = np.frombuffer(visual_frames, dtype=_F32)
@@ -39,13 +40,18 @@ def visual_from_reference_bytes(visual_frames: bytes, batch_size: int, out: Opti
     return out
 
 
-def _f32_bytes(samples) -> Optional[bytes]:
+def _f32_bytes(samples) -> bytes | None:
     """float32 little-endian bytes of ``samples`` (None stays None: no audio context)."""
     return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
 
 
-def audio_context_rows(audio: np.ndarray, before: np.ndarray, after: np.ndarray,
-                       size: int = contract.AUDIO_CONTEXT_SAMPLES, align: int = contract.AUDIO_CONTEXT_ALIGN):
+def audio_context_rows(
+    audio: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    size: int = contract.AUDIO_CONTEXT_SAMPLES,
+    align: int = contract.AUDIO_CONTEXT_ALIGN,
+):
     """AUDIO_CONTEXT [B,2,size] and AUDIO_CONTEXT_LENGTH [B,2] for a batch's audio [B,640] and
     the real audio just before and after it (any lengths: the nearest ``size`` samples are kept,
     those before in whole steps of ``align``, which keep the clip's start on the mel grid). Row i
@@ -88,8 +94,8 @@ class CompositeBatchRequest:
     batch_size: int
     start_frame_idx: int = 0
     sample_rate: int = contract.SAMPLE_RATE
-    audio_context_before: Optional[bytes] = None
-    audio_context_after: Optional[bytes] = None
+    audio_context_before: bytes | None = None
+    audio_context_after: bytes | None = None
 
     @classmethod
     def from_arrays(
@@ -100,9 +106,9 @@ class CompositeBatchRequest:
         audio: np.ndarray,
         start_frame_idx: int = 0,
         sample_rate: int = contract.SAMPLE_RATE,
-        audio_context_before: Optional[np.ndarray] = None,
-        audio_context_after: Optional[np.ndarray] = None,
-    ) -> "CompositeBatchRequest":
+        audio_context_before: np.ndarray | None = None,
+        audio_context_after: np.ndarray | None = None,
+    ) -> CompositeBatchRequest:
         """From crops and masked crops [B,3,320,320] (BGR, [0,1]) and audio [B*640] or [B,640];
         optionally the clip's audio just before and after the batch (see the class)."""
         crops = np.asarray(crops, dtype=_F32)
@@ -124,9 +130,9 @@ class CompositeBatchRequest:
         model_id: str,
         audio: np.ndarray,
         start_frame_idx: int = 0,
-        audio_context_before: Optional[np.ndarray] = None,
-        audio_context_after: Optional[np.ndarray] = None,
-    ) -> "CompositeBatchRequest":
+        audio_context_before: np.ndarray | None = None,
+        audio_context_after: np.ndarray | None = None,
+    ) -> CompositeBatchRequest:
         """An avatar's request: the audio of B frames ([B*640] or [B,640]) and nothing else; the
         server cuts each frame's face input from the avatar's own frames (FRAME_INDEX =
         start_frame_idx + i). Optionally the clip's audio just before and after the batch."""
@@ -142,7 +148,7 @@ class CompositeBatchRequest:
         )
 
     @classmethod
-    def from_visual(cls, model_id: str, visual: np.ndarray, audio: np.ndarray, **kwargs) -> "CompositeBatchRequest":
+    def from_visual(cls, model_id: str, visual: np.ndarray, audio: np.ndarray, **kwargs) -> CompositeBatchRequest:
         """From the ensemble layout VISUAL [B,6,320,320] (crop channels 0-2, masked 3-5)."""
         visual = np.asarray(visual, dtype=_F32)
         return cls.from_arrays(model_id, visual[:, :3], visual[:, 3:], audio, **kwargs)
@@ -169,7 +175,9 @@ class CompositeBatchRequest:
         name = contract.VISUAL.name
         return name in takes and not (name in optional and len(self.visual_frames) == 0)
 
-    def validate_payload(self, takes: Collection[str] = (contract.VISUAL.name,), optional: Collection[str] = ()) -> None:
+    def validate_payload(
+        self, takes: Collection[str] = (contract.VISUAL.name,), optional: Collection[str] = ()
+    ) -> None:
         """Sizes, sample rate and audio values, in the reference's order. ``takes`` / ``optional``:
         the input names of the model id, and those of them it can go without (VISUAL is checked
         where it is sent: ``sends_visual``)."""
@@ -177,7 +185,9 @@ class CompositeBatchRequest:
         if self.sends_visual(takes, optional):
             expected_visual = batch * contract.VISUAL_FRAME_BYTES
             if len(self.visual_frames) != expected_visual:
-                raise ValidationError(contract.MSG_VISUAL_SIZE.format(got=len(self.visual_frames), expected=expected_visual))
+                raise ValidationError(
+                    contract.MSG_VISUAL_SIZE.format(got=len(self.visual_frames), expected=expected_visual)
+                )
         if len(self.raw_audio) == 0:
             raise ValidationError(contract.MSG_AUDIO_EMPTY)
         expected_audio = batch * contract.AUDIO_FRAME_BYTES
@@ -193,7 +203,9 @@ class CompositeBatchRequest:
                     raise ValidationError(f"{side}: {len(context)} bytes is not a whole number of float32 samples")
                 samples = np.frombuffer(context, dtype=_F32)
                 if not np.isfinite(samples).all():
-                    raise ValidationError(f"{side}: {int(np.count_nonzero(~np.isfinite(samples)))} samples are NaN or Inf")
+                    raise ValidationError(
+                        f"{side}: {int(np.count_nonzero(~np.isfinite(samples)))} samples are NaN or Inf"
+                    )
         start = self.start_frame_idx
         if not isinstance(start, (int, np.integer)) or start < 0:
             raise ValidationError(f"start_frame_idx must be a whole number >= 0, got {start!r}")
@@ -202,10 +214,14 @@ class CompositeBatchRequest:
         audio = np.frombuffer(self.raw_audio, dtype=_F32)
         if not np.isfinite(audio).all():
             bad = int(np.count_nonzero(~np.isfinite(audio)))
-            raise ValidationError(f"raw_audio: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio")
+            raise ValidationError(
+                f"raw_audio: {bad} of {audio.size} samples are NaN or Inf; expected finite float32 audio"
+            )
 
     # -- layout -----------------------------------------------------------------------------------
-    def tensors(self, takes: Collection[str], allocate: Allocate = new_array, optional: Collection[str] = ()) -> Dict[str, np.ndarray]:
+    def tensors(
+        self, takes: Collection[str], allocate: Allocate = new_array, optional: Collection[str] = ()
+    ) -> dict[str, np.ndarray]:
         """Validate the payload, then lay the request out as the input tensors of a model id
         whose ensemble takes the input names ``takes`` (``optional``: those it can go without),
         each written once into ``allocate(spec, shape)``: VISUAL [B,6,320,320] (crop channels
@@ -214,16 +230,20 @@ class CompositeBatchRequest:
         (a request with context, where the model id takes them)."""
         self.validate_payload(takes, optional)
         b = self.batch_size
-        out: Dict[str, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {}
         if self.sends_visual(takes, optional):
-            out[contract.VISUAL.name] = visual_from_reference_bytes(self.visual_frames, b, allocate(contract.VISUAL, (b, *contract.VISUAL.dims)))
+            out[contract.VISUAL.name] = visual_from_reference_bytes(
+                self.visual_frames, b, allocate(contract.VISUAL, (b, *contract.VISUAL.dims))
+            )
         audio = out[contract.AUDIO.name] = allocate(contract.AUDIO, (b, *contract.AUDIO.dims))
         audio[:] = np.frombuffer(self.raw_audio, dtype=_F32).reshape(b, contract.SAMPLES_PER_FRAME)
         if contract.FRAME_INDEX.name in takes:
             out[contract.FRAME_INDEX.name] = allocate(contract.FRAME_INDEX, (b, 1))
             out[contract.FRAME_INDEX.name][:] = self.frame_index_tensor()
         if self.has_audio_context and contract.AUDIO_CONTEXT.name in takes:
-            for spec, array in zip((contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH), self.audio_context_tensors()):
+            for spec, array in zip(
+                (contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH), self.audio_context_tensors()
+            ):
                 out[spec.name] = allocate(spec, array.shape)
                 out[spec.name][...] = array
         return out
@@ -242,7 +262,9 @@ class CompositeBatchRequest:
 
     def audio_context_tensors(self):
         """(AUDIO_CONTEXT [B,2,8000], AUDIO_CONTEXT_LENGTH [B,2]) of a request with context."""
-        before, after = (np.frombuffer(x or b"", dtype=_F32) for x in (self.audio_context_before, self.audio_context_after))
+        before, after = (
+            np.frombuffer(x or b"", dtype=_F32) for x in (self.audio_context_before, self.audio_context_after)
+        )
         return audio_context_rows(self.audio_tensor(), before, after)
 
     def frame_index_tensor(self) -> np.ndarray:
@@ -260,15 +282,15 @@ class CompositeBatchResponse:
     """
 
     success: bool
-    composited_frames: List[bytes] = field(default_factory=list)
-    validation_ms: Optional[float] = None
-    audio_processing_ms: Optional[float] = None
-    inference_time_ms: Optional[float] = None
-    composite_time_ms: Optional[float] = None
-    queue_time_ms: Optional[float] = None
+    composited_frames: list[bytes] = field(default_factory=list)
+    validation_ms: float | None = None
+    audio_processing_ms: float | None = None
+    inference_time_ms: float | None = None
+    composite_time_ms: float | None = None
+    queue_time_ms: float | None = None
     total_time_ms: float = 0.0
     error: str = ""
-    error_category: Optional[str] = None
+    error_category: str | None = None
     start_frame_idx: int = 0
 
     @property
@@ -276,14 +298,29 @@ class CompositeBatchResponse:
         return 200 if self.success else contract.HTTP_STATUS[self.error_category or contract.CATEGORY_PROCESSING]
 
     @classmethod
-    def failure(cls, error: CompositeError, total_time_ms: float = 0.0, start_frame_idx: int = 0) -> "CompositeBatchResponse":
-        return cls(success=False, error=error.message, error_category=error.category, total_time_ms=total_time_ms, start_frame_idx=start_frame_idx)
+    def failure(
+        cls, error: CompositeError, total_time_ms: float = 0.0, start_frame_idx: int = 0
+    ) -> CompositeBatchResponse:
+        return cls(
+            success=False,
+            error=error.message,
+            error_category=error.category,
+            total_time_ms=total_time_ms,
+            start_frame_idx=start_frame_idx,
+        )
 
-    def raise_for_error(self) -> "CompositeBatchResponse":
+    def raise_for_error(self) -> CompositeBatchResponse:
         if not self.success:
             raise BY_CATEGORY[self.error_category or contract.CATEGORY_PROCESSING](self.error)
         return self
 
     def timings(self) -> dict:
-        keys = ("validation_ms", "audio_processing_ms", "inference_time_ms", "composite_time_ms", "queue_time_ms", "total_time_ms")
+        keys = (
+            "validation_ms",
+            "audio_processing_ms",
+            "inference_time_ms",
+            "composite_time_ms",
+            "queue_time_ms",
+            "total_time_ms",
+        )
         return {k: getattr(self, k) for k in keys}

@@ -2,15 +2,16 @@
 around it, so every frame's mel window is the one of the whole clip), several requests are kept
 in flight, the JPEGs come back in order and are muxed with the audio by ffmpeg (the binary of the
 ``imageio-ffmpeg`` package)."""
+
 from __future__ import annotations
 
 import subprocess
 import tempfile
 import threading
 import wave
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -33,14 +34,14 @@ def render_video(
     model_id: str,
     audio: np.ndarray,
     out: Path,
-    crops: Optional[np.ndarray] = None,
+    crops: np.ndarray | None = None,
     batch_size: int = 8,
     in_flight: int = 3,
     timeout_s: float = 300.0,
     progress: bool = True,
-    on_batch: Optional[Callable[[int, int], None]] = None,
-    frames_dir: Optional[Path] = None,
-) -> Dict[str, float]:
+    on_batch: Callable[[int, int], None] | None = None,
+    frames_dir: Path | None = None,
+) -> dict[str, float]:
     """Render ``audio`` (16 kHz mono float) as ``out`` (H.264 + AAC MP4 at 25 fps).
 
     ``crops``: [n, 3, 320, 320] BGR face crops used in turn; the masked half of VISUAL is
@@ -77,7 +78,10 @@ def render_video(
         first, last = start * contract.SAMPLES_PER_FRAME, end * contract.SAMPLES_PER_FRAME
         context = contract.AUDIO_CONTEXT_SAMPLES
         # the audio around the batch: its edge frames get the windows of the whole clip
-        around = {"audio_context_before": audio[max(0, first - context) : first], "audio_context_after": audio[last : last + context]}
+        around = {
+            "audio_context_before": audio[max(0, first - context) : first],
+            "audio_context_after": audio[last : last + context],
+        }
         if audio_only:
             request = CompositeBatchRequest.audio_only(model_id, audio[first:last], start_frame_idx=start, **around)
         else:
@@ -104,11 +108,36 @@ def render_video(
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, audio[: n_frames * contract.SAMPLES_PER_FRAME])
         command = [
-            imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
-            "-f", "image2pipe", "-c:v", "mjpeg", "-framerate", str(contract.FPS), "-i", "-",
-            "-i", str(wav),
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "20",
-            "-c:a", "aac", "-b:a", "128k", "-shortest", "-movflags", "+faststart", str(out),
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "image2pipe",
+            "-c:v",
+            "mjpeg",
+            "-framerate",
+            str(contract.FPS),
+            "-i",
+            "-",
+            "-i",
+            str(wav),
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-shortest",
+            "-movflags",
+            "+faststart",
+            str(out),
         ]
         ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         pool = ThreadPoolExecutor(max_workers=max(1, in_flight))

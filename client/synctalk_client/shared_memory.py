@@ -4,11 +4,11 @@ For a client on the same host as the server: the 2.4 MB per frame of ``VISUAL`` 
 32-frame batch) is written once, by the request laying itself out straight into a registered POSIX
 shared-memory region in the ensemble's layout, and the gRPC request carries only its address.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
-from typing import List
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -22,7 +22,9 @@ class SharedMemoryInputs:
 
     # VISUAL, AUDIO, and room for the small optional inputs (FRAME_INDEX, the audio context)
     extra_bytes_per_frame = 8 + (2 * contract.AUDIO_CONTEXT_SAMPLES + 2) * 4
-    byte_size = contract.MAX_BATCH_SIZE * (contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES + extra_bytes_per_frame)
+    byte_size = contract.MAX_BATCH_SIZE * (
+        contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES + extra_bytes_per_frame
+    )
 
     def __init__(self, triton: grpcclient.InferenceServerClient):
         self.name = f"synctalk_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -34,7 +36,7 @@ class SharedMemoryInputs:
             shm.destroy_shared_memory_region(self._handle)
             raise
 
-    def inputs(self, request, takes, optional=()) -> List[grpcclient.InferInput]:
+    def inputs(self, request, takes, optional=()) -> list[grpcclient.InferInput]:
         """Have the request lay its tensors out straight into the region (each written once, no
         intermediate copy); return inputs that point there."""
         placed = []

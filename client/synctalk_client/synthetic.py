@@ -1,4 +1,5 @@
 """Synthetic inputs for demos and tests: speech-like audio and face-like crops (NumPy only)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ def face_crops(n_frames: int, seed: int = 0, size: int = contract.FACE_SIZE) -> 
     skin = np.array([0.55, 0.65, 0.85], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
     crops = np.empty((n_frames, 3, size, size), np.float32)
     face = ((xx - 0.5) / 0.33) ** 2 + ((yy - 0.5) / 0.43) ** 2 < 1
-    eyes = (((xx - 0.37) / 0.05) ** 2 + ((yy - 0.4) / 0.03) ** 2 < 1) | (((xx - 0.63) / 0.05) ** 2 + ((yy - 0.4) / 0.03) ** 2 < 1)
+    eyes = (((xx - 0.37) / 0.05) ** 2 + ((yy - 0.4) / 0.03) ** 2 < 1) | (
+        ((xx - 0.63) / 0.05) ** 2 + ((yy - 0.4) / 0.03) ** 2 < 1
+    )
     for i in range(n_frames):
         opening = 0.01 + 0.04 * (0.5 + 0.5 * np.sin(i * 0.9))
         mouth = ((xx - 0.5) / 0.12) ** 2 + ((yy - 0.72) / opening) ** 2 < 1

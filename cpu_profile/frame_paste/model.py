@@ -4,6 +4,7 @@ GENERATED_FACE [B,3,320,320] BGR float, BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,
 FRAME_SIZE [B,2] int32 -> FRAMES_RGB [B,H,W,3] uint8, with
 synctalk_preprocessing.compositing.paste_faces (FRAME_SIZE must be the background's).
 """
+
 import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
@@ -23,14 +24,19 @@ class TritonPythonModel:
             )
             problem = None
             if (size != background.shape[1:3]).any():
-                problem = f"{contract.FRAME_SIZE.name}: {size[0].tolist()} is not the background's size {list(background.shape[1:3])}"
+                problem = (
+                    f"{contract.FRAME_SIZE.name}: {size[0].tolist()} "
+                    f"is not the background's size {list(background.shape[1:3])}"
+                )
             else:
                 try:
                     frames = paste_faces(face, background, box)
                 except ValueError as exc:
                     problem = f"{contract.CROP_BOX.name}: {exc}"
             if problem:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(contract.FRAMES_RGB.name, frames)]))
         return responses

@@ -3,7 +3,7 @@
 GENERATED_FACE [B,3,320,320] BGR float -> FRAMES_RGB [B,1080,1920,3] uint8 RGB, with
 synctalk_preprocessing.compositing (OpenCV bilinear resize).
 """
-import numpy as np
+
 import triton_python_backend_utils as pb_utils
 
 from synctalk_preprocessing import model_config

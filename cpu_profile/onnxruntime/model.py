@@ -9,6 +9,7 @@ parameters of the same names; avatars' own models). Warm-up at load comes from t
 config's ``model_warmup`` (largest batch first, so the memory arena is sized once at load: a first
 call at a new, larger batch costs several times a steady one).
 """
+
 import ctypes
 import ctypes.util
 import os
@@ -38,7 +39,9 @@ class TritonPythonModel:
         session_inputs = {i.name for i in self.session.get_inputs()}
         missing = [i["name"] for i in self.inputs if i["name"] not in session_inputs]
         if missing:
-            raise ValueError(f"{args['model_name']}: model.onnx has no input(s) {missing}; it has {sorted(session_inputs)}")
+            raise ValueError(
+                f"{args['model_name']}: model.onnx has no input(s) {missing}; it has {sorted(session_inputs)}"
+            )
 
     def execute(self, requests):
         feeds, sizes = {}, []
@@ -49,7 +52,10 @@ class TritonPythonModel:
         outputs = self.session.run(self.output_names, feeds)
         responses, start = [], 0
         for size in sizes:
-            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size])) for n, o in zip(self.output_names, outputs)]
+            tensors = [
+                pb_utils.Tensor(n, np.ascontiguousarray(o[start : start + size]))
+                for n, o in zip(self.output_names, outputs)
+            ]
             responses.append(pb_utils.InferenceResponse(tensors))
             start += size
         if self.trim is not None:

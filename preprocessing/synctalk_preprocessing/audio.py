@@ -14,10 +14,11 @@ clip are zero.
 SyncTalk_2D's (wav2lip's) mel and its windows, indexed as its inference indexes them, are
 ``MelConfig`` ``SYNCTALK_2D`` and ``MelFrontEnd.synctalk2d_windows``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping, Optional
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class MelConfig:
     neighbours: int = 0  # > 0: each frame gets the windows of frames i - n/2 .. i + n/2 - 1
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> "MelConfig":
+    def from_parameters(cls, parameters: Mapping[str, str]) -> MelConfig:
         """Build from Triton string parameters; unknown keys are ignored, missing keep defaults."""
         values = {}
         for f in fields(cls):
@@ -93,8 +94,16 @@ class MelConfig:
 
 
 SYNCTALK_2D = MelConfig(
-    n_fft=800, hop_length=200, win_length=800, fmin=55.0, fmax=7600.0, preemphasis=0.97, magnitude_power=1.0,
-    scale="db", window_start="frame", neighbours=16,
+    n_fft=800,
+    hop_length=200,
+    win_length=800,
+    fmin=55.0,
+    fmax=7600.0,
+    preemphasis=0.97,
+    magnitude_power=1.0,
+    scale="db",
+    window_start="frame",
+    neighbours=16,
 )
 PRESETS = {"reference": MelConfig(), "synctalk2d": SYNCTALK_2D}
 
@@ -148,7 +157,9 @@ class MelFrontEnd:
             return c.columns_per_frame * frames - c.window_columns // 2
         return np.floor(c.columns_per_second * frames / c.fps + 1e-9).astype(np.int64)
 
-    def frame_windows(self, log_mel: np.ndarray, n_frames: int, first_column: float = 0, first_frame: int = 0, offset: int = 0) -> np.ndarray:
+    def frame_windows(
+        self, log_mel: np.ndarray, n_frames: int, first_column: float = 0, first_frame: int = 0, offset: int = 0
+    ) -> np.ndarray:
         """Cut one window per video frame: [n_frames, n_mels, window_columns], zeros outside.
 
         The windows of stream frames ``first_frame + offset`` onwards (``offset`` < 0: frames
@@ -174,7 +185,7 @@ class MelFrontEnd:
         return np.ascontiguousarray(padded[:, cols].transpose(1, 0, 2))
 
     @staticmethod
-    def _extended_clip(audio: np.ndarray, context: Optional[np.ndarray], lengths: Optional[np.ndarray]):
+    def _extended_clip(audio: np.ndarray, context: np.ndarray | None, lengths: np.ndarray | None):
         """The request's clip extended by row 0's real audio before it and row B-1's after it:
         (clip, samples before, samples after, context size or None)."""
         clip = audio.reshape(-1)
@@ -182,13 +193,20 @@ class MelFrontEnd:
             return clip, 0, 0, None
         size = context.shape[-1]
         before_len, after_len = int(lengths[0, 0]), int(lengths[-1, 1])
-        return np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]]), before_len, after_len, size
+        return (
+            np.concatenate([context[0, 0, size - before_len :], clip, context[-1, 1, :after_len]]),
+            before_len,
+            after_len,
+            size,
+        )
 
     def _aligned_log_mel(self, clip: np.ndarray, align: int) -> np.ndarray:
         """log_mel of ``clip`` after ``align`` zeros (which put it on a column grid)."""
         return self.log_mel(np.concatenate([np.zeros(align, np.float32), clip]) if align else clip)
 
-    def windows_for_audio(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0):
+    def windows_for_audio(
+        self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0
+    ):
         """[B, samples_per_frame] audio of one request (one contiguous clip) -> [B, n_mels, 16].
 
         With ``context`` [B, 2, C] and ``lengths`` [B, 2] (the AUDIO_CONTEXT tensors: row i's
@@ -213,17 +231,21 @@ class MelFrontEnd:
         return self.frame_windows(log_mel, n_frames, first_column, first_frame)
 
     # -- SyncTalk_2D: 16 neighbouring windows per frame, indexed as upstream's inference does ----
-    def clip_window_starts(self, k: np.ndarray, n_columns: Optional[int]) -> np.ndarray:
+    def clip_window_starts(self, k: np.ndarray, n_columns: int | None) -> np.ndarray:
         """First mel column of window ``k`` (clip-relative, 0 .. N-1) of a clip of ``n_columns``
         columns (None: the clip goes on): ``int(80 * (k / 25))``, moved back to the last 16
         columns where it would run past the clip's end (``AudDataset.crop_audio_window``)."""
         c = self.config
-        starts = (c.columns_per_second * (np.asarray(k, np.float64).reshape(-1) / float(c.fps))).astype(np.int64)  # int(): truncation
+        starts = (c.columns_per_second * (np.asarray(k, np.float64).reshape(-1) / float(c.fps))).astype(
+            np.int64
+        )  # int(): truncation
         if n_columns is not None:
             starts = np.where(starts + c.window_columns > n_columns, n_columns - c.window_columns, starts)
         return starts
 
-    def synctalk2d_windows(self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0):
+    def synctalk2d_windows(
+        self, frames_audio: np.ndarray, context: np.ndarray = None, lengths: np.ndarray = None, first_frame: int = 0
+    ):
         """SyncTalk_2D's per-frame audio windows for one request: ([B, 16, n_mels, 16] windows,
         [B, 16] float mask).
 

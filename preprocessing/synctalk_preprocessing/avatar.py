@@ -17,14 +17,15 @@ for every frame; from a JSON list, a ``.npy`` array, a text file with four numbe
 folder of SyncTalk_2D landmark files (``landmarks/*.lms``, boxes as its inference makes them).
 Resizing the backgrounds to an output size scales the boxes.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -44,19 +45,24 @@ class AvatarAssets:
     boxes: np.ndarray  # [N, 4] int32
     jpeg_quality: int = contract.JPEG_QUALITY
     source: dict = field(default_factory=dict)
-    files: Optional[List[Path]] = None  # the image files the frames were read from (stored as given)
+    files: list[Path] | None = None  # the image files the frames were read from (stored as given)
 
     def __post_init__(self):
         self.backgrounds = np.asarray(self.backgrounds, dtype=np.uint8)
         if self.backgrounds.ndim != 4 or self.backgrounds.shape[-1] != 3 or self.backgrounds.shape[0] == 0:
-            raise ValueError(f"backgrounds must be [n_frames, height, width, 3] RGB, got shape {list(self.backgrounds.shape)}")
+            raise ValueError(
+                f"backgrounds must be [n_frames, height, width, 3] RGB, got shape {list(self.backgrounds.shape)}"
+            )
         boxes = np.asarray(self.boxes)
         if boxes.ndim == 1:
             boxes = boxes[None]
         if boxes.shape[0] == 1 and self.n_frames > 1:
             boxes = np.repeat(boxes, self.n_frames, axis=0)
         if boxes.shape[0] != self.n_frames:
-            raise ValueError(f"{boxes.shape[0]} crop boxes for {self.n_frames} background frames (give one per frame, or one for all)")
+            raise ValueError(
+                f"{boxes.shape[0]} crop boxes for {self.n_frames} background frames (give one per frame, or one "
+                "for all)"
+            )
         self.boxes = check_boxes(boxes, self.width, self.height)
         if not 1 <= int(self.jpeg_quality) <= 100:
             raise ValueError(f"jpeg quality must be 1..100, got {self.jpeg_quality}")
@@ -79,11 +85,11 @@ class AvatarAssets:
         cls,
         avatar_id: str,
         background: Path,
-        boxes: Union[Path, Sequence[int]],
-        size: Optional[Tuple[int, int]] = None,
-        max_frames: Optional[int] = None,
+        boxes: Path | Sequence[int],
+        size: tuple[int, int] | None = None,
+        max_frames: int | None = None,
         jpeg_quality: int = contract.JPEG_QUALITY,
-    ) -> "AvatarAssets":
+    ) -> AvatarAssets:
         """Backgrounds from a video or an image folder, boxes from a file or one ``[x0,y0,x1,y1]``;
         ``size`` = (width, height) resizes both."""
         background = Path(background)
@@ -93,10 +99,12 @@ class AvatarAssets:
         box_array = np.asarray(box_array, dtype=np.float64).reshape(-1, 4)
         if box_array.shape[0] > 1 and max_frames is not None:
             box_array = box_array[: len(frames)]
-        assets = cls(avatar_id, frames, box_array.round().astype(np.int64), jpeg_quality, {"background": str(background)}, files)
+        assets = cls(
+            avatar_id, frames, box_array.round().astype(np.int64), jpeg_quality, {"background": str(background)}, files
+        )
         return assets.resized(*size) if size else assets
 
-    def resized(self, width: int, height: int) -> "AvatarAssets":
+    def resized(self, width: int, height: int) -> AvatarAssets:
         """Backgrounds resized to ``width`` x ``height`` (area interpolation), boxes scaled with them."""
         import cv2
 
@@ -107,10 +115,12 @@ class AvatarAssets:
         scale = np.array([width / self.width, height / self.height] * 2)
         boxes = np.round(self.boxes * scale).astype(np.int64)
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-        return AvatarAssets(self.avatar_id, frames, boxes, self.jpeg_quality, dict(self.source, resized_from=[self.width, self.height]))
+        return AvatarAssets(
+            self.avatar_id, frames, boxes, self.jpeg_quality, dict(self.source, resized_from=[self.width, self.height])
+        )
 
     # -- the stored form ------------------------------------------------------------------------
-    def manifest(self, frame_files: Optional[List[str]] = None) -> dict:
+    def manifest(self, frame_files: list[str] | None = None) -> dict:
         manifest = {
             "id": self.avatar_id,
             "width": self.width,
@@ -137,23 +147,37 @@ class AvatarAssets:
                 shutil.copyfile(self.files[i], folder / BACKGROUNDS / name)
             else:
                 name = f"{i:06d}.png"
-                if not cv2.imwrite(str(folder / BACKGROUNDS / name), np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                if not cv2.imwrite(
+                    str(folder / BACKGROUNDS / name),
+                    np.ascontiguousarray(frame[..., ::-1]),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 1],
+                ):
                     raise OSError(f"cannot write {folder / BACKGROUNDS / name}")
             names.append(name)
         (folder / MANIFEST).write_text(json.dumps(self.manifest(names), indent=1) + "\n")
         return folder
 
     @classmethod
-    def load(cls, folder: Path) -> "AvatarAssets":
+    def load(cls, folder: Path) -> AvatarAssets:
         folder = Path(folder)
         manifest = read_manifest(folder)
         names = manifest.get("frames") or [f"{i:06d}.jpg" for i in range(manifest["n_frames"])]
         files = [folder / BACKGROUNDS / name for name in names]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise FileNotFoundError(f"avatar {manifest['id']}: {len(missing)} background frames missing in {folder / BACKGROUNDS} (first {missing[0]})")
+            raise FileNotFoundError(
+                f"avatar {manifest['id']}: {len(missing)} background frames missing in {folder / BACKGROUNDS} "
+                f"(first {missing[0]})"
+            )
         frames = np.stack([read_image(f) for f in files])
-        return cls(manifest["id"], frames, np.asarray(manifest["boxes"]), manifest["jpeg_quality"], manifest.get("source", {}), files)
+        return cls(
+            manifest["id"],
+            frames,
+            np.asarray(manifest["boxes"]),
+            manifest["jpeg_quality"],
+            manifest.get("source", {}),
+            files,
+        )
 
 
 def read_manifest(folder: Path) -> dict:
@@ -168,7 +192,7 @@ def natural_key(path: Path):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def image_files(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
+def image_files(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
     """The folder's files with ``suffixes``, in natural order (``0.jpg, 1.jpg, 2.jpg, .., 10.jpg``)."""
     files = sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes), key=natural_key)
     if not files:
@@ -186,7 +210,7 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_frames(source: Path, max_frames: Optional[int] = None) -> np.ndarray:
+def read_frames(source: Path, max_frames: int | None = None) -> np.ndarray:
     """A video file (any format ffmpeg reads) or a folder of images -> [N, H, W, 3] uint8 RGB."""
     if source.is_dir():
         frames = [read_image(f) for f in image_files(source)[:max_frames]]
@@ -211,7 +235,7 @@ def read_frames(source: Path, max_frames: Optional[int] = None) -> np.ndarray:
     return np.stack(frames)
 
 
-def landmark_box(landmarks: np.ndarray, frame_hw: Optional[Tuple[int, int]] = None) -> List[int]:
+def landmark_box(landmarks: np.ndarray, frame_hw: tuple[int, int] | None = None) -> list[int]:
     """SyncTalk_2D's face box from one frame's landmarks (``inference_328.py``): xmin = lms[1].x,
     xmax = lms[31].x, ymin = lms[52].y, ymax = ymin + (xmax - xmin), after the landmarks are cast
     to int32; clipped to the frame as NumPy's slicing clips ``img[ymin:ymax, xmin:xmax]``."""
@@ -224,7 +248,7 @@ def landmark_box(landmarks: np.ndarray, frame_hw: Optional[Tuple[int, int]] = No
     return box
 
 
-def read_landmark_boxes(folder: Path, frame_hw: Optional[Tuple[int, int]] = None) -> np.ndarray:
+def read_landmark_boxes(folder: Path, frame_hw: tuple[int, int] | None = None) -> np.ndarray:
     """[N, 4] boxes from a folder of SyncTalk_2D ``.lms`` files (one "x y" line per landmark),
     in natural order (``0.lms, 1.lms, ..``: the frames' order)."""
     boxes = []
@@ -233,7 +257,7 @@ def read_landmark_boxes(folder: Path, frame_hw: Optional[Tuple[int, int]] = None
     return np.asarray(boxes, dtype=np.int64)
 
 
-def read_boxes(path: Union[str, Path], frame_hw: Optional[Tuple[int, int]] = None) -> np.ndarray:
+def read_boxes(path: str | Path, frame_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Crop boxes from ``.json`` ([[x0,y0,x1,y1], ...] or one box), ``.npy``, text (4 numbers a
     line) or a folder of SyncTalk_2D landmark files (``frame_hw`` clips their boxes to the frame)."""
     path = Path(path)

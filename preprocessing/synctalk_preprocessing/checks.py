@@ -4,9 +4,8 @@ Triton itself rejects wrong shapes, dtypes and batch sizes; these catch what it 
 non-finite and far out-of-range values. Each returns ``None`` or a message naming the tensor,
 what was found and what was expected.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 
@@ -19,14 +18,17 @@ def _first_bad(mask: np.ndarray) -> str:
     return f"frame {int(index[0])}, index {tuple(int(i) for i in index[1:])}"
 
 
-def non_finite(name: str, array: np.ndarray, unit: str = "values") -> Optional[str]:
+def non_finite(name: str, array: np.ndarray, unit: str = "values") -> str | None:
     bad = ~np.isfinite(array)
     if bad.any():
-        return f"{name}: {int(bad.sum())} of {array.size} {unit} are NaN or Inf (first at {_first_bad(bad)}); expected finite float32"
+        return (
+            f"{name}: {int(bad.sum())} of {array.size} {unit} are NaN or Inf "
+            f"(first at {_first_bad(bad)}); expected finite float32"
+        )
     return None
 
 
-def check_visual(name: str, visual: np.ndarray, tolerance: float = VISUAL_TOLERANCE) -> Optional[str]:
+def check_visual(name: str, visual: np.ndarray, tolerance: float = VISUAL_TOLERANCE) -> str | None:
     """Two reads of VISUAL (min, max) and no temporary for a good request: NaN and Inf show in
     the extremes (NaN propagates through min/max), and only a bad request pays for locating the
     first bad value."""
@@ -47,7 +49,7 @@ def check_visual(name: str, visual: np.ndarray, tolerance: float = VISUAL_TOLERA
     return None
 
 
-def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) -> Optional[str]:
+def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) -> str | None:
     message = non_finite(name, audio, unit="samples")
     if message:
         return message
@@ -57,7 +59,7 @@ def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) ->
     return None
 
 
-def check_frame_index(name: str, index: Optional[np.ndarray]) -> Optional[str]:
+def check_frame_index(name: str, index: np.ndarray | None) -> str | None:
     """FRAME_INDEX (None where the request has none): stream positions >= 0."""
     if index is not None and index.size and int(index.min()) < 0:
         first = int(np.argmax(index.reshape(-1) < 0))
@@ -65,15 +67,22 @@ def check_frame_index(name: str, index: Optional[np.ndarray]) -> Optional[str]:
     return None
 
 
-def check_audio_context(context: Optional[np.ndarray], lengths: Optional[np.ndarray], samples: int, align: int,
-                        abs_max: float = AUDIO_ABS_MAX) -> Optional[str]:
+def check_audio_context(
+    context: np.ndarray | None,
+    lengths: np.ndarray | None,
+    samples: int,
+    align: int,
+    abs_max: float = AUDIO_ABS_MAX,
+) -> str | None:
     """AUDIO_CONTEXT [B,2,samples] and AUDIO_CONTEXT_LENGTH [B,2]: both or neither, finite audio,
     lengths in [0, samples], those before a frame multiples of ``align`` (they place the clip's
     start on the mel grid; the audio after a frame may end anywhere, as a clip does)."""
     if context is None and lengths is None:
         return None
     if context is None or lengths is None:
-        given, missing = ("AUDIO_CONTEXT", "AUDIO_CONTEXT_LENGTH") if lengths is None else ("AUDIO_CONTEXT_LENGTH", "AUDIO_CONTEXT")
+        given, missing = (
+            ("AUDIO_CONTEXT", "AUDIO_CONTEXT_LENGTH") if lengths is None else ("AUDIO_CONTEXT_LENGTH", "AUDIO_CONTEXT")
+        )
         return f"{given} was sent without {missing}: send both or neither"
     message = check_audio("AUDIO_CONTEXT", context, abs_max)
     if message:
@@ -82,6 +91,8 @@ def check_audio_context(context: Optional[np.ndarray], lengths: Optional[np.ndar
     bad[:, 0] |= lengths[:, 0] % align != 0
     if bad.any():
         frame, side = (int(i) for i in np.argwhere(bad)[0])
-        return (f"AUDIO_CONTEXT_LENGTH: {int(lengths[frame, side])} samples {('before', 'after')[side]} frame {frame}; "
-                f"expected 0..{samples}" + (f" in steps of {align}" if side == 0 else ""))
+        return (
+            f"AUDIO_CONTEXT_LENGTH: {int(lengths[frame, side])} samples {('before', 'after')[side]} frame {frame}; "
+            f"expected 0..{samples}" + (f" in steps of {align}" if side == 0 else "")
+        )
     return None

@@ -10,10 +10,11 @@ clamp to [0, 255] and cast to uint8 at 320x320, then a bilinear (half-pixel cent
 antialiasing) resize of the uint8 image to the output size. Avatars follow SyncTalk_2D instead
 (``paste_faces``): truncation to uint8, bicubic resizes through the 328 crop.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Sequence
 
 import numpy as np
 
@@ -41,7 +42,9 @@ def resize_frames(
     return out
 
 
-def composite_frames(face_bgr: np.ndarray, width: int = contract.OUTPUT_WIDTH, height: int = contract.OUTPUT_HEIGHT) -> np.ndarray:
+def composite_frames(
+    face_bgr: np.ndarray, width: int = contract.OUTPUT_WIDTH, height: int = contract.OUTPUT_HEIGHT
+) -> np.ndarray:
     """Generated faces [B, 3, 320, 320] -> full frames [B, height, width, 3] uint8 RGB."""
     return resize_frames(face_to_rgb8(face_bgr), width, height)
 
@@ -50,7 +53,9 @@ class CpuJpegEncoder:
     """libjpeg-turbo (simplejpeg) encoder; frames are encoded on a small thread pool
     (simplejpeg releases the GIL while it encodes)."""
 
-    def __init__(self, quality: int = contract.JPEG_QUALITY, subsampling: str = contract.JPEG_SUBSAMPLING, threads: int = 2):
+    def __init__(
+        self, quality: int = contract.JPEG_QUALITY, subsampling: str = contract.JPEG_SUBSAMPLING, threads: int = 2
+    ):
         self.quality = int(quality)
         self.subsampling = subsampling
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="jpeg")
@@ -62,7 +67,7 @@ class CpuJpegEncoder:
             np.ascontiguousarray(frame_rgb8), quality=self.quality, colorspace="RGB", colorsubsampling=self.subsampling
         )
 
-    def encode(self, frames_rgb8: Sequence[np.ndarray]) -> List[bytes]:
+    def encode(self, frames_rgb8: Sequence[np.ndarray]) -> list[bytes]:
         if len(frames_rgb8) == 1:
             return [self.encode_one(frames_rgb8[0])]
         return list(self._pool.map(self.encode_one, frames_rgb8))
@@ -82,7 +87,14 @@ def check_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
         if not np.all(np.isfinite(boxes)) or np.any(boxes != np.round(boxes)):
             raise ValueError("crop boxes must be whole pixel coordinates")
     b = boxes.astype(np.int64)
-    bad = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+    bad = (
+        (b[:, 0] < 0)
+        | (b[:, 1] < 0)
+        | (b[:, 2] > width)
+        | (b[:, 3] > height)
+        | (b[:, 2] <= b[:, 0])
+        | (b[:, 3] <= b[:, 1])
+    )
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"crop box {i} {b[i].tolist()} is empty or outside the {width}x{height} frame")

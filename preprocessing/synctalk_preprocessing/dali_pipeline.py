@@ -8,6 +8,7 @@
 Both turn the generated face into RGB uint8 at 320x320 first, as
 ``synctalk_preprocessing.compositing`` does on the CPU.
 """
+
 from __future__ import annotations
 
 from synctalk_client import contract
@@ -24,11 +25,15 @@ def _face_rgb8(device: str):
     return fn.color_space_conversion(rgb8, image_type=types.BGR, output_type=types.RGB)
 
 
-def frame_resize_pipeline(device: str = "gpu", width: int = contract.OUTPUT_WIDTH, height: int = contract.OUTPUT_HEIGHT):
+def frame_resize_pipeline(
+    device: str = "gpu", width: int = contract.OUTPUT_WIDTH, height: int = contract.OUTPUT_HEIGHT
+):
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
 
-    return fn.resize(_face_rgb8(device), resize_x=width, resize_y=height, interp_type=types.INTERP_LINEAR, antialias=False)
+    return fn.resize(
+        _face_rgb8(device), resize_x=width, resize_y=height, interp_type=types.INTERP_LINEAR, antialias=False
+    )
 
 
 def frame_paste_pipeline(device: str = "gpu"):
@@ -49,7 +54,9 @@ def frame_paste_pipeline(device: str = "gpu"):
     truncated = dmath.floor(dmath.clamp(face * 255.0, 0.0, 255.0))
     bgr8 = fn.cast(fn.transpose(truncated, perm=[1, 2, 0], output_layout="HWC"), dtype=types.UINT8)
     prediction = fn.color_space_conversion(bgr8, image_type=types.BGR, output_type=types.RGB)
-    background = fn.external_source(name=contract.BACKGROUND.name, device=device, dtype=types.UINT8, ndim=3, layout="HWC")
+    background = fn.external_source(
+        name=contract.BACKGROUND.name, device=device, dtype=types.UINT8, ndim=3, layout="HWC"
+    )
     box = fn.external_source(name=contract.CROP_BOX.name, device="cpu", dtype=types.INT32, ndim=1)
     frame_hw = fn.external_source(name=contract.FRAME_SIZE.name, device="cpu", dtype=types.INT32, ndim=1)
     x0, y0, x1, y1 = box[0], box[1], box[2], box[3]
@@ -64,6 +71,12 @@ def frame_paste_pipeline(device: str = "gpu"):
     crop = cubic(region(background, y0, x0, y1 - y0, x1 - x0), float(size), float(size))
     # the prediction inside the 328 crop's own 4-pixel border
     middle = fn.cat(crop[lo:hi, 0:lo], prediction, crop[lo:hi, hi:size], axis=1)
-    pasted = cubic(fn.cat(crop[0:lo], middle, crop[hi:size], axis=0), fn.cast(x1 - x0, dtype=types.FLOAT), fn.cast(y1 - y0, dtype=types.FLOAT))
-    row = fn.cat(region(background, y0, 0, y1 - y0, x0), pasted, region(background, y0, x1, y1 - y0, width - x1), axis=1)
+    pasted = cubic(
+        fn.cat(crop[0:lo], middle, crop[hi:size], axis=0),
+        fn.cast(x1 - x0, dtype=types.FLOAT),
+        fn.cast(y1 - y0, dtype=types.FLOAT),
+    )
+    row = fn.cat(
+        region(background, y0, 0, y1 - y0, x0), pasted, region(background, y0, x1, y1 - y0, width - x1), axis=1
+    )
     return fn.cat(region(background, 0, 0, y0, width), row, region(background, y1, 0, height - y1, width), axis=0)

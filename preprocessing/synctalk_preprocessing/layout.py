@@ -5,6 +5,7 @@ out as ``[all B face crops (3x320x320 each)][all B masked crops]`` and ``raw_aud
 float32 little-endian samples. The ensemble takes ``VISUAL`` [B, 6, 320, 320] (channels 0-2 the
 crop, 3-5 the masked crop) and ``AUDIO`` [B, 640].
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,15 +1,17 @@
 """Helpers for Python-backend models reading their own Triton model configuration."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 
-def load(model_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+def load(model_config: str | Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(model_config) if isinstance(model_config, str) else dict(model_config)
 
 
-def string_parameters(config: Mapping[str, Any]) -> Dict[str, str]:
+def string_parameters(config: Mapping[str, Any]) -> dict[str, str]:
     """``parameters { key: ... value: { string_value: ... } }`` -> {key: value}."""
     return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
 

@@ -1,12 +1,13 @@
 """nvImageCodec JPEG encoder for the production ``jpeg_encoder`` model (GPU), with its CPU
 backend usable where there is no GPU. DALI has no JPEG encoder operator, so the pipeline encodes
 here, on the frames DALI resized, without a host round trip when they arrive as GPU tensors."""
+
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from synctalk_client import contract
-
 
 _SUBSAMPLING = {
     "420": lambda m: m.ChromaSubsampling.CSS_420,
@@ -42,7 +43,10 @@ class NvImageCodecEncoder:
                 backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)],
             )
         elif require_gpu:
-            gpu = [nvimgcodec.Backend(kind) for kind in (nvimgcodec.BackendKind.GPU_ONLY, nvimgcodec.BackendKind.HYBRID_CPU_GPU)]
+            gpu = [
+                nvimgcodec.Backend(kind)
+                for kind in (nvimgcodec.BackendKind.GPU_ONLY, nvimgcodec.BackendKind.HYBRID_CPU_GPU)
+            ]
             try:
                 self._encoder = nvimgcodec.Encoder(device_id=device_id, backends=gpu)
             except RuntimeError as error:
@@ -72,7 +76,7 @@ class NvImageCodecEncoder:
                 "is its nvJPEG extension installed (nvidia-nvimgcodec-cu12[nvjpeg], nvidia-nvjpeg-cu12)?"
             ) from error
 
-    def encode(self, frames: Sequence[Any]) -> List[bytes]:
+    def encode(self, frames: Sequence[Any]) -> list[bytes]:
         """Frames: HxWx3 uint8 RGB, as NumPy arrays or objects exposing DLPack / CUDA arrays.
         Raises :class:`EncodeError` naming the frames nvImageCodec could not encode."""
         images = [self._nvimgcodec.as_image(f) for f in frames]
@@ -80,5 +84,8 @@ class NvImageCodecEncoder:
         failed = [i for i, b in enumerate(encoded) if b is None]
         if failed:
             shape = tuple(images[failed[0]].shape)
-            raise EncodeError(f"nvImageCodec could not encode {len(failed)} of {len(images)} frames (first: frame {failed[0]}, shape {shape})")
+            raise EncodeError(
+                f"nvImageCodec could not encode {len(failed)} of {len(images)} frames (first: frame {failed[0]}, "
+                f"shape {shape})"
+            )
         return [bytes(b) for b in encoded]

@@ -1,5 +1,6 @@
 """The deployment files, validated offline: compose against the compose-spec schema, Kubernetes
 manifests against the Kubernetes API schemas, the Dockerfile's promises checked."""
+
 import re
 import subprocess
 import sys
@@ -15,8 +16,16 @@ K8S = DEPLOY / "kubernetes"
 
 def test_compose_file_validates_against_the_compose_spec():
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "docker-compose.yml")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(DEPLOY / "docker-compose.yml"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -78,7 +87,10 @@ def test_hpa_scales_on_the_triton_queue_time_metric():
     (metric,) = hpa["spec"]["metrics"]
     name = metric["pods"]["metric"]["name"]
     rules = yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])
-    assert any(rule["name"]["as"] == name and "nv_inference_queue_duration_us" in rule["metricsQuery"] for rule in rules["rules"])
+    assert any(
+        rule["name"]["as"] == name and "nv_inference_queue_duration_us" in rule["metricsQuery"]
+        for rule in rules["rules"]
+    )
 
 
 def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
@@ -101,14 +113,39 @@ def test_the_images_python_requirements_resolve_for_its_python(tmp_path):
 
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--only-binary=:all:", "--python-version", "3.12",
-         "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-         "--platform", "manylinux2014_x86_64", "--target", str(tmp_path / "target"), "--report", str(report),
-         "-r", str(DEPLOY / "requirements-server.txt")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--target",
+            str(tmp_path / "target"),
+            "--report",
+            str(report),
+            "-r",
+            str(DEPLOY / "requirements-server.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    versions = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    versions = {
+        i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]
+    }
     assert versions["numpy"].startswith("1.") and versions["cupy-cuda12x"].startswith("13.")
 
 
@@ -144,11 +181,14 @@ def test_memory_pools_hold_the_gpu_tensors_of_every_request_in_flight():
     assert plan["requests_in_flight"] == sum(plan["instances"].values()) >= 3
     assert plan["cuda_pool_bytes"] >= plan["requests_in_flight"] * sum(plan["request_gpu_bytes"].values())
     assert plan["cuda_pool_bytes"] < 4 * 2**30, "a small share of any data-centre GPU"
-    assert plan["pinned_pool_bytes"] >= (plan["instances"][contract.GENERATOR_MODEL] + 1) * gpu_memory.tensor_bytes(contract.VISUAL)
+    assert plan["pinned_pool_bytes"] >= (plan["instances"][contract.GENERATOR_MODEL] + 1) * gpu_memory.tensor_bytes(
+        contract.VISUAL
+    )
     assert all(size % gpu_memory.POOL_GRANULE == 0 for size in (plan["cuda_pool_bytes"], plan["pinned_pool_bytes"]))
     command = gpu_memory.server_command(gpus=2)
     assert [a for a in command if a.startswith("--cuda-memory-pool-byte-size=")] == [
-        f"--cuda-memory-pool-byte-size={gpu}:{plan['cuda_pool_bytes']}" for gpu in (0, 1)]
+        f"--cuda-memory-pool-byte-size={gpu}:{plan['cuda_pool_bytes']}" for gpu in (0, 1)
+    ]
 
 
 def test_autoscaling_counts_every_generator_queue_avatars_included():
@@ -158,7 +198,9 @@ def test_autoscaling_counts_every_generator_queue_avatars_included():
     assert len(selectors) == 3 and len(set(selectors)) == 1, "one selector in the series and both counters"
     generators = re.compile(selectors[0])  # PromQL regex matchers are fully anchored
     assert all(generators.fullmatch(m) for m in ("synctalk", "anna_synctalk", "bob_2_synctalk"))
-    assert not any(generators.fullmatch(m) for m in ("audio_encoder", "anna_background", "anna_jpeg_encoder", "synctalk_x", "demo"))
+    assert not any(
+        generators.fullmatch(m) for m in ("audio_encoder", "anna_background", "anna_jpeg_encoder", "synctalk_x", "demo")
+    )
     assert 'model="' not in rule["metricsQuery"]
 
 

@@ -1,20 +1,26 @@
 """Every config.pbtxt parses with Triton's ModelConfig protobuf, and the ensemble is wired as
 Triton requires and as the contract says, in both profiles."""
+
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from synctalk_client import contract
-import cv2
-import numpy as np
-
 from synctalk_preprocessing.audio import MelConfig
 from tools import avatars, paths
 from tools.render_repository import read_config, render
 
-DTYPES = {"FP32": mc.TYPE_FP32, "UINT8": mc.TYPE_UINT8, "INT32": mc.TYPE_INT32, "INT64": mc.TYPE_INT64, "BYTES": mc.TYPE_STRING}
+DTYPES = {
+    "FP32": mc.TYPE_FP32,
+    "UINT8": mc.TYPE_UINT8,
+    "INT32": mc.TYPE_INT32,
+    "INT64": mc.TYPE_INT64,
+    "BYTES": mc.TYPE_STRING,
+}
 AVATAR = "anna"
 AVATAR_2D = "bert"  # an avatar with SyncTalk_2D's audio front end
 AVATAR_OWN_ENCODER = "cleo"  # SyncTalk_2D's front end with the avatar's own audio encoder
@@ -61,7 +67,9 @@ def gpu_profile(tmp_path_factory, models_dir):
 def avatar_template():
     return {
         "avatar": text_format.Parse((avatars.TEMPLATE / "ensemble" / "config.pbtxt").read_text(), mc.ModelConfig()),
-        "avatar_background": text_format.Parse((avatars.TEMPLATE / "background" / "config.pbtxt").read_text(), mc.ModelConfig()),
+        "avatar_background": text_format.Parse(
+            (avatars.TEMPLATE / "background" / "config.pbtxt").read_text(), mc.ModelConfig()
+        ),
     }
 
 
@@ -85,7 +93,9 @@ def test_models_match_the_contract(profile, request):
     configs = request.getfixturevalue(profile)
     for name in contract.SHARED_MODELS:
         config = configs[name]
-        assert {t.name for t in config.input if t.optional} == {t.name for t in contract.OPTIONAL_INPUTS.get(name, ())}, name
+        assert {t.name for t in config.input if t.optional} == {
+            t.name for t in contract.OPTIONAL_INPUTS.get(name, ())
+        }, name
         assert config.max_batch_size == contract.MAX_BATCH_SIZE, name
         assert tensors(config, "input") == {t.name: spec(t) for t in contract.MODEL_INPUTS[name]}, name
         assert tensors(config, "output") == {t.name: spec(t) for t in contract.MODEL_OUTPUTS[name]}, name
@@ -110,7 +120,11 @@ def test_avatar_models_match_the_contract(profile, request):
     assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR)]
     for role, shared in (("generator", contract.GENERATOR_MODEL), ("jpeg_encoder", contract.JPEG_ENCODER_MODEL)):
         own, base = configs[models[role]], configs[shared]
-        assert (own.backend, own.max_batch_size, tensors(own, "output")) == (base.backend, base.max_batch_size, tensors(base, "output"))
+        assert (own.backend, own.max_batch_size, tensors(own, "output")) == (
+            base.backend,
+            base.max_batch_size,
+            tensors(base, "output"),
+        )
     assert tensors(configs[models["jpeg_encoder"]], "input") == {contract.FRAMES_RGB.name: (mc.TYPE_UINT8, (48, 64, 3))}
     assert configs[models["jpeg_encoder"]].parameters["quality"].string_value == "80"
     background = configs[models["background"]]
@@ -120,9 +134,13 @@ def test_avatar_models_match_the_contract(profile, request):
 
 
 def test_an_avatar_with_the_synctalk2d_front_end(cpu_profile):
-    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in cpu_profile[AVATAR_2D].ensemble_scheduling.step]
+    steps = [
+        (s.model_name, dict(s.input_map), dict(s.output_map)) for s in cpu_profile[AVATAR_2D].ensemble_scheduling.step
+    ]
     assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR_2D, "synctalk2d")]
-    assert {contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL} <= {name for name, _, _ in steps}
+    assert {contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL} <= {
+        name for name, _, _ in steps
+    }
 
 
 def test_avatar_template_uses_the_placeholder_id(avatar_template):
@@ -135,11 +153,20 @@ def test_avatar_template_uses_the_placeholder_id(avatar_template):
 def test_an_avatar_with_its_own_audio_encoder(profile, request):
     configs = request.getfixturevalue(profile)
     name = contract.avatar_models(AVATAR_OWN_ENCODER, own_audio_encoder=True)["audio_encoder"]
-    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in configs[AVATAR_OWN_ENCODER].ensemble_scheduling.step]
-    assert steps == [tuple(step) for step in contract.avatar_ensemble_steps(AVATAR_OWN_ENCODER, "synctalk2d", own_audio_encoder=True)]
+    steps = [
+        (s.model_name, dict(s.input_map), dict(s.output_map))
+        for s in configs[AVATAR_OWN_ENCODER].ensemble_scheduling.step
+    ]
+    assert steps == [
+        tuple(step) for step in contract.avatar_ensemble_steps(AVATAR_OWN_ENCODER, "synctalk2d", own_audio_encoder=True)
+    ]
     assert name in {s[0] for s in steps} and contract.SYNCTALK2D_AUDIO_ENCODER_MODEL not in {s[0] for s in steps}
     own, shared = configs[name], configs[contract.SYNCTALK2D_AUDIO_ENCODER_MODEL]
-    assert (own.backend, tensors(own, "input"), tensors(own, "output")) == (shared.backend, tensors(shared, "input"), tensors(shared, "output"))
+    assert (own.backend, tensors(own, "input"), tensors(own, "output")) == (
+        shared.backend,
+        tensors(shared, "input"),
+        tensors(shared, "output"),
+    )
     if profile == "gpu_profile":
         (accelerator,) = own.optimization.execution_accelerators.gpu_execution_accelerator
         assert accelerator.parameters["trt_engine_cache_path"] == f"/trt_cache/{name}"
@@ -170,10 +197,14 @@ def test_ensemble_wiring_is_what_triton_accepts(profile, model_id, request):
         assert ensemble.max_batch_size <= model.max_batch_size, step.model_name
         model_inputs, model_outputs = tensors(model, "input"), tensors(model, "output")
         optional = {t.name for t in model.input if t.optional}
-        assert set(model_inputs) - optional <= set(step.input_map) <= set(model_inputs), f"{step.model_name}: every required input mapped"
+        assert set(model_inputs) - optional <= set(step.input_map) <= set(model_inputs), (
+            f"{step.model_name}: every required input mapped"
+        )
         for model_tensor, ensemble_tensor in step.input_map.items():
             assert ensemble_tensor in available, f"{step.model_name} reads {ensemble_tensor} before it is produced"
-            assert compatible(available[ensemble_tensor], model_inputs[model_tensor]), f"{step.model_name}.{model_tensor}: dtype/dims"
+            assert compatible(available[ensemble_tensor], model_inputs[model_tensor]), (
+                f"{step.model_name}.{model_tensor}: dtype/dims"
+            )
             consumed.add(ensemble_tensor)
         for model_tensor, ensemble_tensor in step.output_map.items():
             assert model_tensor in model_outputs, f"{step.model_name} has no output {model_tensor}"
@@ -192,7 +223,11 @@ def test_ensemble_wiring_is_what_triton_accepts(profile, model_id, request):
 def compatible(produced, consumed) -> bool:
     """Triton's ensemble check: same dtype and rank, and each dim equal or -1 (variable) on a side."""
     (dtype_a, dims_a), (dtype_b, dims_b) = produced, consumed
-    return dtype_a == dtype_b and len(dims_a) == len(dims_b) and all(a == b or -1 in (a, b) for a, b in zip(dims_a, dims_b))
+    return (
+        dtype_a == dtype_b
+        and len(dims_a) == len(dims_b)
+        and all(a == b or -1 in (a, b) for a, b in zip(dims_a, dims_b))
+    )
 
 
 def test_cpu_profile_serves_everything_with_the_python_backend(cpu_profile, production):
@@ -230,7 +265,12 @@ def test_every_tensorrt_model_has_one_shape_profile_and_its_own_caches(gpu_profi
     config's own dims (warm-up at 32, 8 and 1 builds one engine, at session creation, under the
     EP's process-wide lock), the engine and timing caches in a folder of the model's own."""
     trt = {name: config for name, config in gpu_profile.items() if config.backend == "onnxruntime"}
-    assert {contract.GENERATOR_MODEL, contract.AUDIO_ENCODER_MODEL, f"{AVATAR}_synctalk", f"{AVATAR_OWN_ENCODER}_audio_encoder"} <= set(trt)
+    assert {
+        contract.GENERATOR_MODEL,
+        contract.AUDIO_ENCODER_MODEL,
+        f"{AVATAR}_synctalk",
+        f"{AVATAR_OWN_ENCODER}_audio_encoder",
+    } <= set(trt)
     for name, config in trt.items():
         (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
         params = dict(accelerator.parameters)
@@ -243,7 +283,12 @@ def test_every_tensorrt_model_has_one_shape_profile_and_its_own_caches(gpu_profi
         assert params["trt_engine_cache_path"] == params["trt_timing_cache_path"] == f"/trt_cache/{name}"
         warmups = sorted(w.batch_size for w in config.model_warmup)
         assert warmups[0] >= 1 and warmups[-1] <= config.max_batch_size, f"{name}: warm-up outside the profile"
-    assert len({c.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_path"] for c in trt.values()}) == len(trt)
+    assert len(
+        {
+            c.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters["trt_engine_cache_path"]
+            for c in trt.values()
+        }
+    ) == len(trt)
 
 
 def test_jpeg_encoders_keep_up_with_the_generators(gpu_profile):
@@ -271,13 +316,18 @@ def test_warmup_samples_match_the_model_inputs(profile, request):
             shapes = {k: (v.data_type, tuple(v.dims)) for k, v in warmup.inputs.items()}
             assert all(compatible(spec_, tensors(config, "input")[k]) for k, spec_ in shapes.items()), name
             # every required input; optional ones where the warm-up exercises them (the validator's VISUAL)
-            assert {t.name for t in config.input if not t.optional} <= set(shapes) <= {t.name for t in config.input}, name
+            assert {t.name for t in config.input if not t.optional} <= set(shapes) <= {t.name for t in config.input}, (
+                name
+            )
             for key, value in warmup.inputs.items():  # zero data: random bits may be NaN
                 assert value.zero_data or key in (contract.CROP_BOX.name, contract.FRAME_SIZE.name), f"{name}.{key}"
         assert config.model_warmup[0].batch_size == config.max_batch_size, f"{name}: largest batch first"
 
 
-@pytest.mark.parametrize("model,preset", [(contract.AUDIO_FEATURES_MODEL, "reference"), (contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, "synctalk2d")])
+@pytest.mark.parametrize(
+    "model,preset",
+    [(contract.AUDIO_FEATURES_MODEL, "reference"), (contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, "synctalk2d")],
+)
 def test_audio_features_parameters_are_the_presets(production, model, preset):
     from synctalk_preprocessing.audio import PRESETS
 

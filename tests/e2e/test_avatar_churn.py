@@ -1,5 +1,6 @@
 """Avatars added, loaded, unloaded and removed on a live server while another client streams:
 the server stays ready at every sample and no request of the other model fails."""
+
 import threading
 import time
 
@@ -18,7 +19,9 @@ def test_avatar_churn_keeps_the_server_ready_and_other_requests_served(server, t
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((96, 160, 3), 60 + 80 * i, np.uint8))
     crops = synthetic.face_crops(4, seed=2)
-    demo = CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(4, seed=2))
+    demo = CompositeBatchRequest.from_arrays(
+        contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(4, seed=2)
+    )
     stop = threading.Event()
     readiness, served, failures = [], [], []
 
@@ -43,17 +46,25 @@ def test_avatar_churn_keeps_the_server_ready_and_other_requests_served(server, t
                 avatars.add(server.repository, "dora", tmp_path, [40, 16, 120, 96])
                 client.load_model("dora")
                 assert "dora" in client.model_ids()
-                assert client.infer_batch_composite(CompositeBatchRequest.from_arrays(
-                    "dora", crops, synthetic.masked(crops), synthetic.speech_like_audio(4))).success
+                assert client.infer_batch_composite(
+                    CompositeBatchRequest.from_arrays(
+                        "dora", crops, synthetic.masked(crops), synthetic.speech_like_audio(4)
+                    )
+                ).success
                 client.unload_model("dora")  # returns once the unload is complete
                 states = {row["name"]: row["state"] for row in client.list_models()}
-                assert all(states.get(name) not in ("READY", "UNLOADING") for name in contract.avatar_models("dora").values())
+                assert all(
+                    states.get(name) not in ("READY", "UNLOADING") for name in contract.avatar_models("dora").values()
+                )
                 avatars.remove(server.repository, "dora")
     finally:
         stop.set()
         for thread in threads:
             thread.join()
-    print(f"churn: {len(readiness)} readiness samples, {readiness.count(True)} ready; {len(served)} demo requests served, {len(failures)} failed")
+    print(
+        f"churn: {len(readiness)} readiness samples, {readiness.count(True)} ready; {len(served)} demo requests "
+        f"served, {len(failures)} failed"
+    )
     assert failures == [], failures[:3]
     assert len(served) >= 2 and len(readiness) >= 20
     assert all(readiness), f"server not ready at {readiness.count(False)} of {len(readiness)} samples"

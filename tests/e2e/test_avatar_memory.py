@@ -1,6 +1,7 @@
 """What an avatar costs, measured on a live server: three avatars added and loaded keep the
 server's memory (PSS of tritonserver and its backend processes) within the documented budget,
 and an avatar that would not fit is refused with the numbers."""
+
 import json
 
 import cv2
@@ -31,7 +32,9 @@ def test_three_avatars_stay_within_the_documented_budget(server, client, tmp_pat
             budget += avatars.check_fits(server.repository, avatar_id)["total"]
             client.load_model(avatar_id)
             for start in (0, 8, 16):
-                client.infer_batch_composite(CompositeBatchRequest.audio_only(avatar_id, audio, start_frame_idx=start)).raise_for_error()
+                client.infer_batch_composite(
+                    CompositeBatchRequest.audio_only(avatar_id, audio, start_frame_idx=start)
+                ).raise_for_error()
         added = server_pss(server.process.pid) - before
         print(f"3 avatars: +{added / 2**20:.0f} MB measured, budget {budget / 2**20:.0f} MB")
         assert added < budget
@@ -49,8 +52,13 @@ def test_an_avatar_that_would_not_fit_is_refused_with_the_numbers(server, tmp_pa
         cv2.imwrite(str(tmp_path / f"{i}.png"), frame[..., ::-1])
     avatars.add(server.repository, "too_big", tmp_path, boxes[0].tolist())
     try:
-        with pytest.raises(MemoryError, match=r"avatar 'too_big' needs 0\.\d\d GB resident .* this host has 1\.00 GB available"):
+        with pytest.raises(
+            MemoryError, match=r"avatar 'too_big' needs 0\.\d\d GB resident .* this host has 1\.00 GB available"
+        ):
             avatars.check_fits(server.repository, "too_big", available=2**30)
-        assert avatars.check_fits(server.repository, "too_big", available=64 * 2**30)["total"] > avatars.AVATAR_OVERHEAD_BYTES
+        assert (
+            avatars.check_fits(server.repository, "too_big", available=64 * 2**30)["total"]
+            > avatars.AVATAR_OVERHEAD_BYTES
+        )
     finally:
         avatars.remove(server.repository, "too_big")

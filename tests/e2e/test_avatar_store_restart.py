@@ -1,4 +1,5 @@
 """An avatar added once is served after a re-render of the repository and a server restart."""
+
 import json
 
 import cv2
@@ -30,6 +31,8 @@ def test_an_avatar_survives_a_re_render_and_a_restart(tmp_path, models_dir):
         with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log) as server:
             with CompositeClient(server.grpc_url) as client:
                 assert "erin" in client.model_ids()
-                response = client.infer_batch_composite(CompositeBatchRequest.audio_only("erin", audio, start_frame_idx=1))
+                response = client.infer_batch_composite(
+                    CompositeBatchRequest.audio_only("erin", audio, start_frame_idx=1)
+                )
                 served.append(response.raise_for_error().composited_frames)
     assert served[0] == served[1], "the same avatar, the same frames"

@@ -1,4 +1,5 @@
 """Avatars on a live server: added with one command, loaded, served with paste-back, unloaded."""
+
 import json
 import subprocess
 import sys
@@ -27,9 +28,24 @@ def avatar(server, tmp_path_factory):
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((HEIGHT, WIDTH, 3), colour[::-1], np.uint8))
     (folder.parent / "boxes.json").write_text(json.dumps(BOXES))
-    command = [sys.executable, "-m", "tools.avatars", "--repository", str(server.repository), "add", "--id", AVATAR,
-               "--background", str(folder), "--boxes", str(folder.parent / "boxes.json"), "--jpeg-quality", "90",
-               "--load", server.grpc_url]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.avatars",
+        "--repository",
+        str(server.repository),
+        "add",
+        "--id",
+        AVATAR,
+        "--background",
+        str(folder),
+        "--boxes",
+        str(folder.parent / "boxes.json"),
+        "--jpeg-quality",
+        "90",
+        "--load",
+        server.grpc_url,
+    ]
     result = subprocess.run(command, cwd=paths.ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     assert f"loaded {AVATAR}" in result.stdout
@@ -46,7 +62,9 @@ def avatar(server, tmp_path_factory):
 
 def request(n, start, model_id=AVATAR):
     crops = synthetic.face_crops(n, seed=3)
-    return CompositeBatchRequest.from_arrays(model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(n), start_frame_idx=start)
+    return CompositeBatchRequest.from_arrays(
+        model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(n), start_frame_idx=start
+    )
 
 
 def test_faces_are_pasted_into_background_frame_index_mod_n(avatar, client):
@@ -84,8 +102,11 @@ def test_negative_frame_index_is_refused_by_name(avatar, client, server):
     assert "start_frame_idx" in response.error
     with grpcclient.InferenceServerClient(server.grpc_url) as triton:
         inputs = []
-        for spec, array in ((contract.VISUAL, np.zeros((1, 6, 320, 320), np.float32)), (contract.AUDIO, np.zeros((1, 640), np.float32)),
-                            (contract.FRAME_INDEX, np.array([[-1]], np.int64))):
+        for spec, array in (
+            (contract.VISUAL, np.zeros((1, 6, 320, 320), np.float32)),
+            (contract.AUDIO, np.zeros((1, 640), np.float32)),
+            (contract.FRAME_INDEX, np.array([[-1]], np.int64)),
+        ):
             tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -102,12 +123,18 @@ def test_a_bad_visual_to_an_avatar_is_refused_by_its_background_step(avatar, cli
     visual[1, 4, 10, 20] = np.nan
     with grpcclient.InferenceServerClient(server.grpc_url) as triton:
         inputs = []
-        for spec, array in ((contract.VISUAL, visual), (contract.AUDIO, np.zeros((2, 640), np.float32)),
-                            (contract.FRAME_INDEX, np.array([[0], [1]], np.int64))):
+        for spec, array in (
+            (contract.VISUAL, visual),
+            (contract.AUDIO, np.zeros((2, 640), np.float32)),
+            (contract.FRAME_INDEX, np.array([[0], [1]], np.int64)),
+        ):
             tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        with pytest.raises(InferenceServerException, match=r"VISUAL: 1 of \d+ values are NaN or Inf \(first at frame 1, index \(4, 10, 20\)\)") as info:
+        with pytest.raises(
+            InferenceServerException,
+            match=r"VISUAL: 1 of \d+ values are NaN or Inf \(first at frame 1, index \(4, 10, 20\)\)",
+        ) as info:
             triton.infer(AVATAR, inputs)
         assert str(info.value.status()) == "StatusCode.INVALID_ARGUMENT"
     client.infer_batch_composite(request(1, start=2)).raise_for_error()
@@ -129,6 +156,7 @@ def test_unload_then_remove(avatar, client, server):
 def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, tmp_path):
     """Added with --audio-preset synctalk2d, loaded, a clip rendered batch by batch, removed."""
     import cv2
+
     from synctalk_client.render import render_video
 
     for i, colour in enumerate(COLOURS):
@@ -137,8 +165,14 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
     try:
         client.load_model("bert")
         assert "bert" in client.model_ids()
-        video = render_video(server.grpc_url, "bert", synthetic.speech_like_audio(20, seed=8), tmp_path / "bert.mp4",
-                             batch_size=8, progress=False)
+        video = render_video(
+            server.grpc_url,
+            "bert",
+            synthetic.speech_like_audio(20, seed=8),
+            tmp_path / "bert.mp4",
+            batch_size=8,
+            progress=False,
+        )
         # SyncTalk_2D's frame count: N + 2 for N windows, one fewer than the clip's 40 ms frames
         assert video["frames"] == contract.synctalk2d_frame_count(20 * contract.SAMPLES_PER_FRAME) == 19
         assert (tmp_path / "bert.mp4").stat().st_size > 1000
@@ -166,8 +200,26 @@ def test_cli_load_unload_stats_and_render_from_the_avatars_frames(server, tmp_pa
         assert cli(url + ["load", "cleo"]) == 0
         assert "loaded cleo" in capsys.readouterr().out
         out = tmp_path / "cleo.mp4"
-        assert cli(url + ["render", "--avatar", "cleo", "--seconds", "0.4", "--frames", str(tmp_path), "--boxes",
-                          str(tmp_path / "boxes.json"), "--quiet", "--out", str(out)]) == 0
+        assert (
+            cli(
+                url
+                + [
+                    "render",
+                    "--avatar",
+                    "cleo",
+                    "--seconds",
+                    "0.4",
+                    "--frames",
+                    str(tmp_path),
+                    "--boxes",
+                    str(tmp_path / "boxes.json"),
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["frames"] == 10
         reader = imageio_ffmpeg.read_frames(str(out))
         assert next(reader)["size"] == (160, 96)  # the avatar's own resolution
@@ -234,7 +286,9 @@ def test_audio_only_requests_give_the_frames_of_the_crop_upload_path(server, cli
         assert set(client.input_tensors(audio_only)) == {contract.AUDIO.name, contract.FRAME_INDEX.name}
         served = client.infer_batch_composite(audio_only).raise_for_error().composited_frames
         visual = visual_inputs(frames, boxes)[(3 + np.arange(7)) % 5]  # frames 3..9 loop over the 5
-        uploaded = client.infer_batch_composite(CompositeBatchRequest.from_visual("dina", visual, audio, start_frame_idx=3))
+        uploaded = client.infer_batch_composite(
+            CompositeBatchRequest.from_visual("dina", visual, audio, start_frame_idx=3)
+        )
         assert uploaded.raise_for_error().composited_frames == served, "the same JPEG bytes"
         bytes_per_frame = (len(audio_only.raw_audio) + 8) / 7  # AUDIO + FRAME_INDEX
         assert bytes_per_frame < 3000 < contract.VISUAL_FRAME_BYTES

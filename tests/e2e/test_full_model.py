@@ -1,4 +1,5 @@
 """The full-size stand-in generator served end to end (one server, few requests: it is slow on CPU)."""
+
 import numpy as np
 import pytest
 import simplejpeg
@@ -10,7 +11,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.full_model]
 
 def test_full_model_batch_of_8(full_server):
     crops = synthetic.face_crops(8, seed=3)
-    request = CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(8, seed=3))
+    request = CompositeBatchRequest.from_arrays(
+        contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(8, seed=3)
+    )
     with CompositeClient(full_server.grpc_url) as client:
         response = client.infer_batch_composite(request).raise_for_error()
     assert len(response.composited_frames) == 8
@@ -27,7 +30,9 @@ def test_closing_a_client_cancels_its_call_in_flight_and_the_server_serves_on(fu
     import time
 
     crops = synthetic.face_crops(32, seed=4)
-    request = CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(32, seed=4))
+    request = CompositeBatchRequest.from_arrays(
+        contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(32, seed=4)
+    )
     with CompositeClient(full_server.grpc_url, stage_timings=False) as probe:
         assert probe.infer_batch_composite(request).success  # the first batch of 32 (arena growth)
         started = time.monotonic()
@@ -50,7 +55,9 @@ def test_closing_a_client_cancels_its_call_in_flight_and_the_server_serves_on(fu
     client.close()
     call.join(timeout=10)
     assert not call.is_alive()
-    assert time.monotonic() - closed < 0.5 < uncancelled_s - 0.2, f"the call ran on after close ({uncancelled_s:.1f} s uncancelled)"
+    assert time.monotonic() - closed < 0.5 < uncancelled_s - 0.2, (
+        f"the call ran on after close ({uncancelled_s:.1f} s uncancelled)"
+    )
     response = result["response"]
     assert not response.success and response.error.startswith("cancelled by the client"), response.error
     assert not client.infer_batch_composite(request).success  # a closed client refuses cleanly

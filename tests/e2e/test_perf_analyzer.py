@@ -1,4 +1,5 @@
 """NVIDIA's perf_analyzer, with real input data, against the live server (short measurement)."""
+
 import json
 
 import pytest
@@ -36,12 +37,20 @@ def test_perf_analyzer_load_tests_an_avatar(server, tmp_path):
         with CompositeClient(server.grpc_url) as client:
             client.load_model("perf")
         config = yaml.safe_load(perf_analyzer.SCENARIOS.read_text())
-        config["measurement"] = {"mode": "count_windows", "request_count": 4, "stability_percentage": 200, "max_trials": 3}
+        config["measurement"] = {
+            "mode": "count_windows",
+            "request_count": 4,
+            "stability_percentage": 200,
+            "max_trials": 3,
+        }
         config["scenarios"] = [{"name": "avatar", "batch_size": 4, "concurrency": [1]}]
         short = tmp_path / "scenarios.yaml"
         short.write_text(yaml.safe_dump(config))
         out = tmp_path / "results"
-        assert perf_analyzer.main(["--url", server.grpc_url, "--config", str(short), "--model", "perf", "--out", str(out)]) == 0
+        assert (
+            perf_analyzer.main(["--url", server.grpc_url, "--config", str(short), "--model", "perf", "--out", str(out)])
+            == 0
+        )
         (row,) = json.loads((out / "summary.json").read_text())["avatar"]["results"]
         assert row["frames_per_s"] > 0
         with CompositeClient(server.grpc_url) as client:
@@ -55,5 +64,7 @@ def test_input_data_has_one_entry_per_sample_with_the_contract_shapes(tmp_path):
     assert len(data) == 3
     assert data[0]["VISUAL"]["shape"] == [6, 320, 320] and data[0]["AUDIO"]["shape"] == [640]
     assert "FRAME_INDEX" not in data[0]
-    avatar = json.loads(perf_analyzer.write_input_data(tmp_path / "a.json", samples=2, frame_index=True).read_text())["data"]
+    avatar = json.loads(perf_analyzer.write_input_data(tmp_path / "a.json", samples=2, frame_index=True).read_text())[
+        "data"
+    ]
     assert [d["FRAME_INDEX"] for d in avatar] == [{"content": [0], "shape": [1]}, {"content": [1], "shape": [1]}]

@@ -1,4 +1,5 @@
 """End to end against a real tritonserver (CPU profile, tiny stand-in models) over gRPC."""
+
 import json
 
 import numpy as np
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.e2e
 
 def make_request(batch: int, seed: int = 0, model_id: str = contract.DEFAULT_MODEL_ID) -> CompositeBatchRequest:
     crops = synthetic.face_crops(batch, seed=seed)
-    return CompositeBatchRequest.from_arrays(model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed))
+    return CompositeBatchRequest.from_arrays(
+        model_id, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed)
+    )
 
 
 def decode(jpeg: bytes) -> np.ndarray:
@@ -36,11 +39,15 @@ def triton(server):
 def raw_infer(triton, model, arrays, outputs, timeout=60):
     inputs = []
     for name, array in arrays.items():
-        dtype = {np.float32: "FP32", np.uint8: "UINT8", np.float64: "FP64", np.int32: "INT32", np.int64: "INT64"}[array.dtype.type]
+        dtype = {np.float32: "FP32", np.uint8: "UINT8", np.float64: "FP64", np.int32: "INT32", np.int64: "INT64"}[
+            array.dtype.type
+        ]
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    result = triton.infer(model, inputs, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs], client_timeout=timeout)
+    result = triton.infer(
+        model, inputs, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs], client_timeout=timeout
+    )
     return [result.as_numpy(o) for o in outputs]
 
 
@@ -69,8 +76,12 @@ def test_served_frames_equal_the_pipeline_run_in_process(client, models_dir):
     served = np.stack([decode(j) for j in client.infer_batch_composite(request).raise_for_error().composited_frames])
     # the same maths, in this process
     windows = MelFrontEnd().windows_for_audio(request.audio_tensor())[:, None]
-    encoder = ort.InferenceSession(str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"])
-    generator = ort.InferenceSession(str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(
+        str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"]
+    )
+    generator = ort.InferenceSession(
+        str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"]
+    )
     (features,) = encoder.run(None, {contract.MEL_WINDOWS.name: windows})
     (face,) = generator.run(None, {"input": request.visual_tensor(), "audio": features})
     expected = composite_frames(face)
@@ -81,17 +92,23 @@ def test_each_composing_model_can_be_called_on_its_own(triton, models_dir):
     batch = 3
     audio = synthetic.speech_like_audio(batch, seed=2).reshape(batch, 640)
     visual = np.concatenate([synthetic.face_crops(batch), synthetic.masked(synthetic.face_crops(batch))], axis=1)
-    (validated,) = raw_infer(triton, contract.INPUT_VALIDATOR_MODEL, {"VISUAL": visual, "AUDIO": audio}, ["VALIDATED_AUDIO"])
+    (validated,) = raw_infer(
+        triton, contract.INPUT_VALIDATOR_MODEL, {"VISUAL": visual, "AUDIO": audio}, ["VALIDATED_AUDIO"]
+    )
     np.testing.assert_array_equal(validated, audio)
     (windows,) = raw_infer(triton, contract.AUDIO_FEATURES_MODEL, {"AUDIO": audio}, ["MEL_WINDOWS"])
     np.testing.assert_allclose(windows, MelFrontEnd().windows_for_audio(audio)[:, None], atol=1e-5)
 
     (features,) = raw_infer(triton, contract.AUDIO_ENCODER_MODEL, {"MEL_WINDOWS": windows}, ["AUDIO_FEATURES"])
-    encoder = ort.InferenceSession(str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(
+        str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"]
+    )
     np.testing.assert_allclose(features, encoder.run(None, {"MEL_WINDOWS": windows})[0], rtol=1e-4, atol=1e-4)
 
     (face,) = raw_infer(triton, contract.GENERATOR_MODEL, {"input": visual, "audio": features}, ["output"])
-    generator = ort.InferenceSession(str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"])
+    generator = ort.InferenceSession(
+        str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"]
+    )
     np.testing.assert_allclose(face, generator.run(None, {"input": visual, "audio": features})[0], rtol=1e-4, atol=1e-4)
 
     (frames,) = raw_infer(triton, contract.FRAME_RESIZE_MODEL, {"GENERATED_FACE": face}, ["FRAMES_RGB"])
@@ -128,7 +145,10 @@ def test_unknown_model_id_is_a_model_error(client):
     assert response.error == "model not found: nobody"
     assert response.error_category == "model" and response.http_status == 404
     # a composing step is not a model id either
-    assert client.infer_batch_composite(make_request(1, model_id=contract.GENERATOR_MODEL)).error == "model not found: synctalk"
+    assert (
+        client.infer_batch_composite(make_request(1, model_id=contract.GENERATOR_MODEL)).error
+        == "model not found: synctalk"
+    )
 
 
 def test_client_validation_messages_come_back_in_the_response(client):
@@ -162,7 +182,10 @@ def test_server_rejects_bad_input_clearly_and_lives_on(client, triton):
 
 def test_cli_composite_models_and_health(server, tmp_path, capsys):
     out = tmp_path / "frames"
-    assert cli_main(["--url", server.grpc_url, "composite", "--batch-size", "3", "--start-frame", "10", "--out", str(out)]) == 0
+    assert (
+        cli_main(["--url", server.grpc_url, "composite", "--batch-size", "3", "--start-frame", "10", "--out", str(out)])
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames"] == 3 and summary["total_time_ms"] > 0
     files = sorted(p.name for p in out.glob("*.jpg"))
@@ -192,7 +215,9 @@ def test_shared_memory_inputs_give_the_same_frames(server, client):
     over_grpc = client.infer_batch_composite(request).raise_for_error().composited_frames
     with CompositeClient(server.grpc_url, shared_memory=True) as shm_client:
         for batch in (5, 2, 32):  # the region is reused across batch sizes
-            response = shm_client.infer_batch_composite(make_request(batch, seed=21) if batch != 5 else request).raise_for_error()
+            response = shm_client.infer_batch_composite(
+                make_request(batch, seed=21) if batch != 5 else request
+            ).raise_for_error()
             assert len(response.composited_frames) == batch
             if batch == 5:
                 assert response.composited_frames == over_grpc

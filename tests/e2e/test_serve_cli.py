@@ -1,4 +1,5 @@
 """`python -m tools.serve` (what `make serve` runs): foreground server, ready, clean stop on SIGTERM."""
+
 import signal
 import subprocess
 import sys
@@ -18,8 +19,19 @@ pytestmark = pytest.mark.e2e
 def test_serve_runs_in_the_foreground_and_stops_cleanly(tmp_path, models_dir, stop_signal):
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     ports = [free_port() for _ in range(3)]
-    command = [sys.executable, "-m", "tools.serve", "--repository", str(repository),
-               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
+    command = [
+        sys.executable,
+        "-m",
+        "tools.serve",
+        "--repository",
+        str(repository),
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+    ]
     process = subprocess.Popen(command, cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     probe = TritonServer(repository, *ports)
     try:

@@ -1,6 +1,7 @@
 """A long clip streamed batch by batch with its audio context, on the live server: the mel windows
 the served audio_features steps compute equal those of the whole clip, and a bad context sent to
 an avatar is refused by name before anything runs."""
+
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
@@ -61,8 +62,13 @@ def test_the_client_sends_the_context_through_the_ensemble(avatar, client):
     clip = synthetic.speech_like_audio(12, seed=3)
     crops = synthetic.face_crops(4, seed=3)
     request = CompositeBatchRequest.from_arrays(
-        avatar, crops, synthetic.masked(crops), clip[4 * SPF : 8 * SPF], start_frame_idx=4,
-        audio_context_before=clip[: 4 * SPF], audio_context_after=clip[8 * SPF :],
+        avatar,
+        crops,
+        synthetic.masked(crops),
+        clip[4 * SPF : 8 * SPF],
+        start_frame_idx=4,
+        audio_context_before=clip[: 4 * SPF],
+        audio_context_after=clip[8 * SPF :],
     )
     assert request.has_audio_context
     response = client.infer_batch_composite(request).raise_for_error()
@@ -75,7 +81,12 @@ def test_the_client_sends_the_context_through_the_ensemble(avatar, client):
 @pytest.mark.parametrize(
     "lengths,context_value,send,message",
     [
-        ([[100, 0]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: 100 samples before frame 0; expected 0\.\.8000 in steps of 160"),
+        (
+            [[100, 0]],
+            0.0,
+            "both",
+            r"AUDIO_CONTEXT_LENGTH: 100 samples before frame 0; expected 0\.\.8000 in steps of 160",
+        ),
         ([[0, 8160]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: 8160 samples after frame 0"),
         ([[-160, 0]], 0.0, "both", r"AUDIO_CONTEXT_LENGTH: -160 samples before frame 0"),
         ([[160, 160]], np.nan, "both", r"AUDIO_CONTEXT: .* NaN or Inf"),
@@ -84,10 +95,15 @@ def test_the_client_sends_the_context_through_the_ensemble(avatar, client):
         ([[160, 160]], 0.0, "lengths", r"AUDIO_CONTEXT_LENGTH was sent without AUDIO_CONTEXT"),
     ],
 )
-def test_a_bad_context_is_refused_by_name_and_the_server_serves_on(avatar, triton, client, lengths, context_value, send, message):
+def test_a_bad_context_is_refused_by_name_and_the_server_serves_on(
+    avatar, triton, client, lengths, context_value, send, message
+):
     request = make_request(1, seed=4, model_id=avatar)
-    arrays = {contract.VISUAL.name: request.visual_tensor(), contract.AUDIO.name: request.audio_tensor(),
-              contract.FRAME_INDEX.name: np.zeros((1, 1), np.int64)}
+    arrays = {
+        contract.VISUAL.name: request.visual_tensor(),
+        contract.AUDIO.name: request.audio_tensor(),
+        contract.FRAME_INDEX.name: np.zeros((1, 1), np.int64),
+    }
     if send in ("both", "context"):
         arrays[contract.AUDIO_CONTEXT.name] = np.full((1, 2, C), context_value, np.float32)
     if send in ("both", "lengths"):
@@ -108,11 +124,18 @@ def test_served_synctalk2d_front_end_chunked_equals_whole(triton):
             arrays[contract.AUDIO_CONTEXT.name], arrays[contract.AUDIO_CONTEXT_LENGTH.name] = context
         if first_frame is not None:
             arrays[contract.FRAME_INDEX.name] = first_frame + np.arange(len(audio), dtype=np.int64)[:, None]
-        return raw_infer(triton, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, arrays, [contract.MEL_NEIGHBOURS.name, contract.NEIGHBOUR_MASK.name])
+        return raw_infer(
+            triton,
+            contract.SYNCTALK2D_AUDIO_FEATURES_MODEL,
+            arrays,
+            [contract.MEL_NEIGHBOURS.name, contract.NEIGHBOUR_MASK.name],
+        )
 
     whole, whole_mask = served(clip.reshape(n, SPF))
     assert whole.shape == (n, 16, 1, 80, 16) and whole_mask.shape == (n, 16)
-    assert whole_mask[0].tolist() == [0] * 8 + [1] * 8 and whole_mask[-1].tolist() == [1] * 8 + [0] * 8  # N = 27: frame 29's rows past P + 1 = 28 are zero
+    assert (
+        whole_mask[0].tolist() == [0] * 8 + [1] * 8 and whole_mask[-1].tolist() == [1] * 8 + [0] * 8
+    )  # N = 27: frame 29's rows past P + 1 = 28 are zero
     parts, masks = [], []
     for start, size in ((0, 7), (7, 16), (23, 7)):
         first, last = start * SPF, (start + size) * SPF

@@ -12,6 +12,7 @@ out), and the same comparison fails for a one-frame audio shift, the lower-half 
 resized straight to 320 (the test can fail). Against the unencoded reference the served frames
 sit at the JPEG's own noise floor (printed: random weights make a noisy texture, ~29 dB).
 """
+
 import subprocess
 import sys
 
@@ -67,9 +68,17 @@ def avatar_inputs(tmp_path_factory):
     encoder = reference.audio_encoder_state_dict(seed=12)
     reference.calibrate(frames_bgr, boxes, wav, generator, encoder)
     saved = dict(generator)
-    saved.update({k.replace("running_var", "num_batches_tracked"): reference.torch.tensor(1000) for k in generator if k.endswith("running_var")})
+    saved.update(
+        {
+            k.replace("running_var", "num_batches_tracked"): reference.torch.tensor(1000)
+            for k in generator
+            if k.endswith("running_var")
+        }
+    )
     reference.torch.save(saved, root / "200.pth")  # checkpoint/<name>/<epoch>.pth: a plain state dict
-    reference.torch.save({k.removeprefix("audio_encoder."): v for k, v in encoder.items()}, root / "audio_visual_encoder.pth")
+    reference.torch.save(
+        {k.removeprefix("audio_encoder."): v for k, v in encoder.items()}, root / "audio_visual_encoder.pth"
+    )
     return dict(root=root, frames_bgr=frames_bgr, boxes=boxes, wav=wav, generator=generator, encoder=encoder)
 
 
@@ -87,15 +96,43 @@ def served(fidelity_server, avatar_inputs, tmp_path_factory):
     root = avatar_inputs["root"]
     out = tmp_path_factory.mktemp("served")
     run("tools.import_checkpoint", "--checkpoint", str(root / "200.pth"), "--out", str(out / "synctalk.onnx"))
-    run("tools.import_checkpoint", "--audio-encoder", str(root / "audio_visual_encoder.pth"), "--out", str(out / "audio_encoder.onnx"))
-    added = run("tools.avatars", "--repository", str(fidelity_server.repository), "add", "--id", AVATAR,
-                "--background", str(root / "full_body_img"), "--boxes", str(root / "landmarks"),
-                "--generator", str(out / "synctalk.onnx"), "--audio-encoder", str(out / "audio_encoder.onnx"),
-                "--load", fidelity_server.grpc_url)
+    run(
+        "tools.import_checkpoint",
+        "--audio-encoder",
+        str(root / "audio_visual_encoder.pth"),
+        "--out",
+        str(out / "audio_encoder.onnx"),
+    )
+    added = run(
+        "tools.avatars",
+        "--repository",
+        str(fidelity_server.repository),
+        "add",
+        "--id",
+        AVATAR,
+        "--background",
+        str(root / "full_body_img"),
+        "--boxes",
+        str(root / "landmarks"),
+        "--generator",
+        str(out / "synctalk.onnx"),
+        "--audio-encoder",
+        str(out / "audio_encoder.onnx"),
+        "--load",
+        fidelity_server.grpc_url,
+    )
     assert f"loaded {AVATAR}" in added
     # audio only: the server cuts each frame's face input from the avatar's frames and landmarks
-    summary = render_video(fidelity_server.grpc_url, AVATAR, avatar_inputs["wav"], out / "trained.mp4",
-                           batch_size=4, in_flight=2, progress=False, frames_dir=out / "frames")
+    summary = render_video(
+        fidelity_server.grpc_url,
+        AVATAR,
+        avatar_inputs["wav"],
+        out / "trained.mp4",
+        batch_size=4,
+        in_flight=2,
+        progress=False,
+        frames_dir=out / "frames",
+    )
     jpegs = sorted((out / "frames").iterdir())
     assert summary["frames"] == len(jpegs) == contract.synctalk2d_frame_count(AUDIO_SAMPLES)
     return np.stack([simplejpeg.decode_jpeg(p.read_bytes(), colorspace="BGR") for p in jpegs])
@@ -103,23 +140,36 @@ def served(fidelity_server, avatar_inputs, tmp_path_factory):
 
 def as_served_jpeg(frames_bgr: np.ndarray) -> np.ndarray:
     """Frames through the JPEG the avatar's encoder writes (quality 95, 4:2:0), decoded."""
-    return np.stack([
-        simplejpeg.decode_jpeg(simplejpeg.encode_jpeg(np.ascontiguousarray(f[..., ::-1]), quality=contract.JPEG_QUALITY, colorspace="RGB",
-                                                      colorsubsampling=contract.JPEG_SUBSAMPLING), colorspace="BGR")
-        for f in frames_bgr
-    ])
+    return np.stack(
+        [
+            simplejpeg.decode_jpeg(
+                simplejpeg.encode_jpeg(
+                    np.ascontiguousarray(f[..., ::-1]),
+                    quality=contract.JPEG_QUALITY,
+                    colorspace="RGB",
+                    colorsubsampling=contract.JPEG_SUBSAMPLING,
+                ),
+                colorspace="BGR",
+            )
+            for f in frames_bgr
+        ]
+    )
 
 
 def box_psnr(a: np.ndarray, b: np.ndarray, boxes, frames=range(10**6)) -> float:
     """PSNR over the face boxes of frames ``frames`` of two renders (frame i's box: i % n)."""
     pairs = [(a[i], b[i], boxes[i % len(boxes)]) for i in frames if i < len(a)]
-    diff = np.concatenate([(x[y0:y1, x0:x1].astype(np.float64) - y[y0:y1, x0:x1]).ravel() for x, y, (x0, y0, x1, y1) in pairs])
+    diff = np.concatenate(
+        [(x[y0:y1, x0:x1].astype(np.float64) - y[y0:y1, x0:x1]).ravel() for x, y, (x0, y0, x1, y1) in pairs]
+    )
     return float(10 * np.log10(255.0**2 / np.mean(diff**2)))
 
 
 def test_the_served_avatar_equals_synctalk2d_inference_within_jpeg_noise(served, avatar_inputs):
     inputs = avatar_inputs
-    expected = reference.inference(inputs["frames_bgr"], inputs["boxes"], inputs["wav"], inputs["generator"], inputs["encoder"])
+    expected = reference.inference(
+        inputs["frames_bgr"], inputs["boxes"], inputs["wav"], inputs["generator"], inputs["encoder"]
+    )
     assert served.shape == expected.shape, "N + 2 frames at the avatar's resolution"
     agreement = box_psnr(served, as_served_jpeg(expected), inputs["boxes"])
     jpeg_floor = box_psnr(served, expected, inputs["boxes"])
@@ -138,11 +188,20 @@ def test_the_served_avatar_equals_synctalk2d_inference_within_jpeg_noise(served,
     }
     scores = {}
     for name, mistake in mistakes.items():
-        wrong = reference.inference(inputs["frames_bgr"], inputs["boxes"], inputs["wav"], inputs["generator"], inputs["encoder"],
-                                    only=frames, **mistake)
+        wrong = reference.inference(
+            inputs["frames_bgr"],
+            inputs["boxes"],
+            inputs["wav"],
+            inputs["generator"],
+            inputs["encoder"],
+            only=frames,
+            **mistake,
+        )
         scores[name] = box_psnr(served, as_served_jpeg(wrong), inputs["boxes"], frames)
-    print(f"face-box PSNR vs SyncTalk_2D's inference (JPEG-encoded): {agreement:.1f} dB (unencoded: {jpeg_floor:.1f} dB); "
-          + ", ".join(f"{name}: {value:.1f} dB" for name, value in scores.items()))
+    print(
+        f"face-box PSNR vs SyncTalk_2D's inference (JPEG-encoded): {agreement:.1f} dB (unencoded: "
+        f"{jpeg_floor:.1f} dB); " + ", ".join(f"{name}: {value:.1f} dB" for name, value in scores.items())
+    )
     assert agreement > MIN_PSNR_DB
     for name, value in scores.items():
         assert value < MIN_PSNR_DB, f"the comparison cannot tell '{name}' ({value:.1f} dB)"
@@ -164,26 +223,62 @@ def test_inspect_writes_every_stage_and_the_stages_are_synctalk2d(served, fideli
     slots = np.arange(start, start + size) % N_BACKGROUNDS
     visual = visual_inputs(frames_rgb[slots], np.array(inputs["boxes"])[slots])
     first, last = start * contract.SAMPLES_PER_FRAME, (start + size) * contract.SAMPLES_PER_FRAME
-    request = CompositeBatchRequest.from_visual(AVATAR, visual, wav[first:last], start_frame_idx=start,
-                                                audio_context_before=wav[:first], audio_context_after=wav[last:])
+    request = CompositeBatchRequest.from_visual(
+        AVATAR,
+        visual,
+        wav[first:last],
+        start_frame_idx=start,
+        audio_context_before=wav[:first],
+        audio_context_after=wav[last:],
+    )
     with CompositeClient(fidelity_server.grpc_url) as client:
         summary = inspect_request(client, request, tmp_path / "inspect")
         served_batch = client.infer_batch_composite(request).raise_for_error().composited_frames
     out = tmp_path / "inspect"
-    assert [s["model"] for s in summary["steps"]][:3] == [contract.INPUT_VALIDATOR_MODEL, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL, "trained_audio_encoder"]
-    assert [(out / f"frame_{start + i:05d}.jpg").read_bytes() for i in range(size)] == served_batch, "the frames the ensemble returns"
+    assert [s["model"] for s in summary["steps"]][:3] == [
+        contract.INPUT_VALIDATOR_MODEL,
+        contract.SYNCTALK2D_AUDIO_FEATURES_MODEL,
+        "trained_audio_encoder",
+    ]
+    assert [(out / f"frame_{start + i:05d}.jpg").read_bytes() for i in range(size)] == served_batch, (
+        "the frames the ensemble returns"
+    )
     assert np.load(out / "mel_spec.npy").shape == (size, 16, 1, 80, 16)
     assert np.array_equal(np.load(out / "visual_input.npy"), visual)
     padded = reference.encode_clip(wav, inputs["encoder"])
-    expected_features = np.stack([reference.get_audio_features(padded, i).reshape(32, 16, 16) for i in range(start, start + size)])
+    expected_features = np.stack(
+        [reference.get_audio_features(padded, i).reshape(32, 16, 16) for i in range(start, start + size)]
+    )
     assert np.abs(np.load(out / "audio_features.npy") - expected_features).max() < 1e-3
     with torch.no_grad():
-        expected_faces = reference.generator_forward(inputs["generator"], torch.from_numpy(visual), torch.from_numpy(expected_features)).numpy()
+        expected_faces = reference.generator_forward(
+            inputs["generator"], torch.from_numpy(visual), torch.from_numpy(expected_features)
+        ).numpy()
     assert np.abs(np.load(out / "inference_output.npy") - expected_faces).max() < 1e-3
     # the command line: a WAV (audio only: the face inputs are cut on the server, the same as above)
     write_wav(tmp_path / "speech.wav", wav)
-    assert cli_main(["--url", fidelity_server.grpc_url, "inspect", "--avatar", AVATAR, "--audio", str(tmp_path / "speech.wav"),
-                     "--start-frame", str(start), "--batch-size", "4", "--out", str(tmp_path / "cli")]) == 0
-    names = {"mel_spec.npy", "audio_features.npy", "visual_input.npy", "inference_output.npy", "steps.json"} | {f"frame_{start + i:05d}.jpg" for i in range(4)}
+    assert (
+        cli_main(
+            [
+                "--url",
+                fidelity_server.grpc_url,
+                "inspect",
+                "--avatar",
+                AVATAR,
+                "--audio",
+                str(tmp_path / "speech.wav"),
+                "--start-frame",
+                str(start),
+                "--batch-size",
+                "4",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
+    names = {"mel_spec.npy", "audio_features.npy", "visual_input.npy", "inference_output.npy", "steps.json"} | {
+        f"frame_{start + i:05d}.jpg" for i in range(4)
+    }
     assert names <= {p.name for p in (tmp_path / "cli").iterdir()}
     assert np.array_equal(np.load(tmp_path / "cli" / "visual_input.npy"), visual), "the server's face inputs"

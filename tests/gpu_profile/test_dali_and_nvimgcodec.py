@@ -1,5 +1,6 @@
 """The production compositor steps, run on the CPU: the DALI pipeline (same code, device
 switched) against the CPU profile's resize, and nvImageCodec's encoder with its CPU backend."""
+
 import importlib.util
 
 import numpy as np
@@ -19,7 +20,14 @@ RESIZE_TOLERANCE = 1
 
 
 def run_cpu_pipeline(faces: np.ndarray) -> np.ndarray:
-    @dali.pipeline_def(batch_size=len(faces), num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+    @dali.pipeline_def(
+        batch_size=len(faces),
+        num_threads=2,
+        device_id=None,
+        prefetch_queue_depth=1,
+        exec_async=False,
+        exec_pipelined=False,
+    )
     def pipe():
         return frame_resize_pipeline(device="cpu")
 
@@ -64,14 +72,21 @@ def test_dali_paste_matches_the_cpu_profile_paste():
     backgrounds = np.stack([cv2.GaussianBlur(b, (0, 0), 3) for b in noise])  # a picture, not white noise
     boxes = np.array([[10, 20, 170, 180], [0, 0, 320, 180], [250, 100, 320, 180]], np.int32)
 
-    @dali.pipeline_def(batch_size=3, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+    @dali.pipeline_def(
+        batch_size=3, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False
+    )
     def pipe():
         return frame_paste_pipeline(device="cpu")
 
     pipeline = pipe()
     pipeline.build()
     sizes = np.array([[180, 320]] * 3, np.int32)
-    feeds = ((contract.GENERATED_FACE, faces), (contract.BACKGROUND, backgrounds), (contract.CROP_BOX, boxes), (contract.FRAME_SIZE, sizes))
+    feeds = (
+        (contract.GENERATED_FACE, faces),
+        (contract.BACKGROUND, backgrounds),
+        (contract.CROP_BOX, boxes),
+        (contract.FRAME_SIZE, sizes),
+    )
     for spec, data in feeds:
         name = spec.name
         pipeline.feed_input(name, list(data))
@@ -135,8 +150,15 @@ def test_the_paste_works_on_the_box_in_uint8_never_on_the_whole_frame_in_wider_t
     batch, (height, width) = 2, (contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
     frame_bytes = height * width * 3
 
-    @dali.pipeline_def(batch_size=batch, num_threads=2, device_id=None, prefetch_queue_depth=1, exec_async=False,
-                       exec_pipelined=False, enable_memory_stats=True)
+    @dali.pipeline_def(
+        batch_size=batch,
+        num_threads=2,
+        device_id=None,
+        prefetch_queue_depth=1,
+        exec_async=False,
+        exec_pipelined=False,
+        enable_memory_stats=True,
+    )
     def pipe():
         return frame_paste_pipeline(device="cpu")
 

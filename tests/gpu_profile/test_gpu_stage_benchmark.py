@@ -1,4 +1,5 @@
 """The GPU stage benchmark's code paths, run with --device cpu (no GPU on CI)."""
+
 import json
 
 from synctalk_client import contract
@@ -8,10 +9,19 @@ from tools.gpu_memory import tensor_bytes
 
 def test_stage_benchmark_runs_every_stage_on_the_cpu(tmp_path, models_dir):
     out = tmp_path / "stages.json"
-    assert gpu_stage_benchmark.main(["--device", "cpu", "--variant", "tiny", "--batch-sizes", "1,2", "--iterations", "1", "--out", str(out)]) == 0
+    assert (
+        gpu_stage_benchmark.main(
+            ["--device", "cpu", "--variant", "tiny", "--batch-sizes", "1,2", "--iterations", "1", "--out", str(out)]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert set(report["stages"]) == {
-        "audio_encoder/cpu_ep", "synctalk/cpu_ep", "frame_resize/dali", "frame_paste/dali", "jpeg_encoder/nvimgcodec",
+        "audio_encoder/cpu_ep",
+        "synctalk/cpu_ep",
+        "frame_resize/dali",
+        "frame_paste/dali",
+        "jpeg_encoder/nvimgcodec",
     }
     for rows in report["stages"].values():
         assert set(rows) == {"1", "2"} and all(r["ms_per_batch"] > 0 for r in rows.values())
@@ -22,15 +32,31 @@ def test_the_served_ensembles_data_movement_is_measured_in_the_same_command(tmp_
     """--url against a live server: frames/s of 32-frame requests and the least bytes per frame
     the ensemble must move; here, with no GPU, the PCIe counters say why they are absent."""
     out = tmp_path / "stages.json"
-    argv = ["--device", "cpu", "--variant", "tiny", "--batch-sizes", "1", "--iterations", "1", "--out", str(out),
-            "--url", server.grpc_url, "--requests", "1"]
+    argv = [
+        "--device",
+        "cpu",
+        "--variant",
+        "tiny",
+        "--batch-sizes",
+        "1",
+        "--iterations",
+        "1",
+        "--out",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--requests",
+        "1",
+    ]
     assert gpu_stage_benchmark.main(argv) == 0
     served = json.loads(out.read_text())["ensemble"]
     assert served["model"] == contract.DEFAULT_MODEL_ID and not served["audio_only"]
     assert served["batch"] == contract.MAX_BATCH_SIZE and served["frames_per_s"] > 0
     assert 50_000 < served["jpeg_bytes_per_frame"] < 1_000_000  # 1080p at quality 95
     least = served["least_bytes_per_frame"]
-    assert least["host_to_device"] == tensor_bytes(contract.VISUAL, batch=1) + tensor_bytes(contract.MEL_WINDOWS, batch=1)
+    assert least["host_to_device"] == tensor_bytes(contract.VISUAL, batch=1) + tensor_bytes(
+        contract.MEL_WINDOWS, batch=1
+    )
     assert least["device_to_host"] == served["jpeg_bytes_per_frame"]
     assert served["pcie_bytes_per_frame"] is None and "not on this machine" in served["pcie_unavailable"]
     assert "ensemble demo:" in capsys.readouterr().out
@@ -49,8 +75,12 @@ def test_the_pcie_counter_integrates_nvmls_rates_over_the_run(monkeypatch):
     import types
 
     rates = {"rx": 1000, "tx": 250}  # KB/s
-    nvml = types.SimpleNamespace(NVML_PCIE_UTIL_RX_BYTES="rx", NVML_PCIE_UTIL_TX_BYTES="tx", nvmlInit=lambda: None,
-                                 nvmlDeviceGetHandleByIndex=lambda gpu: gpu)
+    nvml = types.SimpleNamespace(
+        NVML_PCIE_UTIL_RX_BYTES="rx",
+        NVML_PCIE_UTIL_TX_BYTES="tx",
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda gpu: gpu,
+    )
 
     def throughput(handle, counter):
         time.sleep(0.02)

@@ -1,4 +1,5 @@
 """Faults: a backend stub killed with requests in flight, and broken model files at start."""
+
 import os
 import signal
 import threading
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.e2e
 
 def make_request(batch, seed=0):
     crops = synthetic.face_crops(batch, seed=seed)
-    return CompositeBatchRequest.from_arrays(contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed))
+    return CompositeBatchRequest.from_arrays(
+        contract.DEFAULT_MODEL_ID, crops, synthetic.masked(crops), synthetic.speech_like_audio(batch, seed=seed)
+    )
 
 
 def stub_pids(server: TritonServer, model: str):
@@ -33,7 +36,9 @@ def stub_pids(server: TritonServer, model: str):
 def own_server(tmp_path, models_dir):
     """A server of this test's own: the fault must not leak into the shared one."""
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
-    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=tmp_path / "server.log", supervise=True) as server:
+    with TritonServer(
+        repository, free_port(), free_port(), free_port(), log_path=tmp_path / "server.log", supervise=True
+    ) as server:
         yield server
 
 
@@ -87,8 +92,10 @@ def test_killed_stub_gives_clear_errors_and_service_recovers(own_server, tmp_pat
     own_server.stop()
     assert not [r for r in regions if Path(r).exists()], "shared-memory regions left in /dev/shm"
     (tmp_path / "recovery_s.txt").write_text(f"{recovered_at - killed_at:.2f}\n")
-    print(f"recovery after kill -9 of the {contract.FRAME_RESIZE_MODEL} stub: {recovered_at - killed_at:.2f} s; "
-          f"{sum(not r.success for r, _ in results)} of {len(results)} in-flight requests failed")
+    print(
+        f"recovery after kill -9 of the {contract.FRAME_RESIZE_MODEL} stub: {recovered_at - killed_at:.2f} s; "
+        f"{sum(not r.success for r, _ in results)} of {len(results)} in-flight requests failed"
+    )
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
@@ -116,7 +123,9 @@ def test_the_launcher_removes_regions_no_process_maps(tmp_path):
 
     from tools.serve import SHM_DIR, SHM_REGION_PREFIX, remove_orphaned_shm_regions
 
-    orphan, live, young = (SHM_DIR / f"{SHM_REGION_PREFIX}test-{kind}-{uuid.uuid4()}" for kind in ("orphan", "live", "young"))
+    orphan, live, young = (
+        SHM_DIR / f"{SHM_REGION_PREFIX}test-{kind}-{uuid.uuid4()}" for kind in ("orphan", "live", "young")
+    )
     for region in (orphan, live, young):
         region.write_bytes(b"\0" * 4096)
     old = time.time() - 3600

@@ -1,5 +1,6 @@
 """Property-based fuzz of the client's validation and of the server's preprocessing maths
 (bounded in examples and time)."""
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,7 +42,11 @@ def test_client_validation_accepts_exactly_the_well_formed(model_id, batch, visu
 @FUZZ
 @given(batch=st.integers(1, 4), data=st.data())
 def test_client_validation_rejects_any_non_finite_audio(batch, data):
-    audio = data.draw(arrays(np.float32, batch * 640, elements=st.floats(-1, 1, width=32) | st.sampled_from([np.nan, np.inf, -np.inf])))
+    audio = data.draw(
+        arrays(
+            np.float32, batch * 640, elements=st.floats(-1, 1, width=32) | st.sampled_from([np.nan, np.inf, -np.inf])
+        )
+    )
     request = CompositeBatchRequest("demo", b"\0" * batch * contract.VISUAL_FRAME_BYTES, audio.tobytes(), batch)
     finite = bool(np.isfinite(audio).all())
     try:
@@ -64,9 +69,15 @@ def test_mel_windows_have_the_contract_shape_for_any_finite_audio(frames, data):
 @FUZZ
 @given(data=st.data())
 def test_value_checks_name_the_tensor_for_any_bad_value(data):
-    visual = data.draw(arrays(np.float32, (2, 6, 4, 4), elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+    visual = data.draw(
+        arrays(np.float32, (2, 6, 4, 4), elements=st.floats(allow_nan=True, allow_infinity=True, width=32))
+    )
     message = checks.check_visual("VISUAL", visual)
-    ok = np.isfinite(visual).all() and visual.min() >= -checks.VISUAL_TOLERANCE and visual.max() <= 1 + checks.VISUAL_TOLERANCE
+    ok = (
+        np.isfinite(visual).all()
+        and visual.min() >= -checks.VISUAL_TOLERANCE
+        and visual.max() <= 1 + checks.VISUAL_TOLERANCE
+    )
     assert (message is None) == bool(ok)
     if message:
         assert message.startswith("VISUAL: ") and "frame " in message
@@ -75,6 +86,8 @@ def test_value_checks_name_the_tensor_for_any_bad_value(data):
 @FUZZ
 @given(data=st.data())
 def test_face_to_rgb8_never_fails_and_stays_in_range(data):
-    face = data.draw(arrays(np.float32, (1, 3, 5, 7), elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+    face = data.draw(
+        arrays(np.float32, (1, 3, 5, 7), elements=st.floats(allow_nan=True, allow_infinity=True, width=32))
+    )
     rgb = face_to_rgb8(face)
     assert rgb.shape == (1, 5, 7, 3) and rgb.dtype == np.uint8

@@ -1,5 +1,6 @@
 """The short soak (make soak runs the long one): concurrent clients, mixed batch sizes, a share
 of bad requests, outputs identical to a single request's, memory steady after warm-up."""
+
 import json
 
 import pytest
@@ -11,8 +12,14 @@ pytestmark = pytest.mark.e2e
 
 def test_short_soak(server, tmp_path):
     report = soak.soak(
-        server.grpc_url, clients=3, duration_s=25, batch_sizes=[1, 4, 8], bad_share=0.2,
-        server_pid=server.process.pid, warmup_s=8, max_growth=0.10,
+        server.grpc_url,
+        clients=3,
+        duration_s=25,
+        batch_sizes=[1, 4, 8],
+        bad_share=0.2,
+        server_pid=server.process.pid,
+        warmup_s=8,
+        max_growth=0.10,
     )
     (tmp_path / "soak.json").write_text(json.dumps(report, indent=2))
     assert report["valid_requests"] >= 10 and report["bad_requests"] >= 1

@@ -1,4 +1,5 @@
 """The mel front end against librosa, and the per-frame window alignment."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,20 @@ def librosa_log_mel(clip: np.ndarray) -> np.ndarray:
     import librosa
 
     mel = librosa.feature.melspectrogram(
-        y=clip, sr=16000, n_fft=400, hop_length=160, win_length=400, window="hann", center=True,
-        pad_mode="constant", power=2.0, n_mels=80, fmin=0, fmax=8000, htk=False, norm="slaney",
+        y=clip,
+        sr=16000,
+        n_fft=400,
+        hop_length=160,
+        win_length=400,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=80,
+        fmin=0,
+        fmax=8000,
+        htk=False,
+        norm="slaney",
     )
     return np.log(mel + 1e-5)
 

@@ -1,12 +1,12 @@
 """The avatar store: avatars outlive the rendered repository, add is all-or-nothing, remove
 touches only its own avatar, frames are kept as given."""
+
 import json
 
 import cv2
-import numpy as np
 import pytest
 
-from synctalk_client import contract, synthetic
+from synctalk_client import synthetic
 from tools import avatars
 from tools.render_repository import render
 
@@ -38,7 +38,9 @@ def test_an_added_avatar_survives_a_re_render(tmp_path, models_dir, frames):
         assert name.read_bytes() == (frames[0] / f"{i}.jpg").read_bytes()
     repository = _render(tmp_path, models_dir, store)  # make serve / make render: the folder is replaced
     assert {"anna", "anna_synctalk", "anna_background", "anna_jpeg_encoder"} <= {p.name for p in repository.iterdir()}
-    assert (repository / "anna_synctalk" / "1" / "model.onnx").read_bytes() == (entry / avatars.GENERATOR_FILE).read_bytes()
+    assert (repository / "anna_synctalk" / "1" / "model.onnx").read_bytes() == (
+        entry / avatars.GENERATOR_FILE
+    ).read_bytes()
     assert [row["id"] for row in avatars.list_avatars(repository)] == ["anna"]
     unbound = render("cpu", tmp_path / "plain", models_dir / "tiny")  # a repository without a store has none
     assert not (unbound / "anna").exists()
@@ -59,7 +61,9 @@ def test_add_is_all_or_nothing_and_remove_deletes_only_its_own(tmp_path, models_
     with pytest.raises(OSError, match="disk full"):
         avatars.add(repository, "bert", *frames)
     monkeypatch.undo()
-    assert not (repository / "bert").exists() and [p.name for p in store.iterdir()] == ["anna"], "nothing of bert is left"
+    assert not (repository / "bert").exists() and [p.name for p in store.iterdir()] == ["anna"], (
+        "nothing of bert is left"
+    )
     avatars.add(repository, "bert", *frames)
     removed = avatars.remove(repository, "bert")
     assert str(store / "bert") in removed and not (store / "bert").exists()

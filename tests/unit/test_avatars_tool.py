@@ -1,4 +1,5 @@
 """tools/avatars.py offline: ids, all-or-nothing writes, listing and removal, the CLI's errors."""
+
 import json
 
 import numpy as np
@@ -25,7 +26,21 @@ def frames(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("bad", ["", "Anna", "../etc", "anna-b", "9lives", "a" * 49, "demo", "synctalk", "frame_paste", "audio_features_synctalk2d"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "Anna",
+        "../etc",
+        "anna-b",
+        "9lives",
+        "a" * 49,
+        "demo",
+        "synctalk",
+        "frame_paste",
+        "audio_features_synctalk2d",
+    ],
+)
 def test_bad_ids_are_refused(bad):
     with pytest.raises(ValueError, match="avatar id"):
         avatars.check_id(bad)
@@ -55,8 +70,24 @@ def test_an_avatar_with_its_own_audio_encoder(repository, frames, models_dir, ca
     with pytest.raises(FileNotFoundError, match="audio encoder"):
         avatars.add(repository, "anna", frames, [10, 5, 50, 45], audio_encoder=repository / "none.onnx")
     assert not (repository / "anna").exists()
-    assert avatars.main(["--repository", str(repository), "add", "--id", "anna", "--background", str(frames),
-                         "--boxes", "10,5,50,45", "--audio-encoder", str(encoder)]) == 0
+    assert (
+        avatars.main(
+            [
+                "--repository",
+                str(repository),
+                "add",
+                "--id",
+                "anna",
+                "--background",
+                str(frames),
+                "--boxes",
+                "10,5,50,45",
+                "--audio-encoder",
+                str(encoder),
+            ]
+        )
+        == 0
+    )
     models = contract.avatar_models("anna", own_audio_encoder=True)
     assert "anna_audio_encoder" in capsys.readouterr().out
     assert (repository / models["audio_encoder"] / "1" / "model.onnx").read_bytes() == encoder.read_bytes()
@@ -81,13 +112,31 @@ def test_only_rendered_repositories(tmp_path, frames):
 
 def test_cli_add_and_list(repository, frames, tmp_path, capsys):
     (tmp_path / "boxes.json").write_text(json.dumps([[10, 5, 50, 45], [12, 5, 52, 45]]))
-    assert avatars.main(["--repository", str(repository), "add", "--id", "bert", "--background", str(frames),
-                         "--boxes", str(tmp_path / "boxes.json"), "--audio-preset", "synctalk2d"]) == 0
+    assert (
+        avatars.main(
+            [
+                "--repository",
+                str(repository),
+                "add",
+                "--id",
+                "bert",
+                "--background",
+                str(frames),
+                "--boxes",
+                str(tmp_path / "boxes.json"),
+                "--audio-preset",
+                "synctalk2d",
+            ]
+        )
+        == 0
+    )
     assert avatars.main(["--repository", str(repository), "list"]) == 0
     out = capsys.readouterr().out
     assert "added avatar bert: 2 background frames 80x60" in out and "audio synctalk2d" in out
     with pytest.raises(SystemExit) as exit_:
-        avatars.main(["--repository", str(repository), "add", "--id", "Bad", "--background", str(frames), "--boxes", "1,2,3,4"])
+        avatars.main(
+            ["--repository", str(repository), "add", "--id", "Bad", "--background", str(frames), "--boxes", "1,2,3,4"]
+        )
     assert exit_.value.code == 2 and "avatar id 'Bad'" in capsys.readouterr().err
 
 
@@ -102,4 +151,7 @@ def test_every_avatar_step_counts_towards_its_stage():
         contract.FRAME_PASTE_MODEL: "composite_time_ms",
         "anna_jpeg_encoder": "composite_time_ms",
     }
-    assert contract.stage_of(contract.avatar_models("anna", own_audio_encoder=True)["audio_encoder"]) == "audio_processing_ms"
+    assert (
+        contract.stage_of(contract.avatar_models("anna", own_audio_encoder=True)["audio_encoder"])
+        == "audio_processing_ms"
+    )

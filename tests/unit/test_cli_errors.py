@@ -1,5 +1,6 @@
 """synctalk-client on user mistakes: one line naming the problem, a non-zero exit, no traceback;
 arguments checked before any work; --url anywhere; audio at any rate resampled to 16 kHz."""
+
 import subprocess
 import sys
 
@@ -61,11 +62,17 @@ def test_every_mistake_is_one_line_and_a_non_zero_exit(files, capsys, index):
 
 
 def test_debug_shows_the_traceback(files):
-    result = subprocess.run([sys.executable, "-m", "synctalk_client.cli", "composite", "--debug", "--audio", str(files / "bad.wav")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "synctalk_client.cli", "composite", "--debug", "--audio", str(files / "bad.wav")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "Traceback" in result.stderr
-    plain = subprocess.run([sys.executable, "-m", "synctalk_client.cli", "composite", "--audio", str(files / "bad.wav")],
-                           capture_output=True, text=True)
+    plain = subprocess.run(
+        [sys.executable, "-m", "synctalk_client.cli", "composite", "--audio", str(files / "bad.wav")],
+        capture_output=True,
+        text=True,
+    )
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and len(plain.stderr.strip().splitlines()) == 1
 
 

@@ -1,6 +1,7 @@
 """Importing a trained SyncTalk_2D checkpoint: a state dict written with torch from random
 tensors with the real names and shapes fills the ONNX graph, which then computes what the
 PyTorch model computes (an independent functional forward pass in this file)."""
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -8,10 +9,15 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (CPU build) is in requirements.txt")
 F = torch.nn.functional
 
-from tools import build_models  # noqa: E402
 from tests import synctalk2d_reference as reference  # noqa: E402
+from tools import build_models  # noqa: E402
 from tools.import_checkpoint import (  # noqa: E402
-    CheckpointMismatch, audio_feature_means, import_audio_encoder, import_generator, load_state_dict, main,
+    CheckpointMismatch,
+    audio_feature_means,
+    import_audio_encoder,
+    import_generator,
+    load_state_dict,
+    main,
 )
 
 # A few entries of a real SyncTalk_2D "ave" generator state dict (Model(6, mode="ave")), by name.
@@ -33,7 +39,11 @@ REAL_ENTRIES = {
 
 def graph_entries(variant="full"):
     graph = build_models.build_generator(variant, stand_in=False)
-    return [(t.name, tuple(t.dims)) for t in graph.graph.initializer if t.name.endswith((".weight", ".bias", ".running_mean", ".running_var"))]
+    return [
+        (t.name, tuple(t.dims))
+        for t in graph.graph.initializer
+        if t.name.endswith((".weight", ".bias", ".running_mean", ".running_var"))
+    ]
 
 
 def random_state_dict(variant="full", seed=0, audio="ave"):
@@ -58,7 +68,9 @@ def torch_forward(state, visual, audio):
 def checkpoint(tmp_path_factory):
     state = random_state_dict()
     saved = {"module." + k: v for k, v in state.items()}  # as DataParallel saves it
-    saved.update({k.replace("running_var", "num_batches_tracked"): torch.tensor(7) for k in state if k.endswith("running_var")})
+    saved.update(
+        {k.replace("running_var", "num_batches_tracked"): torch.tensor(7) for k in state if k.endswith("running_var")}
+    )
     path = tmp_path_factory.mktemp("ckpt") / "anna_unet.pth"
     torch.save({"state_dict": saved, "epoch": 99}, path)
     return path, state
@@ -125,25 +137,42 @@ def test_a_hubert_generator_is_refused_though_its_shapes_are_ave(tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main(["--checkpoint", str(path), "--out", str(tmp_path / "h.onnx"), "--variant", "tiny"])
     assert exit_.value.code == 2 and "'hubert' checkpoint" in capsys.readouterr().err
-    assert main(["--checkpoint", str(path), "--out", str(tmp_path / "h.onnx"), "--variant", "tiny", "--skip-audio-check"]) == 0
+    assert (
+        main(["--checkpoint", str(path), "--out", str(tmp_path / "h.onnx"), "--variant", "tiny", "--skip-audio-check"])
+        == 0
+    )
 
 
 def test_the_feature_means_are_solved_from_the_first_audio_batch_norm():
     rng = np.random.default_rng(5)
     state = reference.generator_state_dict(graph_entries("tiny"), 3)
-    features = np.abs(rng.normal(0, 1, (3, 32, 16, 16))).astype(np.float32) * rng.uniform(0.1, 2, (1, 32, 1, 1)).astype(np.float32)
+    features = np.abs(rng.normal(0, 1, (3, 32, 16, 16))).astype(np.float32) * rng.uniform(0.1, 2, (1, 32, 1, 1)).astype(
+        np.float32
+    )
     with torch.no_grad():
-        reference.generator_forward(state, torch.from_numpy(rng.random((3, 6, 320, 320), dtype=np.float32)), torch.from_numpy(features), calibrate=True)
+        reference.generator_forward(
+            state,
+            torch.from_numpy(rng.random((3, 6, 320, 320), dtype=np.float32)),
+            torch.from_numpy(features),
+            calibrate=True,
+        )
     means = audio_feature_means({k: v.numpy() for k, v in state.items()})
     assert np.abs(means - features.mean(axis=(0, 2, 3))).max() < 1e-3
 
 
 # --- the audio encoder (utils.AudioEncoder, audio_visual_encoder.pth) --------------------------
 def test_the_encoder_graph_has_every_upstream_name_and_shape():
-    graph = {t.name: tuple(t.dims) for t in build_models.build_synctalk2d_audio_encoder("full").graph.initializer if t.name.startswith("audio_encoder.")}
+    graph = {
+        t.name: tuple(t.dims)
+        for t in build_models.build_synctalk2d_audio_encoder("full").graph.initializer
+        if t.name.startswith("audio_encoder.")
+    }
     upstream = {k: tuple(v.shape) for k, v in reference.audio_encoder_state_dict().items()}
     assert graph == upstream
-    assert len(upstream) == 13 * 6 and sum(np.prod(s) for k, s in upstream.items() if not k.endswith(("running_mean", "running_var"))) == 2_812_672
+    assert (
+        len(upstream) == 13 * 6
+        and sum(np.prod(s) for k, s in upstream.items() if not k.endswith(("running_mean", "running_var"))) == 2_812_672
+    )
 
 
 @pytest.mark.parametrize("prefix", ["", "audio_encoder."])

@@ -1,4 +1,5 @@
 """Reference byte layout <-> tensors, and the compositor maths."""
+
 import numpy as np
 import pytest
 
@@ -19,7 +20,9 @@ def test_reference_layout_is_all_crops_then_all_rois(batch):
     flat = np.frombuffer(data, "<f4")
     half = flat.size // 2
     np.testing.assert_array_equal(flat[: contract.CROP_BYTES // 4].reshape(3, 320, 320), visual[0, :3])  # crop 0 first
-    np.testing.assert_array_equal(flat[half : half + contract.CROP_BYTES // 4].reshape(3, 320, 320), visual[0, 3:])  # ROI 0 at half
+    np.testing.assert_array_equal(
+        flat[half : half + contract.CROP_BYTES // 4].reshape(3, 320, 320), visual[0, 3:]
+    )  # ROI 0 at half
     np.testing.assert_array_equal(layout.visual_bytes_to_tensor(data, batch), visual)
 
 

@@ -1,4 +1,5 @@
 """Paste-back geometry (the avatars' compositing) and avatar assets: what lands where."""
+
 import json
 
 import cv2
@@ -89,7 +90,9 @@ def test_assets_from_a_video_and_a_folder_agree_and_round_trip(tmp_path):
     for i, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"{i:03d}.png"), frame[..., ::-1])
     video = tmp_path / "bg.mp4"
-    writer = imageio_ffmpeg.write_frames(str(video), (160, 96), fps=25, quality=10, macro_block_size=8, ffmpeg_log_level="error")
+    writer = imageio_ffmpeg.write_frames(
+        str(video), (160, 96), fps=25, quality=10, macro_block_size=8, ffmpeg_log_level="error"
+    )
     writer.send(None)
     for frame in frames:
         writer.send(frame)
@@ -107,7 +110,9 @@ def test_assets_from_a_video_and_a_folder_agree_and_round_trip(tmp_path):
     assert np.array_equal(loaded.boxes, boxes) and loaded.jpeg_quality == 90
     assert np.array_equal(loaded.backgrounds, frames), "the frames reach the model bit-exact"
     for i in range(4):  # image files are kept as given: their bytes, not a re-encode
-        assert (tmp_path / "store" / "backgrounds" / f"{i:06d}.png").read_bytes() == (folder / f"{i:03d}.png").read_bytes()
+        assert (tmp_path / "store" / "backgrounds" / f"{i:06d}.png").read_bytes() == (
+            folder / f"{i:03d}.png"
+        ).read_bytes()
     from_video = AvatarAssets.from_files("anna", video, tmp_path / "boxes.json")
     from_video.save(tmp_path / "video-store")  # decoded once, stored losslessly (PNG)
     assert np.array_equal(AvatarAssets.load(tmp_path / "video-store").backgrounds, from_video.backgrounds)

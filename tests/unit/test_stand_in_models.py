@@ -1,4 +1,5 @@
 """The stand-in ONNX models: valid, deterministic, with the contract's tensors."""
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -24,7 +25,10 @@ def test_built_files_pass_the_checker_and_have_the_contract_tensors(models_dir, 
     assert outputs == {"output": ["batch", 3, 320, 320]}
     encoder = onnx.load(models_dir / variant / build_models.AUDIO_ENCODER_FILE)
     onnx.checker.check_model(encoder, full_check=True)
-    assert _io(encoder) == ({contract.MEL_WINDOWS.name: ["batch", 1, 80, 16]}, {contract.AUDIO_FEATURES.name: ["batch", 32, 16, 16]})
+    assert _io(encoder) == (
+        {contract.MEL_WINDOWS.name: ["batch", 1, 80, 16]},
+        {contract.AUDIO_FEATURES.name: ["batch", 32, 16, 16]},
+    )
 
 
 def test_full_generator_has_the_synctalk_2d_size():
@@ -38,9 +42,13 @@ def test_synctalk2d_encoder_encodes_each_window_once_and_gives_the_per_frame_res
     from synctalk_client import synthetic
     from synctalk_preprocessing.audio import PRESETS, MelFrontEnd
 
-    session = ort.InferenceSession(build_models.build_synctalk2d_audio_encoder("tiny").SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        build_models.build_synctalk2d_audio_encoder("tiny").SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     n = 12
-    windows, mask = MelFrontEnd(PRESETS["synctalk2d"]).windows_for_audio(synthetic.speech_like_audio(n, seed=1).reshape(n, 640))
+    windows, mask = MelFrontEnd(PRESETS["synctalk2d"]).windows_for_audio(
+        synthetic.speech_like_audio(n, seed=1).reshape(n, 640)
+    )
     feeds = {contract.MEL_NEIGHBOURS.name: windows[:, :, None], contract.NEIGHBOUR_MASK.name: mask}
     (batch,) = session.run(None, feeds)
     rows = [session.run(None, {k: v[i : i + 1] for k, v in feeds.items()})[0] for i in range(n)]  # 16 windows each
@@ -53,13 +61,20 @@ def test_synctalk2d_encoder_encodes_each_window_once_and_gives_the_per_frame_res
 def test_builds_are_deterministic():
     first = build_models.build_generator("tiny").SerializeToString()
     assert build_models.build_generator("tiny").SerializeToString() == first
-    assert build_models.build_audio_encoder("tiny").SerializeToString() == build_models.build_audio_encoder("tiny").SerializeToString()
+    assert (
+        build_models.build_audio_encoder("tiny").SerializeToString()
+        == build_models.build_audio_encoder("tiny").SerializeToString()
+    )
 
 
 def test_tiny_models_run_in_onnxruntime_with_sane_outputs(models_dir):
     rng = np.random.default_rng(0)
-    generator = ort.InferenceSession(str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"])
-    encoder = ort.InferenceSession(str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"])
+    generator = ort.InferenceSession(
+        str(models_dir / "tiny" / build_models.GENERATOR_FILE), providers=["CPUExecutionProvider"]
+    )
+    encoder = ort.InferenceSession(
+        str(models_dir / "tiny" / build_models.AUDIO_ENCODER_FILE), providers=["CPUExecutionProvider"]
+    )
     mel = rng.normal(-5, 2, (3, 1, 80, 16)).astype(np.float32)
     (features,) = encoder.run(None, {contract.MEL_WINDOWS.name: mel})
     assert features.shape == (3, 32, 16, 16) and np.isfinite(features).all() and features.std() > 0

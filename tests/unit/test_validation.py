@@ -1,4 +1,5 @@
 """Client-side validation: the reference's messages verbatim, and their categories."""
+
 import numpy as np
 import pytest
 
@@ -8,7 +9,9 @@ from synctalk_client.errors import ModelNotFoundError, ProcessingError
 
 def _request(batch=2, **overrides):
     crops = synthetic.face_crops(batch)
-    request = CompositeBatchRequest.from_arrays("demo", crops, synthetic.masked(crops), synthetic.speech_like_audio(batch))
+    request = CompositeBatchRequest.from_arrays(
+        "demo", crops, synthetic.masked(crops), synthetic.speech_like_audio(batch)
+    )
     for key, value in overrides.items():
         setattr(request, key, value)
     return request
@@ -79,13 +82,16 @@ def test_the_request_lays_itself_out_as_the_tensors_its_model_id_takes():
         request.tensors(takes)
 
 
-@pytest.mark.parametrize("value, found", [
-    (float("nan"), "1 of 24 values are NaN or Inf (first at frame 1, index (2, 1, 0))"),
-    (float("inf"), "1 of 24 values are NaN or Inf"),
-    (-float("inf"), "1 of 24 values are NaN or Inf"),
-    (1.5, "values must be BGR scaled to [0, 1]; got min 0, max 1.5 (first at frame 1, index (2, 1, 0))"),
-    (-0.5, "got min -0.5, max 1"),
-])
+@pytest.mark.parametrize(
+    "value, found",
+    [
+        (float("nan"), "1 of 24 values are NaN or Inf (first at frame 1, index (2, 1, 0))"),
+        (float("inf"), "1 of 24 values are NaN or Inf"),
+        (-float("inf"), "1 of 24 values are NaN or Inf"),
+        (1.5, "values must be BGR scaled to [0, 1]; got min 0, max 1.5 (first at frame 1, index (2, 1, 0))"),
+        (-0.5, "got min -0.5, max 1"),
+    ],
+)
 def test_the_server_side_visual_check_finds_one_bad_value_anywhere(value, found):
     """check_visual reads VISUAL twice (min, max) for a good request; one bad value, even the
     last one, still gets its full diagnosis."""

@@ -18,6 +18,7 @@ a longer video keeps its frames in host memory and each request's frames cross t
 (BACKGROUND leaves as a CPU tensor; Triton copies it to the paste's GPU input). The face crops
 (300 KB a frame) always stay on the GPU.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,6 @@ from synctalk_client import contract
 from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.avatar import AvatarAssets
 from synctalk_preprocessing.compositing import face_inputs, visual_from_faces
-
 
 DEFAULT_GPU_RESIDENT_BYTES = 4 * 2**30
 
@@ -53,8 +53,11 @@ class TritonPythonModel:
                     self.backgrounds = cupy.asarray(assets.backgrounds)
                 else:
                     pb_utils.Logger.log_warn(
-                        f"{args['model_name']}: {assets.n_frames} frames ({assets.backgrounds.nbytes / 2**20:.0f} MiB) exceed "
-                        f"gpu_resident_bytes ({resident_limit / 2**20:.0f} MiB): frames kept in host memory, copied per request")
+                        f"{args['model_name']}: {assets.n_frames} frames ({assets.backgrounds.nbytes / 2**20:.0f} "
+                        "MiB) exceed "
+                        f"gpu_resident_bytes ({resident_limit / 2**20:.0f} MiB): frames kept in host memory, "
+                        "copied per request"
+                    )
             self.xp = cupy
 
     @staticmethod
@@ -69,26 +72,40 @@ class TritonPythonModel:
             index = pb_utils.get_input_tensor_by_name(request, contract.FRAME_INDEX.name).as_numpy().reshape(-1)
             problem = checks.check_frame_index(contract.FRAME_INDEX.name, index)  # when called on its own
             if problem:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             slots = index % self.n_frames
             on_device = self.xp.asarray(slots)
             visual = pb_utils.get_input_tensor_by_name(request, contract.VISUAL.name)
-            problem = checks.check_visual(contract.VISUAL.name, visual.as_numpy(), self.visual_tolerance) \
-                if visual is not None and visual.is_cpu() else None
+            problem = (
+                checks.check_visual(contract.VISUAL.name, visual.as_numpy(), self.visual_tolerance)
+                if visual is not None and visual.is_cpu()
+                else None
+            )
             if problem:  # VISUAL is checked here, the step that reads it, not by input_validator
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             if visual is not None:
-                face_input = pb_utils.Tensor(contract.FACE_INPUT.name, visual.as_numpy()) if visual.is_cpu() else \
-                    pb_utils.Tensor.from_dlpack(contract.FACE_INPUT.name, visual.to_dlpack())
+                face_input = (
+                    pb_utils.Tensor(contract.FACE_INPUT.name, visual.as_numpy())
+                    if visual.is_cpu()
+                    else pb_utils.Tensor.from_dlpack(contract.FACE_INPUT.name, visual.to_dlpack())
+                )
             else:
                 face_input = self._tensor(contract.FACE_INPUT.name, visual_from_faces(self.faces[on_device], self.xp))
             backgrounds = self.backgrounds[slots if isinstance(self.backgrounds, np.ndarray) else on_device]
-            responses.append(pb_utils.InferenceResponse([
-                self._tensor(contract.BACKGROUND.name, backgrounds),
-                pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots]),
-                pb_utils.Tensor(contract.FRAME_SIZE.name, np.repeat(self.frame_size, len(slots), axis=0)),
-                face_input,
-            ]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    [
+                        self._tensor(contract.BACKGROUND.name, backgrounds),
+                        pb_utils.Tensor(contract.CROP_BOX.name, self.boxes[slots]),
+                        pb_utils.Tensor(contract.FRAME_SIZE.name, np.repeat(self.frame_size, len(slots), axis=0)),
+                        face_input,
+                    ]
+                )
+            )
         return responses

@@ -10,6 +10,7 @@ outputs are each frame's 16 neighbouring windows (MEL_NEIGHBOURS) and their clip
 (NEIGHBOUR_MASK), and the optional FRAME_INDEX places the windows on the stream's mel grid.
 Warmed up at load, so no request pays for first-call initialisation.
 """
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -35,17 +36,25 @@ class TritonPythonModel:
                 None if t is None else t.as_numpy()
                 for t in (
                     pb_utils.get_input_tensor_by_name(request, n)
-                    for n in (contract.AUDIO_CONTEXT.name, contract.AUDIO_CONTEXT_LENGTH.name, contract.FRAME_INDEX.name)
+                    for n in (
+                        contract.AUDIO_CONTEXT.name,
+                        contract.AUDIO_CONTEXT_LENGTH.name,
+                        contract.FRAME_INDEX.name,
+                    )
                 )
             )
             # when called on its own: the ensemble's input_validator has checked all this already
             problem = (
                 checks.non_finite(self.input_name, audio, unit="samples")
-                or checks.check_audio_context(context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN)
+                or checks.check_audio_context(
+                    context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN
+                )
                 or checks.check_frame_index(contract.FRAME_INDEX.name, index)
             )
             if problem:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
+                )
                 continue
             first_frame = int(index.reshape(-1)[0]) if index is not None else 0
             result = self.front_end.windows_for_audio(audio, context, lengths, first_frame)
@@ -54,5 +63,7 @@ class TritonPythonModel:
                 outputs = (windows[:, :, None], mask)  # [B,16,1,80,16], [B,16]
             else:
                 outputs = (result[:, None],)  # [B,1,80,16]
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, o) for n, o in zip(self.output_names, outputs)]))
+            responses.append(
+                pb_utils.InferenceResponse([pb_utils.Tensor(n, o) for n, o in zip(self.output_names, outputs)])
+            )
         return responses

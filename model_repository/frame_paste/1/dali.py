@@ -6,6 +6,7 @@ the prediction (x255, truncated, RGB) inside its 4-pixel border, resized back to
 and the frame reassembled around it, in uint8. The steps are those of
 synctalk_preprocessing.compositing.paste_faces (the CPU profile's implementation).
 """
+
 import nvidia.dali as dali
 from nvidia.dali.plugin.triton import autoserialize
 

@@ -4,6 +4,7 @@ BGR->RGB, x255, round and clamp to uint8 at 320x320, then a bilinear resize to 1
 GPU. The steps are those of synctalk_preprocessing.compositing (the CPU profile's implementation).
 The backend serializes this pipeline at load time (@autoserialize).
 """
+
 import nvidia.dali as dali
 from nvidia.dali.plugin.triton import autoserialize
 

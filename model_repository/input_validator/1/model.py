@@ -8,6 +8,7 @@ far out-of-range values and negative frame indices with an INVALID_ARG error nam
 so a bad request fails before any other step starts (every later step depends on an output of
 this one) and the server carries on.
 """
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -27,12 +28,15 @@ class TritonPythonModel:
         for request in requests:
             audio = pb_utils.get_input_tensor_by_name(request, contract.AUDIO.name).as_numpy()
             visual, index, context, lengths = (  # optional: None where the request has none
-                _optional(request, t) for t in (contract.VISUAL, contract.FRAME_INDEX, contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH)
+                _optional(request, t)
+                for t in (contract.VISUAL, contract.FRAME_INDEX, contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH)
             )
             problem = (
                 (visual is not None and checks.check_visual(contract.VISUAL.name, visual, self.visual_tolerance))
                 or checks.check_audio(contract.AUDIO.name, audio, self.audio_abs_max)
-                or checks.check_audio_context(context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN, self.audio_abs_max)
+                or checks.check_audio_context(
+                    context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN, self.audio_abs_max
+                )
                 or checks.check_frame_index(contract.FRAME_INDEX.name, index)
             )
             if problem:

@@ -9,6 +9,7 @@ on its device in ``initialize`` (nvImageCodec without nvJPEG would otherwise enc
 silently), so the first request pays for neither. A frame the encoder cannot encode fails its
 request with a message naming it; the model carries on.
 """
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -29,7 +30,9 @@ class TritonPythonModel:
 
             device_id = int(args.get("model_instance_device_id", 0))
             gpu = args.get("model_instance_kind") == "GPU"
-            self.encoder = NvImageCodecEncoder(quality=quality, subsampling=subsampling, device_id=device_id, require_gpu=gpu)
+            self.encoder = NvImageCodecEncoder(
+                quality=quality, subsampling=subsampling, device_id=device_id, require_gpu=gpu
+            )
             if gpu:
                 import cupy  # GPU tensors arrive as DLPack: viewed with CuPy, imported here, not on a request
 
@@ -37,7 +40,9 @@ class TritonPythonModel:
         elif self.backend == "cpu":
             from synctalk_preprocessing.compositing import CpuJpegEncoder
 
-            self.encoder = CpuJpegEncoder(quality=quality, subsampling=subsampling, threads=int(params.get("threads", "2")))
+            self.encoder = CpuJpegEncoder(
+                quality=quality, subsampling=subsampling, threads=int(params.get("threads", "2"))
+            )
         else:
             raise ValueError(f"jpeg_encoder: unknown encoder '{self.backend}', expected 'nvimgcodec' or 'cpu'")
 
@@ -54,7 +59,9 @@ class TritonPythonModel:
                 encoded = self.encoder.encode(frames)
             except Exception as error:  # nvImageCodec's EncodeError, or the CPU encoder's
                 message = f"{self.input_name}: JPEG encoding failed: {error}"
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)))
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+                )
                 continue
             out = np.empty((len(encoded), 1), dtype=np.object_)
             out[:, 0] = encoded
