@@ -20,13 +20,13 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 models: build/models/models.json
 
 build/models/models.json: $(STAMP) tools/build_models.py tools/onnx_graph.py
-	$(BIN)/python -m tools.build_models --out build/models
+	$(BIN)/synctalk-build-models --out build/models
 
 render: models
-	$(BIN)/python -m tools.render_repository --profile cpu --variant $(VARIANT) --out $(REPOSITORY)
+	$(BIN)/synctalk-render-repository --profile cpu --variant $(VARIANT) --out $(REPOSITORY)
 
 serve: render
-	$(BIN)/python -m tools.serve --repository $(REPOSITORY)
+	$(BIN)/synctalk-serve --repository $(REPOSITORY)
 
 demo: render
 	$(BIN)/python -m tools.demo --repository $(REPOSITORY)
@@ -47,12 +47,12 @@ format: $(STAMP)
 
 # benchmarks: CPU profile, full model; writes benchmarks/results/latest.json and benchmarks/README.md
 bench: models
-	$(BIN)/python -m tools.bench
+	$(BIN)/python -m benchmarks.bench
 
 # the long soak: 4 clients for 5 minutes against a fresh CPU-profile server (tiny models)
 SOAK_SECONDS ?= 300
 soak: models
-	$(BIN)/python -m tools.soak --start-server --variant tiny --clients 4 --duration $(SOAK_SECONDS) --warmup 30
+	$(BIN)/python -m benchmarks.soak --start-server --variant tiny --clients 4 --duration $(SOAK_SECONDS) --warmup 30
 
 clean:
 	rm -rf build out

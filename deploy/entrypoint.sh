@@ -2,5 +2,5 @@
 # The container's start: install every avatar of the mounted avatar store (/avatars, possibly
 # empty or read-only) into the rendered repository /models, then run the command (tritonserver).
 set -e
-python3 -m tools.avatars --repository /models sync --store /avatars
+synctalk-avatars --repository /models sync --store /avatars
 exec "$@"

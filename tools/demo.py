@@ -27,7 +27,7 @@ import imageio_ffmpeg
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from synctalk_client.render import render_video, write_wav
 from synctalk_preprocessing.avatar import AvatarAssets
-from tools import avatars, paths
+from tools import avatar_store, paths
 from tools.serve import TritonServer
 
 AVATAR_ID = "presenter"
@@ -51,7 +51,9 @@ def add_demo_avatar(repository: Path, out: Path) -> AvatarAssets:
         writer.send(frame)
     writer.close()
     (out / f"{AVATAR_ID}_boxes.json").write_text(json.dumps(boxes.tolist()) + "\n")
-    avatars.add(repository, AVATAR_ID, video, out / f"{AVATAR_ID}_boxes.json", replace=True, audio_preset="synctalk2d")
+    avatar_store.add(
+        repository, AVATAR_ID, video, out / f"{AVATAR_ID}_boxes.json", replace=True, audio_preset="synctalk2d"
+    )
     return AvatarAssets.load(repository / contract.avatar_models(AVATAR_ID)["background"] / "1")
 
 

@@ -65,7 +65,7 @@ def tensor_bytes(
 
 def instance_counts(repository: Path = paths.MODEL_REPOSITORY, models: Sequence[str] = GPU_STEPS) -> dict[str, int]:
     """Instances per GPU of each model, from its config in ``repository``."""
-    from tools.render_repository import read_config
+    from tools.render_model import read_config
 
     counts = {}
     for name in models:

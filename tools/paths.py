@@ -4,7 +4,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = ROOT / "model_repository"
-CPU_PROFILE = ROOT / "cpu_profile"
+# Python-based backends (a folder with one model.py, selected by a config's `backend:`): the
+# shared code of several models, and the CPU profile's stand-ins for ONNX Runtime and DALI.
+BACKENDS = ROOT / "backends"
 BUILD = ROOT / "build"
 MODELS = BUILD / "models"  # tools/build_models.py writes <variant>/<model>.onnx here
 RENDERED = BUILD / "repository"  # tools/render_repository.py writes <profile>-<variant>/ here
@@ -15,3 +17,8 @@ def avatar_store() -> Path:
     import os
 
     return Path(os.environ.get("SYNCTALK_AVATARS") or ROOT / "avatars")
+
+
+def python_based_backends() -> list[str]:
+    """The names of the Python-based backends of backends/ (folders holding a model.py)."""
+    return sorted(p.parent.name for p in BACKENDS.glob("*/model.py"))

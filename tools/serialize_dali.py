@@ -21,7 +21,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from tools.render_repository import read_config
+from tools.render_model import read_config
 
 PIPELINE_FILE = "dali.py"
 SERIALIZED_FILE = "model.dali"  # the DALI backend's default model file name

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,7 +62,9 @@ def pytriton_root() -> Path:
 
 
 def backend_directory(target: Path = paths.BUILD / "triton-backends") -> Path:
-    """A backend directory with the Python backend and the stub for this interpreter's version."""
+    """A backend directory with the Python backend, the stub for this interpreter's version and
+    the project's Python-based backends (``backends/<name>/model.py``, which Triton runs with the
+    Python backend for a config saying ``backend: "<name>"``)."""
     source = pytriton_root() / "tritonserver"
     python_dir = target / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
@@ -69,13 +72,14 @@ def backend_directory(target: Path = paths.BUILD / "triton-backends") -> Path:
     stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise RuntimeError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
-    for src in (
-        source / "backends" / "python" / "libtriton_python.so",
-        source / "backends" / "python" / "triton_python_backend_utils.py",
-        stub,
-    ):
-        dst = python_dir / src.name
-        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+    python_backend = source / "backends" / "python"
+    files = {python_dir / f.name: f for f in (python_backend / "libtriton_python.so", stub)}
+    files[python_dir / "triton_python_backend_utils.py"] = python_backend / "triton_python_backend_utils.py"
+    for name in paths.python_based_backends():
+        files[target / name / "model.py"] = paths.BACKENDS / name / "model.py"
+    for dst, src in files.items():
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     return target
 
@@ -98,7 +102,11 @@ def server_environment() -> dict:
     return env
 
 
+# The Python backend's shared-memory regions: triton_python_backend_shm_region_<uuid>, and
+# triton_<name>_backend_shm_region_<uuid> for the models of a Python-based backend <name>.
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+SHM_REGION_PATTERN = re.compile(r"triton_\w+_backend_shm_region_")
+SHM_REGION_GLOB = "triton_*_backend_shm_region_*"
 
 
 def stub_counts(server_pid: int) -> dict[str, int]:
@@ -135,7 +143,7 @@ def shm_regions(server_pid: int) -> set:
     for process in processes:
         try:
             with open(f"/proc/{process.pid}/maps") as maps:
-                regions.update(line.split(maxsplit=5)[-1].strip() for line in maps if SHM_REGION_PREFIX in line)
+                regions.update(line.split(maxsplit=5)[-1].strip() for line in maps if SHM_REGION_PATTERN.search(line))
         except OSError:
             continue
     return {r.removesuffix(" (deleted)") for r in regions if r.startswith("/dev/shm/")}
@@ -154,7 +162,7 @@ def mapped_shm_regions() -> set:
                 mapped.update(
                     line.split(maxsplit=5)[-1].strip().removesuffix(" (deleted)")
                     for line in lines
-                    if SHM_REGION_PREFIX in line
+                    if SHM_REGION_PATTERN.search(line)
                 )
         except OSError:  # the process ended meanwhile, or is not ours to read
             continue
@@ -168,7 +176,7 @@ def remove_orphaned_shm_regions(min_age_s: float = ORPHAN_AGE_S) -> list:
     mapped = mapped_shm_regions()
     removed = []
     now = time.time()
-    for region in SHM_DIR.glob(SHM_REGION_PREFIX + "*"):
+    for region in SHM_DIR.glob(SHM_REGION_GLOB):
         try:
             if str(region) in mapped or now - region.stat().st_mtime < min_age_s:
                 continue

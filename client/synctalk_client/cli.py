@@ -190,7 +190,7 @@ def cmd_render(args) -> int:
     crops = read_crop(args.image)[None] if args.image else None
     avatar = _read_avatar(args)
     if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
-        from synctalk_preprocessing.compositing import crop_faces
+        from synctalk_client.face_geometry import crop_faces
 
         crops = crop_faces(*avatar)
     summary = render_video(
@@ -215,7 +215,7 @@ def _read_avatar(args):
         return None
     if not args.boxes:
         raise UsageError("--frames needs --boxes (the crop rectangle of each frame)")
-    from synctalk_preprocessing.avatar import read_boxes, read_frames
+    from synctalk_client.frames import read_boxes, read_frames
 
     frames = read_frames(args.frames)
     boxes = read_boxes(args.boxes, frames.shape[1:3]).round().astype(np.int64)
@@ -232,7 +232,7 @@ def cmd_inspect(args) -> int:
             if client.takes_audio_only(args.model_id):  # an avatar: its own frames
                 request = audio_only(request)
     if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
-        from synctalk_preprocessing.compositing import crop_faces
+        from synctalk_client.face_geometry import crop_faces
 
         frames, boxes = avatar
         slots = (args.start_frame + np.arange(request.batch_size)) % len(frames)

@@ -49,6 +49,8 @@ FRAME_RESIZE_MODEL = "frame_resize"
 SYNCTALK2D_AUDIO_FEATURES_MODEL = "audio_features_synctalk2d"
 SYNCTALK2D_AUDIO_ENCODER_MODEL = "audio_encoder_synctalk2d"
 JPEG_ENCODER_MODEL = "jpeg_encoder"
+# avatars' shared step: each generated face pasted into its background frame
+FRAME_PASTE_MODEL = "frame_paste"
 COMPOSING_MODELS = (
     INPUT_VALIDATOR_MODEL,
     AUDIO_FEATURES_MODEL,
@@ -109,24 +111,71 @@ GENERATOR_VISUAL = Tensor("input", "FP32", VISUAL.dims)
 GENERATOR_AUDIO = Tensor("audio", "FP32", AUDIO_FEATURES.dims)
 GENERATOR_OUTPUT = Tensor("output", "FP32", GENERATED_FACE.dims)
 
-# Each step: model -> ({model tensor: ensemble tensor} for inputs, same for outputs).
-# The ensemble's wiring, in pipeline order.
+# --- avatars' tensors: paste-back compositing ----------------------------------------------------
+# An avatar is an ensemble named by its id. It shares the validation and audio steps and has its
+# own generator, background store and JPEG encoder; the shared frame_paste step resizes each
+# generated face to the frame's crop rectangle and pastes it into the background frame
+# FRAME_INDEX % n_backgrounds (the avatar's own output resolution, hence the -1 dims).
+FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (1,))  # the client sends start_frame_idx + i
+BACKGROUND = Tensor("BACKGROUND", "UINT8", (-1, -1, 3))  # RGB background frame of this video frame
+CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the background (exclusive max)
+FRAME_SIZE = Tensor("FRAME_SIZE", "INT32", (2,))  # the background's height, width (sizes the paste on the GPU)
+PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
+VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
+# An avatar's requests carry audio only: its background step keeps the face inputs of every frame
+# resident (SyncTalk_2D's crop of each frame's box, computed once at load) and gives the
+# generator FACE_INPUT = VISUAL of frames FRAME_INDEX % n. A request may still send VISUAL (face
+# crops cut by the caller, e.g. from a live camera): FACE_INPUT is then that VISUAL.
+FACE_INPUT = Tensor("FACE_INPUT", "FP32", VISUAL.dims)
+
+# --- SyncTalk_2D's audio front end (avatars' --audio-preset synctalk2d) ---------------------------
+# 16 neighbouring windows per frame (windows i-9 .. i+6 of the clip,
+# clamped to its ends, as upstream's padded list gives them) and a mask of the rows upstream fills
+# (zero rows where its slice leaves the list); its encoder maps them to the same AUDIO_FEATURES.
+AUDIO_NEIGHBOURS = 16
+MEL_NEIGHBOURS = Tensor("MEL_NEIGHBOURS", "FP32", (AUDIO_NEIGHBOURS, 1, N_MELS, MEL_WINDOW_COLUMNS))
+NEIGHBOUR_MASK = Tensor("NEIGHBOUR_MASK", "FP32", (AUDIO_NEIGHBOURS,))
+
+# --- every shared model's tensors (model_repository/; tests/contract checks each config) ---------
 MODEL_INPUTS = {
-    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     AUDIO_ENCODER_MODEL: (MEL_WINDOWS,),
     GENERATOR_MODEL: (GENERATOR_VISUAL, GENERATOR_AUDIO),
     FRAME_RESIZE_MODEL: (GENERATED_FACE,),
     JPEG_ENCODER_MODEL: (FRAMES_RGB,),
+    SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    SYNCTALK2D_AUDIO_ENCODER_MODEL: (MEL_NEIGHBOURS, NEIGHBOUR_MASK),
+    FRAME_PASTE_MODEL: (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE),
 }
 MODEL_OUTPUTS = {
-    INPUT_VALIDATOR_MODEL: (VALIDATED_AUDIO, VALIDATED_AUDIO_CONTEXT, VALIDATED_AUDIO_CONTEXT_LENGTH),
+    INPUT_VALIDATOR_MODEL: (
+        VALIDATED_AUDIO,
+        VALIDATED_AUDIO_CONTEXT,
+        VALIDATED_AUDIO_CONTEXT_LENGTH,
+        VALIDATED_FRAME_INDEX,
+    ),
     AUDIO_FEATURES_MODEL: (MEL_WINDOWS,),
     AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
     GENERATOR_MODEL: (GENERATOR_OUTPUT,),
     FRAME_RESIZE_MODEL: (FRAMES_RGB,),
     JPEG_ENCODER_MODEL: (JPEG,),
+    SYNCTALK2D_AUDIO_FEATURES_MODEL: (MEL_NEIGHBOURS, NEIGHBOUR_MASK),
+    SYNCTALK2D_AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
+    FRAME_PASTE_MODEL: (PASTED_FRAMES,),
 }
+
+# input_validator takes FRAME_INDEX as an optional input (avatars send it, the reference ensemble
+# does not): the background step then depends on validation like every other step, so a bad
+# request fails before any other step starts. VISUAL is optional there too (avatars' requests
+# may leave it out); the reference ensemble requires it.
+OPTIONAL_INPUTS = {
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
+    SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+}
+
+# Each step of an ensemble: model -> ({model tensor: ensemble tensor} for inputs, same for outputs).
 _CONTEXT_IN = {AUDIO_CONTEXT.name: AUDIO_CONTEXT.name, AUDIO_CONTEXT_LENGTH.name: AUDIO_CONTEXT_LENGTH.name}
 _CONTEXT_OUT = {
     VALIDATED_AUDIO_CONTEXT.name: VALIDATED_AUDIO_CONTEXT.name,
@@ -153,70 +202,16 @@ ENSEMBLE_STEPS = (
 ENSEMBLE_INPUTS = (VISUAL, AUDIO)
 ENSEMBLE_OUTPUTS = (JPEG,)
 
-# --- avatars: paste-back compositing -----------------------------------------------------------
-# An avatar is an ensemble named by its id. It shares the validation and audio steps and has its
-# own generator, background store and JPEG encoder; the shared frame_paste step resizes each
-# generated face to the frame's crop rectangle and pastes it into the background frame
-# FRAME_INDEX % n_backgrounds (the avatar's own output resolution, hence the -1 dims).
-FRAME_PASTE_MODEL = "frame_paste"
-FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (1,))  # the client sends start_frame_idx + i
-BACKGROUND = Tensor("BACKGROUND", "UINT8", (-1, -1, 3))  # RGB background frame of this video frame
-CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the background (exclusive max)
-FRAME_SIZE = Tensor("FRAME_SIZE", "INT32", (2,))  # the background's height, width (sizes the paste on the GPU)
-PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
-VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
-# An avatar's requests carry audio only: its background step keeps the face inputs of every frame
-# resident (SyncTalk_2D's crop of each frame's box, computed once at load) and gives the
-# generator FACE_INPUT = VISUAL of frames FRAME_INDEX % n. A request may still send VISUAL (face
-# crops cut by the caller, e.g. from a live camera): FACE_INPUT is then that VISUAL.
-FACE_INPUT = Tensor("FACE_INPUT", "FP32", VISUAL.dims)
 AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
 AVATAR_BACKGROUND_INPUTS = (FRAME_INDEX, VISUAL)
 AVATAR_BACKGROUND_OUTPUTS = (BACKGROUND, CROP_BOX, FRAME_SIZE, FACE_INPUT)
-# input_validator takes FRAME_INDEX as an optional input (avatars send it, the reference ensemble
-# does not): the background step then depends on validation like every other step, so a bad
-# request fails before any other step starts. VISUAL is optional there too (avatars' requests
-# may leave it out); the reference ensemble requires it.
-OPTIONAL_INPUTS = {
-    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
-    AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
-    SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
-}
 # Optional inputs of every avatar's ensemble. (The reference ensemble has none: perf_analyzer's
 # shared-memory mode refuses models with optional inputs, and the reference contract has none.)
 AVATAR_OPTIONAL_INPUTS = (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
-MODEL_INPUTS[INPUT_VALIDATOR_MODEL] += (FRAME_INDEX,)
-MODEL_OUTPUTS[INPUT_VALIDATOR_MODEL] += (VALIDATED_FRAME_INDEX,)
-# SyncTalk_2D's audio front end: 16 neighbouring windows per frame (windows i-9 .. i+6 of the clip,
-# clamped to its ends, as upstream's padded list gives them) and a mask of the rows upstream fills
-# (zero rows where its slice leaves the list); its encoder maps them to the same AUDIO_FEATURES.
-AUDIO_NEIGHBOURS = 16
-MEL_NEIGHBOURS = Tensor("MEL_NEIGHBOURS", "FP32", (AUDIO_NEIGHBOURS, 1, N_MELS, MEL_WINDOW_COLUMNS))
-NEIGHBOUR_MASK = Tensor("NEIGHBOUR_MASK", "FP32", (AUDIO_NEIGHBOURS,))
-MODEL_INPUTS[SYNCTALK2D_AUDIO_FEATURES_MODEL] = (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
-MODEL_OUTPUTS[SYNCTALK2D_AUDIO_FEATURES_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK)
-MODEL_INPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (MEL_NEIGHBOURS, NEIGHBOUR_MASK)
-MODEL_OUTPUTS[SYNCTALK2D_AUDIO_ENCODER_MODEL] = (AUDIO_FEATURES,)
 AUDIO_PRESETS = ("reference", "synctalk2d")
 SYNCTALK2D_HOP = 200  # samples per mel column of SyncTalk_2D's front end (80 columns a second)
 
 
-def synctalk2d_window_count(n_samples: int) -> int:
-    """N, the number of audio windows SyncTalk_2D's inference encodes for a clip of ``n_samples``
-    16 kHz samples (``AudDataset``: ``int((columns - 16) / 80 * 25) + 2``, with ``1 + n // 200``
-    mel columns); it renders N + 2 video frames (``synctalk2d_frame_count``)."""
-    columns = 1 + int(n_samples) // SYNCTALK2D_HOP
-    return int((columns - MEL_WINDOW_COLUMNS) / 80.0 * float(FPS)) + 2
-
-
-def synctalk2d_frame_count(n_samples: int) -> int:
-    """The frames SyncTalk_2D's inference renders for a clip of ``n_samples`` samples: N + 2
-    (about one fewer than the clip's whole 40 ms frames)."""
-    return synctalk2d_window_count(n_samples) + 2
-
-
-MODEL_INPUTS[FRAME_PASTE_MODEL] = (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE)
-MODEL_OUTPUTS[FRAME_PASTE_MODEL] = (PASTED_FRAMES,)
 # Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.
 SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, SYNCTALK2D_AUDIO_FEATURES_MODEL, SYNCTALK2D_AUDIO_ENCODER_MODEL)
 # Per-avatar models: "<id>" (ensemble) and these suffixes.
@@ -290,6 +285,20 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
         ),
         (models["jpeg_encoder"],) + by_name[JPEG_ENCODER_MODEL][1:],
     )
+
+
+def synctalk2d_window_count(n_samples: int) -> int:
+    """N, the number of audio windows SyncTalk_2D's inference encodes for a clip of ``n_samples``
+    16 kHz samples (``AudDataset``: ``int((columns - 16) / 80 * 25) + 2``, with ``1 + n // 200``
+    mel columns); it renders N + 2 video frames (``synctalk2d_frame_count``)."""
+    columns = 1 + int(n_samples) // SYNCTALK2D_HOP
+    return int((columns - MEL_WINDOW_COLUMNS) / 80.0 * float(FPS)) + 2
+
+
+def synctalk2d_frame_count(n_samples: int) -> int:
+    """The frames SyncTalk_2D's inference renders for a clip of ``n_samples`` samples: N + 2
+    (about one fewer than the clip's whole 40 ms frames)."""
+    return synctalk2d_window_count(n_samples) + 2
 
 
 # Stages reported in a CompositeBatchResponse, by composing model.

@@ -1,6 +1,11 @@
-"""Audio and image maths of the SyncTalk serving pipeline, importable on its own.
+"""The server side's maths: what the model repository's steps compute. It builds on the client
+package's contract (``synctalk_client.contract``, the face geometry, the wire layout), never the
+other way round.
 
-- ``audio``: STFT -> 80-bin log-mel -> one 16-column window per video frame.
-- ``layout``: the reference request's byte layout <-> the ensemble's tensors.
-- ``compositing``: generated BGR face -> RGB 1080p frame -> JPEG.
+- ``audio``: STFT -> log-mel -> the windows of each video frame (both front ends).
+- ``checks``: the input checks of ``input_validator`` (NaN/Inf, value ranges), naming the tensor.
+- ``compositing``: generated face -> frame (the reference's resize, SyncTalk_2D's paste-back) -> JPEG.
+- ``avatar``: an avatar's stored assets (frames, boxes, manifest).
+- ``dali_pipeline``, ``nvimgcodec_encoder``: the GPU profile's DALI pipelines and JPEG encoder.
+- ``model_config``: Python-backend models reading their own config.
 """

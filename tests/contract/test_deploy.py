@@ -100,10 +100,24 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
     assert re.search(r"^USER (?!root)\S+$", text, re.M)
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
     assert "--model-control-mode=none" in text
-    assert "tools.build_models" in text and "--profile gpu" in text
+    assert "synctalk-build-models" in text and "--profile gpu" in text
     for path in re.findall(r"^COPY (\S+) ", text, re.M):
         if "$" not in path:
             assert (paths.ROOT / path).exists(), f"COPY {path}: not in the build context"
+
+
+def test_the_image_has_every_python_based_backend_the_gpu_profile_names():
+    """A config's backend that is not one of the container's own (onnxruntime, dali, python) is a
+    Python-based backend of backends/: the image must put it in Triton's backend directory."""
+    from tools.render_model import read_config
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    named = {read_config(c).backend for c in paths.MODEL_REPOSITORY.glob("*/config.pbtxt")}
+    named |= {read_config(c).backend for c in (paths.ROOT / "avatar_template").glob("*/config.pbtxt")}
+    own = named - {"", "onnxruntime", "dali", "python"}
+    assert own and own <= set(paths.python_based_backends())
+    for name in own:
+        assert re.search(rf"^RUN cp -r backends/{name} /opt/tritonserver/backends/{name}$", text, re.M), name
 
 
 def test_the_images_python_requirements_resolve_for_its_python(tmp_path):
@@ -218,7 +232,7 @@ def test_tensorrt_engines_persist_on_a_shared_volume():
 def test_the_dockerfile_serializes_the_dali_pipelines_at_build():
     text = (DEPLOY / "Dockerfile").read_text()
     steps = re.findall(r"^RUN (.*?)(?<!\\)$", text, re.M | re.S)
-    render = next(i for i, s in enumerate(steps) if "tools.render_repository" in s)
+    render = next(i for i, s in enumerate(steps) if "synctalk-render-repository" in s)
     serialize = next(i for i, s in enumerate(steps) if "tools.serialize_dali /models" in s)
     assert serialize > render
     assert re.search(r"^ARG DALI_WHEEL=/opt/tritonserver/backends/dali/wheel/dali$", text, re.M)

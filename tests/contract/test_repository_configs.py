@@ -11,8 +11,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from synctalk_client import contract
 from synctalk_preprocessing.audio import MelConfig
-from tools import avatars, paths
-from tools.render_repository import read_config, render
+from tools import avatar_install, avatar_store, paths
+from tools.render_model import CPU_BACKENDS, read_config
+from tools.render_repository import render
 
 DTYPES = {
     "FP32": mc.TYPE_FP32,
@@ -46,10 +47,10 @@ def render_with_avatar(profile, tmp_path_factory, models_dir) -> Path:
     frames = tmp_path_factory.mktemp(f"{profile}-background")
     for i in range(3):
         cv2.imwrite(str(frames / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
-    avatars.add(root, AVATAR, frames, [8, 4, 40, 36], jpeg_quality=80)
-    avatars.add(root, AVATAR_2D, frames, [8, 4, 40, 36], audio_preset="synctalk2d")
+    avatar_store.add(root, AVATAR, frames, [8, 4, 40, 36], jpeg_quality=80)
+    avatar_store.add(root, AVATAR_2D, frames, [8, 4, 40, 36], audio_preset="synctalk2d")
     encoder = models_dir / "tiny" / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
-    avatars.add(root, AVATAR_OWN_ENCODER, frames, [8, 4, 40, 36], audio_encoder=encoder)  # the preset follows
+    avatar_store.add(root, AVATAR_OWN_ENCODER, frames, [8, 4, 40, 36], audio_encoder=encoder)  # the preset follows
     return root
 
 
@@ -65,12 +66,11 @@ def gpu_profile(tmp_path_factory, models_dir):
 
 @pytest.fixture(scope="module")
 def avatar_template():
-    return {
-        "avatar": text_format.Parse((avatars.TEMPLATE / "ensemble" / "config.pbtxt").read_text(), mc.ModelConfig()),
-        "avatar_background": text_format.Parse(
-            (avatars.TEMPLATE / "background" / "config.pbtxt").read_text(), mc.ModelConfig()
-        ),
-    }
+    """The templates as written: an ensemble per audio preset, and the background step."""
+    read = lambda folder: text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())  # noqa: E731
+    templates = {preset: read(folder) for preset, folder in avatar_install.ENSEMBLE_TEMPLATES.items()}
+    templates["avatar_background"] = read(avatar_install.BACKGROUND_TEMPLATE)
+    return templates
 
 
 PROFILES = ["production", "cpu_profile", "gpu_profile"]
@@ -143,10 +143,34 @@ def test_an_avatar_with_the_synctalk2d_front_end(cpu_profile):
     }
 
 
-def test_avatar_template_uses_the_placeholder_id(avatar_template):
-    steps = [s.model_name for s in avatar_template["avatar"].ensemble_scheduling.step]
-    assert steps == [step[0] for step in contract.avatar_ensemble_steps(avatars.TEMPLATE_ID)]
-    assert avatar_template["avatar_background"].name == contract.avatar_models(avatars.TEMPLATE_ID)["background"]
+@pytest.mark.parametrize("preset", contract.AUDIO_PRESETS)
+def test_each_avatar_template_is_the_contracts_wiring(avatar_template, preset):
+    """The contract's step list is the oracle: each template, as written, is the wiring of its
+    audio preset with the placeholder id (synctalk2d: with the placeholder own encoder, which
+    installing renames to the avatar's encoder or the shared one). Installing only renames."""
+    template = avatar_template[preset]
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in template.ensemble_scheduling.step]
+    own_encoder = preset == "synctalk2d"
+    expected = contract.avatar_ensemble_steps(avatar_install.TEMPLATE_ID, preset, own_audio_encoder=own_encoder)
+    assert steps == [tuple(step) for step in expected]
+    assert template.name == avatar_install.TEMPLATE_ID
+    assert tensors(template, "input") == {t.name: spec(t) for t in contract.AVATAR_ENSEMBLE_INPUTS}
+    assert {t.name for t in template.input if t.optional} == {t.name for t in contract.AVATAR_OPTIONAL_INPUTS}
+    assert tensors(template, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
+    assert avatar_template["avatar_background"].name == contract.avatar_models(avatar_install.TEMPLATE_ID)["background"]
+
+
+def test_installing_an_avatar_only_renames_the_template(cpu_profile, avatar_template):
+    """Every installed ensemble is its template with the model names mapped, nothing else."""
+    for avatar_id, preset, own in (
+        (AVATAR, "reference", False),
+        (AVATAR_2D, "synctalk2d", False),
+        (AVATAR_OWN_ENCODER, "synctalk2d", True),
+    ):
+        expected = mc.ModelConfig()
+        expected.CopyFrom(avatar_template[preset])
+        avatar_install.rename_models(expected, avatar_install.model_names(avatar_id, own))
+        assert cpu_profile[avatar_id] == expected, avatar_id
 
 
 @pytest.mark.parametrize("profile", ["cpu_profile", "gpu_profile"])
@@ -231,9 +255,14 @@ def compatible(produced, consumed) -> bool:
 
 
 def test_cpu_profile_serves_everything_with_the_python_backend(cpu_profile, production):
+    """The CPU build of Triton has the Python backend only: every model is a Python model or a
+    model of one of the project's Python-based backends (backends/<name>/model.py); the models
+    production serves with the ONNX Runtime and DALI backends differ from it only in backend:."""
     for name in contract.SHARED_MODELS:
         config = cpu_profile[name]
-        assert config.backend == "python", name
+        assert config.backend in ("python", *paths.python_based_backends()), name
+        if production[name].backend in ("onnxruntime", "dali"):
+            assert config.backend == CPU_BACKENDS.get(production[name].backend, CPU_BACKENDS.get(name)), name
         assert all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in config.instance_group), name
         assert not config.HasField("optimization"), name
         assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in config.parameters
@@ -341,8 +370,11 @@ def test_rendered_files_are_in_place(tmp_path, models_dir):
     assert (root / "alice" / "config.pbtxt").is_file() and not (root / contract.DEFAULT_MODEL_ID).exists()
     assert read_config(root / "alice" / "config.pbtxt").name == "alice"
     for name in (contract.AUDIO_ENCODER_MODEL, contract.GENERATOR_MODEL):
-        assert (root / name / "1" / "model.onnx").is_file() and (root / name / "1" / "model.py").is_file()
-    assert (root / contract.FRAME_RESIZE_MODEL / "1" / "model.py").is_file()
+        assert (root / name / "1" / "model.onnx").is_file() and not (root / name / "1" / "model.py").exists()
+        assert (paths.BACKENDS / read_config(root / name / "config.pbtxt").backend / "model.py").is_file()
+    for name in (contract.FRAME_RESIZE_MODEL, contract.AUDIO_FEATURES_MODEL, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL):
+        assert (paths.BACKENDS / read_config(root / name / "config.pbtxt").backend / "model.py").is_file(), name
+    assert (root / contract.INPUT_VALIDATOR_MODEL / "1" / "model.py").is_file()
     warmup_box = root / contract.FRAME_PASTE_MODEL / "warmup" / contract.CROP_BOX.name
     assert np.frombuffer(warmup_box.read_bytes(), np.int32).tolist() == [800, 300, 1120, 620]
     gpu = render("gpu", tmp_path / "gpu", models_dir / "tiny")

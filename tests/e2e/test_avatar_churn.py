@@ -10,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import avatars
+from tools import avatar_store
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def test_avatar_churn_keeps_the_server_ready_and_other_requests_served(server, t
     try:
         with CompositeClient(server.grpc_url) as client:
             for _ in range(2):
-                avatars.add(server.repository, "dora", tmp_path, [40, 16, 120, 96])
+                avatar_store.add(server.repository, "dora", tmp_path, [40, 16, 120, 96])
                 client.load_model("dora")
                 assert "dora" in client.model_ids()
                 assert client.infer_batch_composite(
@@ -56,7 +56,7 @@ def test_avatar_churn_keeps_the_server_ready_and_other_requests_served(server, t
                 assert all(
                     states.get(name) not in ("READY", "UNLOADING") for name in contract.avatar_models("dora").values()
                 )
-                avatars.remove(server.repository, "dora")
+                avatar_store.remove(server.repository, "dora")
     finally:
         stop.set()
         for thread in threads:

@@ -7,9 +7,9 @@ import json
 import cv2
 import pytest
 
+from benchmarks.soak import server_processes
 from synctalk_client import CompositeBatchRequest, synthetic
-from tools import avatars
-from tools.soak import server_processes
+from tools import avatar_memory, avatar_store
 
 
 def server_pss(pid: int) -> int:
@@ -28,8 +28,8 @@ def test_three_avatars_stay_within_the_documented_budget(server, client, tmp_pat
     budget = 0
     try:
         for avatar_id in ids:
-            avatars.add(server.repository, avatar_id, tmp_path, tmp_path / "boxes.json")
-            budget += avatars.check_fits(server.repository, avatar_id)["total"]
+            avatar_store.add(server.repository, avatar_id, tmp_path, tmp_path / "boxes.json")
+            budget += avatar_memory.check_fits(server.repository, avatar_id)["total"]
             client.load_model(avatar_id)
             for start in (0, 8, 16):
                 client.infer_batch_composite(
@@ -43,22 +43,22 @@ def test_three_avatars_stay_within_the_documented_budget(server, client, tmp_pat
             if avatar_id in client.model_ids():
                 client.unload_model(avatar_id)
             if (server.repository / avatar_id).exists():
-                avatars.remove(server.repository, avatar_id)
+                avatar_store.remove(server.repository, avatar_id)
 
 
 def test_an_avatar_that_would_not_fit_is_refused_with_the_numbers(server, tmp_path):
     frames, boxes = synthetic.avatar_background(2, 160, 96, face=48)
     for i, frame in enumerate(frames):
         cv2.imwrite(str(tmp_path / f"{i}.png"), frame[..., ::-1])
-    avatars.add(server.repository, "too_big", tmp_path, boxes[0].tolist())
+    avatar_store.add(server.repository, "too_big", tmp_path, boxes[0].tolist())
     try:
         with pytest.raises(
             MemoryError, match=r"avatar 'too_big' needs 0\.\d\d GB resident .* this host has 1\.00 GB available"
         ):
-            avatars.check_fits(server.repository, "too_big", available=2**30)
+            avatar_memory.check_fits(server.repository, "too_big", available=2**30)
         assert (
-            avatars.check_fits(server.repository, "too_big", available=64 * 2**30)["total"]
-            > avatars.AVATAR_OVERHEAD_BYTES
+            avatar_memory.check_fits(server.repository, "too_big", available=64 * 2**30)["total"]
+            > avatar_memory.AVATAR_OVERHEAD_BYTES
         )
     finally:
-        avatars.remove(server.repository, "too_big")
+        avatar_store.remove(server.repository, "too_big")

@@ -7,7 +7,7 @@ import pytest
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from tests.conftest import free_port
-from tools import avatars, paths
+from tools import avatar_store, paths
 from tools.render_repository import render
 from tools.serve import TritonServer
 
@@ -21,7 +21,7 @@ def test_an_avatar_survives_a_re_render_and_a_restart(tmp_path, models_dir):
     (tmp_path / "boxes.json").write_text(json.dumps(boxes.tolist()))
     store = tmp_path / "store"
     repository = render("cpu", tmp_path / "repository", models_dir / "tiny", avatar_store=store)
-    avatars.add(repository, "erin", tmp_path, tmp_path / "boxes.json")
+    avatar_store.add(repository, "erin", tmp_path, tmp_path / "boxes.json")
     audio = synthetic.speech_like_audio(4, seed=4)
     served = []
     for attempt in range(2):  # the second time: the repository rendered afresh, a new server

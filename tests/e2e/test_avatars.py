@@ -11,7 +11,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
-from tools import avatars, paths
+from tools import avatar_store, paths
 
 AVATAR = "anna"
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]  # one plain background colour per frame
@@ -57,7 +57,7 @@ def avatar(server, tmp_path_factory):
             except InferenceServerException:
                 pass
     if (server.repository / AVATAR).exists():
-        avatars.remove(server.repository, AVATAR)
+        avatar_store.remove(server.repository, AVATAR)
 
 
 def request(n, start, model_id=AVATAR):
@@ -89,7 +89,7 @@ def test_avatar_listing_and_stats(avatar, client, server):
     rows = {row["name"]: row for row in client.list_models()}
     assert rows[AVATAR]["kind"] == "model_id"
     assert all(rows[name]["state"] == "READY" for name in contract.avatar_models(AVATAR).values())
-    (listed,) = [a for a in avatars.list_avatars(server.repository) if a["id"] == AVATAR]
+    (listed,) = [a for a in avatar_store.list_avatars(server.repository) if a["id"] == AVATAR]
     assert (listed["n_frames"], listed["width"], listed["height"], listed["jpeg_quality"]) == (3, WIDTH, HEIGHT, 90)
     client.infer_batch_composite(request(1, start=0)).raise_for_error()
     stats = client.model_stats(AVATAR)[AVATAR]
@@ -148,9 +148,9 @@ def test_unload_then_remove(avatar, client, server):
     assert all(states[name] == "READY" for name in contract.SHARED_MODELS), "shared steps stay loaded"
     assert client.infer_batch_composite(request(1, start=0)).error == f"model not found: {AVATAR}"
     assert client.infer_batch_composite(request(1, start=0, model_id=contract.DEFAULT_MODEL_ID)).success
-    removed = avatars.remove(server.repository, AVATAR)
+    removed = avatar_store.remove(server.repository, AVATAR)
     assert sorted(removed) == sorted(contract.avatar_models(AVATAR).values())
-    assert not any(a["id"] == AVATAR for a in avatars.list_avatars(server.repository))
+    assert not any(a["id"] == AVATAR for a in avatar_store.list_avatars(server.repository))
 
 
 def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, tmp_path):
@@ -161,7 +161,7 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
 
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((HEIGHT, WIDTH, 3), colour[::-1], np.uint8))
-    avatars.add(server.repository, "bert", tmp_path, [10, 8, 74, 72], audio_preset="synctalk2d")
+    avatar_store.add(server.repository, "bert", tmp_path, [10, 8, 74, 72], audio_preset="synctalk2d")
     try:
         client.load_model("bert")
         assert "bert" in client.model_ids()
@@ -180,7 +180,7 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
         assert int(stats["inference_stats"]["success"]["count"]) >= 3  # the preset's encoder served the 3 batches
         client.unload_model("bert")
     finally:
-        avatars.remove(server.repository, "bert")
+        avatar_store.remove(server.repository, "bert")
 
 
 def test_cli_load_unload_stats_and_render_from_the_avatars_frames(server, tmp_path, capsys):
@@ -194,7 +194,7 @@ def test_cli_load_unload_stats_and_render_from_the_avatars_frames(server, tmp_pa
     for i, frame in enumerate(frames):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), frame[..., ::-1])
     (tmp_path / "boxes.json").write_text(json.dumps(boxes.tolist()))
-    avatars.add(server.repository, "cleo", tmp_path, tmp_path / "boxes.json")
+    avatar_store.add(server.repository, "cleo", tmp_path, tmp_path / "boxes.json")
     url = ["--url", server.grpc_url]
     try:
         assert cli(url + ["load", "cleo"]) == 0
@@ -229,7 +229,7 @@ def test_cli_load_unload_stats_and_render_from_the_avatars_frames(server, tmp_pa
         assert cli(url + ["unload", "cleo"]) == 0
         assert "cleo" not in capsys.readouterr().out.split("model ids:")[1]
     finally:
-        avatars.remove(server.repository, "cleo")
+        avatar_store.remove(server.repository, "cleo")
 
 
 def test_cli_mistakes_on_a_live_server_are_one_line(server, capsys):
@@ -270,13 +270,13 @@ def test_audio_only_requests_give_the_frames_of_the_crop_upload_path(server, cli
     avatar's own frames, exactly as a client cutting them (compositing.visual_inputs) would."""
     import cv2
 
-    from synctalk_preprocessing.compositing import visual_inputs
+    from synctalk_client.face_geometry import visual_inputs
 
     frames, boxes = synthetic.avatar_background(5, 160, 96, face=48, seed=6)
     for i, frame in enumerate(frames):
         cv2.imwrite(str(tmp_path / f"{i}.png"), frame[..., ::-1])
     (tmp_path / "boxes.json").write_text(json.dumps(boxes.tolist()))
-    avatars.add(server.repository, "dina", tmp_path, tmp_path / "boxes.json")
+    avatar_store.add(server.repository, "dina", tmp_path, tmp_path / "boxes.json")
     try:
         client.load_model("dina")
         assert client.takes_audio_only("dina") and not client.takes_audio_only(contract.DEFAULT_MODEL_ID)
@@ -297,4 +297,4 @@ def test_audio_only_requests_give_the_frames_of_the_crop_upload_path(server, cli
         assert refused.error_category == "validation" and "visual frames size mismatch: got 0" in refused.error
         client.unload_model("dina")
     finally:
-        avatars.remove(server.repository, "dina")
+        avatar_store.remove(server.repository, "dina")

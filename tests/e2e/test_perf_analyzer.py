@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from tools import perf_analyzer
+from benchmarks import perf_analyzer
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +29,10 @@ def test_perf_analyzer_load_tests_an_avatar(server, tmp_path):
     import numpy as np
 
     from synctalk_client import CompositeClient
-    from tools import avatars
+    from tools import avatar_store
 
     cv2.imwrite(str(tmp_path / "0.png"), np.full((72, 128, 3), 60, np.uint8))
-    avatars.add(server.repository, "perf", tmp_path, [32, 4, 96, 68])
+    avatar_store.add(server.repository, "perf", tmp_path, [32, 4, 96, 68])
     try:
         with CompositeClient(server.grpc_url) as client:
             client.load_model("perf")
@@ -56,7 +56,7 @@ def test_perf_analyzer_load_tests_an_avatar(server, tmp_path):
         with CompositeClient(server.grpc_url) as client:
             client.unload_model("perf")
     finally:
-        avatars.remove(server.repository, "perf")
+        avatar_store.remove(server.repository, "perf")
 
 
 def test_input_data_has_one_entry_per_sample_with_the_contract_shapes(tmp_path):

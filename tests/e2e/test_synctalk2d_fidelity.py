@@ -213,9 +213,9 @@ def test_inspect_writes_every_stage_and_the_stages_are_synctalk2d(served, fideli
 
     from synctalk_client import CompositeBatchRequest, CompositeClient
     from synctalk_client.cli import main as cli_main
+    from synctalk_client.face_geometry import visual_inputs
     from synctalk_client.inspect import inspect_request
     from synctalk_client.render import write_wav
-    from synctalk_preprocessing.compositing import visual_inputs
 
     inputs = avatar_inputs
     wav, start, size = inputs["wav"], 4, 4

@@ -2,8 +2,8 @@
 
 import json
 
+from benchmarks import gpu_stage_benchmark
 from synctalk_client import contract
-from tools import gpu_stage_benchmark
 from tools.gpu_memory import tensor_bytes
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tools import soak
+from benchmarks import soak
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from synctalk_client import contract
-from tools import avatars
+from tools import avatar_store, avatars
 from tools.render_repository import render
 
 
@@ -43,32 +43,32 @@ def frames(tmp_path):
 )
 def test_bad_ids_are_refused(bad):
     with pytest.raises(ValueError, match="avatar id"):
-        avatars.check_id(bad)
+        avatar_store.check_id(bad)
 
 
 def test_add_list_remove(repository, frames, tmp_path):
-    manifest = avatars.add(repository, "anna", frames, [10, 5, 50, 45], size=(160, 120), jpeg_quality=85)
+    manifest = avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], size=(160, 120), jpeg_quality=85)
     assert (manifest["width"], manifest["height"], manifest["n_frames"]) == (160, 120, 2)
     assert manifest["boxes"] == [[20, 10, 100, 90]] * 2  # scaled with the backgrounds
     for name in contract.avatar_models("anna").values():
         assert (repository / name / "config.pbtxt").is_file()
     with pytest.raises(FileExistsError, match="avatar 'anna' exists"):
-        avatars.add(repository, "anna", frames, [10, 5, 50, 45])
-    avatars.add(repository, "anna", frames, [0, 0, 80, 60], replace=True)
-    (listed,) = avatars.list_avatars(repository)
+        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45])
+    avatar_store.add(repository, "anna", frames, [0, 0, 80, 60], replace=True)
+    (listed,) = avatar_store.list_avatars(repository)
     assert listed["id"] == "anna" and listed["width"] == 80 and "boxes" not in listed
-    assert sorted(avatars.remove(repository, "anna")) == sorted(contract.avatar_models("anna").values())
-    assert avatars.list_avatars(repository) == []
+    assert sorted(avatar_store.remove(repository, "anna")) == sorted(contract.avatar_models("anna").values())
+    assert avatar_store.list_avatars(repository) == []
     with pytest.raises(FileNotFoundError, match="no avatar 'anna'"):
-        avatars.remove(repository, "anna")
+        avatar_store.remove(repository, "anna")
 
 
 def test_an_avatar_with_its_own_audio_encoder(repository, frames, models_dir, capsys):
     encoder = models_dir / "tiny" / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
     with pytest.raises(ValueError, match="needs --audio-preset synctalk2d"):
-        avatars.add(repository, "anna", frames, [10, 5, 50, 45], audio_preset="reference", audio_encoder=encoder)
+        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], audio_preset="reference", audio_encoder=encoder)
     with pytest.raises(FileNotFoundError, match="audio encoder"):
-        avatars.add(repository, "anna", frames, [10, 5, 50, 45], audio_encoder=repository / "none.onnx")
+        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], audio_encoder=repository / "none.onnx")
     assert not (repository / "anna").exists()
     assert (
         avatars.main(
@@ -91,23 +91,23 @@ def test_an_avatar_with_its_own_audio_encoder(repository, frames, models_dir, ca
     models = contract.avatar_models("anna", own_audio_encoder=True)
     assert "anna_audio_encoder" in capsys.readouterr().out
     assert (repository / models["audio_encoder"] / "1" / "model.onnx").read_bytes() == encoder.read_bytes()
-    (listed,) = avatars.list_avatars(repository)
+    (listed,) = avatar_store.list_avatars(repository)
     assert listed["source"]["audio_preset"] == "synctalk2d" and listed["models"] == models
-    assert sorted(avatars.remove(repository, "anna")) == sorted(models.values())
+    assert sorted(avatar_store.remove(repository, "anna")) == sorted(models.values())
 
 
 def test_a_failed_add_leaves_nothing_behind(repository, frames):
     with pytest.raises(ValueError, match="crop box 0"):
-        avatars.add(repository, "anna", frames, [70, 5, 90, 45])  # outside the 80-pixel-wide frame
+        avatar_store.add(repository, "anna", frames, [70, 5, 90, 45])  # outside the 80-pixel-wide frame
     assert not any((repository / name).exists() for name in contract.avatar_models("anna").values())
     with pytest.raises(FileNotFoundError, match="generator"):
-        avatars.add(repository, "anna", frames, [10, 5, 50, 45], generator=repository / "none.onnx")
+        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], generator=repository / "none.onnx")
     assert not (repository / "anna").exists()
 
 
 def test_only_rendered_repositories(tmp_path, frames):
     with pytest.raises(FileNotFoundError, match="not a rendered repository"):
-        avatars.add(tmp_path, "anna", frames, [10, 5, 50, 45])
+        avatar_store.add(tmp_path, "anna", frames, [10, 5, 50, 45])
 
 
 def test_cli_add_and_list(repository, frames, tmp_path, capsys):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
-from synctalk_preprocessing import layout
+from synctalk_client.messages import visual_from_reference_bytes
 from synctalk_preprocessing.compositing import CpuJpegEncoder, composite_frames, face_to_rgb8, resize_frames
 
 
@@ -15,7 +15,8 @@ def _visual(batch, seed=0):
 @pytest.mark.parametrize("batch", [1, 3, 32])
 def test_reference_layout_is_all_crops_then_all_rois(batch):
     visual = _visual(batch)
-    data = layout.visual_tensor_to_bytes(visual)
+    audio = np.zeros(batch * contract.SAMPLES_PER_FRAME, np.float32)
+    data = CompositeBatchRequest.from_visual("demo", visual, audio).visual_frames
     assert len(data) == batch * contract.VISUAL_FRAME_BYTES
     flat = np.frombuffer(data, "<f4")
     half = flat.size // 2
@@ -23,7 +24,7 @@ def test_reference_layout_is_all_crops_then_all_rois(batch):
     np.testing.assert_array_equal(
         flat[half : half + contract.CROP_BYTES // 4].reshape(3, 320, 320), visual[0, 3:]
     )  # ROI 0 at half
-    np.testing.assert_array_equal(layout.visual_bytes_to_tensor(data, batch), visual)
+    np.testing.assert_array_equal(visual_from_reference_bytes(data, batch), visual)
 
 
 def test_request_round_trips_through_the_reference_layout():
@@ -37,9 +38,9 @@ def test_request_round_trips_through_the_reference_layout():
     np.testing.assert_array_equal(visual[:, :3], crops)
     np.testing.assert_array_equal(visual[:, 3:], masked)
     np.testing.assert_array_equal(request.audio_tensor().reshape(-1), audio)
-    # the client's and the preprocessing package's conversions agree
-    np.testing.assert_array_equal(layout.visual_bytes_to_tensor(request.visual_frames, 4), visual)
-    np.testing.assert_array_equal(layout.audio_bytes_to_tensor(request.raw_audio, 4), request.audio_tensor())
+    # the wire bytes read back as the tensors
+    np.testing.assert_array_equal(visual_from_reference_bytes(request.visual_frames, 4), visual)
+    np.testing.assert_array_equal(np.frombuffer(request.raw_audio, "<f4").reshape(4, -1), request.audio_tensor())
     assert CompositeBatchRequest.from_visual("demo", visual, audio).visual_frames == request.visual_frames
 
 
@@ -52,7 +53,6 @@ def test_masked_crop_is_synctalk2d_rectangle():
         expected = cv2.rectangle(np.ascontiguousarray(crop.transpose(1, 2, 0)), (5, 5, 310, 305), (0, 0, 0), -1)
         np.testing.assert_array_equal(mask, expected.transpose(2, 0, 1))
     assert (masked[:, :, 5:310, 5:315] == 0).all() and (masked[:, :, :5] == crops[:, :, :5]).all()
-    np.testing.assert_array_equal(layout.mask_face(crops), masked)
 
 
 def test_face_to_rgb8_swaps_channels_scales_rounds_and_clamps():

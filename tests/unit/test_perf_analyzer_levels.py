@@ -1,10 +1,10 @@
-"""tools.perf_analyzer keeps every concurrency level of a sweep, whatever perf_analyzer's sweep
+"""benchmarks.perf_analyzer keeps every concurrency level of a sweep, whatever perf_analyzer's sweep
 does with a level that will not stabilize. The real perf_analyzer runs in tests/e2e; here its
 sweep rule (``InferenceProfiler::Profile``, linear search) is replayed so each case is certain."""
 
 import pytest
 
-from tools.perf_analyzer import STABILITY_FAILURE, measure_levels
+from benchmarks.perf_analyzer import STABILITY_FAILURE, measure_levels
 
 
 def sweep(unstable, relaxed_unstable=()):

@@ -25,9 +25,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
+from synctalk_client.face_geometry import face_inputs, visual_from_faces
 from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.avatar import AvatarAssets
-from synctalk_preprocessing.compositing import face_inputs, visual_from_faces
 
 DEFAULT_GPU_RESIDENT_BYTES = 4 * 2**30
 

@@ -9,15 +9,15 @@ Runs on the CPU profile with the full-size stand-in models, on this machine, in 
 3. served: a fresh tritonserver; the first request after ready vs the steady state; perf_analyzer
    (real input data) for request batch sizes 1, 8, 32 over a concurrency sweep; the stage
    breakdown from Triton's statistics API; gRPC vs system shared memory for 32-frame requests;
-4. paced streams (``tools.paced_streams``): how many live avatar streams (8 frames every 320 ms,
+4. paced streams (``benchmarks.paced_streams``): how many live avatar streams (8 frames every 320 ms,
    audio only) a server keeps in real time, with the tiny and the full model; request bytes per
    frame before and after audio-only requests.
 
 Writes ``benchmarks/results/latest.json`` and the PNG plots, and regenerates
 ``benchmarks/README.md``'s table from them.
 
-    python -m tools.bench            # full run (about 10 minutes on 2 cores)
-    python -m tools.bench --quick    # shorter measurement windows
+    python -m benchmarks.bench            # full run (about 10 minutes on 2 cores)
+    python -m benchmarks.bench --quick    # shorter measurement windows
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import paced_streams, perf_analyzer, soak
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import paced_streams, paths, perf_analyzer, soak
+from tools import paths
 from tools.render_repository import render
 from tools.serve import TritonServer, apply_malloc_settings
 

@@ -13,9 +13,9 @@ Also reports the request bytes per frame: the crop-upload request (VISUAL + AUDI
 reference contract sends) against an avatar's audio-only request, with and without the audio
 context that streaming sends.
 
-    python -m tools.paced_streams --variant tiny             # a fresh CPU-profile server
-    python -m tools.paced_streams --variant full --seconds 10
-    python -m tools.paced_streams --url gpu-host:8001 --avatar anna   # any running server (a GPU host)
+    python -m benchmarks.paced_streams --variant tiny             # a fresh CPU-profile server
+    python -m benchmarks.paced_streams --variant full --seconds 10
+    python -m benchmarks.paced_streams --url gpu-host:8001 --avatar anna   # any running server (a GPU host)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import avatars, paths
+from tools import avatar_store, paths
 from tools.render_repository import render
 from tools.serve import TritonServer
 
@@ -168,7 +168,7 @@ def measure(variant: str, seconds: float, port_base: int = 18300) -> dict[str, o
     for i, frame in enumerate(frames):
         cv2.imwrite(str(source / f"{i}.png"), frame[..., ::-1])
     (source.parent / "paced-avatar-boxes.json").write_text(json.dumps(boxes.tolist()))
-    avatars.add(
+    avatar_store.add(
         repository,
         AVATAR,
         source,

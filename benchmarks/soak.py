@@ -2,8 +2,8 @@
 requests; checks every valid response against a single request's output for the same input and
 samples the resident memory of tritonserver and every backend stub.
 
-    python -m tools.soak --url 127.0.0.1:8001 --clients 4 --duration 300     # make soak
-    python -m tools.soak --start-server --variant tiny --duration 30
+    python -m benchmarks.soak --url 127.0.0.1:8001 --clients 4 --duration 300     # make soak
+    python -m benchmarks.soak --start-server --variant tiny --duration 30
 
 Exit status 0 only when no valid request failed, every output was identical to the reference,
 every bad request got a clear error, and memory after warm-up grew by at most --max-growth.

@@ -1,8 +1,8 @@
 """Run NVIDIA's perf_analyzer against the ensemble on any server, with real input data.
 
-    python -m tools.perf_analyzer --url 127.0.0.1:8001                 # CPU scenarios
-    python -m tools.perf_analyzer --url gpu-host:8001 --set gpu_scenarios
-    python -m tools.perf_analyzer --scenario batch8 --concurrency 1,2
+    python -m benchmarks.perf_analyzer --url 127.0.0.1:8001                 # CPU scenarios
+    python -m benchmarks.perf_analyzer --url gpu-host:8001 --set gpu_scenarios
+    python -m benchmarks.perf_analyzer --scenario batch8 --concurrency 1,2
 
 perf_analyzer comes in the ``tritonclient==2.50.0`` wheel (``.venv/bin/perf_analyzer``). It links
 ``libb64.so.0d`` and ``libcudart.so.12`` (no GPU is used); both are taken from the

@@ -1,11 +1,14 @@
-"""audio_features: AUDIO [B,640] -> MEL_WINDOWS [B,1,80,16] (Python backend).
+"""The ``audio_front_end`` Python-based backend: AUDIO [B,640] -> MEL_WINDOWS [B,1,80,16].
+
+Serves the models ``audio_features`` and ``audio_features_synctalk2d`` (their configs say
+``backend: "audio_front_end"``), in both profiles.
 
 One request's B x 640 samples form one contiguous clip; its log-mel is computed once and frame
 i's window is mel columns [4i-8, 4i+8). The optional AUDIO_CONTEXT / AUDIO_CONTEXT_LENGTH (checked
 by input_validator) extend the clip with the real audio around the batch. The maths lives in
 synctalk_preprocessing.audio; the mel parameters come from this model's config parameters.
 
-The same file serves audio_features_synctalk2d (SyncTalk_2D's front end, by its parameters): its
+For audio_features_synctalk2d (SyncTalk_2D's front end, by its parameters): its
 outputs are each frame's 16 neighbouring windows (MEL_NEIGHBOURS) and their clip mask
 (NEIGHBOUR_MASK), and the optional FRAME_INDEX places the windows on the stream's mel grid.
 Warmed up at load, so no request pays for first-call initialisation.

@@ -1,9 +1,9 @@
 """Stage benchmark of the production (GPU) steps, per batch size, and the served ensemble's data
 movement, on one machine, in one command.
 
-    python -m tools.gpu_stage_benchmark                                   # stages, on a GPU machine
-    python -m tools.gpu_stage_benchmark --url 127.0.0.1:8001 --model demo # + the served ensemble
-    python -m tools.gpu_stage_benchmark --device cpu --batch-sizes 1 --iterations 2   # smoke run
+    python -m benchmarks.gpu_stage_benchmark                                   # stages, on a GPU machine
+    python -m benchmarks.gpu_stage_benchmark --url 127.0.0.1:8001 --model demo # + the served ensemble
+    python -m benchmarks.gpu_stage_benchmark --device cpu --batch-sizes 1 --iterations 2   # smoke run
 
 Stages, for batch sizes 1/8/16/32: ONNX Runtime with the TensorRT EP (FP16, engine cache) and
 with the CUDA EP on ``audio_encoder`` and ``synctalk``; the DALI ``frame_resize`` and
@@ -38,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bench import median_ms
 from synctalk_client import contract
 from tools import build_models, paths
-from tools.bench import median_ms
 
 
 def device_name(device: str) -> str:

@@ -1,0 +1,2 @@
+"""Measurements: the benchmarks (make bench), the soak (make soak), paced live streams, perf_analyzer
+scenarios and the GPU stage benchmark. They use the operator tools (``tools``), never the reverse."""

@@ -1,1 +1,0 @@
-../../audio_features/1/model.py

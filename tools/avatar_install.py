@@ -1,0 +1,145 @@
+"""Write a stored avatar's models into a rendered repository, for the repository's profile.
+
+An avatar's models come from two places, each written once:
+
+- ``avatar_template/``: its ensemble, one template per audio front end
+  (``ensemble_reference/``, ``ensemble_synctalk2d/``), and its background step
+  (``background/``). Installing renames the template's placeholder models (``avatar``,
+  ``avatar_background``, ... ``avatar_audio_encoder``) to the avatar's; nothing else of the
+  template changes, so an edit to a template is what every avatar of that pipeline gets.
+- ``model_repository/``: its generator (the ``synctalk`` config, renamed, with the avatar's ONNX
+  and no memory arena unless added with ``--arena``), its own SyncTalk_2D audio encoder where it
+  has one (``audio_encoder_synctalk2d``, renamed) and its JPEG encoder (``jpeg_encoder`` at the
+  avatar's resolution and JPEG quality).
+
+``tools.render_model`` renders each for the profile (CPU backends, TensorRT caches).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from synctalk_client import contract
+from synctalk_preprocessing.avatar import BACKGROUNDS, MANIFEST, read_manifest
+from tools import paths, repository_manifest
+from tools.render_model import read_config, render_model
+
+TEMPLATE = paths.ROOT / "avatar_template"
+TEMPLATE_ID = "avatar"  # the placeholder id of the template's model names
+# The template of an avatar's ensemble, by audio preset (contract.AUDIO_PRESETS).
+ENSEMBLE_TEMPLATES = {preset: TEMPLATE / f"ensemble_{preset}" for preset in contract.AUDIO_PRESETS}
+BACKGROUND_TEMPLATE = TEMPLATE / "background"
+
+GENERATOR_FILE = "generator.onnx"  # an avatar's own generator, in its store entry
+AUDIO_ENCODER_FILE = "audio_encoder.onnx"  # an avatar's own SyncTalk_2D audio encoder
+
+# By default an avatar's own models hold no memory arena between requests: an idle avatar costs
+# its weights and frames, not a batch-32 activation arena (the full generator's process: 7.2 GB
+# with the arena after the batch-32 warm-up, 169 MB without). The price, on a CPU, is the page
+# faults of fresh activations on every run (measured in process, 8-frame batches: full generator
+# 403 ms with the arena, 802 ms without; tiny 90 vs 148 ms); ``add --arena`` keeps the arena for
+# an avatar that must be fast more than small. ONNX Runtime backend parameters, read the same way
+# by the CPU profile (which also hands freed memory back with malloc_trim).
+LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
+
+
+def model_names(avatar_id: str, own_audio_encoder: bool) -> dict[str, str]:
+    """{template model name: the avatar's}. The template's ``avatar_audio_encoder`` is the
+    avatar's own encoder, or the shared SyncTalk_2D one."""
+    template = contract.avatar_models(TEMPLATE_ID, own_audio_encoder=True)
+    ours = contract.avatar_models(avatar_id, own_audio_encoder=own_audio_encoder)
+    ours.setdefault("audio_encoder", contract.SYNCTALK2D_AUDIO_ENCODER_MODEL)
+    return {template[role]: ours[role] for role in template}
+
+
+def rename_models(config, names: dict[str, str]) -> None:
+    """The template's placeholder model names in ``config`` (its own, its steps') -> ``names``."""
+    config.name = names.get(config.name, config.name)
+    for step in config.ensemble_scheduling.step:
+        step.model_name = names.get(step.model_name, step.model_name)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Frames and models are immutable once stored: a hard link where the file system allows."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def install(repository: Path, entry: Path) -> None:
+    """Write the models of a stored avatar (``entry``: its store folder) into ``repository``. The
+    generator is the entry's own, else the repository's ``synctalk``."""
+    repository, entry = Path(repository), Path(entry)
+    own_generator, own_encoder = entry / GENERATOR_FILE, entry / AUDIO_ENCODER_FILE
+    generator = own_generator if own_generator.is_file() else repository / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    audio_encoder = own_encoder if own_encoder.is_file() else None
+    _write_models(
+        repository, repository_manifest.profile(repository), read_manifest(entry), entry, generator, audio_encoder
+    )
+
+
+def _render_onnx_model(
+    repository: Path, profile: str, role: str, name: str, onnx_file: Path, arena: bool = False
+) -> None:
+    """The shared model ``role``'s config, renamed ``name``, with ``onnx_file`` and (unless
+    ``arena``) no memory arena between requests; rendering gives it its own TensorRT caches."""
+    config = read_config(paths.MODEL_REPOSITORY / role / "config.pbtxt")
+    config.name = name
+    for key, value in ({} if arena else LEAN_MODEL_PARAMETERS).items():
+        config.parameters[key].string_value = value
+    render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
+
+
+def _write_models(
+    repository: Path, profile: str, manifest: dict, entry: Path, generator: Path, audio_encoder: Path | None = None
+) -> None:
+    avatar_id = manifest["id"]
+    added_with = manifest.get("source", {})  # what add recorded: audio preset, arena, sources
+    audio_preset = added_with.get("audio_preset", "reference")
+    models = contract.avatar_models(avatar_id, own_audio_encoder=bool(audio_encoder))
+    source = paths.MODEL_REPOSITORY
+
+    names = model_names(avatar_id, own_audio_encoder=bool(audio_encoder))
+    template = ENSEMBLE_TEMPLATES[audio_preset]
+    ensemble = read_config(template / "config.pbtxt")
+    rename_models(ensemble, names)
+    render_model(template, ensemble, repository / models["ensemble"], profile)
+
+    arena = bool(added_with.get("arena", False))
+    _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator, arena)
+    if audio_encoder:
+        _render_onnx_model(
+            repository,
+            profile,
+            contract.SYNCTALK2D_AUDIO_ENCODER_MODEL,
+            models["audio_encoder"],
+            Path(audio_encoder),
+            arena,
+        )
+
+    background = read_config(BACKGROUND_TEMPLATE / "config.pbtxt")
+    rename_models(background, names)
+    target = render_model(
+        BACKGROUND_TEMPLATE, background, repository / models["background"], profile, role="avatar_background"
+    )
+    shutil.copyfile(entry / MANIFEST, target / "1" / MANIFEST)
+    shutil.copytree(entry / BACKGROUNDS, target / "1" / BACKGROUNDS, copy_function=_link_or_copy)
+
+    jpeg = read_config(source / contract.JPEG_ENCODER_MODEL / "config.pbtxt")
+    jpeg.name = models["jpeg_encoder"]
+    frame_dims = [manifest["height"], manifest["width"], 3]
+    jpeg.input[0].dims[:] = frame_dims
+    for sample in jpeg.model_warmup:
+        for tensor in sample.inputs.values():
+            tensor.dims[:] = frame_dims
+    jpeg.parameters["quality"].string_value = str(int(manifest["jpeg_quality"]))
+    render_model(
+        source / contract.JPEG_ENCODER_MODEL,
+        jpeg,
+        repository / models["jpeg_encoder"],
+        profile,
+        role=contract.JPEG_ENCODER_MODEL,
+    )

@@ -1,0 +1,53 @@
+"""What an avatar costs in memory once loaded (CPU profile), and the check that refuses to load
+one that would not fit (``tools.avatars add --load``). docs/operations.md ("Memory") has the
+measurements behind the constants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synctalk_client import contract
+from synctalk_preprocessing.avatar import read_manifest
+
+# What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
+# the CPU profile (docs/operations.md, "Memory"): its three Python-backend processes (background,
+# generator, JPEG encoder) and the shared-memory pages their batch-32 warm-ups touch; 520-570 MB
+# measured with the tiny and the full generator. And what one batch of 32 frames of the full-size
+# generator needs while it runs (without an arena it is returned afterwards): 4.2 GB.
+AVATAR_OVERHEAD_BYTES = 640 * 2**20
+GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
+
+
+def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
+    """What loading an avatar adds to the server's resident memory (CPU profile), by part."""
+    n, h, w = manifest["n_frames"], manifest["height"], manifest["width"]
+    parts = {
+        "frames": n * h * w * 3,
+        "face_inputs": n * 3 * contract.FACE_SIZE * contract.FACE_SIZE,
+        "generator": int(generator_bytes),
+        "steps": AVATAR_OVERHEAD_BYTES,
+        # add --arena: its generator keeps the activations of a batch of 32 (the full-size one's)
+        "arena": GENERATOR_PEAK_BYTES if manifest.get("source", {}).get("arena") else 0,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def check_fits(repository: Path, avatar_id: str, available: int | None = None) -> dict[str, int]:
+    """Refuse (MemoryError, with the numbers) to load an avatar whose resident memory, plus one
+    batch of 32 frames in flight, exceeds the memory this host has available."""
+    import psutil
+
+    models = contract.avatar_models(avatar_id)
+    manifest = read_manifest(Path(repository) / models["background"] / "1")
+    need = memory_needed(manifest, (Path(repository) / models["generator"] / "1" / "model.onnx").stat().st_size)
+    available = psutil.virtual_memory().available if available is None else available
+    if need["total"] + GENERATOR_PEAK_BYTES > available:
+        gb = lambda b: f"{b / 2**30:.2f} GB"  # noqa: E731
+        raise MemoryError(
+            f"avatar {avatar_id!r} needs {gb(need['total'])} resident (frames {gb(need['frames'])}, face inputs "
+            f"{gb(need['face_inputs'])}, generator {gb(need['generator'])}, its steps {gb(need['steps'])}) plus "
+            f"{gb(GENERATOR_PEAK_BYTES)} for a batch of 32 in flight, and this host has {gb(available)} available: "
+            f"unload an avatar (synctalk-client unload ID), add it with fewer frames (--max-frames) or a smaller --size"
+        )
+    return need

@@ -1,0 +1,152 @@
+"""The avatar store: avatars kept across renders, and their installation into a repository.
+
+A repository rendered by ``tools.render_repository`` is bound to an avatar store (``avatars/`` at
+the project root, or ``$SYNCTALK_AVATARS``; recorded in its ``repository.json``): ``add`` keeps
+the avatar there (``<store>/<id>/``: ``avatar.json``, the frames as given, its own
+``generator.onnx`` / ``audio_encoder.onnx``) and installs it into the repository
+(``tools.avatar_install``); every later render installs every stored avatar again, so avatars
+survive ``make serve``, ``make clean`` and restarts. ``add`` is all-or-nothing (the entry is
+staged, then renamed into place); ``remove`` deletes that avatar's models and entry only;
+``sync`` installs the store into a repository (a container does it at start, with the store
+mounted).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from synctalk_client import contract
+from synctalk_preprocessing.avatar import MANIFEST, AvatarAssets, read_manifest
+from tools.avatar_install import AUDIO_ENCODER_FILE, GENERATOR_FILE, install
+from tools.repository_manifest import avatar_store as repository_store
+
+
+def check_id(avatar_id: str) -> None:
+    if not re.match(contract.AVATAR_ID_PATTERN, avatar_id or ""):
+        raise ValueError(f"avatar id {avatar_id!r}: use 1-48 lower-case letters, digits and _, starting with a letter")
+    if avatar_id in contract.RESERVED_IDS:
+        raise ValueError(f"avatar id {avatar_id!r} is the name of a shared model")
+
+
+def add(
+    repository: Path,
+    avatar_id: str,
+    background: Path,
+    boxes: Path | Sequence[int],
+    generator: Path | None = None,
+    size: tuple[int, int] | None = None,
+    jpeg_quality: int = contract.JPEG_QUALITY,
+    max_frames: int | None = None,
+    replace: bool = False,
+    audio_preset: str | None = None,
+    audio_encoder: Path | None = None,
+    arena: bool = False,
+) -> dict:
+    """Keep the avatar in the repository's store and write its models into ``repository``;
+    returns the avatar's manifest.
+    ``audio_preset``: "reference" (the request-flow front end) or "synctalk2d" (SyncTalk_2D's,
+    what a trained SyncTalk_2D generator expects; the default with ``audio_encoder``, the avatar's
+    own SyncTalk_2D audio encoder ONNX, else "reference")."""
+    repository = Path(repository)
+    check_id(avatar_id)
+    audio_preset = audio_preset or ("synctalk2d" if audio_encoder else "reference")
+    if audio_preset not in contract.AUDIO_PRESETS:
+        raise ValueError(f"audio preset must be one of {', '.join(contract.AUDIO_PRESETS)}, got {audio_preset!r}")
+    if audio_encoder and audio_preset != "synctalk2d":
+        raise ValueError("--audio-encoder is a SyncTalk_2D audio encoder: it needs --audio-preset synctalk2d")
+    if audio_encoder and not Path(audio_encoder).is_file():
+        raise FileNotFoundError(f"audio encoder {audio_encoder} not found")
+    store = repository_store(repository)
+    models = contract.avatar_models(avatar_id, own_audio_encoder=True)
+    existing = [name for name in models.values() if (repository / name).exists()]
+    stored = store is not None and (store / avatar_id).exists()
+    if (existing or stored) and not replace:
+        where = ", ".join(existing + ([str(store / avatar_id)] if stored else []))
+        raise FileExistsError(f"avatar {avatar_id!r} exists ({where}); remove it or pass --replace")
+    if generator and not Path(generator).is_file():
+        raise FileNotFoundError(f"generator {generator} not found")
+    assets = AvatarAssets.from_files(avatar_id, Path(background), boxes, size, max_frames, jpeg_quality)
+    assets.source["generator"] = str(generator) if generator else "shared"
+    assets.source["audio_preset"] = audio_preset
+    assets.source["arena"] = bool(arena)
+    if audio_encoder:
+        assets.source["audio_encoder"] = str(audio_encoder)
+    # staged in the store (hidden, renamed into place at the end), else in a temporary folder
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{avatar_id}-adding-", dir=store))
+    try:
+        assets.save(staging)
+        if generator:
+            shutil.copyfile(generator, staging / GENERATOR_FILE)
+        if audio_encoder:
+            shutil.copyfile(audio_encoder, staging / AUDIO_ENCODER_FILE)
+        for name in existing:
+            shutil.rmtree(repository / name)
+        install(repository, staging)
+        if store is not None:
+            shutil.rmtree(store / avatar_id, ignore_errors=True)
+            staging.rename(store / avatar_id)
+    except BaseException:
+        for name in models.values():
+            shutil.rmtree(repository / name, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return read_manifest(repository / models["background"] / "1")
+
+
+def stored_avatars(store: Path | None) -> list[Path]:
+    """The entries of an avatar store (folders with an avatar.json; staged ones are hidden)."""
+    if store is None or not Path(store).is_dir():
+        return []
+    return sorted(p for p in Path(store).iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+
+def sync(repository: Path, store: Path | None = None) -> list[str]:
+    """Install every avatar of the store (default: the repository's) that the repository lacks;
+    returns their ids."""
+    store = Path(store) if store else repository_store(repository)
+    installed = []
+    for entry in stored_avatars(store):
+        avatar_id = read_manifest(entry)["id"]
+        if not (Path(repository) / contract.avatar_models(avatar_id)["ensemble"]).exists():
+            install(repository, entry)
+            installed.append(avatar_id)
+    return installed
+
+
+def list_avatars(repository: Path) -> list[dict]:
+    """The avatars of ``repository``: their manifests (without the per-frame boxes)."""
+    rows = []
+    for folder in sorted(Path(repository).glob(f"*{contract.AVATAR_BACKGROUND_SUFFIX}/1")):
+        try:
+            manifest = read_manifest(folder)
+        except FileNotFoundError:
+            continue
+        manifest.pop("boxes", None)
+        manifest["models"] = contract.avatar_models(manifest["id"], "audio_encoder" in manifest.get("source", {}))
+        rows.append(manifest)
+    return rows
+
+
+def remove(repository: Path, avatar_id: str) -> list[str]:
+    """Delete the avatar's models from the repository and its entry from the repository's store;
+    nothing else. Returns what was removed."""
+    check_id(avatar_id)
+    removed = []
+    for name in contract.avatar_models(avatar_id, own_audio_encoder=True).values():
+        if (Path(repository) / name).exists():
+            shutil.rmtree(Path(repository) / name)
+            removed.append(name)
+    store = repository_store(repository)
+    if store is not None and (store / avatar_id / MANIFEST).is_file():
+        shutil.rmtree(store / avatar_id)
+        removed.append(str(store / avatar_id))
+    if not removed:
+        raise FileNotFoundError(f"no avatar {avatar_id!r} in {repository}" + (f" or {store}" if store else ""))
+    return removed

@@ -1,0 +1,167 @@
+"""Render one model of ``model_repository/`` (or of ``avatar_template/``) for a profile.
+
+The GPU profile is the config as written, with every TensorRT model given its shape profile and
+its own engine and timing caches. The CPU profile keeps the model's name and tensors and changes
+what the CPU build of Triton cannot run: CPU instance groups, the ONNX Runtime and DALI backends
+replaced by the Python-based backends of ``backends/`` (``CPU_BACKENDS``), the CPU parameters and
+the CPU batching. ``tools.render_repository`` renders whole repositories with it and
+``tools.avatar_install`` an avatar's models.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from synctalk_client import contract
+from tools import paths
+
+PROFILES = ("cpu", "gpu")
+# The CPU profile's Triton has only the Python backend: the models production serves with the
+# ONNX Runtime and DALI backends are served by Python-based backends of backends/ (a folder with
+# one model.py, selected by the config's `backend:`). By backend, or for DALI by model role.
+CPU_BACKENDS = {
+    "onnxruntime": "onnxruntime_cpu",
+    contract.FRAME_RESIZE_MODEL: "frame_resize_cpu",
+    contract.FRAME_PASTE_MODEL: "frame_paste_cpu",
+}
+# CPU-profile instance counts: one instance each on a 2-core machine; onnxruntime and the JPEG
+# encoder use both cores inside one instance.
+CPU_PARAMETERS: dict[str, dict[str, str]] = {
+    contract.JPEG_ENCODER_MODEL: {"encoder": "cpu", "threads": "2"},
+    contract.AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
+    contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
+    contract.GENERATOR_MODEL: {"intra_op_threads": "0"},
+}
+GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
+# On a CPU the generator's cost per frame rises with the batch (measured with onnxruntime on the
+# full model: 55 ms/frame at 8 frames, 84 ms/frame at 32): the CPU profile's batcher does not
+# wait to merge requests, and prefers 8-frame batches over larger merges.
+CPU_DYNAMIC_BATCHING = {
+    contract.GENERATOR_MODEL: mc.ModelDynamicBatching(preferred_batch_size=[8], max_queue_delay_microseconds=0)
+}
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def write_config(config: mc.ModelConfig, path: Path, header: str) -> None:
+    path.write_text(f"# {header}\n" + text_format.MessageToString(config, as_utf8=True))
+
+
+def _to_cpu(config: mc.ModelConfig, role: str) -> None:
+    """GPU-profile config -> CPU profile. ``role``: the model's name in model_repository/ (an
+    avatar's generator has the role of ``synctalk``)."""
+    for group in config.instance_group:
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        group.count = 1
+        del group.gpus[:]
+    for key in GPU_ONLY_PARAMETERS:
+        if key in config.parameters:
+            del config.parameters[key]
+    for key, value in CPU_PARAMETERS.get(role, {}).items():
+        config.parameters[key].string_value = value
+    if role in CPU_DYNAMIC_BATCHING:
+        config.dynamic_batching.CopyFrom(CPU_DYNAMIC_BATCHING[role])
+
+
+# Warm-up inputs that zero data cannot stand for, written to <model>/warmup/<input> (raw bytes).
+WARMUP_DATA = {
+    contract.CROP_BOX.name: np.array([800, 300, 1120, 620], dtype=np.int32),
+    contract.FRAME_SIZE.name: np.array([contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH], dtype=np.int32),
+}
+
+
+# TensorRT (GPU profile): every ONNX model that runs on the TensorRT EP gets, at render time, its
+# own engine and timing cache under TRT_CACHE/<model name> (an avatar's generator too: engines of
+# different weights must not share a file) and one optimization profile spanning batch 1 to
+# max_batch_size, optimal at the largest preferred batch, from the config's own input dims.
+# - One engine: without explicit shapes ONNX Runtime builds an engine for the shapes it has seen
+#   and rebuilds it whenever a batch falls outside them (warm-up at 32, then 8, then 1: three
+#   builds); with the profile, warm-up at 32, 8 and 1 runs one engine.
+# - A safe first build: with explicit profiles the engine is built when the session is created,
+#   and ONNX Runtime's TensorRT EP checks the cache file, builds and writes it while holding its
+#   process-wide API lock; the instances Triton loads in parallel therefore build one after the
+#   other, and every one after the first finds the engine written and reads it.
+# - The timing cache keeps the kernel timings, so a rebuild (a changed profile, new weights of
+#   the same architecture) takes a fraction of the first build.
+TRT_CACHE = "/trt_cache"
+TENSORRT = "tensorrt"
+
+
+def tensorrt_profile(config: mc.ModelConfig, batch: int) -> str:
+    """ONNX Runtime's profile syntax: ``name:BxD1xD2,...`` for every input at ``batch``."""
+    return ",".join(f"{t.name}:" + "x".join(str(d) for d in (batch, *t.dims)) for t in config.input)
+
+
+def set_tensorrt_settings(config: mc.ModelConfig) -> None:
+    """Engine cache, timing cache and the shape profile for the TensorRT EP of ``config`` (a
+    no-op for a model without it)."""
+    preferred = list(config.dynamic_batching.preferred_batch_size) or [config.max_batch_size]
+    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        if accelerator.name != TENSORRT:
+            continue
+        cache = f"{TRT_CACHE}/{config.name}"
+        for key, value in {
+            "trt_engine_cache_enable": "true",
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "true",
+            "trt_timing_cache_path": cache,
+            "trt_profile_min_shapes": tensorrt_profile(config, 1),
+            "trt_profile_opt_shapes": tensorrt_profile(config, max(preferred)),
+            "trt_profile_max_shapes": tensorrt_profile(config, config.max_batch_size),
+        }.items():
+            accelerator.parameters[key] = value
+
+
+def _write_warmup_files(config: mc.ModelConfig, target: Path) -> None:
+    for sample in config.model_warmup:
+        for name, tensor in sample.inputs.items():
+            if tensor.WhichOneof("input_data_type") == "input_data_file":
+                (target / "warmup").mkdir(exist_ok=True)
+                (target / "warmup" / tensor.input_data_file).write_bytes(WARMUP_DATA[name].tobytes())
+
+
+def render_model(
+    model_dir: Path,
+    config: mc.ModelConfig,
+    target: Path,
+    profile: str,
+    onnx_file: Path | None = None,
+    role: str | None = None,
+) -> Path:
+    """Write one model of ``model_dir`` (config already renamed or edited) into ``target``, for ``profile``."""
+    role = role or model_dir.name
+    version = target / "1"
+    version.mkdir(parents=True)
+    header = f"Rendered by tools.render_model (profile {profile}) from {model_dir.parent.name}/{model_dir.name}"
+    if config.platform == "ensemble":
+        pass
+    elif config.backend == "onnxruntime":
+        shutil.copyfile(onnx_file, version / "model.onnx")
+        if profile == "cpu":
+            config.backend = CPU_BACKENDS["onnxruntime"]
+            config.ClearField("optimization")  # TensorRT EP settings; model_warmup is kept
+    elif config.backend == "dali":
+        if profile == "cpu":
+            config.backend = CPU_BACKENDS[role]
+        else:
+            shutil.copyfile(model_dir / "1" / "dali.py", version / "dali.py")
+    elif config.backend == "python":
+        shutil.copyfile(model_dir / "1" / "model.py", version / "model.py")
+    elif config.backend in paths.python_based_backends():
+        pass  # the code is the backend's model.py (backends/<name>/), not the model's
+    else:
+        raise ValueError(f"{model_dir.name}: unsupported backend {config.backend!r}")
+    if profile == "cpu":
+        _to_cpu(config, role)
+    else:
+        set_tensorrt_settings(config)
+    _write_warmup_files(config, target)
+    write_config(config, target / "config.pbtxt", header)
+    return target
