@@ -3,7 +3,7 @@
 An avatar = an id + its generator ONNX (trained, or the stand-in) + background frames (a video or
 an image folder) + one crop rectangle per frame. ``add`` writes, for the repository's profile:
 
-- ``<id>``: the avatar's ensemble (``avatar_template/ensemble``): the client's model id;
+- ``<id>``: the avatar's ensemble (``avatar_template/ensemble_<audio preset>``): the client's model id;
 - ``<id>_synctalk``: its generator (the ``synctalk`` config, renamed, with its own engine cache);
 - ``<id>_background``: its background frames and crop rectangles (``avatar_template/background``),
   the assets stored next to the model;
@@ -16,20 +16,15 @@ The validation, audio and ``frame_paste`` steps are shared by every avatar. On a
 with ``--model-control-mode=explicit`` (``tools.serve`` does), ``--load URL`` loads the new avatar
 at once, and ``remove --url URL`` unloads it first; otherwise restart the server.
 
-**The avatar store.** A repository rendered by ``tools.render_repository`` is bound to an avatar
-store (``avatars/`` at the project root, or ``$SYNCTALK_AVATARS``; recorded in its
-``repository.json``): ``add`` keeps the avatar there (``<store>/<id>/``: ``avatar.json``, the
-frames as given, its own ``generator.onnx`` / ``audio_encoder.onnx``) and installs it into the
-repository; every later render installs every stored avatar again, so avatars survive
-``make serve``, ``make clean`` and restarts. ``add`` is all-or-nothing (the entry is staged, then
-renamed into place); ``remove`` deletes that avatar's models and entry only. ``sync`` installs the
-store into a repository (a container does it at start, with the store mounted).
+The command line of ``tools.avatar_store`` (the store: add, remove, sync, list),
+``tools.avatar_install`` (an avatar's models from ``avatar_template/``) and
+``tools.avatar_memory`` (the memory check of ``add --load``). Installed as ``synctalk-avatars``.
 
-    python -m tools.avatars add --id anna --background dataset/anna/full_body_img --boxes dataset/anna/landmarks \\
+    synctalk-avatars add --id anna --background dataset/anna/full_body_img --boxes dataset/anna/landmarks \\
         --generator anna_synctalk.onnx --audio-encoder audio_encoder.onnx --audio-preset synctalk2d \\
         --load 127.0.0.1:8001
-    python -m tools.avatars list
-    python -m tools.avatars remove --id anna --url 127.0.0.1:8001
+    synctalk-avatars list
+    synctalk-avatars remove --id anna --url 127.0.0.1:8001
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ RENDERED = BUILD / "repository"  # tools/render_repository.py writes <profile>-<
 
 
 def avatar_store() -> Path:
-    """Where avatars are kept (tools/avatars.py): $SYNCTALK_AVATARS, else avatars/ at the root."""
+    """Where avatars are kept (tools/avatar_store.py): $SYNCTALK_AVATARS, else avatars/ at the root."""
     import os
 
     return Path(os.environ.get("SYNCTALK_AVATARS") or ROOT / "avatars")

@@ -1,9 +1,10 @@
-"""`python -m tools.serve` (what `make serve` runs): foreground server, ready, clean stop on SIGTERM."""
+"""`synctalk-serve` (what `make serve` runs, tools.serve): foreground server, ready, clean stop on SIGTERM."""
 
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,7 @@ def test_serve_runs_in_the_foreground_and_stops_cleanly(tmp_path, models_dir, st
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     ports = [free_port() for _ in range(3)]
     command = [
-        sys.executable,
-        "-m",
-        "tools.serve",
+        str(Path(sys.executable).parent / "synctalk-serve"),
         "--repository",
         str(repository),
         "--http-port",

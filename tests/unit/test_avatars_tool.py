@@ -1,4 +1,4 @@
-"""tools/avatars.py offline: ids, all-or-nothing writes, listing and removal, the CLI's errors."""
+"""The avatar tools (avatar_store, avatars) offline: ids, all-or-nothing writes, listing, removal, CLI errors."""
 
 import json
 

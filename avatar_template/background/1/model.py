@@ -6,7 +6,7 @@ Frame ``i`` of a stream is composited onto background frame ``i % n_frames`` wit
 ``i % n_frames`` (the avatar's video loops), and its face input is SyncTalk_2D's crop and mask of
 that frame: the 328 bicubic crop of the box, its inner 320, / 255, and a copy with the mask
 rectangle blacked out (``compositing.face_inputs`` / ``visual_from_faces``). The frames and
-rectangles are the avatar's assets, written next to this file by tools/avatars.py; the crops are
+rectangles are the avatar's assets, written next to this file by tools/avatar_install.py; the crops are
 cut once at load and kept resident as uint8 (300 KB a frame; the float VISUAL is made per
 request). On a GPU instance frames and crops stay in GPU memory (CuPy) and leave as GPU tensors
 through DLPack, so the generator and the paste read them without a host copy; on a CPU instance
