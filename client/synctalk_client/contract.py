@@ -247,12 +247,12 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
         raise ValueError("an avatar's own audio encoder is SyncTalk_2D's: it needs the synctalk2d audio preset")
     models = avatar_models(avatar_id, own_audio_encoder)
     by_name = {step[0]: step for step in ENSEMBLE_STEPS}
-    # VISUAL (optional for an avatar) is checked by the avatar's background step, which reads it
-    # anyway: one copy and one scan of it fewer, and none on the audio path's way.
-    validator_in = {k: v for k, v in by_name[INPUT_VALIDATOR_MODEL][1].items() if k != VISUAL.name}
+    # VISUAL (optional for an avatar) is checked by input_validator too, not by the background step
+    # that reads it: with this Triton a step failing while another branch of the same request runs
+    # (the background step beside the audio steps) leaves the ensemble stuck at its next unload.
     validator = (
         INPUT_VALIDATOR_MODEL,
-        {**validator_in, **_CONTEXT_IN, FRAME_INDEX.name: FRAME_INDEX.name},
+        {**by_name[INPUT_VALIDATOR_MODEL][1], **_CONTEXT_IN, FRAME_INDEX.name: FRAME_INDEX.name},
         {**by_name[INPUT_VALIDATOR_MODEL][2], **_CONTEXT_OUT, VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
     )
     features_in = {

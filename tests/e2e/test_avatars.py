@@ -115,9 +115,11 @@ def test_negative_frame_index_is_refused_by_name(avatar, client, server):
     client.infer_batch_composite(request(1, start=7)).raise_for_error()  # and the avatar serves on
 
 
-def test_a_bad_visual_to_an_avatar_is_refused_by_its_background_step(avatar, client, server):
-    """An avatar's VISUAL is checked where it is read (<id>_background), not by input_validator:
-    the same message, the same status, and the avatar serves on."""
+def test_a_bad_visual_to_an_avatar_is_refused_before_any_step_and_the_avatar_unloads(avatar, client, server):
+    """An avatar's VISUAL is checked by input_validator, before the background step reads it:
+    the same message and status as the reference ensemble's. Checked in the background step,
+    beside the audio steps, the refusal left the ensemble stuck: its next unload never ended
+    (and the server could not stop). The avatar serves on, and unloads and loads again."""
     crops = synthetic.face_crops(2, seed=3)
     visual = np.concatenate([crops, synthetic.masked(crops)], axis=1).astype(np.float32)
     visual[1, 4, 10, 20] = np.nan
@@ -137,6 +139,9 @@ def test_a_bad_visual_to_an_avatar_is_refused_by_its_background_step(avatar, cli
         ) as info:
             triton.infer(AVATAR, inputs)
         assert str(info.value.status()) == "StatusCode.INVALID_ARGUMENT"
+    client.infer_batch_composite(request(1, start=2)).raise_for_error()
+    client.unload_model(AVATAR)  # raises if the unload does not complete
+    client.load_model(AVATAR)
     client.infer_batch_composite(request(1, start=2)).raise_for_error()
 
 

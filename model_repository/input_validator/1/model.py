@@ -1,6 +1,6 @@
 """input_validator: checks AUDIO values and the optional inputs (VISUAL, which the reference
-ensemble sends here; an avatar's ensemble has its background step check VISUAL, which reads it
-anyway; the audio context of a streamed clip; an avatar's FRAME_INDEX); passes AUDIO on as
+ensemble requires and an avatar's request may send; the audio context of a streamed clip; an
+avatar's FRAME_INDEX); passes AUDIO on as
 VALIDATED_AUDIO and each optional input present as VALIDATED_<name>.
 
 Wrong shapes, dtypes and batch sizes never get here (Triton rejects them); this catches NaN/Inf,
