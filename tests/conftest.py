@@ -35,7 +35,9 @@ def models_dir() -> Path:
 
 def _serve(tmp_path_factory, models_dir: Path, variant: str):
     repository = render("cpu", tmp_path_factory.mktemp(f"repository-{variant}") / "cpu", models_dir / variant)
-    log = paths.BUILD / "logs" / f"test-tritonserver-{variant}.log"
+    # one log per server (repository-tiny0, repository-tiny1, ...): a second server of the same
+    # variant, started while the session's runs, must not write over the session server's log
+    log = paths.BUILD / "logs" / f"test-tritonserver-{repository.parent.name}.log"
     # explicit model control (every model loaded at start): tests add, load and unload avatars
     server = TritonServer(
         repository, free_port(), free_port(), free_port(), log_path=log, model_control_mode="explicit"
