@@ -12,9 +12,13 @@ Where each timing of a CompositeBatchResponse comes from:
   attributable when this request was the only one the ensemble served in between; otherwise
   these are ``None``. Costs two small extra RPCs; switch off with ``stage_timings=False``.
 
-Every call has a deadline (``timeout_s``). A call that fails with gRPC ``UNAVAILABLE`` (server
-restarting, connection refused) is retried up to ``retries`` times with exponential backoff;
-nothing else is retried (invalid input never is).
+Every call has a deadline (``timeout_s``, or ``infer_batch_composite(..., timeout_s=)`` per call):
+the gRPC deadline, which cancels the call on the server too when it passes, and the request's
+queue timeout, which Triton's queue policies honour (``allow_timeout_override``). A call that fails
+with gRPC ``UNAVAILABLE`` (server restarting, connection refused) is retried up to ``retries``
+times with exponential backoff. A request the server refuses for now (a queue full, or waited too
+long: ``ServerBusyError``, "server busy") is sent again up to ``busy_retries`` times, backing off
+with jitter, within the call's deadline; nothing else is retried (invalid input never is).
 
 ``shared_memory=True`` sends the inputs through Triton's system shared-memory extension (client
 and server on the same host; see ``synctalk_client.shared_memory``). One region per client:
@@ -23,6 +27,7 @@ calls on one client are serialised in that mode, so use one client per thread.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +42,7 @@ from synctalk_client.errors import (
     CompositeError,
     ModelNotFoundError,
     ProcessingError,
+    ServerBusyError,
     ServerUnreachableError,
     ValidationError,
 )
@@ -48,14 +54,30 @@ _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
 RETRYABLE_STATUS = ("StatusCode.UNAVAILABLE",)
 
 
+def busy_reason(exc: InferenceServerException) -> str | None:
+    """Why the server refused a request for now (a queue policy's refusal), or None."""
+    message = exc.message() or str(exc)
+    if "UNAVAILABLE" not in str(exc.status() or ""):
+        return None
+    if contract.QUEUE_FULL_MESSAGE in message:
+        return "its queue is full"
+    if contract.QUEUE_TIMEOUT_MESSAGE in message:
+        return "it waited longer than its queue allows"
+    return None
+
+
 def is_retryable(exc: InferenceServerException) -> bool:
-    return str(exc.status() or "") in RETRYABLE_STATUS
+    """The server is not there (yet): restarting, connection refused. Not a refusal for load."""
+    return str(exc.status() or "") in RETRYABLE_STATUS and busy_reason(exc) is None
 
 
 def error_from_exception(exc: InferenceServerException, model_id: str) -> CompositeError:
     """Map a Triton error to the reference's categories."""
     status = str(exc.status() or "")
     message = exc.message() or str(exc)
+    reason = busy_reason(exc)
+    if reason:
+        return ServerBusyError(contract.MSG_SERVER_BUSY.format(model_id=model_id, reason=reason))
     if "NOT_FOUND" in status or "unknown model" in message.lower():
         return ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
     if "INVALID_ARGUMENT" in status:
@@ -82,11 +104,15 @@ class CompositeClient:
         shared_memory: bool = False,
         retries: int = 2,
         backoff_s: float = 0.25,
+        busy_retries: int = 3,
+        busy_backoff_s: float = 0.5,
     ):
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.busy_retries = busy_retries
+        self.busy_backoff_s = busy_backoff_s
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
         self._closed = False
@@ -228,13 +254,17 @@ class CompositeClient:
                 raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
 
     # -- inference ----------------------------------------------------------------------------
-    def infer_batch_composite(self, request: CompositeBatchRequest) -> CompositeBatchResponse:
-        """Validate, send one batch, return one JPEG per frame (or success=False and the error)."""
+    def infer_batch_composite(
+        self, request: CompositeBatchRequest, timeout_s: float | None = None
+    ) -> CompositeBatchResponse:
+        """Validate, send one batch, return one JPEG per frame (or success=False and the error).
+        ``timeout_s``: this call's deadline (default: the client's ``timeout_s``), busy retries
+        included."""
         started = time.perf_counter()
         try:
             request.validate_header()  # the reference's order: model id, model exists, sizes
             self._check_model(request.model_id)
-            return self._infer(request, started)
+            return self._infer(request, started, self.timeout_s if timeout_s is None else timeout_s)
         except CompositeError as error:
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
         except InferenceServerException as exc:
@@ -275,7 +305,7 @@ class CompositeClient:
         self._check_model(model_id)
         return contract.VISUAL.name in self._optional_of(model_id)
 
-    def _infer(self, request: CompositeBatchRequest, started: float) -> CompositeBatchResponse:
+    def _infer(self, request: CompositeBatchRequest, started: float, timeout_s: float) -> CompositeBatchResponse:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
         takes, optional = self._inputs_of(request.model_id), self._optional_of(request.model_id)
         before = self._statistics() if self.stage_timings else None
@@ -284,7 +314,7 @@ class CompositeClient:
                 inputs = self._shm.inputs(request, takes, optional)
             else:
                 inputs = _grpc_inputs(request.tensors(takes, optional=optional))
-            result = self._call_with_retries(request.model_id, inputs, outputs)
+            result = self._call_while_busy(request.model_id, inputs, outputs, started, timeout_s)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
         frames = [bytes(x) for x in jpegs.reshape(-1)]
@@ -297,8 +327,38 @@ class CompositeClient:
             self._attribute_stages(response, request.model_id, before, self._ensemble_info[request.model_id]["steps"])
         return response
 
-    def _call_with_retries(self, model_id: str, inputs, outputs):
-        return self._rpc(self._triton.infer, model_id, inputs, outputs=outputs, client_timeout=self.timeout_s)
+    def _call_with_retries(self, model_id: str, inputs, outputs, timeout_s: float | None = None):
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        return self._rpc(
+            self._triton.infer,
+            model_id,
+            inputs,
+            outputs=outputs,
+            client_timeout=timeout_s,
+            timeout=max(1, int(timeout_s * 1e6)),  # the queue timeout (allow_timeout_override)
+        )
+
+    def _call_while_busy(self, model_id: str, inputs, outputs, started: float, timeout_s: float):
+        """``_call_with_retries``, sent again while the server answers "busy" (up to
+        ``busy_retries`` times, exponential backoff with full jitter, never past the deadline);
+        the last refusal is a ServerBusyError saying how often and for how long it tried."""
+        for attempt in range(self.busy_retries + 1):
+            left = timeout_s - (time.perf_counter() - started)
+            try:
+                return self._call_with_retries(model_id, inputs, outputs, max(left, 0.001))
+            except InferenceServerException as exc:
+                reason = busy_reason(exc)
+                if reason is None:
+                    raise
+                pause = random.uniform(0, self.busy_backoff_s * 2**attempt)
+                spent = time.perf_counter() - started
+                if attempt == self.busy_retries or spent + pause >= timeout_s:
+                    tries = f"; tried {attempt + 1} time(s) over {spent:.1f} s" if attempt else ""
+                    raise ServerBusyError(
+                        contract.MSG_SERVER_BUSY.format(model_id=model_id, reason=reason + tries)
+                    ) from exc
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def _rpc(self, call, *args, **kwargs):
         """One gRPC call, retried with exponential backoff while the server is UNAVAILABLE

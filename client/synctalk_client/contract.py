@@ -343,4 +343,12 @@ MSG_AUDIO_SIZE = "audio size mismatch"
 CATEGORY_VALIDATION = "validation"
 CATEGORY_MODEL = "model"
 CATEGORY_PROCESSING = "processing"
-HTTP_STATUS = {CATEGORY_VALIDATION: 400, CATEGORY_MODEL: 404, CATEGORY_PROCESSING: 500}
+# Not one of the reference's: the server refused the request for now (a model's queue is full, or
+# the request waited longer than its queue allows); retry later. HTTP 503 in the reference's terms.
+CATEGORY_BUSY = "busy"
+HTTP_STATUS = {CATEGORY_VALIDATION: 400, CATEGORY_MODEL: 404, CATEGORY_PROCESSING: 500, CATEGORY_BUSY: 503}
+# Triton's own messages (gRPC UNAVAILABLE) for a request its queue policy refuses: the queue is at
+# max_queue_size, or the request waited default_timeout_microseconds (timeout_action REJECT).
+QUEUE_FULL_MESSAGE = "Exceeds maximum queue size"
+QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
+MSG_SERVER_BUSY = "server busy: {model_id} refused the request ({reason}); retry later"

@@ -37,9 +37,17 @@ class ProcessingError(CompositeError):
     category = contract.CATEGORY_PROCESSING
 
 
+class ServerBusyError(CompositeError):
+    """The server refused the request for now: a queue of the model id's pipeline is full, or the
+    request waited longer than that queue allows (HTTP 503 in the reference's terms). The request
+    itself is fine: retry it later (``CompositeClient`` does, ``busy_retries`` times)."""
+
+    category = contract.CATEGORY_BUSY
+
+
 class ServerUnreachableError(ProcessingError):
     """No server answers at the client's URL (connection refused, or still UNAVAILABLE after the
     retries): a processing error in the reference's categories, its message naming the URL."""
 
 
-BY_CATEGORY = {cls.category: cls for cls in (ValidationError, ModelNotFoundError, ProcessingError)}
+BY_CATEGORY = {cls.category: cls for cls in (ValidationError, ModelNotFoundError, ProcessingError, ServerBusyError)}

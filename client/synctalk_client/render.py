@@ -17,7 +17,7 @@ import numpy as np
 
 from synctalk_client import contract, synthetic
 from synctalk_client.client import CompositeClient
-from synctalk_client.errors import ProcessingError
+from synctalk_client.errors import BY_CATEGORY, ProcessingError
 from synctalk_client.messages import CompositeBatchRequest
 
 
@@ -90,8 +90,10 @@ def render_video(
                 model_id, batch_crops, synthetic.masked(batch_crops), audio[first:last], start_frame_idx=start, **around
             )
         response = local.client.infer_batch_composite(request)
-        if not response.success:
-            raise ProcessingError(f"frames {start}-{end - 1}: {response.error}")
+        if not response.success:  # "server busy" after the client's retries stays ServerBusyError
+            raise BY_CATEGORY.get(response.error_category, ProcessingError)(
+                f"frames {start}-{end - 1}: {response.error}"
+            )
         return response.composited_frames
 
     out = Path(out)
