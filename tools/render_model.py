@@ -10,6 +10,7 @@ the CPU batching. ``tools.render_repository`` renders whole repositories with it
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,53 @@ GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
 CPU_DYNAMIC_BATCHING = {
     contract.GENERATOR_MODEL: mc.ModelDynamicBatching(preferred_batch_size=[8], max_queue_delay_microseconds=0)
 }
+
+
+# Admission: the generator is where requests wait (every other step is several times faster), so
+# its queue is bounded: a request that finds it full is refused at once (gRPC UNAVAILABLE,
+# "Exceeds maximum queue size": the client's "server busy"), and one that waits longer than the
+# timeout is refused then (REJECT), as is one that waits longer than its own deadline
+# (allow_timeout_override: the client sends its deadline as the request's timeout). Sized from a
+# latency target per profile: an admitted request waits at most about LATENCY_TARGET_S, so the
+# queue holds what the instances serve in that time (docs/operations.md, "Admission").
+LATENCY_TARGET_S = {"cpu": 4.0, "gpu": 1.0}
+# What one generator instance takes for one 8-frame request (measured on the CPU profile's full
+# model, 2-core host: 543 ms, benchmarks/README.md; the GPU's from the seed's RTX 4090 figure,
+# 195 ms, the slowest GPU the image targets).
+REQUEST_SERVICE_S = {"cpu": 0.55, "gpu": 0.195}
+
+
+def queue_policy(profile: str, instances: int) -> mc.ModelQueuePolicy:
+    """The generator's queue: as many 8-frame requests as ``instances`` serve within the profile's
+    latency target (at least one each), refused past it."""
+    target = LATENCY_TARGET_S[profile]
+    size = max(instances, int(instances * target / REQUEST_SERVICE_S[profile]) - instances)
+    return mc.ModelQueuePolicy(
+        timeout_action=mc.ModelQueuePolicy.REJECT,
+        default_timeout_microseconds=int(target * 1e6),
+        allow_timeout_override=True,
+        max_queue_size=size,
+    )
+
+
+@functools.cache
+def generator_instances(profile: str) -> int:
+    """The generator's instance count in ``profile`` (CPU: one, as every CPU-profile model)."""
+    if profile == "cpu":
+        return 1
+    config = read_config(paths.MODEL_REPOSITORY / contract.GENERATOR_MODEL / "config.pbtxt")
+    return sum(g.count or 1 for g in config.instance_group) or 1
+
+
+def set_queue_policy(config: mc.ModelConfig, profile: str, role: str) -> None:
+    """The bounded queues: the generator's (``role`` synctalk: the shared one and every
+    avatar's), and the door's, ``input_validator``, every ensemble's first step: under a flood
+    the requests the generator would refuse are refused there, before any step works on them
+    (unbounded, the front steps' queue grew without limit while the generator refused)."""
+    if role in (contract.GENERATOR_MODEL, contract.INPUT_VALIDATOR_MODEL):
+        if not config.HasField("dynamic_batching"):  # the door: batching only to get a queue
+            config.dynamic_batching.max_queue_delay_microseconds = 0
+        config.dynamic_batching.default_queue_policy.CopyFrom(queue_policy(profile, generator_instances(profile)))
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -162,6 +210,7 @@ def render_model(
         _to_cpu(config, role)
     else:
         set_tensorrt_settings(config)
+    set_queue_policy(config, profile, role)
     _write_warmup_files(config, target)
     write_config(config, target / "config.pbtxt", header)
     return target

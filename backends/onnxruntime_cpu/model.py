@@ -44,6 +44,14 @@ class TritonPythonModel:
             )
 
     def execute(self, requests):
+        # A request whose client gave up (gRPC deadline or cancel: Triton marks it cancelled, and
+        # an ensemble's later steps inherit the mark) is answered CANCELLED and not computed.
+        gone = [r.is_cancelled() for r in requests]
+        computed = iter(self._run([r for r, g in zip(requests, gone) if not g]) if not all(gone) else ())
+        cancelled = pb_utils.TritonError("cancelled by the client before it ran", pb_utils.TritonError.CANCELLED)
+        return [pb_utils.InferenceResponse(error=cancelled) if g else next(computed) for g in gone]
+
+    def _run(self, requests):
         feeds, sizes = {}, []
         for name in (i["name"] for i in self.inputs):
             arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]

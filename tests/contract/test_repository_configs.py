@@ -386,3 +386,21 @@ def test_rendered_files_are_in_place(tmp_path, models_dir):
 def test_render_refuses_a_missing_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="synctalk: ONNX model"):
         render("cpu", tmp_path / "out", tmp_path / "no-models")
+
+
+@pytest.mark.parametrize("profile", ["cpu_profile", "gpu_profile"])
+def test_the_generators_and_the_door_have_bounded_queues(profile, request):
+    """Admission: every generator (shared and avatars') and input_validator, the first step of
+    every ensemble, refuse what their bounded queue cannot hold (docs/operations.md)."""
+    from tools.render_model import generator_instances, queue_policy
+
+    configs = request.getfixturevalue(profile)
+    name = profile.removesuffix("_profile")
+    expected = queue_policy(name, generator_instances(name))
+    assert expected.max_queue_size == {"cpu": 6, "gpu": 8}[name]
+    bounded = [contract.GENERATOR_MODEL, contract.INPUT_VALIDATOR_MODEL]
+    bounded += [contract.avatar_models(a)["generator"] for a in (AVATAR, AVATAR_2D, AVATAR_OWN_ENCODER)]
+    for model in bounded:
+        policy = configs[model].dynamic_batching.default_queue_policy
+        assert policy == expected, model
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.allow_timeout_override
