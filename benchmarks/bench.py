@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import paced_streams, perf_analyzer, soak
+from benchmarks import overload, paced_streams, perf_analyzer
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from tools import paths
 from tools.render_repository import render
-from tools.serve import TritonServer, apply_malloc_settings
+from tools.serve import TritonServer, apply_malloc_settings, server_processes
 
 RESULTS = paths.ROOT / "benchmarks" / "results"
 REPORT = paths.ROOT / "benchmarks" / "README.md"
@@ -257,6 +257,11 @@ def bench_paced_streams(seconds: float) -> dict:
     }
 
 
+def bench_overload(variant: str, seconds: float) -> dict:
+    print("overload ...", flush=True)
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **overload.run(variant, seconds=seconds)}
+
+
 def run(args) -> dict:
     apply_malloc_settings()  # the in-process baselines allocate as the served models do
     models_dir = paths.MODELS / args.variant
@@ -303,7 +308,7 @@ def run(args) -> dict:
                 report["perf_analyzer"][scenario["name"]] = {"batch_size": scenario["batch_size"], "results": rows}
                 report["stages"][scenario["name"]] = stage_breakdown(before, model_statistics(client))
                 report.setdefault("rss_after_scenario_bytes", {})[scenario["name"]] = sum(
-                    soak.server_processes(server.process.pid).values()
+                    server_processes(server.process.pid).values()
                 )
             print("gRPC vs shared memory ...", flush=True)
             report["transport"] = bench_transport(server.grpc_url, contract.MAX_BATCH_SIZE, 3 if quick else 5)
@@ -313,6 +318,7 @@ def run(args) -> dict:
             )
 
     report["paced_streams"] = bench_paced_streams(5.0 if quick else 10.0)
+    report["overload"] = bench_overload(args.variant, 8.0 if quick else 15.0)
 
     batch8 = report["perf_analyzer"]["batch8"]["results"]
     batch8_shm = report["perf_analyzer"].get("batch8_shm", {}).get("results", [])
@@ -501,7 +507,38 @@ def markdown_table(report: dict) -> str:
             f"| with audio context (streaming) | {b['crop_upload_with_context']:,.0f} | "
             f"{b['audio_only_with_context']:,.0f} |",
         ]
+    if report.get("overload"):
+        lines += ["", *overload_table(report["overload"])]
     return "\n".join(lines)
+
+
+def overload_table(result: dict) -> list[str]:
+    """``benchmarks.overload``'s rows: with the door and bounded queues, and before them."""
+    after = result["after"]
+    lines = [
+        f"Overload (measured {result['date']}; `benchmarks.overload`, {result['variant']} model, `demo` requests of "
+        f"{after['batch']} frames arriving open loop at multiples of the unloaded throughput for "
+        f"{result['seconds']:g} s, each with a {after['deadline_s']:g} s deadline and no busy retries):",
+        "",
+        "| server | offered | goodput (of unloaded) | refused as busy (p50 / max) | admitted p50 / p99 | other "
+        "failures | peak memory | generator runs after the clients stopped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ms = lambda s: "-" if s is None else f"{s * 1000:.0f} ms"  # noqa: E731
+    for name in ("after", "before"):
+        if name not in result:
+            continue
+        part = result[name]
+        for level, row in part["levels"].items():
+            lines.append(
+                f"| {'door + bounded queues' if name == 'after' else 'before (unbounded)'}, {level} of "
+                f"{part['unloaded_per_s']:.2f}/s | {row['offered']} | {row['goodput_per_s']:.2f}/s "
+                f"({row['goodput_of_unloaded']:.0%}) | {row['refused_busy']} ({ms(row['refused_p50_s'])} / "
+                f"{ms(row['refused_max_s'])}) | {ms(row['served_p50_s'])} / {ms(row['served_p99_s'])} | "
+                f"{row['failed_otherwise']} | {row['peak_memory_bytes'] / 2**30:.1f} GiB "
+                f"(idle {part['memory_idle_bytes'] / 2**30:.1f}) | {row['generator_runs_after_clients_stopped']} |"
+            )
+    return lines
 
 
 def write_report(report: dict) -> None:
@@ -522,10 +559,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from latest.json")
     parser.add_argument("--paced-only", action="store_true", help="measure the paced streams alone, into latest.json")
+    parser.add_argument("--overload-only", action="store_true", help="measure overload alone, into latest.json")
     args = parser.parse_args(argv)
     if args.paced_only:
         report = json.loads((RESULTS / "latest.json").read_text())
         report["paced_streams"] = bench_paced_streams(5.0 if args.quick else 10.0)
+    elif args.overload_only:
+        report = json.loads((RESULTS / "latest.json").read_text())
+        report["overload"] = bench_overload(args.variant, 8.0 if args.quick else 15.0)
     else:
         report = json.loads((RESULTS / "latest.json").read_text()) if args.report_only else run(args)
     write_report(report)

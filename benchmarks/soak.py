@@ -24,6 +24,7 @@ import numpy as np
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from tools import paths
+from tools.serve import server_processes
 
 
 def make_request(batch: int, seed: int, model_id: str = contract.DEFAULT_MODEL_ID) -> CompositeBatchRequest:
@@ -50,28 +51,6 @@ def bad_requests(seed: int) -> dict[str, tuple]:
         "short_audio": (short_audio, contract.CATEGORY_VALIDATION),
         "unknown_model": (make_request(1, seed, model_id="nobody"), contract.CATEGORY_MODEL),
     }
-
-
-def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
-    """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
-    sizes instead (shared memory counted once across the processes that map it, so they add up)."""
-    import psutil
-
-    def size(process) -> int:
-        return process.memory_full_info().pss if pss else process.memory_info().rss
-
-    server = psutil.Process(server_pid)
-    table = {"tritonserver": size(server)}
-    for child in server.children(recursive=True):
-        try:
-            model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
-            key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
-            while key in table:  # several instances of one model
-                key += "'"
-            table[key] = size(child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return table
 
 
 @dataclass

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import read_manifest
+from tools.serve import SHM_GROWTH_BYTES
 
 # What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
 # the CPU profile (docs/operations.md, "Memory"): its three Python-backend processes (background,
@@ -16,6 +19,18 @@ from synctalk_preprocessing.avatar import read_manifest
 # generator needs while it runs (without an arena it is returned afterwards): 4.2 GB.
 AVATAR_OVERHEAD_BYTES = 640 * 2**20
 GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
+
+
+def in_flight_bytes(frames: int, height: int, width: int) -> int:
+    """What ``frames`` frames in flight through an avatar's pipeline hold at most (frames of
+    ``height`` x ``width``): per frame its face input, generated face, background and pasted frame,
+    each in three places (the step that made it, the server between steps, the step that reads
+    it), and the Python backend's shared-memory pools grown by one step (64 MB) in each of the
+    pipeline's eight processes. The door's gate bounds ``frames`` (``admission_frames``)."""
+    face_input = np.prod(contract.FACE_INPUT.dims) * contract.FLOAT32_BYTES
+    generated = np.prod(contract.GENERATED_FACE.dims) * contract.FLOAT32_BYTES
+    per_frame = face_input + generated + 2 * height * width * 3
+    return int(3 * frames * per_frame + 8 * SHM_GROWTH_BYTES)
 
 
 def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
@@ -33,21 +48,33 @@ def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
     return parts
 
 
+def in_flight_reserve() -> int:
+    """What the requests in flight may hold at once on the CPU profile, the server's load
+    whatever: one generator run of 32 frames (the generators take turns) and the door's frames
+    between the steps, at the reference pipeline's 1080p (docs/operations.md, "Memory budget")."""
+    from tools.render_model import admission_frames
+
+    frames = admission_frames("cpu")
+    return GENERATOR_PEAK_BYTES + in_flight_bytes(frames, contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
+
+
 def check_fits(repository: Path, avatar_id: str, available: int | None = None) -> dict[str, int]:
-    """Refuse (MemoryError, with the numbers) to load an avatar whose resident memory, plus one
-    batch of 32 frames in flight, exceeds the memory this host has available."""
+    """Refuse (MemoryError, with the numbers) to load an avatar whose resident memory, plus what
+    the requests in flight may hold, exceeds the memory this host has available."""
     import psutil
 
     models = contract.avatar_models(avatar_id)
     manifest = read_manifest(Path(repository) / models["background"] / "1")
     need = memory_needed(manifest, (Path(repository) / models["generator"] / "1" / "model.onnx").stat().st_size)
     available = psutil.virtual_memory().available if available is None else available
-    if need["total"] + GENERATOR_PEAK_BYTES > available:
+    reserve = in_flight_reserve()
+    if need["total"] + reserve > available:
         gb = lambda b: f"{b / 2**30:.2f} GB"  # noqa: E731
         raise MemoryError(
             f"avatar {avatar_id!r} needs {gb(need['total'])} resident (frames {gb(need['frames'])}, face inputs "
             f"{gb(need['face_inputs'])}, generator {gb(need['generator'])}, its steps {gb(need['steps'])}) plus "
-            f"{gb(GENERATOR_PEAK_BYTES)} for a batch of 32 in flight, and this host has {gb(available)} available: "
+            f"{gb(reserve)} for the requests in flight (a generator run of 32 frames, the pipeline's frames between "
+            f"steps), and this host has {gb(available)} available: "
             f"unload an avatar (synctalk-client unload ID), add it with fewer frames (--max-frames) or a smaller --size"
         )
     return need

@@ -47,30 +47,45 @@ CPU_DYNAMIC_BATCHING = {
 }
 
 
-# Admission: the generator is where requests wait (every other step is several times faster), so
-# its queue is bounded: a request that finds it full is refused at once (gRPC UNAVAILABLE,
-# "Exceeds maximum queue size": the client's "server busy"), and one that waits longer than the
-# timeout is refused then (REJECT), as is one that waits longer than its own deadline
-# (allow_timeout_override: the client sends its deadline as the request's timeout). Sized from a
-# latency target per profile: an admitted request waits at most about LATENCY_TARGET_S, so the
-# queue holds what the instances serve in that time (docs/operations.md, "Admission").
+# Admission (docs/operations.md, "Admission"). The door, input_validator (every ensemble's first
+# step), admits a request while the frames in flight past it leave room for its own
+# (synctalk_preprocessing.admission): the pipeline holds what its generator instances serve
+# within a latency target per profile, and refuses the rest at once, before any step works on it
+# (gRPC UNAVAILABLE, "Exceeds maximum queue size": the client's "server busy"). Behind the door
+# the queues are bounded too (Triton's queue policy): the generator's and the door's own hold as
+# many requests as the gate admits, so they never refuse an admitted request, and refuse what
+# gets past a gate switched off; a request that waits longer than the target, or than its own
+# deadline (allow_timeout_override: the client sends it as the request's timeout), is refused then
+# (REJECT).
 LATENCY_TARGET_S = {"cpu": 4.0, "gpu": 1.0}
 # What one generator instance takes for one 8-frame request (measured on the CPU profile's full
 # model, 2-core host: 543 ms, benchmarks/README.md; the GPU's from the seed's RTX 4090 figure,
 # 195 ms, the slowest GPU the image targets).
 REQUEST_SERVICE_S = {"cpu": 0.55, "gpu": 0.195}
+REQUEST_FRAMES = 8  # the requests the service time is measured for
 
 
-def queue_policy(profile: str, instances: int) -> mc.ModelQueuePolicy:
-    """The generator's queue: as many 8-frame requests as ``instances`` serve within the profile's
-    latency target (at least one each), refused past it."""
-    target = LATENCY_TARGET_S[profile]
-    size = max(instances, int(instances * target / REQUEST_SERVICE_S[profile]) - instances)
+def admitted_requests(profile: str) -> int:
+    """8-frame requests the generator instances serve within the latency target (at least one
+    each): 7 on the CPU profile (one instance), 10 on the GPU profile (two)."""
+    instances = generator_instances(profile)
+    return max(instances, instances * int(LATENCY_TARGET_S[profile] / REQUEST_SERVICE_S[profile]))
+
+
+def admission_frames(profile: str) -> int:
+    """The door's capacity in frames (``admission_frames`` of input_validator): 56 on the CPU
+    profile, 80 on the GPU profile."""
+    return admitted_requests(profile) * REQUEST_FRAMES
+
+
+def queue_policy(profile: str) -> mc.ModelQueuePolicy:
+    """A bounded queue behind the door: as many requests as the door admits, refused past it, or
+    past the latency target."""
     return mc.ModelQueuePolicy(
         timeout_action=mc.ModelQueuePolicy.REJECT,
-        default_timeout_microseconds=int(target * 1e6),
+        default_timeout_microseconds=int(LATENCY_TARGET_S[profile] * 1e6),
         allow_timeout_override=True,
-        max_queue_size=size,
+        max_queue_size=admitted_requests(profile),
     )
 
 
@@ -85,13 +100,19 @@ def generator_instances(profile: str) -> int:
 
 def set_queue_policy(config: mc.ModelConfig, profile: str, role: str) -> None:
     """The bounded queues: the generator's (``role`` synctalk: the shared one and every
-    avatar's), and the door's, ``input_validator``, every ensemble's first step: under a flood
-    the requests the generator would refuse are refused there, before any step works on them
-    (unbounded, the front steps' queue grew without limit while the generator refused)."""
+    avatar's), and the door's own, ``input_validator``'s."""
     if role in (contract.GENERATOR_MODEL, contract.INPUT_VALIDATOR_MODEL):
         if not config.HasField("dynamic_batching"):  # the door: batching only to get a queue
             config.dynamic_batching.max_queue_delay_microseconds = 0
-        config.dynamic_batching.default_queue_policy.CopyFrom(queue_policy(profile, generator_instances(profile)))
+        config.dynamic_batching.default_queue_policy.CopyFrom(queue_policy(profile))
+
+
+def set_admission(config: mc.ModelConfig, profile: str, role: str) -> None:
+    """The door's gate on ``input_validator``: ``admission_frames`` in flight at most, a lost
+    ticket's lease twice the latency target."""
+    if role == contract.INPUT_VALIDATOR_MODEL:
+        config.parameters["admission_frames"].string_value = str(admission_frames(profile))
+        config.parameters["admission_lease_s"].string_value = f"{2 * LATENCY_TARGET_S[profile]:g}"
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -102,6 +123,14 @@ def write_config(config: mc.ModelConfig, path: Path, header: str) -> None:
     path.write_text(f"# {header}\n" + text_format.MessageToString(config, as_utf8=True))
 
 
+# The CPU profile runs one generator at a time, the shared one or any avatar's: Triton's rate
+# limiter (tools.serve starts the server with --rate-limit=execution_count) gives each generator
+# instance this resource, of which the server has one. Two generators at once on the host's cores
+# serve no more frames a second (each runs on all the cores), and each would hold a batch's
+# activations (1.2 GB for 8 frames of the full model, 4.2 GB for 32): the memory budget counts one.
+CPU_GENERATOR_RESOURCE = "cpu_generator"
+
+
 def _to_cpu(config: mc.ModelConfig, role: str) -> None:
     """GPU-profile config -> CPU profile. ``role``: the model's name in model_repository/ (an
     avatar's generator has the role of ``synctalk``)."""
@@ -109,6 +138,9 @@ def _to_cpu(config: mc.ModelConfig, role: str) -> None:
         group.kind = mc.ModelInstanceGroup.KIND_CPU
         group.count = 1
         del group.gpus[:]
+        if role == contract.GENERATOR_MODEL:
+            resource = group.rate_limiter.resources.add(name=CPU_GENERATOR_RESOURCE, count=1)
+            setattr(resource, "global", True)  # one for the whole server ("global" is a Python keyword)
     for key in GPU_ONLY_PARAMETERS:
         if key in config.parameters:
             del config.parameters[key]
@@ -211,6 +243,7 @@ def render_model(
     else:
         set_tensorrt_settings(config)
     set_queue_policy(config, profile, role)
+    set_admission(config, profile, role)
     _write_warmup_files(config, target)
     write_config(config, target / "config.pbtxt", header)
     return target

@@ -31,6 +31,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from synctalk_preprocessing import admission
 from tools import paths
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
@@ -97,6 +98,9 @@ def server_environment() -> dict:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # no __pycache__ written into the repository by the stubs: Triton takes a model directory that
+    # changed for a changed model and reloaded input_validator at every avatar load
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     for key, value in MALLOC_ENV.items():
         env.setdefault(key, value)
     return env
@@ -131,6 +135,28 @@ def stub_counts(server_pid: int) -> dict[str, int]:
     return counts
 
 
+def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
+    """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
+    sizes instead (shared memory counted once across the processes that map it, so they add up)."""
+    import psutil
+
+    def size(process) -> int:
+        return process.memory_full_info().pss if pss else process.memory_info().rss
+
+    server = psutil.Process(server_pid)
+    table = {"tritonserver": size(server)}
+    for child in server.children(recursive=True):
+        try:
+            model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
+            key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
+            while key in table:  # several instances of one model
+                key += "'"
+            table[key] = size(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return table
+
+
 def shm_regions(server_pid: int) -> set:
     """The Python backend's shared-memory regions (/dev/shm) mapped by the server or its stubs."""
     import psutil
@@ -151,6 +177,17 @@ def shm_regions(server_pid: int) -> set:
 
 SHM_DIR = Path("/dev/shm")
 ORPHAN_AGE_S = 60.0
+
+
+def remove_orphaned_gates() -> list:
+    """Delete the door's tables (synctalk_preprocessing.admission) of servers no longer running."""
+    removed = []
+    for gate in admission.gate_directory().glob(admission.FILE_PREFIX + "*"):
+        pid = gate.name.removeprefix(admission.FILE_PREFIX)
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            gate.unlink(missing_ok=True)
+            removed.append(gate)
+    return removed
 
 
 def mapped_shm_regions() -> set:
@@ -267,6 +304,8 @@ class TritonServer:
         return [
             str(binary),
             f"--model-repository={self.repository}",
+            # the CPU profile's generators take turns (tools/render_model.py, CPU_GENERATOR_RESOURCE)
+            "--rate-limit=execution_count",
             f"--backend-directory={backend_directory()}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
@@ -292,6 +331,7 @@ class TritonServer:
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
         remove_orphaned_shm_regions()  # what an earlier server killed outright left behind
+        remove_orphaned_gates()
         out = None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,7 +391,9 @@ class TritonServer:
                 self.process.wait()
             for region in regions:  # what a killed server or stub could not remove (256 MB each)
                 Path(region).unlink(missing_ok=True)
+        admission.gate_path(self.process.pid).unlink(missing_ok=True)  # the door's table (a few KB)
         remove_orphaned_shm_regions()
+        remove_orphaned_gates()
         if self.supervisor is not None:
             self.supervisor.join(timeout=10)
         if self._log_file:

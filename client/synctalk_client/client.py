@@ -59,8 +59,9 @@ def busy_reason(exc: InferenceServerException) -> str | None:
     message = exc.message() or str(exc)
     if "UNAVAILABLE" not in str(exc.status() or ""):
         return None
-    if contract.QUEUE_FULL_MESSAGE in message:
-        return "its queue is full"
+    if contract.QUEUE_FULL_MESSAGE in message:  # a model's queue, or the door's gate (with its numbers)
+        detail = message.split(contract.QUEUE_FULL_MESSAGE, 1)[1].split(";")[0]
+        return "its queue is full" + (detail if detail.startswith(": ") else "")
     if contract.QUEUE_TIMEOUT_MESSAGE in message:
         return "it waited longer than its queue allows"
     return None

@@ -122,6 +122,10 @@ CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the ba
 FRAME_SIZE = Tensor("FRAME_SIZE", "INT32", (2,))  # the background's height, width (sizes the paste on the GPU)
 PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
 VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
+# The door's ticket (synctalk_preprocessing.admission): input_validator admits a request into the
+# pipeline and hands it this ticket (one value, repeated per frame); the last step, jpeg_encoder,
+# gives it back. 0: the gate is off.
+ADMISSION_TICKET = Tensor("ADMISSION_TICKET", "INT64", (1,))
 # An avatar's requests carry audio only: its background step keeps the face inputs of every frame
 # resident (SyncTalk_2D's crop of each frame's box, computed once at load) and gives the
 # generator FACE_INPUT = VISUAL of frames FRAME_INDEX % n. A request may still send VISUAL (face
@@ -143,7 +147,7 @@ MODEL_INPUTS = {
     AUDIO_ENCODER_MODEL: (MEL_WINDOWS,),
     GENERATOR_MODEL: (GENERATOR_VISUAL, GENERATOR_AUDIO),
     FRAME_RESIZE_MODEL: (GENERATED_FACE,),
-    JPEG_ENCODER_MODEL: (FRAMES_RGB,),
+    JPEG_ENCODER_MODEL: (FRAMES_RGB, ADMISSION_TICKET),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     SYNCTALK2D_AUDIO_ENCODER_MODEL: (MEL_NEIGHBOURS, NEIGHBOUR_MASK),
     FRAME_PASTE_MODEL: (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE),
@@ -154,6 +158,7 @@ MODEL_OUTPUTS = {
         VALIDATED_AUDIO_CONTEXT,
         VALIDATED_AUDIO_CONTEXT_LENGTH,
         VALIDATED_FRAME_INDEX,
+        ADMISSION_TICKET,
     ),
     AUDIO_FEATURES_MODEL: (MEL_WINDOWS,),
     AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
@@ -173,6 +178,7 @@ OPTIONAL_INPUTS = {
     INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    JPEG_ENCODER_MODEL: (ADMISSION_TICKET,),  # a JPEG encoder called on its own (perf_analyzer) has none
 }
 
 # Each step of an ensemble: model -> ({model tensor: ensemble tensor} for inputs, same for outputs).
@@ -187,7 +193,7 @@ ENSEMBLE_STEPS = (
     (
         INPUT_VALIDATOR_MODEL,
         {VISUAL.name: VISUAL.name, AUDIO.name: AUDIO.name},
-        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name},
+        {VALIDATED_AUDIO.name: VALIDATED_AUDIO.name, ADMISSION_TICKET.name: ADMISSION_TICKET.name},
     ),
     (AUDIO_FEATURES_MODEL, {AUDIO.name: VALIDATED_AUDIO.name}, {MEL_WINDOWS.name: MEL_WINDOWS.name}),
     (AUDIO_ENCODER_MODEL, {MEL_WINDOWS.name: MEL_WINDOWS.name}, {AUDIO_FEATURES.name: AUDIO_FEATURES.name}),
@@ -197,7 +203,11 @@ ENSEMBLE_STEPS = (
         {GENERATOR_OUTPUT.name: GENERATED_FACE.name},
     ),
     (FRAME_RESIZE_MODEL, {GENERATED_FACE.name: GENERATED_FACE.name}, {FRAMES_RGB.name: FRAMES_RGB.name}),
-    (JPEG_ENCODER_MODEL, {FRAMES_RGB.name: FRAMES_RGB.name}, {JPEG.name: JPEG.name}),
+    (
+        JPEG_ENCODER_MODEL,
+        {FRAMES_RGB.name: FRAMES_RGB.name, ADMISSION_TICKET.name: ADMISSION_TICKET.name},
+        {JPEG.name: JPEG.name},
+    ),
 )
 ENSEMBLE_INPUTS = (VISUAL, AUDIO)
 ENSEMBLE_OUTPUTS = (JPEG,)
@@ -351,4 +361,7 @@ HTTP_STATUS = {CATEGORY_VALIDATION: 400, CATEGORY_MODEL: 404, CATEGORY_PROCESSIN
 # max_queue_size, or the request waited default_timeout_microseconds (timeout_action REJECT).
 QUEUE_FULL_MESSAGE = "Exceeds maximum queue size"
 QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
+# input_validator's refusal at the door (synctalk_preprocessing.admission), in Triton's words so
+# that any Triton client reads it as a full queue
+MSG_PIPELINE_FULL = QUEUE_FULL_MESSAGE + ": the pipeline holds {in_flight} of its {capacity} frames in flight"
 MSG_SERVER_BUSY = "server busy: {model_id} refused the request ({reason}); retry later"

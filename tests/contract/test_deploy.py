@@ -82,15 +82,22 @@ def test_deployment_has_gpu_probes_shm_and_a_non_root_user():
     assert "--model-control-mode=none" in container["args"]
 
 
-def test_hpa_scales_on_the_triton_queue_time_metric():
+def test_hpa_scales_on_the_queue_time_and_on_the_doors_refusals():
+    from synctalk_preprocessing import admission
+
     hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
-    (metric,) = hpa["spec"]["metrics"]
-    name = metric["pods"]["metric"]["name"]
-    rules = yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])
-    assert any(
-        rule["name"]["as"] == name and "nv_inference_queue_duration_us" in rule["metricsQuery"]
-        for rule in rules["rules"]
-    )
+    names = [metric["pods"]["metric"]["name"] for metric in hpa["spec"]["metrics"]]
+    rules = {rule["name"]["as"]: rule for rule in adapter_rules()}
+    assert names == ["synctalk_queue_time_us_per_request", "synctalk_refused_per_second"] and set(names) <= set(rules)
+    assert "nv_inference_queue_duration_us" in rules[names[0]]["metricsQuery"]
+    refused = rules[names[1]]
+    assert admission.METRIC_REFUSED in refused["seriesQuery"] and admission.METRIC_REFUSED in refused["metricsQuery"]
+
+
+def adapter_rules() -> list:
+    return yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])[
+        "rules"
+    ]
 
 
 def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
@@ -206,8 +213,7 @@ def test_memory_pools_hold_the_gpu_tensors_of_every_request_in_flight():
 
 
 def test_autoscaling_counts_every_generator_queue_avatars_included():
-    rules = yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])
-    (rule,) = rules["rules"]
+    (rule,) = [r for r in adapter_rules() if r["name"]["as"] == "synctalk_queue_time_us_per_request"]
     selectors = re.findall(r'model=~"([^"]+)"', rule["seriesQuery"] + rule["metricsQuery"])
     assert len(selectors) == 3 and len(set(selectors)) == 1, "one selector in the series and both counters"
     generators = re.compile(selectors[0])  # PromQL regex matchers are fully anchored
@@ -243,3 +249,16 @@ def test_the_image_installs_nvimgcodec_with_its_gpu_jpeg_encoder():
     requirements = (DEPLOY / "requirements-server.txt").read_text()
     assert re.search(r"^nvidia-nvimgcodec-cu12\[nvjpeg\]==", requirements, re.M)
     assert re.search(r"^nvidia-nvjpeg-cu12==12\.", requirements, re.M)
+
+
+def test_perf_analyzer_scenarios_stay_within_what_the_door_admits():
+    """A sweep past the door's capacity would be refused as busy (by design) and perf_analyzer
+    would stop at its first error: each scenario's largest concurrency x batch fits."""
+    from benchmarks import perf_analyzer
+    from tools.render_model import admission_frames
+
+    config = yaml.safe_load(perf_analyzer.SCENARIOS.read_text())
+    for key, profile in (("scenarios", "cpu"), ("gpu_scenarios", "gpu")):
+        for scenario in config[key]:
+            frames = scenario["batch_size"] * max(scenario["concurrency"])
+            assert frames <= admission_frames(profile), (key, scenario["name"], frames)

@@ -125,7 +125,10 @@ def test_avatar_models_match_the_contract(profile, request):
             base.max_batch_size,
             tensors(base, "output"),
         )
-    assert tensors(configs[models["jpeg_encoder"]], "input") == {contract.FRAMES_RGB.name: (mc.TYPE_UINT8, (48, 64, 3))}
+    assert tensors(configs[models["jpeg_encoder"]], "input") == {
+        contract.FRAMES_RGB.name: (mc.TYPE_UINT8, (48, 64, 3)),
+        contract.ADMISSION_TICKET.name: spec(contract.ADMISSION_TICKET),
+    }
     assert configs[models["jpeg_encoder"]].parameters["quality"].string_value == "80"
     background = configs[models["background"]]
     assert tensors(background, "input") == {t.name: spec(t) for t in contract.AVATAR_BACKGROUND_INPUTS}
@@ -338,6 +341,9 @@ def test_warmup_samples_match_the_model_inputs(profile, request):
     assert set(contract.SHARED_MODELS) <= set(names)
     for name in names:
         config = configs[name]
+        if name == contract.INPUT_VALIDATOR_MODEL:  # the door: warms up in initialize (its model.py)
+            assert not config.model_warmup, "warm-up requests through the door would take admission tickets"
+            continue
         assert config.model_warmup, f"{name}: no model_warmup, the first request would pay initialisation"
         assert max(w.batch_size for w in config.model_warmup) == config.max_batch_size, name
         for warmup in config.model_warmup:
@@ -392,15 +398,38 @@ def test_render_refuses_a_missing_model(tmp_path):
 def test_the_generators_and_the_door_have_bounded_queues(profile, request):
     """Admission: every generator (shared and avatars') and input_validator, the first step of
     every ensemble, refuse what their bounded queue cannot hold (docs/operations.md)."""
-    from tools.render_model import generator_instances, queue_policy
+    from tools.render_model import admission_frames, queue_policy
 
     configs = request.getfixturevalue(profile)
     name = profile.removesuffix("_profile")
-    expected = queue_policy(name, generator_instances(name))
-    assert expected.max_queue_size == {"cpu": 6, "gpu": 8}[name]
+    expected = queue_policy(name)
+    # as many requests as the door admits (8 frames each): an admitted request is never refused
+    assert expected.max_queue_size == {"cpu": 7, "gpu": 10}[name] == admission_frames(name) // 8
+    door = configs[contract.INPUT_VALIDATOR_MODEL].parameters
+    assert door["admission_frames"].string_value == str(admission_frames(name))
+    assert door["admission_lease_s"].string_value == {"cpu": "8", "gpu": "2"}[name]
     bounded = [contract.GENERATOR_MODEL, contract.INPUT_VALIDATOR_MODEL]
     bounded += [contract.avatar_models(a)["generator"] for a in (AVATAR, AVATAR_2D, AVATAR_OWN_ENCODER)]
     for model in bounded:
         policy = configs[model].dynamic_batching.default_queue_policy
         assert policy == expected, model
         assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.allow_timeout_override
+
+
+def test_the_cpu_profiles_generators_take_turns(cpu_profile):
+    """One generator runs at a time on the CPU profile (the memory budget counts one batch's
+    activations): every generator instance needs the server's one cpu_generator resource, and the
+    launcher turns Triton's rate limiter on."""
+    from tools.render_model import CPU_GENERATOR_RESOURCE
+    from tools.serve import TritonServer
+
+    generators = [contract.GENERATOR_MODEL] + [
+        contract.avatar_models(a)["generator"] for a in (AVATAR, AVATAR_2D, AVATAR_OWN_ENCODER)
+    ]
+    for name in generators:
+        (group,) = cpu_profile[name].instance_group
+        (resource,) = group.rate_limiter.resources
+        assert (resource.name, resource.count, getattr(resource, "global")) == (CPU_GENERATOR_RESOURCE, 1, True)
+    others = [n for n in cpu_profile if n not in generators]
+    assert not any(g.HasField("rate_limiter") for n in others for g in cpu_profile[n].instance_group)
+    assert "--rate-limit=execution_count" in TritonServer("/tmp/repository").command()

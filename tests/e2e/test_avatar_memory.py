@@ -7,9 +7,9 @@ import json
 import cv2
 import pytest
 
-from benchmarks.soak import server_processes
 from synctalk_client import CompositeBatchRequest, synthetic
 from tools import avatar_memory, avatar_store
+from tools.serve import server_processes
 
 
 def server_pss(pid: int) -> int:

@@ -1,38 +1,39 @@
-"""Overload on a live server: the generator's bounded queue (tools.render_model.queue_policy)
-refuses what it cannot hold at once, as "server busy" (ServerBusyError, HTTP 503 in the
-reference's terms), instead of queueing without bound; bad input is still a validation error,
-no stub dies, and the server serves on."""
+"""Overload on a live server: offered three times what it serves, the server refuses the excess at
+the door at once, as "server busy" (ServerBusyError, HTTP 503 in the reference's terms), serves
+what it admits within the deadline at nearly its unloaded throughput, keeps its memory within the
+in-flight bound, gives every admission ticket back, and carries on; bad input is still a
+validation error."""
 
-import threading
-import time
+import urllib.request
 
 import numpy as np
 import pytest
 
+from benchmarks.overload import MemorySampler, offer, summarize, unloaded_throughput
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import avatar_store
-from tools.serve import stub_counts
+from synctalk_preprocessing import admission
+from synctalk_preprocessing.admission import AdmissionGate, gate_path
+from tests.e2e.one_frame_avatar import one_frame_avatar
+from tools import avatar_memory, render_model
+from tools.serve import server_processes, stub_counts
 
 pytestmark = pytest.mark.e2e
 AVATAR = "crowded"
-CLIENTS = 12  # twice the CPU profile's queue of 6 (one generator instance), all at once
+FRAMES = 8
+OVERLOAD = 3  # offered: three times the unloaded throughput, measured just before
+OFFER_S = 6.0
+DEADLINE_S = render_model.LATENCY_TARGET_S["cpu"]
+REFUSED_WITHIN_S = 0.2
+GOODPUT = 0.8  # of the unloaded throughput
 
 
 @pytest.fixture(scope="module")
 def avatar(server, tmp_path_factory):
-    import cv2
-
-    folder = tmp_path_factory.mktemp("crowded")
-    cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
-    avatar_store.add(server.repository, AVATAR, folder, [16, 0, 80, 64])
-    with CompositeClient(server.grpc_url) as client:
-        client.load_model(AVATAR)
-        yield AVATAR
-        client.unload_model(AVATAR)
-    avatar_store.remove(server.repository, AVATAR)
+    with one_frame_avatar(server, tmp_path_factory, AVATAR) as avatar_id:
+        yield avatar_id
 
 
-def test_the_generators_queue_is_bounded_in_the_served_config(server, avatar):
+def test_the_served_configs_bound_the_queues_and_the_door(server, avatar):
     with CompositeClient(server.grpc_url) as client:
         for name in (contract.GENERATOR_MODEL, contract.avatar_models(AVATAR)["generator"]):
             config = client._triton.get_model_config(name, as_json=True)["config"]
@@ -40,49 +41,68 @@ def test_the_generators_queue_is_bounded_in_the_served_config(server, avatar):
             assert (
                 policy.get("timeout_action", "REJECT") == "REJECT" and policy["allow_timeout_override"] is True
             )  # REJECT: the default
-            assert int(policy["max_queue_size"]) == 6, name
+            assert int(policy["max_queue_size"]) == 7, name
+        door = client._triton.get_model_config(contract.INPUT_VALIDATOR_MODEL, as_json=True)["config"]
+        assert door["parameters"]["admission_frames"]["string_value"] == str(render_model.admission_frames("cpu"))
+        assert render_model.admission_frames("cpu") == 56
 
 
-def test_overload_is_refused_as_busy_and_the_server_serves_on(server, avatar):
-    audio = synthetic.speech_like_audio(8, seed=5)
-    outcomes, lock = [], threading.Lock()
-    stop = time.monotonic() + 4.0
-    start = threading.Barrier(CLIENTS)
-
-    def offer():
-        with CompositeClient(server.grpc_url, timeout_s=20, stage_timings=False, busy_retries=0) as client:
-            start.wait()
-            while time.monotonic() < stop:
-                sent = time.perf_counter()
-                response = client.infer_batch_composite(CompositeBatchRequest.audio_only(AVATAR, audio))
-                with lock:
-                    outcomes.append(
-                        (response.success, response.error_category, response.error, time.perf_counter() - sent)
-                    )
-
+def test_overload_is_refused_at_the_door_and_the_admitted_are_served_at_capacity(server, avatar):
+    audio = synthetic.speech_like_audio(FRAMES, seed=5)
+    request = CompositeBatchRequest.audio_only(AVATAR, audio)
+    unloaded_before = unloaded_throughput(server.grpc_url, request)
     stubs = stub_counts(server.process.pid)
-    threads = [threading.Thread(target=offer) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)  # the queues are full by now: bad input is still bad input, refused as such
-    # (the door may refuse it as busy before looking at it: the client's retries get it looked at)
-    with CompositeClient(server.grpc_url, timeout_s=30, busy_retries=10) as client:
-        bad = np.array(audio, copy=True)
-        bad[3] = np.nan
-        response = client.infer_batch_composite(CompositeBatchRequest.audio_only(AVATAR, bad))
-        assert (response.error_category, response.http_status) == ("validation", 400), response.error
-    for thread in threads:
-        thread.join()
-
-    served = [o for o in outcomes if o[0]]
-    busy = [o for o in outcomes if o[1] == contract.CATEGORY_BUSY]
-    print(f"{len(outcomes)} offered: {len(served)} served, {len(busy)} refused as busy")
-    assert served and busy, "both served and refused requests under twice the queue's load"
-    assert [o for o in outcomes if not o[0] and o[1] != contract.CATEGORY_BUSY] == [], "only busy refusals"
-    assert all(o[2].startswith(f"server busy: {AVATAR} refused the request (") for o in busy)
-    assert all(o[3] < 20 for o in served)
-    print(f"latency: served at most {max(o[3] for o in served):.2f} s, refused at most {max(o[3] for o in busy):.2f} s")
+    refused_before = refusals_counted(server)
+    before = sum(server_processes(server.process.pid).values())
+    sampler = MemorySampler(server.process.pid)
+    sampler.start()
+    # open loop: requests arrive at three times the capacity whether or not earlier ones were
+    # answered, each with its deadline and no busy retries (the SDK's would hide the refusals);
+    # after a second, when the queues are full, bad input is still bad input
+    outcomes, bad = offer(
+        server.grpc_url,
+        request,
+        OVERLOAD * unloaded_before,
+        OFFER_S,
+        DEADLINE_S,
+        during=lambda: bad_input_answer(server.grpc_url, audio),
+    )
+    peak = sampler.stop()
+    assert (bad.error_category, bad.http_status) == ("validation", 400), bad.error
+    # the unloaded throughput on either side of the flood (this machine's speed drifts)
+    unloaded = (unloaded_before + unloaded_throughput(server.grpc_url, request)) / 2
+    summary = summarize(outcomes, OFFER_S, unloaded)
+    print(f"unloaded {unloaded:.2f}/s; memory {before / 2**20:.0f} -> peak {peak / 2**20:.0f} MiB; {summary}")
+    busy = [o for o in outcomes if o.category == contract.CATEGORY_BUSY]
+    assert summary["failed_otherwise"] == 0, summary["failures"]
+    assert busy, "three times the capacity offered: some refused"
+    # refused at the door's gate (with its numbers), or by the door's own bounded queue in a burst
+    assert all(o.error.startswith(f"server busy: {AVATAR} refused the request (its queue is full") for o in busy)
+    assert summary["refused_max_s"] < REFUSED_WITHIN_S, "refused at once"
+    assert max(o.latency_s for o in outcomes if o.served) < DEADLINE_S, "served within the deadline"
+    assert summary["goodput_of_unloaded"] >= GOODPUT, summary
+    bound = avatar_memory.in_flight_bytes(render_model.admission_frames("cpu"), 64, 96)
+    assert peak - before <= bound, f"memory grew {(peak - before) / 2**20:.0f} MiB, bound {bound / 2**20:.0f} MiB"
     after = stub_counts(server.process.pid)
     assert all(after.get(model, 0) >= count for model, count in stubs.items()), f"a stub died: {stubs} -> {after}"
+    assert AdmissionGate(path=gate_path(server.process.pid)).in_flight() == 0, "every ticket given back"
+    at_the_door = sum("frames in flight" in o.error for o in busy)
+    assert at_the_door and refusals_counted(server) - refused_before >= at_the_door, "refusals on /metrics"
     with CompositeClient(server.grpc_url) as client:  # and the server serves on
-        client.infer_batch_composite(CompositeBatchRequest.audio_only(AVATAR, audio)).raise_for_error()
+        client.infer_batch_composite(request).raise_for_error()
+
+
+def refusals_counted(server) -> float:
+    """The door's refusals so far, from Triton's /metrics (what the autoscaler reads)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(admission.METRIC_REFUSED))
+
+
+def bad_input_answer(url: str, audio):
+    """A request with a NaN sample, sent with busy retries: the door may refuse it as busy before
+    looking at it, and the retries get it looked at."""
+    with CompositeClient(url, timeout_s=30, busy_retries=10, busy_backoff_s=0.1) as client:
+        bad = np.array(audio, copy=True)
+        bad[3] = np.nan
+        return client.infer_batch_composite(CompositeBatchRequest.audio_only(AVATAR, bad))

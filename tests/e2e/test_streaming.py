@@ -8,8 +8,8 @@ from tritonclient.utils import InferenceServerException
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
 from synctalk_client.messages import audio_context_rows
+from tests.e2e.one_frame_avatar import one_frame_avatar
 from tests.e2e.test_pipeline import make_request, raw_infer, triton  # noqa: F401  (fixture)
-from tools import avatar_store
 
 SPF = contract.SAMPLES_PER_FRAME
 C = contract.AUDIO_CONTEXT_SAMPLES
@@ -19,18 +19,8 @@ AVATAR = "streamer"
 @pytest.fixture(scope="module")
 def avatar(server, tmp_path_factory):
     """An avatar (the audio context is an avatar ensemble's optional input), removed afterwards."""
-    import cv2
-
-    folder = tmp_path_factory.mktemp("streamer")
-    cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
-    avatar_store.add(server.repository, AVATAR, folder, [16, 0, 80, 64])
-    from synctalk_client import CompositeClient
-
-    with CompositeClient(server.grpc_url) as c:
-        c.load_model(AVATAR)
-        yield AVATAR
-        c.unload_model(AVATAR)
-    avatar_store.remove(server.repository, AVATAR)
+    with one_frame_avatar(server, tmp_path_factory, AVATAR) as avatar_id:
+        yield avatar_id
 
 
 def served_windows(triton, audio, context=None):

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_preprocessing import admission
 from tests.conftest import free_port
 from tools.render_repository import render
 from tools.serve import TritonServer, shm_regions, stub_counts
@@ -89,8 +90,11 @@ def test_killed_stub_gives_clear_errors_and_service_recovers(own_server, tmp_pat
     # stopping the server (after such a fault it may have to be killed) leaves no 256 MB region behind
     regions = shm_regions(own_server.process.pid)
     assert regions and all(Path(r).exists() for r in regions)
+    gate = admission.gate_path(own_server.process.pid)
+    assert gate.exists()  # the door's table
     own_server.stop()
     assert not [r for r in regions if Path(r).exists()], "shared-memory regions left in /dev/shm"
+    assert not gate.exists(), "the door's table left in /dev/shm"
     (tmp_path / "recovery_s.txt").write_text(f"{recovered_at - killed_at:.2f}\n")
     print(
         f"recovery after kill -9 of the {contract.FRAME_RESIZE_MODEL} stub: {recovered_at - killed_at:.2f} s; "

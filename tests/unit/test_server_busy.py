@@ -26,6 +26,15 @@ def test_queue_refusals_are_busy_not_unreachable():
     assert isinstance(error_from_exception(BAD, "demo"), ValidationError)
 
 
+def test_the_doors_refusal_is_busy_with_its_numbers():
+    door = contract.MSG_PIPELINE_FULL.format(in_flight=56, capacity=56)
+    exc = InferenceServerException(f"in ensemble 'anna', {door}", status="StatusCode.UNAVAILABLE")
+    assert error_from_exception(exc, "anna").message == (
+        "server busy: anna refused the request (its queue is full: the pipeline holds 56 of its 56 frames in "
+        "flight); retry later"
+    )
+
+
 class Scripted(CompositeClient):
     """A client whose calls answer from a script instead of a server."""
 

@@ -8,12 +8,16 @@ A GPU instance loads only with a working GPU encoder: it imports CuPy and encode
 on its device in ``initialize`` (nvImageCodec without nvJPEG would otherwise encode on the CPU,
 silently), so the first request pays for neither. A frame the encoder cannot encode fails its
 request with a message naming it; the model carries on.
+
+The last step of every ensemble: it gives the door's ADMISSION_TICKET back
+(``synctalk_preprocessing.admission``) once a request's frames are encoded, or failed.
 """
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_preprocessing import model_config
+from synctalk_client import contract
+from synctalk_preprocessing import admission, model_config
 
 
 class TritonPythonModel:
@@ -25,6 +29,7 @@ class TritonPythonModel:
         quality = int(params.get("quality", "95"))
         subsampling = params.get("chroma_subsampling", "420")
         self.backend = params.get("encoder", "cpu")
+        self.gate = None  # opened on the first ticket: a gate exists only where a door hands them out
         if self.backend == "nvimgcodec":
             from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
 
@@ -58,17 +63,29 @@ class TritonPythonModel:
             try:
                 encoded = self.encoder.encode(frames)
             except Exception as error:  # nvImageCodec's EncodeError, or the CPU encoder's
+                self._give_back(request)
                 message = f"{self.input_name}: JPEG encoding failed: {error}"
                 responses.append(
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
                 )
                 continue
+            self._give_back(request)
             out = np.empty((len(encoded), 1), dtype=np.object_)
             out[:, 0] = encoded
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, out)]))
         return responses
 
+    def _give_back(self, request):
+        ticket = pb_utils.get_input_tensor_by_name(request, contract.ADMISSION_TICKET.name)
+        value = admission.NO_TICKET if ticket is None else int(ticket.as_numpy().flat[0])
+        if value != admission.NO_TICKET:
+            if self.gate is None:
+                self.gate = admission.AdmissionGate()
+            self.gate.release(value)
+
     def finalize(self):
+        if self.gate is not None:
+            self.gate.close()
         close = getattr(self.encoder, "close", None)
         if close:
             close()

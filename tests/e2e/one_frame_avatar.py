@@ -1,0 +1,27 @@
+"""A one-frame avatar (a flat 96x64 frame, face box 64x64) added to a live test server, loaded
+for a module's tests, then unloaded and removed."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from synctalk_client import CompositeClient
+from tools import avatar_store
+
+
+@contextlib.contextmanager
+def one_frame_avatar(server, tmp_path_factory, avatar_id: str):
+    import cv2
+
+    folder = tmp_path_factory.mktemp(avatar_id)
+    cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
+    avatar_store.add(server.repository, avatar_id, folder, [16, 0, 80, 64])
+    try:
+        with CompositeClient(server.grpc_url) as client:
+            client.load_model(avatar_id)
+            yield avatar_id
+            client.unload_model(avatar_id)
+    finally:
+        avatar_store.remove(server.repository, avatar_id)
