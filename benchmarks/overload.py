@@ -3,9 +3,13 @@ were answered) at multiples of the server's unloaded throughput, each with a dea
 retries, and what comes of them: goodput, refusals and how fast they come, the latency of the
 admitted, the server's peak memory, and the generator work done after the clients stopped.
 
-``make bench`` runs it (``benchmarks.bench``: the full model, 1x, 2x and 8x capacity, with the
-door and bounded queues, and without them, "before"); ``tests/e2e/test_overload.py`` uses the same
-offering with the tiny models.
+The requests are an avatar's (audio only, 8 frames; its generator keeps its arena, as the shared
+one does): a ``demo`` request carries 20 MB of ``VISUAL`` at 8 frames, and a load generator on
+the server's own two cores spends them serialising those instead of offering load (measured: at
+8x, 256 MB/s of requests built and sent by the client starved the server). ``make bench`` runs it
+(``benchmarks.bench``: the full model, 1x, 2x and 8x capacity, with the door and bounded queues,
+and without them, "before"); ``tests/e2e/test_overload.py`` uses the same offering with the tiny
+models.
 
     python -m benchmarks.overload --variant full --levels 1 2 8 --seconds 15
 """
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import paths
+from tools import avatar_store, paths
 from tools.render_model import LATENCY_TARGET_S, read_config, write_config
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
@@ -157,16 +161,26 @@ def without_admission(repository: Path) -> None:
         write_config(config, config_path, "benchmarks.overload: before the door (no admission, unbounded queues)")
 
 
+AVATAR = "overload"
+
+
 def measure(variant: str, levels: list[float], seconds: float, before: bool, batch: int = 8, port: int = 18100) -> dict:
-    request = _request(batch)
+    request = CompositeBatchRequest.audio_only(AVATAR, synthetic.speech_like_audio(batch, seed=0))
     deadline_s = LATENCY_TARGET_S["cpu"]
     name = "before" if before else "after"
     repository = render("cpu", paths.BUILD / "overload" / name / "cpu", paths.MODELS / variant)
+    frames, boxes = synthetic.avatar_background(1, 640, 360)
+    folder = paths.BUILD / "overload" / "avatar"
+    folder.mkdir(parents=True, exist_ok=True)
+    import cv2
+
+    cv2.imwrite(str(folder / "0.png"), frames[0][..., ::-1])
+    avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), replace=True, arena=True)
     if before:
         without_admission(repository)
     log = paths.BUILD / "logs" / f"overload-{name}-tritonserver.log"
     result = {"deadline_s": deadline_s, "batch": batch, "levels": {}}
-    with TritonServer(repository, port, port + 1, port + 2, log_path=log) as server:
+    with TritonServer(repository, port, port + 1, port + 2, log_path=log) as server:  # loads the avatar too
         with CompositeClient(server.grpc_url, timeout_s=120) as client:
             for _ in range(2):
                 client.infer_batch_composite(request).raise_for_error()

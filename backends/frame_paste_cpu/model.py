@@ -8,12 +8,13 @@ synctalk_preprocessing.compositing.paste_faces (FRAME_SIZE must be the backgroun
 import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
+from synctalk_preprocessing import model_config
 from synctalk_preprocessing.compositing import paste_faces
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        pass
+        model_config.apply_nice(model_config.string_parameters(model_config.load(args["model_config"])))
 
     def execute(self, requests):
         responses = []

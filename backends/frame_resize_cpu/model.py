@@ -13,6 +13,7 @@ from synctalk_preprocessing.compositing import composite_frames
 class TritonPythonModel:
     def initialize(self, args):
         config = model_config.load(args["model_config"])
+        model_config.apply_nice(model_config.string_parameters(config))
         self.input_name = model_config.tensor_names(config, "input")[0]
         self.output_name = model_config.tensor_names(config, "output")[0]
         self.height, self.width, _ = [int(d) for d in config["output"][0]["dims"]]

@@ -404,7 +404,7 @@ def test_the_generators_and_the_door_have_bounded_queues(profile, request):
     name = profile.removesuffix("_profile")
     expected = queue_policy(name)
     # as many requests as the door admits (8 frames each): an admitted request is never refused
-    assert expected.max_queue_size == {"cpu": 7, "gpu": 10}[name] == admission_frames(name) // 8
+    assert expected.max_queue_size == {"cpu": 5, "gpu": 9}[name] == admission_frames(name) // 8
     door = configs[contract.INPUT_VALIDATOR_MODEL].parameters
     assert door["admission_frames"].string_value == str(admission_frames(name))
     assert door["admission_lease_s"].string_value == {"cpu": "8", "gpu": "2"}[name]

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.e2e
 AVATAR = "crowded"
 FRAMES = 8
 OVERLOAD = 3  # offered: three times the unloaded throughput, measured just before
-OFFER_S = 6.0
+OFFER_S = 8.0
+UNLOADED_S = 4.0  # each side of the flood
+# the unloaded throughput: as many closed-loop clients as the door admits requests, so none is refused
+CAPACITY_CLIENTS = render_model.admitted_requests("cpu")
 DEADLINE_S = render_model.LATENCY_TARGET_S["cpu"]
 REFUSED_WITHIN_S = 0.2
 GOODPUT = 0.8  # of the unloaded throughput
@@ -41,16 +44,16 @@ def test_the_served_configs_bound_the_queues_and_the_door(server, avatar):
             assert (
                 policy.get("timeout_action", "REJECT") == "REJECT" and policy["allow_timeout_override"] is True
             )  # REJECT: the default
-            assert int(policy["max_queue_size"]) == 7, name
+            assert int(policy["max_queue_size"]) == 5, name
         door = client._triton.get_model_config(contract.INPUT_VALIDATOR_MODEL, as_json=True)["config"]
         assert door["parameters"]["admission_frames"]["string_value"] == str(render_model.admission_frames("cpu"))
-        assert render_model.admission_frames("cpu") == 56
+        assert render_model.admission_frames("cpu") == 40
 
 
 def test_overload_is_refused_at_the_door_and_the_admitted_are_served_at_capacity(server, avatar):
     audio = synthetic.speech_like_audio(FRAMES, seed=5)
     request = CompositeBatchRequest.audio_only(AVATAR, audio)
-    unloaded_before = unloaded_throughput(server.grpc_url, request)
+    unloaded_before = unloaded_throughput(server.grpc_url, request, CAPACITY_CLIENTS, UNLOADED_S)
     stubs = stub_counts(server.process.pid)
     refused_before = refusals_counted(server)
     before = sum(server_processes(server.process.pid).values())
@@ -70,7 +73,7 @@ def test_overload_is_refused_at_the_door_and_the_admitted_are_served_at_capacity
     peak = sampler.stop()
     assert (bad.error_category, bad.http_status) == ("validation", 400), bad.error
     # the unloaded throughput on either side of the flood (this machine's speed drifts)
-    unloaded = (unloaded_before + unloaded_throughput(server.grpc_url, request)) / 2
+    unloaded = (unloaded_before + unloaded_throughput(server.grpc_url, request, CAPACITY_CLIENTS, UNLOADED_S)) / 2
     summary = summarize(outcomes, OFFER_S, unloaded)
     print(f"unloaded {unloaded:.2f}/s; memory {before / 2**20:.0f} -> peak {peak / 2**20:.0f} MiB; {summary}")
     busy = [o for o in outcomes if o.category == contract.CATEGORY_BUSY]

@@ -24,6 +24,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = model_config.load(args["model_config"])
         params = model_config.string_parameters(config)
+        model_config.apply_nice(params)  # before the encoder's threads start
         self.input_name = model_config.tensor_names(config, "input")[0]
         self.output_name = model_config.tensor_names(config, "output")[0]
         quality = int(params.get("quality", "95"))
