@@ -518,7 +518,8 @@ def overload_table(result: dict) -> list[str]:
     lines = [
         f"Overload (measured {result['date']}; `benchmarks.overload`, {result['variant']} model, an avatar's "
         f"audio-only requests of {after['batch']} frames arriving open loop at multiples of the unloaded "
-        f"throughput for {result['seconds']:g} s, each with a {after['deadline_s']:g} s deadline and no busy "
+        f"throughput ({after.get('capacity_clients', 2)} closed-loop clients, as many as the door admits) for "
+        f"{result['seconds']:g} s, each with a {after['deadline_s']:g} s deadline and no busy "
         "retries; memory: the resident sets of the server and its stubs added up, shared pages counted in each):",
         "",
         "| server | offered | goodput (of unloaded) | refused as busy (p50 / max) | admitted p50 / p99 | other "

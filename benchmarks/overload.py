@@ -27,7 +27,7 @@ from pathlib import Path
 
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from tools import avatar_store, paths
-from tools.render_model import LATENCY_TARGET_S, read_config, write_config
+from tools.render_model import LATENCY_TARGET_S, admitted_requests, read_config, write_config
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
 
@@ -179,12 +179,14 @@ def measure(variant: str, levels: list[float], seconds: float, before: bool, bat
     if before:
         without_admission(repository)
     log = paths.BUILD / "logs" / f"overload-{name}-tritonserver.log"
-    result = {"deadline_s": deadline_s, "batch": batch, "levels": {}}
+    result = {"deadline_s": deadline_s, "batch": batch, "capacity_clients": admitted_requests("cpu"), "levels": {}}
     with TritonServer(repository, port, port + 1, port + 2, log_path=log) as server:  # loads the avatar too
         with CompositeClient(server.grpc_url, timeout_s=120) as client:
             for _ in range(2):
                 client.infer_batch_composite(request).raise_for_error()
-            unloaded = unloaded_throughput(server.grpc_url, request, seconds=max(4.0, seconds / 3))
+            # the capacity: as many closed-loop clients as the door admits requests (none refused)
+            clients = admitted_requests("cpu")
+            unloaded = unloaded_throughput(server.grpc_url, request, clients, max(4.0, seconds / 3))
             result["unloaded_per_s"] = round(unloaded, 3)
             result["memory_idle_bytes"] = sum(server_processes(server.process.pid).values())
             for level in levels:

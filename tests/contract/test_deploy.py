@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from synctalk_client import contract
 from tools import paths
 
 DEPLOY = paths.ROOT / "deploy"
@@ -262,3 +263,14 @@ def test_perf_analyzer_scenarios_stay_within_what_the_door_admits():
         for scenario in config[key]:
             frames = scenario["batch_size"] * max(scenario["concurrency"])
             assert frames <= admission_frames(profile), (key, scenario["name"], frames)
+
+
+def test_the_cuda_pool_holds_every_frame_the_door_admits():
+    """GPU profile: whatever the load, the frames past the door (admission_frames) fit Triton's
+    CUDA pool (tools.gpu_memory), so no step's output falls back to host memory under load."""
+    from tools import gpu_memory
+    from tools.render_model import admission_frames
+
+    plan = gpu_memory.plan()
+    per_frame = sum(plan["request_gpu_bytes"].values()) / contract.MAX_BATCH_SIZE
+    assert admission_frames("gpu") * per_frame <= plan["cuda_pool_bytes"]
