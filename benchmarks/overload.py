@@ -96,9 +96,9 @@ def offer(
     def one(i: int) -> None:
         sent = time.perf_counter()
         response = pool_clients[i % clients].infer_batch_composite(request)
+        outcome = Outcome(response.success, response.error_category, response.error or "", time.perf_counter() - sent)
         with lock:
-            outcomes.append(Outcome(response.success, response.error_category, response.error or "", 0.0))
-            outcomes[-1].latency_s = time.perf_counter() - sent
+            outcomes.append(outcome)
 
     side = None
     with ThreadPoolExecutor(max_workers=32) as pool:
