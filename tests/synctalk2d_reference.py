@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tests.synctalk2d_loop import upstream_images
+
 torch = __import__("pytest").importorskip("torch", reason="torch (CPU build) is in requirements.txt")
 F = torch.nn.functional
 
@@ -250,18 +252,21 @@ def inference(
     mask: str = "rectangle",
     batch: int = 8,
     only: Sequence[int] | None = None,
+    start_frame: int = 0,
+    loop_back: bool = True,
 ) -> np.ndarray:
     """SyncTalk_2D's inference of ``wav`` on the avatar's frames: N + 2 frames [N+2, H, W, 3] BGR
-    (``only``: just those frames, the others left black). Frame i uses background frame
-    ``i % len(frames_bgr)`` (a server loops; upstream ping-pongs). ``audio_shift``,
+    (``only``: just those frames, the others left black). Frame i uses the image upstream's loop
+    picks (``upstream_images``: from ``start_frame``, the fork's ``loop_back``). ``audio_shift``,
     ``crop_328=False`` and ``mask="lower_half"`` are deliberate mistakes."""
     padded = encode_clip(wav, encoder_state)
     n_out = len(padded)
+    images = upstream_images(len(frames_bgr), n_out, start_frame, loop_back)
     out = np.zeros((n_out, *frames_bgr.shape[1:]), np.uint8)
     wanted = list(range(n_out)) if only is None else [i for i in only if i < n_out]
     for start in range(0, len(wanted), batch):
         frames = wanted[start : start + batch]
-        inputs = [face_inputs(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)], crop_328, mask) for i in frames]
+        inputs = [face_inputs(frames_bgr[images[i]], boxes[images[i]], crop_328, mask) for i in frames]
         visual = torch.from_numpy(np.stack([v for v, _ in inputs]))
         audio = torch.from_numpy(
             np.stack([get_audio_features(padded, i + audio_shift).reshape(32, 16, 16) for i in frames])
@@ -269,7 +274,7 @@ def inference(
         with torch.no_grad():
             predictions = generator_forward(generator_state, visual, audio).numpy()
         for i, (_, crop), prediction in zip(frames, inputs, predictions):
-            out[i] = paste_back(frames_bgr[i % len(frames_bgr)], boxes[i % len(boxes)], prediction, crop)
+            out[i] = paste_back(frames_bgr[images[i]], boxes[images[i]], prediction, crop)
     return out
 
 

@@ -122,6 +122,8 @@ def _write_models(
 
     background = read_config(BACKGROUND_TEMPLATE / "config.pbtxt")
     rename_models(background, names)
+    # what a client needs to run SyncTalk_2D's loop over the avatar's images (CompositeClient.avatar_images)
+    background.parameters[contract.AVATAR_IMAGES_PARAMETER].string_value = str(int(manifest["n_frames"]))
     target = render_model(
         BACKGROUND_TEMPLATE, background, repository / models["background"], profile, role="avatar_background"
     )

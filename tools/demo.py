@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         with CompositeClient(server.grpc_url) as client:
             print("models:", ", ".join(f"{m['name']} ({m['kind']}, {m['state']})" for m in client.list_models()))
             response = client.infer_batch_composite(request).raise_for_error()
-        # audio only: the server cuts frame i's face from the avatar's frame i % n and its box
+        # audio only: the server cuts each frame's face from the avatar's image SyncTalk_2D's loop picks, and its box
         video = render_video(
             server.grpc_url,
             AVATAR_ID,

@@ -189,7 +189,7 @@ def cmd_render(args) -> int:
         audio = synthetic.speech_like_audio(int(args.seconds * contract.FPS), seed=args.seed)
     crops = read_crop(args.image)[None] if args.image else None
     avatar = _read_avatar(args)
-    if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
+    if avatar is not None:  # one crop per image of the video: render picks each frame's image
         from synctalk_client.face_geometry import crop_faces
 
         crops = crop_faces(*avatar)
@@ -204,6 +204,8 @@ def cmd_render(args) -> int:
         timeout_s=args.timeout,
         progress=not args.quiet,
         frames_dir=args.frames_dir,
+        start_frame=args.start_frame,
+        loop_back=args.loop_back,
     )
     print(json.dumps({**summary, "out": str(args.out)}, indent=2))
     return 0
@@ -231,11 +233,12 @@ def cmd_inspect(args) -> int:
         with CompositeClient(args.url, timeout_s=args.timeout) as client:
             if client.takes_audio_only(args.model_id):  # an avatar: its own frames
                 request = audio_only(request)
-    if avatar is not None:  # frame i's face: avatar frame i % n, as the server's background
+    if avatar is not None:  # frame i's face: the image the server's background step picks for FRAME_INDEX i
+        from synctalk_client import frame_loop
         from synctalk_client.face_geometry import crop_faces
 
         frames, boxes = avatar
-        slots = (args.start_frame + np.arange(request.batch_size)) % len(frames)
+        slots = frame_loop.live_images(args.start_frame + np.arange(request.batch_size), len(frames))
         crops = crop_faces(frames[slots], boxes[slots])
         request = CompositeBatchRequest.from_arrays(
             args.model_id, crops, synthetic.masked(crops), request.audio_tensor(), start_frame_idx=args.start_frame
@@ -361,6 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument(
         "--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)"
+    )
+    render.add_argument(
+        "--start-frame",
+        type=non_negative,
+        default=0,
+        help="SyncTalk_2D's start_frame: the image the clip's loop starts from (the avatar's, or the crops')",
+    )
+    render.add_argument(
+        "--no-loop-back",
+        dest="loop_back",
+        action="store_false",
+        help="ping-pong over the images without turning at the clip's midpoint (loop back, the default, ends "
+        "the clip on the image it began with)",
     )
     render.add_argument("--batch-size", type=batch_size, default=8, help="frames per request (1-32)")
     render.add_argument("--in-flight", type=positive, default=3, help="requests kept in flight")

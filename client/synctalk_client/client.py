@@ -192,6 +192,17 @@ class CompositeClient:
             return contract.synctalk2d_frame_count(n_samples)
         return int(n_samples) // contract.SAMPLES_PER_FRAME
 
+    def avatar_images(self, model_id: str) -> int:
+        """How many images an avatar's video has (the ``n_images`` parameter of its background
+        step): what ``frame_loop.image_indices`` needs to pick each frame's image."""
+        self._check_model(model_id)
+        background = contract.avatar_models(model_id)["background"]
+        config = self._rpc(self._triton.get_model_config, background, as_json=True).get("config", {})
+        value = config.get("parameters", {}).get(contract.AVATAR_IMAGES_PARAMETER, {}).get("string_value")
+        if not value:
+            raise ProcessingError(f"{model_id} is not an avatar with images (no {background} with n_images)")
+        return int(value)
+
     def _refresh_ensembles(self) -> set:
         ensembles = {}
         for m in self._index():
@@ -291,6 +302,11 @@ class CompositeClient:
             model, _grpc_inputs(inputs), [grpcclient.InferRequestedOutput(n) for n in outputs]
         )
         return {name: result.as_numpy(name) for name in outputs}
+
+    def input_names(self, model_id: str) -> frozenset:
+        """The input names a model id's ensemble takes."""
+        self._check_model(model_id)
+        return self._inputs_of(model_id)
 
     def _inputs_of(self, model_id: str) -> frozenset:
         """The input names of a model id's ensemble (as of the last repository refresh)."""

@@ -114,21 +114,27 @@ GENERATOR_OUTPUT = Tensor("output", "FP32", GENERATED_FACE.dims)
 # --- avatars' tensors: paste-back compositing ----------------------------------------------------
 # An avatar is an ensemble named by its id. It shares the validation and audio steps and has its
 # own generator, background store and JPEG encoder; the shared frame_paste step resizes each
-# generated face to the frame's crop rectangle and pastes it into the background frame
-# FRAME_INDEX % n_backgrounds (the avatar's own output resolution, hence the -1 dims).
+# generated face to the frame's crop rectangle and pastes it into the frame's image of the
+# avatar's video (the avatar's own output resolution, hence the -1 dims). Which image: SyncTalk_2D's
+# loop (synctalk_client.frame_loop): IMAGE_INDEX where the request sends it (render computes the
+# loop of the whole clip: start frame, loop back), else frame_loop.live_images(FRAME_INDEX), the
+# ping-pong of a clip of unknown length (audio frame i on image i + 1).
 FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (1,))  # the client sends start_frame_idx + i
+# the image frame i is drawn on (optional); a number past the avatar's last image bounces back (frame_loop.fold)
+IMAGE_INDEX = Tensor("IMAGE_INDEX", "INT64", (1,))
 BACKGROUND = Tensor("BACKGROUND", "UINT8", (-1, -1, 3))  # RGB background frame of this video frame
 CROP_BOX = Tensor("CROP_BOX", "INT32", (4,))  # xmin, ymin, xmax, ymax in the background (exclusive max)
 FRAME_SIZE = Tensor("FRAME_SIZE", "INT32", (2,))  # the background's height, width (sizes the paste on the GPU)
 PASTED_FRAMES = Tensor("FRAMES_RGB", "UINT8", (-1, -1, 3))  # FRAMES_RGB at the avatar's resolution
 VALIDATED_FRAME_INDEX = Tensor("VALIDATED_FRAME_INDEX", "INT64", FRAME_INDEX.dims)
+VALIDATED_IMAGE_INDEX = Tensor("VALIDATED_IMAGE_INDEX", "INT64", IMAGE_INDEX.dims)
 # The door's ticket (synctalk_preprocessing.admission): input_validator admits a request into the
 # pipeline and hands it this ticket (one value, repeated per frame); the last step, jpeg_encoder,
 # gives it back. 0: the gate is off.
 ADMISSION_TICKET = Tensor("ADMISSION_TICKET", "INT64", (1,))
 # An avatar's requests carry audio only: its background step keeps the face inputs of every frame
 # resident (SyncTalk_2D's crop of each frame's box, computed once at load) and gives the
-# generator FACE_INPUT = VISUAL of frames FRAME_INDEX % n. A request may still send VISUAL (face
+# generator FACE_INPUT = VISUAL of each frame's image. A request may still send VISUAL (face
 # crops cut by the caller, e.g. from a live camera): FACE_INPUT is then that VISUAL.
 FACE_INPUT = Tensor("FACE_INPUT", "FP32", VISUAL.dims)
 
@@ -142,7 +148,7 @@ NEIGHBOUR_MASK = Tensor("NEIGHBOUR_MASK", "FP32", (AUDIO_NEIGHBOURS,))
 
 # --- every shared model's tensors (model_repository/; tests/contract checks each config) ---------
 MODEL_INPUTS = {
-    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX, IMAGE_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     AUDIO_ENCODER_MODEL: (MEL_WINDOWS,),
     GENERATOR_MODEL: (GENERATOR_VISUAL, GENERATOR_AUDIO),
@@ -158,6 +164,7 @@ MODEL_OUTPUTS = {
         VALIDATED_AUDIO_CONTEXT,
         VALIDATED_AUDIO_CONTEXT_LENGTH,
         VALIDATED_FRAME_INDEX,
+        VALIDATED_IMAGE_INDEX,
         ADMISSION_TICKET,
     ),
     AUDIO_FEATURES_MODEL: (MEL_WINDOWS,),
@@ -170,12 +177,12 @@ MODEL_OUTPUTS = {
     FRAME_PASTE_MODEL: (PASTED_FRAMES,),
 }
 
-# input_validator takes FRAME_INDEX as an optional input (avatars send it, the reference ensemble
-# does not): the background step then depends on validation like every other step, so a bad
+# input_validator takes FRAME_INDEX and IMAGE_INDEX as optional inputs (avatars' requests send them,
+# the reference ensemble's do not): the background step then depends on validation like every other step, so a bad
 # request fails before any other step starts. VISUAL is optional there too (avatars' requests
 # may leave it out); the reference ensemble requires it.
 OPTIONAL_INPUTS = {
-    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
+    INPUT_VALIDATOR_MODEL: (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX, IMAGE_INDEX),
     AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     JPEG_ENCODER_MODEL: (ADMISSION_TICKET,),  # a JPEG encoder called on its own (perf_analyzer) has none
@@ -212,12 +219,13 @@ ENSEMBLE_STEPS = (
 ENSEMBLE_INPUTS = (VISUAL, AUDIO)
 ENSEMBLE_OUTPUTS = (JPEG,)
 
-AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX)
-AVATAR_BACKGROUND_INPUTS = (FRAME_INDEX, VISUAL)
+AVATAR_ENSEMBLE_INPUTS = (VISUAL, AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX, IMAGE_INDEX)
+AVATAR_BACKGROUND_INPUTS = (FRAME_INDEX, IMAGE_INDEX, VISUAL)
+AVATAR_BACKGROUND_OPTIONAL_INPUTS = (IMAGE_INDEX, VISUAL)
 AVATAR_BACKGROUND_OUTPUTS = (BACKGROUND, CROP_BOX, FRAME_SIZE, FACE_INPUT)
 # Optional inputs of every avatar's ensemble. (The reference ensemble has none: perf_analyzer's
 # shared-memory mode refuses models with optional inputs, and the reference contract has none.)
-AVATAR_OPTIONAL_INPUTS = (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH)
+AVATAR_OPTIONAL_INPUTS = (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, IMAGE_INDEX)
 AUDIO_PRESETS = ("reference", "synctalk2d")
 SYNCTALK2D_HOP = 200  # samples per mel column of SyncTalk_2D's front end (80 columns a second)
 
@@ -229,6 +237,8 @@ AVATAR_GENERATOR_SUFFIX = "_" + GENERATOR_MODEL
 AVATAR_BACKGROUND_SUFFIX = "_background"
 AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
 AVATAR_AUDIO_ENCODER_SUFFIX = "_audio_encoder"  # an avatar's own SyncTalk_2D audio encoder (optional)
+# the <id>_background config parameter that says how many images the avatar's video has
+AVATAR_IMAGES_PARAMETER = "n_images"
 AVATAR_ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 RESERVED_IDS = (DEFAULT_MODEL_ID, *SHARED_MODELS)
 
@@ -262,8 +272,12 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
     # (the background step beside the audio steps) leaves the ensemble stuck at its next unload.
     validator = (
         INPUT_VALIDATOR_MODEL,
-        {**by_name[INPUT_VALIDATOR_MODEL][1], **_CONTEXT_IN, FRAME_INDEX.name: FRAME_INDEX.name},
-        {**by_name[INPUT_VALIDATOR_MODEL][2], **_CONTEXT_OUT, VALIDATED_FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name},
+        {**by_name[INPUT_VALIDATOR_MODEL][1], **_CONTEXT_IN, **{t.name: t.name for t in (FRAME_INDEX, IMAGE_INDEX)}},
+        {
+            **by_name[INPUT_VALIDATOR_MODEL][2],
+            **_CONTEXT_OUT,
+            **{t.name: t.name for t in (VALIDATED_FRAME_INDEX, VALIDATED_IMAGE_INDEX)},
+        },
     )
     features_in = {
         **by_name[AUDIO_FEATURES_MODEL][1],
@@ -284,7 +298,11 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
         by_name[AUDIO_ENCODER_MODEL],
         (
             models["background"],
-            {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name, VISUAL.name: VISUAL.name},
+            {
+                FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name,
+                IMAGE_INDEX.name: VALIDATED_IMAGE_INDEX.name,
+                VISUAL.name: VISUAL.name,
+            },
             {t.name: t.name for t in AVATAR_BACKGROUND_OUTPUTS},
         ),
         (models["generator"], generator_in, by_name[GENERATOR_MODEL][2]),

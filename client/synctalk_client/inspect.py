@@ -56,16 +56,15 @@ def inspect_request(client: CompositeClient, request: CompositeBatchRequest, out
         started = time.perf_counter()
         results = client.infer_model(model, inputs, list(step.get("output_map", {})))
         elapsed = (time.perf_counter() - started) * 1000.0
+        produced = {}  # an optional output of an input the request left out is not produced
         for model_output, ensemble in step["output_map"].items():
-            tensors[ensemble] = results[model_output]
+            if results[model_output] is not None:
+                tensors[ensemble] = produced[ensemble] = results[model_output]
         steps.append(
             {
                 "model": model,
                 "inputs": {name: [list(a.shape), str(a.dtype)] for name, a in inputs.items()},
-                "outputs": {
-                    ensemble: [list(tensors[ensemble].shape), str(tensors[ensemble].dtype)]
-                    for ensemble in step["output_map"].values()
-                },
+                "outputs": {name: [list(a.shape), str(a.dtype)] for name, a in produced.items()},
                 "ms": round(elapsed, 2),
             }
         )

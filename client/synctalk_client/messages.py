@@ -8,7 +8,7 @@ arrays for the gRPC message, views of a shared-memory region). The client only t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +43,10 @@ def visual_from_reference_bytes(visual_frames: bytes, batch_size: int, out: np.n
 def _f32_bytes(samples) -> bytes | None:
     """float32 little-endian bytes of ``samples`` (None stays None: no audio context)."""
     return None if samples is None else np.asarray(samples, dtype=_F32).tobytes()
+
+
+def _indices(values: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if values is None else tuple(int(v) if isinstance(v, np.integer) else v for v in values)
 
 
 def audio_context_rows(
@@ -86,6 +90,9 @@ class CompositeBatchRequest:
       (empty at the clip's start or end); the server uses the nearest 8000 samples of each, so
       the batch's edge frames get the mel windows they would get in the whole clip. ``None``
       (both): no context, the batch's audio is the whole clip.
+    - ``image_indices`` (optional, avatars): the image of the avatar's video each frame is drawn
+      on (``frame_loop.image_indices`` of the whole clip: SyncTalk_2D's start frame and loop
+      back); ``None``: the server's ping-pong of ``start_frame_idx + i`` (``frame_loop.live_images``).
     """
 
     model_id: str
@@ -96,6 +103,7 @@ class CompositeBatchRequest:
     sample_rate: int = contract.SAMPLE_RATE
     audio_context_before: bytes | None = None
     audio_context_after: bytes | None = None
+    image_indices: tuple[int, ...] | None = None
 
     @classmethod
     def from_arrays(
@@ -108,6 +116,7 @@ class CompositeBatchRequest:
         sample_rate: int = contract.SAMPLE_RATE,
         audio_context_before: np.ndarray | None = None,
         audio_context_after: np.ndarray | None = None,
+        image_indices: Sequence[int] | None = None,
     ) -> CompositeBatchRequest:
         """From crops and masked crops [B,3,320,320] (BGR, [0,1]) and audio [B*640] or [B,640];
         optionally the clip's audio just before and after the batch (see the class)."""
@@ -122,6 +131,7 @@ class CompositeBatchRequest:
             sample_rate=sample_rate,
             audio_context_before=_f32_bytes(audio_context_before),
             audio_context_after=_f32_bytes(audio_context_after),
+            image_indices=_indices(image_indices),
         )
 
     @classmethod
@@ -132,10 +142,12 @@ class CompositeBatchRequest:
         start_frame_idx: int = 0,
         audio_context_before: np.ndarray | None = None,
         audio_context_after: np.ndarray | None = None,
+        image_indices: Sequence[int] | None = None,
     ) -> CompositeBatchRequest:
         """An avatar's request: the audio of B frames ([B*640] or [B,640]) and nothing else; the
         server cuts each frame's face input from the avatar's own frames (FRAME_INDEX =
-        start_frame_idx + i). Optionally the clip's audio just before and after the batch."""
+        start_frame_idx + i). Optionally the clip's audio just before and after the batch, and the
+        image each frame is drawn on."""
         audio = np.asarray(audio, dtype=_F32)
         return cls(
             model_id=model_id,
@@ -145,6 +157,7 @@ class CompositeBatchRequest:
             start_frame_idx=start_frame_idx,
             audio_context_before=_f32_bytes(audio_context_before),
             audio_context_after=_f32_bytes(audio_context_after),
+            image_indices=_indices(image_indices),
         )
 
     @classmethod
@@ -206,6 +219,14 @@ class CompositeBatchRequest:
                     raise ValidationError(
                         f"{side}: {int(np.count_nonzero(~np.isfinite(samples)))} samples are NaN or Inf"
                     )
+        if self.image_indices is not None:
+            if contract.IMAGE_INDEX.name not in takes:
+                raise ValidationError(f"image_indices: model {self.model_id} has no images to choose from")
+            images = self.image_indices
+            if len(images) != batch or any(not isinstance(i, (int, np.integer)) or i < 0 for i in images):
+                raise ValidationError(
+                    f"image_indices must be {batch} whole numbers >= 0 (one per frame), got {list(images)[:40]}"
+                )
         start = self.start_frame_idx
         if not isinstance(start, (int, np.integer)) or start < 0:
             raise ValidationError(f"start_frame_idx must be a whole number >= 0, got {start!r}")
@@ -226,7 +247,8 @@ class CompositeBatchRequest:
         whose ensemble takes the input names ``takes`` (``optional``: those it can go without),
         each written once into ``allocate(spec, shape)``: VISUAL [B,6,320,320] (crop channels
         0-2, masked 3-5; not for an avatar's audio-only request), AUDIO [B,640], FRAME_INDEX [B,1]
-        (start_frame_idx + i, avatars), AUDIO_CONTEXT [B,2,8000] and AUDIO_CONTEXT_LENGTH [B,2]
+        (start_frame_idx + i, avatars), IMAGE_INDEX [B,1] (where the request names images),
+        AUDIO_CONTEXT [B,2,8000] and AUDIO_CONTEXT_LENGTH [B,2]
         (a request with context, where the model id takes them)."""
         self.validate_payload(takes, optional)
         b = self.batch_size
@@ -240,6 +262,9 @@ class CompositeBatchRequest:
         if contract.FRAME_INDEX.name in takes:
             out[contract.FRAME_INDEX.name] = allocate(contract.FRAME_INDEX, (b, 1))
             out[contract.FRAME_INDEX.name][:] = self.frame_index_tensor()
+        if self.image_indices is not None:
+            out[contract.IMAGE_INDEX.name] = allocate(contract.IMAGE_INDEX, (b, 1))
+            out[contract.IMAGE_INDEX.name][:, 0] = self.image_indices
         if self.has_audio_context and contract.AUDIO_CONTEXT.name in takes:
             for spec, array in zip(
                 (contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH), self.audio_context_tensors()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract, synthetic
+from synctalk_client import contract, frame_loop, synthetic
 from synctalk_client.client import CompositeClient
 from synctalk_client.errors import BY_CATEGORY, ProcessingError
 from synctalk_client.messages import CompositeBatchRequest
@@ -41,16 +41,23 @@ def render_video(
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
     frames_dir: Path | None = None,
+    start_frame: int = 0,
+    loop_back: bool = True,
 ) -> dict[str, float]:
     """Render ``audio`` (16 kHz mono float) as ``out`` (H.264 + AAC MP4 at 25 fps).
 
-    ``crops``: [n, 3, 320, 320] BGR face crops used in turn; the masked half of VISUAL is
+    ``crops``: [n, 3, 320, 320] BGR face crops, one per image; the masked half of VISUAL is
     ``synthetic.masked`` of them. Without crops an avatar's batches carry audio only (the server
     cuts each frame's face from the avatar's own frames), other model ids get synthetic crops.
     The model id decides the frame count: one per whole 40 ms of audio, or SyncTalk_2D's N + 2
     (``CompositeClient.frames_for_audio``); the whole clip is the audio, so the last batch's
     context carries its tail. ``frames_dir``: also write
     every frame as the JPEG the server returned, ``frame_00000.jpg`` onwards.
+
+    Each frame is drawn on an image as SyncTalk_2D's inference picks it (``frame_loop.image_indices``:
+    audio frame i on image i + 1, ping-pong, from ``start_frame``; with ``loop_back``, the fork's
+    default, turning at the clip's midpoint so the clip ends on the image it began with): an
+    avatar's images (sent as IMAGE_INDEX), else the crops'.
     Returns the number of frames and batches.
     """
     import imageio_ffmpeg
@@ -59,12 +66,15 @@ def render_video(
     with CompositeClient(url, timeout_s=timeout_s, stage_timings=False) as client:
         n_frames = client.frames_for_audio(model_id, len(audio))
         audio_only = crops is None and client.takes_audio_only(model_id)
+        has_images = contract.IMAGE_INDEX.name in client.input_names(model_id)
+        n_images = client.avatar_images(model_id) if has_images else None
     if n_frames < 1:
         raise ValueError(f"audio of {len(audio)} samples is too short to make a frame on {model_id}")
     if crops is None and not audio_only:
         crops = synthetic.face_crops(min(n_frames, 50))
     elif crops is not None:
         crops = np.asarray(crops, np.float32)
+    images = frame_loop.image_indices(n_images or len(crops), n_frames, start_frame, loop_back)
     starts = list(range(0, n_frames, batch_size))
     local = threading.local()
     clients, clients_lock = [], threading.Lock()
@@ -82,10 +92,12 @@ def render_video(
             "audio_context_before": audio[max(0, first - context) : first],
             "audio_context_after": audio[last : last + context],
         }
+        if has_images:
+            around["image_indices"] = images[start:end]
         if audio_only:
             request = CompositeBatchRequest.audio_only(model_id, audio[first:last], start_frame_idx=start, **around)
         else:
-            batch_crops = crops[np.arange(start, end) % len(crops)]
+            batch_crops = crops[images[start:end] % len(crops)]
             request = CompositeBatchRequest.from_arrays(
                 model_id, batch_crops, synthetic.masked(batch_crops), audio[first:last], start_frame_idx=start, **around
             )

@@ -59,11 +59,11 @@ def check_audio(name: str, audio: np.ndarray, abs_max: float = AUDIO_ABS_MAX) ->
     return None
 
 
-def check_frame_index(name: str, index: np.ndarray | None) -> str | None:
-    """FRAME_INDEX (None where the request has none): stream positions >= 0."""
+def check_frame_index(name: str, index: np.ndarray | None, what: str = "frame indices") -> str | None:
+    """FRAME_INDEX, IMAGE_INDEX (None where the request has none): stream positions, images >= 0."""
     if index is not None and index.size and int(index.min()) < 0:
         first = int(np.argmax(index.reshape(-1) < 0))
-        return f"{name}: frame indices must be >= 0, got {int(index.reshape(-1)[first])} at frame {first}"
+        return f"{name}: {what} must be >= 0, got {int(index.reshape(-1)[first])} at frame {first}"
     return None
 
 

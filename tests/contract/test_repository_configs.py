@@ -132,7 +132,9 @@ def test_avatar_models_match_the_contract(profile, request):
     assert configs[models["jpeg_encoder"]].parameters["quality"].string_value == "80"
     background = configs[models["background"]]
     assert tensors(background, "input") == {t.name: spec(t) for t in contract.AVATAR_BACKGROUND_INPUTS}
-    assert {t.name for t in background.input if t.optional} == {contract.VISUAL.name}
+    assert {t.name for t in background.input if t.optional} == {
+        t.name for t in contract.AVATAR_BACKGROUND_OPTIONAL_INPUTS
+    }
     assert tensors(background, "output") == {t.name: spec(t) for t in contract.AVATAR_BACKGROUND_OUTPUTS}
 
 

@@ -11,6 +11,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
+from tests.synctalk2d_loop import upstream_images
 from tools import avatar_store, paths
 
 AVATAR = "anna"
@@ -67,22 +68,67 @@ def request(n, start, model_id=AVATAR):
     )
 
 
-def test_faces_are_pasted_into_background_frame_index_mod_n(avatar, client):
+def assert_drawn_on(jpeg: bytes, slot: int, what: str, face: bool = True) -> None:
+    """The frame is image ``slot`` of the avatar (its colour outside the box), with a face in its box
+    (``face``: where the request sent crops; an audio-only face is cut from the plain image)."""
+    frame = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+    assert frame.shape == (HEIGHT, WIDTH, 3), "the avatar's resolution"
+    x0, y0, x1, y1 = BOXES[slot]
+    outside = np.ones((HEIGHT, WIDTH), bool)
+    outside[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4] = False  # JPEG ringing at the edges
+    assert np.abs(frame[outside].astype(int) - COLOURS[slot]).mean() < 6, f"{what}: background {slot}"
+    inside = frame[y0 + 4 : y1 - 4, x0 + 4 : x1 - 4].astype(int)
+    assert not face or np.abs(inside - COLOURS[slot]).mean() > 40, f"{what}: a face in box {slot}"
+
+
+def test_faces_are_pasted_into_the_image_upstreams_loop_picks(avatar, client):
     assert client.model_ids() == sorted([contract.DEFAULT_MODEL_ID, AVATAR])
     response = client.infer_batch_composite(request(5, start=4)).raise_for_error()
     assert len(response.composited_frames) == 5
+    # FRAME_INDEX alone: the ping-pong of a clip of unknown length (upstream's loop without loop back)
+    images = upstream_images(len(COLOURS), 4 + 5)[4:]
+    assert images == [1, 2, 1, 0, 1]
     for i, jpeg in enumerate(response.composited_frames):
-        slot = (4 + i) % 3
-        frame = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
-        assert frame.shape == (HEIGHT, WIDTH, 3), "the avatar's resolution"
-        x0, y0, x1, y1 = BOXES[slot]
-        outside = np.ones((HEIGHT, WIDTH), bool)
-        outside[max(0, y0 - 4) : y1 + 4, max(0, x0 - 4) : x1 + 4] = False  # JPEG ringing at the edges
-        assert np.abs(frame[outside].astype(int) - COLOURS[slot]).mean() < 6, f"frame {i}: background {slot}"
-        inside = frame[y0 + 4 : y1 - 4, x0 + 4 : x1 - 4].astype(int)
-        assert np.abs(inside - COLOURS[slot]).mean() > 40, f"frame {i}: a face in box {slot}"
+        assert_drawn_on(jpeg, images[i], f"frame {i}")
+    # IMAGE_INDEX: the request names each frame's image (render sends its clip's loop)
+    crops = synthetic.face_crops(4, seed=3)
+    chosen = CompositeBatchRequest.from_arrays(
+        AVATAR,
+        crops,
+        synthetic.masked(crops),
+        synthetic.speech_like_audio(4),
+        start_frame_idx=4,
+        image_indices=[2, 2, 0, 1],
+    )
+    for i, jpeg in enumerate(client.infer_batch_composite(chosen).raise_for_error().composited_frames):
+        assert_drawn_on(jpeg, [2, 2, 0, 1][i], f"frame {i} with IMAGE_INDEX")
     stages = (response.audio_processing_ms, response.inference_time_ms, response.composite_time_ms)
     assert all(s is not None and s > 0 for s in stages), response.timings()
+
+
+def test_render_loops_as_upstream_from_a_start_frame_with_and_without_loop_back(avatar, server, tmp_path):
+    from synctalk_client.cli import main as cli_main
+
+    # 15 frames on 3 images, bouncing at both ends (loop back turns only a clip shorter than
+    # twice the video: tests/unit/test_frame_loop.py and the fidelity test)
+    seconds = 0.6
+    for name, options, expected in (
+        ("default", [], upstream_images(3, 15, loop_back=True)),
+        # start 1: images 1..2 (upstream would read a missing image 3)
+        ("start-1", ["--start-frame", "1", "--no-loop-back"], [2, 1] * 7 + [2]),
+    ):
+        frames = tmp_path / name
+        assert (
+            cli_main(
+                ["--url", server.grpc_url, "render", "--avatar", AVATAR, "--seconds", str(seconds), "--quiet"]
+                + ["--out", str(tmp_path / f"{name}.mp4"), "--frames-dir", str(frames), *options]
+            )
+            == 0
+        )
+        jpegs = sorted(frames.iterdir())
+        assert len(jpegs) == 15
+        for i, path in enumerate(jpegs):
+            assert_drawn_on(path.read_bytes(), expected[i], f"{name}: frame {i}", face=False)
 
 
 def test_avatar_listing_and_stats(avatar, client, server):
@@ -112,6 +158,14 @@ def test_negative_frame_index_is_refused_by_name(avatar, client, server):
             inputs.append(tensor)
         with pytest.raises(InferenceServerException, match="FRAME_INDEX: frame indices must be >= 0, got -1"):
             triton.infer(AVATAR, inputs)
+        inputs[2].set_data_from_numpy(np.array([[0]], np.int64))
+        image = grpcclient.InferInput(contract.IMAGE_INDEX.name, [1, 1], contract.IMAGE_INDEX.dtype)
+        image.set_data_from_numpy(np.array([[-2]], np.int64))
+        with pytest.raises(InferenceServerException, match="IMAGE_INDEX: image indices must be >= 0, got -2"):
+            triton.infer(AVATAR, [*inputs, image])
+    bad = CompositeBatchRequest.audio_only(AVATAR, synthetic.speech_like_audio(2), image_indices=[0])
+    response = client.infer_batch_composite(bad)
+    assert response.error_category == "validation" and "image_indices must be 2 whole numbers" in response.error
     client.infer_batch_composite(request(1, start=7)).raise_for_error()  # and the avatar serves on
 
 
@@ -290,7 +344,7 @@ def test_audio_only_requests_give_the_frames_of_the_crop_upload_path(server, cli
         assert audio_only.visual_frames == b"" and audio_only.batch_size == 7
         assert set(client.input_tensors(audio_only)) == {contract.AUDIO.name, contract.FRAME_INDEX.name}
         served = client.infer_batch_composite(audio_only).raise_for_error().composited_frames
-        visual = visual_inputs(frames, boxes)[(3 + np.arange(7)) % 5]  # frames 3..9 loop over the 5
+        visual = visual_inputs(frames, boxes)[upstream_images(5, 10)[3:]]  # frames 3..9 ping-pong over the 5
         uploaded = client.infer_batch_composite(
             CompositeBatchRequest.from_visual("dina", visual, audio, start_frame_idx=3)
         )

@@ -23,12 +23,13 @@ import simplejpeg
 from synctalk_client import contract, synthetic
 from tests import synctalk2d_reference as reference
 from tests.conftest import _serve
+from tests.synctalk2d_loop import upstream_images
 from tools import paths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.full_model]
 
 AVATAR = "trained"
-N_BACKGROUNDS = 5
+N_BACKGROUNDS = 12  # more than half the clip's frames: loop back turns the loop at the clip's midpoint
 AUDIO_SAMPLES = 14 * contract.SAMPLES_PER_FRAME + 250  # a WAV ends mid-frame
 # served vs the JPEG of the reference inside the face boxes: the agreement must clear this, the
 # mistakes must not
@@ -157,8 +158,10 @@ def as_served_jpeg(frames_bgr: np.ndarray) -> np.ndarray:
 
 
 def box_psnr(a: np.ndarray, b: np.ndarray, boxes, frames=range(10**6)) -> float:
-    """PSNR over the face boxes of frames ``frames`` of two renders (frame i's box: i % n)."""
-    pairs = [(a[i], b[i], boxes[i % len(boxes)]) for i in frames if i < len(a)]
+    """PSNR over the face boxes of frames ``frames`` of two renders (frame i's box: that of the
+    image upstream's loop picks, with loop back, as render's default)."""
+    images = upstream_images(len(boxes), len(a), loop_back=True)
+    pairs = [(a[i], b[i], boxes[images[i]]) for i in frames if i < len(a)]
     diff = np.concatenate(
         [(x[y0:y1, x0:x1].astype(np.float64) - y[y0:y1, x0:x1]).ravel() for x, y, (x0, y0, x1, y1) in pairs]
     )
@@ -175,7 +178,7 @@ def test_the_served_avatar_equals_synctalk2d_inference_within_jpeg_noise(served,
     jpeg_floor = box_psnr(served, expected, inputs["boxes"])
     # outside the boxes the frames are the background's (up to the JPEG)
     outside = np.ones(served.shape[1:3], bool)
-    x0, y0, x1, y1 = inputs["boxes"][0]
+    x0, y0, x1, y1 = inputs["boxes"][1]  # frame 0 is drawn on image 1
     outside[y0:y1, x0:x1] = False
     assert np.abs(served[0][outside].astype(int) - expected[0][outside]).mean() < 2.0
 
@@ -220,7 +223,8 @@ def test_inspect_writes_every_stage_and_the_stages_are_synctalk2d(served, fideli
     inputs = avatar_inputs
     wav, start, size = inputs["wav"], 4, 4
     frames_rgb = inputs["frames_bgr"][..., ::-1]
-    slots = np.arange(start, start + size) % N_BACKGROUNDS
+    # the images the server picks for FRAME_INDEX alone: upstream's loop without loop back
+    slots = upstream_images(N_BACKGROUNDS, start + size)[start:]
     visual = visual_inputs(frames_rgb[slots], np.array(inputs["boxes"])[slots])
     first, last = start * contract.SAMPLES_PER_FRAME, (start + size) * contract.SAMPLES_PER_FRAME
     request = CompositeBatchRequest.from_visual(

@@ -1,11 +1,15 @@
-"""<id>_background: FRAME_INDEX [B,1] int64 (and, optionally, VISUAL [B,6,320,320]) ->
-BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32, FRAME_SIZE [B,2] int32 (H, W: the DALI paste
-sizes its canvas with it, on the CPU) and FACE_INPUT [B,6,320,320] float32 (the generator's input).
+"""<id>_background: FRAME_INDEX [B,1] int64 (and, optionally, IMAGE_INDEX [B,1] int64 and VISUAL
+[B,6,320,320]) -> BACKGROUND [B,H,W,3] uint8, CROP_BOX [B,4] int32, FRAME_SIZE [B,2] int32 (H, W:
+the DALI paste sizes its canvas with it, on the CPU) and FACE_INPUT [B,6,320,320] float32 (the
+generator's input).
 
-Frame ``i`` of a stream is composited onto background frame ``i % n_frames`` with crop rectangle
-``i % n_frames`` (the avatar's video loops), and its face input is SyncTalk_2D's crop and mask of
-that frame: the 328 bicubic crop of the box, its inner 320, / 255, and a copy with the mask
-rectangle blacked out (``compositing.face_inputs`` / ``visual_from_faces``). The frames and
+Each frame is drawn on one image of the avatar's video, as SyncTalk_2D's inference picks it
+(``synctalk_client.frame_loop``): IMAGE_INDEX where the request sends it (``render`` sends the loop
+of its whole clip: start frame, loop back; a number past the last image bounces back), else the
+ping-pong of a clip of unknown length from FRAME_INDEX (frame i on image i + 1, bouncing at both
+ends). The frame is composited onto that image with its crop rectangle, and its face input is
+SyncTalk_2D's crop and mask of that image: the 328 bicubic crop of the box, its inner 320, / 255,
+and a copy with the mask rectangle blacked out (``compositing.face_inputs`` / ``visual_from_faces``). The frames and
 rectangles are the avatar's assets, written next to this file by tools/avatar_install.py; the crops are
 cut once at load and kept resident as uint8 (300 KB a frame; the float VISUAL is made per
 request). On a GPU instance frames and crops stay in GPU memory (CuPy) and leave as GPU tensors
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract
+from synctalk_client import contract, frame_loop
 from synctalk_client.face_geometry import face_inputs, visual_from_faces
 from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.avatar import AvatarAssets
@@ -69,13 +73,19 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             index = pb_utils.get_input_tensor_by_name(request, contract.FRAME_INDEX.name).as_numpy().reshape(-1)
-            problem = checks.check_frame_index(contract.FRAME_INDEX.name, index)  # when called on its own
+            image = pb_utils.get_input_tensor_by_name(request, contract.IMAGE_INDEX.name)
+            image = None if image is None else image.as_numpy().reshape(-1)
+            problem = checks.check_frame_index(contract.FRAME_INDEX.name, index) or checks.check_frame_index(
+                contract.IMAGE_INDEX.name, image, "image indices"
+            )  # when called on its own
             if problem:
                 responses.append(
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(problem, pb_utils.TritonError.INVALID_ARG))
                 )
                 continue
-            slots = index % self.n_frames
+            slots = (
+                frame_loop.live_images(index, self.n_frames) if image is None else frame_loop.fold(image, self.n_frames)
+            )
             on_device = self.xp.asarray(slots)
             # VISUAL, where a request sends one, was checked by input_validator (which this step waits
             # for): a step failing here, beside the audio steps, would leave the ensemble stuck

@@ -1,6 +1,6 @@
 """input_validator: checks AUDIO values and the optional inputs (VISUAL, which the reference
 ensemble requires and an avatar's request may send; the audio context of a streamed clip; an
-avatar's FRAME_INDEX); passes AUDIO on as
+avatar's FRAME_INDEX and IMAGE_INDEX); passes AUDIO on as
 VALIDATED_AUDIO and each optional input present as VALIDATED_<name>.
 
 Wrong shapes, dtypes and batch sizes never get here (Triton rejects them); this catches NaN/Inf,
@@ -66,9 +66,15 @@ class TritonPythonModel:
                         )
                     )
                     continue
-            visual, index, context, lengths = (  # optional: None where the request has none
+            visual, index, image, context, lengths = (  # optional: None where the request has none
                 _optional(request, t)
-                for t in (contract.VISUAL, contract.FRAME_INDEX, contract.AUDIO_CONTEXT, contract.AUDIO_CONTEXT_LENGTH)
+                for t in (
+                    contract.VISUAL,
+                    contract.FRAME_INDEX,
+                    contract.IMAGE_INDEX,
+                    contract.AUDIO_CONTEXT,
+                    contract.AUDIO_CONTEXT_LENGTH,
+                )
             )
             problem = (
                 (visual is not None and checks.check_visual(contract.VISUAL.name, visual, self.visual_tolerance))
@@ -77,6 +83,7 @@ class TritonPythonModel:
                     context, lengths, contract.AUDIO_CONTEXT_SAMPLES, contract.AUDIO_CONTEXT_ALIGN, self.audio_abs_max
                 )
                 or checks.check_frame_index(contract.FRAME_INDEX.name, index)
+                or checks.check_frame_index(contract.IMAGE_INDEX.name, image, "image indices")
             )
             if problem:
                 if ticket != admission.NO_TICKET:
@@ -90,6 +97,7 @@ class TritonPythonModel:
             ]
             for validated, value in (
                 (contract.VALIDATED_FRAME_INDEX, index),
+                (contract.VALIDATED_IMAGE_INDEX, image),
                 (contract.VALIDATED_AUDIO_CONTEXT, context),
                 (contract.VALIDATED_AUDIO_CONTEXT_LENGTH, lengths),
             ):
