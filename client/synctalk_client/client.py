@@ -38,56 +38,20 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from synctalk_client import contract
-from synctalk_client.errors import (
+from synctalk_client.errors import (  # noqa: F401  (busy_reason, is_retryable: the client's error rules)
     CompositeError,
     ModelNotFoundError,
     ProcessingError,
     ServerBusyError,
     ServerUnreachableError,
     ValidationError,
+    busy_reason,
+    error_from_exception,
+    is_retryable,
 )
 from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
 
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
-
-
-RETRYABLE_STATUS = ("StatusCode.UNAVAILABLE",)
-
-
-def busy_reason(exc: InferenceServerException) -> str | None:
-    """Why the server refused a request for now (a queue policy's refusal), or None."""
-    message = exc.message() or str(exc)
-    if "UNAVAILABLE" not in str(exc.status() or ""):
-        return None
-    if contract.QUEUE_FULL_MESSAGE in message:  # a model's queue, or the door's gate (with its numbers)
-        detail = message.split(contract.QUEUE_FULL_MESSAGE, 1)[1].split(";")[0]
-        return "its queue is full" + (detail if detail.startswith(": ") else "")
-    if contract.QUEUE_TIMEOUT_MESSAGE in message:
-        return "it waited longer than its queue allows"
-    return None
-
-
-def is_retryable(exc: InferenceServerException) -> bool:
-    """The server is not there (yet): restarting, connection refused. Not a refusal for load."""
-    return str(exc.status() or "") in RETRYABLE_STATUS and busy_reason(exc) is None
-
-
-def error_from_exception(exc: InferenceServerException, model_id: str) -> CompositeError:
-    """Map a Triton error to the reference's categories."""
-    status = str(exc.status() or "")
-    message = exc.message() or str(exc)
-    reason = busy_reason(exc)
-    if reason:
-        return ServerBusyError(contract.MSG_SERVER_BUSY.format(model_id=model_id, reason=reason))
-    if "NOT_FOUND" in status or "unknown model" in message.lower():
-        return ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
-    if "INVALID_ARGUMENT" in status:
-        return ValidationError(message)
-    if "CANCELLED" in status:
-        return ProcessingError(f"cancelled by the client: {message}")
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
-        return ProcessingError(f"deadline exceeded: {message}")
-    return ProcessingError(message)
 
 
 class CompositeClient:
@@ -191,6 +155,15 @@ class CompositeClient:
         if self.audio_preset(model_id) == "synctalk2d":
             return contract.synctalk2d_frame_count(n_samples)
         return int(n_samples) // contract.SAMPLES_PER_FRAME
+
+    def stream(self, avatar: str, **kwargs):
+        """A live stream to an avatar (``synctalk_client.stream.LiveStream``): ``send(chunk)``
+        returns the frames that became ready, ``end()`` the rest. Checks the avatar first."""
+        from synctalk_client.stream import LiveStream
+
+        if not self.takes_audio_only(avatar):
+            raise ValidationError(f"{avatar} is not an avatar: a stream needs one (its frames are on the server)")
+        return LiveStream(self.url, avatar, **{"timeout_s": self.timeout_s, **kwargs})
 
     def avatar_images(self, model_id: str) -> int:
         """How many images an avatar's video has (the ``n_images`` parameter of its background

@@ -71,7 +71,14 @@ class Tensor:
 
     @property
     def numpy_dtype(self) -> str:
-        return {"FP32": "float32", "UINT8": "uint8", "INT32": "int32", "INT64": "int64", "BYTES": "object"}[self.dtype]
+        return {
+            "FP32": "float32",
+            "UINT8": "uint8",
+            "INT16": "int16",
+            "INT32": "int32",
+            "INT64": "int64",
+            "BYTES": "object",
+        }[self.dtype]
 
 
 # --- ensemble tensors (what a caller sends and receives) ------------------------------------
@@ -327,6 +334,36 @@ def synctalk2d_frame_count(n_samples: int) -> int:
     """The frames SyncTalk_2D's inference renders for a clip of ``n_samples`` samples: N + 2
     (about one fewer than the clip's whole 40 ms frames)."""
     return synctalk2d_window_count(n_samples) + 2
+
+
+# --- live streams: the "stream" model (model_repository/stream) --------------------------------
+# A stream is a Triton sequence (correlation id, start and end flags) to the decoupled model
+# "stream": each request carries only new audio (any number of samples up to STREAM_MAX_CHUNK, 16
+# kHz, as float32 AUDIO_CHUNK or int16 AUDIO_CHUNK_INT16); the start request names the avatar
+# (STREAM_AVATAR). Its one response holds every frame whose audio lookahead has now arrived (frame
+# i once AUDIO_CONTEXT_SAMPLES samples follow its 40 ms: then its request to the avatar is the
+# one render sends), as STREAM_JPEG and STREAM_FRAME_INDEX; zero frames is a valid answer. The end
+# request flushes the rest with the clip-end rules of the avatar's audio front end, so a streamed
+# clip has the frames of a rendered one (render --no-loop-back: a stream's length is unknown).
+STREAM_MODEL = "stream"
+STREAM_AVATAR = Tensor("AVATAR", "BYTES", (1,))
+STREAM_AUDIO = Tensor("AUDIO_CHUNK", "FP32", (-1,))
+STREAM_AUDIO_INT16 = Tensor("AUDIO_CHUNK_INT16", "INT16", (-1,))
+STREAM_JPEG = Tensor("JPEG", "BYTES", (-1,))
+STREAM_FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (-1,))
+STREAM_INPUTS = (STREAM_AVATAR, STREAM_AUDIO, STREAM_AUDIO_INT16)  # all optional: rules in the model
+STREAM_OUTPUTS = (STREAM_JPEG, STREAM_FRAME_INDEX)
+STREAM_MAX_CHUNK = SAMPLE_RATE  # samples: at most 1 s of audio a request
+STREAM_LOOKAHEAD = AUDIO_CONTEXT_SAMPLES  # samples after a frame before it is rendered
+MSG_STREAM_LIMIT = "stream limit {limit} reached"
+MSG_STREAM_NOT_OPEN = (
+    "stream {stream_id} is not open: it never started, it ended, or it expired after {idle_s:g} s without a request"
+)
+
+
+def stream_frames_ready(samples: int) -> int:
+    """How many of a stream's frames can be rendered once ``samples`` samples have arrived."""
+    return max(0, (int(samples) - STREAM_LOOKAHEAD) // SAMPLES_PER_FRAME)
 
 
 # Stages reported in a CompositeBatchResponse, by composing model.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from synctalk_client import contract
+
+if TYPE_CHECKING:
+    from tritonclient.utils import InferenceServerException
 
 
 class CompositeError(Exception):
@@ -51,3 +56,42 @@ class ServerUnreachableError(ProcessingError):
 
 
 BY_CATEGORY = {cls.category: cls for cls in (ValidationError, ModelNotFoundError, ProcessingError, ServerBusyError)}
+
+
+RETRYABLE_STATUS = ("StatusCode.UNAVAILABLE",)
+
+
+def busy_reason(exc: InferenceServerException) -> str | None:
+    """Why the server refused a request for now (a queue policy's refusal), or None."""
+    message = exc.message() or str(exc)
+    if "UNAVAILABLE" not in str(exc.status() or ""):
+        return None
+    if contract.QUEUE_FULL_MESSAGE in message:  # a model's queue, or the door's gate (with its numbers)
+        detail = message.split(contract.QUEUE_FULL_MESSAGE, 1)[1].split(";")[0]
+        return "its queue is full" + (detail if detail.startswith(": ") else "")
+    if contract.QUEUE_TIMEOUT_MESSAGE in message:
+        return "it waited longer than its queue allows"
+    return None
+
+
+def is_retryable(exc: InferenceServerException) -> bool:
+    """The server is not there (yet): restarting, connection refused. Not a refusal for load."""
+    return str(exc.status() or "") in RETRYABLE_STATUS and busy_reason(exc) is None
+
+
+def error_from_exception(exc: InferenceServerException, model_id: str) -> CompositeError:
+    """Map a Triton error to the reference's categories."""
+    status = str(exc.status() or "")
+    message = exc.message() or str(exc)
+    reason = busy_reason(exc)
+    if reason:
+        return ServerBusyError(contract.MSG_SERVER_BUSY.format(model_id=model_id, reason=reason))
+    if "NOT_FOUND" in status or "unknown model" in message.lower():
+        return ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
+    if "INVALID_ARGUMENT" in status:
+        return ValidationError(message)
+    if "CANCELLED" in status:
+        return ProcessingError(f"cancelled by the client: {message}")
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+        return ProcessingError(f"deadline exceeded: {message}")
+    return ProcessingError(message)

@@ -18,6 +18,7 @@ from tools.render_repository import render
 DTYPES = {
     "FP32": mc.TYPE_FP32,
     "UINT8": mc.TYPE_UINT8,
+    "INT16": mc.TYPE_INT16,
     "INT32": mc.TYPE_INT32,
     "INT64": mc.TYPE_INT64,
     "BYTES": mc.TYPE_STRING,
@@ -85,7 +86,7 @@ def spec(tensor):
 
 
 def test_repository_has_the_ensemble_and_its_composing_models(production):
-    assert set(production) == {contract.DEFAULT_MODEL_ID, *contract.SHARED_MODELS}
+    assert set(production) == {contract.DEFAULT_MODEL_ID, *contract.SHARED_MODELS, contract.STREAM_MODEL}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -346,6 +347,9 @@ def test_warmup_samples_match_the_model_inputs(profile, request):
         if name == contract.INPUT_VALIDATOR_MODEL:  # the door: warms up in initialize (its model.py)
             assert not config.model_warmup, "warm-up requests through the door would take admission tickets"
             continue
+        if name == contract.STREAM_MODEL:  # its work is the avatars' ensembles (warmed up); it has none to warm
+            assert not config.model_warmup, "a warm-up request of a sequence model would open a stream"
+            continue
         assert config.model_warmup, f"{name}: no model_warmup, the first request would pay initialisation"
         assert max(w.batch_size for w in config.model_warmup) == config.max_batch_size, name
         for warmup in config.model_warmup:
@@ -435,3 +439,17 @@ def test_the_cpu_profiles_generators_take_turns(cpu_profile):
     others = [n for n in cpu_profile if n not in generators]
     assert not any(g.HasField("rate_limiter") for n in others for g in cpu_profile[n].instance_group)
     assert "--rate-limit=execution_count" in TritonServer("/tmp/repository").command()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_stream_model_is_a_decoupled_sequence_model_of_the_contract(profile, request):
+    config = request.getfixturevalue(profile)[contract.STREAM_MODEL]
+    assert tensors(config, "input") == {t.name: spec(t) for t in contract.STREAM_INPUTS}
+    assert all(t.optional for t in config.input), "the avatar on the start request, one audio input or none"
+    assert tensors(config, "output") == {t.name: spec(t) for t in contract.STREAM_OUTPUTS}
+    assert config.max_batch_size == 0, "a request's frames vary in number: no batch dimension"
+    assert config.model_transaction_policy.decoupled, "async execute: one instance serves every stream"
+    batching = config.sequence_batching
+    assert batching.HasField("oldest") and batching.max_sequence_idle_microseconds >= 5_000_000
+    max_streams = int(config.parameters["max_streams"].string_value)
+    assert batching.oldest.max_candidate_sequences > max_streams, "stream N+1 reaches the model and is refused"

@@ -1,0 +1,190 @@
+"""Live streams: speech in as it is spoken, the avatar's frames out as soon as they can exist.
+
+A ``LiveStream`` is one Triton sequence to the ``stream`` model over its own gRPC stream (one
+connection: behind a load balancer every request of the stream reaches the server that holds its
+state). ``send(chunk)`` sends the audio that arrived (any number of 16 kHz samples, float32 in
+[-1, 1] or int16) and returns the frames that became ready, ``end()`` the rest::
+
+    with client.stream("anna") as live:          # or LiveStream(url, "anna")
+        for chunk in microphone():               # e.g. 20 ms, 320 samples
+            for frame in live.send(chunk):
+                show(frame.index, frame.jpeg)
+        for frame in live.end():
+            show(frame.index, frame.jpeg)
+
+``send_async(chunk, callback)`` is the callback form: it returns at once and ``callback(frames,
+error)`` runs on the gRPC stream's thread when the server answers (answers come in order).
+Frame ``i`` comes once 0.5 s of audio follows it (``contract.STREAM_LOOKAHEAD``); the end of the
+stream renders the clip's last frames as ``render`` does.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from synctalk_client import contract
+from synctalk_client.errors import CompositeError, ProcessingError, ServerBusyError, error_from_exception
+
+
+class StreamLimitError(ServerBusyError):
+    """The server holds as many streams as it allows ("stream limit N reached"): retry later."""
+
+
+class StreamClosedError(ProcessingError):
+    """The stream is not open on the server: it ended, expired, never started, or the server went
+    away (a restart ends every stream)."""
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    index: int  # the frame's number in the stream, from 0
+    jpeg: bytes
+    sent_at: float  # time.perf_counter() when the request that completed it was sent
+
+
+def stream_error(exc: InferenceServerException, avatar: str) -> CompositeError:
+    message = exc.message() or str(exc)
+    status = str(exc.status() or "")
+    if "stream limit" in message:
+        return StreamLimitError(message)
+    if "is not open" in message or "expired after" in message or "has ended" in message or "START flag" in message:
+        return StreamClosedError(message)
+    if "Socket closed" in message or "failed to connect" in message.lower() or "CANCELLED" in status:
+        return StreamClosedError(f"the stream ended: the server went away ({message})")
+    if status.endswith("UNAVAILABLE") and "queue" not in message.lower():
+        return StreamClosedError(f"the stream ended: the server went away ({message})")
+    return error_from_exception(exc, avatar)
+
+
+class LiveStream:
+    """One live stream to an avatar (see the module). ``timeout_s``: how long ``send`` waits for
+    the server's answer. ``stream_id``: the Triton sequence id (random when not given)."""
+
+    def __init__(self, url: str, avatar: str, timeout_s: float = 60.0, stream_id: int | None = None):
+        self.avatar, self.timeout_s = avatar, timeout_s
+        self.stream_id = stream_id or random.getrandbits(62) + 1
+        self._triton = grpcclient.InferenceServerClient(url)
+        self._pending: queue.Queue = queue.Queue()  # (callback, sent_at) of each request, in order
+        self._lock = threading.Lock()
+        self._started = self._ended = False
+        self._closed_error: CompositeError | None = None
+        self._triton.start_stream(callback=self._on_response)
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(self, chunk: np.ndarray) -> list[StreamFrame]:
+        """Send the audio that arrived; return the frames that became ready (maybe none)."""
+        return self._wait(lambda callback: self.send_async(chunk, callback))
+
+    def end(self, chunk: np.ndarray | None = None) -> list[StreamFrame]:
+        """Send the last audio (if any) and end the stream: the rest of its frames."""
+        return self._wait(lambda callback: self.send_async(chunk, callback, end=True))
+
+    def send_async(
+        self,
+        chunk: np.ndarray | None,
+        callback: Callable[[list[StreamFrame], CompositeError | None], None],
+        end: bool = False,
+    ) -> None:
+        """Send without waiting: ``callback(frames, error)`` runs when the server answers."""
+        with self._lock:
+            if self._closed_error is not None:
+                raise self._closed_error
+            if self._ended:
+                raise StreamClosedError(f"stream {self.stream_id} has ended")
+            inputs = self._inputs(chunk)
+            start, self._started = not self._started, True
+            self._ended = end
+            self._pending.put((callback, time.perf_counter()))
+            try:
+                self._triton.async_stream_infer(
+                    contract.STREAM_MODEL,
+                    inputs,
+                    outputs=[grpcclient.InferRequestedOutput(t.name) for t in contract.STREAM_OUTPUTS],
+                    sequence_id=self.stream_id,
+                    sequence_start=start,
+                    sequence_end=end,
+                )
+            except InferenceServerException as exc:
+                self._pending.get_nowait()
+                raise stream_error(exc, self.avatar) from None
+
+    def _inputs(self, chunk) -> list[grpcclient.InferInput]:
+        samples = np.zeros(0, np.float32) if chunk is None else np.asarray(chunk).reshape(-1)
+        spec = contract.STREAM_AUDIO_INT16 if samples.dtype == np.int16 else contract.STREAM_AUDIO
+        samples = samples.astype(spec.numpy_dtype, copy=False)
+        tensors = [(spec, samples)]
+        if not self._started:
+            tensors.append((contract.STREAM_AVATAR, np.array([self.avatar.encode()], dtype=np.object_)))
+        inputs = []
+        for tensor, array in tensors:
+            item = grpcclient.InferInput(tensor.name, list(array.shape), tensor.dtype)
+            item.set_data_from_numpy(array)
+            inputs.append(item)
+        return inputs
+
+    # -- answers ------------------------------------------------------------------------------
+    def _on_response(self, result, error) -> None:
+        try:
+            callback, sent_at = self._pending.get_nowait()
+        except queue.Empty:  # the stream broke with nothing in flight
+            callback, sent_at = None, 0.0
+        if error is not None:
+            failure = stream_error(error, self.avatar)
+            if isinstance(failure, StreamClosedError):
+                self._closed_error = failure
+            if callback:
+                callback([], failure)
+            return
+        indices = result.as_numpy(contract.STREAM_FRAME_INDEX.name)
+        jpegs = result.as_numpy(contract.STREAM_JPEG.name)
+        frames = [
+            StreamFrame(int(i), bytes(j), sent_at)
+            for i, j in zip(
+                np.zeros(0, np.int64) if indices is None else indices.reshape(-1),
+                np.zeros(0, object) if jpegs is None else jpegs.reshape(-1),
+            )
+        ]
+        if callback:
+            callback(frames, None)
+
+    def _wait(self, send: Callable) -> list[StreamFrame]:
+        answer: queue.Queue = queue.Queue()
+        send(lambda frames, error: answer.put((frames, error)))
+        try:
+            frames, error = answer.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise ProcessingError(f"stream {self.stream_id}: no answer within {self.timeout_s:g} s") from None
+        if error is not None:
+            raise error
+        return frames
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the gRPC stream (a stream not ended expires on the server after its idle timeout)."""
+        self._triton.stop_stream(cancel_requests=False)
+        self._triton.close()
+
+    def __enter__(self) -> LiveStream:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        """A stream left without ``end()`` (its last frames unwanted, or an error) is ended on the
+        server, so that its state and Triton's sequence slot are freed at once."""
+        try:
+            if self._started and not self._ended and self._closed_error is None:
+                try:
+                    self.end()
+                except CompositeError:
+                    if exc_type is None:
+                        raise
+        finally:
+            self.close()

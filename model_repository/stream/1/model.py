@@ -1,0 +1,244 @@
+"""stream: live avatar streams on Triton's sequence batcher.
+
+A stream is a Triton sequence: the start request names the avatar (AVATAR) and every request
+carries only the audio that arrived since the last (AUDIO_CHUNK float32, or AUDIO_CHUNK_INT16;
+16 kHz; any length up to 1 s, zero included). The model keeps each stream's state by
+``request.correlation_id()`` (the Python backend has no implicit state: Triton's
+``qa/python_models/sequence_int32`` does the same): its audio from the last rendered frame's
+context on, the number of samples so far and the next frame to render.
+
+Frame i of a stream can be rendered once ``contract.STREAM_LOOKAHEAD`` samples follow its 40 ms
+(the audio context render sends after a batch: with less, the audio step takes the clip to end
+there). Each request renders the frames that became ready, through BLS, as requests of the
+avatar's own stateless ensemble: the same tensors render sends for the same frames
+(``CompositeBatchRequest.audio_only`` with the audio around the batch and FRAME_INDEX = the
+stream's frame numbers, whose image is SyncTalk_2D's loop without loop back). The end request
+flushes the rest: the frames of the whole clip by the avatar's audio front end (one per 40 ms, or
+SyncTalk_2D's N + 2), with the short context that tells the audio step where the clip ends. So a
+streamed clip is, frame for frame, the rendered one.
+
+Decoupled with an async execute: one instance serves every stream at once, awaiting the
+ensemble; each request gets one response, the frames with their indices (zero frames is an
+answer), or an error naming the problem: a malformed chunk (the stream lives on), an unknown or
+expired stream, the stream limit (``max_streams``), an avatar that is not loaded. A stream's state
+is freed at its end, and after ``max_sequence_idle_microseconds`` without a request (Triton frees
+its sequence slot then too).
+"""
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from synctalk_client import contract
+from synctalk_client.messages import CompositeBatchRequest
+from synctalk_preprocessing import model_config
+
+# error codes by name (pb_utils.TritonError exists once the stub runs, not at import)
+INVALID, UNAVAILABLE, NOT_FOUND, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "NOT_FOUND", "INTERNAL"
+START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
+END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+AVATAR_INPUTS = frozenset(t.name for t in contract.AVATAR_ENSEMBLE_INPUTS)
+AVATAR_OPTIONAL = frozenset(t.name for t in contract.AVATAR_OPTIONAL_INPUTS)
+SPF = contract.SAMPLES_PER_FRAME
+
+
+class StreamError(Exception):
+    def __init__(self, message: str, code=INVALID):
+        super().__init__(message)
+        self.code = code
+
+    def response(self):
+        code = self.code if not isinstance(self.code, str) else getattr(pb_utils.TritonError, self.code)
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(self), code))
+
+
+class Stream:
+    """One stream's audio: ``audio`` holds samples ``base`` .. ``total`` of the clip."""
+
+    def __init__(self, avatar: str, synctalk2d: bool, now: float):
+        self.avatar, self.synctalk2d, self.last_seen = avatar, synctalk2d, now
+        self.audio = np.zeros(0, np.float32)
+        self.base = self.total = self.next_frame = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        # keep only what frames from next_frame on need: the context before them
+        keep_from = max(0, self.next_frame * SPF - contract.AUDIO_CONTEXT_SAMPLES)
+        self.audio = np.concatenate([self.audio[keep_from - self.base :], chunk])
+        self.base = keep_from
+        self.total += len(chunk)
+
+    def samples(self, first: int, last: int) -> np.ndarray:
+        first, last = max(first, self.base), min(last, self.total)
+        return self.audio[first - self.base : max(first, last) - self.base]
+
+    def frames_to_render(self, ending: bool) -> range:
+        """The frames that became ready (all the clip's remaining frames at its end)."""
+        if ending:
+            last = contract.synctalk2d_frame_count(self.total) if self.synctalk2d else self.total // SPF
+        else:
+            last = contract.stream_frames_ready(self.total)
+        frames = range(self.next_frame, max(self.next_frame, last))
+        self.next_frame = frames.stop
+        return frames
+
+    def batch_request(self, first: int, last: int) -> CompositeBatchRequest:
+        """Frames first .. last - 1 as render sends them: their audio and the audio around it."""
+        start, stop = first * SPF, last * SPF
+        audio = self.samples(start, stop)
+        if len(audio) < stop - start:  # a clip ending inside its last frame: zeros, as a WAV's padding
+            audio = np.pad(audio, (0, stop - start - len(audio)))
+        return CompositeBatchRequest.audio_only(
+            self.avatar,
+            audio,
+            start_frame_idx=first,
+            audio_context_before=self.samples(start - contract.AUDIO_CONTEXT_SAMPLES, start),
+            audio_context_after=self.samples(stop, stop + contract.AUDIO_CONTEXT_SAMPLES),
+        )
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = model_config.load(args["model_config"])
+        params = model_config.string_parameters(config)
+        self.max_streams = int(params.get("max_streams", "8"))
+        self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
+        self.repository = Path(args["model_repository"]).parent
+        self.streams: dict[int, Stream] = {}
+        self.ended: OrderedDict[int, str] = OrderedDict()  # recently ended or expired ids: why
+
+    async def execute(self, requests):
+        await asyncio.gather(*(self._answer(request) for request in requests))
+        return None
+
+    async def _answer(self, request) -> None:
+        sender = request.get_response_sender()
+        try:
+            jpegs, indices = await self._serve(request)
+            response = pb_utils.InferenceResponse(
+                [
+                    pb_utils.Tensor(contract.STREAM_JPEG.name, np.array(jpegs, dtype=np.object_)),
+                    pb_utils.Tensor(contract.STREAM_FRAME_INDEX.name, np.array(indices, np.int64)),
+                ]
+            )
+        except StreamError as exc:
+            response = exc.response()
+        except Exception as exc:  # noqa: BLE001 - a request fails by name, the model serves on
+            response = StreamError(f"stream: {type(exc).__name__}: {exc}", INTERNAL).response()
+        sender.send(response, flags=FINAL)
+
+    async def _serve(self, request):
+        stream_id, flags, now = request.correlation_id(), request.flags(), time.monotonic()
+        if not stream_id:
+            raise StreamError("a stream request needs a sequence id (correlation id) other than 0")
+        self._expire(now)
+        chunk = self._chunk(request)  # a malformed chunk is refused before the state changes
+        if flags & START:
+            stream = self._open(stream_id, request, now)
+        else:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                raise StreamError(self._not_open(stream_id), NOT_FOUND)
+        stream.last_seen = now
+        stream.append(chunk)
+        frames = stream.frames_to_render(ending=bool(flags & END))
+        if flags & END:
+            self._close(stream_id, "ended")
+        jpegs = []
+        try:
+            for first in range(frames.start, frames.stop, contract.MAX_BATCH_SIZE):
+                last = min(first + contract.MAX_BATCH_SIZE, frames.stop)
+                jpegs += await self._render(stream.batch_request(first, last))
+        except StreamError:
+            if not flags & END:  # the stream lives on: its next request renders these frames again
+                stream.next_frame = frames.start
+            raise
+        return jpegs, list(frames)
+
+    def _chunk(self, request) -> np.ndarray:
+        given = [
+            (spec, tensor.as_numpy())
+            for spec in (contract.STREAM_AUDIO, contract.STREAM_AUDIO_INT16)
+            if (tensor := pb_utils.get_input_tensor_by_name(request, spec.name)) is not None
+        ]
+        if len(given) > 1:
+            raise StreamError(
+                f"{contract.STREAM_AUDIO.name} and {contract.STREAM_AUDIO_INT16.name}: send one of them, not both"
+            )
+        if not given:
+            return np.zeros(0, np.float32)
+        spec, samples = given[0]
+        samples = samples.reshape(-1)
+        if len(samples) > contract.STREAM_MAX_CHUNK:
+            raise StreamError(
+                f"{spec.name}: {len(samples)} samples in one request; at most {contract.STREAM_MAX_CHUNK} "
+                f"(1 s at {contract.SAMPLE_RATE} Hz)"
+            )
+        if spec is contract.STREAM_AUDIO_INT16:
+            return samples.astype(np.float32) / 32768.0
+        if not np.isfinite(samples).all():
+            bad = int(np.count_nonzero(~np.isfinite(samples)))
+            raise StreamError(f"{spec.name}: {bad} of {len(samples)} samples are NaN or Inf")
+        return samples.astype(np.float32, copy=False)
+
+    def _open(self, stream_id: int, request, now: float) -> Stream:
+        if stream_id in self.streams:
+            raise StreamError(f"stream {stream_id} is already open: end it before starting it again")
+        avatar = pb_utils.get_input_tensor_by_name(request, contract.STREAM_AVATAR.name)
+        if avatar is None:
+            raise StreamError(f"{contract.STREAM_AVATAR.name}: the start request of a stream names its avatar")
+        name = avatar.as_numpy().reshape(-1)[0]
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        steps = self._steps(name)
+        if len(self.streams) >= self.max_streams:
+            raise StreamError(contract.MSG_STREAM_LIMIT.format(limit=self.max_streams), UNAVAILABLE)
+        stream = Stream(name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, now)
+        self.streams[stream_id] = stream
+        self.ended.pop(stream_id, None)
+        return stream
+
+    def _steps(self, avatar: str) -> list[str]:
+        """The steps of an avatar's ensemble (from its config in this repository), or a
+        'model not found' error for anything that is not a loaded avatar."""
+        config = self.repository / avatar / "config.pbtxt"
+        text = config.read_text() if re.fullmatch(contract.AVATAR_ID_PATTERN, avatar) and config.is_file() else ""
+        steps = re.findall(r'model_name:\s*"([^"]+)"', text)
+        if not steps or not pb_utils.is_model_ready(avatar):
+            raise StreamError(contract.MSG_MODEL_NOT_FOUND.format(model_id=avatar) + " (no loaded avatar)", NOT_FOUND)
+        return steps
+
+    async def _render(self, batch: CompositeBatchRequest) -> list[bytes]:
+        tensors = batch.tensors(AVATAR_INPUTS, optional=AVATAR_OPTIONAL)
+        response = await pb_utils.InferenceRequest(
+            model_name=batch.model_id,
+            inputs=[pb_utils.Tensor(name, array) for name, array in tensors.items()],
+            requested_output_names=[contract.JPEG.name],
+        ).async_exec()
+        if response.has_error():
+            error = response.error()
+            raise StreamError(error.message(), error.code() if hasattr(error, "code") else INTERNAL)
+        jpegs = pb_utils.get_output_tensor_by_name(response, contract.JPEG.name).as_numpy().reshape(-1)
+        return [bytes(j) for j in jpegs]
+
+    def _close(self, stream_id: int, why: str) -> None:
+        self.streams.pop(stream_id, None)
+        self.ended[stream_id] = why
+        while len(self.ended) > 4 * self.max_streams:
+            self.ended.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        for stream_id in [i for i, s in self.streams.items() if now - s.last_seen > self.idle_s]:
+            self._close(stream_id, "expired")
+
+    def _not_open(self, stream_id: int) -> str:
+        why = self.ended.get(stream_id)
+        if why == "expired":
+            return f"stream {stream_id} expired after {self.idle_s:g} s without a request"
+        if why == "ended":
+            return f"stream {stream_id} has ended"
+        return contract.MSG_STREAM_NOT_OPEN.format(stream_id=stream_id, idle_s=self.idle_s)
