@@ -7,6 +7,8 @@ synctalk-client composite --batch-size 8 --out out/frames     # synthetic audio 
 synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
 synctalk-client render --avatar anna --audio speech.wav --out anna.mp4 --frames-dir out/anna   # audio only
 synctalk-client inspect --avatar anna --audio speech.wav --out out/inspect
+synctalk-client stream --avatar anna --audio speech.wav --out anna.mp4 --realtime   # a live stream
+tts ... | synctalk-client stream --avatar anna --audio - --out anna.mp4             # raw 16 kHz s16le PCM
 synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
 
@@ -211,6 +213,35 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_stream(args) -> int:
+    from synctalk_client.live_render import file_chunks, pcm_chunks, stream_source
+
+    if args.out is not None:
+        check_video_out(args.out)
+    chunk_samples = max(1, round(args.chunk_ms * contract.SAMPLE_RATE / 1000))
+    if chunk_samples > contract.STREAM_MAX_CHUNK:
+        raise UsageError(f"--chunk-ms {args.chunk_ms:g}: at most 1000 ms of audio a request")
+    if str(args.audio) == "-":
+        chunks = pcm_chunks(sys.stdin.buffer, chunk_samples)
+    else:
+        chunks = file_chunks(read_wav(args.audio), chunk_samples)
+    with CompositeClient(args.url, timeout_s=args.timeout) as client:
+        if not client.takes_audio_only(args.model_id):
+            raise UsageError(f"{args.model_id} is not an avatar: a live stream needs one (synctalk-avatars add)")
+    summary = stream_source(
+        args.url,
+        args.model_id,
+        chunks,
+        args.out,
+        frames_dir=args.frames_dir,
+        realtime=args.realtime,
+        chunk_ms=args.chunk_ms,
+        timeout_s=args.timeout,
+    )
+    print(json.dumps({**summary, "out": None if args.out is None else str(args.out)}, indent=2))
+    return 0
+
+
 def _read_avatar(args):
     """(frames [n,H,W,3] RGB, boxes [n,4]) from --frames and --boxes, or None without --frames."""
     if not args.frames:
@@ -384,6 +415,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--timeout", type=float, default=300.0)
     render.add_argument("--quiet", action="store_true", help="no progress bar")
     render.add_argument("--out", type=Path, default=Path("out/render.mp4"))
+    stream = command("stream", cmd_stream, "play audio into a live stream to an avatar; frames as they come")
+    stream.add_argument("--avatar", "--model-id", dest="model_id", required=True)
+    stream.add_argument(
+        "--audio",
+        type=Path,
+        required=True,
+        help="audio file (any rate and channels), or - for raw 16 kHz mono s16le PCM on stdin (a TTS, arecord)",
+    )
+    stream.add_argument("--chunk-ms", type=float, default=40.0, help="audio per request (default 40 ms)")
+    stream.add_argument("--realtime", action="store_true", help="pace a file at real time, as a live source")
+    stream.add_argument("--out", type=Path, help="the MP4 of the frames with the audio")
+    stream.add_argument("--frames-dir", type=Path, help="also write every frame (frame_00000.jpg, ...)")
+    stream.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
     inspect = command(
         "inspect",
         cmd_inspect,

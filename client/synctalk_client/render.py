@@ -29,6 +29,38 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int = contract.SAMPLE_
         w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
 
 
+def mp4_command(video_input: list[str], wav: Path, out: Path) -> list[str]:
+    """ffmpeg (the ``imageio-ffmpeg`` binary) muxing JPEG frames at 25 fps, read as ``video_input``
+    says, with ``wav`` into an H.264 + AAC ``out``."""
+    import imageio_ffmpeg
+
+    return [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        *video_input,
+        "-i",
+        str(wav),
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "20",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-shortest",
+        "-movflags",
+        "+faststart",
+        str(out),
+    ]
+
+
 def render_video(
     url: str,
     model_id: str,
@@ -60,8 +92,6 @@ def render_video(
     avatar's images (sent as IMAGE_INDEX), else the crops'.
     Returns the number of frames and batches.
     """
-    import imageio_ffmpeg
-
     audio = np.asarray(audio, np.float32).reshape(-1)
     with CompositeClient(url, timeout_s=timeout_s, stage_timings=False) as client:
         n_frames = client.frames_for_audio(model_id, len(audio))
@@ -121,38 +151,9 @@ def render_video(
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "audio.wav"
         write_wav(wav, audio[: n_frames * contract.SAMPLES_PER_FRAME])
-        command = [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-y",
-            "-loglevel",
-            "error",
-            "-f",
-            "image2pipe",
-            "-c:v",
-            "mjpeg",
-            "-framerate",
-            str(contract.FPS),
-            "-i",
-            "-",
-            "-i",
-            str(wav),
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "20",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-shortest",
-            "-movflags",
-            "+faststart",
-            str(out),
-        ]
+        command = mp4_command(
+            ["-f", "image2pipe", "-c:v", "mjpeg", "-framerate", str(contract.FPS), "-i", "-"], wav, out
+        )
         ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         pool = ThreadPoolExecutor(max_workers=max(1, in_flight))
         written = []

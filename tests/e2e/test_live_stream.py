@@ -4,14 +4,22 @@ avatar's ensemble) against ``render`` of the same clip, and each limit with its 
 from __future__ import annotations
 
 import contextlib
+import json
+import queue
+import subprocess
+import sys
+import time
+import wave
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from synctalk_client import CompositeClient, contract, synthetic
 from synctalk_client.render import render_video
-from synctalk_client.stream import LiveStream, StreamClosedError
+from synctalk_client.stream import LiveStream, StreamClosedError, StreamLimitError
 from tools import avatar_store
+from tools.serve import server_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +45,25 @@ def avatar_with_images(server, tmp_path_factory, avatar_id: str, audio_preset: s
         avatar_store.remove(server.repository, avatar_id)
 
 
-@pytest.fixture(scope="module", params=["synctalk2d", "reference"])
-def live_avatar(request, server, tmp_path_factory):
-    with avatar_with_images(server, tmp_path_factory, f"live_{request.param}", request.param) as avatar_id:
-        yield avatar_id
+@pytest.fixture(scope="module")
+def avatars(server, tmp_path_factory):
+    """Two avatars of four images each, one per audio front end: {preset: avatar id}."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            preset: stack.enter_context(avatar_with_images(server, tmp_path_factory, f"live_{preset}", preset))
+            for preset in contract.AUDIO_PRESETS
+        }
+
+
+@pytest.fixture(scope="module", params=contract.AUDIO_PRESETS)
+def live_avatar(request, avatars):
+    return avatars[request.param]
+
+
+@pytest.fixture(scope="module")
+def avatar(avatars):
+    """The avatar of the tests that need one: SyncTalk_2D's front end, what trained avatars use."""
+    return avatars["synctalk2d"]
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +118,8 @@ def test_a_streamed_clip_is_the_rendered_clip_frame_for_frame(server, live_avata
     assert [f.jpeg for f in frames] == rendered, "the same JPEG bytes as render --no-loop-back"
 
 
-def test_a_frame_comes_once_its_lookahead_has_arrived(server, live_avatar, clip):
-    with LiveStream(server.grpc_url, live_avatar) as live:
+def test_a_frame_comes_once_its_lookahead_has_arrived(server, avatar, clip):
+    with LiveStream(server.grpc_url, avatar) as live:
         assert live.send(clip[: contract.STREAM_LOOKAHEAD]) == [], "no frame has its lookahead yet"
         assert [f.index for f in live.send(clip[contract.STREAM_LOOKAHEAD : contract.STREAM_LOOKAHEAD + SPF])] == [0]
         assert live.send(np.zeros(0, np.int16)) == [], "an empty chunk is an answer of no frames"
@@ -110,15 +133,15 @@ def test_request_bytes_per_frame_are_the_audio_itself(clip):
     assert clip[:SPF].nbytes == 1280
 
 
-def test_limits_and_errors_have_clear_answers(server, live_avatar, clip):
-    with LiveStream(server.grpc_url, live_avatar) as live:
+def test_limits_and_errors_have_clear_answers(server, avatar, clip):
+    with LiveStream(server.grpc_url, avatar) as live:
         live.send(clip[:SPF])
         with pytest.raises(Exception, match="AUDIO_CHUNK: 1 of 640 samples are NaN or Inf"):
             live.send(np.where(np.arange(SPF) == 3, np.nan, 0.0).astype(np.float32))
         with pytest.raises(Exception, match="AUDIO_CHUNK_INT16: 16001 samples in one request; at most 16000"):
             live.send(np.zeros(16001, np.int16))
         live.send(clip[SPF : 2 * SPF])  # the stream lives on
-    never = LiveStream(server.grpc_url, live_avatar, stream_id=987654321)
+    never = LiveStream(server.grpc_url, avatar, stream_id=987654321)
     try:
         never._started = True  # a client that skips the start request
         with pytest.raises(StreamClosedError, match="987654321"):
@@ -128,3 +151,100 @@ def test_limits_and_errors_have_clear_answers(server, live_avatar, clip):
     with pytest.raises(Exception, match="model not found: nobody"):
         with LiveStream(server.grpc_url, "nobody") as live:
             live.send(clip[:SPF])
+
+
+def test_stream_n_plus_1_is_refused_at_once_and_a_freed_place_is_taken(server, avatar, clip):
+    limit = 8  # model_repository/stream: max_streams
+    streams = [LiveStream(server.grpc_url, avatar) for _ in range(limit + 1)]
+    try:
+        for live in streams[:limit]:
+            assert live.send(clip[:SPF]) == []
+        started = time.perf_counter()
+        with pytest.raises(StreamLimitError, match=f"stream limit {limit} reached"):
+            streams[limit].send(clip[:SPF])
+        assert time.perf_counter() - started < 2.0, "refused at once, not queued for a slot"
+        streams[0].end()
+        retry = LiveStream(server.grpc_url, avatar)
+        streams.append(retry)
+        assert retry.send(clip[:SPF]) == [], "the place a stream left is taken"
+    finally:
+        for live in streams:
+            with contextlib.suppress(Exception):
+                live.__exit__(None, None, None)
+
+
+def test_a_thousand_short_streams_leave_the_servers_memory_where_it_was(server, avatars, clip):
+    avatar = avatars["reference"]  # a clip under one 40 ms frame renders none: the streams' cost is their state
+
+    def stream_stub_rss() -> int:
+        return sum(v for k, v in server_processes(server.process.pid).items() if k.startswith("stub:stream"))
+
+    def short_streams(n: int, first_id: int) -> None:
+        """n streams one after the other on one gRPC stream (Triton's sequences need not have one
+        each): start with 600 samples of audio, then end, each request answered before the next."""
+        answers = queue.Queue()
+        with grpcclient.InferenceServerClient(server.grpc_url) as triton:
+            triton.start_stream(callback=lambda result, error: answers.put(error))
+            for stream_id in range(first_id, first_id + n):
+                for start, end in ((True, False), (False, True)):
+                    audio = clip[:600] if start else clip[:0]  # the clip: under one 40 ms frame
+                    chunk = grpcclient.InferInput(contract.STREAM_AUDIO_INT16.name, [len(audio)], "INT16")
+                    chunk.set_data_from_numpy(audio)
+                    name = grpcclient.InferInput(contract.STREAM_AVATAR.name, [1], "BYTES")
+                    name.set_data_from_numpy(np.array([avatar.encode()], dtype=np.object_))
+                    inputs = [chunk, name] if start else [chunk]
+                    triton.async_stream_infer(
+                        contract.STREAM_MODEL, inputs, sequence_id=stream_id, sequence_start=start, sequence_end=end
+                    )
+                    assert answers.get(timeout=30) is None
+            triton.stop_stream()
+
+    short_streams(50, first_id=10_000)  # the allocator settles
+    before = stream_stub_rss()
+    started = time.perf_counter()
+    short_streams(1000, first_id=20_000)
+    after = stream_stub_rss()
+    print(
+        f"1000 short streams in {time.perf_counter() - started:.1f} s; stream model RSS "
+        f"{before / 2**20:.1f} -> {after / 2**20:.1f} MiB"
+    )
+    assert after - before < 8 * 2**20, "a stream's state is freed at its end"
+
+
+@pytest.mark.parametrize("live_avatar", ["synctalk2d"], indirect=True)
+def test_the_cli_streams_a_file_and_a_pipe_and_reports_the_delay(server, live_avatar, clip, rendered, tmp_path):
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as w:  # the int16 samples as they are
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(contract.SAMPLE_RATE)
+        w.writeframes(clip.astype("<i2").tobytes())
+    command = [sys.executable, "-m", "synctalk_client.cli", "--url", server.grpc_url, "stream", "--avatar", live_avatar]
+    played = subprocess.run(
+        [*command, "--audio", str(tmp_path / "speech.wav"), "--chunk-ms", "20", "--realtime"]
+        + ["--out", str(tmp_path / "live.mp4"), "--frames-dir", str(tmp_path / "file")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert played.returncode == 0, played.stderr
+    summary = json.loads(played.stdout)
+    print({k: summary[k] for k in ("frames", "first_frame_ms", "delay_p50_ms", "delay_p99_ms")})
+    assert summary["frames"] == len(rendered) and summary["delay_p50_ms"] > 0
+    assert summary["first_frame_ms"] >= 500, "the first frame waits for its 0.5 s of lookahead, played at real time"
+    assert [p.read_bytes() for p in sorted((tmp_path / "file").iterdir())] == rendered
+    assert (tmp_path / "live.mp4").stat().st_size > 1000
+    piped = subprocess.run(  # raw s16le PCM on stdin, as a TTS engine or arecord writes it
+        [*command, "--audio", "-", "--chunk-ms", "100", "--frames-dir", str(tmp_path / "pipe")],
+        input=clip.astype("<i2").tobytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert [p.read_bytes() for p in sorted((tmp_path / "pipe").iterdir())] == rendered
+    refused = subprocess.run(
+        [*command[:-2], "--avatar", "demo", "--audio", str(tmp_path / "speech.wav")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "demo is not an avatar" in refused.stderr, refused.stderr

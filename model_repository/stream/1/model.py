@@ -65,6 +65,9 @@ class Stream:
         self.avatar, self.synctalk2d, self.last_seen = avatar, synctalk2d, now
         self.audio = np.zeros(0, np.float32)
         self.base = self.total = self.next_frame = 0
+        # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
+        # served): the async execute lets the next request in while one awaits the ensemble
+        self.turn = asyncio.Lock()
 
     def append(self, chunk: np.ndarray) -> None:
         # keep only what frames from next_frame on need: the context before them
@@ -107,6 +110,7 @@ class TritonPythonModel:
         config = model_config.load(args["model_config"])
         params = model_config.string_parameters(config)
         self.max_streams = int(params.get("max_streams", "8"))
+        self.busy_wait_s = float(params.get("busy_wait_s", "5"))
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
         self.repository = Path(args["model_repository"]).parent
         self.streams: dict[int, Stream] = {}
@@ -145,19 +149,21 @@ class TritonPythonModel:
             if stream is None:
                 raise StreamError(self._not_open(stream_id), NOT_FOUND)
         stream.last_seen = now
-        stream.append(chunk)
-        frames = stream.frames_to_render(ending=bool(flags & END))
-        if flags & END:
-            self._close(stream_id, "ended")
-        jpegs = []
-        try:
-            for first in range(frames.start, frames.stop, contract.MAX_BATCH_SIZE):
-                last = min(first + contract.MAX_BATCH_SIZE, frames.stop)
-                jpegs += await self._render(stream.batch_request(first, last))
-        except StreamError:
-            if not flags & END:  # the stream lives on: its next request renders these frames again
-                stream.next_frame = frames.start
-            raise
+        async with stream.turn:
+            stream.append(chunk)
+            frames = stream.frames_to_render(ending=bool(flags & END))
+            if flags & END:
+                self._close(stream_id, "ended")
+            jpegs = []
+            try:
+                for first in range(frames.start, frames.stop, contract.MAX_BATCH_SIZE):
+                    last = min(first + contract.MAX_BATCH_SIZE, frames.stop)
+                    jpegs += await self._render(stream.batch_request(first, last))
+            except StreamError:
+                if not flags & END:  # the stream lives on: its next request renders these frames again
+                    stream.next_frame = frames.start
+                raise
+            stream.last_seen = time.monotonic()
         return jpegs, list(frames)
 
     def _chunk(self, request) -> np.ndarray:
@@ -213,15 +219,27 @@ class TritonPythonModel:
         return steps
 
     async def _render(self, batch: CompositeBatchRequest) -> list[bytes]:
+        """The batch's frames from the avatar's ensemble. A refusal for load (the door's, or a full
+        queue) is asked again after a pause, up to ``busy_wait_s``: a live frame waits its turn
+        rather than being lost; past that the request fails as busy (UNAVAILABLE)."""
         tensors = batch.tensors(AVATAR_INPUTS, optional=AVATAR_OPTIONAL)
-        response = await pb_utils.InferenceRequest(
-            model_name=batch.model_id,
-            inputs=[pb_utils.Tensor(name, array) for name, array in tensors.items()],
-            requested_output_names=[contract.JPEG.name],
-        ).async_exec()
-        if response.has_error():
-            error = response.error()
-            raise StreamError(error.message(), error.code() if hasattr(error, "code") else INTERNAL)
+        deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
+        while True:
+            response = await pb_utils.InferenceRequest(
+                model_name=batch.model_id,
+                inputs=[pb_utils.Tensor(name, array) for name, array in tensors.items()],
+                requested_output_names=[contract.JPEG.name],
+            ).async_exec()
+            if not response.has_error():
+                break
+            message = response.error().message()
+            busy = contract.QUEUE_FULL_MESSAGE in message or contract.QUEUE_TIMEOUT_MESSAGE in message
+            if not busy:
+                raise StreamError(message, INVALID if "INVALID_ARG" in message else INTERNAL)
+            if time.monotonic() + pause > deadline:
+                raise StreamError(message, UNAVAILABLE)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.2)
         jpegs = pb_utils.get_output_tensor_by_name(response, contract.JPEG.name).as_numpy().reshape(-1)
         return [bytes(j) for j in jpegs]
 
