@@ -124,6 +124,9 @@ def _write_models(
     rename_models(background, names)
     # what a client needs to run SyncTalk_2D's loop over the avatar's images (CompositeClient.avatar_images)
     background.parameters[contract.AVATAR_IMAGES_PARAMETER].string_value = str(int(manifest["n_frames"]))
+    # what the stream model answers a silent chunk with (read from this config: model_repository/stream)
+    silent = "avatar_frames" if added_with.get("silent_frames") else "generator"
+    background.parameters[contract.AVATAR_SILENCE_PARAMETER].string_value = silent
     target = render_model(
         BACKGROUND_TEMPLATE, background, repository / models["background"], profile, role="avatar_background"
     )

@@ -45,6 +45,7 @@ def add(
     audio_preset: str | None = None,
     audio_encoder: Path | None = None,
     arena: bool = False,
+    silent_frames: bool = False,
 ) -> dict:
     """Keep the avatar in the repository's store and write its models into ``repository``;
     returns the avatar's manifest.
@@ -73,6 +74,7 @@ def add(
     assets.source["generator"] = str(generator) if generator else "shared"
     assets.source["audio_preset"] = audio_preset
     assets.source["arena"] = bool(arena)
+    assets.source["silent_frames"] = bool(silent_frames)
     if audio_encoder:
         assets.source["audio_encoder"] = str(audio_encoder)
     # staged in the store (hidden, renamed into place at the end), else in a temporary folder

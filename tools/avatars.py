@@ -92,6 +92,12 @@ def main(argv=None) -> int:
         help="keep onnxruntime's memory arena for the avatar's models: about 2x faster on a CPU, but holds the "
         "activations of the largest batch (GBs for a SyncTalk_2D generator)",
     )
+    p_add.add_argument(
+        "--silent-frames",
+        action="store_true",
+        help="live streams: answer audio that is entirely silent with the avatar's own frames, ping-ponged, "
+        "without running the generator (as LiveTalking does; off: silence is lip-synced like speech)",
+    )
     p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
     p_add.add_argument(
         "--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)"
@@ -119,6 +125,7 @@ def main(argv=None) -> int:
                 args.audio_preset,
                 args.audio_encoder,
                 args.arena,
+                args.silent_frames,
             )
             names = contract.avatar_models(args.id, own_audio_encoder=bool(args.audio_encoder)).values()
             print(

@@ -246,6 +246,9 @@ AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
 AVATAR_AUDIO_ENCODER_SUFFIX = "_audio_encoder"  # an avatar's own SyncTalk_2D audio encoder (optional)
 # the <id>_background config parameter that says how many images the avatar's video has
 AVATAR_IMAGES_PARAMETER = "n_images"
+# and what a live stream's entirely silent frames are: "generator" (lip-synced like speech) or
+# "avatar_frames" (the avatar's own images, no generator run: add --silent-frames)
+AVATAR_SILENCE_PARAMETER = "silent_frames"
 AVATAR_ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 RESERVED_IDS = (DEFAULT_MODEL_ID, *SHARED_MODELS)
 

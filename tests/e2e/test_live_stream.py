@@ -18,24 +18,27 @@ import tritonclient.grpc as grpcclient
 from synctalk_client import CompositeClient, contract, synthetic
 from synctalk_client.render import render_video
 from synctalk_client.stream import LiveStream, StreamClosedError, StreamLimitError
-from tools import avatar_store
+from tools import avatar_store, paths
 from tools.serve import server_processes
 
 pytestmark = pytest.mark.e2e
 
 SPF = contract.SAMPLES_PER_FRAME
+PERF_OUT = paths.BUILD / "perf" / "live-test"
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 SECONDS = 1.3  # 32 frames of 40 ms: longer than the avatar's 4 images (ping-pong) and its lookahead
 
 
 @contextlib.contextmanager
-def avatar_with_images(server, tmp_path_factory, avatar_id: str, audio_preset: str):
+def avatar_with_images(server, tmp_path_factory, avatar_id: str, audio_preset: str, silent_frames: bool = False):
     import cv2
 
     folder = tmp_path_factory.mktemp(avatar_id)
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((72, 96, 3), colour[::-1], np.uint8))
-    avatar_store.add(server.repository, avatar_id, folder, [16, 4, 80, 68], audio_preset=audio_preset)
+    avatar_store.add(
+        server.repository, avatar_id, folder, [16, 4, 80, 68], audio_preset=audio_preset, silent_frames=silent_frames
+    )
     try:
         with CompositeClient(server.grpc_url) as client:
             client.load_model(avatar_id)
@@ -248,3 +251,49 @@ def test_the_cli_streams_a_file_and_a_pipe_and_reports_the_delay(server, live_av
         timeout=60,
     )
     assert refused.returncode == 2 and "demo is not an avatar" in refused.stderr, refused.stderr
+
+
+def test_perf_analyzer_load_tests_streams_in_sequence_mode(server, avatar):
+    from benchmarks import live_streams
+
+    row = live_streams.measure(server.grpc_url, avatar, n_streams=2, seconds=3.0, out=PERF_OUT)
+    print(row)
+    assert row["streams"] == 2 and row["achieved_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
+
+
+def server_cpu_seconds(server) -> float:
+    import psutil
+
+    processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in processes if p.is_running())
+
+
+def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, avatar, clip, tmp_path_factory):
+    import simplejpeg
+
+    with avatar_with_images(server, tmp_path_factory, "live_quiet", "synctalk2d", silent_frames=True) as quiet:
+        # 1 s of silence, 0.6 s of speech, 1 s of silence: the frames whose audio (and 0.5 s each
+        # side) is silent are the avatar's own images, the others the generator's
+        speech = clip[: int(0.6 * contract.SAMPLE_RATE)]
+        silence = np.zeros(contract.SAMPLE_RATE, np.int16)
+        audio = np.concatenate([silence, speech, silence])
+        frames = stream_clip(server.grpc_url, quiet, audio, [SPF])
+        assert [f.index for f in frames] == list(range(contract.synctalk2d_frame_count(len(audio))))
+        images = [simplejpeg.decode_jpeg(f.jpeg, colorspace="RGB") for f in frames]
+        inside = [image[10:62, 22:74].astype(int) for image in images]  # the face box's inside
+        plain = [any(np.abs(face - colour).mean() < 4 for colour in COLOURS) for face in inside]
+        assert all(plain[:8]) and all(plain[-8:]), "silent frames: the avatar's images"
+        assert not any(plain[30:35]), "speech: the generator's faces"
+        # what an idle stream costs: 3 s of silence played at real time, with and without
+        costs = {}
+        for name, avatar_id in (("silent_frames", quiet), ("generator", avatar)):
+            before = server_cpu_seconds(server)
+            with LiveStream(server.grpc_url, avatar_id) as live:
+                started = time.perf_counter()
+                for k in range(75):  # 3 s in 40 ms chunks
+                    time.sleep(max(0.0, started + (k + 1) * 0.04 - time.perf_counter()))
+                    live.send(np.zeros(SPF, np.int16))
+                live.end()
+            costs[name] = server_cpu_seconds(server) - before
+        print(f"server CPU for 3 s of an idle stream: {costs}")
+        assert costs["silent_frames"] < costs["generator"]

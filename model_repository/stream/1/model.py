@@ -61,8 +61,8 @@ class StreamError(Exception):
 class Stream:
     """One stream's audio: ``audio`` holds samples ``base`` .. ``total`` of the clip."""
 
-    def __init__(self, avatar: str, synctalk2d: bool, now: float):
-        self.avatar, self.synctalk2d, self.last_seen = avatar, synctalk2d, now
+    def __init__(self, avatar: str, synctalk2d: bool, silent_frames: bool, now: float):
+        self.avatar, self.synctalk2d, self.silent_frames, self.last_seen = avatar, synctalk2d, silent_frames, now
         self.audio = np.zeros(0, np.float32)
         self.base = self.total = self.next_frame = 0
         # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
@@ -90,6 +90,29 @@ class Stream:
         self.next_frame = frames.stop
         return frames
 
+    def silent(self, frame: int, threshold: float) -> bool:
+        """Whether every sample a frame's audio windows can see (its 40 ms and the context on each
+        side) is below ``threshold``: silence, whatever the front end."""
+        context = contract.AUDIO_CONTEXT_SAMPLES
+        around = self.samples(frame * SPF - context, (frame + 1) * SPF + context)
+        return not len(around) or float(np.abs(around).max()) < threshold
+
+    def runs(self, frames: range, threshold: float):
+        """``frames`` cut into batches of at most MAX_BATCH_SIZE, each entirely silent or not
+        (with the avatar's silent_frames; else every batch renders with the generator)."""
+        first = frames.start
+        while first < frames.stop:
+            quiet = self.silent_frames and self.silent(first, threshold)
+            last = first + 1
+            while (
+                last < frames.stop
+                and last - first < contract.MAX_BATCH_SIZE
+                and (not self.silent_frames or self.silent(last, threshold) == quiet)
+            ):
+                last += 1
+            yield first, last, quiet
+            first = last
+
     def batch_request(self, first: int, last: int) -> CompositeBatchRequest:
         """Frames first .. last - 1 as render sends them: their audio and the audio around it."""
         start, stop = first * SPF, last * SPF
@@ -111,6 +134,7 @@ class TritonPythonModel:
         params = model_config.string_parameters(config)
         self.max_streams = int(params.get("max_streams", "8"))
         self.busy_wait_s = float(params.get("busy_wait_s", "5"))
+        self.silence_threshold = float(params.get("silence_threshold", "0.001"))
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
         self.repository = Path(args["model_repository"]).parent
         self.streams: dict[int, Stream] = {}
@@ -156,9 +180,11 @@ class TritonPythonModel:
                 self._close(stream_id, "ended")
             jpegs = []
             try:
-                for first in range(frames.start, frames.stop, contract.MAX_BATCH_SIZE):
-                    last = min(first + contract.MAX_BATCH_SIZE, frames.stop)
-                    jpegs += await self._render(stream.batch_request(first, last))
+                for first, last, quiet in stream.runs(frames, self.silence_threshold):
+                    if quiet:
+                        jpegs += await self._avatar_frames(stream.avatar, first, last)
+                    else:
+                        jpegs += await self._render(stream.batch_request(first, last))
             except StreamError:
                 if not flags & END:  # the stream lives on: its next request renders these frames again
                     stream.next_frame = frames.start
@@ -193,8 +219,8 @@ class TritonPythonModel:
         return samples.astype(np.float32, copy=False)
 
     def _open(self, stream_id: int, request, now: float) -> Stream:
-        if stream_id in self.streams:
-            raise StreamError(f"stream {stream_id} is already open: end it before starting it again")
+        # a start for an open id starts a new stream, as Triton's sequence batcher takes it
+        self.streams.pop(stream_id, None)
         avatar = pb_utils.get_input_tensor_by_name(request, contract.STREAM_AVATAR.name)
         if avatar is None:
             raise StreamError(f"{contract.STREAM_AVATAR.name}: the start request of a stream names its avatar")
@@ -203,7 +229,8 @@ class TritonPythonModel:
         steps = self._steps(name)
         if len(self.streams) >= self.max_streams:
             raise StreamError(contract.MSG_STREAM_LIMIT.format(limit=self.max_streams), UNAVAILABLE)
-        stream = Stream(name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, now)
+        silent_frames = self._parameter(contract.avatar_models(name)["background"], contract.AVATAR_SILENCE_PARAMETER)
+        stream = Stream(name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, silent_frames == "avatar_frames", now)
         self.streams[stream_id] = stream
         self.ended.pop(stream_id, None)
         return stream
@@ -217,6 +244,33 @@ class TritonPythonModel:
         if not steps or not pb_utils.is_model_ready(avatar):
             raise StreamError(contract.MSG_MODEL_NOT_FOUND.format(model_id=avatar) + " (no loaded avatar)", NOT_FOUND)
         return steps
+
+    def _parameter(self, model: str, key: str) -> str | None:
+        """A string parameter of a model's config in this repository (as tools.render_model writes it)."""
+        config = self.repository / model / "config.pbtxt"
+        text = config.read_text() if config.is_file() else ""
+        found = re.search(r'key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*"([^"]*)"', text)
+        return found[1] if found else None
+
+    async def _avatar_frames(self, avatar: str, first: int, last: int) -> list[bytes]:
+        """Silent frames as the avatar's own images (ping-ponged as FRAME_INDEX picks them), JPEG
+        encoded by the avatar's encoder: its background step and encoder, no generator run."""
+        models = contract.avatar_models(avatar)
+        index = np.arange(first, last, dtype=np.int64)[:, None]
+        background = await self._call(
+            models["background"], [pb_utils.Tensor(contract.FRAME_INDEX.name, index)], contract.BACKGROUND.name
+        )
+        frames = pb_utils.Tensor.from_dlpack(contract.PASTED_FRAMES.name, background.to_dlpack())
+        jpegs = await self._call(models["jpeg_encoder"], [frames], contract.JPEG.name)
+        return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
+
+    async def _call(self, model: str, inputs: list, output: str):
+        response = await pb_utils.InferenceRequest(
+            model_name=model, inputs=inputs, requested_output_names=[output]
+        ).async_exec()
+        if response.has_error():
+            raise StreamError(response.error().message(), INTERNAL)
+        return pb_utils.get_output_tensor_by_name(response, output)
 
     async def _render(self, batch: CompositeBatchRequest) -> list[bytes]:
         """The batch's frames from the avatar's ensemble. A refusal for load (the door's, or a full
