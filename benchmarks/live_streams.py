@@ -1,5 +1,5 @@
 """Live streams load-tested with perf_analyzer's sequence mode: N concurrent streams, each sending
-40 ms of real speech 25 times a second to the ``stream`` model (decoupled: ``--streaming``).
+40 ms of real speech 25 times a second (or 160 ms 6.25 times) to the ``stream`` model (decoupled: ``--streaming``).
 
 Each stream is a sequence of its own (``--num-of-sequences N``, ``--serial-sequences``: one
 request of a stream in flight at a time, as a live client), replaying its own audio
@@ -9,7 +9,12 @@ completed (what the viewer sees is that plus the lookahead: ``FLOOR_MS``). With 
 stream whose answers come later than its chunks falls behind, so a level is kept in real time
 when perf_analyzer achieves the offered rate (within 5 %).
 
-    python -m benchmarks.live_streams --url 127.0.0.1:8001 --avatar anna --streams 1 2 4
+    python -m benchmarks.live_streams --variant tiny                       # a fresh CPU-profile server
+    python -m benchmarks.live_streams --url gpu-host:8001 --avatar anna    # any running server
+
+The largest N kept in real time is found by doubling N, then bisecting, at 40 ms and 160 ms
+chunks; the first frame's latency (from a stream's first chunk, played at real time) is measured
+with the SDK, as perf_analyzer's per-request latency cannot see it.
 """
 
 from __future__ import annotations
@@ -19,32 +24,69 @@ import csv
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.perf_analyzer import PERF_DIR, library_dir, perf_analyzer_binary
-from synctalk_client import contract, synthetic
+from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from tools import avatar_store, paths
+from tools.render_repository import render
+from tools.serve import TritonServer
 
-CHUNK = contract.SAMPLES_PER_FRAME  # 40 ms: one frame's audio a request
-RATE = contract.SAMPLE_RATE / CHUNK  # requests a second per stream (25)
-FLOOR_MS = (contract.STREAM_LOOKAHEAD + CHUNK) * 1000 / contract.SAMPLE_RATE  # lookahead + chunk
+AVATAR = "live"
+
+CHUNK_FRAMES = 1  # 40 ms of audio a request by default: a frame's
 
 
-def write_stream_data(path: Path, avatar: str, n_streams: int, steps: int) -> Path:
+def floor_ms(chunk_frames: int = CHUNK_FRAMES) -> float:
+    """The least delay a viewer can see: the lookahead plus a chunk."""
+    return (contract.STREAM_LOOKAHEAD + chunk_frames * contract.SAMPLES_PER_FRAME) * 1000 / contract.SAMPLE_RATE
+
+
+def request_bytes_per_frame(batch: int = 8) -> dict[str, float]:
+    """Bytes a request carries per frame (tensor payloads; the gRPC framing adds < 1 KB a request)."""
+    crops = synthetic.face_crops(batch)
+    audio = synthetic.speech_like_audio(batch + 40)
+    context = {
+        "audio_context_before": audio[: 20 * contract.SAMPLES_PER_FRAME],
+        "audio_context_after": audio[-20 * contract.SAMPLES_PER_FRAME :],
+    }
+    middle = audio[20 * contract.SAMPLES_PER_FRAME : (20 + batch) * contract.SAMPLES_PER_FRAME]
+    everything = set(t.name for t in contract.AVATAR_ENSEMBLE_INPUTS)
+    optional = set(t.name for t in contract.AVATAR_OPTIONAL_INPUTS)
+
+    def size(request):
+        return sum(a.nbytes for a in request.tensors(everything, optional=optional).values()) / batch
+
+    return {
+        "crop_upload": size(CompositeBatchRequest.from_arrays(AVATAR, crops, synthetic.masked(crops), middle)),
+        "crop_upload_with_context": size(
+            CompositeBatchRequest.from_arrays(AVATAR, crops, synthetic.masked(crops), middle, **context)
+        ),
+        "audio_only": size(CompositeBatchRequest.audio_only(AVATAR, middle)),
+        "audio_only_with_context": size(CompositeBatchRequest.audio_only(AVATAR, middle, **context)),
+        # a live stream's request: the new audio as int16 (the avatar's name only on the first)
+        "live_stream": float(np.dtype(np.int16).itemsize * contract.SAMPLES_PER_FRAME),
+    }
+
+
+def write_stream_data(path: Path, avatar: str, n_streams: int, steps: int, chunk_frames: int = CHUNK_FRAMES) -> Path:
     """perf_analyzer --input-data: one data stream per sequence, ``steps`` chunks of int16 speech,
     each step naming the avatar (the model reads it on the start request only)."""
+    chunk = chunk_frames * contract.SAMPLES_PER_FRAME
     streams = []
     for s in range(n_streams):
-        audio = synthetic.speech_like_audio(steps, seed=100 + s)
-        pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16).reshape(steps, CHUNK)
+        audio = synthetic.speech_like_audio(steps * chunk_frames, seed=100 + s)
+        pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16).reshape(steps, chunk)
         streams.append(
             [
                 {
                     contract.STREAM_AVATAR.name: [avatar],
-                    contract.STREAM_AUDIO_INT16.name: {"content": chunk.tolist(), "shape": [CHUNK]},
+                    contract.STREAM_AUDIO_INT16.name: {"content": row.tolist(), "shape": [chunk]},
                 }
-                for chunk in pcm
+                for row in pcm
             ]
         )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,10 +94,19 @@ def write_stream_data(path: Path, avatar: str, n_streams: int, steps: int) -> Pa
     return path
 
 
-def measure(url: str, avatar: str, n_streams: int, seconds: float = 8.0, out: Path = PERF_DIR / "live") -> dict:
-    """One level: ``n_streams`` streams at 25 requests/s each for about ``seconds``."""
-    steps = max(2, int(seconds * RATE))
-    data = write_stream_data(out / f"streams-{n_streams}.json", avatar, n_streams, steps)
+def measure(
+    url: str,
+    avatar: str,
+    n_streams: int,
+    seconds: float = 8.0,
+    out: Path = PERF_DIR / "live",
+    chunk_frames: int = CHUNK_FRAMES,
+) -> dict:
+    """One level: ``n_streams`` streams, each sending ``chunk_frames`` frames of audio a request
+    at real time (25 / chunk_frames requests a second), for about ``seconds``."""
+    rate = contract.FPS / chunk_frames
+    steps = max(2, int(seconds * rate))
+    data = write_stream_data(out / f"streams-{n_streams}.json", avatar, n_streams, steps, chunk_frames)
     csv_path = out / f"streams-{n_streams}.csv"
     command = [
         str(perf_analyzer_binary()),
@@ -69,7 +120,7 @@ def measure(url: str, avatar: str, n_streams: int, seconds: float = 8.0, out: Pa
         "--input-data",
         str(data),
         "--request-rate-range",
-        str(RATE * n_streams),
+        str(rate * n_streams),
         "--num-of-sequences",
         str(n_streams),
         "--serial-sequences",
@@ -98,11 +149,12 @@ def measure(url: str, avatar: str, n_streams: int, seconds: float = 8.0, out: Pa
         raise RuntimeError(f"perf_analyzer failed ({result.returncode}): {(result.stdout + result.stderr)[-2000:]}")
     with csv_path.open() as f:
         (row,) = list(csv.DictReader(f))[:1]
-    offered = RATE * n_streams
+    offered = rate * n_streams
     achieved = float(row["Inferences/Second"])
     p50, p99 = float(row["p50 latency"]) / 1000, float(row["p99 latency"]) / 1000
     return {
         "streams": n_streams,
+        "chunk_ms": chunk_frames * 1000 // contract.FPS,
         "offered_per_s": offered,
         "achieved_per_s": round(achieved, 2),
         "p50_ms": round(p50, 1),
@@ -111,15 +163,102 @@ def measure(url: str, avatar: str, n_streams: int, seconds: float = 8.0, out: Pa
     }
 
 
+def capacity(url: str, avatar: str, seconds: float, chunk_frames: int = CHUNK_FRAMES, max_streams: int = 8) -> dict:
+    """The largest N kept in real time (0: not even one stream), doubling then bisecting."""
+    trials: dict[int, dict] = {}
+
+    def trial(n: int) -> bool:
+        if n not in trials:
+            trials[n] = measure(url, avatar, n, seconds, chunk_frames=chunk_frames)
+            print(f"  {n} streams: {trials[n]}", flush=True)
+        return bool(trials[n]["real_time"])
+
+    good, n = 0, 1
+    while n <= max_streams and trial(n):
+        good, n = n, n * 2
+    bad = n if n <= max_streams else None
+    while bad is not None and bad - good > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if trial(middle) else (good, middle)
+    return {"max_real_time_streams": good, "trials": [trials[k] for k in sorted(trials)]}
+
+
+def first_frame_ms(url: str, avatar: str, chunk_frames: int = CHUNK_FRAMES, seconds: float = 2.0) -> float:
+    """A stream played at real time: from its first chunk to its first frame (perf_analyzer's
+    latency is per request; the first frame comes only once its lookahead has been spoken)."""
+    from synctalk_client.stream import LiveStream
+
+    chunk = chunk_frames * contract.SAMPLES_PER_FRAME
+    audio = synthetic.speech_like_audio(int(seconds * contract.FPS), seed=9)
+    with LiveStream(url, avatar) as live:
+        started = time.perf_counter()
+        for k, first in enumerate(range(0, len(audio), chunk)):
+            time.sleep(max(0.0, started + (k + 1) * chunk / contract.SAMPLE_RATE - time.perf_counter()))
+            if live.send(audio[first : first + chunk]):
+                return (time.perf_counter() - started) * 1000.0
+    raise RuntimeError(f"no frame within {seconds:g} s of audio")
+
+
+def measure_variant(variant: str, seconds: float, port_base: int = 18300) -> dict:
+    """A fresh CPU-profile server on the ``variant`` models with one avatar (SyncTalk_2D's front
+    end, 25 frames of 640x360): real-time capacity at 40 ms and 160 ms chunks, first frame."""
+    import cv2
+
+    models_dir = paths.MODELS / variant
+    repository = render("cpu", paths.BUILD / "repository" / f"live-{variant}", models_dir)
+    frames, boxes = synthetic.avatar_background(25, 640, 360, face=160, seed=5)
+    source = paths.BUILD / "live-avatar"
+    source.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(source / f"{i}.png"), frame[..., ::-1])
+    (source.parent / "live-avatar-boxes.json").write_text(json.dumps(boxes.tolist()))
+    avatar_store.add(
+        repository,
+        AVATAR,
+        source,
+        source.parent / "live-avatar-boxes.json",
+        generator=models_dir / "synctalk.onnx",
+        audio_preset="synctalk2d",
+        replace=True,
+    )
+    log = paths.BUILD / "logs" / f"live-{variant}-tritonserver.log"
+    with TritonServer(
+        repository, port_base, port_base + 1, port_base + 2, log_path=log, model_control_mode="explicit"
+    ) as server:
+        with CompositeClient(server.grpc_url) as client:
+            client.load_model(AVATAR)
+        print(f"live streams, {variant} model:", flush=True)
+        result = {
+            "variant": variant,
+            "seconds": seconds,
+            "first_frame_ms": round(first_frame_ms(server.grpc_url, AVATAR)),
+        }
+        for chunk_frames in (1, 4):
+            result[f"chunk_{chunk_frames * 40}ms"] = {
+                "floor_ms": floor_ms(chunk_frames),
+                **capacity(server.grpc_url, AVATAR, seconds, chunk_frames),
+            }
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="127.0.0.1:8001")
-    parser.add_argument("--avatar", required=True)
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--url", help="a running server (a GPU host); default: a fresh CPU-profile one")
+    parser.add_argument("--avatar", default=AVATAR, help="with --url: the (loaded) avatar to stream to")
+    parser.add_argument("--variant", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--chunk-frames", type=int, default=CHUNK_FRAMES, help="frames of audio a request")
+    parser.add_argument("--seconds", type=float, default=8.0, help="how long each level streams")
+    parser.add_argument("--max-streams", type=int, default=8)
     args = parser.parse_args(argv)
-    rows = [measure(args.url, args.avatar, n, args.seconds) for n in args.streams]
-    print(json.dumps({"floor_ms": FLOOR_MS, "levels": rows}, indent=2))
+    if args.url:
+        result = {
+            "first_frame_ms": round(first_frame_ms(args.url, args.avatar, args.chunk_frames)),
+            "floor_ms": floor_ms(args.chunk_frames),
+            **capacity(args.url, args.avatar, args.seconds, args.chunk_frames, args.max_streams),
+        }
+    else:
+        result = measure_variant(args.variant, args.seconds)
+    print(json.dumps(result, indent=2))
     return 0
 
 
