@@ -143,3 +143,25 @@ def test_the_launcher_removes_regions_no_process_maps(tmp_path):
     finally:
         for region in (live, young):
             region.unlink(missing_ok=True)
+
+
+def test_a_server_that_goes_away_ends_its_live_streams_with_a_clear_error(tmp_path, models_dir):
+    import cv2
+    import numpy as np
+
+    from synctalk_client.stream import LiveStream, StreamClosedError
+    from tools import avatar_store
+
+    repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
+    cv2.imwrite(str(tmp_path / "0.png"), np.full((64, 96, 3), 90, np.uint8))
+    avatar_store.add(repository, "gone", tmp_path, [16, 0, 80, 64])
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=tmp_path / "server.log")
+    with server:
+        live = LiveStream(server.grpc_url, "gone", timeout_s=20)
+        assert live.send(np.zeros(contract.SAMPLES_PER_FRAME, np.int16)) == []
+        server.stop()
+    started = time.perf_counter()
+    with pytest.raises(StreamClosedError, match="the server went away|is not open"):
+        live.send(np.zeros(contract.SAMPLES_PER_FRAME, np.int16))
+    assert time.perf_counter() - started < 10, "a clear error, not a hang"
+    live.close()
