@@ -1,5 +1,5 @@
-"""A one-frame avatar (a flat 96x64 frame, face box 64x64) added to a live test server, loaded
-for a module's tests, then unloaded and removed."""
+"""Avatars added to a live test server for a module's tests, loaded, then unloaded and removed: a
+one-frame avatar (a flat 96x64 frame, face box 64x64), or any folder of images."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ def one_frame_avatar(server, tmp_path_factory, avatar_id: str):
 
     folder = tmp_path_factory.mktemp(avatar_id)
     cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
-    avatar_store.add(server.repository, avatar_id, folder, [16, 0, 80, 64])
+    with loaded_avatar(server, avatar_id, folder, [16, 0, 80, 64]):
+        yield avatar_id
+
+
+@contextlib.contextmanager
+def loaded_avatar(server, avatar_id: str, folder, box, **add_options):
+    """The avatar of ``folder``'s images (one ``box`` for all) added and loaded, then unloaded and removed."""
+    avatar_store.add(server.repository, avatar_id, folder, box, **add_options)
     try:
         with CompositeClient(server.grpc_url) as client:
             client.load_model(avatar_id)

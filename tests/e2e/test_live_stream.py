@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_client import contract, synthetic
 from synctalk_client.render import render_video
 from synctalk_client.stream import LiveStream, StreamClosedError, StreamLimitError
-from tools import avatar_store, paths
+from tests.e2e.one_frame_avatar import loaded_avatar
+from tools import paths
 from tools.serve import server_processes
 
 pytestmark = pytest.mark.e2e
@@ -36,16 +37,10 @@ def avatar_with_images(server, tmp_path_factory, avatar_id: str, audio_preset: s
     folder = tmp_path_factory.mktemp(avatar_id)
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((72, 96, 3), colour[::-1], np.uint8))
-    avatar_store.add(
-        server.repository, avatar_id, folder, [16, 4, 80, 68], audio_preset=audio_preset, silent_frames=silent_frames
-    )
-    try:
-        with CompositeClient(server.grpc_url) as client:
-            client.load_model(avatar_id)
-            yield avatar_id
-            client.unload_model(avatar_id)
-    finally:
-        avatar_store.remove(server.repository, avatar_id)
+    with loaded_avatar(
+        server, avatar_id, folder, [16, 4, 80, 68], audio_preset=audio_preset, silent_frames=silent_frames
+    ):
+        yield avatar_id
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +126,15 @@ def test_a_frame_comes_once_its_lookahead_has_arrived(server, avatar, clip):
         ] == [1, 2, 3]
 
 
-def test_request_bytes_per_frame_are_the_audio_itself(clip):
-    # what a live client sends per frame: 640 int16 samples (the AVATAR name only at the start)
-    assert clip[:SPF].nbytes == 1280
+def test_request_bytes_per_frame_are_the_audio_itself(server, avatar, clip):
+    """What a live client's requests carry: the new audio (640 int16 samples a frame) and, on the
+    first request only, the avatar's name; measured on the tensors LiveStream sends."""
+    with LiveStream(server.grpc_url, avatar) as live:
+        first = live._inputs(clip[: 10 * SPF])
+        live.send(clip[: 10 * SPF])
+        later = live._inputs(clip[10 * SPF : 20 * SPF])
+    assert sum(len(i._raw_content) for i in later) / 10 == 1280, "1,280 bytes a frame: the int16 audio itself"
+    assert sum(len(i._raw_content) for i in first) - 10 * 1280 < 64, "the start adds the avatar's name"
 
 
 def test_limits_and_errors_have_clear_answers(server, avatar, clip):

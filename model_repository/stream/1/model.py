@@ -71,7 +71,7 @@ class Stream:
 
     def append(self, chunk: np.ndarray) -> None:
         # keep only what frames from next_frame on need: the context before them
-        keep_from = max(0, self.next_frame * SPF - contract.AUDIO_CONTEXT_SAMPLES)
+        keep_from = max(self.base, self.next_frame * SPF - contract.AUDIO_CONTEXT_SAMPLES)
         self.audio = np.concatenate([self.audio[keep_from - self.base :], chunk])
         self.base = keep_from
         self.total += len(chunk)
