@@ -56,7 +56,9 @@ def stream_error(exc: InferenceServerException, avatar: str) -> CompositeError:
     status = str(exc.status() or "")
     if "stream limit" in message:
         return StreamLimitError(message)
-    if "is not open" in message or "expired after" in message or "has ended" in message or "START flag" in message:
+    if "START flag" in message:  # Triton's sequence batcher: the sequence's slot was freed (idle timeout)
+        return StreamClosedError(f"the stream is not open on the server: it expired after its idle timeout ({message})")
+    if "is not open" in message or "expired after" in message or "has ended" in message:
         return StreamClosedError(message)
     if "Socket closed" in message or "failed to connect" in message.lower() or "CANCELLED" in status:
         return StreamClosedError(f"the stream ended: the server went away ({message})")

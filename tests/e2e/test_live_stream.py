@@ -298,3 +298,14 @@ def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, 
             costs[name] = server_cpu_seconds(server) - before
         print(f"server CPU for 3 s of an idle stream: {costs}")
         assert costs["silent_frames"] < costs["generator"]
+
+
+def test_a_stream_idle_past_the_timeout_expires_and_says_so(server, avatar, clip):
+    idle_s = 10  # model_repository/stream: max_sequence_idle_microseconds
+    with LiveStream(server.grpc_url, avatar) as live:
+        assert live.send(clip[:SPF]) == []
+        time.sleep(idle_s + 1.5)
+        with pytest.raises(StreamClosedError) as refused:
+            live.send(clip[SPF : 2 * SPF])
+    print(f"after {idle_s + 1.5:g} s idle: {refused.value}")
+    assert "expired" in str(refused.value) and str(live.stream_id) in str(refused.value)
