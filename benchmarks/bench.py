@@ -498,6 +498,22 @@ def markdown_table(report: dict) -> str:
                 )
         lines += [
             "",
+            "A stream (160 ms chunks, played at real time through the SDK) alone and while renders of the same "
+            'avatar run back to back beside it (no priority for live frames: docs/operations.md, "Live streams"):',
+            "",
+            "| model | chunk-to-frame p50 / p99 alone | beside a render | renders done meanwhile |",
+            "|---|---|---|---|",
+        ]
+        for variant in ("tiny", "full"):
+            row = live[variant].get("beside_render")
+            if row:
+                lines.append(
+                    f"| {variant} | {row['alone']['p50_ms']:.0f} / {row['alone']['p99_ms']:.0f} ms | "
+                    f"{row['beside_render']['p50_ms']:.0f} / {row['beside_render']['p99_ms']:.0f} ms | "
+                    f"{row['renders']} |"
+                )
+        lines += [
+            "",
             "| request bytes per frame | crops + audio (reference contract) | audio only (avatars) | live stream |",
             "|---|---|---|---|",
             f"| without audio context | {b['crop_upload']:,.0f} | {b['audio_only']:,.0f} | {b['live_stream']:,.0f} |",

@@ -199,6 +199,60 @@ def first_frame_ms(url: str, avatar: str, chunk_frames: int = CHUNK_FRAMES, seco
     raise RuntimeError(f"no frame within {seconds:g} s of audio")
 
 
+def stream_beside_render(url: str, avatar: str, seconds: float = 6.0, chunk_frames: int = 4) -> dict:
+    """A stream's chunk-to-frame delay (p50/p99, the SDK played at real time) alone, then while
+    renders of the same avatar run back to back: what a live stream pays for offline work beside
+    it (its frames share the door and the queues with the render's: no priority, see
+    docs/operations.md, "Live streams")."""
+    import threading
+
+    from synctalk_client.render import render_video
+    from synctalk_client.stream import LiveStream
+
+    chunk = chunk_frames * contract.SAMPLES_PER_FRAME
+    audio = synthetic.speech_like_audio(int(seconds * contract.FPS), seed=13)
+
+    def one_stream() -> list[float]:
+        delays = []
+        with LiveStream(url, avatar) as live:
+            started = time.perf_counter()
+            for k, first in enumerate(range(0, len(audio), chunk)):
+                time.sleep(max(0.0, started + (k + 1) * chunk / contract.SAMPLE_RATE - time.perf_counter()))
+                sent = time.perf_counter()
+                if live.send(audio[first : first + chunk]):
+                    delays.append((time.perf_counter() - sent) * 1000.0)
+            live.end()
+        return delays
+
+    def percentiles(delays: list[float]) -> dict:
+        return {
+            "p50_ms": round(float(np.percentile(delays, 50)), 1),
+            "p99_ms": round(float(np.percentile(delays, 99)), 1),
+        }
+
+    alone = one_stream()
+    stop = threading.Event()
+    renders = [0]
+
+    def render_loop() -> None:
+        clip = synthetic.speech_like_audio(50, seed=14)
+        while not stop.is_set():
+            render_video(url, avatar, clip, PERF_DIR / "live" / "render.mp4", progress=False)
+            renders[0] += 1
+
+    thread = threading.Thread(target=render_loop, daemon=True)
+    thread.start()
+    beside = one_stream()
+    stop.set()
+    thread.join()
+    return {
+        "chunk_ms": chunk_frames * 40,
+        "alone": percentiles(alone),
+        "beside_render": percentiles(beside),
+        "renders": renders[0],
+    }
+
+
 def measure_variant(variant: str, seconds: float, port_base: int = 18300) -> dict:
     """A fresh CPU-profile server on the ``variant`` models with one avatar (SyncTalk_2D's front
     end, 25 frames of 640x360): real-time capacity at 40 ms and 160 ms chunks, first frame."""
@@ -238,6 +292,7 @@ def measure_variant(variant: str, seconds: float, port_base: int = 18300) -> dic
                 "floor_ms": floor_ms(chunk_frames),
                 **capacity(server.grpc_url, AVATAR, seconds, chunk_frames),
             }
+        result["beside_render"] = stream_beside_render(server.grpc_url, AVATAR)
     return result
 
 
