@@ -499,17 +499,22 @@ def markdown_table(report: dict) -> str:
         lines += [
             "",
             "A stream (160 ms chunks, played at real time through the SDK) alone and while renders of the same "
-            'avatar run back to back beside it (no priority for live frames: docs/operations.md, "Live streams"):',
+            "avatar run back to back beside it: live before offline (render's batches at Triton's priority level 2, "
+            "the stream's frames at level 1, on the door's and the generators' queues); before: the same measured "
+            "without priority levels:",
             "",
-            "| model | chunk-to-frame p50 / p99 alone | beside a render | renders done meanwhile |",
-            "|---|---|---|---|",
+            "| model | chunk-to-frame p50 / p99 alone | beside a render | before (no priority levels) | "
+            "renders done meanwhile |",
+            "|---|---|---|---|---|",
         ]
         for variant in ("tiny", "full"):
             row = live[variant].get("beside_render")
             if row:
+                before = row.get("before_priority_levels")
+                was = f"{before['p50_ms']:.0f} / {before['p99_ms']:.0f} ms" if before else "-"
                 lines.append(
                     f"| {variant} | {row['alone']['p50_ms']:.0f} / {row['alone']['p99_ms']:.0f} ms | "
-                    f"{row['beside_render']['p50_ms']:.0f} / {row['beside_render']['p99_ms']:.0f} ms | "
+                    f"{row['beside_render']['p50_ms']:.0f} / {row['beside_render']['p99_ms']:.0f} ms | {was} | "
                     f"{row['renders']} |"
                 )
         lines += [

@@ -117,6 +117,9 @@ def set_queue_policy(config: mc.ModelConfig, profile: str, role: str) -> None:
         if not config.HasField("dynamic_batching"):  # the door: batching only to get a queue
             config.dynamic_batching.max_queue_delay_microseconds = 0
         config.dynamic_batching.default_queue_policy.CopyFrom(queue_policy(profile))
+        # live before offline: level 1 (the default: live streams' frames) before level 2 (render)
+        config.dynamic_batching.priority_levels = contract.PRIORITY_LEVELS
+        config.dynamic_batching.default_priority_level = contract.PRIORITY_LIVE
 
 
 def set_admission(config: mc.ModelConfig, profile: str, role: str) -> None:

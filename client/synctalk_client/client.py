@@ -240,16 +240,17 @@ class CompositeClient:
 
     # -- inference ----------------------------------------------------------------------------
     def infer_batch_composite(
-        self, request: CompositeBatchRequest, timeout_s: float | None = None
+        self, request: CompositeBatchRequest, timeout_s: float | None = None, priority: int = 0
     ) -> CompositeBatchResponse:
         """Validate, send one batch, return one JPEG per frame (or success=False and the error).
         ``timeout_s``: this call's deadline (default: the client's ``timeout_s``), busy retries
-        included."""
+        included. ``priority``: Triton's priority level (0: the default, level 1, live;
+        ``contract.PRIORITY_OFFLINE``: served after every live request waiting, as render sends)."""
         started = time.perf_counter()
         try:
             request.validate_header()  # the reference's order: model id, model exists, sizes
             self._check_model(request.model_id)
-            return self._infer(request, started, self.timeout_s if timeout_s is None else timeout_s)
+            return self._infer(request, started, self.timeout_s if timeout_s is None else timeout_s, priority)
         except CompositeError as error:
             return CompositeBatchResponse.failure(error, _ms_since(started), request.start_frame_idx)
         except InferenceServerException as exc:
@@ -295,7 +296,9 @@ class CompositeClient:
         self._check_model(model_id)
         return contract.VISUAL.name in self._optional_of(model_id)
 
-    def _infer(self, request: CompositeBatchRequest, started: float, timeout_s: float) -> CompositeBatchResponse:
+    def _infer(
+        self, request: CompositeBatchRequest, started: float, timeout_s: float, priority: int = 0
+    ) -> CompositeBatchResponse:
         outputs = [grpcclient.InferRequestedOutput(contract.JPEG.name)]
         takes, optional = self._inputs_of(request.model_id), self._optional_of(request.model_id)
         before = self._statistics() if self.stage_timings else None
@@ -304,7 +307,7 @@ class CompositeClient:
                 inputs = self._shm.inputs(request, takes, optional)
             else:
                 inputs = _grpc_inputs(request.tensors(takes, optional=optional))
-            result = self._call_while_busy(request.model_id, inputs, outputs, started, timeout_s)
+            result = self._call_while_busy(request.model_id, inputs, outputs, started, timeout_s, priority)
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
         frames = [bytes(x) for x in jpegs.reshape(-1)]
@@ -317,7 +320,7 @@ class CompositeClient:
             self._attribute_stages(response, request.model_id, before, self._ensemble_info[request.model_id]["steps"])
         return response
 
-    def _call_with_retries(self, model_id: str, inputs, outputs, timeout_s: float | None = None):
+    def _call_with_retries(self, model_id: str, inputs, outputs, timeout_s: float | None = None, priority: int = 0):
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         return self._rpc(
             self._triton.infer,
@@ -326,16 +329,17 @@ class CompositeClient:
             outputs=outputs,
             client_timeout=timeout_s,
             timeout=max(1, int(timeout_s * 1e6)),  # the queue timeout (allow_timeout_override)
+            priority=priority,
         )
 
-    def _call_while_busy(self, model_id: str, inputs, outputs, started: float, timeout_s: float):
+    def _call_while_busy(self, model_id: str, inputs, outputs, started: float, timeout_s: float, priority: int = 0):
         """``_call_with_retries``, sent again while the server answers "busy" (up to
         ``busy_retries`` times, exponential backoff with full jitter, never past the deadline);
         the last refusal is a ServerBusyError saying how often and for how long it tried."""
         for attempt in range(self.busy_retries + 1):
             left = timeout_s - (time.perf_counter() - started)
             try:
-                return self._call_with_retries(model_id, inputs, outputs, max(left, 0.001))
+                return self._call_with_retries(model_id, inputs, outputs, max(left, 0.001), priority)
             except InferenceServerException as exc:
                 reason = busy_reason(exc)
                 if reason is None:

@@ -364,6 +364,16 @@ MSG_STREAM_NOT_OPEN = (
 )
 
 
+# Live before offline: Triton's priority levels on the queues where requests wait (the door and
+# the generators). A request without a priority (a live stream's frames: the Python backend's BLS
+# requests cannot carry one; any other caller's) is at level 1; render marks its batches offline,
+# level 2, which the queues serve only when no level-1 request waits. The ensemble copies a
+# request's priority to every step.
+PRIORITY_LEVELS = 2
+PRIORITY_LIVE = 1  # the default level
+PRIORITY_OFFLINE = 2
+
+
 def stream_frames_ready(samples: int) -> int:
     """How many of a stream's frames can be rendered once ``samples`` samples have arrived."""
     return max(0, (int(samples) - STREAM_LOOKAHEAD) // SAMPLES_PER_FRAME)

@@ -131,7 +131,8 @@ def render_video(
             request = CompositeBatchRequest.from_arrays(
                 model_id, batch_crops, synthetic.masked(batch_crops), audio[first:last], start_frame_idx=start, **around
             )
-        response = local.client.infer_batch_composite(request)
+        # offline: a live stream's frames waiting in the same queues go first
+        response = local.client.infer_batch_composite(request, priority=contract.PRIORITY_OFFLINE)
         if not response.success:  # "server busy" after the client's retries stays ServerBusyError
             raise BY_CATEGORY.get(response.error_category, ProcessingError)(
                 f"frames {start}-{end - 1}: {response.error}"

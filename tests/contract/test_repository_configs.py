@@ -420,6 +420,13 @@ def test_the_generators_and_the_door_have_bounded_queues(profile, request):
         policy = configs[model].dynamic_batching.default_queue_policy
         assert policy == expected, model
         assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and policy.allow_timeout_override
+        # live before offline: requests without a priority (live streams' frames) at level 1, render's at 2
+        batching = configs[model].dynamic_batching
+        assert (batching.priority_levels, batching.default_priority_level) == (
+            contract.PRIORITY_LEVELS,
+            contract.PRIORITY_LIVE,
+        ), model
+        assert contract.PRIORITY_LIVE < contract.PRIORITY_OFFLINE <= contract.PRIORITY_LEVELS
 
 
 def test_the_cpu_profiles_generators_take_turns(cpu_profile):
