@@ -265,27 +265,16 @@ class TritonPythonModel:
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
 
     async def _call(self, model: str, inputs: list, output: str):
-        response = await pb_utils.InferenceRequest(
-            model_name=model, inputs=inputs, requested_output_names=[output]
-        ).async_exec()
-        if response.has_error():
-            raise StreamError(response.error().message(), INTERNAL)
-        return pb_utils.get_output_tensor_by_name(response, output)
-
-    async def _render(self, batch: CompositeBatchRequest) -> list[bytes]:
-        """The batch's frames from the avatar's ensemble. A refusal for load (the door's, or a full
-        queue) is asked again after a pause, up to ``busy_wait_s``: a live frame waits its turn
-        rather than being lost; past that the request fails as busy (UNAVAILABLE)."""
-        tensors = batch.tensors(AVATAR_INPUTS, optional=AVATAR_OPTIONAL)
+        """One BLS request, its ``output`` tensor. A refusal for load (the door's, or a full queue)
+        is asked again after a pause, up to ``busy_wait_s``: a live frame waits its turn rather
+        than being lost; past that the request fails as busy (UNAVAILABLE)."""
         deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
         while True:
             response = await pb_utils.InferenceRequest(
-                model_name=batch.model_id,
-                inputs=[pb_utils.Tensor(name, array) for name, array in tensors.items()],
-                requested_output_names=[contract.JPEG.name],
+                model_name=model, inputs=inputs, requested_output_names=[output]
             ).async_exec()
             if not response.has_error():
-                break
+                return pb_utils.get_output_tensor_by_name(response, output)
             message = response.error().message()
             busy = contract.QUEUE_FULL_MESSAGE in message or contract.QUEUE_TIMEOUT_MESSAGE in message
             if not busy:
@@ -294,8 +283,13 @@ class TritonPythonModel:
                 raise StreamError(message, UNAVAILABLE)
             await asyncio.sleep(pause)
             pause = min(2 * pause, 0.2)
-        jpegs = pb_utils.get_output_tensor_by_name(response, contract.JPEG.name).as_numpy().reshape(-1)
-        return [bytes(j) for j in jpegs]
+
+    async def _render(self, batch: CompositeBatchRequest) -> list[bytes]:
+        """The batch's frames from the avatar's ensemble, as render's request of them."""
+        tensors = batch.tensors(AVATAR_INPUTS, optional=AVATAR_OPTIONAL)
+        inputs = [pb_utils.Tensor(name, array) for name, array in tensors.items()]
+        jpegs = await self._call(batch.model_id, inputs, contract.JPEG.name)
+        return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
 
     def _close(self, stream_id: int, why: str) -> None:
         self.streams.pop(stream_id, None)
