@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install models render serve demo test lint format bench soak clean
+.PHONY: install models render serve demo test lint format bench soak gpu-check clean
 
 install: $(STAMP)
 
@@ -53,6 +53,13 @@ bench: models
 SOAK_SECONDS ?= 300
 soak: models
 	$(BIN)/python -m benchmarks.soak --start-server --variant tiny --clients 4 --duration $(SOAK_SECONDS) --warmup 30
+
+# the GPU check: one prepared command for a bare GPU host (python3 with torch + torchvision built
+# for CUDA, onnx, onnxruntime; nothing installed, no make install): refuses with exit 2 on a host
+# without an NVIDIA GPU; GPU_CHECK_ARGS=--plan prints what it would run
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build out

@@ -7,10 +7,33 @@ with CompositeClient("127.0.0.1:8001") as client:
     jpegs = response.composited_frames
 """
 
+from __future__ import annotations
+
+import importlib
+
 from synctalk_client import contract
-from synctalk_client.client import CompositeClient
-from synctalk_client.errors import CompositeError, ModelNotFoundError, ProcessingError, ValidationError
-from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
+
+# The client classes load on first use, so that ``synctalk_client.contract`` (the tensors, names
+# and limits) imports with the standard library alone: the model builders and the GPU check use it
+# on hosts without tritonclient.
+_LAZY = {
+    "CompositeClient": "synctalk_client.client",
+    "CompositeError": "synctalk_client.errors",
+    "ModelNotFoundError": "synctalk_client.errors",
+    "ProcessingError": "synctalk_client.errors",
+    "ValidationError": "synctalk_client.errors",
+    "CompositeBatchRequest": "synctalk_client.messages",
+    "CompositeBatchResponse": "synctalk_client.messages",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'synctalk_client' has no attribute {name!r}")
+
 
 __all__ = [
     "CompositeBatchRequest",
