@@ -365,7 +365,11 @@ def generator_stage(bench: Bench, module, batches: Sequence[int], rows: dict) ->
                     rows["fp16_psnr_db"][str(b)] = psnr(ref, net(visual, audio))
                 if bench.cuda:
                     prev, prev_b = last["fp16_cuda_graph"]
-                    graphed = cuda_graph(torch, partial(net, visual, audio))
+                    try:  # a capture that fails is this row's result, not the stage's
+                        graphed = cuda_graph(torch, partial(net, visual, audio))
+                    except RuntimeError as exc:
+                        rows["fp16_cuda_graph"][str(b)] = {"error": f"capture failed: {exc}"}
+                        continue
                     r = bench.measure(
                         f"generator fp16 CUDA graph batch {b}", graphed, b, bench.estimate(prev, prev_b, b)
                     )
@@ -548,7 +552,9 @@ def memory_plan(hw: tuple[int, int], batch: int) -> dict:
 def _fps(row: dict | None) -> str:
     if not row:
         return "-"
-    return "skipped" if "skipped" in row else f"{row['frames_per_s']:,.0f}"
+    if "frames_per_s" not in row:
+        return "skipped" if "skipped" in row else "error"
+    return f"{row['frames_per_s']:,.0f}"
 
 
 def table(report: dict) -> str:
