@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from synctalk_client import contract, synthetic
-from tools import paths
+from tools import api_key, paths
 
 SCENARIOS = paths.ROOT / "deploy" / "perf_analyzer" / "scenarios.yaml"
 PERF_DIR = paths.BUILD / "perf"
@@ -100,6 +100,13 @@ def takes_frame_index(url: str, model: str) -> bool:
     return any(t["name"] == contract.FRAME_INDEX.name for t in metadata.get("inputs", []))
 
 
+def key_header() -> list[str]:
+    """perf_analyzer's ``-H`` with the server's API key: registering shared memory is one of the
+    restricted APIs (``tools.api_key``); perf_analyzer sends its headers with every call."""
+    key = api_key.read_key()
+    return ["-H", f"{contract.GRPC_API_KEY_HEADER}:{key}"] if key else []
+
+
 def command(
     url: str, model: str, batch_size: int, concurrency: list[int], input_data: Path, csv_path: Path, measurement: dict
 ) -> list[str]:
@@ -133,6 +140,7 @@ def command(
                 measurement["shared_memory"],
                 "--output-shared-memory-size",
                 str(measurement.get("output_shared_memory_size", 16 << 20)),
+                *key_header(),
             ]
             if measurement.get("shared_memory", "none") != "none"
             else []

@@ -1,6 +1,20 @@
 #!/bin/sh
 # The container's start: install every avatar of the mounted avatar store (/avatars, possibly
 # empty or read-only) into the rendered repository /models, then run the command (tritonserver).
+#
+# A tritonserver command gets Triton's restricted APIs: model control, shared memory, logging and
+# trace answer only callers that send the API key (tools/api_key.py; the clients send it with
+# SYNCTALK_API_KEY). The key comes from SYNCTALK_API_KEY (compose) or the file SYNCTALK_API_KEY_FILE
+# names (Kubernetes: a Secret mounted as a file); without one the server does not start.
 set -e
-synctalk-avatars --repository /models sync --store /avatars
+models="${SYNCTALK_MODELS:-/models}"
+store="${SYNCTALK_AVATAR_STORE:-/avatars}"
+if [ "$1" = "tritonserver" ]; then
+    # two flags, one a line; a key is URL-safe base64 (tools.api_key refuses any other), so the
+    # unquoted expansion below splits at the newline only. Exits 2, saying why, without a key.
+    restrictions=$(python3 -m tools.api_key --server-args)
+    # shellcheck disable=SC2086
+    set -- "$@" $restrictions
+fi
+synctalk-avatars --repository "$models" sync --store "$store"
 exec "$@"

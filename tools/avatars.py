@@ -34,6 +34,7 @@ import re
 from pathlib import Path
 
 from synctalk_client import contract
+from synctalk_client.errors import CompositeError
 from tools import paths
 from tools.avatar_memory import check_fits
 from tools.avatar_store import add, list_avatars, remove, sync
@@ -135,11 +136,12 @@ def main(argv=None) -> int:
             )
             if args.load:
                 from synctalk_client import CompositeClient
+                from tools import api_key
 
                 if args.load.split(":")[0] in ("127.0.0.1", "localhost", "[::1]"):  # the server runs here
                     need = check_fits(args.repository, args.id)
                     print(f"{args.id} needs about {need['total'] / 2**20:.0f} MB resident once loaded")
-                with CompositeClient(args.load) as client:
+                with CompositeClient(args.load, api_key=api_key.read_key()) as client:
                     client.load_model(args.id)
                 print(f"loaded {args.id} on {args.load}")
         elif args.command == "sync":
@@ -157,13 +159,16 @@ def main(argv=None) -> int:
         else:
             if args.url:
                 from synctalk_client import CompositeClient
+                from tools import api_key
 
-                with CompositeClient(args.url) as client:
+                with CompositeClient(args.url, api_key=api_key.read_key()) as client:
                     if args.id in client.model_ids():  # already unloaded: nothing to do there
                         client.unload_model(args.id)  # returns once the unload is complete
             print("removed", ", ".join(remove(args.repository, args.id)))
     except (ValueError, FileNotFoundError, FileExistsError, MemoryError) as exc:
         parser.exit(2, f"error: {exc}\n")
+    except CompositeError as exc:  # the server said no (no API key, the model failed to load)
+        parser.exit(1, f"error: {exc.category} error: {exc.message}\n")
     return 0
 
 

@@ -3,8 +3,10 @@
     python -m tools.serve --repository build/repository/cpu
 
 Binds 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002. Ready when ``/v2/health/ready`` says
-so; Ctrl-C or SIGTERM stops it cleanly. ``TritonServer`` is the same launcher as a context
-manager, used by the tests and the demo.
+so; Ctrl-C or SIGTERM stops it cleanly. Model control, shared memory, logging and trace are
+restricted to callers that send this checkout's API key (``tools.api_key``: ``build/secrets/api_key``,
+or ``SYNCTALK_API_KEY``); inference, health, metadata, configs and statistics are open.
+``TritonServer`` is the same launcher as a context manager, used by the tests and the demo.
 
 Supervision (``--supervise``): this Triton's Python backend does not restart a backend stub
 process that died (killed, out of memory); its model then answers every request with "Stub
@@ -31,8 +33,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from synctalk_client import contract
+from synctalk_client.credentials import api_key_from_environment
 from synctalk_preprocessing import admission
-from tools import paths
+from tools import api_key, paths
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
 # (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
@@ -243,10 +247,11 @@ class StubSupervisor(threading.Thread):
         import tritonclient.grpc as grpcclient
 
         started = time.monotonic()
+        headers = {contract.GRPC_API_KEY_HEADER: self.server.api_key} if self.server.api_key else None
         with grpcclient.InferenceServerClient(self.server.grpc_url) as triton:
             config = triton.get_model_config(model, as_json=True)["config"]
             config.setdefault("parameters", {})["supervisor_reload"] = {"string_value": str(len(self.reloads) + 1)}
-            triton.load_model(model, config=json.dumps(config))
+            triton.load_model(model, config=json.dumps(config), headers=headers)
         seconds = time.monotonic() - started
         self.reloads.append({"model": model, "seconds": seconds, "at": time.time()})
         print(f"stub supervisor: reloaded '{model}' after its stub died ({seconds:.1f} s)", file=sys.stderr, flush=True)
@@ -265,8 +270,17 @@ class StubSupervisor(threading.Thread):
                         print(f"stub supervisor: reload of '{model}' failed: {exc}", file=sys.stderr, flush=True)
 
 
+INSTALL_KEY = "install"  # TritonServer's default api_key: this checkout's (tools.api_key)
+
+
 class TritonServer:
-    """A tritonserver process on loopback, started and stopped by this object."""
+    """A tritonserver process on loopback, started and stopped by this object.
+
+    ``api_key``: the key of its restricted APIs (``contract.RESTRICTED_APIS``); by default the
+    environment's (``SYNCTALK_API_KEY``/``_FILE``), else this checkout's, created on first use;
+    None leaves them open (no launcher of the project does). Starting it exports
+    ``SYNCTALK_API_KEY_FILE`` in this process where no key is set there, so the clients this
+    process makes (tests, benchmarks, the demo) carry the key."""
 
     def __init__(
         self,
@@ -279,8 +293,10 @@ class TritonServer:
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
         supervise: bool = False,
+        api_key: str | None = INSTALL_KEY,
     ):
         self.repository = Path(repository).resolve()
+        self.api_key = (checkout_api_key() if api_key == INSTALL_KEY else api_key) or None
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.supervise = supervise
@@ -324,6 +340,7 @@ class TritonServer:
             f"--strict-readiness={'false' if self.model_control_mode == 'explicit' else 'true'}",
             "--log-verbose=0",
             *(["--load-model=*"] if self.model_control_mode == "explicit" else []),
+            *(api_key.server_args(self.api_key) if self.api_key else []),
             *self.extra_args,
         ]
 
@@ -332,6 +349,8 @@ class TritonServer:
             raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
         remove_orphaned_shm_regions()  # what an earlier server killed outright left behind
         remove_orphaned_gates()
+        if self.api_key and api_key_from_environment() is None:  # this process's clients carry it
+            os.environ[contract.API_KEY_FILE_ENV] = str(api_key.key_file_of(self.api_key))
         out = None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -411,6 +430,11 @@ class TritonServer:
         self.stop()
 
 
+def checkout_api_key() -> str:
+    """The environment's key, else this checkout's (created once)."""
+    return api_key_from_environment() or api_key.install_key()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu")
@@ -446,6 +470,13 @@ def main(argv=None) -> int:
         if not announced and server.is_ready():
             server.wait_ready(timeout=5)  # starts the supervisor
             print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
+            if server.api_key:
+                print(
+                    "model control and shared memory need the API key: export "
+                    f"{contract.API_KEY_FILE_ENV}={os.environ[contract.API_KEY_FILE_ENV]} (the project's tools "
+                    "read it from there)",
+                    flush=True,
+                )
             announced = True
         time.sleep(0.25)
     if server.process.poll() is not None:

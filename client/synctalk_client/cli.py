@@ -322,9 +322,10 @@ def cmd_unload(args) -> int:
 
 def cmd_stats(args) -> int:
     with CompositeClient(args.url) as client:
-        if args.model_id and args.model_id not in {row["name"] for row in client.list_models()}:
+        stats = client.model_stats(args.model_id)
+        if args.model_id and args.model_id not in stats:
             raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=args.model_id))
-        print(json.dumps(client.model_stats(args.model_id), indent=2))
+        print(json.dumps(stats, indent=2))
     return 0
 
 

@@ -20,6 +20,13 @@ times with exponential backoff. A request the server refuses for now (a queue fu
 long: ``ServerBusyError``, "server busy") is sent again up to ``busy_retries`` times, backing off
 with jitter, within the call's deadline; nothing else is retried (invalid input never is).
 
+Model control and shared memory need the server's API key (Triton's restricted APIs: every
+launcher of this project restricts them): ``api_key``, else ``SYNCTALK_API_KEY``, else the file
+named by ``SYNCTALK_API_KEY_FILE``. It travels only with those calls; inference, health, model
+configs and statistics are open. Without it such a call raises ``PermissionDeniedError`` with one
+line to act on. Model ids are looked up through the model configuration API (open), so a client
+without the key can infer; listing the repository (``list_models``, ``model_ids``) needs the key.
+
 ``shared_memory=True`` sends the inputs through Triton's system shared-memory extension (client
 and server on the same host; see ``synctalk_client.shared_memory``). One region per client:
 calls on one client are serialised in that mode, so use one client per thread.
@@ -38,27 +45,34 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from synctalk_client import contract
+from synctalk_client.credentials import api_key_from_environment, api_key_headers
 from synctalk_client.errors import (  # noqa: F401  (busy_reason, is_retryable: the client's error rules)
     CompositeError,
     ModelNotFoundError,
+    PermissionDeniedError,
     ProcessingError,
     ServerBusyError,
     ServerUnreachableError,
     ValidationError,
     busy_reason,
     error_from_exception,
+    is_restricted,
     is_retryable,
+    permission_error,
 )
 from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
 
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
+MODEL_CONTROL = "model control"
+SHARED_MEMORY = "shared memory"
 
 
 class CompositeClient:
     """Thin client of the served ensemble.
 
     ``url``: Triton's gRPC endpoint. ``timeout_s``: deadline of each inference call.
-    ``shared_memory``: send inputs through system shared memory (same host only).
+    ``shared_memory``: send inputs through system shared memory (same host only; needs the key).
+    ``api_key``: the server's key for model control and shared memory (see the module docstring).
     """
 
     def __init__(
@@ -71,6 +85,7 @@ class CompositeClient:
         backoff_s: float = 0.25,
         busy_retries: int = 3,
         busy_backoff_s: float = 0.5,
+        api_key: str | None = None,
     ):
         self.url = url
         self.timeout_s = timeout_s
@@ -81,13 +96,13 @@ class CompositeClient:
         self.stage_timings = stage_timings
         self._triton = grpcclient.InferenceServerClient(url=url)
         self._closed = False
-        self._ensembles: set | None = None
+        self._api_key = api_key_from_environment(api_key)
         self._ensemble_info: dict[str, dict] = {}
         self._shm = None
         if shared_memory:
             from synctalk_client.shared_memory import SharedMemoryInputs
 
-            self._shm = SharedMemoryInputs(self._triton)
+            self._shm = self._restricted(SHARED_MEMORY, SharedMemoryInputs, self._triton)
         self._shm_lock = threading.Lock() if shared_memory else nullcontext()
 
     def close(self) -> None:
@@ -107,10 +122,14 @@ class CompositeClient:
 
     # -- server and models ------------------------------------------------------------------
     def health(self) -> dict[str, object]:
-        """{"live", "ready", "models": {name: ready}} from Triton's health and repository APIs."""
+        """{"live", "ready", "models": {name: ready}} from Triton's health and repository APIs
+        (without the API key: "models" is None and "models_error" says why)."""
         try:
             live, ready = self._rpc(self._triton.is_server_live), self._rpc(self._triton.is_server_ready)
-            models = {m["name"]: m.get("state") == "READY" for m in self._index()}
+            try:
+                models = {m["name"]: m.get("state") == "READY" for m in self._index()}
+            except PermissionDeniedError as exc:
+                return {"live": live, "ready": ready, "models": None, "models_error": exc.message}
         except CompositeError as exc:
             return {"live": False, "ready": False, "models": {}, "error": exc.message}
         except InferenceServerException as exc:
@@ -118,8 +137,18 @@ class CompositeClient:
         return {"live": live, "ready": ready, "models": models}
 
     def _index(self) -> list[dict]:
-        index = self._rpc(self._triton.get_model_repository_index, as_json=True)
+        index = self._restricted(MODEL_CONTROL, self._triton.get_model_repository_index, as_json=True)
         return list(index.get("models", []))
+
+    def _restricted(self, api: str, call, *args, **kwargs):
+        """A call to one of the server's restricted APIs: with the key, and without it (or with a
+        wrong one) a PermissionDeniedError naming ``api``."""
+        try:
+            return self._rpc(call, *args, headers=api_key_headers(self._api_key), **kwargs)
+        except InferenceServerException as exc:
+            if is_restricted(exc):
+                raise permission_error(api, key_sent=self._api_key is not None) from None
+            raise
 
     def list_models(self) -> list[dict[str, str]]:
         """Every model of the repository: name, version, state, and whether it is a model id
@@ -177,41 +206,34 @@ class CompositeClient:
         return int(value)
 
     def _refresh_ensembles(self) -> set:
+        """Every ready model id of the repository (the index: needs the API key)."""
         ensembles = {}
         for m in self._index():
             if m.get("state") != "READY":
                 continue
             config = self._rpc(self._triton.get_model_config, m["name"], as_json=True).get("config", {})
             if config.get("platform") == "ensemble":
-                ensembles[m["name"]] = {
-                    "inputs": {t["name"] for t in config.get("input", [])},
-                    "optional": {t["name"] for t in config.get("input", []) if t.get("optional")},
-                    "steps": tuple(
-                        step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])
-                    ),
-                }
+                ensembles[m["name"]] = _ensemble_info(config)
         self._ensemble_info = ensembles
-        self._ensembles = set(ensembles)
-        return self._ensembles
+        return set(ensembles)
 
     def load_model(self, model_id: str) -> None:
         """Load (or reload) a model id and the steps it uses: the reference's LoadModel. Needs a
-        server started with ``--model-control-mode=explicit``."""
-        self._rpc(self._triton.load_model, model_id)
-        self._ensembles = None
+        server started with ``--model-control-mode=explicit``, and the API key."""
+        self._ensemble_info.pop(model_id, None)
+        self._restricted(MODEL_CONTROL, self._triton.load_model, model_id)
 
     def unload_model(self, model_id: str) -> None:
         """Unload a model id, and the avatar's own steps (``<id>_synctalk``, ``<id>_background``,
         ``<id>_jpeg_encoder``, ``<id>_audio_encoder``) where they are loaded; shared steps stay: the
         reference's UnloadModel. Returns when the unload is complete."""
         self._check_model(model_id)
-        steps = self._ensemble_info[model_id]["steps"]
-        self._rpc(self._triton.unload_model, model_id)
+        steps = self._ensemble_info.pop(model_id)["steps"]
+        self._restricted(MODEL_CONTROL, self._triton.unload_model, model_id)
         own = set(contract.avatar_models(model_id, own_audio_encoder=True).values()) - {model_id}
         unloaded = [model_id, *(step for step in steps if step in own)]
         for step in unloaded[1:]:
-            self._rpc(self._triton.unload_model, step)
-        self._ensembles = None
+            self._restricted(MODEL_CONTROL, self._triton.unload_model, step)
         self._wait_unloaded(unloaded)
 
     def _wait_unloaded(self, names: Sequence[str], poll_s: float = 0.05) -> None:
@@ -230,13 +252,24 @@ class CompositeClient:
 
     def model_stats(self, model_id: str = "") -> dict[str, dict]:
         """Triton's statistics of one model (or all with ""): the reference's GetModelStats."""
-        stats = self._rpc(self._triton.get_inference_statistics, model_id, as_json=True)
+        try:
+            stats = self._rpc(self._triton.get_inference_statistics, model_id, as_json=True)
+        except InferenceServerException as exc:
+            raise error_from_exception(exc, model_id) from None
         return {m["name"]: m for m in stats.get("model_stats", [])}
 
     def _check_model(self, model_id: str) -> None:
-        if self._ensembles is None or model_id not in self._ensembles:
-            if model_id not in self._refresh_ensembles():
-                raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
+        """Raise ModelNotFoundError unless a ready ensemble is called ``model_id``; remember its
+        inputs and steps. Asks the model configuration API (open to every client), one model."""
+        if model_id in self._ensemble_info:
+            return
+        try:
+            config = self._rpc(self._triton.get_model_config, model_id, as_json=True).get("config", {})
+        except InferenceServerException as exc:  # an unknown or unloaded model: ModelNotFoundError
+            raise error_from_exception(exc, model_id) from None
+        if config.get("platform") != "ensemble":  # a composing step is not a model id
+            raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
+        self._ensemble_info[model_id] = _ensemble_info(config)
 
     # -- inference ----------------------------------------------------------------------------
     def infer_batch_composite(
@@ -405,6 +438,16 @@ class CompositeClient:
                 sum(delta[m]["compute_ns"] for m in steps if contract.stage_of(m) == field_name) / 1e6,
             )
         response.queue_time_ms = sum(delta[m]["queue_ns"] for m in steps) / 1e6
+
+
+def _ensemble_info(config: dict) -> dict:
+    """What the client needs of an ensemble's config: its inputs, optional ones, steps in order."""
+    inputs = config.get("input", [])
+    return {
+        "inputs": {t["name"] for t in inputs},
+        "optional": {t["name"] for t in inputs if t.get("optional")},
+        "steps": tuple(step["model_name"] for step in config.get("ensemble_scheduling", {}).get("step", [])),
+    }
 
 
 def _grpc_inputs(tensors: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:

@@ -424,7 +424,15 @@ CATEGORY_PROCESSING = "processing"
 # Not one of the reference's: the server refused the request for now (a model's queue is full, or
 # the request waited longer than its queue allows); retry later. HTTP 503 in the reference's terms.
 CATEGORY_BUSY = "busy"
-HTTP_STATUS = {CATEGORY_VALIDATION: 400, CATEGORY_MODEL: 404, CATEGORY_PROCESSING: 500, CATEGORY_BUSY: 503}
+# Not one of the reference's: the call needs the server's API key (model control, shared memory).
+CATEGORY_PERMISSION = "permission"
+HTTP_STATUS = {
+    CATEGORY_VALIDATION: 400,
+    CATEGORY_MODEL: 404,
+    CATEGORY_PROCESSING: 500,
+    CATEGORY_BUSY: 503,
+    CATEGORY_PERMISSION: 403,
+}
 # Triton's own messages (gRPC UNAVAILABLE) for a request its queue policy refuses: the queue is at
 # max_queue_size, or the request waited default_timeout_microseconds (timeout_action REJECT).
 QUEUE_FULL_MESSAGE = "Exceeds maximum queue size"
@@ -433,3 +441,20 @@ QUEUE_TIMEOUT_MESSAGE = "Request timeout expired"
 # that any Triton client reads it as a full queue
 MSG_PIPELINE_FULL = QUEUE_FULL_MESSAGE + ": the pipeline holds {in_flight} of its {capacity} frames in flight"
 MSG_SERVER_BUSY = "server busy: {model_id} refused the request ({reason}); retry later"
+
+
+# --- who may change the server: Triton's restricted APIs ----------------------------------------
+# Every launcher starts tritonserver with these APIs restricted to callers that send the API key
+# (--http-restricted-api / --grpc-restricted-protocol); inference, health, metadata, model configs
+# and statistics stay open. model-repository: load (with a client's own model files: code run on
+# the server), unload, the index; shared-memory: registering a region by name (the server's own
+# IPC regions included); logging and trace: the server's log and trace settings.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")
+API_KEY_HEADER = "synctalk-api-key"  # the HTTP header
+GRPC_API_KEY_HEADER = "triton-grpc-protocol-" + API_KEY_HEADER  # gRPC metadata: Triton adds this prefix
+API_KEY_ENV = "SYNCTALK_API_KEY"  # the key itself
+API_KEY_FILE_ENV = "SYNCTALK_API_KEY_FILE"  # or a file that holds it
+# Triton's refusals (gRPC UNAVAILABLE, HTTP 403) of a restricted call without the right header
+RESTRICTED_MESSAGES = ("This protocol is restricted", "This API is restricted")
+MSG_RESTRICTED = "this server restricts {api}: set " + API_KEY_ENV
+MSG_KEY_REFUSED = "this server refused the API key for {api}: check " + API_KEY_ENV

@@ -50,12 +50,22 @@ class ServerBusyError(CompositeError):
     category = contract.CATEGORY_BUSY
 
 
+class PermissionDeniedError(CompositeError):
+    """The call needs the server's API key (model control, shared memory): HTTP 403. Never
+    retried; set ``SYNCTALK_API_KEY`` (or ``SYNCTALK_API_KEY_FILE``)."""
+
+    category = contract.CATEGORY_PERMISSION
+
+
 class ServerUnreachableError(ProcessingError):
     """No server answers at the client's URL (connection refused, or still UNAVAILABLE after the
     retries): a processing error in the reference's categories, its message naming the URL."""
 
 
-BY_CATEGORY = {cls.category: cls for cls in (ValidationError, ModelNotFoundError, ProcessingError, ServerBusyError)}
+BY_CATEGORY = {
+    cls.category: cls
+    for cls in (ValidationError, ModelNotFoundError, ProcessingError, ServerBusyError, PermissionDeniedError)
+}
 
 
 RETRYABLE_STATUS = ("StatusCode.UNAVAILABLE",)
@@ -74,9 +84,22 @@ def busy_reason(exc: InferenceServerException) -> str | None:
     return None
 
 
+def is_restricted(exc: InferenceServerException) -> bool:
+    """Triton refused a restricted API for want of the API key (gRPC says UNAVAILABLE)."""
+    message = exc.message() or str(exc)
+    return any(text in message for text in contract.RESTRICTED_MESSAGES)
+
+
+def permission_error(api: str, key_sent: bool) -> PermissionDeniedError:
+    """The one line a caller without (or with a wrong) API key gets for ``api``."""
+    template = contract.MSG_KEY_REFUSED if key_sent else contract.MSG_RESTRICTED
+    return PermissionDeniedError(template.format(api=api))
+
+
 def is_retryable(exc: InferenceServerException) -> bool:
-    """The server is not there (yet): restarting, connection refused. Not a refusal for load."""
-    return str(exc.status() or "") in RETRYABLE_STATUS and busy_reason(exc) is None
+    """The server is not there (yet): restarting, connection refused. Not a refusal for load,
+    nor one for want of the API key."""
+    return str(exc.status() or "") in RETRYABLE_STATUS and busy_reason(exc) is None and not is_restricted(exc)
 
 
 def error_from_exception(exc: InferenceServerException, model_id: str) -> CompositeError:
@@ -86,7 +109,11 @@ def error_from_exception(exc: InferenceServerException, model_id: str) -> Compos
     reason = busy_reason(exc)
     if reason:
         return ServerBusyError(contract.MSG_SERVER_BUSY.format(model_id=model_id, reason=reason))
-    if "NOT_FOUND" in status or "unknown model" in message.lower():
+    if is_restricted(exc):
+        return permission_error("this call", key_sent=False)
+    # an inference: "Request for unknown model"; a model's config or statistics: INVALID_ARGUMENT
+    # "requested model 'x' is not available" (unknown, or not loaded)
+    if "NOT_FOUND" in status or "unknown model" in message.lower() or f"model '{model_id}' is not available" in message:
         return ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
     if "INVALID_ARGUMENT" in status:
         return ValidationError(message)

@@ -26,12 +26,13 @@ class SharedMemoryInputs:
         contract.VISUAL_FRAME_BYTES + contract.AUDIO_FRAME_BYTES + extra_bytes_per_frame
     )
 
-    def __init__(self, triton: grpcclient.InferenceServerClient):
+    def __init__(self, triton: grpcclient.InferenceServerClient, headers: dict[str, str] | None = None):
         self.name = f"synctalk_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self._triton = triton
+        self._headers = headers  # the API key: registering a region is a restricted API
         self._handle = shm.create_shared_memory_region(self.name, "/" + self.name, self.byte_size)
         try:
-            triton.register_system_shared_memory(self.name, "/" + self.name, self.byte_size)
+            triton.register_system_shared_memory(self.name, "/" + self.name, self.byte_size, headers=headers)
         except Exception:
             shm.destroy_shared_memory_region(self._handle)
             raise
@@ -59,6 +60,6 @@ class SharedMemoryInputs:
 
     def close(self) -> None:
         try:
-            self._triton.unregister_system_shared_memory(self.name)
+            self._triton.unregister_system_shared_memory(self.name, headers=self._headers)
         finally:
             shm.destroy_shared_memory_region(self._handle)

@@ -4,6 +4,7 @@ manifests against the Kubernetes API schemas, the Dockerfile's promises checked.
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,7 +12,8 @@ import yaml
 from synctalk_client import contract
 from tools import paths
 
-DEPLOY = paths.ROOT / "deploy"
+ROOT = paths.ROOT
+DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 
 
@@ -274,3 +276,99 @@ def test_the_cuda_pool_holds_every_frame_the_door_admits():
     plan = gpu_memory.plan()
     per_frame = sum(plan["request_gpu_bytes"].values()) / contract.MAX_BATCH_SIZE
     assert admission_frames("gpu") * per_frame <= plan["cuda_pool_bytes"]
+
+
+# --- no client reaches into the server (Triton's restricted APIs) ------------------------------
+def run_entrypoint(tmp_path, command: list[str], env: dict) -> subprocess.CompletedProcess:
+    """deploy/entrypoint.sh as the container runs it, with this checkout's tools on PATH and a
+    ``tritonserver`` on PATH that prints the arguments it was given."""
+    stub = tmp_path / "bin" / "tritonserver"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "avatars").mkdir(exist_ok=True)
+    environment = {
+        "PATH": f"{stub.parent}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "SYNCTALK_MODELS": str(tmp_path / "models"),
+        "SYNCTALK_AVATAR_STORE": str(tmp_path / "avatars"),
+        **env,
+    }
+    return subprocess.run(
+        ["sh", str(DEPLOY / "entrypoint.sh"), *command],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_entrypoint_restricts_model_control_and_shared_memory_with_the_key(tmp_path):
+    key_file = tmp_path / "api-key"
+    key_file.write_text("k" * 43 + "\n")
+    done = run_entrypoint(
+        tmp_path, ["tritonserver", "--model-control-mode=none"], {contract.API_KEY_FILE_ENV: str(key_file)}
+    )
+    assert done.returncode == 0, done.stderr
+    restriction = f"{','.join(contract.RESTRICTED_APIS)}:{contract.API_KEY_HEADER}={'k' * 43}"
+    assert done.stdout.splitlines() == [
+        "every stored avatar is installed",
+        "--model-control-mode=none",
+        f"--http-restricted-api={restriction}",
+        f"--grpc-restricted-protocol={restriction}",
+    ]
+    assert set(contract.RESTRICTED_APIS) == {"model-repository", "shared-memory", "logging", "trace"}
+
+
+def test_the_entrypoint_will_not_start_the_server_without_a_key(tmp_path):
+    done = run_entrypoint(tmp_path, ["tritonserver", "--model-control-mode=none"], {})
+    assert done.returncode == 2 and done.stdout == ""
+    assert "set SYNCTALK_API_KEY or SYNCTALK_API_KEY_FILE" in done.stderr
+    done = run_entrypoint(tmp_path, ["tritonserver"], {"SYNCTALK_API_KEY": "short:k=1"})
+    assert done.returncode == 2 and "at least 16 characters" in done.stderr
+
+
+def test_compose_requires_the_key_and_kubernetes_mounts_it_from_a_secret():
+    service = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["tritonserver"]
+    assert service["environment"]["SYNCTALK_API_KEY"].startswith("${SYNCTALK_API_KEY:?")
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (generator,) = kustomization["secretGenerator"]
+    assert generator["files"] == ["api-key=secrets/api-key"]
+    assert "deploy/kubernetes/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    pod = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "api-key")
+    assert env["SYNCTALK_API_KEY_FILE"] == mount["mountPath"] + "/api-key" and mount["readOnly"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-key")
+    assert volume["secret"]["secretName"] == generator["name"] and volume["secret"]["defaultMode"] == 0o440
+
+
+def test_the_pod_runs_unprivileged_on_a_read_only_root_with_writable_mounts_only_where_needed():
+    pod = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    for container in pod["initContainers"] + pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/models", "/tmp", "/dev/shm", "/trt_cache"}
+    assert "emptyDir" in volumes["models"] and "persistentVolumeClaim" in volumes["trt-engine-cache"]
+    (init,) = pod["initContainers"]
+    assert init["volumeMounts"] == [{"name": "models", "mountPath": "/repository"}]
+    assert init["command"][-1] == "cp -a /models/. /repository/"  # the image's repository, copied
+
+
+def test_the_network_policy_lets_clients_infer_prometheus_scrape_and_nothing_out():
+    (policy,) = [doc for _, doc in k8s_documents() if doc["kind"] == "NetworkPolicy"]
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
+    clients, prometheus = policy["spec"]["ingress"]
+    assert [p["port"] for p in clients["ports"]] == [8000, 8001]
+    assert clients["from"] == [{"namespaceSelector": {"matchLabels": {"synctalk.io/client": "true"}}}]
+    assert [p["port"] for p in prometheus["ports"]] == [8002]
+    assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}

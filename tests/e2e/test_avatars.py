@@ -11,8 +11,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
+from synctalk_client.credentials import api_key_headers
 from tests.synctalk2d_loop import upstream_images
-from tools import avatar_store, paths
+from tools import api_key, avatar_store, paths
 
 AVATAR = "anna"
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]  # one plain background colour per frame
@@ -54,7 +55,7 @@ def avatar(server, tmp_path_factory):
     with grpcclient.InferenceServerClient(server.grpc_url) as triton:
         for name in contract.avatar_models(AVATAR).values():
             try:
-                triton.unload_model(name)
+                triton.unload_model(name, headers=api_key_headers(api_key.read_key()))
             except InferenceServerException:
                 pass
     if (server.repository / AVATAR).exists():

@@ -11,6 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
 from synctalk_client.cli import main as cli_main
+from synctalk_client.credentials import api_key_headers
 from synctalk_preprocessing.audio import MelFrontEnd
 from synctalk_preprocessing.compositing import composite_frames
 from tools import build_models
@@ -222,5 +223,9 @@ def test_shared_memory_inputs_give_the_same_frames(server, client):
             if batch == 5:
                 assert response.composited_frames == over_grpc
         name = shm_client._shm.name
-        assert name in str(shm_client._triton.get_system_shared_memory_status(as_json=True))  # registered
-    assert name not in str(client._triton.get_system_shared_memory_status(as_json=True))  # unregistered on close
+        assert name in str(shm_status(shm_client))  # registered (the status is a restricted API too)
+    assert name not in str(shm_status(client))  # unregistered on close
+
+
+def shm_status(client) -> dict:
+    return client._triton.get_system_shared_memory_status(as_json=True, headers=api_key_headers(client._api_key))

@@ -65,3 +65,14 @@ def test_any_other_failure_is_an_error():
 
     with pytest.raises(RuntimeError, match=r"perf_analyzer failed \(99\)"):
         measure_levels([1], run)
+
+
+def test_perf_analyzer_sends_the_api_key_where_it_registers_shared_memory(monkeypatch, tmp_path):
+    from benchmarks import perf_analyzer
+    from synctalk_client import contract
+
+    monkeypatch.setenv(contract.API_KEY_ENV, "k" * 32)
+    args = dict(url="127.0.0.1:8001", model="demo", batch_size=8, concurrency=[1], input_data=tmp_path / "in.json")
+    with_shm = perf_analyzer.command(**args, csv_path=tmp_path / "a.csv", measurement={"shared_memory": "system"})
+    assert with_shm[with_shm.index("-H") + 1] == f"{contract.GRPC_API_KEY_HEADER}:{'k' * 32}"
+    assert "-H" not in perf_analyzer.command(**args, csv_path=tmp_path / "b.csv", measurement={})

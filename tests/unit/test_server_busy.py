@@ -26,6 +26,17 @@ def test_queue_refusals_are_busy_not_unreachable():
     assert isinstance(error_from_exception(BAD, "demo"), ValidationError)
 
 
+def test_a_refusal_for_want_of_the_api_key_is_a_permission_error_never_retried():
+    restricted = InferenceServerException(
+        f"This protocol is restricted, expecting header '{contract.GRPC_API_KEY_HEADER}'",
+        status="StatusCode.UNAVAILABLE",
+    )
+    assert busy_reason(restricted) is None and not is_retryable(restricted)
+    error = error_from_exception(restricted, "demo")
+    assert (error.category, error.http_status) == (contract.CATEGORY_PERMISSION, 403)
+    assert error.message.endswith(": set SYNCTALK_API_KEY")
+
+
 def test_the_doors_refusal_is_busy_with_its_numbers():
     door = contract.MSG_PIPELINE_FULL.format(in_flight=56, capacity=56)
     exc = InferenceServerException(f"in ensemble 'anna', {door}", status="StatusCode.UNAVAILABLE")
@@ -88,3 +99,14 @@ def test_no_retry_past_the_deadline(monkeypatch):
         with pytest.raises(ServerBusyError):
             client._call_while_busy("demo", [], [], time.perf_counter(), 0.05)
         assert client.answers == ["result"]
+
+
+def test_an_unknown_or_unloaded_model_is_not_found_wherever_triton_says_so():
+    from synctalk_client.errors import ModelNotFoundError
+
+    for exc in (
+        InferenceServerException("Request for unknown model: 'nobody' is not found", status="StatusCode.NOT_FOUND"),
+        InferenceServerException("requested model 'nobody' is not available", status="StatusCode.INVALID_ARGUMENT"),
+    ):
+        error = error_from_exception(exc, "nobody")
+        assert isinstance(error, ModelNotFoundError) and error.message == "model not found: nobody"
