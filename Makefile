@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install models render serve demo test lint format bench soak gpu-check clean
+.PHONY: install models render serve demo web browser test lint format bench soak gpu-check clean
 
 install: $(STAMP)
 
@@ -31,8 +31,24 @@ serve: render
 demo: render
 	$(BIN)/python -m tools.demo --repository $(REPOSITORY)
 
+# the web page against the local server (make serve in another shell): http://127.0.0.1:7860/
+# (WEB_ARGS="--port 8080" and so on); it lists the repository with the install's API key
+WEB_URL ?= 127.0.0.1:8001
+WEB_ARGS ?=
+web: $(STAMP)
+	@key=$${SYNCTALK_API_KEY_FILE:-$(CURDIR)/build/secrets/api_key}; \
+	if [ -f "$$key" ]; then export SYNCTALK_API_KEY_FILE="$$key"; fi; \
+	$(BIN)/synctalk-client web --url $(WEB_URL) $(WEB_ARGS)
+
+# the web page's tests drive Debian's chromium through chromium-driver: installed where missing
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	else sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	echo "installing Debian's chromium and chromium-driver (the web page's tests)"; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; fi
+
 # pytest exits 5 when it collects no test: report it as a failure of its own
-test: models
+test: models browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

@@ -292,6 +292,17 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_web(args) -> int:
+    try:
+        from synctalk_client.web.app import serve
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
+        ) from None
+    serve(args.url, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_models(args) -> int:
     with CompositeClient(args.url) as client:
         rows = client.list_models()
@@ -458,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--timeout", type=float, default=120.0)
     inspect.add_argument("--out", type=Path, default=Path("out/inspect"))
+    web = command("web", cmd_web, "a web page to try an avatar: render an upload or a recording, or stream live")
+    web.add_argument(
+        "--host", default="127.0.0.1", help="address the page listens on (default 127.0.0.1: this host only)"
+    )
+    web.add_argument("--port", type=positive, default=7860, help="the page's port (default 7860)")
     command("models", cmd_models, "list the repository's models")
     command("health", cmd_health, "server liveness/readiness and model states")
     for name, func, text in (

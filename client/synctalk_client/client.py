@@ -405,6 +405,26 @@ class CompositeClient:
                     raise ServerUnreachableError(f"server not reachable at {self.url}: {exc.message() or exc}") from exc
                 time.sleep(self.backoff_s * 2**attempt)
 
+    def statistics_snapshot(self) -> dict[str, dict[str, int]]:
+        """Every model's served requests, compute and queue time so far (Triton's statistics API):
+        the ``since`` of ``stage_totals``."""
+        return self._statistics()
+
+    def stage_totals(self, model_id: str, since: dict[str, dict[str, int]]) -> dict[str, float]:
+        """Milliseconds the server spent on ``model_id``'s steps since the snapshot ``since``, per
+        stage (the fields of ``contract.STAGE_MODELS``) and waiting in their queues: where a render
+        of many batches went. Shared steps count other clients' requests too."""
+        self._check_model(model_id)
+        now = self._statistics()
+        totals = dict.fromkeys((*contract.STAGE_MODELS, "queue_time_ms"), 0.0)
+        for step in self._ensemble_info[model_id]["steps"]:
+            then = since.get(step, {})
+            totals[contract.stage_of(step)] += (
+                now.get(step, {}).get("compute_ns", 0) - then.get("compute_ns", 0)
+            ) / 1e6
+            totals["queue_time_ms"] += (now.get(step, {}).get("queue_ns", 0) - then.get("queue_ns", 0)) / 1e6
+        return {name: round(ms, 1) for name, ms in totals.items()}
+
     def _statistics(self) -> dict[str, dict[str, int]]:
         stats = self._rpc(self._triton.get_inference_statistics, as_json=True)
         table = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import threading
+import time
 import wave
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -90,10 +91,13 @@ def render_video(
     audio frame i on image i + 1, ping-pong, from ``start_frame``; with ``loop_back``, the fork's
     default, turning at the clip's midpoint so the clip ends on the image it began with): an
     avatar's images (sent as IMAGE_INDEX), else the crops'.
-    Returns the number of frames and batches.
+    Returns the number of frames and batches, the wall time, and the server's time per stage on
+    the model id's steps meanwhile (``CompositeClient.stage_totals``).
     """
     audio = np.asarray(audio, np.float32).reshape(-1)
+    began = time.perf_counter()
     with CompositeClient(url, timeout_s=timeout_s, stage_timings=False) as client:
+        statistics = client.statistics_snapshot()
         n_frames = client.frames_for_audio(model_id, len(audio))
         audio_only = crops is None and client.takes_audio_only(model_id)
         has_images = contract.IMAGE_INDEX.name in client.input_names(model_id)
@@ -193,4 +197,12 @@ def render_video(
         ffmpeg.stdin.close()
         if ffmpeg.wait() != 0:
             raise ProcessingError(f"ffmpeg failed: {ffmpeg.stderr.read().decode(errors='replace')[-2000:]}")
-    return {"frames": n_frames, "batches": len(starts), "seconds": n_frames / contract.FPS}
+    with CompositeClient(url, timeout_s=timeout_s, stage_timings=False) as client:
+        stages = client.stage_totals(model_id, statistics)
+    return {
+        "frames": n_frames,
+        "batches": len(starts),
+        "seconds": n_frames / contract.FPS,
+        "wall_s": round(time.perf_counter() - began, 3),
+        "stages_ms": stages,
+    }

@@ -1,0 +1,311 @@
+"""The web page (``synctalk-client web``) in a real browser: headless Chromium, driven through
+chromedriver by Selenium, against the page's server (the real CLI, in its own process) and the
+live CPU-profile server. Screenshots of both tabs go to build/web/ (the README's come from there)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_client.render import write_wav
+from tests.conftest import free_port
+from tests.e2e.one_frame_avatar import one_frame_avatar
+from tools import paths
+
+pytestmark = pytest.mark.e2e
+AVATAR = "webpage"
+SCREENSHOTS = paths.BUILD / "web"
+WAIT_S = 120
+FRAME_S = 1 / contract.FPS
+
+
+def chromium_driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert browser and driver, "Debian's chromium and chromium-driver: make test installs them (make browser)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI
+        "--disable-dev-shm-usage",
+        "--window-size=1100,900",
+        "--autoplay-policy=no-user-gesture-required",  # the live tab plays the file's audio
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+    ):
+        options.add_argument(argument)
+    # the path given: Selenium does not look for (or download) a driver of its own
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@contextlib.contextmanager
+def page_server(triton_url: str, log: Path):
+    """``synctalk-client web`` on a free port until the block ends; then nothing listens there."""
+    port = free_port()
+    command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--port", str(port)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"the page's server exited with {process.returncode}: {log.read_text()}"
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"the page did not answer within 60 s: {log.read_text()}"
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0, log.read_text()
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "nothing is left listening"
+
+
+@pytest.fixture(scope="module")
+def avatar(server, tmp_path_factory):
+    with one_frame_avatar(server, tmp_path_factory, AVATAR) as avatar_id:
+        yield avatar_id
+
+
+@pytest.fixture(scope="module")
+def page(server, avatar):
+    with page_server(server.grpc_url, paths.BUILD / "logs" / "test-web-page.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = chromium_driver()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture()
+def opened(browser, page):
+    """The page freshly opened, its model list loaded."""
+    browser.get(page)
+    models_loaded(browser)
+    return browser
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """1.6 s of speech-like audio as a 16 kHz WAV: 40 frames of 40 ms."""
+    audio = synthetic.speech_like_audio(40, seed=13)[: 40 * contract.SAMPLES_PER_FRAME]
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    write_wav(path, audio)
+    return path, audio
+
+
+def wait(browser, condition, timeout: float = WAIT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(lambda _: condition())
+
+
+def models_loaded(browser) -> None:
+    """Wait for the page's model list (fetched at load and again on each change of tab)."""
+    wait(browser, lambda: browser.execute_script("return document.body.dataset.models") == "loaded")
+
+
+def switch_tab(browser, tab: str) -> None:
+    element(browser, f"tab-{tab}").click()
+    models_loaded(browser)
+
+
+def element(browser, element_id: str):
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.ID, element_id)
+
+
+def options(browser, select_id: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, f"#{select_id} option")]
+
+
+def shown(browser, element_id: str) -> str:
+    """The text of a message element, "" while it is hidden."""
+    return "" if element(browser, element_id).get_attribute("hidden") else element(browser, element_id).text
+
+
+def choose(browser, select_id: str, value: str) -> None:
+    browser.execute_script(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+        "if (s.value !== arguments[1]) { s.add(new Option(arguments[1], arguments[1])); s.value = arguments[1]; }",
+        select_id,
+        value,
+    )
+
+
+def pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.int16)
+
+
+def test_the_page_lists_the_servers_avatars(opened, server, avatar):
+    with CompositeClient(server.grpc_url) as client:
+        ids = client.model_ids()
+        avatars = [m for m in ids if client.takes_audio_only(m)]
+    assert avatar in avatars and contract.DEFAULT_MODEL_ID in ids
+    assert sorted(options(opened, "render-model")) == sorted(ids)
+    assert sorted(options(opened, "live-model")) == sorted(avatars)  # a stream needs an avatar
+    assert shown(opened, "models-error") == ""
+
+
+def test_an_uploaded_wav_renders_and_plays_for_as_long_as_the_audio(opened, avatar, speech):
+    path, audio = speech
+    choose(opened, "render-model", avatar)
+    element(opened, "render-audio").send_keys(str(path))
+    element(opened, "render-go").click()
+    wait(opened, lambda: not element(opened, "render-result").get_attribute("hidden") or shown(opened, "render-error"))
+    assert shown(opened, "render-error") == ""
+    video = element(opened, "render-video")
+    wait(opened, lambda: opened.execute_script("return arguments[0].readyState", video) >= 1)  # metadata
+    duration = opened.execute_script("return arguments[0].duration", video)
+    assert abs(duration - len(audio) / contract.SAMPLE_RATE) <= FRAME_S + 1e-3, duration
+    opened.execute_script("arguments[0].muted = true; arguments[0].play()", video)
+    wait(opened, lambda: opened.execute_script("return arguments[0].currentTime", video) > 0.2, timeout=20)
+    timings = element(opened, "render-timings").text
+    assert "generator" in timings and "paste-back and JPEG" in timings, timings
+    assert element(opened, "render-download").get_attribute("href").endswith(f"download={avatar}.mp4")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    opened.save_screenshot(str(SCREENSHOTS / "render.png"))
+
+
+def test_the_live_tab_plays_a_file_as_a_live_source(opened, server, avatar, speech):
+    path, audio = speech
+    switch_tab(opened, "live")
+    choose(opened, "live-model", avatar)
+    element(opened, "live-source-file").click()
+    element(opened, "live-file").send_keys(str(path))
+    element(opened, "live-start").click()
+    frame = element(opened, "live-frame")
+    wait(opened, lambda: int(frame.get_attribute("data-index")) >= 2 or shown(opened, "live-error"))
+    assert shown(opened, "live-error") == ""
+    early = pixels(frame.screenshot_as_png)
+    wait(opened, lambda: element(opened, "live-status").text.startswith(("ended", "stopped")))
+    assert shown(opened, "live-error") == ""
+    late = pixels(frame.screenshot_as_png)
+    assert early.shape == late.shape and np.abs(early - late).max() > 0, "the frames change as the avatar speaks"
+    with CompositeClient(server.grpc_url) as client:
+        expected = client.frames_for_audio(avatar, len(audio))
+    assert int(element(opened, "live-frames").text) == expected
+    assert element(opened, "live-status").text == f"ended: {expected} frames"
+    assert int(frame.get_attribute("data-index")) == expected - 1  # every frame up to the last was due
+    delay = int(re.match(r"(\d+) ms", element(opened, "live-delay").text).group(1))
+    lookahead_ms = contract.STREAM_LOOKAHEAD * 1000 // contract.SAMPLE_RATE
+    assert delay >= lookahead_ms, "no frame before the half second of audio after it"
+    print(f"the page's measured delay behind the voice: {delay} ms; serving {element(opened, 'live-serving').text}")
+    opened.save_screenshot(str(SCREENSHOTS / "live.png"))
+
+
+def test_errors_are_messages_on_the_page(opened, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio")
+    element(opened, "render-audio").send_keys(str(bad))
+    element(opened, "render-go").click()
+    wait(opened, lambda: shown(opened, "render-error"))
+    assert shown(opened, "render-error").startswith("notes.wav: not a readable audio file")
+    # an avatar unloaded after the page listed it
+    element(opened, "render-audio").send_keys(str(write_tone(tmp_path)))
+    choose(opened, "render-model", "unloaded_meanwhile")
+    element(opened, "render-go").click()
+    wait(opened, lambda: "model not found" in shown(opened, "render-error"))
+    assert shown(opened, "render-error") == contract.MSG_MODEL_NOT_FOUND.format(model_id="unloaded_meanwhile")
+    switch_tab(opened, "live")
+    choose(opened, "live-model", "unloaded_meanwhile")
+    element(opened, "live-source-file").click()
+    element(opened, "live-file").send_keys(str(write_tone(tmp_path)))
+    element(opened, "live-start").click()
+    wait(opened, lambda: shown(opened, "live-error"))
+    assert contract.MSG_MODEL_NOT_FOUND.format(model_id="unloaded_meanwhile") in shown(opened, "live-error")
+    assert options(opened, "render-model"), "the page lives on"
+
+
+def test_no_server_is_a_message_on_the_page(browser, tmp_path):
+    with page_server(f"127.0.0.1:{free_port()}", tmp_path / "web.log") as url:
+        browser.get(url)
+        wait(browser, lambda: shown(browser, "models-error"))
+        assert "server not reachable at 127.0.0.1:" in shown(browser, "models-error")
+
+
+def write_tone(folder: Path) -> Path:
+    path = folder / "tone.wav"
+    if not path.exists():
+        write_wav(path, 0.3 * np.sin(np.arange(contract.SAMPLE_RATE) * 2 * np.pi * 220 / contract.SAMPLE_RATE))
+    return path
+
+
+# --- plain HTTP: the README's curl call (KServe v2), made with the standard library ------------
+def kserve_body(frames: int, binary_data: bool) -> bytes:
+    """The README's request: an avatar's audio-only batch, ``frames`` frames of silence."""
+    output = {"name": contract.JPEG.name}
+    if binary_data:
+        output["parameters"] = {"binary_data": True}
+    body = {
+        "inputs": [
+            {"name": contract.AUDIO.name, "datatype": "FP32", "shape": [frames, 640], "data": [0.0] * (frames * 640)},
+            {"name": contract.FRAME_INDEX.name, "datatype": "INT64", "shape": [frames, 1], "data": list(range(frames))},
+        ],
+        "outputs": [output],
+    }
+    return json.dumps(body).encode()
+
+
+def kserve_call(server, avatar: str, body: bytes):
+    request = urllib.request.Request(
+        f"{server.http_url}/v2/models/{avatar}/infer", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.headers, response.read()
+
+
+def test_a_plain_http_client_gets_the_jpegs_from_the_binary_tail(server, avatar):
+    from PIL import Image
+
+    headers, data = kserve_call(server, avatar, kserve_body(2, binary_data=True))
+    length = int(headers["Inference-Header-Content-Length"])
+    header = json.loads(data[:length])
+    (output,) = header["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == ("JPEG", "BYTES", [2, 1])
+    tail = data[length:]
+    assert len(tail) == output["parameters"]["binary_data_size"]
+    jpegs, at = [], 0
+    while at < len(tail):  # each BYTES element: a 4-byte little-endian length, then its bytes
+        size = int.from_bytes(tail[at : at + 4], "little")
+        jpegs.append(tail[at + 4 : at + 4 + size])
+        at += 4 + size
+    assert len(jpegs) == 2
+    for jpeg in jpegs:
+        assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+        assert Image.open(io.BytesIO(jpeg)).size == (96, 64)  # the avatar's frame
+
+
+def test_without_binary_data_the_http_answer_is_not_json(server, avatar):
+    """Why the README asks for binary_data: Triton's JSON writes the JPEG's bytes as they are."""
+    _, data = kserve_call(server, avatar, kserve_body(1, binary_data=False))
+    with pytest.raises(ValueError):  # UnicodeDecodeError or JSONDecodeError
+        json.loads(data)
