@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from synctalk_client import contract, synthetic
+from synctalk_client.audio_file import AudioFileError, read_audio
 from synctalk_client.client import CompositeClient
 from synctalk_client.errors import CompositeError, ModelNotFoundError
 from synctalk_client.messages import CompositeBatchRequest
@@ -33,27 +34,11 @@ class UsageError(Exception):
 
 
 def read_wav(path: Path) -> np.ndarray:
-    """Mono float32 16 kHz samples of an audio file (WAV, FLAC, OGG, .. as libsndfile reads them):
-    channels averaged, any other sample rate resampled with soxr (high quality)."""
-    import soundfile
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(
-            f"audio file {path} not found" if not path.exists() else f"{path} is not an audio file (a directory?)"
-        )
+    """16 kHz mono float32 of an audio file (``audio_file.read_audio``); a bad file is a UsageError."""
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as exc:
-        raise UsageError(f"{path}: not a readable audio file ({exc})") from None
-    audio = np.asarray(data, np.float32).mean(axis=1)
-    if rate != contract.SAMPLE_RATE:
-        import soxr
-
-        audio = soxr.resample(audio, rate, contract.SAMPLE_RATE, quality="HQ").astype(np.float32)
-    if audio.size == 0:
-        raise UsageError(f"{path}: the audio is empty")
-    return audio
+        return read_audio(path)
+    except AudioFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def read_crop(path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from synctalk_client import contract
+from synctalk_client.audio_file import AudioFileError, read_audio
 from synctalk_client.client import CompositeClient
 from synctalk_client.errors import CompositeError, PermissionDeniedError
 
@@ -153,16 +154,14 @@ class RenderJobs:
 
 def decode_upload(name: str, data: bytes, folder: Path) -> np.ndarray:
     """16 kHz mono float32 of an uploaded audio file, read as ``synctalk-client render`` reads one."""
-    from synctalk_client.cli import UsageError, read_wav
-
     if not data:
         raise PageError(f"{contract.MSG_AUDIO_EMPTY}: the upload {name or '(unnamed)'} is empty")
     with tempfile.NamedTemporaryFile(dir=folder, suffix=Path(name or "upload").suffix or ".audio") as f:
         f.write(data)
         f.flush()
         try:
-            audio = read_wav(Path(f.name))
-        except UsageError as exc:  # its message names the temporary file: name the upload instead
+            audio = read_audio(Path(f.name))
+        except AudioFileError as exc:  # its message names the temporary file: name the upload instead
             raise PageError(str(exc).replace(f.name, name or "the upload")) from None
     if len(audio) > MAX_RENDER_SECONDS * contract.SAMPLE_RATE:
         raise PageError(
