@@ -49,7 +49,7 @@ browser:
 
 # pytest exits 5 when it collects no test: report it as a failure of its own
 test: models browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 # ruff: formatting and lint rules in pyproject.toml ([tool.ruff])

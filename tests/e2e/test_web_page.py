@@ -222,6 +222,35 @@ def test_the_live_tab_plays_a_file_as_a_live_source(opened, server, avatar, spee
     opened.save_screenshot(str(SCREENSHOTS / "live.png"))
 
 
+def test_the_microphone_records_for_a_render_and_streams_live(opened, server, avatar):
+    """Chromium's fake microphone (a beep) through the page's AudioWorklet: a recording rendered,
+    then a live stream started and stopped by hand."""
+    element(opened, "render-record").click()
+    wait(opened, lambda: element(opened, "render-record").text == "Stop recording" or shown(opened, "render-error"))
+    assert shown(opened, "render-error") == ""
+    time.sleep(1.0)  # speak for a second
+    element(opened, "render-record").click()
+    seconds = float(re.match(r"recorded ([\d.]+) s", element(opened, "render-recorded").text).group(1))
+    assert seconds >= 0.8
+    choose(opened, "render-model", avatar)
+    element(opened, "render-go").click()
+    wait(opened, lambda: not element(opened, "render-result").get_attribute("hidden") or shown(opened, "render-error"))
+    assert shown(opened, "render-error") == ""
+    assert re.match(r"\d+ frames", element(opened, "render-status").text)
+    switch_tab(opened, "live")
+    choose(opened, "live-model", avatar)
+    element(opened, "live-source-mic").click()
+    element(opened, "live-start").click()
+    frame = element(opened, "live-frame")
+    wait(opened, lambda: int(frame.get_attribute("data-index")) >= 2 or shown(opened, "live-error"))
+    assert shown(opened, "live-error") == ""
+    element(opened, "live-stop").click()
+    wait(opened, lambda: element(opened, "live-status").text.startswith(("ended", "stopped")))
+    assert shown(opened, "live-error") == ""
+    received = int(element(opened, "live-frames").text)
+    assert element(opened, "live-status").text == f"ended: {received} frames" and received >= 3
+
+
 def test_errors_are_messages_on_the_page(opened, tmp_path):
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio")
