@@ -205,9 +205,11 @@ def test_the_live_tab_plays_a_file_as_a_live_source(opened, server, avatar, spee
     frame = element(opened, "live-frame")
     wait(opened, lambda: int(frame.get_attribute("data-index")) >= 2 or shown(opened, "live-error"))
     assert shown(opened, "live-error") == ""
+    wait(opened, lambda: opened.execute_script("return arguments[0].complete && arguments[0].naturalWidth", frame))
     early = pixels(frame.screenshot_as_png)
     wait(opened, lambda: element(opened, "live-status").text.startswith(("ended", "stopped")))
     assert shown(opened, "live-error") == ""
+    wait(opened, lambda: opened.execute_script("return arguments[0].complete && arguments[0].naturalWidth", frame))
     late = pixels(frame.screenshot_as_png)
     assert early.shape == late.shape and np.abs(early - late).max() > 0, "the frames change as the avatar speaks"
     with CompositeClient(server.grpc_url) as client:
