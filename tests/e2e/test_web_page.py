@@ -276,6 +276,27 @@ def test_errors_are_messages_on_the_page(opened, tmp_path):
     assert options(opened, "render-model"), "the page lives on"
 
 
+def test_the_stream_limit_is_a_message_on_the_page(opened, server, avatar, tmp_path):
+    """Every place taken by streams the SDK holds open: the page's stream is refused with the
+    server's words, and the page lives on."""
+    from synctalk_client.stream import LiveStream
+
+    limit = 8  # model_repository/stream: max_streams
+    with contextlib.ExitStack() as held:
+        for _ in range(limit):
+            live = held.enter_context(LiveStream(server.grpc_url, avatar))
+            assert live.send(np.zeros(contract.SAMPLES_PER_FRAME, np.float32)) == []
+        switch_tab(opened, "live")
+        choose(opened, "live-model", avatar)
+        element(opened, "live-source-file").click()
+        element(opened, "live-file").send_keys(str(write_tone(tmp_path)))
+        element(opened, "live-start").click()
+        wait(opened, lambda: shown(opened, "live-error"))
+        assert f"stream limit {limit} reached" in shown(opened, "live-error")
+        assert element(opened, "live-status").text == "stopped"
+    assert not element(opened, "live-start").get_attribute("disabled"), "a new stream can be started"
+
+
 def test_no_server_is_a_message_on_the_page(browser, tmp_path):
     with page_server(f"127.0.0.1:{free_port()}", tmp_path / "web.log") as url:
         browser.get(url)
