@@ -415,14 +415,7 @@ class CompositeClient:
         stage (the fields of ``contract.STAGE_MODELS``) and waiting in their queues: where a render
         of many batches went. Shared steps count other clients' requests too."""
         self._check_model(model_id)
-        now = self._statistics()
-        totals = dict.fromkeys((*contract.STAGE_MODELS, "queue_time_ms"), 0.0)
-        for step in self._ensemble_info[model_id]["steps"]:
-            then = since.get(step, {})
-            totals[contract.stage_of(step)] += (
-                now.get(step, {}).get("compute_ns", 0) - then.get("compute_ns", 0)
-            ) / 1e6
-            totals["queue_time_ms"] += (now.get(step, {}).get("queue_ns", 0) - then.get("queue_ns", 0)) / 1e6
+        totals = _stage_ms(since, self._statistics(), self._ensemble_info[model_id]["steps"])
         return {name: round(ms, 1) for name, ms in totals.items()}
 
     def _statistics(self) -> dict[str, dict[str, int]]:
@@ -451,13 +444,19 @@ class CompositeClient:
             time.sleep(0.002)
         if delta.get(model_id, {}).get("count") != 1 or any(delta.get(m, {}).get("count") != 1 for m in steps):
             return  # other requests were served meanwhile: not attributable to this one
-        for field_name in contract.STAGE_MODELS:
-            setattr(
-                response,
-                field_name,
-                sum(delta[m]["compute_ns"] for m in steps if contract.stage_of(m) == field_name) / 1e6,
-            )
-        response.queue_time_ms = sum(delta[m]["queue_ns"] for m in steps) / 1e6
+        for field_name, ms in _stage_ms(before, after, steps).items():
+            setattr(response, field_name, ms)
+
+
+def _stage_ms(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], steps) -> dict[str, float]:
+    """Compute milliseconds per stage (``contract.STAGE_MODELS``' fields) and queue milliseconds
+    (``queue_time_ms``) that ``steps`` added between two statistics snapshots."""
+    totals = dict.fromkeys((*contract.STAGE_MODELS, "queue_time_ms"), 0.0)
+    for step in steps:
+        now, then = after.get(step, {}), before.get(step, {})
+        totals[contract.stage_of(step)] += (now.get("compute_ns", 0) - then.get("compute_ns", 0)) / 1e6
+        totals["queue_time_ms"] += (now.get("queue_ns", 0) - then.get("queue_ns", 0)) / 1e6
+    return totals
 
 
 def _ensemble_info(config: dict) -> dict:
