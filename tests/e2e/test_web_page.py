@@ -4,6 +4,7 @@ live CPU-profile server. Screenshots of both tabs go to build/web/ (the README's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -246,11 +247,69 @@ def test_the_microphone_records_for_a_render_and_streams_live(opened, server, av
     frame = element(opened, "live-frame")
     wait(opened, lambda: int(frame.get_attribute("data-index")) >= 2 or shown(opened, "live-error"))
     assert shown(opened, "live-error") == ""
+    opened.execute_script(SENDS_AFTER_THE_END)
     element(opened, "live-stop").click()
     wait(opened, lambda: element(opened, "live-status").text.startswith(("ended", "stopped")))
     assert shown(opened, "live-error") == ""
     received = int(element(opened, "live-frames").text)
     assert element(opened, "live-status").text == f"ended: {received} frames" and received >= 3
+    time.sleep(0.2)  # blocks the worklet had posted: none of them is sent
+    assert opened.execute_script("return window.sentAfterEnd") == []
+
+
+# the page's live socket watched: what it sends after the end message
+SENDS_AFTER_THE_END = """
+const socket = live.socket, send = socket.send.bind(socket);
+let ended = false;
+window.sentAfterEnd = [];
+socket.send = (data) => {
+  if (ended) window.sentAfterEnd.push(typeof data === "string" ? data : `${data.byteLength} bytes`);
+  if (typeof data === "string" && JSON.parse(data).end) ended = true;
+  send(data);
+};
+"""
+
+
+def live_socket(page: str, avatar: str, messages: list) -> list:
+    """The page's live WebSocket driven as a page would, without one: the avatar, then each of
+    ``messages`` (a dict as JSON, an array as float32 audio) sent back to back once the stream has
+    started; what the page's server sends until it closes the socket, frames as their indices."""
+    import aiohttp
+
+    async def run() -> list:
+        received = []
+        async with aiohttp.ClientSession() as session, session.ws_connect(page + "api/live") as ws:
+            await ws.send_json({"avatar": avatar})
+            received.append(await ws.receive_json())
+            assert received[0]["type"] == "started", received
+            for message in messages:
+                if isinstance(message, dict):
+                    await ws.send_json(message)
+                else:
+                    await ws.send_bytes(np.asarray(message, "<f4").tobytes())
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    received.append(int.from_bytes(message.data[:4], "little"))
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    received.append(message.json())
+        return received
+
+    return asyncio.run(asyncio.wait_for(run(), WAIT_S))
+
+
+def test_audio_after_the_end_is_not_an_error(page, server, avatar, speech):
+    """Stop mid-word: the page asked for the end while its microphone still posted blocks. Audio
+    and a second end after the end reach the page's server and are nothing to send: the stream
+    ends well, with the frames of the audio before the end."""
+    _, audio = speech
+    late = audio[: 4 * contract.SAMPLES_PER_FRAME]
+    received = live_socket(page, avatar, [audio, {"end": True}, late, late, {"end": True}])
+    with CompositeClient(server.grpc_url) as client:
+        expected = client.frames_for_audio(avatar, len(audio))
+    messages = [m for m in received if isinstance(m, dict)]
+    assert [m["type"] for m in messages] == ["started", "ended"], messages
+    assert messages[-1]["frames"] == expected and messages[-1]["samples"] == len(audio)
+    assert [m for m in received if isinstance(m, int)] == list(range(expected))
 
 
 def test_errors_are_messages_on_the_page(opened, tmp_path):

@@ -251,7 +251,9 @@ async def live(request: web.Request) -> web.StreamResponse:
     """One live stream. The page sends {"avatar": id} first, then the audio as binary messages
     (float32 little-endian, 16 kHz mono), then {"end": true}. This sends {"type": "started"}, each
     frame as a binary message (``FRAME_HEADER`` index + JPEG) as soon as the server answers, and
-    {"type": "ended", ...} with the serving delay, or {"type": "error", "message"}."""
+    {"type": "ended", ...} with the serving delay, or {"type": "error", "message"}. Audio (or a
+    second end) that arrives after the end is nothing to send: a page's microphone can post a block
+    after its Stop asked for the end, and that stream ended well."""
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4 * contract.STREAM_MAX_CHUNK * 4)
     await ws.prepare(request)
     session = LiveSession(request.app["url"], ws, request.app["pool"])
@@ -270,6 +272,7 @@ class LiveSession:
         self.loop = asyncio.get_running_loop()
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.stream = None
+        self.ending = False  # the end was sent: the stream takes no more audio
         self.failed = False
         self.frames = 0
         self.delays: list[float] = []
@@ -316,6 +319,10 @@ class LiveSession:
         elif message.get("end"):
             if self.stream is None:
                 raise PageError("the stream was not started: send the avatar first")
+            if self.ending:
+                log.debug("stream %s: a second end, nothing to send", self.stream.stream_id)
+                return
+            self.ending = True
             self.stream.send_async(None, self._answered(end=True), end=True)
         else:
             raise PageError(f"unexpected message on the live socket: {sorted(message)}")
@@ -327,6 +334,9 @@ class LiveSession:
     def _audio(self, data: bytes) -> None:
         if self.stream is None:
             raise PageError("audio before the stream was started: send the avatar first")
+        if self.ending:
+            log.debug("stream %s: %d bytes of audio after the end, not sent", self.stream.stream_id, len(data))
+            return
         if len(data) % 4:
             raise PageError(f"audio chunks are float32: {len(data)} bytes is not a whole number of samples")
         chunk = np.frombuffer(data, "<f4")

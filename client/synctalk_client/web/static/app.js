@@ -103,6 +103,7 @@ async function microphone(onBlock) {
   tap.port.onmessage = (event) => onBlock(event.data);
   source.connect(tap).connect(mute).connect(ctx.destination);
   return () => {
+    tap.port.onmessage = null; // blocks the worklet posted before it stopped are not delivered
     source.disconnect();
     tap.disconnect();
     media.getTracks().forEach((track) => track.stop());
@@ -251,7 +252,8 @@ let live = null;
 
 function newLive() {
   return {
-    socket: null, stopSource: null, timer: null, playout: null, audio: null, fileBuffer: null,
+    socket: null, stopSource: null, flush: null, ending: false, timer: null, playout: null, audio: null,
+    fileBuffer: null,
     t0: 0, firstArrival: null, clock: null, frames: new Map(), received: 0, shown: -1,
     delays: [], ended: false, failed: false,
     chunk: Math.round((Number($("live-chunk").value) * SAMPLE_RATE) / 1000), // samples a request
@@ -275,25 +277,31 @@ function stopSource() {
   $("live-stop").disabled = true;
 }
 
+// Stop (or the file's last sample): what the source holds is sent, then the end; nothing after it
 function finish() {
+  if (live.ending) return;
+  if (live.flush) live.flush();
   stopSource();
+  live.ending = true;
   if (live.socket.readyState === WebSocket.OPEN) live.socket.send(JSON.stringify({ end: true }));
   $("live-status").textContent = "finishing: the last half second";
 }
 
-function sendSamples(samples) {
-  if (live.socket.readyState === WebSocket.OPEN) live.socket.send(samples);
+function sendSamples(session, samples) {
+  if (session.ending || session.failed) return; // the end was asked for: audio after it is dropped
+  if (session.socket.readyState === WebSocket.OPEN) session.socket.send(samples);
 }
 
 function playFile(samples) {
-  live.t0 = performance.now();
+  const mine = live;
+  mine.t0 = performance.now();
   let sent = 0;
-  live.timer = setInterval(() => {
+  mine.timer = setInterval(() => {
     // a sample is sent once it would have been spoken, a whole chunk at a time (the last may be short)
-    const spoken = Math.min(samples.length, Math.floor(((performance.now() - live.t0) * SAMPLE_RATE) / 1000));
-    const due = spoken === samples.length ? spoken : spoken - ((spoken - sent) % live.chunk);
+    const spoken = Math.min(samples.length, Math.floor(((performance.now() - mine.t0) * SAMPLE_RATE) / 1000));
+    const due = spoken === samples.length ? spoken : spoken - ((spoken - sent) % mine.chunk);
     if (due > sent) {
-      sendSamples(samples.slice(sent, due));
+      sendSamples(mine, samples.slice(sent, due));
       sent = due;
     }
     if (sent >= samples.length) finish();
@@ -301,18 +309,27 @@ function playFile(samples) {
 }
 
 async function startMicrophone() {
+  const mine = live;
   let pending = [];
   let count = 0;
-  live.t0 = performance.now();
-  live.stopSource = await microphone((block) => {
+  const flush = () => {
+    if (count) sendSamples(mine, concat(pending));
+    pending = [];
+    count = 0;
+  };
+  mine.t0 = performance.now();
+  const stop = await microphone((block) => {
+    if (mine.ending || mine.failed) return;
     pending.push(block);
     count += block.length;
-    if (count >= live.chunk) {
-      sendSamples(concat(pending));
-      pending = [];
-      count = 0;
-    }
+    if (count >= mine.chunk) flush();
   });
+  if (mine.ending || mine.failed || mine !== live) {
+    stop(); // stopped while the microphone was opening
+    return;
+  }
+  mine.stopSource = stop;
+  mine.flush = flush;
 }
 
 function onFrame(index, jpeg) {
