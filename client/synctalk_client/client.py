@@ -147,7 +147,7 @@ class CompositeClient:
             return self._rpc(call, *args, headers=api_key_headers(self._api_key), **kwargs)
         except InferenceServerException as exc:
             if is_restricted(exc):
-                raise permission_error(api, key_sent=self._api_key is not None) from None
+                raise permission_error(api, key_sent=self._api_key is not None, exc=exc) from None
             raise
 
     def list_models(self) -> list[dict[str, str]]:
@@ -340,7 +340,9 @@ class CompositeClient:
                 inputs = self._shm.inputs(request, takes, optional)
             else:
                 inputs = _grpc_inputs(request.tensors(takes, optional=optional))
-            result = self._call_while_busy(request.model_id, inputs, outputs, started, timeout_s, priority)
+            result = self._call_while_busy(
+                request.model_id, inputs, outputs, started, timeout_s, priority, request.batch_size
+            )
         total_ms = _ms_since(started)
         jpegs = result.as_numpy(contract.JPEG.name)
         frames = [bytes(x) for x in jpegs.reshape(-1)]
@@ -353,7 +355,16 @@ class CompositeClient:
             self._attribute_stages(response, request.model_id, before, self._ensemble_info[request.model_id]["steps"])
         return response
 
-    def _call_with_retries(self, model_id: str, inputs, outputs, timeout_s: float | None = None, priority: int = 0):
+    def _call_with_retries(
+        self,
+        model_id: str,
+        inputs,
+        outputs,
+        timeout_s: float | None = None,
+        priority: int = 0,
+        frames: int | None = None,
+    ):
+        """One inference (``frames``: what the edge counts it as; None: a bulk request)."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         return self._rpc(
             self._triton.infer,
@@ -363,16 +374,26 @@ class CompositeClient:
             client_timeout=timeout_s,
             timeout=max(1, int(timeout_s * 1e6)),  # the queue timeout (allow_timeout_override)
             priority=priority,
+            headers=contract.edge_headers(model_id, frames),
         )
 
-    def _call_while_busy(self, model_id: str, inputs, outputs, started: float, timeout_s: float, priority: int = 0):
+    def _call_while_busy(
+        self,
+        model_id: str,
+        inputs,
+        outputs,
+        started: float,
+        timeout_s: float,
+        priority: int = 0,
+        frames: int | None = None,
+    ):
         """``_call_with_retries``, sent again while the server answers "busy" (up to
         ``busy_retries`` times, exponential backoff with full jitter, never past the deadline);
         the last refusal is a ServerBusyError saying how often and for how long it tried."""
         for attempt in range(self.busy_retries + 1):
             left = timeout_s - (time.perf_counter() - started)
             try:
-                return self._call_with_retries(model_id, inputs, outputs, max(left, 0.001), priority)
+                return self._call_with_retries(model_id, inputs, outputs, max(left, 0.001), priority, frames)
             except InferenceServerException as exc:
                 reason = busy_reason(exc)
                 if reason is None:

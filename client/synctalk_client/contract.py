@@ -458,3 +458,30 @@ API_KEY_FILE_ENV = "SYNCTALK_API_KEY_FILE"  # or a file that holds it
 RESTRICTED_MESSAGES = ("This protocol is restricted", "This API is restricted")
 MSG_RESTRICTED = "this server restricts {api}: set " + API_KEY_ENV
 MSG_KEY_REFUSED = "this server refused the API key for {api}: check " + API_KEY_ENV
+
+
+# --- the edge: Envoy in front of the replicas (tools/edge.py) -----------------------------------
+# Envoy does not read the protobuf body, so the SDK says in gRPC metadata (HTTP headers for the
+# KServe API) which model id a request is for and how many frames it carries. Requests are counted
+# in classes by their frames, each with its own limit per replica sized from the door's capacity
+# in frames (capacity // the class's largest request): a flood of 32-frame requests fills "bulk"
+# and leaves "light" (live frames, 1-frame requests) and "batch" alone. A request without the
+# header (a plain client) is counted as bulk.
+EDGE_MODEL_HEADER = "synctalk-model-id"
+EDGE_FRAMES_HEADER = "synctalk-frames"
+EDGE_CLASSES = (("light", 0, 1), ("batch", 2, 8), ("bulk", 9, MAX_BATCH_SIZE))  # (name, fewest, most frames)
+# The edge's own refusals. Over a class's limit: a local reply before the request's body goes
+# anywhere (gRPC UNAVAILABLE, HTTP 503), read by clients as "server busy"; a restricted API: never
+# routed (gRPC PERMISSION_DENIED, HTTP 403), reached on a replica's own port with the API key.
+EDGE_FULL_MESSAGE = "the edge's limit for this class of requests is reached"
+EDGE_OVERFLOW_MESSAGE = "reset reason: overflow"  # Envoy's own words for a limit it hit
+EDGE_RESTRICTED_MESSAGE = "not served at the edge"
+MSG_EDGE_RESTRICTED = "the edge does not serve {api}: call a replica's own port with the API key"
+
+
+def edge_headers(model_id: str, frames: int | None = None) -> dict[str, str]:
+    """The gRPC metadata (or HTTP headers) the edge routes and counts a request by."""
+    headers = {EDGE_MODEL_HEADER: model_id}
+    if frames is not None:
+        headers[EDGE_FRAMES_HEADER] = str(int(frames))
+    return headers

@@ -81,6 +81,8 @@ def busy_reason(exc: InferenceServerException) -> str | None:
         return "its queue is full" + (detail if detail.startswith(": ") else "")
     if contract.QUEUE_TIMEOUT_MESSAGE in message:
         return "it waited longer than its queue allows"
+    if contract.EDGE_FULL_MESSAGE in message or contract.EDGE_OVERFLOW_MESSAGE in message:
+        return contract.EDGE_FULL_MESSAGE  # refused by the edge before the request's body went anywhere
     return None
 
 
@@ -90,8 +92,11 @@ def is_restricted(exc: InferenceServerException) -> bool:
     return any(text in message for text in contract.RESTRICTED_MESSAGES)
 
 
-def permission_error(api: str, key_sent: bool) -> PermissionDeniedError:
-    """The one line a caller without (or with a wrong) API key gets for ``api``."""
+def permission_error(api: str, key_sent: bool, exc: InferenceServerException | None = None) -> PermissionDeniedError:
+    """The one line a caller without (or with a wrong) API key gets for ``api``; or, where the
+    edge refused it (``exc`` says so), that the edge never serves it, key or not."""
+    if exc is not None and contract.EDGE_RESTRICTED_MESSAGE in (exc.message() or str(exc)):
+        return PermissionDeniedError(contract.MSG_EDGE_RESTRICTED.format(api=api))
     template = contract.MSG_KEY_REFUSED if key_sent else contract.MSG_RESTRICTED
     return PermissionDeniedError(template.format(api=api))
 
@@ -110,7 +115,7 @@ def error_from_exception(exc: InferenceServerException, model_id: str) -> Compos
     if reason:
         return ServerBusyError(contract.MSG_SERVER_BUSY.format(model_id=model_id, reason=reason))
     if is_restricted(exc):
-        return permission_error("this call", key_sent=False)
+        return permission_error("this call", key_sent=False, exc=exc)
     # an inference: "Request for unknown model"; a model's config or statistics: INVALID_ARGUMENT
     # "requested model 'x' is not available" (unknown, or not loaded)
     if "NOT_FOUND" in status or "unknown model" in message.lower() or f"model '{model_id}' is not available" in message:

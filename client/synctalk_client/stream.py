@@ -56,6 +56,8 @@ def stream_error(exc: InferenceServerException, avatar: str) -> CompositeError:
     status = str(exc.status() or "")
     if "stream limit" in message:
         return StreamLimitError(message)
+    if contract.EDGE_FULL_MESSAGE in message:  # the edge's streams per replica, before any reached Triton
+        return StreamLimitError(f"stream limit reached: {message}")
     if "START flag" in message:  # Triton's sequence batcher: the sequence's slot was freed (idle timeout)
         return StreamClosedError(f"the stream is not open on the server: it expired after its idle timeout ({message})")
     if "is not open" in message or "expired after" in message or "has ended" in message:
@@ -79,7 +81,8 @@ class LiveStream:
         self._lock = threading.Lock()
         self._started = self._ended = False
         self._closed_error: CompositeError | None = None
-        self._triton.start_stream(callback=self._on_response)
+        # one HTTP/2 stream: the edge keeps it on one replica; a live frame is a light request
+        self._triton.start_stream(callback=self._on_response, headers=contract.edge_headers(avatar, 1))
 
     # -- sending ------------------------------------------------------------------------------
     def send(self, chunk: np.ndarray) -> list[StreamFrame]:

@@ -1,0 +1,116 @@
+"""The edge's Envoy bootstrap (tools/edge.py): Envoy's own validation, and what it must hold:
+limits from the door's capacity, the restricted APIs never routed, streams never cut, the admin
+on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from synctalk_client import contract
+from tools import edge
+from tools.render_model import admission_frames
+
+
+def replicas(n: int) -> list[edge.Replica]:
+    return [edge.Replica(f"replica-{i}", "127.0.0.1", 18001 + 10 * i, 18000 + 10 * i) for i in range(n)]
+
+
+def listener(config: dict, name: str) -> dict:
+    (found,) = [x for x in config["static_resources"]["listeners"] if x["name"] == name]
+    return found["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def routes(config: dict, name: str) -> list[dict]:
+    return listener(config, name)["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def clusters(config: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+
+@pytest.mark.parametrize("profile,n", [("cpu", 1), ("cpu", 3), ("gpu", 2)])
+def test_envoy_validates_the_rendered_edge(tmp_path, profile, n):
+    path = edge.write(edge.render(replicas(n), profile, host="0.0.0.0"), tmp_path / "edge.yaml")
+    edge.validate(path)  # raises with Envoy's words
+
+
+def test_envoy_refuses_a_broken_bootstrap(tmp_path):
+    config = edge.render(replicas(1))
+    config["static_resources"]["clusters"][0]["lb_policy"] = "NO_SUCH_POLICY"
+    with pytest.raises(ValueError, match="envoy refused"):
+        edge.validate(edge.write(config, tmp_path / "broken.yaml"))
+
+
+def test_the_classes_cover_every_batch_size_once():
+    covered = [n for _, fewest, most in contract.EDGE_CLASSES for n in range(fewest, most + 1)]
+    assert covered == list(range(0, contract.MAX_BATCH_SIZE + 1))
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_limits_per_replica_come_from_the_doors_capacity(profile):
+    n = 3
+    config = edge.render(replicas(n), profile)
+    capacity = admission_frames(profile)
+    by_name = clusters(config)
+    for name, _, most in contract.EDGE_CLASSES:
+        expected = max(1, capacity // most, edge.LIGHT_PER_REPLICA_FLOOR if name == "light" else 1)
+        for protocol in ("grpc", "http"):
+            threshold = by_name[f"{protocol}_{name}"]["circuit_breakers"]["thresholds"][0]
+            assert threshold["max_requests"] == n * expected, (protocol, name)
+    assert by_name["grpc_stream"]["circuit_breakers"]["thresholds"][0]["max_requests"] == n * edge.max_streams()
+    # a 32-frame request fills the door: one per replica at the edge, the rest refused before their bodies
+    assert edge.class_limits(profile)["bulk"] == max(1, capacity // contract.MAX_BATCH_SIZE)
+    for cluster in by_name.values():  # every cluster spans every replica
+        endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert [e["endpoint"]["hostname"] for e in endpoints] == [r.name for r in replicas(n)]
+        assert cluster["health_checks"][0]["http_health_check"]["path"] == "/v2/health/ready"
+
+
+def test_restricted_apis_are_answered_by_the_edge_never_routed():
+    config = edge.render(replicas(2))
+    grpc_refused = {r["match"]["path"].rsplit("/", 1)[1]: r for r in routes(config, "grpc") if "direct_response" in r}
+    assert set(grpc_refused) == {m for methods in edge.RESTRICTED_GRPC.values() for m in methods}
+    assert set(edge.RESTRICTED_GRPC) == set(contract.RESTRICTED_APIS)
+    http_refused = [r for r in routes(config, "http") if "direct_response" in r]
+    assert len(http_refused) == sum(len(p) for p in edge.RESTRICTED_HTTP.values())
+    for route in [*grpc_refused.values(), *http_refused]:
+        assert route["direct_response"]["status"] == 403
+        assert contract.EDGE_RESTRICTED_MESSAGE in route["direct_response"]["body"]["inline_string"]
+    # the refusals come before any route that proxies
+    for name in ("grpc", "http"):
+        kinds = ["direct_response" in r for r in routes(config, name)]
+        assert kinds == sorted(kinds, reverse=True)
+
+
+def test_streams_are_never_timed_out_and_stay_on_one_replica():
+    config = edge.render(replicas(2))
+    (stream,) = [r for r in routes(config, "grpc") if r["match"].get("path", "").endswith("/ModelStreamInfer")]
+    assert stream["route"]["cluster"] == "grpc_stream"
+    assert stream["route"]["timeout"] == "0s"
+    assert "retry_policy" not in stream["route"]  # a stream is never replayed on another replica
+
+
+def test_unary_requests_retry_on_another_replica_only_where_there_is_one():
+    for n, retried in ((1, False), (2, True)):
+        config = edge.render(replicas(n))
+        infer = [r for r in routes(config, "grpc") if r["match"].get("path", "").endswith("/ModelInfer")]
+        assert infer and all(("retry_policy" in r["route"]) == retried for r in infer)
+
+
+def test_a_request_without_the_frames_header_is_bulk():
+    config = edge.render(replicas(1))
+    for name in ("grpc", "http"):
+        infer = [r for r in routes(config, name) if "route" in r and "headers" in r["match"]]
+        unmarked = [
+            r
+            for r in routes(config, name)
+            if "route" in r and "headers" not in r["match"] and r["route"]["cluster"].endswith("_bulk")
+        ]
+        assert len(infer) == len(contract.EDGE_CLASSES) and len(unmarked) == 1
+
+
+def test_the_admin_listens_on_loopback_whatever_the_listeners():
+    config = edge.render(replicas(1), host="0.0.0.0")
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    addresses = [x["address"]["socket_address"] for x in config["static_resources"]["listeners"]]
+    assert [(a["address"], a["port_value"]) for a in addresses] == [("0.0.0.0", 8001), ("0.0.0.0", 8000)]

@@ -1,0 +1,145 @@
+"""The edge (tools/edge.py): a real Envoy in front of the live CPU-profile server (tiny models),
+on loopback. Clients get through it what they get from Triton itself; the restricted APIs are
+answered by the edge; a class of requests at its limit is refused by the edge from the request's
+headers, before its body reaches Triton, while the other classes are served."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+
+from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_client.errors import PermissionDeniedError
+from synctalk_client.stream import LiveStream
+from tests.conftest import free_port
+from tests.e2e.one_frame_avatar import one_frame_avatar
+from tests.e2e.test_pipeline import make_request
+from tools import paths
+from tools.edge import GRPC_SERVICE, INFER_METHOD, Edge, Replica
+
+pytestmark = pytest.mark.e2e
+AVATAR = "edgeavatar"
+
+
+@pytest.fixture(scope="module")
+def edge(server):
+    replica = Replica("replica-0", "127.0.0.1", server.grpc_port, server.http_port)
+    grpc_port, http_port = free_port(), free_port()
+    with Edge(
+        [replica],
+        grpc_port,
+        http_port,
+        free_port(),
+        config_path=paths.BUILD / "edge" / f"test-edge-{grpc_port}.yaml",
+        log_path=paths.BUILD / "logs" / "test-edge.log",
+    ) as running:
+        yield running
+    assert running.process.returncode == 0, (paths.BUILD / "logs" / "test-edge.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def avatar(server, tmp_path_factory):
+    with one_frame_avatar(server, tmp_path_factory, AVATAR) as avatar_id:
+        yield avatar_id
+
+
+def served(server, model: str) -> int:
+    """Requests Triton has seen for ``model`` (served or failed)."""
+    with CompositeClient(server.grpc_url) as client:
+        stats = client.model_stats(model)[model]["inference_stats"]
+    return int(stats.get("success", {}).get("count", 0)) + int(stats.get("fail", {}).get("count", 0))
+
+
+def counter(edge: Edge, name: str) -> int:
+    return edge.stats(name).get(name, 0)
+
+
+def test_a_request_through_the_edge_is_the_request_to_triton(server, edge):
+    for batch, cluster in ((1, "grpc_light"), (8, "grpc_batch"), (12, "grpc_bulk")):
+        before = counter(edge, f"cluster.{cluster}.upstream_rq_total")
+        request = make_request(batch, seed=batch)
+        with CompositeClient(edge.grpc_url) as through, CompositeClient(server.grpc_url) as direct:
+            got = through.infer_batch_composite(request).raise_for_error().composited_frames
+            assert got == direct.infer_batch_composite(request).raise_for_error().composited_frames
+        assert counter(edge, f"cluster.{cluster}.upstream_rq_total") == before + 1, "counted in its class"
+
+
+def test_a_live_stream_goes_through_the_edge(server, edge, avatar):
+    audio = synthetic.speech_like_audio(30, seed=3)
+    chunks = [
+        audio[i : i + 5 * contract.SAMPLES_PER_FRAME] for i in range(0, len(audio), 5 * contract.SAMPLES_PER_FRAME)
+    ]
+    with LiveStream(edge.grpc_url, avatar) as live, LiveStream(server.grpc_url, avatar) as direct:
+        through = [f for chunk in chunks for f in live.send(chunk)] + live.end()
+        expected = [f for chunk in chunks for f in direct.send(chunk)] + direct.end()
+    assert [f.index for f in through] == [f.index for f in expected] and through
+    assert [f.jpeg for f in through] == [f.jpeg for f in expected]
+    assert counter(edge, "cluster.grpc_stream.upstream_rq_total") >= 1
+
+
+def test_restricted_apis_are_refused_at_the_edge_even_with_the_key(server, edge):
+    with CompositeClient(edge.grpc_url) as client:  # this process carries the server's key
+        with pytest.raises(PermissionDeniedError) as refused:
+            client.load_model(contract.DEFAULT_MODEL_ID)
+        assert refused.value.message == contract.MSG_EDGE_RESTRICTED.format(api="model control")
+        assert client.health()["ready"], "health goes through"
+    key = server.api_key
+    for path in ("/v2/repository/index", "/v2/systemsharedmemory/status", "/v2/logging", "/v2/trace/setting"):
+        request = urllib.request.Request(
+            edge.http_url + path, data=b"{}", headers={contract.API_KEY_HEADER: key}, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=10)
+        assert answer.value.code == 403, path
+        assert contract.EDGE_RESTRICTED_MESSAGE in answer.value.read().decode(), path
+    with CompositeClient(server.grpc_url) as direct:  # the replica's own port, with the key
+        assert contract.DEFAULT_MODEL_ID in direct.model_ids()
+
+
+def _hold_bulk(edge: Edge):
+    """A bulk request whose body never comes: (release, channel, future)."""
+    release = threading.Event()
+
+    def body_never_sent():
+        release.wait(60)
+        return
+        yield
+
+    channel = grpc.insecure_channel(edge.grpc_url)
+    future = channel.stream_unary(GRPC_SERVICE + INFER_METHOD).future(
+        body_never_sent(), metadata=list(contract.edge_headers(contract.DEFAULT_MODEL_ID, 32).items()), timeout=90
+    )
+    return release, channel, future
+
+
+def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(server, edge):
+    """A bulk request held open at the edge (its headers sent, its body never) fills the bulk class
+    of this one replica: the next bulk request is refused by the edge, Triton never sees it, and
+    light and batch requests are served meanwhile."""
+    release, channel, future = _hold_bulk(edge)
+    try:
+        deadline = time.monotonic() + 30
+        while counter(edge, "cluster.grpc_bulk.upstream_rq_active") < 1:  # the edge holds it upstream
+            assert time.monotonic() < deadline, "the held request never reached the bulk class"
+            time.sleep(0.05)
+        seen = served(server, contract.INPUT_VALIDATOR_MODEL)
+        assert counter(edge, "cluster.grpc_bulk.circuit_breakers.default.rq_open") == 1, "the class is full"
+        with CompositeClient(edge.grpc_url, busy_retries=0) as client:
+            refused = client.infer_batch_composite(make_request(32, seed=1))
+            assert not refused.success and refused.error_category == contract.CATEGORY_BUSY
+            assert contract.EDGE_FULL_MESSAGE in refused.error, refused.error
+            # the other classes are served meanwhile
+            for batch in (1, 8):
+                assert (
+                    len(client.infer_batch_composite(make_request(batch)).raise_for_error().composited_frames) == batch
+                )
+        assert served(server, contract.INPUT_VALIDATOR_MODEL) == seen + 2, "the refused request never reached Triton"
+    finally:
+        release.set()
+        future.cancel()
+        channel.close()

