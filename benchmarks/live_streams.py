@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.perf_analyzer import PERF_DIR, library_dir, perf_analyzer_binary
+from benchmarks.perf_analyzer import PERF_DIR, edge_header_args, library_dir, perf_analyzer_binary
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from tools import avatar_store, paths
 from tools.render_repository import render
@@ -110,6 +110,7 @@ def measure(
     csv_path = out / f"streams-{n_streams}.csv"
     command = [
         str(perf_analyzer_binary()),
+        *edge_header_args(avatar, 1),  # the edge's stream class, as LiveStream's
         "-m",
         contract.STREAM_MODEL,
         "-u",

@@ -107,11 +107,18 @@ def key_header() -> list[str]:
     return ["-H", f"{contract.GRPC_API_KEY_HEADER}:{key}"] if key else []
 
 
+def edge_header_args(model: str, frames: int | None) -> list[str]:
+    """perf_analyzer's ``-H`` with what the edge routes and counts a request by (the SDK's
+    metadata, ``contract.edge_headers``), so a run through the edge is counted as the SDK's is."""
+    return [arg for name, value in contract.edge_headers(model, frames).items() for arg in ("-H", f"{name}:{value}")]
+
+
 def command(
     url: str, model: str, batch_size: int, concurrency: list[int], input_data: Path, csv_path: Path, measurement: dict
 ) -> list[str]:
     return [
         str(perf_analyzer_binary()),
+        *edge_header_args(model, batch_size),
         "-m",
         model,
         "-u",

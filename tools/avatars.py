@@ -22,9 +22,9 @@ The command line of ``tools.avatar_store`` (the store: add, remove, sync, list),
 
     synctalk-avatars add --id anna --background dataset/anna/full_body_img --boxes dataset/anna/landmarks \\
         --generator anna_synctalk.onnx --audio-encoder audio_encoder.onnx --audio-preset synctalk2d \\
-        --load 127.0.0.1:8001
+        --load 127.0.0.1:8101
     synctalk-avatars list
-    synctalk-avatars remove --id anna --url 127.0.0.1:8001
+    synctalk-avatars remove --id anna --url 127.0.0.1:8101
 """
 
 from __future__ import annotations

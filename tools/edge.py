@@ -30,6 +30,7 @@ limits): ``render`` gives Envoy's bootstrap, ``Edge`` runs the ``envoy`` binary 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import shutil
 import signal
@@ -48,9 +49,11 @@ from synctalk_client import contract
 from tools import paths
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
-# the gRPC methods of Triton's restricted APIs (contract.RESTRICTED_APIS), by API
+# the gRPC methods of Triton's restricted APIs (contract.RESTRICTED_APIS), by API, that the edge
+# never routes. The repository index is read-only: it goes through (to the meta class), and Triton
+# still asks for the API key, so the page and the SDK list model ids through the edge.
 RESTRICTED_GRPC = {
-    "model-repository": ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"),
+    "model-repository": ("RepositoryModelLoad", "RepositoryModelUnload"),
     "shared-memory": (
         "SystemSharedMemoryStatus",
         "SystemSharedMemoryRegister",
@@ -64,7 +67,7 @@ RESTRICTED_GRPC = {
 }
 # and their KServe HTTP paths (regular expressions over the path)
 RESTRICTED_HTTP = {
-    "model-repository": (r"/v2/repository(/.*)?",),
+    "model-repository": (r"/v2/repository/models/.*",),  # load and unload (the index goes through)
     "shared-memory": (r"/v2/systemsharedmemory(/.*)?", r"/v2/cudasharedmemory(/.*)?"),
     "logging": (r"/v2/logging(/.*)?",),
     "trace": (r"/v2/trace(/.*)?", r"/v2/models/[^/]+(/versions/[^/]+)?/trace/.*"),
@@ -126,6 +129,14 @@ def class_limits(profile: str) -> dict[str, int]:
 
 
 # --- the bootstrap --------------------------------------------------------------------------------
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def _address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 
@@ -145,7 +156,13 @@ def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int) -> d
     ]
     cluster = {
         "name": name,
-        "type": "STATIC",
+        # addresses as given; names (compose services, a Kubernetes headless Service) resolved
+        # and followed by Envoy
+        **(
+            {"type": "STATIC"}
+            if all(_is_ip(r.host) for r in replicas)
+            else {"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED"}
+        ),
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},

@@ -2,10 +2,13 @@
 
     python -m tools.serve --repository build/repository/cpu
 
-Binds 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002. Ready when ``/v2/health/ready`` says
-so; Ctrl-C or SIGTERM stops it cleanly. Model control, shared memory, logging and trace are
-restricted to callers that send this checkout's API key (``tools.api_key``: ``build/secrets/api_key``,
-or ``SYNCTALK_API_KEY``); inference, health, metadata, configs and statistics are open.
+Binds 127.0.0.1 only. Clients call the edge (Envoy, ``tools.edge``) on HTTP 8000 and gRPC 8001;
+Triton itself listens behind it on 8100 and 8101 (the replica's own ports: model control, with the
+API key), metrics on 8002; ``--no-edge`` puts Triton on 8000/8001 itself. Ready when both say so
+(``/v2/health/ready`` through the edge); Ctrl-C or SIGTERM stops both, the edge first. Model
+control, shared memory, logging and trace are restricted to callers that send this checkout's API
+key (``tools.api_key``: ``build/secrets/api_key``, or ``SYNCTALK_API_KEY``) on the replica's own
+port (the edge never routes them); inference, health, metadata, configs and statistics are open.
 ``TritonServer`` is the same launcher as a context manager, used by the tests and the demo.
 
 Supervision (``--supervise``): this Triton's Python backend does not restart a backend stub
@@ -46,6 +49,10 @@ SHM_GROWTH_BYTES = 64 * 1024 * 1024
 # them in again on the next request; keep them in the heap instead (served memory stays flat)
 # up to 64 MB (an 8-frame batch of 1080p frames is 50 MB); larger blocks, such as onnxruntime's
 # activations for 32-frame batches, still go back to the OS, so the heap cannot bloat with them
+# with the edge in front (make serve): Triton itself on these loopback ports, clients on 8000/8001
+REPLICA_HTTP_PORT = 8100
+REPLICA_GRPC_PORT = 8101
+EDGE_ADMIN_PORT = 9901
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
 
 
@@ -438,9 +445,22 @@ def checkout_api_key() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument(
+        "--http-port", type=int, default=8000, help="where clients call (the edge's, or Triton's with --no-edge)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=8001, help="where clients call (the edge's, or Triton's with --no-edge)"
+    )
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--edge",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Envoy in front of Triton (tools.edge): clients call it; Triton listens on the replica ports",
+    )
+    parser.add_argument("--replica-http-port", type=int, default=REPLICA_HTTP_PORT)
+    parser.add_argument("--replica-grpc-port", type=int, default=REPLICA_GRPC_PORT)
+    parser.add_argument("--admin-port", type=int, default=EDGE_ADMIN_PORT, help="the edge's admin (loopback)")
     parser.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none")
     parser.add_argument(
         "--supervise",
@@ -451,12 +471,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     server = TritonServer(
         args.repository,
-        args.http_port,
-        args.grpc_port,
+        args.replica_http_port if args.edge else args.http_port,
+        args.replica_grpc_port if args.edge else args.grpc_port,
         args.metrics_port,
         model_control_mode=args.model_control_mode,
         supervise=args.supervise,
     )
+    front = None
+    if args.edge:
+        from tools.edge import Edge, Replica
+
+        replica = Replica("replica-0", server.host, server.grpc_port, server.http_port)
+        front = Edge(
+            [replica], args.grpc_port, args.http_port, args.admin_port, log_path=paths.BUILD / "logs" / "edge.log"
+        )
     stopping = []
 
     def on_signal(signum, _frame):
@@ -465,23 +493,43 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
+    if front is not None:
+        front.start()
     announced = False
-    while not stopping and server.process.poll() is None:
-        if not announced and server.is_ready():
+
+    def running() -> bool:
+        return server.process.poll() is None and (front is None or front.process.poll() is None)
+
+    while not stopping and running():
+        if not announced and server.is_ready() and (front is None or front.is_ready()):
             server.wait_ready(timeout=5)  # starts the supervisor
-            print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
+            door = front or server
+            print(f"tritonserver ready: gRPC {door.grpc_url}, HTTP {door.http_url}", flush=True)
+            if front is not None:
+                print(
+                    f"  through the edge (Envoy; its admin on {front.admin_url}, its log {front.log_path}); "
+                    f"the replica itself: gRPC {server.grpc_url}, HTTP {server.http_url}",
+                    flush=True,
+                )
             if server.api_key:
                 print(
-                    "model control and shared memory need the API key: export "
-                    f"{contract.API_KEY_FILE_ENV}={os.environ[contract.API_KEY_FILE_ENV]} (the project's tools "
-                    "read it from there)",
+                    "model control and shared memory need the API key"
+                    + (f" and the replica's own port ({server.grpc_url})" if front else "")
+                    + f": export {contract.API_KEY_FILE_ENV}={os.environ[contract.API_KEY_FILE_ENV]} (the project's "
+                    "tools read it from there)",
                     flush=True,
                 )
             announced = True
         time.sleep(0.25)
+    # the edge first: no new request reaches the server while it stops
+    edge_code = front.stop() if front is not None else 0
     if server.process.poll() is not None:
+        server.stop()
         return server.process.returncode or 1
-    return server.stop() or 0
+    code = server.stop() or 0
+    if not stopping:  # the edge exited by itself
+        return edge_code or 1
+    return code
 
 
 if __name__ == "__main__":

@@ -114,3 +114,11 @@ def test_the_admin_listens_on_loopback_whatever_the_listeners():
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     addresses = [x["address"]["socket_address"] for x in config["static_resources"]["listeners"]]
     assert [(a["address"], a["port_value"]) for a in addresses] == [("0.0.0.0", 8001), ("0.0.0.0", 8000)]
+
+
+def test_replicas_by_name_are_resolved_by_envoy(tmp_path):
+    named = [edge.Replica("replica-0", "tritonserver", 8001, 8000)]
+    config = edge.render(named, "gpu", host="0.0.0.0")
+    assert {c["type"] for c in config["static_resources"]["clusters"]} == {"STRICT_DNS"}
+    assert {c["type"] for c in edge.render(replicas(2))["static_resources"]["clusters"]} == {"STATIC"}
+    edge.validate(edge.write(config, tmp_path / "named.yaml"))

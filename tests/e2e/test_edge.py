@@ -89,7 +89,13 @@ def test_restricted_apis_are_refused_at_the_edge_even_with_the_key(server, edge)
         assert refused.value.message == contract.MSG_EDGE_RESTRICTED.format(api="model control")
         assert client.health()["ready"], "health goes through"
     key = server.api_key
-    for path in ("/v2/repository/index", "/v2/systemsharedmemory/status", "/v2/logging", "/v2/trace/setting"):
+    for path in (
+        f"/v2/repository/models/{contract.DEFAULT_MODEL_ID}/load",
+        f"/v2/repository/models/{contract.DEFAULT_MODEL_ID}/unload",
+        "/v2/systemsharedmemory/status",
+        "/v2/logging",
+        "/v2/trace/setting",
+    ):
         request = urllib.request.Request(
             edge.http_url + path, data=b"{}", headers={contract.API_KEY_HEADER: key}, method="POST"
         )
@@ -97,8 +103,11 @@ def test_restricted_apis_are_refused_at_the_edge_even_with_the_key(server, edge)
             urllib.request.urlopen(request, timeout=10)
         assert answer.value.code == 403, path
         assert contract.EDGE_RESTRICTED_MESSAGE in answer.value.read().decode(), path
-    with CompositeClient(server.grpc_url) as direct:  # the replica's own port, with the key
-        assert contract.DEFAULT_MODEL_ID in direct.model_ids()
+    with CompositeClient(edge.grpc_url) as client:  # the index is read-only: listed with the key
+        assert contract.DEFAULT_MODEL_ID in client.model_ids()
+    with CompositeClient(edge.grpc_url, api_key="not-the-key") as client:  # Triton still asks for it
+        with pytest.raises(PermissionDeniedError):
+            client.model_ids()
 
 
 def _hold_bulk(edge: Edge):

@@ -1,6 +1,8 @@
-"""`synctalk-serve` (what `make serve` runs, tools.serve): foreground server, ready, clean stop on SIGTERM."""
+"""`synctalk-serve` (what `make serve` runs, tools.serve): the edge and the server in the foreground,
+ready, a clean stop of both on SIGTERM or Ctrl-C."""
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -8,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from synctalk_client import CompositeClient
 from tests.conftest import free_port
+from tests.e2e.test_pipeline import make_request
 from tools import paths
 from tools.render_repository import render
 from tools.serve import TritonServer
@@ -17,33 +21,38 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_serve_runs_in_the_foreground_and_stops_cleanly(tmp_path, models_dir, stop_signal):
+def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_path, models_dir, stop_signal):
+    """make serve: clients' ports are the edge's; Triton behind it on the replica ports; one
+    readiness line; a signal stops both, and nothing is left listening."""
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
-    ports = [free_port() for _ in range(3)]
+    http, grpc, metrics, replica_http, replica_grpc, admin = (free_port() for _ in range(6))
     command = [
         str(Path(sys.executable).parent / "synctalk-serve"),
-        "--repository",
-        str(repository),
-        "--http-port",
-        str(ports[0]),
-        "--grpc-port",
-        str(ports[1]),
-        "--metrics-port",
-        str(ports[2]),
+        *("--repository", str(repository), "--http-port", str(http), "--grpc-port", str(grpc)),
+        *("--metrics-port", str(metrics), "--replica-http-port", str(replica_http)),
+        *("--replica-grpc-port", str(replica_grpc), "--admin-port", str(admin)),
     ]
     process = subprocess.Popen(command, cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    probe = TritonServer(repository, *ports)
+    through_edge = TritonServer(repository, http, grpc, metrics)
+    replica = TritonServer(repository, replica_http, replica_grpc, metrics)
     try:
         deadline = time.monotonic() + 120
-        while not probe.is_ready():
+        while not through_edge.is_ready():
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline, "not ready in 120 s"
             time.sleep(0.25)
-        time.sleep(1.0)  # let the launcher see readiness and announce it
+        assert replica.is_ready()
+        with CompositeClient(through_edge.grpc_url) as client:
+            assert client.infer_batch_composite(make_request(2)).raise_for_error().composited_frames
+        while not process.stdout.readline().startswith("tritonserver ready: gRPC 127.0.0.1:"):
+            assert process.poll() is None and time.monotonic() < deadline, "no readiness line"
         process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0
-        assert "tritonserver ready: gRPC 127.0.0.1:" in process.stdout.read()
-        assert not probe.is_ready()
+        assert f"the replica itself: gRPC 127.0.0.1:{replica_grpc}" in process.stdout.read()
+        assert not through_edge.is_ready() and not replica.is_ready()
+        for port in (http, grpc, replica_http, replica_grpc, admin):
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listens"
     finally:
         if process.poll() is None:
             process.kill()

@@ -73,6 +73,11 @@ def test_perf_analyzer_sends_the_api_key_where_it_registers_shared_memory(monkey
 
     monkeypatch.setenv(contract.API_KEY_ENV, "k" * 32)
     args = dict(url="127.0.0.1:8001", model="demo", batch_size=8, concurrency=[1], input_data=tmp_path / "in.json")
+
+    def headers(command: list[str]) -> list[str]:
+        return [command[i + 1] for i, arg in enumerate(command) if arg == "-H"]
+
     with_shm = perf_analyzer.command(**args, csv_path=tmp_path / "a.csv", measurement={"shared_memory": "system"})
-    assert with_shm[with_shm.index("-H") + 1] == f"{contract.GRPC_API_KEY_HEADER}:{'k' * 32}"
-    assert "-H" not in perf_analyzer.command(**args, csv_path=tmp_path / "b.csv", measurement={})
+    edge = [f"{contract.EDGE_MODEL_HEADER}:demo", f"{contract.EDGE_FRAMES_HEADER}:8"]  # counted as the SDK's
+    assert headers(with_shm) == [*edge, f"{contract.GRPC_API_KEY_HEADER}:{'k' * 32}"]
+    assert headers(perf_analyzer.command(**args, csv_path=tmp_path / "b.csv", measurement={})) == edge
