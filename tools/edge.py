@@ -141,8 +141,9 @@ def _address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int) -> dict:
-    """One class's cluster over every replica (its port of ``protocol``), with its breaker."""
+def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int, size_for: int) -> dict:
+    """One class's cluster over every replica (its port of ``protocol``), with its breaker sized
+    for ``size_for`` replicas."""
     grpc = protocol == "grpc"
     endpoints = [
         {
@@ -170,10 +171,10 @@ def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int) -> d
             "thresholds": [
                 {
                     "priority": "DEFAULT",
-                    "max_requests": limit * len(replicas),
-                    "max_pending_requests": limit * len(replicas),
-                    "max_connections": max(16, 4 * len(replicas)),
-                    "max_retries": max(1, limit * len(replicas)),
+                    "max_requests": limit * size_for,
+                    "max_pending_requests": limit * size_for,
+                    "max_connections": max(16, 4 * size_for),
+                    "max_retries": max(1, limit * size_for),
                 }
             ]
         },
@@ -328,16 +329,21 @@ def render(
     grpc_port: int = 8001,
     http_port: int = 8000,
     admin_port: int = 9901,
+    size_for: int | None = None,
 ) -> dict:
-    """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository)."""
+    """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository).
+    ``size_for``: how many replicas the limits are sized for, where one name stands for several
+    (a Kubernetes headless Service: Envoy resolves it to every pod, but its circuit breakers are
+    per cluster, fixed in the configuration); default: one per replica given."""
     if not replicas:
         raise ValueError("the edge needs at least one replica")
+    size_for = size_for or len(replicas)
     limits = class_limits(profile)
     clusters = []
     for protocol in ("grpc", "http"):
         for name in [c[0] for c in contract.EDGE_CLASSES] + ["meta"]:
-            clusters.append(_cluster(f"{protocol}_{name}", replicas, protocol, limits[name]))
-    clusters.append(_cluster("grpc_stream", replicas, "grpc", limits["stream"]))
+            clusters.append(_cluster(f"{protocol}_{name}", replicas, protocol, limits[name], size_for))
+    clusters.append(_cluster("grpc_stream", replicas, "grpc", limits["stream"], size_for))
     return {
         "admin": {"address": _address("127.0.0.1", admin_port)},  # loopback only, whatever the listeners
         "static_resources": {
@@ -362,11 +368,30 @@ def render(
     }
 
 
-def write(config: dict, path: Path) -> Path:
+def text_of(config: dict, how: str = "") -> str:
+    head = "# rendered by tools/edge.py from the contract and the repository: do not edit"
+    return head + (f" ({how})" if how else "") + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def write(config: dict, path: Path, how: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "# rendered by tools/edge.py from the contract and the repository: do not edit\n"
-    path.write_text(text + yaml.safe_dump(config, sort_keys=False))
+    path.write_text(text_of(config, how))
     return path
+
+
+# --- Kubernetes: the edge's ConfigMap (deploy/kubernetes/edge/edge.yaml, kustomize's generator) ------
+KUBERNETES_FILE = paths.ROOT / "deploy" / "kubernetes" / "edge" / "edge.yaml"
+KUBERNETES_HOW = "python -m tools.edge --kubernetes"
+
+
+def kubernetes_config() -> dict:
+    """The edge in a cluster: the Triton pods behind the headless Service ``synctalk-triton``
+    (Envoy resolves the name to every pod), the GPU profile's limits sized for the
+    HorizontalPodAutoscaler's ``maxReplicas`` (the door inside each pod is the second line while
+    there are fewer), listening on every address of the edge's pod."""
+    hpa = yaml.safe_load((KUBERNETES_FILE.parent.parent / "hpa.yaml").read_text())
+    replica = Replica("synctalk-triton", "synctalk-triton", 8001, 8000)
+    return render([replica], "gpu", host="0.0.0.0", size_for=int(hpa["spec"]["maxReplicas"]))
 
 
 # --- running it -----------------------------------------------------------------------------------
@@ -517,17 +542,28 @@ class Edge:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replica", action="append", required=True, help="host:grpc_port:http_port (repeat)")
+    parser.add_argument("--replica", action="append", help="host:grpc_port:http_port (repeat)")
+    parser.add_argument("--kubernetes", action="store_true", help=f"write {KUBERNETES_FILE.relative_to(paths.ROOT)}")
     parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--host", default="127.0.0.1", help="where the listeners bind (the admin: loopback)")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--admin-port", type=int, default=9901)
+    parser.add_argument(
+        "--size-for", type=int, default=None, help="replicas the limits are sized for (default: one per --replica)"
+    )
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge" / "edge.yaml")
     parser.add_argument("--validate", action="store_true", help="check it with envoy --mode validate")
     args = parser.parse_args(argv)
+    if args.kubernetes:
+        path = write(kubernetes_config(), KUBERNETES_FILE, KUBERNETES_HOW)
+        validate(path)
+        print(path)
+        return 0
+    if not args.replica:
+        parser.error("--replica host:grpc_port:http_port (one or more), or --kubernetes")
     replicas = [Replica.parse(text, i) for i, text in enumerate(args.replica)]
-    config = render(replicas, args.profile, args.host, args.grpc_port, args.http_port, args.admin_port)
+    config = render(replicas, args.profile, args.host, args.grpc_port, args.http_port, args.admin_port, args.size_for)
     path = write(config, args.out)
     if args.validate:
         validate(path)

