@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install models render serve demo web browser test lint format bench soak gpu-check clean
+.PHONY: install models render serve cluster demo web browser test lint format bench soak gpu-check clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ render: models
 
 serve: render
 	$(BIN)/synctalk-serve --repository $(REPOSITORY)
+
+# a local cluster: REPLICAS tritonservers on loopback (8100 + 10 i ...) and the edge on 8000/8001,
+# in the foreground like make serve; build/cluster/replicas.json says each replica's pid and ports
+REPLICAS ?= 2
+cluster: render
+	$(BIN)/python -m tools.cluster --repository $(REPOSITORY) --replicas $(REPLICAS)
 
 demo: render
 	$(BIN)/python -m tools.demo --repository $(REPOSITORY)

@@ -39,6 +39,7 @@ import sys
 import sysconfig
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ STREAM_WINDOW_BYTES = 1 << 20  # HTTP/2 flow control: what a client may push bef
 CONNECTION_WINDOW_BYTES = 4 << 20
 CONNECTION_BUFFER_BYTES = 1 << 20
 HEALTH_INTERVAL_S = 1.0
+DRAIN_S = 10.0  # how long a stopping edge lets the requests it holds finish (make serve's Ctrl-C)
 STREAM_IDLE_TIMEOUT_S = 300  # a live stream with no message this long is cut (its sequence expired long before)
 
 
@@ -418,6 +420,14 @@ def validate(path: Path) -> str:
     return result.stdout
 
 
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Edge:
     """Envoy on a rendered bootstrap, as a context manager: ready when its admin says so and its
     HTTP listener answers Triton's readiness through it."""
@@ -474,8 +484,14 @@ class Edge:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "wb")
             out = self._log_file
+        # a session of its own: Ctrl-C reaches the launcher, which drains the edge before stopping
+        # it; and the edge ends with its launcher, however that ends
         self.process = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+            self.command(),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+            preexec_fn=_end_with_parent,
         )
         return self
 
@@ -506,7 +522,8 @@ class Edge:
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         """The admin's counters and gauges (those starting with ``prefix``)."""
-        with urllib.request.urlopen(f"{self.admin_url}/stats?filter=^{prefix}", timeout=5) as response:
+        query = urllib.parse.quote(f"^{prefix}")
+        with urllib.request.urlopen(f"{self.admin_url}/stats?filter={query}", timeout=5) as response:
             rows = response.read().decode().splitlines()
         out = {}
         for row in rows:
@@ -515,9 +532,32 @@ class Edge:
                 out[name] = int(value)
         return out
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def active_requests(self) -> int:
+        """Requests (and live streams) the edge holds now, on both listeners."""
+        stats = self.stats("http\\.[a-z]+\\.downstream_rq_active$")
+        return sum(v for k, v in stats.items() if k.endswith(".downstream_rq_active"))
+
+    def drain(self, timeout_s: float = DRAIN_S) -> int:
+        """Stop taking new work and let what it holds finish, for ``timeout_s`` at most: clients
+        are told to go away (HTTP/2 GOAWAY, HTTP/1 Connection: close) and the listeners close;
+        returns the requests still held at the end (cut when it stops)."""
+        try:
+            urllib.request.urlopen(
+                urllib.request.Request(f"{self.admin_url}/drain_listeners?graceful", method="POST"), timeout=5
+            ).close()
+            deadline = time.monotonic() + timeout_s
+            while (held := self.active_requests()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return held
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return 0  # no admin: the edge is gone already
+
+    def stop(self, timeout: float = 15.0, drain_s: float = 0.0) -> int | None:
+        """SIGTERM, after draining for ``drain_s`` (0: at once)."""
         if self.process is None:
             return None
+        if drain_s and self.process.poll() is None:
+            self.drain(drain_s)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -40,6 +40,7 @@ from synctalk_client import contract
 from synctalk_client.credentials import api_key_from_environment
 from synctalk_preprocessing import admission
 from tools import api_key, paths
+from tools.edge import DRAIN_S, Edge, Replica
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
 # (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
@@ -479,8 +480,6 @@ def main(argv=None) -> int:
     )
     front = None
     if args.edge:
-        from tools.edge import Edge, Replica
-
         replica = Replica("replica-0", server.host, server.grpc_port, server.http_port)
         front = Edge(
             [replica], args.grpc_port, args.http_port, args.admin_port, log_path=paths.BUILD / "logs" / "edge.log"
@@ -521,8 +520,9 @@ def main(argv=None) -> int:
                 )
             announced = True
         time.sleep(0.25)
-    # the edge first: no new request reaches the server while it stops
-    edge_code = front.stop() if front is not None else 0
+    # the edge first: it takes no new request and lets those it holds finish (DRAIN_S at most),
+    # then the server stops
+    edge_code = front.stop(drain_s=DRAIN_S) if front is not None else 0
     if server.process.poll() is not None:
         server.stop()
         return server.process.returncode or 1

@@ -53,7 +53,7 @@ class Scripted(CompositeClient):
         super().__init__("127.0.0.1:1", busy_backoff_s=0.01, **kwargs)
         self.answers, self.timeouts = list(answers), []
 
-    def _call_with_retries(self, model_id, inputs, outputs, timeout_s=None, priority=0):
+    def _call_with_retries(self, model_id, inputs, outputs, timeout_s=None, priority=0, frames=None):
         self.timeouts.append(timeout_s)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):

@@ -1,0 +1,133 @@
+"""A flood of heavy requests, straight to Triton and through the edge, side by side in one run.
+
+A dozen eager clients, each sending the reference's own 32-frame ``demo`` request (78 MB) again as
+soon as it is answered, no busy retries, for ``--seconds``; beside them one light client sending
+1-frame requests the same way. The same server takes the flood twice: once straight (its gRPC
+port), once through the edge (``tools.edge``, in front of it). For each: the heavy requests served
+a second, how fast refusals come (from the call to the refusal, the client's own serialisation
+included: that is what a client waits), the light client's latency, the server's peak resident
+memory over its idle, and the edge's CPU per 1,000 requests.
+
+    python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.overload import MemorySampler, _request
+from synctalk_client import CompositeClient, contract
+from tools import paths
+from tools.edge import Edge, Replica
+from tools.render_repository import render
+from tools.serve import TritonServer, server_processes
+
+TICKS = 100  # /proc/<pid>/stat's clock ticks a second (Linux)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
+    heavy, light = _request(contract.MAX_BATCH_SIZE), _request(1)
+    outcomes: dict[str, list[tuple[str, float]]] = {"heavy": [], "light": []}
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def loop(kind: str, request) -> None:
+        with CompositeClient(url, timeout_s=25, stage_timings=False, busy_retries=0, retries=0) as client:
+            while time.monotonic() < stop:
+                sent = time.perf_counter()
+                response = client.infer_batch_composite(request)
+                result = "served" if response.success else (response.error_category or "failed")
+                with lock:
+                    outcomes[kind].append((result, time.perf_counter() - sent))
+
+    idle = sum(server_processes(server_pid).values())
+    sampler = MemorySampler(server_pid)
+    sampler.start()
+    threads = [threading.Thread(target=loop, args=("heavy", heavy)) for _ in range(clients)]
+    threads.append(threading.Thread(target=loop, args=("light", light)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    peak = sampler.stop()
+    row: dict = {"peak_memory_over_idle_mb": round((peak - idle) / 2**20)}
+    for kind, rows in outcomes.items():
+        served = [t for r, t in rows if r == "served"]
+        busy = [t for r, t in rows if r == contract.CATEGORY_BUSY]
+        row[kind] = {
+            "sent": len(rows),
+            "served": len(served),
+            "served_per_s": round(len(served) / seconds, 3),
+            "served_p50_s": quantile(served, 0.5),
+            "served_p99_s": quantile(served, 0.99),
+            "refused": len(busy),
+            "refused_p50_s": quantile(busy, 0.5),
+            "refused_p90_s": quantile(busy, 0.9),
+            "refused_p99_s": quantile(busy, 0.99),
+            "failed_otherwise": len(rows) - len(served) - len(busy),
+        }
+    return row
+
+
+def run(variant: str, clients: int, seconds: float) -> dict:
+    repository = render("cpu", paths.BUILD / "edge_flood" / "cpu", paths.MODELS / variant)
+    log = paths.BUILD / "logs" / "edge-flood-tritonserver.log"
+    report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
+    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log) as server:
+        replica = Replica("replica-0", server.host, server.grpc_port, server.http_port)
+        with Edge(
+            [replica], free_port(), free_port(), free_port(), log_path=paths.BUILD / "logs" / "edge-flood.log"
+        ) as edge:
+            with CompositeClient(server.grpc_url, timeout_s=120) as client:  # warm: the first requests
+                client.infer_batch_composite(_request(2)).raise_for_error()
+            for name, url in (("straight to Triton", server.grpc_url), ("through the edge", edge.grpc_url)):
+                print(f"  {name}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
+                cpu_before = cpu_seconds(edge.process.pid)
+                row = flood(url, clients, seconds, server.process.pid)
+                if url == edge.grpc_url:
+                    handled = row["heavy"]["sent"] + row["light"]["sent"]
+                    used = cpu_seconds(edge.process.pid) - cpu_before
+                    row["edge_cpu_s_per_1000_requests"] = round(1000 * used / max(1, handled), 2)
+                report[name] = row
+                print("   ", json.dumps(row), flush=True)
+                time.sleep(3.0)  # what was admitted drains
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="full")
+    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=45.0)
+    parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
+    args = parser.parse_args(argv)
+    report = run(args.variant, args.clients, args.seconds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
