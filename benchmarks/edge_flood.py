@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -46,35 +46,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def client_process(url: str, frames: int, start_at: float, stop_at: float, results) -> None:
+    """One client, a process of its own (as a dozen real clients are: no GIL shared between them):
+    builds its request, then from ``start_at`` sends it again as soon as it is answered, until
+    ``stop_at`` (time.time())."""
+    request = _request(frames)
+    rows = []
+    time.sleep(max(0.0, start_at - time.time()))
+    with CompositeClient(url, timeout_s=25, stage_timings=False, busy_retries=0, retries=0) as client:
+        while time.time() < stop_at:
+            sent = time.perf_counter()
+            response = client.infer_batch_composite(request)
+            result = "served" if response.success else (response.error_category or "failed")
+            rows.append((result, time.perf_counter() - sent, response.error[:200]))
+    results.put(("heavy" if frames > 1 else "light", rows))
+
+
 def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
-    heavy, light = _request(contract.MAX_BATCH_SIZE), _request(1)
-    outcomes: dict[str, list[tuple[str, float]]] = {"heavy": [], "light": []}
-    stop = time.monotonic() + seconds
-    lock = threading.Lock()
-
-    def loop(kind: str, request) -> None:
-        with CompositeClient(url, timeout_s=25, stage_timings=False, busy_retries=0, retries=0) as client:
-            while time.monotonic() < stop:
-                sent = time.perf_counter()
-                response = client.infer_batch_composite(request)
-                result = "served" if response.success else (response.error_category or "failed")
-                with lock:
-                    outcomes[kind].append((result, time.perf_counter() - sent))
-
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
     idle = sum(server_processes(server_pid).values())
+    start_at = time.time() + 8.0  # every client built its request and connected: they start together
+    stop_at = start_at + seconds
+    frames = [contract.MAX_BATCH_SIZE] * clients + [1]
+    processes = [context.Process(target=client_process, args=(url, n, start_at, stop_at, results)) for n in frames]
+    for process in processes:
+        process.start()
+    time.sleep(max(0.0, start_at - time.time()))
     sampler = MemorySampler(server_pid)
     sampler.start()
-    threads = [threading.Thread(target=loop, args=("heavy", heavy)) for _ in range(clients)]
-    threads.append(threading.Thread(target=loop, args=("light", light)))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes: dict[str, list[tuple[str, float, str]]] = {"heavy": [], "light": []}
+    for _ in processes:
+        kind, rows = results.get(timeout=seconds + 120)
+        outcomes[kind] += rows
+    for process in processes:
+        process.join(30)
     peak = sampler.stop()
     row: dict = {"peak_memory_over_idle_mb": round((peak - idle) / 2**20)}
     for kind, rows in outcomes.items():
-        served = [t for r, t in rows if r == "served"]
-        busy = [t for r, t in rows if r == contract.CATEGORY_BUSY]
+        served = [t for r, t, _ in rows if r == "served"]
+        busy = [t for r, t, _ in rows if r == contract.CATEGORY_BUSY]
         row[kind] = {
             "sent": len(rows),
             "served": len(served),
@@ -86,6 +97,7 @@ def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
             "refused_p90_s": quantile(busy, 0.9),
             "refused_p99_s": quantile(busy, 0.99),
             "failed_otherwise": len(rows) - len(served) - len(busy),
+            "failures": sorted({e for r, _, e in rows if r not in ("served", contract.CATEGORY_BUSY)})[:3],
         }
     return row
 
