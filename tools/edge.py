@@ -472,7 +472,7 @@ class Edge:
             str(self.config_path),
             "--concurrency",
             str(self.concurrency),
-            "--use-dynamic-base-id",  # several edges on one host (tests, a cluster beside make serve)
+            "--disable-hot-restart",  # no shared memory: several edges on one host, nothing left behind
             "--log-level",
             "warning",
         ]

@@ -427,6 +427,30 @@ class TritonServer:
             self._log_file.close()
         return self.process.returncode
 
+    def kill(self) -> None:
+        """The server lost at once, as when its host or pod goes: SIGKILL to it and every backend
+        stub at the same moment (a stub whose server was killed alone was seen to live on, holding
+        its memory), then their shared memory removed."""
+        import psutil
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        regions = shm_regions(self.process.pid)
+        try:
+            server = psutil.Process(self.process.pid)
+            family = [server, *server.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for process in family:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        self.process.wait()
+        psutil.wait_procs(family[1:], timeout=10)
+        for region in regions:
+            Path(region).unlink(missing_ok=True)
+
     def __enter__(self) -> TritonServer:
         try:
             return self.start().wait_ready()

@@ -101,7 +101,7 @@ def test_a_replica_killed_under_load_the_others_serve_within_seconds(two_replica
     try:
         time.sleep(2.0)  # load on both replicas
         killed_at = time.monotonic()
-        second.process.kill()  # no drain, no goodbye: a replica lost
+        second.kill()  # no drain, no goodbye: a replica lost, the server and its stubs at once
         time.sleep(8.0)
     finally:
         stop.set()
