@@ -6,7 +6,8 @@ soon as it is answered, no busy retries, for ``--seconds``; beside them one ligh
 port), once through the edge (``tools.edge``, in front of it). For each: the heavy requests served
 a second, how fast refusals come (from the call to the refusal, the client's own serialisation
 included: that is what a client waits), the light client's latency, the server's peak resident
-memory over its idle, and the edge's CPU per 1,000 requests.
+memory over its idle, and the edge's CPU per 1,000 requests. Before the flood, unloaded: what the
+edge adds to a 1-frame request and to a live stream's frame (``added_latency``).
 
     python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45
 """
@@ -21,8 +22,9 @@ import time
 from pathlib import Path
 
 from benchmarks.overload import MemorySampler, _request
-from synctalk_client import CompositeClient, contract
-from tools import paths
+from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_client.stream import LiveStream
+from tools import avatar_store, paths
 from tools.edge import Edge, Replica
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
@@ -102,8 +104,57 @@ def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
     return row
 
 
+AVATAR = "edgeflood"
+
+
+def added_latency(direct_url: str, edge_url: str, rounds: int = 40) -> dict:
+    """What the edge adds, unloaded: a 1-frame request and a live stream's frame (one 40 ms chunk a
+    request), each sent straight and through the edge in turn (interleaved, so the host's noise
+    falls on both alike); medians in ms."""
+    request = _request(1)
+    spent = {"direct": [], "edge": []}
+    with (
+        CompositeClient(direct_url, stage_timings=False) as direct,
+        CompositeClient(edge_url, stage_timings=False) as edge,
+    ):
+        for _ in range(rounds):
+            for name, client in (("direct", direct), ("edge", edge)):
+                sent = time.perf_counter()
+                client.infer_batch_composite(request).raise_for_error()
+                spent[name].append(time.perf_counter() - sent)
+    frames = {"direct": [], "edge": []}
+    audio = synthetic.speech_like_audio(rounds + 20, seed=1)
+    chunk = contract.SAMPLES_PER_FRAME
+    with LiveStream(direct_url, AVATAR) as direct, LiveStream(edge_url, AVATAR) as edge:
+        for start in range(0, len(audio) - chunk + 1, chunk):
+            for name, live in (("direct", direct), ("edge", edge)):
+                sent = time.perf_counter()
+                if live.send(audio[start : start + chunk]):  # a frame became ready with this chunk
+                    frames[name].append(time.perf_counter() - sent)
+    row = {}
+    for name in ("direct", "edge"):
+        row[f"request_1_frame_p50_ms_{name}"] = round(1000 * quantile(spent[name], 0.5), 2)
+        row[f"stream_frame_p50_ms_{name}"] = round(1000 * quantile(frames[name], 0.5), 2)
+    row["edge_adds_per_request_ms"] = round(
+        row["request_1_frame_p50_ms_edge"] - row["request_1_frame_p50_ms_direct"], 2
+    )
+    row["edge_adds_per_stream_frame_ms"] = round(row["stream_frame_p50_ms_edge"] - row["stream_frame_p50_ms_direct"], 2)
+    return row
+
+
+def add_avatar(repository: Path) -> None:
+    import cv2
+
+    frames, boxes = synthetic.avatar_background(1, 640, 360)
+    folder = paths.BUILD / "edge_flood" / "avatar"
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "0.png"), frames[0][..., ::-1])
+    avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), replace=True)
+
+
 def run(variant: str, clients: int, seconds: float) -> dict:
     repository = render("cpu", paths.BUILD / "edge_flood" / "cpu", paths.MODELS / variant)
+    add_avatar(repository)
     log = paths.BUILD / "logs" / "edge-flood-tritonserver.log"
     report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
     with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log) as server:
@@ -113,6 +164,8 @@ def run(variant: str, clients: int, seconds: float) -> dict:
         ) as edge:
             with CompositeClient(server.grpc_url, timeout_s=120) as client:  # warm: the first requests
                 client.infer_batch_composite(_request(2)).raise_for_error()
+            report["unloaded"] = added_latency(server.grpc_url, edge.grpc_url)
+            print("   ", json.dumps(report["unloaded"]), flush=True)
             for name, url in (("straight to Triton", server.grpc_url), ("through the edge", edge.grpc_url)):
                 print(f"  {name}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
                 cpu_before = cpu_seconds(edge.process.pid)

@@ -23,13 +23,14 @@ from pathlib import Path
 from synctalk_client import contract
 from tools import paths
 from tools.edge import Edge, Replica
+from tools.launched import Launched
 from tools.serve import EDGE_ADMIN_PORT, REPLICA_GRPC_PORT, REPLICA_HTTP_PORT, TritonServer
 
 REPLICAS_FILE = paths.BUILD / "cluster" / "replicas.json"
 PORT_STRIDE = 10
 
 
-class Cluster:
+class Cluster(Launched):
     """Replicas and the edge, as a context manager (the tests') or in the foreground (``main``)."""
 
     def __init__(
@@ -118,16 +119,6 @@ class Cluster:
         non-zero exit code, or 0."""
         codes = [self.edge.stop()] + [server.stop() for server in self.servers]
         return next((c for c in codes if c), 0)
-
-    def __enter__(self) -> Cluster:
-        try:
-            return self.start().wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv=None) -> int:

@@ -48,6 +48,7 @@ import yaml
 
 from synctalk_client import contract
 from tools import paths
+from tools.launched import Launched
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
 # the gRPC methods of Triton's restricted APIs (contract.RESTRICTED_APIS), by API, that the edge
@@ -428,7 +429,7 @@ def _end_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class Edge:
+class Edge(Launched):
     """Envoy on a rendered bootstrap, as a context manager: ready when its admin says so and its
     HTTP listener answers Triton's readiness through it."""
 
@@ -451,15 +452,6 @@ class Edge:
         self.log_path = log_path
         self.concurrency = concurrency
         self.process: subprocess.Popen | None = None
-        self._log_file = None
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
 
     @property
     def admin_url(self) -> str:
@@ -479,11 +471,7 @@ class Edge:
 
     def start(self) -> Edge:
         write(self.config, self.config_path)
-        out = None
-        if self.log_path:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.log_path, "wb")
-            out = self._log_file
+        out = self._open_log()
         # a session of its own: Ctrl-C reaches the launcher, which drains the edge before stopping
         # it; and the edge ends with its launcher, however that ends
         self.process = subprocess.Popen(
@@ -565,19 +553,8 @@ class Edge:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self._log_file:
-            self._log_file.close()
+        self._close_log()
         return self.process.returncode
-
-    def __enter__(self) -> Edge:
-        try:
-            return self.start().wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv=None) -> int:

@@ -41,6 +41,7 @@ from synctalk_client.credentials import api_key_from_environment
 from synctalk_preprocessing import admission
 from tools import api_key, paths
 from tools.edge import DRAIN_S, Edge, Replica
+from tools.launched import Launched
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
 # (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
@@ -281,7 +282,7 @@ class StubSupervisor(threading.Thread):
 INSTALL_KEY = "install"  # TritonServer's default api_key: this checkout's (tools.api_key)
 
 
-class TritonServer:
+class TritonServer(Launched):
     """A tritonserver process on loopback, started and stopped by this object.
 
     ``api_key``: the key of its restricted APIs (``contract.RESTRICTED_APIS``); by default the
@@ -313,15 +314,6 @@ class TritonServer:
         self.log_path = log_path
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen | None = None
-        self._log_file = None
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
 
     def command(self) -> list[str]:
         binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
@@ -359,11 +351,7 @@ class TritonServer:
         remove_orphaned_gates()
         if self.api_key and api_key_from_environment() is None:  # this process's clients carry it
             os.environ[contract.API_KEY_FILE_ENV] = str(api_key.key_file_of(self.api_key))
-        out = None
-        if self.log_path:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.log_path, "wb")
-            out = self._log_file
+        out = self._open_log()
         self.process = subprocess.Popen(
             self.command(), env=server_environment(), stdout=out, stderr=subprocess.STDOUT if out else None
         )
@@ -423,8 +411,7 @@ class TritonServer:
         remove_orphaned_gates()
         if self.supervisor is not None:
             self.supervisor.join(timeout=10)
-        if self._log_file:
-            self._log_file.close()
+        self._close_log()
         return self.process.returncode
 
     def kill(self) -> None:
@@ -450,16 +437,6 @@ class TritonServer:
         psutil.wait_procs(family[1:], timeout=10)
         for region in regions:
             Path(region).unlink(missing_ok=True)
-
-    def __enter__(self) -> TritonServer:
-        try:
-            return self.start().wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def checkout_api_key() -> str:

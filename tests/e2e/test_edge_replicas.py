@@ -112,7 +112,7 @@ def test_a_replica_killed_under_load_the_others_serve_within_seconds(two_replica
     after = [o for o in outcomes if o[0] >= killed_at]
     failed = [o for o in after if not o[1]]
     print(f"{len(before)} requests before the kill, {len(after)} after, {len(failed)} failed: {failed[:3]}")
-    assert before and all(o[1] for o in before)
-    assert sum(o[1] for o in after) >= 10, "served by the replica left"
+    assert before and all(o[1] for o in before), f"failed before the kill: {[o for o in before if not o[1]][:3]}"
+    assert sum(o[1] for o in after) >= 10, f"served by the replica left: {sum(o[1] for o in after)}; {failed[:3]}"
     late = [o for o in failed if o[0] > killed_at + 3.0]
     assert not late, f"requests still failing 3 s after the kill: {late[:3]}"

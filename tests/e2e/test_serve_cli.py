@@ -20,18 +20,6 @@ from tools.serve import TritonServer
 pytestmark = pytest.mark.e2e
 
 
-def stub_crashes() -> list[str] | None:
-    """The kernel's lines about backend stubs killed by a signal (a segfault at a server's stop is
-    silent in the server's own log), or None where the kernel's log cannot be read."""
-    try:
-        result = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if result.returncode != 0:
-        return None
-    return [line for line in result.stdout.splitlines() if "triton_python_b" in line and "segfault" in line]
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_path, models_dir, stop_signal):
     """make serve: clients' ports are the edge's; Triton behind it on the replica ports; one
@@ -44,7 +32,6 @@ def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_pat
         *("--metrics-port", str(metrics), "--replica-http-port", str(replica_http)),
         *("--replica-grpc-port", str(replica_grpc), "--admin-port", str(admin)),
     ]
-    crashes_before = stub_crashes()
     process = subprocess.Popen(command, cwd=paths.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     through_edge = TritonServer(repository, http, grpc, metrics)
     replica = TritonServer(repository, replica_http, replica_grpc, metrics)
@@ -66,8 +53,6 @@ def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_pat
         for port in (http, grpc, replica_http, replica_grpc, admin):
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listens"
-        if crashes_before is not None:  # the kernel's log, where this user may read it
-            assert stub_crashes() == crashes_before, "a backend stub crashed as the server stopped (dmesg)"
     finally:
         if process.poll() is None:
             process.kill()

@@ -109,11 +109,6 @@ class TritonPythonModel:
     def finalize(self):
         if self.gate is not None:
             self.gate.close()
-            # The metric's objects are dropped here, while the stub's shared memory is still up:
-            # left to the interpreter's exit, their destructors told the server through shared
-            # memory already torn down, and the stub died with SIGSEGV at every stop (in
-            # Metric::SaveToSharedMemory, the kernel log said, silent in the server's).
-            del self.refused, self.refusals
 
 
 def _optional(request, tensor):

@@ -1,0 +1,56 @@
+"""What the project's launchers share (``tools.serve.TritonServer``, ``tools.edge.Edge``,
+``tools.cluster.Cluster``): a context manager that starts, waits until ready and stops; the
+gRPC and HTTP addresses clients call; the process's log file."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+class Launched:
+    host: str
+    grpc_port: int
+    http_port: int
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+    _log_file = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def _open_log(self):
+        """The file the process writes to (stdout and stderr), or None: the launcher's own."""
+        if not self.log_path:
+            return None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "wb")
+        return self._log_file
+
+    def _close_log(self) -> None:
+        if self._log_file:
+            self._log_file.close()
+
+    def start(self):
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60.0):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            return self.start().wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
