@@ -158,9 +158,12 @@ def run(variant: str, clients: int, seconds: float) -> dict:
     log = paths.BUILD / "logs" / "edge-flood-tritonserver.log"
     report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
     with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log) as server:
-        replica = Replica("replica-0", server.host, server.grpc_port, server.http_port)
         with Edge(
-            [replica], free_port(), free_port(), free_port(), log_path=paths.BUILD / "logs" / "edge-flood.log"
+            [Replica.of(server)],
+            free_port(),
+            free_port(),
+            free_port(),
+            log_path=paths.BUILD / "logs" / "edge-flood.log",
         ) as edge:
             with CompositeClient(server.grpc_url, timeout_s=120) as client:  # warm: the first requests
                 client.infer_batch_composite(_request(2)).raise_for_error()

@@ -59,7 +59,7 @@ class Cluster(Launched):
             TritonServer(repository, http, grpc, metrics, log_path=logs / f"replica-{i}.log", supervise=supervise)
             for i, (http, grpc, metrics) in enumerate(ports[:replicas])
         ]
-        self.replicas = [Replica(f"replica-{i}", s.host, s.grpc_port, s.http_port) for i, s in enumerate(self.servers)]
+        self.replicas = [Replica.of(server, i) for i, server in enumerate(self.servers)]
         self.edge = Edge(
             self.replicas,
             grpc_port,
@@ -73,6 +73,10 @@ class Cluster(Launched):
     @property
     def grpc_url(self) -> str:
         return self.edge.grpc_url
+
+    @property
+    def http_url(self) -> str:
+        return self.edge.http_url
 
     def describe(self) -> dict:
         return {

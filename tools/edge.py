@@ -108,6 +108,11 @@ class Replica:
         except ValueError:
             raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port") from None
 
+    @classmethod
+    def of(cls, server, index: int = 0) -> Replica:
+        """The replica a launched tritonserver (``tools.serve.TritonServer``) is."""
+        return cls(f"replica-{index}", server.host, server.grpc_port, server.http_port)
+
 
 def max_streams() -> int:
     """Live streams one replica holds (the stream model's ``max_streams``)."""

@@ -481,9 +481,12 @@ def main(argv=None) -> int:
     )
     front = None
     if args.edge:
-        replica = Replica("replica-0", server.host, server.grpc_port, server.http_port)
         front = Edge(
-            [replica], args.grpc_port, args.http_port, args.admin_port, log_path=paths.BUILD / "logs" / "edge.log"
+            [Replica.of(server)],
+            args.grpc_port,
+            args.http_port,
+            args.admin_port,
+            log_path=paths.BUILD / "logs" / "edge.log",
         )
     stopping = []
 

@@ -28,10 +28,9 @@ AVATAR = "edgeavatar"
 
 @pytest.fixture(scope="module")
 def edge(server):
-    replica = Replica("replica-0", "127.0.0.1", server.grpc_port, server.http_port)
     grpc_port, http_port = free_port(), free_port()
     with Edge(
-        [replica],
+        [Replica.of(server)],
         grpc_port,
         http_port,
         free_port(),
