@@ -9,7 +9,13 @@ included: that is what a client waits), the light client's latency, the server's
 memory over its idle, and the edge's CPU per 1,000 requests. Before the flood, unloaded: what the
 edge adds to a 1-frame request and to a live stream's frame (``added_latency``).
 
+``--levels``: the same heavy requests offered open loop (they arrive at a fixed rate whether or not
+earlier ones were answered) at multiples of the server's unloaded rate of them, beside the light
+client, straight and through the edge in turn at each level (``offered``): goodput, refusals and
+how fast they come, the light client's latency, the server's peak memory over idle.
+
     python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45
+    python -m benchmarks.edge_flood --variant full --clients 0 --levels 1 2 8 --seconds 20
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import multiprocessing
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 from benchmarks.overload import MemorySampler, _request
@@ -64,6 +71,62 @@ def client_process(url: str, frames: int, start_at: float, stop_at: float, resul
     results.put(("heavy" if frames > 1 else "light", rows))
 
 
+def open_loop_process(url: str, frames: int, times: list[float], deadline_s: float, results) -> None:
+    """Sends its request at each of ``times`` (time.time()), whether or not the earlier ones were
+    answered (a thread each), with a deadline and no retries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    request = _request(frames)
+    rows = []
+
+    with CompositeClient(url, timeout_s=deadline_s, stage_timings=False, busy_retries=0, retries=0) as client:
+
+        def one(at: float) -> None:
+            time.sleep(max(0.0, at - time.time()))
+            sent = time.perf_counter()
+            response = client.infer_batch_composite(request)
+            result = "served" if response.success else (response.error_category or "failed")
+            rows.append((result, time.perf_counter() - sent, response.error[:200]))
+
+        with ThreadPoolExecutor(max_workers=max(1, len(times))) as pool:
+            list(pool.map(one, times))
+    results.put(("heavy", rows))
+
+
+def unloaded_rate(url: str, seconds: float) -> float:
+    """Heavy requests a second one closed-loop client gets served, alone (the CPU profile's edge
+    admits one 32-frame request a replica at a time, and the door 40 frames: one is the capacity)."""
+    request = _request(contract.MAX_BATCH_SIZE)
+    served, stop = 0, time.monotonic() + seconds
+    with CompositeClient(url, timeout_s=120, stage_timings=False) as client:
+        client.infer_batch_composite(request).raise_for_error()  # warm: the largest batch's arena
+        started = time.monotonic()
+        stop = started + seconds
+        while time.monotonic() < stop:
+            client.infer_batch_composite(request).raise_for_error()
+            served += 1
+        return served / (time.monotonic() - started)
+
+
+def offered(url: str, rate: float, seconds: float, server_pid: int, deadline_s: float, senders: int = 4) -> dict:
+    """Heavy requests at ``rate`` a second for ``seconds`` from ``senders`` processes (each taking
+    every ``senders``-th arrival), beside one light client sending 1-frame requests back to back."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    idle = sum(server_processes(server_pid).values())
+    start_at = time.time() + 8.0  # every sender built its request and connected
+    stop_at = start_at + seconds
+    arrivals = [start_at + i / rate for i in range(max(1, round(rate * seconds)))]
+    processes = [
+        context.Process(
+            target=open_loop_process, args=(url, contract.MAX_BATCH_SIZE, arrivals[k::senders], deadline_s, results)
+        )
+        for k in range(min(senders, len(arrivals)))
+    ]
+    processes.append(context.Process(target=client_process, args=(url, 1, start_at, stop_at, results)))
+    return _collect(processes, results, seconds, server_pid, idle, start_at, deadline_s)
+
+
 def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -72,6 +135,12 @@ def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
     stop_at = start_at + seconds
     frames = [contract.MAX_BATCH_SIZE] * clients + [1]
     processes = [context.Process(target=client_process, args=(url, n, start_at, stop_at, results)) for n in frames]
+    return _collect(processes, results, seconds, server_pid, idle, start_at, 25.0)
+
+
+def _collect(
+    processes, results, seconds: float, server_pid: int, idle: int, start_at: float, deadline_s: float
+) -> dict:
     for process in processes:
         process.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -79,7 +148,7 @@ def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
     sampler.start()
     outcomes: dict[str, list[tuple[str, float, str]]] = {"heavy": [], "light": []}
     for _ in processes:
-        kind, rows = results.get(timeout=seconds + 120)
+        kind, rows = results.get(timeout=seconds + deadline_s + 120)
         outcomes[kind] += rows
     for process in processes:
         process.join(30)
@@ -152,7 +221,7 @@ def add_avatar(repository: Path) -> None:
     avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), replace=True)
 
 
-def run(variant: str, clients: int, seconds: float) -> dict:
+def run(variant: str, clients: int, seconds: float, levels: list[float] = ()) -> dict:
     repository = render("cpu", paths.BUILD / "edge_flood" / "cpu", paths.MODELS / variant)
     add_avatar(repository)
     log = paths.BUILD / "logs" / "edge-flood-tritonserver.log"
@@ -169,18 +238,42 @@ def run(variant: str, clients: int, seconds: float) -> dict:
                 client.infer_batch_composite(_request(2)).raise_for_error()
             report["unloaded"] = added_latency(server.grpc_url, edge.grpc_url)
             print("   ", json.dumps(report["unloaded"]), flush=True)
-            for name, url in (("straight to Triton", server.grpc_url), ("through the edge", edge.grpc_url)):
-                print(f"  {name}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
-                cpu_before = cpu_seconds(edge.process.pid)
-                row = flood(url, clients, seconds, server.process.pid)
-                if url == edge.grpc_url:
-                    handled = row["heavy"]["sent"] + row["light"]["sent"]
-                    used = cpu_seconds(edge.process.pid) - cpu_before
-                    row["edge_cpu_s_per_1000_requests"] = round(1000 * used / max(1, handled), 2)
-                report[name] = row
-                print("   ", json.dumps(row), flush=True)
-                time.sleep(3.0)  # what was admitted drains
+            paths_ = (("straight to Triton", server.grpc_url), ("through the edge", edge.grpc_url))
+            if clients:
+                for name, url in paths_:
+                    print(f"  {name}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
+                    report[name] = measured(edge, url, partial(flood, url, clients, seconds, server.process.pid))
+                    time.sleep(3.0)  # what was admitted drains
+            if levels:
+                rate = unloaded_rate(server.grpc_url, max(10.0, seconds / 2))
+                deadline_s = max(10.0, 3.0 / rate)  # three times a heavy request alone
+                table = {"unloaded_heavy_per_s": round(rate, 3), "deadline_s": round(deadline_s, 1), "levels": {}}
+                print("   ", json.dumps(table), flush=True)
+                for level in levels:
+                    row = table["levels"][f"{level:g}x"] = {}
+                    for name, url in paths_:  # in turn at each level: the host's drift falls on both
+                        print(f"  {level:g}x, {name}, {seconds:g} s ...", flush=True)
+                        row[name] = measured(
+                            edge,
+                            url,
+                            partial(offered, url, level * rate, seconds, server.process.pid, deadline_s),
+                        )
+                        row[name]["goodput_of_unloaded"] = round(row[name]["heavy"]["served_per_s"] / rate, 3)
+                        print("   ", json.dumps(row[name]), flush=True)
+                        time.sleep(3.0)
+                report["offered"] = table
     return report
+
+
+def measured(edge: Edge, url: str, load) -> dict:
+    """``load()``'s row, with the edge's CPU per 1,000 requests where the load went through it."""
+    cpu_before = cpu_seconds(edge.process.pid)
+    row = load()
+    if url == edge.grpc_url:
+        handled = row["heavy"]["sent"] + row["light"]["sent"]
+        used = cpu_seconds(edge.process.pid) - cpu_before
+        row["edge_cpu_s_per_1000_requests"] = round(1000 * used / max(1, handled), 2)
+    return row
 
 
 def main(argv=None) -> int:
@@ -188,9 +281,10 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", default="full")
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=45.0)
+    parser.add_argument("--levels", type=float, nargs="*", default=[], help="offered load, multiples of unloaded")
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
     args = parser.parse_args(argv)
-    report = run(args.variant, args.clients, args.seconds)
+    report = run(args.variant, args.clients, args.seconds, args.levels)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(args.out)
