@@ -125,10 +125,10 @@ def _hold_bulk(edge: Edge):
     return release, channel, future
 
 
-def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(server, edge):
+def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(server, edge, avatar):
     """A bulk request held open at the edge (its headers sent, its body never) fills the bulk class
     of this one replica: the next bulk request is refused by the edge, Triton never sees it, and
-    light and batch requests are served meanwhile."""
+    light and batch requests and a live stream's frames are served meanwhile."""
     release, channel, future = _hold_bulk(edge)
     try:
         deadline = time.monotonic() + 30
@@ -147,6 +147,10 @@ def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(serve
                     len(client.infer_batch_composite(make_request(batch)).raise_for_error().composited_frames) == batch
                 )
         assert served(server, contract.INPUT_VALIDATOR_MODEL) == seen + 2, "the refused request never reached Triton"
+        with LiveStream(edge.grpc_url, avatar) as live:  # and live frames
+            frames = live.send(synthetic.speech_like_audio(20, seed=4)) + live.end()
+        assert [f.index for f in frames] == list(range(20))
+        assert counter(edge, "cluster.grpc_bulk.circuit_breakers.default.rq_open") == 1, "still full meanwhile"
     finally:
         release.set()
         future.cancel()
