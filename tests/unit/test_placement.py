@@ -1,0 +1,89 @@
+"""Placement (tools/placement.py): rendezvous hashing with bounded load, within memory budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools.placement import FILE, Placement, factor_for, load, ranking, weight
+
+GB = 2**30
+WEIGHT = 17867378989180398064  # sha256("replica-0\0anna")[:8], big-endian
+
+
+def replicas(n: int, budget: int = 1000 * GB) -> dict[str, int]:
+    return {f"replica-{i}": budget for i in range(n)}
+
+
+def test_the_weights_are_stable_and_the_ranking_is_an_order_of_every_replica():
+    assert weight("anna", "replica-0") == weight("anna", "replica-0")
+    assert weight("anna", "replica-0") == WEIGHT, "the same on every host and Python version"
+    order = ranking("anna", replicas(5))
+    assert sorted(order) == sorted(replicas(5)) and order == ranking("anna", list(reversed(list(replicas(5)))))
+
+
+def test_the_factor_defaults_to_two_where_there_are_two_replicas():
+    assert factor_for(1) == 1 and factor_for(2) == 2 and factor_for(8) == 2 and factor_for(8, 3) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        factor_for(3, 0)
+
+
+def test_each_avatar_goes_to_its_factor_of_distinct_replicas_within_their_budgets():
+    placement = Placement(replicas(4, budget=10 * GB))
+    for i in range(15):
+        held = placement.place(f"a{i}", GB)
+        assert len(held) == len(set(held)) == 2
+    for replica in placement.budgets:
+        assert placement.used(replica) <= 10 * GB
+    assert sum(len(placement.avatars_on(r)) for r in placement.budgets) == 30
+
+
+def test_an_avatar_that_fits_nowhere_is_refused_with_the_numbers_and_nothing_changes():
+    placement = Placement(replicas(2, budget=3 * GB))
+    placement.place("a", 2 * GB)
+    before = json.dumps(placement.to_json())
+    with pytest.raises(MemoryError, match=r"avatar 'b' needs 2.00 GB on 2 replicas, and only 0 have room"):
+        placement.place("b", 2 * GB)
+    assert json.dumps(placement.to_json()) == before
+    assert placement.place("c", GB, factor=1)  # what fits still goes
+
+
+def test_a_full_first_choice_sends_the_avatar_to_its_next():
+    placement = Placement(replicas(3, budget=GB))
+    first = ranking("big", placement.budgets)[0]
+    placement.needs["filler"], placement.holders["filler"] = GB, [first]
+    assert first not in placement.place("big", GB, factor=1)
+
+
+def test_adding_a_replica_moves_only_what_the_new_one_takes():
+    before = Placement(replicas(3))
+    for i in range(300):
+        before.place(f"avatar{i}", GB)
+    after = before.rebalanced(replicas(4))
+    moves = after.moves(before.rebalanced())  # the same avatars placed over 3 replicas, as over 4
+    assert moves, "the new replica takes its share"
+    for _avatar, (lost, gained) in moves.items():  # (after gains, after loses) seen from before: swapped
+        assert gained == ["replica-3"] and len(lost) == 1, "every move is onto the new replica"
+    copies = sum(len(h) for h in after.holders.values())
+    assert 0.18 < len(after.avatars_on("replica-3")) / copies < 0.32, "about a quarter of the copies"
+
+
+def test_adding_an_avatar_never_moves_the_others():
+    placement = Placement(replicas(3))
+    for i in range(20):
+        placement.place(f"avatar{i}", GB)
+    before = {a: list(h) for a, h in placement.holders.items()}
+    placement.place("newcomer", GB)
+    assert {a: h for a, h in placement.holders.items() if a != "newcomer"} == before
+
+
+def test_it_is_kept_in_the_store_all_or_nothing(tmp_path):
+    assert load(tmp_path) is None
+    placement = Placement(replicas(2, budget=5 * GB))
+    placement.place("anna", GB)
+    placement.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE], "no staging file left"
+    again = load(tmp_path)
+    assert again.holders == placement.holders and again.budgets == placement.budgets
+    assert json.loads((tmp_path / FILE).read_text())["replicas"]["replica-0"]["used_bytes"] == GB
