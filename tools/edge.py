@@ -30,6 +30,7 @@ limits): ``render`` gives Envoy's bootstrap, ``Edge`` runs the ``envoy`` binary 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -51,6 +52,7 @@ from tools import paths
 from tools.launched import Launched
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
+AVATARS_KEY = "avatars"  # the load balancer's metadata: the avatars a replica holds, a request's model id
 # the gRPC methods of Triton's restricted APIs (contract.RESTRICTED_APIS), by API, that the edge
 # never routes. The repository index is read-only: it goes through (to the meta class), and Triton
 # still asks for the API key, so the page and the SDK list model ids through the edge.
@@ -75,6 +77,7 @@ RESTRICTED_HTTP = {
     "trace": (r"/v2/trace(/.*)?", r"/v2/models/[^/]+(/versions/[^/]+)?/trace/.*"),
 }
 HTTP_INFER = r"/v2/models/[^/]+(/versions/[^/]+)?/(infer|generate|generate_stream)"
+HTTP_MODEL_PATH = r"^/v2/models/([^/]+)(/.*)?$"  # the model id of a KServe path
 STREAM_METHOD = "ModelStreamInfer"
 INFER_METHOD = "ModelInfer"
 
@@ -98,6 +101,8 @@ class Replica:
     host: str
     grpc_port: int
     http_port: int
+    # the avatars placed on it (tools.placement); None: it serves every model of the repository
+    avatars: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, text: str, index: int = 0) -> Replica:
@@ -109,9 +114,18 @@ class Replica:
             raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port") from None
 
     @classmethod
-    def of(cls, server, index: int = 0) -> Replica:
+    def of(cls, server, index: int = 0, avatars=None) -> Replica:
         """The replica a launched tritonserver (``tools.serve.TritonServer``) is."""
-        return cls(f"replica-{index}", server.host, server.grpc_port, server.http_port)
+        return cls(
+            f"replica-{index}",
+            server.host,
+            server.grpc_port,
+            server.http_port,
+            None if avatars is None else tuple(sorted(avatars)),
+        )
+
+    def holding(self, avatars) -> Replica:
+        return dataclasses.replace(self, avatars=None if avatars is None else tuple(sorted(avatars)))
 
 
 def max_streams() -> int:
@@ -149,32 +163,68 @@ def _address(host: str, port: int) -> dict:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int, size_for: int) -> dict:
-    """One class's cluster over every replica (its port of ``protocol``), with its breaker sized
-    for ``size_for`` replicas."""
+def _endpoints(name: str, replicas: list[Replica], protocol: str) -> dict:
+    """A class's endpoints (Envoy's ClusterLoadAssignment): each replica's port of ``protocol``,
+    its health checked on its HTTP port, and the avatars placed on it as the load balancer's
+    metadata (``envoy.lb``: ``avatars``), which a request's model id is matched against."""
     grpc = protocol == "grpc"
-    endpoints = [
-        {
+    endpoints = []
+    for r in replicas:
+        endpoint = {
             "endpoint": {
                 "address": _address(r.host, r.grpc_port if grpc else r.http_port),
                 "hostname": r.name,
                 "health_check_config": {"port_value": r.http_port},
             }
         }
-        for r in replicas
-    ]
+        if r.avatars is not None:
+            endpoint["metadata"] = {"filter_metadata": {"envoy.lb": {AVATARS_KEY: list(r.avatars)}}}
+        endpoints.append(endpoint)
+    return {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}
+
+
+def _cluster(
+    name: str, replicas: list[Replica], protocol: str, limit: int, size_for: int, endpoints_dir: Path | None = None
+) -> dict:
+    """One class's cluster over every replica (its port of ``protocol``), with its breaker sized
+    for ``size_for`` replicas. ``endpoints_dir``: its endpoints are read from a file there, which
+    Envoy watches (``write_endpoints`` changes them with no restart), else fixed in the bootstrap."""
+    grpc = protocol == "grpc"
+    if endpoints_dir is not None:
+        where = {
+            "type": "EDS",
+            "eds_cluster_config": {
+                "service_name": name,
+                "eds_config": {
+                    "resource_api_version": "V3",
+                    "path_config_source": {
+                        "path": str(Path(endpoints_dir).resolve() / f"{name}.yaml"),
+                        "watched_directory": {"path": str(Path(endpoints_dir).resolve())},
+                    },
+                },
+            },
+        }
+    elif all(_is_ip(r.host) for r in replicas):  # addresses as given
+        where = {"type": "STATIC", "load_assignment": _endpoints(name, replicas, protocol)}
+    else:  # names (compose services, a Kubernetes headless Service) resolved and followed by Envoy
+        where = {
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_PREFERRED",
+            "load_assignment": _endpoints(name, replicas, protocol),
+        }
     cluster = {
         "name": name,
-        # addresses as given; names (compose services, a Kubernetes headless Service) resolved
-        # and followed by Envoy
-        **(
-            {"type": "STATIC"}
-            if all(_is_ip(r.host) for r in replicas)
-            else {"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED"}
-        ),
+        **where,
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        # a request's model id (its header, or its HTTP path: ``MODEL_TO_METADATA``) picks the
+        # replicas holding that avatar; no model id, a shared model's, or one no replica holds:
+        # any replica (Triton answers "model not found: <id>" for an unknown one)
+        "lb_subset_config": {
+            "fallback_policy": "ANY_ENDPOINT",
+            "subset_selectors": [{"keys": [AVATARS_KEY]}],
+            "list_as_any": True,
+        },
         "circuit_breakers": {
             "thresholds": [
                 {
@@ -211,6 +261,34 @@ def _cluster(name: str, replicas: list[Replica], protocol: str, limit: int, size
             }
         }
     return cluster
+
+
+def cluster_names() -> list[tuple[str, str]]:
+    """(cluster, protocol) of every class, both listeners."""
+    names = [(f"{p}_{c}", p) for p in ("grpc", "http") for c in [c[0] for c in contract.EDGE_CLASSES] + ["meta"]]
+    return names + [("grpc_stream", "grpc")]
+
+
+def write_endpoints(replicas: list[Replica], endpoints_dir: Path) -> list[Path]:
+    """Every class's endpoints, one file a cluster, each written whole and renamed into place: Envoy
+    (watching the folder) takes the new set with no restart and no dropped stream."""
+    endpoints_dir = Path(endpoints_dir)
+    endpoints_dir.mkdir(parents=True, exist_ok=True)
+    version = str(time.time_ns())
+    written = []
+    for name, protocol in cluster_names():
+        response = {
+            "version_info": version,
+            "resources": [
+                {"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"}
+                | _endpoints(name, replicas, protocol)
+            ],
+        }
+        staging = endpoints_dir / f".{name}.yaml.new"
+        staging.write_text(yaml.safe_dump(response, sort_keys=False))
+        os.replace(staging, endpoints_dir / f"{name}.yaml")
+        written.append(endpoints_dir / f"{name}.yaml")
+    return written
 
 
 def _retry_policy(replicas: list[Replica], grpc: bool) -> dict | None:
@@ -277,6 +355,16 @@ def _http_routes(replicas: list[Replica]) -> list[dict]:
     return routes
 
 
+def _model_rule(grpc: bool) -> dict:
+    """The request's model id into the load balancer's metadata: the SDK's header on gRPC, the
+    KServe path's ``/v2/models/<id>/`` on HTTP."""
+    to = {"metadata_namespace": "envoy.lb", "key": AVATARS_KEY, "type": "STRING"}
+    if grpc:
+        return {"header": contract.EDGE_MODEL_HEADER, "on_header_present": to, "remove": False}
+    rewrite = {"pattern": {"regex": HTTP_MODEL_PATH}, "substitution": "\\1"}
+    return {"header": ":path", "on_header_present": {**to, "regex_value_rewrite": rewrite}, "remove": False}
+
+
 def _listener(name: str, host: str, port: int, routes: list[dict], grpc: bool) -> dict:
     # the edge's own replies: a line of text a gRPC client gets as its message, or the KServe
     # API's {"error": ...}
@@ -315,9 +403,16 @@ def _listener(name: str, host: str, port: int, routes: list[dict], grpc: bool) -
         },
         "http_filters": [
             {
+                "name": "envoy.filters.http.header_to_metadata",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+                    "request_rules": [_model_rule(grpc)],
+                },
+            },
+            {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-            }
+            },
         ],
     }
     return {
@@ -338,8 +433,11 @@ def render(
     http_port: int = 8000,
     admin_port: int = 9901,
     size_for: int | None = None,
+    endpoints_dir: Path | None = None,
 ) -> dict:
-    """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository).
+    """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository,
+    or the avatars placed on it: ``Replica.avatars``). ``endpoints_dir``: the replicas are read from
+    files there (``write_endpoints``), which can change while it runs.
     ``size_for``: how many replicas the limits are sized for, where one name stands for several
     (a Kubernetes headless Service: Envoy resolves it to every pod, but its circuit breakers are
     per cluster, fixed in the configuration); default: one per replica given."""
@@ -347,12 +445,12 @@ def render(
         raise ValueError("the edge needs at least one replica")
     size_for = size_for or len(replicas)
     limits = class_limits(profile)
-    clusters = []
-    for protocol in ("grpc", "http"):
-        for name in [c[0] for c in contract.EDGE_CLASSES] + ["meta"]:
-            clusters.append(_cluster(f"{protocol}_{name}", replicas, protocol, limits[name], size_for))
-    clusters.append(_cluster("grpc_stream", replicas, "grpc", limits["stream"], size_for))
+    clusters = [
+        _cluster(name, replicas, protocol, limits[name.split("_", 1)[1]], size_for, endpoints_dir)
+        for name, protocol in cluster_names()
+    ]
     return {
+        "node": {"id": "synctalk-edge", "cluster": "synctalk-edge"},  # files of endpoints need a node
         "admin": {"address": _address("127.0.0.1", admin_port)},  # loopback only, whatever the listeners
         "static_resources": {
             "listeners": [
@@ -452,8 +550,17 @@ class Edge(Launched):
     ):
         self.replicas = list(replicas)
         self.host, self.grpc_port, self.http_port, self.admin_port = host, grpc_port, http_port, admin_port
-        self.config = render(self.replicas, profile, host, grpc_port, http_port, admin_port)
         self.config_path = config_path or paths.BUILD / "edge" / f"edge-{grpc_port}.yaml"
+        # replicas on addresses (this host's): read from files Envoy watches, so ``place`` changes
+        # them while it runs; names are resolved by Envoy (compose, Kubernetes) and fixed
+        self.endpoints_dir = (
+            self.config_path.parent / f"{self.config_path.stem}-endpoints"
+            if all(_is_ip(r.host) for r in self.replicas)
+            else None
+        )
+        self.config = render(
+            self.replicas, profile, host, grpc_port, http_port, admin_port, endpoints_dir=self.endpoints_dir
+        )
         self.log_path = log_path
         self.concurrency = concurrency
         self.process: subprocess.Popen | None = None
@@ -474,8 +581,18 @@ class Edge(Launched):
             "warning",
         ]
 
+    def place(self, replicas: list[Replica]) -> None:
+        """The replicas and the avatars each holds, changed while the edge runs (no restart, no
+        stream dropped): Envoy reads the new endpoint files within a moment."""
+        if self.endpoints_dir is None:
+            raise ValueError("this edge resolves its replicas by name: its endpoints are fixed")
+        self.replicas = list(replicas)
+        write_endpoints(self.replicas, self.endpoints_dir)
+
     def start(self) -> Edge:
         write(self.config, self.config_path)
+        if self.endpoints_dir is not None:
+            write_endpoints(self.replicas, self.endpoints_dir)
         out = self._open_log()
         # a session of its own: Ctrl-C reaches the launcher, which drains the edge before stopping
         # it; and the edge ends with its launcher, however that ends
