@@ -29,10 +29,15 @@ serve: render
 	$(BIN)/synctalk-serve --repository $(REPOSITORY)
 
 # a local cluster: REPLICAS tritonservers on loopback (8100 + 10 i ...) and the edge on 8000/8001,
-# in the foreground like make serve; build/cluster/replicas.json says each replica's pid and ports
+# in the foreground like make serve; build/cluster/replicas.json says each replica's pid, ports and
+# avatars. Each avatar is placed on 2 replicas (FACTOR) within each one's REPLICA_MEMORY (e.g. 8G;
+# default: this host's available memory shared out)
 REPLICAS ?= 2
+REPLICA_MEMORY ?=
+FACTOR ?=
 cluster: render
-	$(BIN)/python -m tools.cluster --repository $(REPOSITORY) --replicas $(REPLICAS)
+	$(BIN)/python -m tools.cluster --repository $(REPOSITORY) --replicas $(REPLICAS) \
+		$(if $(REPLICA_MEMORY),--replica-memory $(REPLICA_MEMORY)) $(if $(FACTOR),--factor $(FACTOR))
 
 demo: render
 	$(BIN)/python -m tools.demo --repository $(REPOSITORY)

@@ -19,6 +19,17 @@ from tools.serve import SHM_GROWTH_BYTES
 # generator needs while it runs (without an arena it is returned afterwards): 4.2 GB.
 AVATAR_OVERHEAD_BYTES = 640 * 2**20
 GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
+# A server's shared steps and ``demo`` idle after their batch-32 warm-ups (the shared generator's
+# arena included), measured: 3.5 GB with the tiny generator, 9.9 GB with the full-size one (49 MB
+# of weights; docs/operations.md, "Memory").
+SHARED_STEPS_BYTES = {"tiny": int(3.5 * 2**30), "full": int(9.9 * 2**30)}
+FULL_GENERATOR_WEIGHTS_BYTES = 10 * 2**20  # a shared generator this large is the full-size one
+
+
+def shared_steps_bytes(shared_generator_bytes: int) -> int:
+    """What a replica holds before any avatar, by the size of its shared generator."""
+    full = shared_generator_bytes >= FULL_GENERATOR_WEIGHTS_BYTES
+    return SHARED_STEPS_BYTES["full" if full else "tiny"]
 
 
 def in_flight_bytes(frames: int, height: int, width: int) -> int:

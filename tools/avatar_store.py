@@ -46,12 +46,14 @@ def add(
     audio_encoder: Path | None = None,
     arena: bool = False,
     silent_frames: bool = False,
+    replicas: int | None = None,
 ) -> dict:
     """Keep the avatar in the repository's store and write its models into ``repository``;
     returns the avatar's manifest.
     ``audio_preset``: "reference" (the request-flow front end) or "synctalk2d" (SyncTalk_2D's,
     what a trained SyncTalk_2D generator expects; the default with ``audio_encoder``, the avatar's
-    own SyncTalk_2D audio encoder ONNX, else "reference")."""
+    own SyncTalk_2D audio encoder ONNX, else "reference"). ``replicas``: how many replicas of a
+    cluster hold it (``tools.placement``; default 2, or 1 with one replica)."""
     repository = Path(repository)
     check_id(avatar_id)
     audio_preset = audio_preset or ("synctalk2d" if audio_encoder else "reference")
@@ -75,6 +77,10 @@ def add(
     assets.source["audio_preset"] = audio_preset
     assets.source["arena"] = bool(arena)
     assets.source["silent_frames"] = bool(silent_frames)
+    if replicas is not None:
+        if replicas < 1:
+            raise ValueError(f"--replicas must be at least 1, got {replicas}")
+        assets.source["replicas"] = int(replicas)
     if audio_encoder:
         assets.source["audio_encoder"] = str(audio_encoder)
     # staged in the store (hidden, renamed into place at the end), else in a temporary folder

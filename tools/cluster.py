@@ -5,9 +5,13 @@
 In the foreground like ``make serve``: clients call the edge on 8000 (HTTP) and 8001 (gRPC), as
 they call one server; replica i listens on 8100 + 10 i (HTTP), 8101 + 10 i (gRPC) and 8102 + 10 i
 (metrics), where its model control goes (with the API key). ``build/cluster/replicas.json`` says
-each replica's name, pid and ports for operators and tools. Ctrl-C or SIGTERM stops the edge, then
-the replicas. Every replica serves the whole repository (placing avatars on some replicas only is
-the avatar store's job).
+each replica's name, pid, ports and avatars for operators and tools. Ctrl-C or SIGTERM stops the
+edge, then the replicas.
+
+Avatars are placed (``tools.placement``): each replica loads the shared steps and the avatars placed
+on it, each avatar on ``--factor`` replicas (default 2, or 1 with one replica) within
+``--replica-memory`` (default: this host's available memory shared out, less each replica's shared
+steps and reserve for requests in flight); the edge sends each avatar's requests to its holders.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import time
 from pathlib import Path
 
 from synctalk_client import contract
-from tools import paths
-from tools.edge import Edge, Replica
+from tools import paths, placement, repository_manifest
+from tools.edge import Edge, Replica, write_endpoints
 from tools.launched import Launched
 from tools.serve import EDGE_ADMIN_PORT, REPLICA_GRPC_PORT, REPLICA_HTTP_PORT, TritonServer
 
@@ -44,6 +48,8 @@ class Cluster(Launched):
         profile: str = "cpu",
         logs: Path = paths.BUILD / "logs" / "cluster",
         supervise: bool = True,
+        replica_memory: int | None = None,
+        factor: int | None = None,
     ):
         if replicas < 1:
             raise ValueError(f"a cluster needs at least one replica, not {replicas}")
@@ -55,11 +61,26 @@ class Cluster(Launched):
             )
             for i in range(replicas)
         ]
+        names = [f"replica-{i}" for i in range(replicas)]
+        self.placement = (
+            placement.plan(repository, names, replica_memory or placement.default_budget(repository, replicas), factor)
+            if repository_manifest.avatar_store(repository) is not None
+            else None  # avatars live in the repository alone: every replica holds them all
+        )
+        held = {name: self.placement.avatars_on(name) if self.placement else None for name in names}
         self.servers = [
-            TritonServer(repository, http, grpc, metrics, log_path=logs / f"replica-{i}.log", supervise=supervise)
-            for i, (http, grpc, metrics) in enumerate(ports[:replicas])
+            TritonServer(
+                repository,
+                http,
+                grpc,
+                metrics,
+                log_path=logs / f"{name}.log",
+                supervise=supervise,
+                models=None if held[name] is None else placement.models_to_load(repository, held[name]),
+            )
+            for name, (http, grpc, metrics) in zip(names, ports[:replicas])
         ]
-        self.replicas = [Replica.of(server, i) for i, server in enumerate(self.servers)]
+        self.replicas = [Replica.of(server, i, held[names[i]]) for i, server in enumerate(self.servers)]
         self.edge = Edge(
             self.replicas,
             grpc_port,
@@ -85,10 +106,13 @@ class Cluster(Launched):
                 "http": self.edge.http_url,
                 "admin": self.edge.admin_url,
                 "pid": self.edge.process.pid if self.edge.process else None,
+                "endpoints": str(self.edge.endpoints_dir) if self.edge.endpoints_dir else None,
             },
             "replicas": [
                 {
                     "name": replica.name,
+                    "host": replica.host,
+                    "avatars": list(replica.avatars) if replica.avatars is not None else None,
                     "pid": server.process.pid if server.process else None,
                     "grpc_port": server.grpc_port,
                     "http_port": server.http_port,
@@ -125,6 +149,81 @@ class Cluster(Launched):
         return next((c for c in codes if c), 0)
 
 
+# --- avatars on a running cluster (synctalk-avatars add/remove --cluster) ---------------------------
+def read_description(path: Path = REPLICAS_FILE) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is the cluster running (make cluster)?")
+    return json.loads(path.read_text())
+
+
+def route(description: dict, placed: placement.Placement) -> list[Replica]:
+    """The edge's replicas and the avatars each holds, from the placement: Envoy takes them with
+    no restart (the endpoint files it watches)."""
+    replicas = [
+        Replica(r["name"], r["host"], r["grpc_port"], r["http_port"], tuple(placed.avatars_on(r["name"])))
+        for r in description["replicas"]
+    ]
+    if not description["edge"].get("endpoints"):
+        raise ValueError("this cluster's edge resolves its replicas by name: its routes are fixed")
+    write_endpoints(replicas, Path(description["edge"]["endpoints"]))
+    return replicas
+
+
+def _replica_client(row: dict):
+    from synctalk_client import CompositeClient
+    from tools import api_key
+
+    return CompositeClient(f"{row['host']}:{row['grpc_port']}", api_key=api_key.read_key())
+
+
+def place_avatar(repository: Path, avatar_id: str, description: dict) -> list[str]:
+    """A stored avatar placed on the running cluster: loaded on its holders, then routed there.
+    Returns its holders."""
+    stored = placement.load(repository_manifest.avatar_store(repository))
+    if stored is None:
+        raise ValueError("the cluster's avatars are not placed (no placement in the avatar store)")
+    names = [r["name"] for r in description["replicas"]]
+    placed = placement.plan(repository, names, max(stored.budgets.values()))
+    holders = placed.holders[avatar_id]
+    for row in description["replicas"]:
+        if row["name"] in holders:
+            with _replica_client(row) as client:
+                client.load_model(avatar_id)  # with its steps; returns once loaded
+    route(description, placed)
+    return holders
+
+
+def unplace_avatar(repository: Path, avatar_id: str, description: dict) -> list[str]:
+    """An avatar taken off the running cluster: routed nowhere first, then unloaded from its
+    holders, then out of the placement. Returns its former holders."""
+    store = repository_manifest.avatar_store(repository)
+    placed = placement.load(store)
+    if placed is None or avatar_id not in placed.holders:
+        return []
+    holders = placed.remove(avatar_id)
+    route(description, placed)
+    for row in description["replicas"]:
+        if row["name"] in holders:
+            with _replica_client(row) as client:
+                if avatar_id in client.model_ids():
+                    client.unload_model(avatar_id)
+    placed.save(store)
+    return holders
+
+
+def memory_size(text: str) -> int:
+    """``8G``, ``512M``, ``1.5G`` or bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"memory size like 8G or 512M, got {text!r}") from None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu")
@@ -132,8 +231,29 @@ def main(argv=None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--admin-port", type=int, default=EDGE_ADMIN_PORT)
+    parser.add_argument(
+        "--replica-memory",
+        type=memory_size,
+        help="memory each replica gives its avatars, e.g. 8G or 512M (default: this host's available memory, "
+        "less each replica's shared steps and reserve for requests in flight, shared out)",
+    )
+    parser.add_argument("--factor", type=int, help="replicas each avatar is placed on (default 2; 1 with one replica)")
     args = parser.parse_args(argv)
-    cluster = Cluster(args.repository, args.replicas, args.grpc_port, args.http_port, args.admin_port)
+    try:
+        cluster = Cluster(
+            args.repository,
+            args.replicas,
+            args.grpc_port,
+            args.http_port,
+            args.admin_port,
+            replica_memory=args.replica_memory,
+            factor=args.factor,
+        )
+    except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas
+        parser.exit(2, f"error: {exc}\n")
+    if cluster.placement is not None:
+        for replica in cluster.replicas:
+            print(f"{replica.name}: {', '.join(replica.avatars) or 'no avatars'}", flush=True)
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))

@@ -175,3 +175,72 @@ def stored_need(entry: Path, shared_generator_bytes: int) -> int:
 
     own = Path(entry) / GENERATOR_FILE
     return memory_needed(read_manifest(entry), own.stat().st_size if own.is_file() else shared_generator_bytes)["total"]
+
+
+# --- a cluster's placement: the store's avatars over its replicas ----------------------------------
+def avatar_model_names(repository: Path, avatar_id: str) -> list[str]:
+    from synctalk_client import contract
+
+    names = contract.avatar_models(avatar_id, own_audio_encoder=True).values()
+    return sorted(n for n in names if (Path(repository) / n / "config.pbtxt").is_file())
+
+
+def models_to_load(repository: Path, avatars: list[str]) -> list[str]:
+    """What a replica holding ``avatars`` loads: every model of the repository but the other
+    avatars' (the shared steps stay on every replica)."""
+    from tools.avatar_store import list_avatars
+
+    others = {
+        name
+        for row in list_avatars(repository)
+        if row["id"] not in avatars
+        for name in avatar_model_names(repository, row["id"])
+    }
+    return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt") if p.parent.name not in others)
+
+
+def shared_generator_bytes(repository: Path) -> int:
+    from synctalk_client import contract
+
+    model = Path(repository) / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    return model.stat().st_size if model.is_file() else 0
+
+
+def default_budget(repository: Path, replicas: int, available: int | None = None) -> int:
+    """The memory each of ``replicas`` replicas on this host gives its avatars: what the host has
+    available, less each replica's shared steps idle and its reserve for the requests in flight
+    (``tools.avatar_memory``), shared out."""
+    import psutil
+
+    from tools.avatar_memory import in_flight_reserve, shared_steps_bytes
+
+    available = psutil.virtual_memory().available if available is None else available
+    per_replica = shared_steps_bytes(shared_generator_bytes(repository)) + in_flight_reserve()
+    return max(0, (available - replicas * per_replica) // replicas)
+
+
+def plan(repository: Path, replicas: list[str], budget: int, factor: int | None = None) -> Placement:
+    """The placement of the repository's avatar store over ``replicas`` (names), each giving its
+    avatars ``budget`` bytes, saved in the store. Over the same replicas and budgets the stored
+    placement stands (avatars added to the store since are placed, removed ones dropped); over
+    others the ranking places every avatar afresh (a rebalance: only what the change calls for
+    moves). ``factor``: every avatar's replication factor (default: each its own, as added)."""
+    from synctalk_preprocessing.avatar import read_manifest
+    from tools.avatar_store import stored_avatars
+    from tools.repository_manifest import avatar_store
+
+    store = avatar_store(repository)
+    shared = shared_generator_bytes(repository)
+    manifests = {e: read_manifest(e) for e in stored_avatars(store)}
+    needs = {m["id"]: stored_need(e, shared) for e, m in manifests.items()}
+    factors = {m["id"]: m.get("source", {}).get("replicas") for m in manifests.values()}  # add --replicas
+    budgets = {name: int(budget) for name in replicas}
+    stored = load(store)
+    kept = stored.holders if stored is not None and stored.budgets == budgets else {}
+    placement = Placement(budgets)
+    for avatar_id in sorted(needs, key=lambda a: (-needs[a], a)):  # the largest first: the hardest to fit
+        placement.holders[avatar_id] = list(kept.get(avatar_id, []))
+        placement.place(avatar_id, needs[avatar_id], factor if factor is not None else factors[avatar_id])
+    if store is not None:
+        placement.save(store)
+    return placement

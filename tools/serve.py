@@ -303,8 +303,12 @@ class TritonServer(Launched):
         extra_args: Sequence[str] = (),
         supervise: bool = False,
         api_key: str | None = INSTALL_KEY,
+        models: Sequence[str] | None = None,
     ):
         self.repository = Path(repository).resolve()
+        # explicit model control: the models loaded at start (None: all of the repository; a
+        # replica of a cluster loads the shared steps and the avatars placed on it)
+        self.models = None if models is None else sorted(models)
         self.api_key = (checkout_api_key() if api_key == INSTALL_KEY else api_key) or None
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
@@ -339,7 +343,11 @@ class TritonServer(Launched):
             # model's readiness stays at /v2/models/<name>/ready.
             f"--strict-readiness={'false' if self.model_control_mode == 'explicit' else 'true'}",
             "--log-verbose=0",
-            *(["--load-model=*"] if self.model_control_mode == "explicit" else []),
+            *(
+                ([f"--load-model={m}" for m in self.models] if self.models is not None else ["--load-model=*"])
+                if self.model_control_mode == "explicit"
+                else []
+            ),
             *(api_key.server_args(self.api_key) if self.api_key else []),
             *self.extra_args,
         ]

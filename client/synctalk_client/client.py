@@ -199,7 +199,7 @@ class CompositeClient:
         step): what ``frame_loop.image_indices`` needs to pick each frame's image."""
         self._check_model(model_id)
         background = contract.avatar_models(model_id)["background"]
-        config = self._rpc(self._triton.get_model_config, background, as_json=True).get("config", {})
+        config = self._config(background)
         value = config.get("parameters", {}).get(contract.AVATAR_IMAGES_PARAMETER, {}).get("string_value")
         if not value:
             raise ProcessingError(f"{model_id} is not an avatar with images (no {background} with n_images)")
@@ -211,7 +211,7 @@ class CompositeClient:
         for m in self._index():
             if m.get("state") != "READY":
                 continue
-            config = self._rpc(self._triton.get_model_config, m["name"], as_json=True).get("config", {})
+            config = self._config(m["name"])
             if config.get("platform") == "ensemble":
                 ensembles[m["name"]] = _ensemble_info(config)
         self._ensemble_info = ensembles
@@ -253,7 +253,12 @@ class CompositeClient:
     def model_stats(self, model_id: str = "") -> dict[str, dict]:
         """Triton's statistics of one model (or all with ""): the reference's GetModelStats."""
         try:
-            stats = self._rpc(self._triton.get_inference_statistics, model_id, as_json=True)
+            stats = self._rpc(
+                self._triton.get_inference_statistics,
+                model_id,
+                as_json=True,
+                headers=contract.edge_headers(contract.model_owner(model_id)) if model_id else None,
+            )
         except InferenceServerException as exc:
             raise error_from_exception(exc, model_id) from None
         return {m["name"]: m for m in stats.get("model_stats", [])}
@@ -264,7 +269,7 @@ class CompositeClient:
         if model_id in self._ensemble_info:
             return
         try:
-            config = self._rpc(self._triton.get_model_config, model_id, as_json=True).get("config", {})
+            config = self._config(model_id)
         except InferenceServerException as exc:  # an unknown or unloaded model: ModelNotFoundError
             raise error_from_exception(exc, model_id) from None
         if config.get("platform") != "ensemble":  # a composing step is not a model id
@@ -294,7 +299,7 @@ class CompositeClient:
     def ensemble_steps(self, model_id: str) -> list[dict]:
         """The steps of a model id's ensemble (``model_name``, ``input_map``, ``output_map``), in order."""
         self._check_model(model_id)
-        config = self._rpc(self._triton.get_model_config, model_id, as_json=True).get("config", {})
+        config = self._config(model_id)
         return list(config.get("ensemble_scheduling", {}).get("step", []))
 
     def input_tensors(self, request: CompositeBatchRequest) -> dict[str, np.ndarray]:
@@ -407,6 +412,11 @@ class CompositeClient:
                     ) from exc
                 time.sleep(pause)
         raise AssertionError("unreachable")
+
+    def _config(self, model: str) -> dict:
+        """A model's configuration, asked of a replica holding it (the edge routes by the header)."""
+        headers = contract.edge_headers(contract.model_owner(model))
+        return self._rpc(self._triton.get_model_config, model, as_json=True, headers=headers).get("config", {})
 
     def _rpc(self, call, *args, **kwargs):
         """One gRPC call, retried with exponential backoff while the server is UNAVAILABLE

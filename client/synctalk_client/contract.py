@@ -479,6 +479,15 @@ EDGE_RESTRICTED_MESSAGE = "not served at the edge"
 MSG_EDGE_RESTRICTED = "the edge does not serve {api}: call a replica's own port with the API key"
 
 
+def model_owner(model_name: str) -> str:
+    """The model id a model belongs to: the avatar of one of its own steps (``<id>_background``,
+    ...), else the name itself. The edge sends a model's calls to the replicas holding its owner."""
+    for suffix in (AVATAR_GENERATOR_SUFFIX, AVATAR_BACKGROUND_SUFFIX, AVATAR_JPEG_SUFFIX, AVATAR_AUDIO_ENCODER_SUFFIX):
+        if model_name.endswith(suffix) and len(model_name) > len(suffix):
+            return model_name[: -len(suffix)]
+    return model_name
+
+
 def edge_headers(model_id: str, frames: int | None = None) -> dict[str, str]:
     """The gRPC metadata (or HTTP headers) the edge routes and counts a request by."""
     headers = {EDGE_MODEL_HEADER: model_id}

@@ -1,12 +1,16 @@
 """The edge in front of two replicas (tools.cluster, what make cluster runs: tiny models,
-loopback), both holding the same avatar. A live stream's requests all reach one replica; a
-replica killed under load: requests keep succeeding on the other within seconds."""
+loopback), the avatars placed on them (tools.placement): one avatar on both, two on one each, so
+each replica holds fewer avatars than the store has. Every avatar is served through the edge, by
+its holders only; an avatar added and removed on the running cluster changes the edge's routes
+with no restart; a live stream's requests all reach one replica; a replica killed under load:
+requests keep succeeding on the other within seconds."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -15,7 +19,8 @@ from synctalk_client import CompositeBatchRequest, CompositeClient, contract, sy
 from synctalk_client.stream import LiveStream
 from tests.conftest import free_port
 from tools import avatar_store, paths
-from tools.cluster import Cluster
+from tools.cluster import Cluster, place_avatar, unplace_avatar
+from tools.placement import ranking
 from tools.render_repository import render
 from tools.serve import TritonServer
 
@@ -33,12 +38,20 @@ def avatar_folder(tmp_path_factory):
     return folder
 
 
+NAMES = ["replica-0", "replica-1"]
+# an avatar whose first choice is each replica (tools.placement's ranking), placed on one replica
+SOLO = {name: next(f"solo{i}" for i in range(100) if ranking(f"solo{i}", NAMES)[0] == name) for name in NAMES}
+
+
 @pytest.fixture(scope="module")
 def two_replicas(models_dir, avatar_folder, tmp_path_factory):
-    """(edge, [replica-0, replica-1]): tools.cluster's Cluster of two tiny replicas on one
-    repository, the avatar on both, the edge in front."""
-    repository = render("cpu", tmp_path_factory.mktemp("cluster") / "repo", models_dir / "tiny")
+    """tools.cluster's Cluster of two tiny replicas on one repository and its avatar store: the
+    avatar on both (the default factor), a solo avatar on each, the edge in front."""
+    root = tmp_path_factory.mktemp("cluster")
+    repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
     avatar_store.add(repository, AVATAR, avatar_folder, BOX)
+    for solo in SOLO.values():
+        avatar_store.add(repository, solo, avatar_folder, BOX, replicas=1)
     ports = [(free_port(), free_port(), free_port()) for _ in range(2)]
     cluster = Cluster(
         repository,
@@ -48,6 +61,7 @@ def two_replicas(models_dir, avatar_folder, tmp_path_factory):
         free_port(),
         replica_ports=ports,
         logs=paths.BUILD / "logs" / "test-cluster",
+        replica_memory=8 * 2**30,
     )
     with cluster:
         described = json.loads(
@@ -55,7 +69,66 @@ def two_replicas(models_dir, avatar_folder, tmp_path_factory):
         )
         assert [r["grpc_port"] for r in described["replicas"]] == [grpc for _, grpc, _ in ports]
         assert all(r["pid"] == s.process.pid for r, s in zip(described["replicas"], cluster.servers))
-        yield cluster.edge, cluster.servers
+        assert [r["avatars"] for r in described["replicas"]] == [sorted([AVATAR, SOLO[n]]) for n in NAMES]
+        cluster.described = described
+        yield cluster
+
+
+def served_by(replica: TritonServer, model: str) -> int:
+    with CompositeClient(replica.grpc_url) as client:
+        if model not in client.model_ids():
+            return 0
+        stats = client.model_stats(model)[model]["inference_stats"]
+    return int(stats.get("success", {}).get("count", 0))
+
+
+def test_each_avatar_is_served_through_the_edge_by_its_holders_only(two_replicas):
+    replicas = two_replicas.servers
+    audio = synthetic.speech_like_audio(2, seed=6)
+    for i in range(len(NAMES)):
+        with CompositeClient(replicas[i].grpc_url) as client:
+            assert SOLO[NAMES[1 - i]] not in client.model_ids(), "each replica holds fewer avatars than the store"
+    with CompositeClient(two_replicas.grpc_url) as client:
+        for avatar in [AVATAR, *SOLO.values()]:
+            before = [served_by(r, avatar) for r in replicas]
+            for _ in range(4):
+                client.infer_batch_composite(CompositeBatchRequest.audio_only(avatar, audio)).raise_for_error()
+            deltas = [served_by(r, avatar) - b for r, b in zip(replicas, before)]
+            assert sum(deltas) == 4, (avatar, deltas)
+            if avatar in SOLO.values():
+                holder = NAMES.index(next(n for n, a in SOLO.items() if a == avatar))
+                assert deltas[holder] == 4, f"{avatar}: requests per replica {deltas}, all on its holder"
+    # HTTP clients are routed by the model id in the path: a solo avatar is ready on its holder only
+    for solo in SOLO.values():
+        for _ in range(6):
+            with urllib.request.urlopen(f"{two_replicas.http_url}/v2/models/{solo}/ready", timeout=10) as answer:
+                assert answer.status == 200, solo
+
+
+def test_an_avatar_added_and_removed_live_changes_the_routes_without_a_restart(two_replicas, avatar_folder):
+    repository, described = two_replicas.servers[0].repository, two_replicas.described
+    edge_pid = two_replicas.edge.process.pid
+    late = "latecomer"
+    avatar_store.add(repository, late, avatar_folder, BOX, replicas=1)
+    try:
+        holders = place_avatar(repository, late, described)
+        assert holders == ranking(late, NAMES)[:1]
+        holder = two_replicas.servers[NAMES.index(holders[0])]
+        audio = synthetic.speech_like_audio(2, seed=7)
+        with CompositeClient(two_replicas.grpc_url, busy_retries=0) as client:
+            deadline = time.monotonic() + 10
+            while not (response := client.infer_batch_composite(CompositeBatchRequest.audio_only(late, audio))).success:
+                assert time.monotonic() < deadline, f"never routed to its holder: {response.error}"
+                time.sleep(0.1)  # Envoy reads the new endpoints within a moment
+            for _ in range(3):
+                client.infer_batch_composite(CompositeBatchRequest.audio_only(late, audio)).raise_for_error()
+            assert served_by(holder, late) >= 4, "all on its holder"
+            assert unplace_avatar(repository, late, described) == holders
+            gone = client.infer_batch_composite(CompositeBatchRequest.audio_only(late, audio))
+            assert not gone.success and gone.error == f"model not found: {late}", gone.error
+        assert two_replicas.edge.process.pid == edge_pid and two_replicas.edge.process.poll() is None
+    finally:
+        avatar_store.remove(repository, late)
 
 
 def stream_requests(replica: TritonServer) -> int:
@@ -65,7 +138,7 @@ def stream_requests(replica: TritonServer) -> int:
 
 
 def test_a_streams_requests_all_reach_one_replica(two_replicas):
-    edge, replicas = two_replicas
+    edge, replicas = two_replicas.edge, two_replicas.servers
     audio = synthetic.speech_like_audio(20, seed=4)
     chunk = 2 * contract.SAMPLES_PER_FRAME
     for _ in range(3):
@@ -83,7 +156,7 @@ def test_a_streams_requests_all_reach_one_replica(two_replicas):
 
 
 def test_a_replica_killed_under_load_the_others_serve_within_seconds(two_replicas):
-    edge, (_, second) = two_replicas
+    edge, (_, second) = two_replicas.edge, two_replicas.servers
     audio = synthetic.speech_like_audio(2, seed=5)
     outcomes: list[tuple[float, bool, str]] = []  # (sent at, served, error)
     stop = threading.Event()
