@@ -14,7 +14,10 @@ an image folder) + one crop rectangle per frame. ``add`` writes, for the reposit
 
 The validation, audio and ``frame_paste`` steps are shared by every avatar. On a server started
 with ``--model-control-mode=explicit`` (``tools.serve`` does), ``--load URL`` loads the new avatar
-at once, and ``remove --url URL`` unloads it first; otherwise restart the server.
+at once, and ``remove --url URL`` unloads it first; otherwise restart the server. Against a cluster
+(``make cluster``), ``add --cluster`` places the avatar (``tools.placement``: on ``--replicas``
+replicas with room), loads it on them and has the edge route it there; ``remove --cluster`` routes it
+away, then unloads it; ``list`` says which replicas hold each avatar.
 
 The command line of ``tools.avatar_store`` (the store: add, remove, sync, list),
 ``tools.avatar_install`` (an avatar's models from ``avatar_template/``) and
@@ -25,6 +28,8 @@ The command line of ``tools.avatar_store`` (the store: add, remove, sync, list),
         --load 127.0.0.1:8101
     synctalk-avatars list
     synctalk-avatars remove --id anna --url 127.0.0.1:8101
+    synctalk-avatars add --id bob --background bob.mp4 --boxes 400,120,656,376 --replicas 2 --cluster
+    synctalk-avatars remove --id bob --cluster
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ from pathlib import Path
 
 from synctalk_client import contract
 from synctalk_client.errors import CompositeError
-from tools import paths
+from tools import paths, placement, repository_manifest
 from tools.avatar_memory import check_fits
 from tools.avatar_store import add, list_avatars, remove, sync
+from tools.cluster import REPLICAS_FILE as CLUSTER_FILE
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -99,6 +105,20 @@ def main(argv=None) -> int:
         help="live streams: answer audio that is entirely silent with the avatar's own frames, ping-ponged, "
         "without running the generator (as LiveTalking does; off: silence is lip-synced like speech)",
     )
+    p_add.add_argument(
+        "--replicas",
+        type=int,
+        help="how many replicas of a cluster hold it (tools.placement; default 2, or 1 with one replica)",
+    )
+    p_add.add_argument(
+        "--cluster",
+        nargs="?",
+        const=CLUSTER_FILE,
+        type=Path,
+        metavar="REPLICAS_JSON",
+        help=f"then place it on the running cluster (make cluster): loaded on its holders, routed there by the "
+        f"edge (default file: {CLUSTER_FILE.relative_to(paths.ROOT)})",
+    )
     p_add.add_argument("--replace", action="store_true", help="replace an avatar of the same id")
     p_add.add_argument(
         "--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)"
@@ -109,6 +129,14 @@ def main(argv=None) -> int:
     p_rm = commands.add_parser("remove", help="remove an avatar")
     p_rm.add_argument("--id", required=True)
     p_rm.add_argument("--url", help="unload it first from the server at this gRPC URL")
+    p_rm.add_argument(
+        "--cluster",
+        nargs="?",
+        const=CLUSTER_FILE,
+        type=Path,
+        metavar="REPLICAS_JSON",
+        help="take it off the running cluster first: routed away by the edge, then unloaded from its holders",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -127,6 +155,7 @@ def main(argv=None) -> int:
                 args.audio_encoder,
                 args.arena,
                 args.silent_frames,
+                args.replicas,
             )
             names = contract.avatar_models(args.id, own_audio_encoder=bool(args.audio_encoder)).values()
             print(
@@ -144,19 +173,37 @@ def main(argv=None) -> int:
                 with CompositeClient(args.load, api_key=api_key.read_key()) as client:
                     client.load_model(args.id)
                 print(f"loaded {args.id} on {args.load}")
+            if args.cluster:
+                from tools.cluster import place_avatar, read_description
+
+                try:
+                    holders = place_avatar(args.repository, args.id, read_description(args.cluster))
+                except MemoryError:  # no room on the cluster: the avatar is not kept
+                    remove(args.repository, args.id)
+                    raise
+                print(f"placed {args.id} on {', '.join(holders)}; the edge routes it there")
         elif args.command == "sync":
             installed = sync(args.repository, args.store)
             print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed")
         elif args.command == "list":
+            placed = placement.load(repository_manifest.avatar_store(args.repository))
             for row in list_avatars(args.repository):
+                where = ""
+                if placed is not None:
+                    where = f"  on {', '.join(placed.holders.get(row['id'], [])) or 'no replica'}"
                 print(
                     f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG "
                     f"q{row['jpeg_quality']}  "
                     f"audio {row['source'].get('audio_preset', 'reference')}  "
                     f"background {row['source'].get('background', '?')}  generator "
-                    f"{row['source'].get('generator', '?')}"
+                    f"{row['source'].get('generator', '?')}{where}"
                 )
         else:
+            if args.cluster:
+                from tools.cluster import read_description, unplace_avatar
+
+                holders = unplace_avatar(args.repository, args.id, read_description(args.cluster))
+                print(f"taken off {', '.join(holders) or 'no replica'}")
             if args.url:
                 from synctalk_client import CompositeClient
                 from tools import api_key

@@ -5,6 +5,7 @@ on loopback."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from synctalk_client import contract
 from tools import edge
@@ -122,3 +123,54 @@ def test_replicas_by_name_are_resolved_by_envoy(tmp_path):
     assert {c["type"] for c in config["static_resources"]["clusters"]} == {"STRICT_DNS"}
     assert {c["type"] for c in edge.render(replicas(2))["static_resources"]["clusters"]} == {"STATIC"}
     edge.validate(edge.write(config, tmp_path / "named.yaml"))
+
+
+def test_placed_replicas_are_read_from_watched_files_with_their_avatars(tmp_path):
+    """A local edge's replicas come from endpoint files (one a cluster, rewritten whole by
+    write_endpoints): each endpoint carries the avatars it holds as the load balancer's metadata,
+    and every cluster picks its subset by the request's model id, any replica where none holds it."""
+    placed = [replicas(2)[0].holding(["anna", "bob"]), replicas(2)[1].holding(["bob"])]
+    files = edge.write_endpoints(placed, tmp_path / "endpoints")
+    config = edge.render(placed, endpoints_dir=tmp_path / "endpoints")
+    assert sorted(p.name for p in (tmp_path / "endpoints").iterdir()) == sorted(f.name for f in files)
+    for name, cluster in clusters(config).items():
+        assert cluster["type"] == "EDS" and "load_assignment" not in cluster
+        assert cluster["eds_cluster_config"]["eds_config"]["path_config_source"]["path"].endswith(f"/{name}.yaml")
+        assert cluster["lb_subset_config"] == {
+            "fallback_policy": "ANY_ENDPOINT",
+            "subset_selectors": [{"keys": [edge.AVATARS_KEY]}],
+            "list_as_any": True,
+        }
+    (assignment,) = yaml.safe_load((tmp_path / "endpoints" / "grpc_light.yaml").read_text())["resources"]
+    held = [
+        e["metadata"]["filter_metadata"]["envoy.lb"][edge.AVATARS_KEY]
+        for e in assignment["endpoints"][0]["lb_endpoints"]
+    ]
+    assert held == [["anna", "bob"], ["bob"]]
+    edge.validate(edge.write(config, tmp_path / "edge.yaml"))
+
+
+def test_the_model_id_picks_the_subset_from_the_header_or_the_http_path():
+    import re
+
+    config = edge.render(replicas(1))
+    (grpc_rule,) = listener(config, "grpc")["http_filters"][0]["typed_config"]["request_rules"]
+    assert grpc_rule["header"] == contract.EDGE_MODEL_HEADER
+    assert grpc_rule["on_header_present"]["metadata_namespace"] == "envoy.lb"
+    (http_rule,) = listener(config, "http")["http_filters"][0]["typed_config"]["request_rules"]
+    assert http_rule["header"] == ":path"
+    pattern = http_rule["on_header_present"]["regex_value_rewrite"]["pattern"]["regex"]
+    for path in (
+        "/v2/models/anna/infer",
+        "/v2/models/anna/versions/1/infer",
+        "/v2/models/anna/ready",
+        "/v2/models/anna",
+    ):
+        assert re.sub(pattern, r"\1", path) == "anna", path
+    assert [f["name"] for f in listener(config, "grpc")["http_filters"]][-1] == "envoy.filters.http.router"
+
+
+def test_an_avatars_own_steps_belong_to_it():
+    assert contract.model_owner("anna_background") == "anna"
+    assert contract.model_owner("anna_synctalk") == "anna" and contract.model_owner("anna_audio_encoder") == "anna"
+    assert contract.model_owner("anna") == "anna" and contract.model_owner(contract.GENERATOR_MODEL) == "synctalk"

@@ -19,7 +19,8 @@ from synctalk_client import CompositeBatchRequest, CompositeClient, contract, sy
 from synctalk_client.stream import LiveStream
 from tests.conftest import free_port
 from tools import avatar_store, paths
-from tools.cluster import Cluster, place_avatar, unplace_avatar
+from tools.avatars import main as avatars_main
+from tools.cluster import Cluster
 from tools.placement import ranking
 from tools.render_repository import render
 from tools.serve import TritonServer
@@ -64,13 +65,12 @@ def two_replicas(models_dir, avatar_folder, tmp_path_factory):
         replica_memory=8 * 2**30,
     )
     with cluster:
-        described = json.loads(
-            cluster.write_description(tmp_path_factory.mktemp("described") / "replicas.json").read_text()
-        )
+        described_path = cluster.write_description(tmp_path_factory.mktemp("described") / "replicas.json")
+        described = json.loads(described_path.read_text())
         assert [r["grpc_port"] for r in described["replicas"]] == [grpc for _, grpc, _ in ports]
         assert all(r["pid"] == s.process.pid for r, s in zip(described["replicas"], cluster.servers))
         assert [r["avatars"] for r in described["replicas"]] == [sorted([AVATAR, SOLO[n]]) for n in NAMES]
-        cluster.described = described
+        cluster.described_path = described_path
         yield cluster
 
 
@@ -105,30 +105,58 @@ def test_each_avatar_is_served_through_the_edge_by_its_holders_only(two_replicas
                 assert answer.status == 200, solo
 
 
-def test_an_avatar_added_and_removed_live_changes_the_routes_without_a_restart(two_replicas, avatar_folder):
-    repository, described = two_replicas.servers[0].repository, two_replicas.described
+def test_an_avatar_added_and_removed_live_changes_the_routes_without_a_restart(two_replicas, avatar_folder, capsys):
+    """synctalk-avatars add/remove --cluster: placed, loaded on its holder, routed there; routed
+    away and unloaded; the edge never restarted."""
+    repository = two_replicas.servers[0].repository
     edge_pid = two_replicas.edge.process.pid
     late = "latecomer"
-    avatar_store.add(repository, late, avatar_folder, BOX, replicas=1)
+    avatars = ["--repository", str(repository)]
+    box = ",".join(map(str, BOX))
+    cluster = ["--cluster", str(two_replicas.described_path)]
     try:
-        holders = place_avatar(repository, late, described)
-        assert holders == ranking(late, NAMES)[:1]
+        assert (
+            avatars_main(
+                [
+                    *avatars,
+                    "add",
+                    "--id",
+                    late,
+                    "--background",
+                    str(avatar_folder),
+                    "--boxes",
+                    box,
+                    "--replicas",
+                    "1",
+                    *cluster,
+                ]
+            )
+            == 0
+        )
+        holders = ranking(late, NAMES)[:1]
+        assert f"placed {late} on {holders[0]}" in capsys.readouterr().out
+        avatars_main([*avatars, "list"])
+        assert f"on {holders[0]}" in next(
+            line for line in capsys.readouterr().out.splitlines() if line.startswith(late)
+        )
         holder = two_replicas.servers[NAMES.index(holders[0])]
         audio = synthetic.speech_like_audio(2, seed=7)
         with CompositeClient(two_replicas.grpc_url, busy_retries=0) as client:
             deadline = time.monotonic() + 10
             while not (response := client.infer_batch_composite(CompositeBatchRequest.audio_only(late, audio))).success:
                 assert time.monotonic() < deadline, f"never routed to its holder: {response.error}"
-                time.sleep(0.1)  # Envoy reads the new endpoints within a moment
+                time.sleep(0.1)  # Envoy reads the new endpoints within a moment of their writing
             for _ in range(3):
                 client.infer_batch_composite(CompositeBatchRequest.audio_only(late, audio)).raise_for_error()
             assert served_by(holder, late) >= 4, "all on its holder"
-            assert unplace_avatar(repository, late, described) == holders
+            assert avatars_main([*avatars, "remove", "--id", late, *cluster]) == 0
+            assert f"taken off {holders[0]}" in capsys.readouterr().out
             gone = client.infer_batch_composite(CompositeBatchRequest.audio_only(late, audio))
             assert not gone.success and gone.error == f"model not found: {late}", gone.error
         assert two_replicas.edge.process.pid == edge_pid and two_replicas.edge.process.poll() is None
     finally:
-        avatar_store.remove(repository, late)
+        if (repository / late).exists():
+            avatar_store.remove(repository, late)
 
 
 def stream_requests(replica: TritonServer) -> int:

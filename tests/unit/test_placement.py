@@ -87,3 +87,21 @@ def test_it_is_kept_in_the_store_all_or_nothing(tmp_path):
     again = load(tmp_path)
     assert again.holders == placement.holders and again.budgets == placement.budgets
     assert json.loads((tmp_path / FILE).read_text())["replicas"]["replica-0"]["used_bytes"] == GB
+
+
+def test_a_replicas_memory_is_given_as_people_write_it():
+    from tools.cluster import memory_size
+
+    assert memory_size("8G") == 8 * GB and memory_size("512M") == 512 * 2**20 and memory_size("1.5GiB") == int(1.5 * GB)
+    assert memory_size("1073741824") == GB
+    with pytest.raises(Exception, match="like 8G"):
+        memory_size("lots")
+
+
+def test_the_default_budget_is_the_hosts_memory_less_each_replicas_shared_steps_and_reserve(tmp_path):
+    from tools.avatar_memory import SHARED_STEPS_BYTES, in_flight_reserve
+    from tools.placement import default_budget
+
+    per_replica = SHARED_STEPS_BYTES["tiny"] + in_flight_reserve()
+    assert default_budget(tmp_path, 2, available=2 * per_replica + 4 * GB) == 2 * GB
+    assert default_budget(tmp_path, 3, available=per_replica) == 0, "never below nothing"
