@@ -159,14 +159,14 @@ def read_description(path: Path = REPLICAS_FILE) -> dict:
 
 def route(description: dict, placed: placement.Placement) -> list[Replica]:
     """The edge's replicas and the avatars each holds, from the placement: Envoy takes them with
-    no restart (the endpoint files it watches)."""
+    no restart (the endpoint files it watches); returns once it has."""
     replicas = [
         Replica(r["name"], r["host"], r["grpc_port"], r["http_port"], tuple(placed.avatars_on(r["name"])))
         for r in description["replicas"]
     ]
     if not description["edge"].get("endpoints"):
         raise ValueError("this cluster's edge resolves its replicas by name: its routes are fixed")
-    write_endpoints(replicas, Path(description["edge"]["endpoints"]))
+    write_endpoints(replicas, Path(description["edge"]["endpoints"]), description["edge"]["admin"])
     return replicas
 
 

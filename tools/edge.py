@@ -217,6 +217,9 @@ def _cluster(
         **where,
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
+        # no panic mode: Envoy's default, past half the hosts unhealthy, balances over all of them,
+        # dead ones included, and least-request then favours a dead replica (it holds no requests)
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         # a request's model id (its header, or its HTTP path: ``MODEL_TO_METADATA``) picks the
         # replicas holding that avatar; no model id, a shared model's, or one no replica holds:
         # any replica (Triton answers "model not found: <id>" for an unknown one)
@@ -240,6 +243,10 @@ def _cluster(
             {
                 "timeout": "1s",
                 "interval": f"{HEALTH_INTERVAL_S}s",
+                # Envoy checks a cluster that has had no traffic once a minute by default: a class
+                # of requests unused for a while would not notice a replica gone
+                "no_traffic_interval": f"{HEALTH_INTERVAL_S}s",
+                "no_traffic_healthy_interval": f"{HEALTH_INTERVAL_S}s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "http_health_check": {"path": "/v2/health/ready"},
@@ -269,9 +276,10 @@ def cluster_names() -> list[tuple[str, str]]:
     return names + [("grpc_stream", "grpc")]
 
 
-def write_endpoints(replicas: list[Replica], endpoints_dir: Path) -> list[Path]:
+def write_endpoints(replicas: list[Replica], endpoints_dir: Path, admin_url: str | None = None) -> list[Path]:
     """Every class's endpoints, one file a cluster, each written whole and renamed into place: Envoy
-    (watching the folder) takes the new set with no restart and no dropped stream."""
+    (watching the folder) takes the new set with no restart and no dropped stream. ``admin_url``:
+    the running edge's admin, to return only once it has taken them (``wait_applied``)."""
     endpoints_dir = Path(endpoints_dir)
     endpoints_dir.mkdir(parents=True, exist_ok=True)
     version = str(time.time_ns())
@@ -288,7 +296,31 @@ def write_endpoints(replicas: list[Replica], endpoints_dir: Path) -> list[Path]:
         staging.write_text(yaml.safe_dump(response, sort_keys=False))
         os.replace(staging, endpoints_dir / f"{name}.yaml")
         written.append(endpoints_dir / f"{name}.yaml")
+    if admin_url:
+        wait_applied(admin_url, endpoints_dir)
     return written
+
+
+def _update_counts(admin_url: str) -> dict[str, int]:
+    query = urllib.parse.quote(r"^cluster\.[a-z_]+\.update_success$")
+    with urllib.request.urlopen(f"{admin_url}/stats?filter={query}", timeout=5) as response:
+        rows = response.read().decode().splitlines()
+    return {name: int(value) for name, _, value in (row.partition(": ") for row in rows)}
+
+
+def wait_applied(admin_url: str, endpoints_dir: Path, timeout_s: float = 10.0) -> None:
+    """Return once the edge has read its endpoint files as they are now: Envoy reloads every file of
+    a watched folder on any rename into it, so one more rename (a marker) after the files, then
+    every cluster's ``update_success`` counted up, means each has read its final file."""
+    before = _update_counts(admin_url)
+    marker = Path(endpoints_dir) / ".applied.new"
+    marker.write_text(str(time.time_ns()))
+    os.replace(marker, Path(endpoints_dir) / ".applied")
+    deadline = time.monotonic() + timeout_s
+    while any(count <= before.get(name, -1) for name, count in _update_counts(admin_url).items()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the edge at {admin_url} did not take the endpoints of {endpoints_dir} in time")
+        time.sleep(0.02)
 
 
 def _retry_policy(replicas: list[Replica], grpc: bool) -> dict | None:
@@ -587,7 +619,7 @@ class Edge(Launched):
         if self.endpoints_dir is None:
             raise ValueError("this edge resolves its replicas by name: its endpoints are fixed")
         self.replicas = list(replicas)
-        write_endpoints(self.replicas, self.endpoints_dir)
+        write_endpoints(self.replicas, self.endpoints_dir, self.admin_url if self.process else None)
 
     def start(self) -> Edge:
         write(self.config, self.config_path)
