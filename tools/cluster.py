@@ -61,6 +61,7 @@ class Cluster(Launched):
             )
             for i in range(replicas)
         ]
+        self.logs = logs
         names = [f"replica-{i}" for i in range(replicas)]
         self.placement = (
             placement.plan(repository, names, replica_memory or placement.default_budget(repository, replicas), factor)
@@ -126,6 +127,31 @@ class Cluster(Launched):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.describe(), indent=2) + "\n")
         return path
+
+    def add_replica(self, ports: tuple[int, int, int] | None = None) -> TritonServer:
+        """One more replica, started with the shared steps and no avatar (``rebalance`` gives it
+        its share), ready, then in the edge's rotation."""
+        i = len(self.servers)
+        http, grpc, metrics = ports or (
+            REPLICA_HTTP_PORT + PORT_STRIDE * i,
+            REPLICA_GRPC_PORT + PORT_STRIDE * i,
+            REPLICA_GRPC_PORT + 1 + PORT_STRIDE * i,
+        )
+        first = self.servers[0]
+        server = TritonServer(
+            first.repository,
+            http,
+            grpc,
+            metrics,
+            log_path=self.logs / f"replica-{i}.log",
+            supervise=first.supervise,
+            models=None if self.placement is None else placement.models_to_load(first.repository, []),
+        )
+        server.start().wait_ready()
+        self.servers.append(server)
+        self.replicas.append(Replica.of(server, i, None if self.placement is None else ()))
+        self.edge.place(self.replicas)
+        return server
 
     def start(self) -> Cluster:
         for server in self.servers:
@@ -210,6 +236,35 @@ def unplace_avatar(repository: Path, avatar_id: str, description: dict) -> list[
                     client.unload_model(avatar_id)
     placed.save(store)
     return holders
+
+
+def rebalance(repository: Path, description: dict, budget: int | None = None) -> dict[str, tuple[list, list]]:
+    """The avatars placed again over the cluster's replicas as they are now (after replicas were
+    added, or before some are removed), each move made so no request for it fails: loaded on its
+    new holders first, then the edge's routes switched (returning once Envoy has them), then
+    unloaded from the holders it left (Triton lets their requests in flight finish). Returns the
+    moves: avatar id -> (replicas that took it, replicas that gave it up)."""
+    store = repository_manifest.avatar_store(repository)
+    stored = placement.load(store)
+    if stored is None:
+        raise ValueError("the cluster's avatars are not placed (no placement in the avatar store)")
+    names = [r["name"] for r in description["replicas"]]
+    placed = placement.plan(repository, names, budget or max(stored.budgets.values()), save=False)
+    moves = stored.moves(placed)
+    rows = {r["name"]: r for r in description["replicas"]}
+    for avatar_id, (gained, _) in moves.items():
+        for name in gained:
+            with _replica_client(rows[name]) as client:
+                client.load_model(avatar_id)
+    route(description, placed)
+    for avatar_id, (_, lost) in moves.items():
+        for name in lost:
+            if name in rows:  # a replica already gone has nothing to unload
+                with _replica_client(rows[name]) as client:
+                    if avatar_id in client.model_ids():
+                        client.unload_model(avatar_id)
+    placed.save(store)
+    return moves
 
 
 def memory_size(text: str) -> int:

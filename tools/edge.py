@@ -89,6 +89,7 @@ STREAM_WINDOW_BYTES = 1 << 20  # HTTP/2 flow control: what a client may push bef
 CONNECTION_WINDOW_BYTES = 4 << 20
 CONNECTION_BUFFER_BYTES = 1 << 20
 HEALTH_INTERVAL_S = 1.0
+HEALTH_TIMEOUT_S = 2.0
 DRAIN_S = 10.0  # how long a stopping edge lets the requests it holds finish (make serve's Ctrl-C)
 STREAM_IDLE_TIMEOUT_S = 300  # a live stream with no message this long is cut (its sequence expired long before)
 
@@ -217,9 +218,6 @@ def _cluster(
         **where,
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
-        # no panic mode: Envoy's default, past half the hosts unhealthy, balances over all of them,
-        # dead ones included, and least-request then favours a dead replica (it holds no requests)
-        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         # a request's model id (its header, or its HTTP path: ``MODEL_TO_METADATA``) picks the
         # replicas holding that avatar; no model id, a shared model's, or one no replica holds:
         # any replica (Triton answers "model not found: <id>" for an unknown one)
@@ -241,13 +239,15 @@ def _cluster(
         },
         "health_checks": [
             {
-                "timeout": "1s",
+                # a replica that refuses connections fails at once; one slow to answer on a busy
+                # host is given HEALTH_TIMEOUT_S, three times over, before it is taken out
+                "timeout": f"{HEALTH_TIMEOUT_S}s",
                 "interval": f"{HEALTH_INTERVAL_S}s",
                 # Envoy checks a cluster that has had no traffic once a minute by default: a class
                 # of requests unused for a while would not notice a replica gone
                 "no_traffic_interval": f"{HEALTH_INTERVAL_S}s",
                 "no_traffic_healthy_interval": f"{HEALTH_INTERVAL_S}s",
-                "unhealthy_threshold": 2,
+                "unhealthy_threshold": 3,
                 "healthy_threshold": 1,
                 "http_health_check": {"path": "/v2/health/ready"},
             }

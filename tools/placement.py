@@ -219,7 +219,7 @@ def default_budget(repository: Path, replicas: int, available: int | None = None
     return max(0, (available - replicas * per_replica) // replicas)
 
 
-def plan(repository: Path, replicas: list[str], budget: int, factor: int | None = None) -> Placement:
+def plan(repository: Path, replicas: list[str], budget: int, factor: int | None = None, save: bool = True) -> Placement:
     """The placement of the repository's avatar store over ``replicas`` (names), each giving its
     avatars ``budget`` bytes, saved in the store. Over the same replicas and budgets the stored
     placement stands (avatars added to the store since are placed, removed ones dropped); over
@@ -241,6 +241,6 @@ def plan(repository: Path, replicas: list[str], budget: int, factor: int | None 
     for avatar_id in sorted(needs, key=lambda a: (-needs[a], a)):  # the largest first: the hardest to fit
         placement.holders[avatar_id] = list(kept.get(avatar_id, []))
         placement.place(avatar_id, needs[avatar_id], factor if factor is not None else factors[avatar_id])
-    if store is not None:
+    if store is not None and save:
         placement.save(store)
     return placement

@@ -18,11 +18,12 @@ import pytest
 from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
 from synctalk_client.stream import LiveStream
 from tests.conftest import free_port
-from tools import avatar_store, paths
+from tools import avatar_store, paths, placement
 from tools.avatars import main as avatars_main
-from tools.cluster import Cluster
+from tools.cluster import Cluster, rebalance
 from tools.placement import ranking
 from tools.render_repository import render
+from tools.repository_manifest import avatar_store as avatar_store_of
 from tools.serve import TritonServer
 
 pytestmark = pytest.mark.e2e
@@ -42,6 +43,8 @@ def avatar_folder(tmp_path_factory):
 NAMES = ["replica-0", "replica-1"]
 # an avatar whose first choice is each replica (tools.placement's ranking), placed on one replica
 SOLO = {name: next(f"solo{i}" for i in range(100) if ranking(f"solo{i}", NAMES)[0] == name) for name in NAMES}
+# and one a third replica would take (its first choice among three), placed on one replica
+MOVER = next(f"mover{i}" for i in range(100) if ranking(f"mover{i}", [*NAMES, "replica-2"])[0] == "replica-2")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def two_replicas(models_dir, avatar_folder, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
     avatar_store.add(repository, AVATAR, avatar_folder, BOX)
-    for solo in SOLO.values():
+    for solo in [*SOLO.values(), MOVER]:
         avatar_store.add(repository, solo, avatar_folder, BOX, replicas=1)
     ports = [(free_port(), free_port(), free_port()) for _ in range(2)]
     cluster = Cluster(
@@ -69,7 +72,10 @@ def two_replicas(models_dir, avatar_folder, tmp_path_factory):
         described = json.loads(described_path.read_text())
         assert [r["grpc_port"] for r in described["replicas"]] == [grpc for _, grpc, _ in ports]
         assert all(r["pid"] == s.process.pid for r, s in zip(described["replicas"], cluster.servers))
-        assert [r["avatars"] for r in described["replicas"]] == [sorted([AVATAR, SOLO[n]]) for n in NAMES]
+        mover_on = ranking(MOVER, NAMES)[0]
+        assert [r["avatars"] for r in described["replicas"]] == [
+            sorted([AVATAR, SOLO[n], *([MOVER] if n == mover_on else [])]) for n in NAMES
+        ]
         cluster.described_path = described_path
         yield cluster
 
@@ -162,8 +168,51 @@ def test_a_streams_requests_all_reach_one_replica(two_replicas):
         assert sorted(deltas) == [0, sent], f"requests per replica {deltas}: one replica served all {sent}"
 
 
+def test_a_rebalance_after_adding_a_replica_loses_no_request(two_replicas):
+    """A third replica joins (shared steps, no avatar), then tools.cluster.rebalance moves the
+    avatar that ranks it first onto it (loaded there, routed there, unloaded from its old holder)
+    while requests for every avatar keep coming, no retries: none fails."""
+    cluster, repository = two_replicas, two_replicas.servers[0].repository
+    third = cluster.add_replica((free_port(), free_port(), free_port()))
+    described = json.loads(cluster.write_description(cluster.described_path).read_text())
+    old_holder = cluster.servers[NAMES.index(ranking(MOVER, NAMES)[0])]
+    audio = synthetic.speech_like_audio(2, seed=8)
+    outcomes: list[tuple[str, bool, str]] = []
+    stop = threading.Event()
+
+    def load(avatars):
+        with CompositeClient(cluster.grpc_url, timeout_s=20, retries=0, busy_retries=0) as client:
+            while not stop.is_set():
+                for avatar in avatars:
+                    response = client.infer_batch_composite(CompositeBatchRequest.audio_only(avatar, audio))
+                    outcomes.append((avatar, response.success, response.error))
+
+    workers = [threading.Thread(target=load, args=(a,)) for a in ([MOVER], [MOVER, AVATAR, *SOLO.values()])]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1.0)
+        moves = rebalance(repository, described)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+    assert moves == {MOVER: (["replica-2"], [ranking(MOVER, NAMES)[0]])}, moves
+    failed = [o for o in outcomes if not o[1]]
+    assert sum(o[0] == MOVER for o in outcomes) >= 10 and not failed, f"{len(outcomes)} requests, failed: {failed[:3]}"
+    before = served_by(third, MOVER)
+    with CompositeClient(cluster.grpc_url) as client:
+        for _ in range(3):
+            client.infer_batch_composite(CompositeBatchRequest.audio_only(MOVER, audio)).raise_for_error()
+    assert served_by(third, MOVER) == before + 3, "served by its new holder"
+    with CompositeClient(old_holder.grpc_url) as client:
+        assert MOVER not in client.model_ids(), "unloaded from the old one"
+    assert placement.load(avatar_store_of(repository)).holders[MOVER] == ["replica-2"], "kept in the store"
+
+
 def test_a_replica_killed_under_load_the_others_serve_within_seconds(two_replicas):
-    edge, (_, second) = two_replicas.edge, two_replicas.servers
+    edge, second = two_replicas.edge, two_replicas.servers[1]  # a holder of the avatar
     audio = synthetic.speech_like_audio(2, seed=5)
     outcomes: list[tuple[float, bool, str]] = []  # (sent at, served, error)
     stop = threading.Event()
