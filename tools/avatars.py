@@ -30,6 +30,7 @@ The command line of ``tools.avatar_store`` (the store: add, remove, sync, list),
     synctalk-avatars remove --id anna --url 127.0.0.1:8101
     synctalk-avatars add --id bob --background bob.mp4 --boxes 400,120,656,376 --replicas 2 --cluster
     synctalk-avatars remove --id bob --cluster
+    synctalk-avatars rebalance --cluster
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tools import paths, placement, repository_manifest
 from tools.avatar_memory import check_fits
 from tools.avatar_store import add, list_avatars, remove, sync
 from tools.cluster import REPLICAS_FILE as CLUSTER_FILE
+from tools.cluster import memory_size
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -123,7 +125,14 @@ def main(argv=None) -> int:
     p_add.add_argument(
         "--load", metavar="URL", help="then load it on the server at this gRPC URL (explicit model control)"
     )
-    commands.add_parser("list", help="list the avatars")
+    commands.add_parser("list", help="list the avatars (and, placed on a cluster, their replicas)")
+    p_rebalance = commands.add_parser(
+        "rebalance", help="place every avatar again over a running cluster's replicas, moving each with no request lost"
+    )
+    p_rebalance.add_argument("--cluster", type=Path, default=CLUSTER_FILE, metavar="REPLICAS_JSON")
+    p_rebalance.add_argument(
+        "--replica-memory", type=memory_size, help="each replica's budget for its avatars (default: as placed)"
+    )
     p_sync = commands.add_parser("sync", help="install every stored avatar the repository lacks (a container's start)")
     p_sync.add_argument("--store", type=Path, help="the avatar store (default: the repository's)")
     p_rm = commands.add_parser("remove", help="remove an avatar")
@@ -185,6 +194,13 @@ def main(argv=None) -> int:
         elif args.command == "sync":
             installed = sync(args.repository, args.store)
             print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed")
+        elif args.command == "rebalance":
+            from tools.cluster import read_description, rebalance
+
+            moves = rebalance(args.repository, read_description(args.cluster), args.replica_memory)
+            for avatar_id, (gained, lost) in moves.items():
+                print(f"moved {avatar_id}: onto {', '.join(gained) or '-'}, off {', '.join(lost) or '-'}")
+            print(f"{len(moves)} avatars moved")
         elif args.command == "list":
             placed = placement.load(repository_manifest.avatar_store(args.repository))
             for row in list_avatars(args.repository):
