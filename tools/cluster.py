@@ -305,7 +305,8 @@ def main(argv=None) -> int:
             factor=args.factor,
         )
     except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas
-        parser.exit(2, f"error: {exc}\n")
+        how = "" if args.replica_memory else f"\n{placement.describe_default_budget(args.repository, args.replicas)}"
+        parser.exit(2, f"error: {exc}{how}\n")
     if cluster.placement is not None:
         for replica in cluster.replicas:
             print(f"{replica.name}: {', '.join(replica.avatars) or 'no avatars'}", flush=True)

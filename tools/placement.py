@@ -219,6 +219,21 @@ def default_budget(repository: Path, replicas: int, available: int | None = None
     return max(0, (available - replicas * per_replica) // replicas)
 
 
+def describe_default_budget(repository: Path, replicas: int) -> str:
+    """How ``default_budget`` came to what it is on this host, for an error that needs it."""
+    import psutil
+
+    from tools.avatar_memory import in_flight_reserve, shared_steps_bytes
+
+    available = psutil.virtual_memory().available
+    shared, reserve = shared_steps_bytes(shared_generator_bytes(repository)), in_flight_reserve()
+    return (
+        f"the default budget is {gb(default_budget(repository, replicas, available))} a replica: this host's "
+        f"{gb(available)} available less {replicas} x ({gb(shared)} of shared steps + {gb(reserve)} for requests "
+        f"in flight), shared out; set REPLICA_MEMORY (e.g. REPLICA_MEMORY=2G), or run fewer replicas here"
+    )
+
+
 def plan(repository: Path, replicas: list[str], budget: int, factor: int | None = None, save: bool = True) -> Placement:
     """The placement of the repository's avatar store over ``replicas`` (names), each giving its
     avatars ``budget`` bytes, saved in the store. Over the same replicas and budgets the stored

@@ -105,3 +105,10 @@ def test_the_default_budget_is_the_hosts_memory_less_each_replicas_shared_steps_
     per_replica = SHARED_STEPS_BYTES["tiny"] + in_flight_reserve()
     assert default_budget(tmp_path, 2, available=2 * per_replica + 4 * GB) == 2 * GB
     assert default_budget(tmp_path, 3, available=per_replica) == 0, "never below nothing"
+
+
+def test_a_refusal_under_the_default_budget_says_how_it_was_reckoned(tmp_path):
+    from tools.placement import describe_default_budget
+
+    said = describe_default_budget(tmp_path, 2)
+    assert "2 x (3.50 GB of shared steps" in said and "REPLICA_MEMORY" in said, said
