@@ -101,6 +101,7 @@ class Cluster(Launched):
         return self.edge.http_url
 
     def describe(self) -> dict:
+        replicas = self._as_placed()
         return {
             "edge": {
                 "grpc": self.edge.grpc_url,
@@ -119,7 +120,7 @@ class Cluster(Launched):
                     "http_port": server.http_port,
                     "metrics_port": server.metrics_port,
                 }
-                for replica, server in zip(self.replicas, self.servers)
+                for replica, server in zip(replicas, self.servers)
             ],
         }
 
@@ -130,8 +131,9 @@ class Cluster(Launched):
 
     def add_replica(self, ports: tuple[int, int, int] | None = None) -> TritonServer:
         """One more replica, started with the shared steps and no avatar (``rebalance`` gives it
-        its share), ready, then in the edge's rotation."""
-        i = len(self.servers)
+        its share), ready, then in the edge's rotation; named by the first free index."""
+        names = {r.name for r in self.replicas}
+        i = next(i for i in range(len(names) + 1) if f"replica-{i}" not in names)
         http, grpc, metrics = ports or (
             REPLICA_HTTP_PORT + PORT_STRIDE * i,
             REPLICA_GRPC_PORT + PORT_STRIDE * i,
@@ -150,8 +152,27 @@ class Cluster(Launched):
         server.start().wait_ready()
         self.servers.append(server)
         self.replicas.append(Replica.of(server, i, None if self.placement is None else ()))
-        self.edge.place(self.replicas)
+        self.edge.place(self._as_placed())
         return server
+
+    def remove_replica(self, name: str) -> None:
+        """A replica taken out (``rebalance`` without it first, so its avatars are held elsewhere):
+        the edge stops sending to it (returning once Envoy has it), then it stops (Triton
+        finishes what it admitted)."""
+        index = [r.name for r in self.replicas].index(name)
+        server = self.servers.pop(index)
+        self.replicas.pop(index)
+        self.edge.place(self._as_placed())
+        server.stop()
+
+    def _as_placed(self) -> list[Replica]:
+        """The replicas with the avatars the store's placement gives each now (a rebalance or an
+        ``add --cluster`` since the start changed it)."""
+        placed = placement.load(repository_manifest.avatar_store(self.servers[0].repository))
+        if self.placement is None or placed is None:
+            return self.replicas
+        self.replicas = [r.holding(placed.avatars_on(r.name)) for r in self.replicas]
+        return self.replicas
 
     def start(self) -> Cluster:
         for server in self.servers:

@@ -194,6 +194,10 @@ def _cluster(
     if endpoints_dir is not None:
         where = {
             "type": "EDS",
+            # a replica gone from the files is gone at once (Envoy's default keeps a removed host
+            # while it passes health checks: requests for an avatar moved off it would go on
+            # reaching it until it stopped, then fail)
+            "ignore_health_on_host_removal": True,
             "eds_cluster_config": {
                 "service_name": name,
                 "eds_config": {
