@@ -34,6 +34,15 @@ REPLICAS_FILE = paths.BUILD / "cluster" / "replicas.json"
 PORT_STRIDE = 10
 
 
+def default_ports(i: int) -> tuple[int, int, int]:
+    """Replica i's HTTP, gRPC and metrics ports: 8100 + 10 i, 8101 + 10 i, 8102 + 10 i."""
+    return (
+        REPLICA_HTTP_PORT + PORT_STRIDE * i,
+        REPLICA_GRPC_PORT + PORT_STRIDE * i,
+        REPLICA_GRPC_PORT + 1 + PORT_STRIDE * i,
+    )
+
+
 class Cluster(Launched):
     """Replicas and the edge, as a context manager (the tests') or in the foreground (``main``)."""
 
@@ -53,14 +62,7 @@ class Cluster(Launched):
     ):
         if replicas < 1:
             raise ValueError(f"a cluster needs at least one replica, not {replicas}")
-        ports = replica_ports or [
-            (
-                REPLICA_HTTP_PORT + PORT_STRIDE * i,
-                REPLICA_GRPC_PORT + PORT_STRIDE * i,
-                REPLICA_GRPC_PORT + 1 + PORT_STRIDE * i,
-            )
-            for i in range(replicas)
-        ]
+        ports = replica_ports or [default_ports(i) for i in range(replicas)]
         self.logs = logs
         names = [f"replica-{i}" for i in range(replicas)]
         self.placement = (
@@ -134,11 +136,7 @@ class Cluster(Launched):
         its share), ready, then in the edge's rotation; named by the first free index."""
         names = {r.name for r in self.replicas}
         i = next(i for i in range(len(names) + 1) if f"replica-{i}" not in names)
-        http, grpc, metrics = ports or (
-            REPLICA_HTTP_PORT + PORT_STRIDE * i,
-            REPLICA_GRPC_PORT + PORT_STRIDE * i,
-            REPLICA_GRPC_PORT + 1 + PORT_STRIDE * i,
-        )
+        http, grpc, metrics = ports or default_ports(i)
         first = self.servers[0]
         server = TritonServer(
             first.repository,
@@ -224,6 +222,19 @@ def _replica_client(row: dict):
     return CompositeClient(f"{row['host']}:{row['grpc_port']}", api_key=api_key.read_key())
 
 
+def _load(row: dict, avatar_id: str) -> None:
+    """Load an avatar with its steps on a replica (its own port, with the key); returns once loaded."""
+    with _replica_client(row) as client:
+        client.load_model(avatar_id)
+
+
+def _unload(row: dict, avatar_id: str) -> None:
+    """Unload an avatar and its own steps from a replica, where it is loaded."""
+    with _replica_client(row) as client:
+        if avatar_id in client.model_ids():
+            client.unload_model(avatar_id)
+
+
 def place_avatar(repository: Path, avatar_id: str, description: dict) -> list[str]:
     """A stored avatar placed on the running cluster: loaded on its holders, then routed there.
     Returns its holders."""
@@ -235,8 +246,7 @@ def place_avatar(repository: Path, avatar_id: str, description: dict) -> list[st
     holders = placed.holders[avatar_id]
     for row in description["replicas"]:
         if row["name"] in holders:
-            with _replica_client(row) as client:
-                client.load_model(avatar_id)  # with its steps; returns once loaded
+            _load(row, avatar_id)
     route(description, placed)
     return holders
 
@@ -252,9 +262,7 @@ def unplace_avatar(repository: Path, avatar_id: str, description: dict) -> list[
     route(description, placed)
     for row in description["replicas"]:
         if row["name"] in holders:
-            with _replica_client(row) as client:
-                if avatar_id in client.model_ids():
-                    client.unload_model(avatar_id)
+            _unload(row, avatar_id)
     placed.save(store)
     return holders
 
@@ -275,15 +283,12 @@ def rebalance(repository: Path, description: dict, budget: int | None = None) ->
     rows = {r["name"]: r for r in description["replicas"]}
     for avatar_id, (gained, _) in moves.items():
         for name in gained:
-            with _replica_client(rows[name]) as client:
-                client.load_model(avatar_id)
+            _load(rows[name], avatar_id)
     route(description, placed)
     for avatar_id, (_, lost) in moves.items():
         for name in lost:
             if name in rows:  # a replica already gone has nothing to unload
-                with _replica_client(rows[name]) as client:
-                    if avatar_id in client.model_ids():
-                        client.unload_model(avatar_id)
+                _unload(rows[name], avatar_id)
     placed.save(store)
     return moves
 
