@@ -1,6 +1,7 @@
 #!/bin/sh
 # The container's start: install every avatar of the mounted avatar store (/avatars, possibly
-# empty or read-only) into the rendered repository /models, then run the command (tritonserver).
+# empty or read-only) into the rendered repository /models, then run the command (tritonserver:
+# every model loaded, or a placed cluster's pod's share of them).
 #
 # A tritonserver command gets Triton's restricted APIs: model control, shared memory, logging and
 # trace answer only callers that send the API key (tools/api_key.py; the clients send it with
@@ -16,5 +17,23 @@ if [ "$1" = "tritonserver" ]; then
     # shellcheck disable=SC2086
     set -- "$@" $restrictions
 fi
-synctalk-avatars --repository "$models" sync --store "$store"
+if [ "${SYNCTALK_INSTALL:-start}" = "start" ]; then  # "sidecar": another container installs them
+    synctalk-avatars --repository "$models" sync --store "$store"
+fi
+if [ "$1" = "tritonserver" ] && [ -n "${SYNCTALK_REPLICA:-}" ]; then
+    # A pod of a placed cluster (the StatefulSet: SYNCTALK_REPLICA is its name) loads the shared
+    # steps and its share of the avatars instead of every model (tools/placement.py); where the
+    # store has no placement, nothing is printed and every model is loaded, as the command says.
+    share=$(python3 -m tools.placement --repository "$models" --store "$store" --share "$SYNCTALK_REPLICA")
+    if [ -n "$share" ]; then
+        for arg do
+            shift
+            [ "$arg" = "--load-model=*" ] || set -- "$@" "$arg"
+        done
+        # model names are [a-z0-9_]: the unquoted expansion splits at the newlines only
+        # shellcheck disable=SC2086
+        set -- "$@" $share
+        echo "replica $SYNCTALK_REPLICA loads its share: $(echo "$share" | grep -c .) models"
+    fi
+fi
 exec "$@"

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from pathlib import Path
 
 from synctalk_client import contract
@@ -135,6 +136,12 @@ def main(argv=None) -> int:
     )
     p_sync = commands.add_parser("sync", help="install every stored avatar the repository lacks (a container's start)")
     p_sync.add_argument("--store", type=Path, help="the avatar store (default: the repository's)")
+    p_sync.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="then again every SECONDS, for ever: a replica's repository follows the store (a pod's avatar-sync)",
+    )
     p_rm = commands.add_parser("remove", help="remove an avatar")
     p_rm.add_argument("--id", required=True)
     p_rm.add_argument("--url", help="unload it first from the server at this gRPC URL")
@@ -193,7 +200,12 @@ def main(argv=None) -> int:
                 print(f"placed {args.id} on {', '.join(holders)}; the edge routes it there")
         elif args.command == "sync":
             installed = sync(args.repository, args.store)
-            print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed")
+            print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed", flush=True)
+            while args.every:
+                time.sleep(args.every)
+                installed = sync(args.repository, args.store)
+                if installed:
+                    print(f"installed {', '.join(installed)}", flush=True)
         elif args.command == "rebalance":
             from tools.cluster import read_description, rebalance
 

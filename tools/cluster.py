@@ -267,24 +267,37 @@ def unplace_avatar(repository: Path, avatar_id: str, description: dict) -> list[
     return holders
 
 
-def rebalance(repository: Path, description: dict, budget: int | None = None) -> dict[str, tuple[list, list]]:
+def rebalance(
+    repository: Path,
+    description: dict,
+    budget: int | None = None,
+    route_to=None,
+    store: Path | None = None,
+    load=None,
+) -> dict[str, tuple[list, list]]:
     """The avatars placed again over the cluster's replicas as they are now (after replicas were
     added, or before some are removed), each move made so no request for it fails: loaded on its
-    new holders first, then the edge's routes switched (returning once Envoy has them), then
-    unloaded from the holders it left (Triton lets their requests in flight finish). Returns the
-    moves: avatar id -> (replicas that took it, replicas that gave it up)."""
-    store = repository_manifest.avatar_store(repository)
-    stored = placement.load(store)
-    if stored is None:
-        raise ValueError("the cluster's avatars are not placed (no placement in the avatar store)")
+    new holders first, then the edge's routes switched (``route_to(placement)``, returning once the
+    edge has them; default: this host's edge, ``route``), then unloaded from the holders it left
+    (Triton lets their requests in flight finish). Where the store has no placement yet, every
+    replica is taken to hold every avatar (each loaded all at start). ``store``: the avatar store
+    (default: the repository's); ``load(row, avatar_id)``: how a replica loads one (default:
+    ``_load``). Returns the moves: avatar id -> (replicas that took it, replicas
+    that gave it up)."""
+    store = Path(store) if store else repository_manifest.avatar_store(repository)
     names = [r["name"] for r in description["replicas"]]
-    placed = placement.plan(repository, names, budget or max(stored.budgets.values()), save=False)
+    stored = placement.load(store)
+    if stored is None and budget is None:
+        raise ValueError("the cluster's avatars are not placed (no placement in the avatar store): give a budget")
+    placed = placement.plan(repository, names, budget or max(stored.budgets.values()), save=False, store=store)
+    if stored is None:  # every replica holds every avatar
+        stored = placement.Placement(dict(placed.budgets), {a: list(names) for a in placed.holders})
     moves = stored.moves(placed)
     rows = {r["name"]: r for r in description["replicas"]}
     for avatar_id, (gained, _) in moves.items():
         for name in gained:
-            _load(rows[name], avatar_id)
-    route(description, placed)
+            (load or _load)(rows[name], avatar_id)
+    (route_to or (lambda p: route(description, p)))(placed)
     for avatar_id, (_, lost) in moves.items():
         for name in lost:
             if name in rows:  # a replica already gone has nothing to unload

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -470,22 +472,20 @@ def render(
     admin_port: int = 9901,
     size_for: int | None = None,
     endpoints_dir: Path | None = None,
+    clusters_dir: Path | None = None,
 ) -> dict:
     """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository,
     or the avatars placed on it: ``Replica.avatars``). ``endpoints_dir``: the replicas are read from
-    files there (``write_endpoints``), which can change while it runs.
+    files there (``write_endpoints``), which can change while it runs. ``clusters_dir``: the
+    clusters themselves are read from ``clusters.yaml`` there (``clusters_response``), a folder
+    Envoy watches: a Kubernetes ConfigMap's volume, which the kubelet swaps whole when the
+    ConfigMap changes (replicas by name, each with the avatars placed on it: ``kubernetes_clusters``).
     ``size_for``: how many replicas the limits are sized for, where one name stands for several
     (a Kubernetes headless Service: Envoy resolves it to every pod, but its circuit breakers are
     per cluster, fixed in the configuration); default: one per replica given."""
     if not replicas:
         raise ValueError("the edge needs at least one replica")
-    size_for = size_for or len(replicas)
-    limits = class_limits(profile)
-    clusters = [
-        _cluster(name, replicas, protocol, limits[name.split("_", 1)[1]], size_for, endpoints_dir)
-        for name, protocol in cluster_names()
-    ]
-    return {
+    config = {
         "node": {"id": "synctalk-edge", "cluster": "synctalk-edge"},  # files of endpoints need a node
         "admin": {"address": _address("127.0.0.1", admin_port)},  # loopback only, whatever the listeners
         "static_resources": {
@@ -493,7 +493,7 @@ def render(
                 _listener("grpc", host, grpc_port, _grpc_routes(replicas), grpc=True),
                 _listener("http", host, http_port, _http_routes(replicas), grpc=False),
             ],
-            "clusters": clusters,
+            "clusters": [] if clusters_dir else clusters_of(replicas, profile, size_for, endpoints_dir),
         },
         "overload_manager": {
             "resource_monitors": [
@@ -508,6 +508,44 @@ def render(
             ]
         },
     }
+    if clusters_dir:
+        for listener in config["static_resources"]["listeners"]:  # its routes name clusters yet to be read
+            manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            manager["route_config"]["validate_clusters"] = False
+        watched = Path(clusters_dir)
+        config["dynamic_resources"] = {
+            "cds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": str(watched / CLUSTERS_FILE),
+                    "watched_directory": {"path": str(watched)},
+                },
+            }
+        }
+    return config
+
+
+def clusters_of(
+    replicas: list[Replica], profile: str = "cpu", size_for: int | None = None, endpoints_dir: Path | None = None
+) -> list[dict]:
+    """Every class's cluster over ``replicas`` (``_cluster``)."""
+    size_for = size_for or len(replicas)
+    limits = class_limits(profile)
+    return [
+        _cluster(name, replicas, protocol, limits[name.split("_", 1)[1]], size_for, endpoints_dir)
+        for name, protocol in cluster_names()
+    ]
+
+
+CLUSTERS_FILE = "clusters.yaml"  # the clusters of an edge whose bootstrap names a clusters_dir
+
+
+def clusters_response(replicas: list[Replica], profile: str = "cpu", size_for: int | None = None) -> dict:
+    """The clusters as Envoy reads them from a file (a CDS DiscoveryResponse), for ``clusters_dir``."""
+    cluster_type = {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"}
+    resources = [cluster_type | c for c in clusters_of(replicas, profile, size_for)]
+    version = hashlib.sha256(json.dumps(resources, sort_keys=True).encode()).hexdigest()[:16]  # same set, same version
+    return {"version_info": version, "resources": resources}
 
 
 def text_of(config: dict, how: str = "") -> str:
@@ -521,19 +559,47 @@ def write(config: dict, path: Path, how: str = "") -> Path:
     return path
 
 
-# --- Kubernetes: the edge's ConfigMap (deploy/kubernetes/edge/edge.yaml, kustomize's generator) ------
-KUBERNETES_FILE = paths.ROOT / "deploy" / "kubernetes" / "edge" / "edge.yaml"
+# --- Kubernetes: the edge's ConfigMaps (deploy/kubernetes/edge/, kustomize's generators) ----------
+KUBERNETES_DIR = paths.ROOT / "deploy" / "kubernetes" / "edge"
+KUBERNETES_FILE = KUBERNETES_DIR / "edge.yaml"  # the bootstrap: ConfigMap synctalk-edge
+KUBERNETES_CLUSTERS = KUBERNETES_DIR / CLUSTERS_FILE  # the routes: ConfigMap synctalk-edge-routes
 KUBERNETES_HOW = "python -m tools.edge --kubernetes"
+KUBERNETES_ROUTES_MOUNT = Path("/etc/edge-routes")  # where the edge's pods mount synctalk-edge-routes
+STATEFULSET = "synctalk-triton"  # the Triton pods (statefulset.yaml), and their headless Service
+
+
+def kubernetes_max_replicas() -> int:
+    """The most Triton pods there may be: the HorizontalPodAutoscaler's ``maxReplicas``."""
+    hpa = yaml.safe_load((KUBERNETES_DIR.parent / "hpa.yaml").read_text())
+    return int(hpa["spec"]["maxReplicas"])
+
+
+def kubernetes_replicas(placed=None) -> list[Replica]:
+    """Every Triton pod the StatefulSet may run, by its stable name (``synctalk-triton-<i>``,
+    resolved through the headless Service while it is ready), each with the avatars the placement
+    (``tools.placement.Placement``; None: none is made, every pod serves all) puts on it."""
+    replicas = []
+    for i in range(kubernetes_max_replicas()):
+        name = f"{STATEFULSET}-{i}"
+        avatars = None if placed is None else placed.avatars_on(name)
+        replicas.append(Replica(name, f"{name}.{STATEFULSET}", 8001, 8000, avatars))
+    return replicas
 
 
 def kubernetes_config() -> dict:
-    """The edge in a cluster: the Triton pods behind the headless Service ``synctalk-triton``
-    (Envoy resolves the name to every pod), the GPU profile's limits sized for the
-    HorizontalPodAutoscaler's ``maxReplicas`` (the door inside each pod is the second line while
-    there are fewer), listening on every address of the edge's pod."""
-    hpa = yaml.safe_load((KUBERNETES_FILE.parent.parent / "hpa.yaml").read_text())
-    replica = Replica("synctalk-triton", "synctalk-triton", 8001, 8000)
-    return render([replica], "gpu", host="0.0.0.0", size_for=int(hpa["spec"]["maxReplicas"]))
+    """The edge in a cluster: the GPU profile's limits for the HorizontalPodAutoscaler's
+    ``maxReplicas`` (the door inside each pod is the second line while there are fewer),
+    listening on every address of the edge's pod, its clusters read from the ConfigMap
+    ``synctalk-edge-routes`` (``kubernetes_clusters``), which the rebalance Job rewrites."""
+    return render(kubernetes_replicas(), "gpu", host="0.0.0.0", clusters_dir=KUBERNETES_ROUTES_MOUNT)
+
+
+def kubernetes_clusters(placed=None) -> str:
+    """The routes ConfigMap's ``clusters.yaml``: every class's cluster over every pod the
+    StatefulSet may run, with the avatars placed on each (``tools.kubernetes_placement``)."""
+    response = clusters_response(kubernetes_replicas(placed), "gpu")
+    how = "the rebalance Job rewrites it with the placement" if placed is not None else KUBERNETES_HOW
+    return text_of(response, how)
 
 
 # --- running it -----------------------------------------------------------------------------------
@@ -560,6 +626,27 @@ def validate(path: Path) -> str:
     return result.stdout
 
 
+def validate_kubernetes(bootstrap: Path = KUBERNETES_FILE, clusters: Path = KUBERNETES_CLUSTERS) -> None:
+    """Envoy's check of the Kubernetes edge: its bootstrap, with the routes ConfigMap's file where
+    the pod mounts it (here: a temporary folder), and those clusters themselves (validate mode
+    reads no CDS file, so once more as the bootstrap's own clusters)."""
+    import tempfile
+
+    config = yaml.safe_load(Path(bootstrap).read_text())
+    response = yaml.safe_load(Path(clusters).read_text())
+    with tempfile.TemporaryDirectory() as folder:
+        mounted = Path(folder)
+        (mounted / CLUSTERS_FILE).write_text(Path(clusters).read_text())
+        source = config["dynamic_resources"]["cds_config"]["path_config_source"]
+        source.update(path=str(mounted / CLUSTERS_FILE), watched_directory={"path": str(mounted)})
+        validate(write(config, mounted / "edge.yaml"))
+        del config["dynamic_resources"]
+        config["static_resources"]["clusters"] = [
+            {k: v for k, v in c.items() if k != "@type"} for c in response["resources"]
+        ]
+        validate(write(config, mounted / "edge-static.yaml"))
+
+
 def _end_with_parent() -> None:
     """In the child before exec: SIGTERM when the process that started it dies (Linux prctl)."""
     import ctypes
@@ -583,19 +670,28 @@ class Edge(Launched):
         config_path: Path | None = None,
         log_path: Path | None = None,
         concurrency: int = 1,
+        clusters_dir: Path | None = None,
     ):
         self.replicas = list(replicas)
         self.host, self.grpc_port, self.http_port, self.admin_port = host, grpc_port, http_port, admin_port
         self.config_path = config_path or paths.BUILD / "edge" / f"edge-{grpc_port}.yaml"
         # replicas on addresses (this host's): read from files Envoy watches, so ``place`` changes
-        # them while it runs; names are resolved by Envoy (compose, Kubernetes) and fixed
+        # them while it runs; names are resolved by Envoy (compose, Kubernetes) and fixed, or read
+        # with the clusters from ``clusters_dir`` (a Kubernetes ConfigMap's volume: its owner writes it)
         self.endpoints_dir = (
             self.config_path.parent / f"{self.config_path.stem}-endpoints"
-            if all(_is_ip(r.host) for r in self.replicas)
+            if all(_is_ip(r.host) for r in self.replicas) and clusters_dir is None
             else None
         )
         self.config = render(
-            self.replicas, profile, host, grpc_port, http_port, admin_port, endpoints_dir=self.endpoints_dir
+            self.replicas,
+            profile,
+            host,
+            grpc_port,
+            http_port,
+            admin_port,
+            endpoints_dir=self.endpoints_dir,
+            clusters_dir=clusters_dir,
         )
         self.log_path = log_path
         self.concurrency = concurrency
@@ -718,7 +814,7 @@ class Edge(Launched):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replica", action="append", help="host:grpc_port:http_port (repeat)")
-    parser.add_argument("--kubernetes", action="store_true", help=f"write {KUBERNETES_FILE.relative_to(paths.ROOT)}")
+    parser.add_argument("--kubernetes", action="store_true", help=f"write {KUBERNETES_DIR.relative_to(paths.ROOT)}/")
     parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--host", default="127.0.0.1", help="where the listeners bind (the admin: loopback)")
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -732,8 +828,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.kubernetes:
         path = write(kubernetes_config(), KUBERNETES_FILE, KUBERNETES_HOW)
-        validate(path)
-        print(path)
+        KUBERNETES_CLUSTERS.write_text(kubernetes_clusters())
+        validate_kubernetes()
+        print(path, KUBERNETES_CLUSTERS, sep="\n")
         return 0
     if not args.replica:
         parser.error("--replica host:grpc_port:http_port (one or more), or --kubernetes")

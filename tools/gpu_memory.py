@@ -98,14 +98,18 @@ def plan(repository: Path = paths.MODEL_REPOSITORY) -> dict:
 
 
 def server_command(repository: Path = paths.MODEL_REPOSITORY, gpus: int = 1) -> list[str]:
-    """The production ``tritonserver`` command: a fixed repository (no remote load/unload), the
-    pools of :func:`plan` on each of ``gpus`` GPUs, Python-backend shared memory sized for
-    32-frame batches so it does not grow request by request."""
+    """The production ``tritonserver`` command: every model of the repository loaded at start
+    (``--load-model=*``; a pod of a placed cluster loads its share instead: deploy/entrypoint.sh),
+    loads and unloads while it runs for the API key's holders only (the entrypoint restricts model
+    control: the rebalance, ``synctalk-avatars add --load``), the pools of :func:`plan` on each of
+    ``gpus`` GPUs, Python-backend shared memory sized for 32-frame batches so it does not grow
+    request by request."""
     sized = plan(repository)
     return [
         "tritonserver",
         "--model-repository=/models",
-        "--model-control-mode=none",
+        "--model-control-mode=explicit",
+        "--load-model=*",
         "--exit-on-error=true",
         "--strict-readiness=true",
         *(f"--cuda-memory-pool-byte-size={gpu}:{sized['cuda_pool_bytes']}" for gpu in range(gpus)),

@@ -234,17 +234,25 @@ def describe_default_budget(repository: Path, replicas: int) -> str:
     )
 
 
-def plan(repository: Path, replicas: list[str], budget: int, factor: int | None = None, save: bool = True) -> Placement:
+def plan(
+    repository: Path,
+    replicas: list[str],
+    budget: int,
+    factor: int | None = None,
+    save: bool = True,
+    store: Path | None = None,
+) -> Placement:
     """The placement of the repository's avatar store over ``replicas`` (names), each giving its
     avatars ``budget`` bytes, saved in the store. Over the same replicas and budgets the stored
     placement stands (avatars added to the store since are placed, removed ones dropped); over
     others the ranking places every avatar afresh (a rebalance: only what the change calls for
-    moves). ``factor``: every avatar's replication factor (default: each its own, as added)."""
+    moves). ``factor``: every avatar's replication factor (default: each its own, as added).
+    ``store``: the avatar store (default: the repository's)."""
     from synctalk_preprocessing.avatar import read_manifest
     from tools.avatar_store import stored_avatars
     from tools.repository_manifest import avatar_store
 
-    store = avatar_store(repository)
+    store = Path(store) if store else avatar_store(repository)
     shared = shared_generator_bytes(repository)
     manifests = {e: read_manifest(e) for e in stored_avatars(store)}
     needs = {m["id"]: stored_need(e, shared) for e, m in manifests.items()}
@@ -259,3 +267,33 @@ def plan(repository: Path, replicas: list[str], budget: int, factor: int | None 
     if store is not None and save:
         placement.save(store)
     return placement
+
+
+def share_flags(repository: Path, store: Path | None, replica: str) -> list[str]:
+    """tritonserver's ``--load-model`` flags for ``replica`` of a placed cluster: the shared steps
+    and the avatars placed on it (none where it is not in the placement yet: a pod added since
+    the last rebalance). Empty where the store has no placement: every replica loads every model."""
+    placed = load(store)
+    if placed is None:
+        return []
+    return [f"--load-model={name}" for name in models_to_load(repository, placed.avatars_on(replica))]
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a replica's share of a placed cluster (deploy/entrypoint.sh)")
+    parser.add_argument("--repository", type=Path, required=True, help="the replica's rendered repository")
+    parser.add_argument("--store", type=Path, help="the avatar store (default: the repository's)")
+    parser.add_argument("--share", metavar="REPLICA", required=True, help="print its --load-model flags, one a line")
+    args = parser.parse_args(argv)
+    from tools.repository_manifest import avatar_store
+
+    store = args.store or avatar_store(args.repository)
+    for flag in share_flags(args.repository, store, args.share):
+        print(flag)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -36,7 +36,7 @@ def test_compose_file_validates_against_the_compose_spec():
 def test_compose_serves_the_gpu_profile_safely():
     service = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["tritonserver"]
     assert all(p.startswith("127.0.0.1:") for p in service["ports"]), "ports bound to loopback by default"
-    assert "--model-control-mode=none" in service["command"]
+    assert "--model-control-mode=explicit" in service["command"] and "--load-model=*" in service["command"]
     assert any(a.startswith("--backend-config=python,shm-default-byte-size=") for a in service["command"])
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert int(service["shm_size"].rstrip("gb")) >= 1
@@ -97,10 +97,14 @@ def test_the_validator_rejects_an_unknown_field():
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
 
 
-def test_deployment_has_gpu_probes_shm_and_a_non_root_user():
-    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+def triton_container(pod: dict) -> dict:
+    return next(c for c in pod["containers"] if c["name"] == "tritonserver")
+
+
+def test_the_triton_pods_have_gpu_probes_shm_and_a_non_root_user():
+    statefulset = yaml.safe_load((K8S / "statefulset.yaml").read_text())
+    pod = statefulset["spec"]["template"]["spec"]
+    container = triton_container(pod)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -108,7 +112,58 @@ def test_deployment_has_gpu_probes_shm_and_a_non_root_user():
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory"
     assert {"mountPath": "/dev/shm", "name": "dshm"} in container["volumeMounts"]
-    assert "--model-control-mode=none" in container["args"]
+    assert "--model-control-mode=explicit" in container["args"] and "--load-model=*" in container["args"]
+
+
+def test_the_triton_pods_are_a_statefulset_each_loading_its_share_and_following_the_store():
+    """Stable names for the placement: each pod's name is its replica in placement.json (the
+    entrypoint loads its share); the avatars are installed by the init container at start, and by
+    avatar-sync as they are stored, never by two writers at once."""
+    statefulset = yaml.safe_load((K8S / "statefulset.yaml").read_text())
+    assert statefulset["kind"] == "StatefulSet" and statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    pod = statefulset["spec"]["template"]["spec"]
+    container = triton_container(pod)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SYNCTALK_REPLICA"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SYNCTALK_INSTALL"]["value"] == "sidecar"
+    (init,) = pod["initContainers"]
+    assert "synctalk-avatars --repository /repository sync --store /avatars" in init["command"][-1]
+    (sync,) = [c for c in pod["containers"] if c["name"] == "avatar-sync"]
+    assert sync["command"][:5] == ["synctalk-avatars", "--repository", "/models", "sync", "--store"]
+    assert "--every" in sync["command"]
+    assert {m["mountPath"] for m in sync["volumeMounts"] if m.get("readOnly")} == {"/avatars"}
+    hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+
+
+def test_the_rebalance_runs_as_a_job_of_a_suspended_cronjob_with_a_narrow_role():
+    docs = {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all((K8S / "rebalance.yaml").read_text())}
+    cron = docs["CronJob/synctalk-rebalance"]["spec"]
+    assert cron["suspend"] is True and cron["concurrencyPolicy"] == "Forbid"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python3", "-m", "tools.kubernetes_placement"]
+    from tools.cluster import memory_size
+
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert memory_size(env["SYNCTALK_REPLICA_MEMORY"]) == 16 * 2**30
+    assert pod["serviceAccountName"] == docs["ServiceAccount/synctalk-rebalance"]["metadata"]["name"]
+    rules = docs["Role/synctalk-rebalance"]["rules"]
+    assert [(r["resources"], r["resourceNames"], r["verbs"]) for r in rules] == [
+        (["statefulsets/scale"], ["synctalk-triton"], ["get"]),
+        (["configmaps"], ["synctalk-edge-routes"], ["get", "patch"]),
+    ]
+    labels = cron["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    (policy,) = [
+        d for _, d in k8s_documents() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "synctalk-triton"
+    ]
+    assert {"podSelector": {"matchLabels": labels}} in policy["spec"]["ingress"][0]["from"]
+    claim = next(
+        d
+        for _, d in k8s_documents()
+        if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "synctalk-avatars"
+    )
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # the Job saves the placement
 
 
 def test_hpa_scales_on_the_queue_time_and_on_the_doors_refusals():
@@ -135,7 +190,7 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", base)
     assert re.search(r"^USER (?!root)\S+$", text, re.M)
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
-    assert "--model-control-mode=none" in text
+    assert '"--model-control-mode=explicit"' in text and '"--load-model=*"' in text
     assert "synctalk-build-models" in text and "--profile gpu" in text
     for path in re.findall(r"^COPY (\S+) ", text, re.M):
         if "$" not in path:
@@ -213,7 +268,7 @@ def test_every_launcher_runs_the_one_server_command():
 
     expected = gpu_memory.server_command()
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["tritonserver"]["command"]
-    (container,) = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"]
+    container = triton_container(yaml.safe_load((K8S / "statefulset.yaml").read_text())["spec"]["template"]["spec"])
     assert _dockerfile_command() == expected
     assert compose == expected
     assert container["args"] == expected
@@ -254,9 +309,9 @@ def test_autoscaling_counts_every_generator_queue_avatars_included():
 
 
 def test_tensorrt_engines_persist_on_a_shared_volume():
-    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((K8S / "statefulset.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = triton_container(pod)
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/trt_cache")
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     claims = {doc["metadata"]["name"]: doc for _, doc in k8s_documents() if doc["kind"] == "PersistentVolumeClaim"}
@@ -362,9 +417,9 @@ def test_compose_requires_the_key_and_kubernetes_mounts_it_from_a_secret():
     (generator,) = kustomization["secretGenerator"]
     assert generator["files"] == ["api-key=secrets/api-key"]
     assert "deploy/kubernetes/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
-    pod = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    pod = yaml.safe_load((K8S / "statefulset.yaml").read_text())["spec"]["template"]["spec"]
+    container = triton_container(pod)
+    env = {e["name"]: e.get("value") for e in container["env"]}
     mount = next(m for m in container["volumeMounts"] if m["name"] == "api-key")
     assert env["SYNCTALK_API_KEY_FILE"] == mount["mountPath"] + "/api-key" and mount["readOnly"]
     volume = next(v for v in pod["volumes"] if v["name"] == "api-key")
@@ -372,20 +427,21 @@ def test_compose_requires_the_key_and_kubernetes_mounts_it_from_a_secret():
 
 
 def test_the_pod_runs_unprivileged_on_a_read_only_root_with_writable_mounts_only_where_needed():
-    pod = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    pod = yaml.safe_load((K8S / "statefulset.yaml").read_text())["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
     for container in pod["initContainers"] + pod["containers"]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
         assert context["capabilities"]["drop"] == ["ALL"]
-    (container,) = pod["containers"]
+    container = triton_container(pod)
     volumes = {v["name"]: v for v in pod["volumes"]}
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert writable == {"/models", "/tmp", "/dev/shm", "/trt_cache"}
     assert "emptyDir" in volumes["models"] and "persistentVolumeClaim" in volumes["trt-engine-cache"]
     (init,) = pod["initContainers"]
-    assert init["volumeMounts"] == [{"name": "models", "mountPath": "/repository"}]
-    assert init["command"][-1] == "cp -a /models/. /repository/"  # the image's repository, copied
+    writable = {m["mountPath"] for m in init["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/repository", "/tmp"}
+    assert init["command"][-1].startswith("cp -a /models/. /repository/ && ")  # the image's repository, copied
 
 
 def test_the_network_policy_lets_clients_infer_prometheus_scrape_and_nothing_out():
@@ -394,12 +450,15 @@ def test_the_network_policy_lets_clients_infer_prometheus_scrape_and_nothing_out
         for _, doc in k8s_documents()
         if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "synctalk-triton"
     ]
-    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((K8S / "statefulset.yaml").read_text())
     assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
     edge, prometheus = policy["spec"]["ingress"]
     assert [p["port"] for p in edge["ports"]] == [8000, 8001]
-    assert edge["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-edge"}}}]
+    assert edge["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-edge"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-rebalance"}}},  # model control
+    ]
     assert [p["port"] for p in prometheus["ports"]] == [8002]
     assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
 
@@ -412,24 +471,62 @@ def edge_documents() -> dict[str, dict]:
 
 
 def test_the_kubernetes_edge_config_is_the_rendered_one_and_envoy_takes_it(tmp_path):
-    """deploy/kubernetes/edge/edge.yaml is tools.edge's rendering, as of this commit (python -m
-    tools.edge --kubernetes writes it), and Envoy validates it."""
+    """deploy/kubernetes/edge/ is tools.edge's rendering, as of this commit (python -m tools.edge
+    --kubernetes writes it): the bootstrap, and the routes (every pod the StatefulSet may run, by
+    name, no placement yet), which the bootstrap reads from their ConfigMap's volume; Envoy takes both."""
     from tools import edge
 
     expected = edge.text_of(edge.kubernetes_config(), edge.KUBERNETES_HOW)
     assert edge.KUBERNETES_FILE.read_text() == expected, "stale: run python -m tools.edge --kubernetes"
-    edge.validate(edge.KUBERNETES_FILE)
+    assert edge.KUBERNETES_CLUSTERS.read_text() == edge.kubernetes_clusters(), (
+        "stale: run python -m tools.edge --kubernetes"
+    )
+    edge.validate_kubernetes()
     config = yaml.safe_load(expected)
+    assert config["static_resources"]["clusters"] == []
+    source = config["dynamic_resources"]["cds_config"]["path_config_source"]
+    assert source == {
+        "path": f"{edge.KUBERNETES_ROUTES_MOUNT}/{edge.CLUSTERS_FILE}",
+        "watched_directory": {"path": str(edge.KUBERNETES_ROUTES_MOUNT)},
+    }
     hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
-    bulk = next(c for c in config["static_resources"]["clusters"] if c["name"] == "grpc_bulk")
-    assert bulk["type"] == "STRICT_DNS"  # the headless Service: every pod
+    clusters = yaml.safe_load(edge.KUBERNETES_CLUSTERS.read_text())["resources"]
+    bulk = next(c for c in clusters if c["name"] == "grpc_bulk")
+    assert bulk["type"] == "STRICT_DNS"  # each pod by its name in the headless Service
     assert (
         bulk["circuit_breakers"]["thresholds"][0]["max_requests"]
         == hpa["spec"]["maxReplicas"] * edge.class_limits("gpu")["bulk"]
     )
-    address = bulk["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    hosts = [
+        e["endpoint"]["address"]["socket_address"]["address"]
+        for e in bulk["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    statefulset = yaml.safe_load((K8S / "statefulset.yaml").read_text())
     service = yaml.safe_load((K8S / "service.yaml").read_text())
-    assert address["address"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
+    name = statefulset["metadata"]["name"]
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"] == edge.STATEFULSET == name
+    assert hosts == [f"{name}-{i}.{name}" for i in range(hpa["spec"]["maxReplicas"])]
+    assert service["spec"]["clusterIP"] == "None"
+    assert all("metadata" not in e for e in bulk["load_assignment"]["endpoints"][0]["lb_endpoints"]), "no placement"
+
+
+def test_the_routes_of_a_placement_name_each_pods_avatars_and_envoy_takes_them(tmp_path):
+    from tools import edge, placement
+
+    placed = placement.Placement({f"synctalk-triton-{i}": 10 for i in range(3)})
+    placed.place("anna", 1, 2)
+    placed.place("bob", 1, 1)
+    routes = tmp_path / "clusters.yaml"
+    routes.write_text(edge.kubernetes_clusters(placed))
+    edge.validate_kubernetes(edge.KUBERNETES_FILE, routes)
+    (light,) = [c for c in yaml.safe_load(routes.read_text())["resources"] if c["name"] == "grpc_light"]
+    held = {
+        e["endpoint"]["hostname"]: e["metadata"]["filter_metadata"]["envoy.lb"][edge.AVATARS_KEY]
+        for e in light["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    }
+    assert sorted(n for n, avatars in held.items() if "anna" in avatars) == placed.holders["anna"]
+    assert sum("bob" in avatars for avatars in held.values()) == 1
+    assert held["synctalk-triton-7"] == []  # a pod not yet running, or holding nothing
 
 
 def test_the_edge_runs_plain_envoy_from_a_generated_configmap_in_front_of_every_pod():
@@ -441,9 +538,21 @@ def test_the_edge_runs_plain_envoy_from_a_generated_configmap_in_front_of_every_
     assert container["image"] == f"envoyproxy/envoy:v{pinned}"
     assert container["args"][:2] == ["-c", "/etc/edge/edge.yaml"]
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    (generator,) = kustomization["configMapGenerator"]
-    assert generator["files"] == ["edge.yaml=edge/edge.yaml"]
-    assert pod["volumes"][0]["configMap"]["name"] == generator["name"]
+    bootstrap, routes = kustomization["configMapGenerator"]
+    assert bootstrap["files"] == ["edge.yaml=edge/edge.yaml"]
+    assert routes["files"] == ["clusters.yaml=edge/clusters.yaml"]
+    # the rebalance Job patches the routes ConfigMap in place: a fixed name, and no roll of the edge
+    assert routes["options"] == {"disableNameSuffixHash": True}
+    from tools import kubernetes_placement
+
+    assert routes["name"] == kubernetes_placement.ROUTES_CONFIGMAP
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert volumes["config"]["configMap"]["name"] == bootstrap["name"] and mounts["config"] == "/etc/edge"
+    assert volumes["routes"]["configMap"]["name"] == routes["name"]
+    from tools import edge
+
+    assert mounts["routes"] == str(edge.KUBERNETES_ROUTES_MOUNT)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     service = docs["Service/synctalk-edge"]
@@ -456,3 +565,47 @@ def test_the_edge_runs_plain_envoy_from_a_generated_configmap_in_front_of_every_
     assert policy["egress"][0]["to"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-triton"}}}
     ]
+
+
+def test_a_placed_pod_loads_the_shared_steps_and_its_share_only(tmp_path, models_dir):
+    """deploy/entrypoint.sh in a StatefulSet's pod (SYNCTALK_REPLICA): every model of the command's
+    ``--load-model=*`` but the avatars placed elsewhere; a pod not placed yet, the shared steps."""
+    import cv2
+    import numpy as np
+
+    from tools import avatar_store, placement, repository_manifest
+    from tools.render_repository import render
+
+    repository = render("cpu", tmp_path / "repo", models_dir / "tiny", avatar_store=tmp_path / "store")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.full((64, 96, 3), 90, np.uint8))
+    for avatar_id in ("anna", "bob"):
+        avatar_store.add(repository, avatar_id, frames, [16, 0, 80, 64])
+    store = repository_manifest.avatar_store(repository)
+    pods = ["synctalk-triton-0", "synctalk-triton-1"]
+    placed = placement.Placement({p: 2**40 for p in pods}, {"anna": pods[:1], "bob": pods[1:]}, {"anna": 1, "bob": 1})
+    placed.save(store)
+    key_file = tmp_path / "api-key"
+    key_file.write_text("k" * 43 + "\n")
+    command = ["tritonserver", "--model-control-mode=explicit", "--load-model=*"]
+    env = {
+        contract.API_KEY_FILE_ENV: str(key_file),
+        "SYNCTALK_MODELS": str(repository),
+        "SYNCTALK_AVATAR_STORE": str(store),
+    }
+
+    def loaded(replica: str) -> set[str]:
+        done = run_entrypoint(tmp_path, command, {**env, "SYNCTALK_REPLICA": replica})
+        assert done.returncode == 0, done.stderr
+        assert "--load-model=*" not in done.stdout.splitlines()
+        return {line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("--load-model=")}
+
+    everything = {p.parent.name for p in repository.glob("*/config.pbtxt")}
+    anna, bob = (set(placement.avatar_model_names(repository, a)) for a in ("anna", "bob"))
+    assert anna and bob and "anna" in anna
+    assert loaded(pods[0]) == everything - bob and loaded(pods[1]) == everything - anna
+    assert loaded("synctalk-triton-5") == everything - anna - bob  # added since the last rebalance
+    (store / placement.FILE).unlink()
+    done = run_entrypoint(tmp_path, command, {**env, "SYNCTALK_REPLICA": pods[0]})
+    assert done.stdout.splitlines()[1:3] == command[1:] and "--load-model=anna" not in done.stdout  # every model

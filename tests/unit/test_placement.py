@@ -112,3 +112,15 @@ def test_a_refusal_under_the_default_budget_says_how_it_was_reckoned(tmp_path):
 
     said = describe_default_budget(tmp_path, 2)
     assert "2 x (3.50 GB of shared steps" in said and "REPLICA_MEMORY" in said, said
+
+
+def test_the_rebalance_job_places_over_the_statefulsets_pods_by_their_stable_names():
+    from tools import edge, kubernetes_placement
+
+    pods = kubernetes_placement.pods(3)["replicas"]
+    assert [(p["name"], p["host"]) for p in pods] == [
+        (f"synctalk-triton-{i}", f"synctalk-triton-{i}.synctalk-triton") for i in range(3)
+    ]
+    assert {(p["grpc_port"], p["http_port"]) for p in pods} == {(8001, 8000)}
+    with pytest.raises(ValueError, match="maxReplicas"):
+        kubernetes_placement.pods(edge.kubernetes_max_replicas() + 1)
