@@ -72,16 +72,8 @@ class Cluster(Launched):
         )
         held = {name: self.placement.avatars_on(name) if self.placement else None for name in names}
         self.servers = [
-            TritonServer(
-                repository,
-                http,
-                grpc,
-                metrics,
-                log_path=logs / f"{name}.log",
-                supervise=supervise,
-                models=None if held[name] is None else placement.models_to_load(repository, held[name]),
-            )
-            for name, (http, grpc, metrics) in zip(names, ports[:replicas])
+            self._server(repository, name, replica_ports, held[name], supervise)
+            for name, replica_ports in zip(names, ports[:replicas])
         ]
         self.replicas = [Replica.of(server, i, held[names[i]]) for i, server in enumerate(self.servers)]
         self.edge = Edge(
@@ -92,6 +84,22 @@ class Cluster(Launched):
             profile=profile,
             config_path=paths.BUILD / "cluster" / f"edge-{grpc_port}.yaml",
             log_path=logs / "edge.log",
+        )
+
+    def _server(
+        self, repository: Path, name: str, ports: tuple[int, int, int], avatars: list[str] | None, supervise: bool
+    ) -> TritonServer:
+        """A replica's tritonserver on ``ports`` (HTTP, gRPC, metrics): every model of the
+        repository (``avatars`` None: nothing is placed), or the shared steps and ``avatars``."""
+        http, grpc, metrics = ports
+        return TritonServer(
+            repository,
+            http,
+            grpc,
+            metrics,
+            log_path=self.logs / f"{name}.log",
+            supervise=supervise,
+            models=None if avatars is None else placement.models_to_load(repository, avatars),
         )
 
     @property
@@ -136,17 +144,9 @@ class Cluster(Launched):
         its share), ready, then in the edge's rotation; named by the first free index."""
         names = {r.name for r in self.replicas}
         i = next(i for i in range(len(names) + 1) if f"replica-{i}" not in names)
-        http, grpc, metrics = ports or default_ports(i)
         first = self.servers[0]
-        server = TritonServer(
-            first.repository,
-            http,
-            grpc,
-            metrics,
-            log_path=self.logs / f"replica-{i}.log",
-            supervise=first.supervise,
-            models=None if self.placement is None else placement.models_to_load(first.repository, []),
-        )
+        avatars = None if self.placement is None else []
+        server = self._server(first.repository, f"replica-{i}", ports or default_ports(i), avatars, first.supervise)
         server.start().wait_ready()
         self.servers.append(server)
         self.replicas.append(Replica.of(server, i, None if self.placement is None else ()))

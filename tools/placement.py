@@ -111,11 +111,14 @@ class Placement:
         self.factors.pop(avatar_id, None)
         return self.holders.pop(avatar_id, [])
 
-    def rebalanced(self, budgets: dict[str, int] | None = None) -> Placement:
-        """The placement the ranking gives over ``budgets`` (default: the same replicas), every
-        avatar placed afresh, the largest first (they are the hardest to fit)."""
+    def rebalanced(self, budgets: dict[str, int] | None = None, keep: bool = False) -> Placement:
+        """Every avatar placed again over ``budgets`` (default: the same replicas), the largest
+        first (they are the hardest to fit): by the ranking alone, or (``keep``) keeping each
+        avatar's holders where they still exist and have room (``place``)."""
         fresh = Placement(dict(budgets or self.budgets))
         for avatar_id in sorted(self.needs, key=lambda a: (-self.needs[a], a)):
+            if keep:
+                fresh.holders[avatar_id] = list(self.holders.get(avatar_id, []))
             fresh.place(avatar_id, self.needs[avatar_id], self.factors.get(avatar_id))
         return fresh
 
@@ -257,13 +260,13 @@ def plan(
     manifests = {e: read_manifest(e) for e in stored_avatars(store)}
     needs = {m["id"]: stored_need(e, shared) for e, m in manifests.items()}
     factors = {m["id"]: m.get("source", {}).get("replicas") for m in manifests.values()}  # add --replicas
+    if factor is not None:
+        factors = dict.fromkeys(factors, factor)
     budgets = {name: int(budget) for name in replicas}
     stored = load(store)
     kept = stored.holders if stored is not None and stored.budgets == budgets else {}
-    placement = Placement(budgets)
-    for avatar_id in sorted(needs, key=lambda a: (-needs[a], a)):  # the largest first: the hardest to fit
-        placement.holders[avatar_id] = list(kept.get(avatar_id, []))
-        placement.place(avatar_id, needs[avatar_id], factor if factor is not None else factors[avatar_id])
+    asked = Placement(budgets, {a: list(kept[a]) for a in needs if a in kept}, needs, factors)
+    placement = asked.rebalanced(keep=True)
     if store is not None and save:
         placement.save(store)
     return placement

@@ -7,6 +7,7 @@ requests keep succeeding on the other within seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -163,6 +164,33 @@ def test_a_streams_requests_all_reach_one_replica(two_replicas):
         assert sorted(deltas) == [0, sent], f"requests per replica {deltas}: one replica served all {sent}"
 
 
+@contextlib.contextmanager
+def requests_running(url: str, avatars: list[str], seed: int, **client_options):
+    """Two clients asking ``url`` for ``avatars`` in turn until the block ends; yields the outcomes
+    as they come: (sent at, avatar, served, error)."""
+    audio = synthetic.speech_like_audio(2, seed=seed)
+    outcomes: list[tuple[float, str, bool, str]] = []
+    stop = threading.Event()
+
+    def load():
+        with CompositeClient(url, timeout_s=20, **client_options) as client:
+            while not stop.is_set():
+                for avatar in avatars:
+                    sent = time.monotonic()
+                    response = client.infer_batch_composite(CompositeBatchRequest.audio_only(avatar, audio))
+                    outcomes.append((sent, avatar, response.success, response.error))
+
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield outcomes
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+
+
 def test_a_replica_rebalanced_away_and_one_added_lose_no_request(two_replicas):
     """Before a replica is removed, tools.cluster.rebalance without it moves its avatars onto the
     other (loaded there, routed there, unloaded from it), then it is removed; a replica added (the
@@ -170,21 +198,9 @@ def test_a_replica_rebalanced_away_and_one_added_lose_no_request(two_replicas):
     keep coming, no retries: none fails. (Two replicas at most: a third beside the suite's server
     does not fit this host's memory.)"""
     cluster, repository = two_replicas, two_replicas.servers[0].repository
-    audio = synthetic.speech_like_audio(2, seed=8)
-    outcomes: list[tuple[str, bool, str]] = []
-    stop = threading.Event()
-
-    def load():
-        with CompositeClient(cluster.grpc_url, timeout_s=20, retries=0, busy_retries=0) as client:
-            while not stop.is_set():
-                for avatar in [SOLO["replica-1"], AVATAR, SOLO["replica-0"]]:
-                    response = client.infer_batch_composite(CompositeBatchRequest.audio_only(avatar, audio))
-                    outcomes.append((avatar, response.success, response.error))
-
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
+    solo = SOLO["replica-1"]
+    every = [solo, AVATAR, SOLO["replica-0"]]
+    with requests_running(cluster.grpc_url, every, seed=8, retries=0, busy_retries=0) as outcomes:
         time.sleep(1.0)
         described = cluster.describe()
         without = {**described, "replicas": [r for r in described["replicas"] if r["name"] != "replica-1"]}
@@ -195,16 +211,12 @@ def test_a_replica_rebalanced_away_and_one_added_lose_no_request(two_replicas):
         added = cluster.add_replica((free_port(), free_port(), free_port()))
         back = rebalance(repository, cluster.describe())
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(60)
-    solo = SOLO["replica-1"]
     assert away == {AVATAR: ([], ["replica-1"]), solo: (["replica-0"], ["replica-1"])}, away
     assert back == {AVATAR: (["replica-1"], []), solo: (["replica-1"], ["replica-0"])}, back
-    failed = [o for o in outcomes if not o[1]]
+    failed = [o for o in outcomes if not o[2]]
     assert len(outcomes) > served_while_one >= 6 and not failed, f"{len(outcomes)} requests, failed: {failed[:3]}"
     before = served_by(added, solo)
+    audio = synthetic.speech_like_audio(2, seed=8)
     with CompositeClient(cluster.grpc_url) as client:
         for _ in range(3):
             client.infer_batch_composite(CompositeBatchRequest.audio_only(solo, audio)).raise_for_error()
@@ -216,35 +228,19 @@ def test_a_replica_rebalanced_away_and_one_added_lose_no_request(two_replicas):
 
 def test_a_replica_killed_under_load_the_others_serve_within_seconds(two_replicas):
     edge, second = two_replicas.edge, two_replicas.servers[1]  # a holder of the avatar
-    audio = synthetic.speech_like_audio(2, seed=5)
-    outcomes: list[tuple[float, bool, str]] = []  # (sent at, served, error)
-    stop = threading.Event()
-
-    def load():
-        with CompositeClient(edge.grpc_url, timeout_s=20) as client:
-            while not stop.is_set():
-                sent = time.monotonic()
-                response = client.infer_batch_composite(CompositeBatchRequest.audio_only(AVATAR, audio))
-                outcomes.append((sent, response.success, response.error))
-
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for worker in workers:
-        worker.start()
     try:
-        time.sleep(2.0)  # load on both replicas
-        killed_at = time.monotonic()
-        second.kill()  # no drain, no goodbye: a replica lost, the server and its stubs at once
-        time.sleep(8.0)
+        with requests_running(edge.grpc_url, [AVATAR], seed=5) as outcomes:
+            time.sleep(2.0)  # load on both replicas
+            killed_at = time.monotonic()
+            second.kill()  # no drain, no goodbye: a replica lost, the server and its stubs at once
+            time.sleep(8.0)
     finally:
-        stop.set()
-        for worker in workers:
-            worker.join(60)
         second.stop()
     before = [o for o in outcomes if o[0] < killed_at]
     after = [o for o in outcomes if o[0] >= killed_at]
-    failed = [o for o in after if not o[1]]
+    failed = [o for o in after if not o[2]]
     print(f"{len(before)} requests before the kill, {len(after)} after, {len(failed)} failed: {failed[:3]}")
-    assert before and all(o[1] for o in before), f"failed before the kill: {[o for o in before if not o[1]][:3]}"
-    assert sum(o[1] for o in after) >= 10, f"served by the replica left: {sum(o[1] for o in after)}; {failed[:3]}"
+    assert before and all(o[2] for o in before), f"failed before the kill: {[o for o in before if not o[2]][:3]}"
+    assert sum(o[2] for o in after) >= 10, f"served by the replica left: {sum(o[2] for o in after)}; {failed[:3]}"
     late = [o for o in failed if o[0] > killed_at + 3.0]
     assert not late, f"requests still failing 3 s after the kill: {late[:3]}"
