@@ -116,6 +116,40 @@ def test_a_streamed_clip_is_the_rendered_clip_frame_for_frame(server, live_avata
     assert [f.jpeg for f in frames] == rendered, "the same JPEG bytes as render --no-loop-back"
 
 
+def executions(server, model: str) -> tuple[int, int]:
+    """(requests, executions) Triton counted for ``model``."""
+    from synctalk_client import CompositeClient
+
+    with CompositeClient(server.grpc_url) as client:
+        stats = client.model_stats(model)[model]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_a_stream_behind_its_audio_catches_up_in_bigger_batches(server, live_avatar, clip, rendered):
+    """40 ms chunks sent at once, without waiting for frames (a client whose audio comes faster
+    than its frames render): the requests waiting for the stream's turn bring their audio to it,
+    so the frames render in batches of several; every frame still comes once, in order, with the
+    rendered clip's JPEG bytes."""
+    generator = contract.avatar_models(live_avatar)["generator"]
+    frames_before, runs_before = executions(server, generator)
+    answers: queue.Queue = queue.Queue()
+    with LiveStream(server.grpc_url, live_avatar) as live:
+        chunks = [clip[i : i + SPF] for i in range(0, len(clip), SPF)]
+        for chunk in chunks[:-1]:
+            live.send_async(chunk, lambda frames, error: answers.put((frames, error)))
+        live.send_async(chunks[-1], lambda frames, error: answers.put((frames, error)), end=True)
+        got = [answers.get(timeout=60) for _ in chunks]
+    assert not [error for _, error in got if error is not None]
+    frames = [f for batch, _ in got for f in batch]
+    assert [f.index for f in frames] == list(range(len(rendered))), "every frame once, in order"
+    assert [f.jpeg for f in frames] == rendered, "the same JPEG bytes as render --no-loop-back"
+    frames_after, runs_after = executions(server, generator)
+    rendered_frames, runs = frames_after - frames_before, runs_after - runs_before
+    assert rendered_frames == len(rendered)
+    assert runs <= rendered_frames / 2, f"{rendered_frames} frames in {runs} generator runs: batches grew"
+    assert sum(1 for batch, _ in got if not batch) >= len(chunks) / 3, "requests that found their frames taken"
+
+
 def test_a_frame_comes_once_its_lookahead_has_arrived(server, avatar, clip):
     with LiveStream(server.grpc_url, avatar) as live:
         assert live.send(clip[: contract.STREAM_LOOKAHEAD]) == [], "no frame has its lookahead yet"

@@ -64,14 +64,16 @@ class Stream:
     def __init__(self, avatar: str, synctalk2d: bool, silent_frames: bool, now: float):
         self.avatar, self.synctalk2d, self.silent_frames, self.last_seen = avatar, synctalk2d, silent_frames, now
         self.audio = np.zeros(0, np.float32)
-        self.base = self.total = self.next_frame = 0
+        # next_frame: the first frame no request has taken yet; answered: the first frame no
+        # request has answered yet (the audio is kept from its context on, for a failed batch)
+        self.base = self.total = self.next_frame = self.answered = 0
         # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
         # served): the async execute lets the next request in while one awaits the ensemble
         self.turn = asyncio.Lock()
 
     def append(self, chunk: np.ndarray) -> None:
-        # keep only what frames from next_frame on need: the context before them
-        keep_from = max(self.base, self.next_frame * SPF - contract.AUDIO_CONTEXT_SAMPLES)
+        # keep only what frames from ``answered`` on need: the context before them
+        keep_from = max(self.base, self.answered * SPF - contract.AUDIO_CONTEXT_SAMPLES)
         self.audio = np.concatenate([self.audio[keep_from - self.base :], chunk])
         self.base = keep_from
         self.total += len(chunk)
@@ -97,16 +99,16 @@ class Stream:
         around = self.samples(frame * SPF - context, (frame + 1) * SPF + context)
         return not len(around) or float(np.abs(around).max()) < threshold
 
-    def runs(self, frames: range, threshold: float):
-        """``frames`` cut into batches of at most MAX_BATCH_SIZE, each entirely silent or not
-        (with the avatar's silent_frames; else every batch renders with the generator)."""
+    def runs(self, frames: range, threshold: float, most: int = contract.MAX_BATCH_SIZE):
+        """``frames`` cut into batches of at most ``most``, each entirely silent or not (with the
+        avatar's silent_frames; else every batch renders with the generator)."""
         first = frames.start
         while first < frames.stop:
             quiet = self.silent_frames and self.silent(first, threshold)
             last = first + 1
             while (
                 last < frames.stop
-                and last - first < contract.MAX_BATCH_SIZE
+                and last - first < most
                 and (not self.silent_frames or self.silent(last, threshold) == quiet)
             ):
                 last += 1
@@ -134,6 +136,7 @@ class TritonPythonModel:
         params = model_config.string_parameters(config)
         self.max_streams = int(params.get("max_streams", "8"))
         self.busy_wait_s = float(params.get("busy_wait_s", "5"))
+        self.catch_up_batch = int(params.get("catch_up_batch", str(contract.MAX_BATCH_SIZE)))
         self.silence_threshold = float(params.get("silence_threshold", "0.001"))
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
         self.repository = Path(args["model_repository"]).parent
@@ -173,22 +176,32 @@ class TritonPythonModel:
             if stream is None:
                 raise StreamError(self._not_open(stream_id), NOT_FOUND)
         stream.last_seen = now
+        # the audio joins the stream on arrival, before the stream's turn: a request that waits
+        # behind a slow one brings its audio to it, so a stream that falls behind catches up in
+        # bigger batches (whoever has the turn renders every frame ready by then; the requests
+        # after it may find none left, an answer of zero frames)
+        stream.append(chunk)
         async with stream.turn:
-            stream.append(chunk)
             frames = stream.frames_to_render(ending=bool(flags & END))
             if flags & END:
                 self._close(stream_id, "ended")
+            # every batch's tensors taken now: audio arriving while they render moves nothing
+            batches = [
+                (first, last, None if quiet else stream.batch_request(first, last))
+                for first, last, quiet in stream.runs(frames, self.silence_threshold, self.catch_up_batch)
+            ]
             jpegs = []
             try:
-                for first, last, quiet in stream.runs(frames, self.silence_threshold):
-                    if quiet:
+                for first, last, batch in batches:
+                    if batch is None:
                         jpegs += await self._avatar_frames(stream.avatar, first, last)
                     else:
-                        jpegs += await self._render(stream.batch_request(first, last))
+                        jpegs += await self._render(batch)
             except StreamError:
                 if not flags & END:  # the stream lives on: its next request renders these frames again
                     stream.next_frame = frames.start
                 raise
+            stream.answered = frames.stop
             stream.last_seen = time.monotonic()
         return jpegs, list(frames)
 
