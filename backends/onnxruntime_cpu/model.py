@@ -5,7 +5,8 @@ Input and output names are those of the model's config, which are the ONNX graph
 batcher gathered) run as one session call and are split back per request.
 Parameters: ``intra_op_threads`` (0 = onnxruntime's default); ``enable_mem_arena`` and
 ``enable_mem_pattern`` ("0": no memory held between requests, as the ONNX Runtime backend's
-parameters of the same names; avatars' own models). Warm-up at load comes from the
+parameters of the same names; avatars' own models); ``allow_spinning`` ("0": idle intra-op
+threads sleep at once). Warm-up at load comes from the
 config's ``model_warmup`` (largest batch first, so the memory arena is sized once at load: a first
 call at a new, larger batch costs several times a steady one).
 """
@@ -31,6 +32,9 @@ class TritonPythonModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = params.get("enable_mem_arena", "1") != "0"
         options.enable_mem_pattern = params.get("enable_mem_pattern", "1") != "0"
+        # "0": the intra-op threads sleep when a run ends instead of spinning for more work (the
+        # ONNX Runtime backend's session.intra_op.allow_spinning): many models' pools on few cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "1"))
         # without the arena, give what a run freed back to the system (glibc keeps it otherwise)
         self.trim = None if options.enable_cpu_mem_arena else ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

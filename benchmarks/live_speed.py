@@ -1,0 +1,208 @@
+"""A live stream's speed against its own generator's, setting by setting, in one run.
+
+    python -m benchmarks.live_speed                       # full model, the demo's 1280x720 avatar
+    python -m benchmarks.live_speed --variant tiny --seconds 2 --settings before catch-up
+
+One CPU-profile server per setting, one after another on this host (the numbers of one run are
+read side by side, as ratios: these hosts are noisy):
+
+- **the bare generator**, in process at batch 1 (onnxruntime, its default options: the memory
+  arena) on the same ONNX file: frames a second, the ceiling a stream could reach;
+- **a live stream** of ``--seconds`` of speech to the avatar (``presenter``: SyncTalk_2D's front
+  end, 1280x720 frames as ``make demo`` adds it), in 40 ms and 160 ms chunks, sent as fast as
+  possible (frames a second: frames over the time from the first chunk to the last frame) and at
+  real time (the last frame's delay after the last chunk: near the lookahead when the stream keeps
+  pace); and the server's time per frame in each step (Triton's statistics over the fast 40 ms
+  stream: queue + compute per frame, and the generator's frames per execution);
+- **settings**, each on top of the one before: ``before`` (one frame a request: ``catch_up_batch``
+  1, how the stream model rendered before catching up), ``catch-up`` (batches of up to 8 when
+  behind), ``no-spinning`` (every onnxruntime step's idle threads sleep at once:
+  ``allow_spinning`` 0), ``arena`` (the avatar's generator keeps onnxruntime's memory arena, as
+  ``synctalk-avatars add --arena``); with the resident memory of the avatar's generator process.
+
+Writes ``benchmarks/results/live_speed.json`` and prints the tables for ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_client.stream import LiveStream
+from tools import paths
+from tools.render_model import read_config, write_config
+from tools.render_repository import render
+from tools.serve import TritonServer, server_processes
+
+SETTINGS = ("before", "catch-up", "no-spinning", "arena")
+SPF = contract.SAMPLES_PER_FRAME
+RESULTS = paths.ROOT / "benchmarks" / "results" / "live_speed.json"
+
+
+def bare_generator_fps(onnx_file: Path, repeat: int = 12) -> float:
+    """The generator alone at batch 1: onnxruntime's defaults (its arena), both cores."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        i.name: rng.random([1 if not isinstance(d, int) else d for d in i.shape], dtype=np.float32)
+        for i in session.get_inputs()
+    }
+    for _ in range(3):
+        session.run(None, feeds)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - started)
+    return 1.0 / statistics.median(times)
+
+
+def set_parameters(config_file: Path, values: dict[str, str]) -> None:
+    config = read_config(config_file)
+    for key, value in values.items():
+        config.parameters[key].string_value = value
+    write_config(config, config_file, "# benchmarks.live_speed's setting")
+
+
+def apply_setting(repository: Path, avatar: str, setting: str) -> None:
+    """The repository's configs for ``setting`` (and those before it in SETTINGS)."""
+    chosen = SETTINGS[: SETTINGS.index(setting) + 1]
+    set_parameters(
+        repository / contract.STREAM_MODEL / "config.pbtxt", {"catch_up_batch": "1" if setting == "before" else "8"}
+    )
+    onnx_steps = [p.parent for p in repository.glob("*/config.pbtxt") if read_config(p).backend == "onnxruntime_cpu"]
+    for folder in onnx_steps:
+        set_parameters(folder / "config.pbtxt", {"allow_spinning": "0" if "no-spinning" in chosen else "1"})
+    generator = repository / contract.avatar_models(avatar)["generator"] / "config.pbtxt"
+    arena = "1" if "arena" in chosen else "0"
+    set_parameters(generator, {"enable_mem_arena": arena, "enable_mem_pattern": arena})
+
+
+def statistics_table(url: str) -> dict[str, dict]:
+    with CompositeClient(url) as client:
+        stats = client._triton.get_inference_statistics(as_json=True)["model_stats"]
+    table = {}
+    for m in stats:
+        inference = m.get("inference_stats", {})
+        table[m["name"]] = {
+            "ns": sum(
+                int(inference.get(k, {}).get("ns", 0))
+                for k in ("queue", "compute_input", "compute_infer", "compute_output")
+            ),
+            "count": int(m.get("inference_count", 0)),
+            "executions": int(m.get("execution_count", 0)),
+        }
+    return table
+
+
+def stream(url: str, avatar: str, audio: np.ndarray, chunk_frames: int, real_time: bool) -> dict:
+    """One stream of ``audio``: frames a second (as fast as possible), or the last frame's delay
+    after the last chunk (at real time)."""
+    step = chunk_frames * SPF
+    chunks = [audio[i : i + step] for i in range(0, len(audio), step)]
+    answers: queue.Queue = queue.Queue()
+    started = time.perf_counter()
+    with LiveStream(url, avatar, timeout_s=600) as live:
+        for n, chunk in enumerate(chunks):
+            if real_time:
+                time.sleep(max(0.0, started + n * step / contract.SAMPLE_RATE - time.perf_counter()))
+            live.send_async(
+                chunk, lambda frames, error: answers.put((frames, error, time.perf_counter())), end=n == len(chunks) - 1
+            )
+        last_sent = time.perf_counter()
+        got = [answers.get(timeout=600) for _ in chunks]
+    errors = [e for _, e, _ in got if e is not None]
+    if errors:
+        raise errors[0]
+    frames = sum(len(f) for f, _, _ in got)
+    done = max(t for f, _, t in got if f)
+    return {
+        "frames": frames,
+        "frames_per_s": frames / (done - started),
+        "last_frame_after_last_chunk_s": done - last_sent,
+    }
+
+
+def measure_setting(repository: Path, avatar: str, setting: str, audio: np.ndarray, port: int) -> dict:
+    apply_setting(repository, avatar, setting)
+    log = paths.BUILD / "logs" / f"live-speed-{setting}.log"
+    with TritonServer(repository, port, port + 1, port + 2, log_path=log) as server:
+        url = server.grpc_url
+        stream(url, avatar, audio[: 2 * contract.STREAM_LOOKAHEAD], 1, False)  # the stream's path warmed
+        before = statistics_table(url)
+        result = {"fast_40ms": stream(url, avatar, audio, 1, False)}
+        after = statistics_table(url)
+        frames = result["fast_40ms"]["frames"]
+        result["stages_ms_per_frame"] = {
+            name: round((after[name]["ns"] - before[name]["ns"]) / frames / 1e6, 1)
+            for name in after
+            if after[name]["ns"] > before[name]["ns"] and name != contract.STREAM_MODEL
+        }
+        generator = contract.avatar_models(avatar)["generator"]
+        runs = after[generator]["executions"] - before[generator]["executions"]
+        result["generator_frames_per_run"] = round(
+            (after[generator]["count"] - before[generator]["count"]) / max(1, runs), 2
+        )
+        result["fast_160ms"] = stream(url, avatar, audio, 4, False)
+        result["real_time_40ms"] = stream(url, avatar, audio, 1, True)
+        result["real_time_160ms"] = stream(url, avatar, audio, 4, True)
+        memory = server_processes(server.process.pid)
+        result["generator_process_mb"] = round(memory.get(f"stub:{generator}", 0) / 2**20)
+    print(setting, json.dumps(result), flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=("tiny", "full"), default="full")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--port", type=int, default=18400)
+    args = parser.parse_args(argv)
+    from tools.demo import AVATAR_ID, add_demo_avatar
+
+    models_dir = paths.MODELS / args.variant
+    root = paths.BUILD / "live-speed"
+    repository = render("cpu", root / "repository", models_dir, avatar_store=root / "avatars")
+    (root / "source").mkdir(parents=True, exist_ok=True)
+    add_demo_avatar(repository, root / "source")
+    audio = synthetic.speech_like_audio(int(args.seconds * contract.FPS), seed=11)
+    results = {
+        "variant": args.variant,
+        "seconds": args.seconds,
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "bare_generator_batch1_fps": round(bare_generator_fps(models_dir / "synctalk.onnx"), 2),
+    }
+    print(f"bare generator, batch 1, in process: {results['bare_generator_batch1_fps']} frames/s", flush=True)
+    for setting in args.settings:
+        results[setting] = measure_setting(repository, AVATAR_ID, setting, audio, args.port)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    bare = results["bare_generator_batch1_fps"]
+    print(
+        "\n| setting | 40 ms fast fps | of bare | 160 ms fast fps | real time 40 ms: last frame after last chunk "
+        "| 160 ms | generator frames/run | generator process |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for setting in args.settings:
+        r = results[setting]
+        print(
+            f"| {setting} | {r['fast_40ms']['frames_per_s']:.1f} | {r['fast_40ms']['frames_per_s'] / bare:.2f} | "
+            f"{r['fast_160ms']['frames_per_s']:.1f} | {r['real_time_40ms']['last_frame_after_last_chunk_s']:.2f} s | "
+            f"{r['real_time_160ms']['last_frame_after_last_chunk_s']:.2f} s | {r['generator_frames_per_run']} | "
+            f"{r['generator_process_mb']} MB |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
