@@ -236,19 +236,15 @@ def _unload(row: dict, avatar_id: str) -> None:
 
 
 def place_avatar(repository: Path, avatar_id: str, description: dict) -> list[str]:
-    """A stored avatar placed on the running cluster: loaded on its holders, then routed there.
-    Returns its holders."""
-    stored = placement.load(repository_manifest.avatar_store(repository))
-    if stored is None:
+    """A stored avatar placed on the running cluster: a ``rebalance`` at the placed budget, which
+    over the placed replicas moves only the new avatar (loaded on its holders, then routed there),
+    and over replicas changed since makes every move that calls for, each loaded before it is
+    routed. Returns its holders."""
+    store = repository_manifest.avatar_store(repository)
+    if placement.load(store) is None:
         raise ValueError("the cluster's avatars are not placed (no placement in the avatar store)")
-    names = [r["name"] for r in description["replicas"]]
-    placed = placement.plan(repository, names, max(stored.budgets.values()))
-    holders = placed.holders[avatar_id]
-    for row in description["replicas"]:
-        if row["name"] in holders:
-            _load(row, avatar_id)
-    route(description, placed)
-    return holders
+    rebalance(repository, description)
+    return placement.load(store).holders[avatar_id]
 
 
 def unplace_avatar(repository: Path, avatar_id: str, description: dict) -> list[str]:
