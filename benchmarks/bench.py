@@ -170,17 +170,18 @@ def bench_in_process(models_dir: Path, batch: int, repeat: int) -> dict[str, flo
 
 
 # -- 3. served ----------------------------------------------------------------------------------
+STAGE_TIMES = ("queue", "compute_input", "compute_infer", "compute_output")  # Triton's, per model
+
+
 def model_statistics(client: CompositeClient) -> dict[str, dict[str, int]]:
     stats = client._triton.get_inference_statistics(as_json=True)
     table = {}
     for m in stats.get("model_stats", []):
         inference = m.get("inference_stats", {})
-        row = {
-            k: int(inference.get(k, {}).get("ns", 0))
-            for k in ("queue", "compute_input", "compute_infer", "compute_output")
-        }
+        row = {k: int(inference.get(k, {}).get("ns", 0)) for k in STAGE_TIMES}
         row["count"] = int(inference.get("success", {}).get("count", 0))
         row["executions"] = int(m.get("execution_count", 0))
+        row["inferences"] = int(m.get("inference_count", 0))  # a batched model's frames
         table[m["name"]] = row
     return table
 
@@ -191,10 +192,7 @@ def stage_breakdown(before: dict, after: dict) -> dict[str, dict[str, float]]:
         count = after[name]["count"] - before[name]["count"]
         if count <= 0:
             continue
-        out[name] = {
-            k: (after[name][k] - before[name][k]) / count / 1e6
-            for k in ("queue", "compute_input", "compute_infer", "compute_output")
-        }
+        out[name] = {k: (after[name][k] - before[name][k]) / count / 1e6 for k in STAGE_TIMES}
         out[name]["requests"] = count
         out[name]["executions"] = after[name]["executions"] - before[name]["executions"]
     return out
@@ -234,10 +232,7 @@ def bench_transport(grpc_url: str, batch: int, repeat: int) -> dict[str, dict[st
                     after = model_statistics(client)[contract.DEFAULT_MODEL_ID]
                 if after["count"] != before["count"] + 1:
                     continue
-                server_ms = (
-                    sum(after[k] - before[k] for k in ("queue", "compute_input", "compute_infer", "compute_output"))
-                    / 1e6
-                )
+                server_ms = sum(after[k] - before[k] for k in STAGE_TIMES) / 1e6
                 totals.append(total)
                 overheads.append(total - server_ms)
             results[mode] = {
@@ -400,7 +395,7 @@ def plots(report: dict, out_dir: Path) -> list[str]:
     stages = report["stages"]["batch8"]
     models = [m for m in contract.COMPOSING_MODELS if m in stages]
     bottom = np.zeros(len(models))
-    for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+    for key in STAGE_TIMES:
         values = np.array([stages[m][key] for m in models])
         ax.bar(models, values, bottom=bottom, label=key)
         bottom += values

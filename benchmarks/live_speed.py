@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bench import STAGE_TIMES, model_statistics
 from synctalk_client import CompositeClient, contract, synthetic
 from synctalk_client.stream import LiveStream
 from tools import paths
@@ -87,23 +88,6 @@ def apply_setting(repository: Path, avatar: str, setting: str) -> None:
     set_parameters(generator, {"enable_mem_arena": arena, "enable_mem_pattern": arena})
 
 
-def statistics_table(url: str) -> dict[str, dict]:
-    with CompositeClient(url) as client:
-        stats = client._triton.get_inference_statistics(as_json=True)["model_stats"]
-    table = {}
-    for m in stats:
-        inference = m.get("inference_stats", {})
-        table[m["name"]] = {
-            "ns": sum(
-                int(inference.get(k, {}).get("ns", 0))
-                for k in ("queue", "compute_input", "compute_infer", "compute_output")
-            ),
-            "count": int(m.get("inference_count", 0)),
-            "executions": int(m.get("execution_count", 0)),
-        }
-    return table
-
-
 def stream(url: str, avatar: str, audio: np.ndarray, chunk_frames: int, real_time: bool) -> dict:
     """One stream of ``audio``: frames a second (as fast as possible), or the last frame's delay
     after the last chunk (at real time)."""
@@ -138,19 +122,19 @@ def measure_setting(repository: Path, avatar: str, setting: str, audio: np.ndarr
     with TritonServer(repository, port, port + 1, port + 2, log_path=log) as server:
         url = server.grpc_url
         stream(url, avatar, audio[: 2 * contract.STREAM_LOOKAHEAD], 1, False)  # the stream's path warmed
-        before = statistics_table(url)
-        result = {"fast_40ms": stream(url, avatar, audio, 1, False)}
-        after = statistics_table(url)
+        with CompositeClient(url) as client:
+            before = model_statistics(client)
+            result = {"fast_40ms": stream(url, avatar, audio, 1, False)}
+            after = model_statistics(client)
         frames = result["fast_40ms"]["frames"]
+        spent = {name: sum(after[name][k] - before[name][k] for k in STAGE_TIMES) for name in after}
         result["stages_ms_per_frame"] = {
-            name: round((after[name]["ns"] - before[name]["ns"]) / frames / 1e6, 1)
-            for name in after
-            if after[name]["ns"] > before[name]["ns"] and name != contract.STREAM_MODEL
+            name: round(ns / frames / 1e6, 1) for name, ns in spent.items() if ns > 0 and name != contract.STREAM_MODEL
         }
         generator = contract.avatar_models(avatar)["generator"]
         runs = after[generator]["executions"] - before[generator]["executions"]
         result["generator_frames_per_run"] = round(
-            (after[generator]["count"] - before[generator]["count"]) / max(1, runs), 2
+            (after[generator]["inferences"] - before[generator]["inferences"]) / max(1, runs), 2
         )
         result["fast_160ms"] = stream(url, avatar, audio, 4, False)
         result["real_time_40ms"] = stream(url, avatar, audio, 1, True)

@@ -213,7 +213,7 @@ def _cluster(
         }
     elif all(_is_ip(r.host) for r in replicas):  # addresses as given
         where = {"type": "STATIC", "load_assignment": _endpoints(name, replicas, protocol)}
-    else:  # names (compose services, a Kubernetes headless Service) resolved and followed by Envoy
+    else:  # names (compose services, Kubernetes pods in their headless Service) resolved and followed by Envoy
         where = {
             "type": "STRICT_DNS",
             "dns_lookup_family": "V4_PREFERRED",
@@ -224,7 +224,7 @@ def _cluster(
         **where,
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
-        # a request's model id (its header, or its HTTP path: ``MODEL_TO_METADATA``) picks the
+        # a request's model id (its header, or its HTTP path: ``_model_rule``) picks the
         # replicas holding that avatar; no model id, a shared model's, or one no replica holds:
         # any replica (Triton answers "model not found: <id>" for an unknown one)
         "lb_subset_config": {
@@ -481,8 +481,8 @@ def render(
     Envoy watches: a Kubernetes ConfigMap's volume, which the kubelet swaps whole when the
     ConfigMap changes (replicas by name, each with the avatars placed on it: ``kubernetes_clusters``).
     ``size_for``: how many replicas the limits are sized for, where one name stands for several
-    (a Kubernetes headless Service: Envoy resolves it to every pod, but its circuit breakers are
-    per cluster, fixed in the configuration); default: one per replica given."""
+    (a compose service scaled out: Envoy resolves it to every container, but its circuit breakers
+    are per cluster, fixed in the configuration); default: one per replica given."""
     if not replicas:
         raise ValueError("the edge needs at least one replica")
     config = {
@@ -540,10 +540,11 @@ def clusters_of(
 CLUSTERS_FILE = "clusters.yaml"  # the clusters of an edge whose bootstrap names a clusters_dir
 
 
-def clusters_response(replicas: list[Replica], profile: str = "cpu", size_for: int | None = None) -> dict:
-    """The clusters as Envoy reads them from a file (a CDS DiscoveryResponse), for ``clusters_dir``."""
+def clusters_response(replicas: list[Replica], profile: str = "cpu") -> dict:
+    """The clusters as Envoy reads them from a file (a CDS DiscoveryResponse), for ``clusters_dir``:
+    each replica by its own name, so the limits are sized for one per replica."""
     cluster_type = {"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster"}
-    resources = [cluster_type | c for c in clusters_of(replicas, profile, size_for)]
+    resources = [cluster_type | c for c in clusters_of(replicas, profile)]
     version = hashlib.sha256(json.dumps(resources, sort_keys=True).encode()).hexdigest()[:16]  # same set, same version
     return {"version_info": version, "resources": resources}
 

@@ -209,27 +209,29 @@ def shared_generator_bytes(repository: Path) -> int:
     return model.stat().st_size if model.is_file() else 0
 
 
-def default_budget(repository: Path, replicas: int, available: int | None = None) -> int:
-    """The memory each of ``replicas`` replicas on this host gives its avatars: what the host has
-    available, less each replica's shared steps idle and its reserve for the requests in flight
-    (``tools.avatar_memory``), shared out."""
-    import psutil
-
+def replica_overhead(repository: Path) -> tuple[int, int]:
+    """What each replica holds before its avatars: its shared steps idle and its reserve for the
+    requests in flight (``tools.avatar_memory``)."""
     from tools.avatar_memory import in_flight_reserve, shared_steps_bytes
 
+    return shared_steps_bytes(shared_generator_bytes(repository)), in_flight_reserve()
+
+
+def default_budget(repository: Path, replicas: int, available: int | None = None) -> int:
+    """The memory each of ``replicas`` replicas on this host gives its avatars: what the host has
+    available, less each replica's ``replica_overhead``, shared out."""
+    import psutil
+
     available = psutil.virtual_memory().available if available is None else available
-    per_replica = shared_steps_bytes(shared_generator_bytes(repository)) + in_flight_reserve()
-    return max(0, (available - replicas * per_replica) // replicas)
+    return max(0, (available - replicas * sum(replica_overhead(repository))) // replicas)
 
 
 def describe_default_budget(repository: Path, replicas: int) -> str:
     """How ``default_budget`` came to what it is on this host, for an error that needs it."""
     import psutil
 
-    from tools.avatar_memory import in_flight_reserve, shared_steps_bytes
-
     available = psutil.virtual_memory().available
-    shared, reserve = shared_steps_bytes(shared_generator_bytes(repository)), in_flight_reserve()
+    shared, reserve = replica_overhead(repository)
     return (
         f"the default budget is {gb(default_budget(repository, replicas, available))} a replica: this host's "
         f"{gb(available)} available less {replicas} x ({gb(shared)} of shared steps + {gb(reserve)} for requests "
