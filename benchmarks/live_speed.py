@@ -14,11 +14,14 @@ read side by side, as ratios: these hosts are noisy):
   real time (the last frame's delay after the last chunk: near the lookahead when the stream keeps
   pace); and the server's time per frame in each step (Triton's statistics over the fast 40 ms
   stream: queue + compute per frame, and the generator's frames per execution);
-- **settings**, each on top of the one before: ``before`` (one frame a request: ``catch_up_batch``
-  1, how the stream model rendered before catching up), ``catch-up`` (batches of up to 8 when
-  behind), ``no-spinning`` (every onnxruntime step's idle threads sleep at once:
-  ``allow_spinning`` 0), ``arena`` (the avatar's generator keeps onnxruntime's memory arena, as
-  ``synctalk-avatars add --arena``); with the resident memory of the avatar's generator process.
+- **settings**: ``before`` (one frame a request: ``catch_up_batch`` 1, how the stream model
+  rendered before catching up; the avatar's generator without an arena hands its memory back
+  after every run), ``catch-up`` (batches of up to 8 when behind), ``kept-run`` (the generator runs
+  one frame a run and keeps that run's memory: ``run_batch`` 1, what the CPU profile installs),
+  ``no-spinning`` (that, and every onnxruntime step's idle threads sleep at once:
+  ``allow_spinning`` 0), ``arena`` (catch-up, the avatar's generator with onnxruntime's memory
+  arena, as ``synctalk-avatars add --arena``); with the resident memory of the avatar's generator
+  process.
 
 Writes ``benchmarks/results/live_speed.json`` and prints the tables for ``benchmarks/README.md``.
 """
@@ -42,7 +45,7 @@ from tools.render_model import read_config, write_config
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
 
-SETTINGS = ("before", "catch-up", "no-spinning", "arena")
+SETTINGS = ("before", "catch-up", "kept-run", "no-spinning", "arena")
 SPF = contract.SAMPLES_PER_FRAME
 RESULTS = paths.ROOT / "benchmarks" / "results" / "live_speed.json"
 
@@ -75,17 +78,17 @@ def set_parameters(config_file: Path, values: dict[str, str]) -> None:
 
 
 def apply_setting(repository: Path, avatar: str, setting: str) -> None:
-    """The repository's configs for ``setting`` (and those before it in SETTINGS)."""
-    chosen = SETTINGS[: SETTINGS.index(setting) + 1]
+    """The repository's configs for ``setting``."""
     set_parameters(
         repository / contract.STREAM_MODEL / "config.pbtxt", {"catch_up_batch": "1" if setting == "before" else "8"}
     )
     onnx_steps = [p.parent for p in repository.glob("*/config.pbtxt") if read_config(p).backend == "onnxruntime_cpu"]
     for folder in onnx_steps:
-        set_parameters(folder / "config.pbtxt", {"allow_spinning": "0" if "no-spinning" in chosen else "1"})
+        set_parameters(folder / "config.pbtxt", {"allow_spinning": "0" if setting == "no-spinning" else "1"})
     generator = repository / contract.avatar_models(avatar)["generator"] / "config.pbtxt"
-    arena = "1" if "arena" in chosen else "0"
-    set_parameters(generator, {"enable_mem_arena": arena, "enable_mem_pattern": arena})
+    arena = "1" if setting == "arena" else "0"
+    run_batch = "1" if setting in ("kept-run", "no-spinning") else "0"
+    set_parameters(generator, {"enable_mem_arena": arena, "run_batch": run_batch, "keep_batch": "8"})
 
 
 def stream(url: str, avatar: str, audio: np.ndarray, chunk_frames: int, real_time: bool) -> dict:

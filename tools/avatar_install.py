@@ -37,12 +37,15 @@ AUDIO_ENCODER_FILE = "audio_encoder.onnx"  # an avatar's own SyncTalk_2D audio e
 
 # By default an avatar's own models hold no memory arena between requests: an idle avatar costs
 # its weights and frames, not a batch-32 activation arena (the full generator's process: 7.2 GB
-# with the arena after the batch-32 warm-up, 169 MB without). The price, on a CPU, is the page
-# faults of fresh activations on every run (measured in process, 8-frame batches: full generator
-# 403 ms with the arena, 802 ms without; tiny 90 vs 148 ms); ``add --arena`` keeps the arena for
-# an avatar that must be fast more than small. ONNX Runtime backend parameters, read the same way
-# by the CPU profile (which also hands freed memory back with malloc_trim).
+# with the arena after the batch-32 warm-up, 169 MB without). ONNX Runtime backend parameters,
+# read the same way by the CPU profile. There, freeing the activations after every run would cost
+# their page faults on the next (measured in process, full generator: 130-170 ms a frame against
+# the arena's 60-75), so the CPU profile also runs an avatar's models one frame a run (the
+# generator's time per frame on a CPU is the same at 1 and 32 frames) and keeps that one run's
+# activations between runs: arena speed for about 240 MB more per avatar (the full generator;
+# backends/onnxruntime_cpu). ``add --arena`` keeps ONNX Runtime's own arena instead.
 LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
+LEAN_CPU_PARAMETERS = {"run_batch": "1", "keep_batch": "8"}
 
 
 def model_names(avatar_id: str, own_audio_encoder: bool) -> dict[str, str]:
@@ -88,7 +91,8 @@ def _render_onnx_model(
     ``arena``) no memory arena between requests; rendering gives it its own TensorRT caches."""
     config = read_config(paths.MODEL_REPOSITORY / role / "config.pbtxt")
     config.name = name
-    for key, value in ({} if arena else LEAN_MODEL_PARAMETERS).items():
+    lean = {} if arena else {**LEAN_MODEL_PARAMETERS, **(LEAN_CPU_PARAMETERS if profile == "cpu" else {})}
+    for key, value in lean.items():
         config.parameters[key].string_value = value
     render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
 

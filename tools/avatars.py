@@ -99,8 +99,9 @@ def main(argv=None) -> int:
     p_add.add_argument(
         "--arena",
         action="store_true",
-        help="keep onnxruntime's memory arena for the avatar's models: about 2x faster on a CPU, but holds the "
-        "activations of the largest batch (GBs for a SyncTalk_2D generator)",
+        help="keep onnxruntime's memory arena for the avatar's models: holds the activations of the largest "
+        "batch (GBs for a SyncTalk_2D generator); without it the CPU profile keeps those of one-frame runs, "
+        "about as fast on a CPU (benchmarks/README.md, live streams)",
     )
     p_add.add_argument(
         "--silent-frames",
