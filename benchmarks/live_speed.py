@@ -20,7 +20,9 @@ read side by side, as ratios: these hosts are noisy):
   one frame a run and keeps that run's memory: ``run_batch`` 1, what the CPU profile installs),
   ``no-spinning`` (that, and every onnxruntime step's idle threads sleep at once:
   ``allow_spinning`` 0), ``arena`` (catch-up, the avatar's generator with onnxruntime's memory
-  arena, as ``synctalk-avatars add --arena``); with the resident memory of the avatar's generator
+  arena, as ``synctalk-avatars add --arena``), ``int8`` (one-frame runs of the avatar's INT8
+  generator, as ``synctalk-avatars add --int8`` builds it: ``tools.int8``, whose speed-up and PSNR
+  on the avatar's frames are measured too); with the resident memory of the avatar's generator
   process.
 
 Writes ``benchmarks/results/live_speed.json`` and prints the tables for ``benchmarks/README.md``.
@@ -45,7 +47,7 @@ from tools.render_model import read_config, write_config
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
 
-SETTINGS = ("before", "catch-up", "kept-run", "no-spinning", "arena")
+SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "int8")
 SPF = contract.SAMPLES_PER_FRAME
 RESULTS = paths.ROOT / "benchmarks" / "results" / "live_speed.json"
 
@@ -86,9 +88,36 @@ def apply_setting(repository: Path, avatar: str, setting: str) -> None:
     for folder in onnx_steps:
         set_parameters(folder / "config.pbtxt", {"allow_spinning": "0" if setting == "no-spinning" else "1"})
     generator = repository / contract.avatar_models(avatar)["generator"] / "config.pbtxt"
-    arena = "1" if setting == "arena" else "0"
-    run_batch = "1" if setting in ("kept-run", "no-spinning") else "0"
-    set_parameters(generator, {"enable_mem_arena": arena, "run_batch": run_batch, "keep_batch": "8"})
+    one_frame = setting in ("frame-runs", "no-spinning", "int8")
+    arena = "1" if setting == "arena" or one_frame else "0"
+    set_parameters(generator, {"enable_mem_arena": arena, "run_batch": "1" if one_frame else "0"})
+
+
+def install_int8(repository: Path, avatar: str, store: Path) -> dict:
+    """The avatar's generator quantized as ``add --int8`` does, in place of its FP32 model file
+    (the last setting: the next run renders the repository afresh)."""
+    from synctalk_preprocessing.avatar import AvatarAssets
+    from tools import int8
+
+    assets = AvatarAssets.load(store / avatar)
+    preset = assets.source.get("audio_preset", "reference")
+    encoder = {"reference": contract.AUDIO_ENCODER_MODEL, "synctalk2d": contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}[preset]
+    model = repository / contract.avatar_models(avatar)["generator"] / "1" / "model.onnx"
+    quantized = model.with_name("model_int8.onnx")
+    result = int8.build(
+        model,
+        quantized,
+        assets.backgrounds,
+        assets.boxes,
+        preset,
+        repository / encoder / "1" / "model.onnx",
+        int8.speech(None),
+        min_speedup=0.0,
+    )
+    model.unlink()  # a hard link to the stored FP32 file: replaced, not written through
+    quantized.rename(model)
+    print(int8.describe(result), flush=True)
+    return result
 
 
 def stream(url: str, avatar: str, audio: np.ndarray, chunk_frames: int, real_time: bool) -> dict:
@@ -155,6 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--port", type=int, default=18400)
     args = parser.parse_args(argv)
+    args.settings = sorted(set(args.settings), key=SETTINGS.index)  # int8 replaces the model file: last
     from tools.demo import AVATAR_ID, add_demo_avatar
 
     models_dir = paths.MODELS / args.variant
@@ -171,6 +201,8 @@ def main(argv=None) -> int:
     }
     print(f"bare generator, batch 1, in process: {results['bare_generator_batch1_fps']} frames/s", flush=True)
     for setting in args.settings:
+        if setting == "int8":
+            results["int8_generator"] = install_int8(repository, AVATAR_ID, root / "avatars")
         results[setting] = measure_setting(repository, AVATAR_ID, setting, audio, args.port)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -34,18 +34,19 @@ BACKGROUND_TEMPLATE = TEMPLATE / "background"
 
 GENERATOR_FILE = "generator.onnx"  # an avatar's own generator, in its store entry
 AUDIO_ENCODER_FILE = "audio_encoder.onnx"  # an avatar's own SyncTalk_2D audio encoder
+GENERATOR_INT8_FILE = "generator_int8.onnx"  # add --int8: the generator quantized (tools.int8), CPU profile
 
 # By default an avatar's own models hold no memory arena between requests: an idle avatar costs
 # its weights and frames, not a batch-32 activation arena (the full generator's process: 7.2 GB
-# with the arena after the batch-32 warm-up, 169 MB without). ONNX Runtime backend parameters,
-# read the same way by the CPU profile. There, freeing the activations after every run would cost
-# their page faults on the next (measured in process, full generator: 130-170 ms a frame against
-# the arena's 60-75), so the CPU profile also runs an avatar's models one frame a run (the
-# generator's time per frame on a CPU is the same at 1 and 32 frames) and keeps that one run's
-# activations between runs: arena speed for about 240 MB more per avatar (the full generator;
-# backends/onnxruntime_cpu). ``add --arena`` keeps ONNX Runtime's own arena instead.
+# with the arena after the batch-32 warm-up, 169 MB without). ONNX Runtime backend parameters
+# (the GPU profile, where the TensorRT engine's context holds the activations either way).
+# On the CPU profile, freeing the activations after every run costs their page faults on the next
+# (measured in process, full generator: 130-170 ms a frame against the arena's 60-75), so there an
+# avatar's models keep the arena but run one frame a run (on a CPU the generator's time per frame
+# is the same at 1 and 32 frames): the arena holds one frame's activations, about 340 MB with the
+# full generator (backends/onnxruntime_cpu). ``add --arena`` keeps a whole batch's arena.
 LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
-LEAN_CPU_PARAMETERS = {"run_batch": "1", "keep_batch": "8"}
+LEAN_CPU_PARAMETERS = {"enable_mem_arena": "1", "run_batch": "1"}
 
 
 def model_names(avatar_id: str, own_audio_encoder: bool) -> dict[str, str]:
@@ -74,10 +75,13 @@ def _link_or_copy(source: str, target: str) -> None:
 
 def install(repository: Path, entry: Path) -> None:
     """Write the models of a stored avatar (``entry``: its store folder) into ``repository``. The
-    generator is the entry's own, else the repository's ``synctalk``."""
+    generator is the entry's own, else the repository's ``synctalk``; on the CPU profile its INT8
+    quantization where ``add --int8`` kept one."""
     repository, entry = Path(repository), Path(entry)
     own_generator, own_encoder = entry / GENERATOR_FILE, entry / AUDIO_ENCODER_FILE
     generator = own_generator if own_generator.is_file() else repository / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    if (entry / GENERATOR_INT8_FILE).is_file() and repository_manifest.profile(repository) == "cpu":
+        generator = entry / GENERATOR_INT8_FILE
     audio_encoder = own_encoder if own_encoder.is_file() else None
     _write_models(
         repository, repository_manifest.profile(repository), read_manifest(entry), entry, generator, audio_encoder

@@ -24,10 +24,10 @@ GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
 # of weights; docs/operations.md, "Memory").
 SHARED_STEPS_BYTES = {"tiny": int(3.5 * 2**30), "full": int(9.9 * 2**30)}
 FULL_GENERATOR_WEIGHTS_BYTES = 10 * 2**20  # a shared generator this large is the full-size one
-# What a lean avatar's generator keeps between runs on the CPU profile (one-frame runs, the memory
-# of batches of up to 8 frames: LEAN_CPU_PARAMETERS), measured after live streams: the full-size
-# generator's process 0.97-1.03 GB instead of 0.24 GB; three tiny avatars 154 MB each more.
-KEPT_RUN_BYTES = {"tiny": 200 * 2**20, "full": 800 * 2**20}
+# What a lean avatar's generator holds between runs on the CPU profile: its onnxruntime arena,
+# sized by one-frame runs (LEAN_CPU_PARAMETERS), measured after a live stream: the full-size
+# generator's process 0.70 GB instead of 0.24 GB; three tiny avatars 129 MB each more.
+FRAME_ARENA_BYTES = {"tiny": 160 * 2**20, "full": 512 * 2**20}
 
 
 def shared_steps_bytes(shared_generator_bytes: int) -> int:
@@ -36,9 +36,9 @@ def shared_steps_bytes(shared_generator_bytes: int) -> int:
     return SHARED_STEPS_BYTES["full" if full else "tiny"]
 
 
-def kept_run_bytes(generator_bytes: int) -> int:
-    """What a lean avatar's generator of this size keeps between its runs (CPU profile)."""
-    return KEPT_RUN_BYTES["full" if generator_bytes >= FULL_GENERATOR_WEIGHTS_BYTES else "tiny"]
+def frame_arena_bytes(generator_bytes: int) -> int:
+    """What a lean avatar's generator of this size holds between its runs (CPU profile)."""
+    return FRAME_ARENA_BYTES["full" if generator_bytes >= FULL_GENERATOR_WEIGHTS_BYTES else "tiny"]
 
 
 def in_flight_bytes(frames: int, height: int, width: int) -> int:
@@ -64,7 +64,7 @@ def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
         # add --arena: its generator keeps the activations of a batch of 32 (the full-size one's);
         # else those of its one-frame runs
         "arena": GENERATOR_PEAK_BYTES if manifest.get("source", {}).get("arena") else 0,
-        "kept_run": 0 if manifest.get("source", {}).get("arena") else kept_run_bytes(generator_bytes),
+        "frame_arena": 0 if manifest.get("source", {}).get("arena") else frame_arena_bytes(generator_bytes),
     }
     parts["total"] = sum(parts.values())
     return parts

@@ -3,10 +3,10 @@
 A repository rendered by ``tools.render_repository`` is bound to an avatar store (``avatars/`` at
 the project root, or ``$SYNCTALK_AVATARS``; recorded in its ``repository.json``): ``add`` keeps
 the avatar there (``<store>/<id>/``: ``avatar.json``, the frames as given, its own
-``generator.onnx`` / ``audio_encoder.onnx``) and installs it into the repository
-(``tools.avatar_install``); every later render installs every stored avatar again, so avatars
-survive ``make serve``, ``make clean`` and restarts. ``add`` is all-or-nothing (the entry is
-staged, then renamed into place); ``remove`` deletes that avatar's models and entry only;
+``generator.onnx`` / ``audio_encoder.onnx``, ``generator_int8.onnx`` with ``--int8``) and installs
+it into the repository (``tools.avatar_install``); every later render installs every stored
+avatar again, so avatars survive ``make serve``, ``make clean`` and restarts. ``add`` is
+all-or-nothing (the entry is staged, then renamed into place); ``remove`` deletes that avatar's models and entry only;
 ``sync`` installs the store into a repository (a container does it at start, with the store
 mounted).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import MANIFEST, AvatarAssets, read_manifest
-from tools.avatar_install import AUDIO_ENCODER_FILE, GENERATOR_FILE, install
+from tools.avatar_install import AUDIO_ENCODER_FILE, GENERATOR_FILE, GENERATOR_INT8_FILE, install
 from tools.repository_manifest import avatar_store as repository_store
 
 
@@ -47,13 +47,19 @@ def add(
     arena: bool = False,
     silent_frames: bool = False,
     replicas: int | None = None,
+    int8: bool = False,
+    int8_audio: Path | None = None,
+    int8_min_speedup: float | None = None,
 ) -> dict:
     """Keep the avatar in the repository's store and write its models into ``repository``;
     returns the avatar's manifest.
     ``audio_preset``: "reference" (the request-flow front end) or "synctalk2d" (SyncTalk_2D's,
     what a trained SyncTalk_2D generator expects; the default with ``audio_encoder``, the avatar's
     own SyncTalk_2D audio encoder ONNX, else "reference"). ``replicas``: how many replicas of a
-    cluster hold it (``tools.placement``; default 2, or 1 with one replica)."""
+    cluster hold it (``tools.placement``; default 2, or 1 with one replica). ``int8``: also quantize
+    its generator to INT8 for CPU hosts (``tools.int8``: calibrated on its frames and
+    ``int8_audio``, kept if ``int8_min_speedup`` times faster; the measurement goes in its
+    manifest's ``source.int8``)."""
     repository = Path(repository)
     check_id(avatar_id)
     audio_preset = audio_preset or ("synctalk2d" if audio_encoder else "reference")
@@ -88,6 +94,10 @@ def add(
         store.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{avatar_id}-adding-", dir=store))
     try:
+        if int8:
+            assets.source["int8"] = _quantize(
+                repository, staging, assets, generator, audio_preset, audio_encoder, int8_audio, int8_min_speedup
+            )
         assets.save(staging)
         if generator:
             shutil.copyfile(generator, staging / GENERATOR_FILE)
@@ -106,6 +116,24 @@ def add(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return read_manifest(repository / models["background"] / "1")
+
+
+def _quantize(repository, staging, assets, generator, audio_preset, audio_encoder, audio_file, min_speedup) -> dict:
+    from tools import int8
+
+    shared = {"reference": contract.AUDIO_ENCODER_MODEL, "synctalk2d": contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}
+    fp32 = Path(generator) if generator else Path(repository) / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    encoder = Path(audio_encoder) if audio_encoder else Path(repository) / shared[audio_preset] / "1" / "model.onnx"
+    return int8.build(
+        fp32,
+        staging / GENERATOR_INT8_FILE,
+        assets.backgrounds,
+        assets.boxes,
+        audio_preset,
+        encoder,
+        int8.speech(audio_file),
+        int8.MIN_SPEEDUP if min_speedup is None else min_speedup,
+    )
 
 
 def stored_avatars(store: Path | None) -> list[Path]:

@@ -11,15 +11,15 @@ most N, see below). Warm-up at load comes from the
 config's ``model_warmup`` (largest batch first, so the memory arena is sized once at load: a first
 call at a new, larger batch costs several times a steady one).
 
-Without the arena, a model that frees its activations after each run pays for them again as fresh
-pages on the next (glibc hands allocations above 32 MB to mmap and back at free): the full
-generator at 130 ms a frame instead of the arena's 60. With ``run_batch``, no run is larger than
-``run_batch`` frames, so the process keeps the memory of one such run in its own heap (mallopt: no
-mmap for large blocks, no automatic trim) and reuses it at the arena's speed, holding what one
-small run needs (the full generator at 1 frame: about 240 MB) instead of a batch-32 arena (6.7
-GB). On a CPU the generator's time per frame does not fall with the batch (measured: 62 ms a frame
-at 32, 8, 4 and 1), so the slices cost nothing. Without ``run_batch`` a lean model hands freed
-memory back after every run (malloc_trim).
+Without the arena, a model frees its activations after each run and pays for them again as fresh
+pages on the next (glibc maps allocations above 32 MB afresh each time): the full generator at
+130-170 ms a frame instead of the arena's 60-75. The arena instead keeps the activations of the
+largest run it has seen (6.7 GB for the full generator at batch 32). With ``run_batch``, no run is
+larger than ``run_batch`` frames, so the arena holds one such run's activations (the full
+generator at 1 frame: about 340 MB) at the arena's speed. On a CPU the generator's time per frame
+does not fall with the batch (measured: 62 ms a frame at 32, 8, 4 and 1 frames a run), so the
+slices cost nothing; the CPU profile runs avatars' generators so (``tools.avatar_install``).
+Without the arena, freed memory is handed back after every run (malloc_trim).
 """
 
 import ctypes
@@ -31,8 +31,6 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from synctalk_preprocessing import model_config
-
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameters (malloc.h)
 
 
 class TritonPythonModel:
@@ -49,16 +47,8 @@ class TritonPythonModel:
         # ONNX Runtime backend's session.intra_op.allow_spinning): many models' pools on few cores
         options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "1"))
         self.run_batch = int(params.get("run_batch", "0"))
-        self.trim, self.keep_batch = None, 0
-        if not options.enable_cpu_mem_arena:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"))
-            self.trim = libc.malloc_trim  # give what a run freed back to the system after it
-            if self.run_batch > 0:
-                # keep one run's activations in the heap for the next, and what batches of up to
-                # keep_batch frames need around them; a larger batch hands it all back after
-                libc.mallopt(M_MMAP_MAX, 0)
-                libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-                self.keep_batch = int(params.get("keep_batch", str(self.run_batch)))
+        # without the arena, give what a run freed back to the system (glibc keeps it otherwise)
+        self.trim = None if options.enable_cpu_mem_arena else ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = config["input"]
         self.output_names = model_config.tensor_names(config, "output")
@@ -92,13 +82,13 @@ class TritonPythonModel:
             ]
             responses.append(pb_utils.InferenceResponse(tensors))
             start += size
-        if self.trim is not None and sum(sizes) > self.keep_batch:
+        if self.trim is not None:
             del outputs, feeds
             self.trim(0)
         return responses
 
     def _session_run(self, feeds):
-        """One session run, or runs of at most ``run_batch`` frames concatenated."""
+        """One session run, or runs of at most ``run_batch`` frames, their outputs joined."""
         frames = next(iter(feeds.values())).shape[0]
         if self.run_batch <= 0 or frames <= self.run_batch:
             return self.session.run(self.output_names, feeds)
