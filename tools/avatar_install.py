@@ -42,9 +42,10 @@ GENERATOR_INT8_FILE = "generator_int8.onnx"  # add --int8: the generator quantiz
 # (the GPU profile, where the TensorRT engine's context holds the activations either way).
 # On the CPU profile, freeing the activations after every run costs their page faults on the next
 # (measured in process, full generator: 130-170 ms a frame against the arena's 60-75), so there an
-# avatar's models keep the arena but run one frame a run (on a CPU the generator's time per frame
-# is the same at 1 and 32 frames): the arena holds one frame's activations, about 340 MB with the
-# full generator (backends/onnxruntime_cpu). ``add --arena`` keeps a whole batch's arena.
+# avatar's models keep the arena and run one frame a run, as the CPU profile runs every generator
+# (tools.render_model.CPU_PARAMETERS; on a CPU the generator's time per frame is the same at 1 and
+# 32 frames): the arena holds one frame's activations, about 0.5 GB with the full generator
+# (backends/onnxruntime_cpu). ``add --arena`` keeps ONNX Runtime's arena on the GPU profile.
 LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
 LEAN_CPU_PARAMETERS = {"enable_mem_arena": "1", "run_batch": "1"}
 

@@ -15,18 +15,19 @@ from tools.serve import SHM_GROWTH_BYTES
 # What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
 # the CPU profile (docs/operations.md, "Memory"): its three Python-backend processes (background,
 # generator, JPEG encoder) and the shared-memory pages their batch-32 warm-ups touch; 520-570 MB
-# measured with the tiny and the full generator. And what one batch of 32 frames of the full-size
-# generator needs while it runs (without an arena it is returned afterwards): 4.2 GB.
+# measured with the tiny and the full generator.
 AVATAR_OVERHEAD_BYTES = 640 * 2**20
-GENERATOR_PEAK_BYTES = int(4.2 * 2**30)
 # A server's shared steps and ``demo`` idle after their batch-32 warm-ups (the shared generator's
-# arena included), measured: 3.5 GB with the tiny generator, 9.9 GB with the full-size one (49 MB
-# of weights; docs/operations.md, "Memory").
-SHARED_STEPS_BYTES = {"tiny": int(3.5 * 2**30), "full": int(9.9 * 2**30)}
+# one-frame arena included), measured: 2.5 GB with the tiny generator, 2.95 GB with the full-size
+# one (49 MB of weights; 3.2 and 10.5 GB when the shared generator ran whole batches; docs/operations.md,
+# "Memory"), with a tenth more for what was not measured.
+SHARED_STEPS_BYTES = {"tiny": int(2.8 * 2**30), "full": int(3.3 * 2**30)}
 FULL_GENERATOR_WEIGHTS_BYTES = 10 * 2**20  # a shared generator this large is the full-size one
-# What a lean avatar's generator holds between runs on the CPU profile: its onnxruntime arena,
-# sized by one-frame runs (LEAN_CPU_PARAMETERS), measured after a live stream: the full-size
-# generator's process 0.70 GB instead of 0.24 GB; three tiny avatars 129 MB each more.
+# What an avatar's generator holds between runs on the CPU profile: its onnxruntime arena, sized
+# by one-frame runs (run_batch 1, every generator of the CPU profile; with or without add --arena),
+# measured after a live stream: the full-size generator's process 0.70 GB instead of 0.24 GB
+# without an arena; three tiny avatars 129 MB each more. (One batch of 32 frames of the full-size
+# generator run whole needs 4.2 GB.)
 FRAME_ARENA_BYTES = {"tiny": 160 * 2**20, "full": 512 * 2**20}
 
 
@@ -37,7 +38,7 @@ def shared_steps_bytes(shared_generator_bytes: int) -> int:
 
 
 def frame_arena_bytes(generator_bytes: int) -> int:
-    """What a lean avatar's generator of this size holds between its runs (CPU profile)."""
+    """What an avatar's generator of this size holds between its runs (CPU profile)."""
     return FRAME_ARENA_BYTES["full" if generator_bytes >= FULL_GENERATOR_WEIGHTS_BYTES else "tiny"]
 
 
@@ -61,10 +62,7 @@ def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
         "face_inputs": n * 3 * contract.FACE_SIZE * contract.FACE_SIZE,
         "generator": int(generator_bytes),
         "steps": AVATAR_OVERHEAD_BYTES,
-        # add --arena: its generator keeps the activations of a batch of 32 (the full-size one's);
-        # else those of its one-frame runs
-        "arena": GENERATOR_PEAK_BYTES if manifest.get("source", {}).get("arena") else 0,
-        "frame_arena": 0 if manifest.get("source", {}).get("arena") else frame_arena_bytes(generator_bytes),
+        "frame_arena": frame_arena_bytes(generator_bytes),  # its generator's one-frame runs
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -72,12 +70,14 @@ def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
 
 def in_flight_reserve() -> int:
     """What the requests in flight may hold at once on the CPU profile, the server's load
-    whatever: one generator run of 32 frames (the generators take turns) and the door's frames
-    between the steps, at the reference pipeline's 1080p (docs/operations.md, "Memory budget")."""
+    whatever: the door's frames between the steps, at the reference pipeline's 1080p
+    (docs/operations.md, "Memory budget"). A generator's run holds nothing more: every generator
+    runs one frame at a time in the arena its model's memory counts (``add --arena``: a batch's,
+    counted with the avatar)."""
     from tools.render_model import admission_frames
 
     frames = admission_frames("cpu")
-    return GENERATOR_PEAK_BYTES + in_flight_bytes(frames, contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
+    return in_flight_bytes(frames, contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
 
 
 def check_fits(repository: Path, avatar_id: str, available: int | None = None) -> dict[str, int]:

@@ -99,9 +99,9 @@ def main(argv=None) -> int:
     p_add.add_argument(
         "--arena",
         action="store_true",
-        help="keep onnxruntime's memory arena for the avatar's models: holds the activations of the largest "
-        "batch (GBs for a SyncTalk_2D generator); without it the CPU profile keeps those of one-frame runs, "
-        "about as fast on a CPU (benchmarks/README.md, live streams)",
+        help="GPU profile: keep ONNX Runtime's memory arena for the avatar's models (holds the activations of "
+        "the largest batch: GBs for a SyncTalk_2D generator); the CPU profile gives every generator an arena "
+        "of one frame's activations either way (it runs one frame at a time, as fast on a CPU)",
     )
     p_add.add_argument(
         "--int8",

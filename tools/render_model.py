@@ -43,12 +43,14 @@ CPU_PARAMETERS: dict[str, dict[str, str]] = {
     contract.FRAME_RESIZE_MODEL: {"nice": "5"},
     contract.AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
     contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
-    contract.GENERATOR_MODEL: {"intra_op_threads": "0"},
+    # one frame a run (its arena then holds one frame's activations, 0.6 GB for the full generator
+    # instead of 7.2 GB after a batch of 32; on a CPU a frame costs the same at any batch): see
+    # backends/onnxruntime_cpu, and tools.avatar_install for avatars' own generators
+    contract.GENERATOR_MODEL: {"intra_op_threads": "0", "run_batch": "1"},
 }
 GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
-# On a CPU the generator's cost per frame rises with the batch (measured with onnxruntime on the
-# full model: 55 ms/frame at 8 frames, 84 ms/frame at 32): the CPU profile's batcher does not
-# wait to merge requests, and prefers 8-frame batches over larger merges.
+# The CPU profile's batcher does not wait to merge requests, and prefers 8-frame batches over
+# larger merges (one request's frames are run one at a time anyway: run_batch above).
 CPU_DYNAMIC_BATCHING = {
     contract.GENERATOR_MODEL: mc.ModelDynamicBatching(preferred_batch_size=[8], max_queue_delay_microseconds=0)
 }

@@ -108,10 +108,12 @@ def test_the_default_budget_is_the_hosts_memory_less_each_replicas_shared_steps_
 
 
 def test_a_refusal_under_the_default_budget_says_how_it_was_reckoned(tmp_path):
+    from tools.avatar_memory import SHARED_STEPS_BYTES
     from tools.placement import describe_default_budget
 
     said = describe_default_budget(tmp_path, 2)
-    assert "2 x (3.50 GB of shared steps" in said and "REPLICA_MEMORY" in said, said
+    shared = f"2 x ({SHARED_STEPS_BYTES['tiny'] / 2**30:.2f} GB of shared steps"
+    assert shared in said and "REPLICA_MEMORY" in said, said
 
 
 def test_the_rebalance_job_places_over_the_statefulsets_pods_by_their_stable_names():
