@@ -101,7 +101,7 @@ def install_int8(repository: Path, avatar: str, store: Path) -> dict:
 
     assets = AvatarAssets.load(store / avatar)
     preset = assets.source.get("audio_preset", "reference")
-    encoder = {"reference": contract.AUDIO_ENCODER_MODEL, "synctalk2d": contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}[preset]
+    encoder = contract.PRESET_AUDIO_ENCODERS[preset]
     model = repository / contract.avatar_models(avatar)["generator"] / "1" / "model.onnx"
     quantized = model.with_name("model_int8.onnx")
     result = int8.build(

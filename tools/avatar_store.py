@@ -121,9 +121,9 @@ def add(
 def _quantize(repository, staging, assets, generator, audio_preset, audio_encoder, audio_file, min_speedup) -> dict:
     from tools import int8
 
-    shared = {"reference": contract.AUDIO_ENCODER_MODEL, "synctalk2d": contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}
     fp32 = Path(generator) if generator else Path(repository) / contract.GENERATOR_MODEL / "1" / "model.onnx"
-    encoder = Path(audio_encoder) if audio_encoder else Path(repository) / shared[audio_preset] / "1" / "model.onnx"
+    shared_encoder = Path(repository) / contract.PRESET_AUDIO_ENCODERS[audio_preset] / "1" / "model.onnx"
+    encoder = Path(audio_encoder) if audio_encoder else shared_encoder
     return int8.build(
         fp32,
         staging / GENERATOR_INT8_FILE,

@@ -234,6 +234,8 @@ AVATAR_BACKGROUND_OUTPUTS = (BACKGROUND, CROP_BOX, FRAME_SIZE, FACE_INPUT)
 # shared-memory mode refuses models with optional inputs, and the reference contract has none.)
 AVATAR_OPTIONAL_INPUTS = (VISUAL, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, IMAGE_INDEX)
 AUDIO_PRESETS = ("reference", "synctalk2d")
+# The shared audio encoder of each audio preset (an avatar's own SyncTalk_2D encoder replaces it)
+PRESET_AUDIO_ENCODERS = {"reference": AUDIO_ENCODER_MODEL, "synctalk2d": SYNCTALK2D_AUDIO_ENCODER_MODEL}
 SYNCTALK2D_HOP = 200  # samples per mel column of SyncTalk_2D's front end (80 columns a second)
 
 
