@@ -648,12 +648,16 @@ def validate_kubernetes(bootstrap: Path = KUBERNETES_FILE, clusters: Path = KUBE
         validate(write(config, mounted / "edge-static.yaml"))
 
 
-def _end_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+# A command run through this ends with the process that started it: SIGTERM when that process
+# dies (Linux prctl PR_SET_PDEATHSIG, kept across exec), set by a small Python that then execs the
+# command (same pid). Not a Popen preexec_fn: a preexec_fn makes Python run its fork handlers in
+# the parent, and gRPC's waits there for its own threads; in a process with gRPC channels (a test,
+# a client) the fork then hung for good now and then.
+END_WITH_PARENT = (
+    sys.executable,
+    "-c",
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); os.execvp(sys.argv[1], sys.argv[1:])",
+)
 
 
 class Edge(Launched):
@@ -730,11 +734,10 @@ class Edge(Launched):
         # a session of its own: Ctrl-C reaches the launcher, which drains the edge before stopping
         # it; and the edge ends with its launcher, however that ends
         self.process = subprocess.Popen(
-            self.command(),
+            [*END_WITH_PARENT, *self.command()],
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
-            preexec_fn=_end_with_parent,
         )
         return self
 

@@ -53,8 +53,17 @@ def test_ctrl_c_stops_render_within_two_seconds_and_leaves_no_output(server, tmp
     import time
 
     out, frames = tmp_path / "long.mp4", tmp_path / "frames"
+    # SIGINT as from a terminal, even where pytest itself runs with it ignored (nohup, &): set in a
+    # small Python that execs the CLI (a Popen preexec_fn would run gRPC's fork handlers, which
+    # can hang the fork in a process with gRPC channels)
+    sigint_default = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    )
     process = subprocess.Popen(
         [
+            sys.executable,
+            "-c",
+            sigint_default,
             sys.executable,
             "-m",
             "synctalk_client.cli",
@@ -71,8 +80,6 @@ def test_ctrl_c_stops_render_within_two_seconds_and_leaves_no_output(server, tmp
         ],
         stderr=subprocess.PIPE,
         text=True,
-        # as from a terminal, even where pytest itself runs with SIGINT ignored (nohup, &)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not (frames.is_dir() and any(frames.iterdir())):  # the render is under way
