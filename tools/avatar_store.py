@@ -6,8 +6,8 @@ the avatar there (``<store>/<id>/``: ``avatar.json``, the frames as given, its o
 ``generator.onnx`` / ``audio_encoder.onnx``, ``generator_int8.onnx`` with ``--int8``) and installs
 it into the repository (``tools.avatar_install``); every later render installs every stored
 avatar again, so avatars survive ``make serve``, ``make clean`` and restarts. ``add`` is
-all-or-nothing (the entry is staged, then renamed into place); ``remove`` deletes that avatar's models and entry only;
-``sync`` installs the store into a repository (a container does it at start, with the store
+all-or-nothing (the entry is staged, then renamed into place); ``remove`` deletes that avatar's
+models and entry only; ``sync`` installs the store into a repository (a container does it at start, with the store
 mounted).
 """
 

@@ -11,8 +11,9 @@ import onnx
 import simplejpeg
 
 from synctalk_client import CompositeBatchRequest, contract, synthetic
+from synctalk_preprocessing.avatar import read_manifest
+from tests.e2e.one_frame_avatar import loaded_avatar
 from tests.synctalk2d_reference import psnr
-from tools import avatar_store
 
 
 def _avatar_source(folder):
@@ -32,25 +33,18 @@ def _frames(client, avatar_id, audio):
 def test_an_int8_generator_is_calibrated_measured_and_served(server, client, tmp_path):
     background, boxes = _avatar_source(tmp_path)
     audio = synthetic.speech_like_audio(8, seed=36)
-    ids = ("int8_kept", "int8_fp32")
-    try:
-        kept = avatar_store.add(server.repository, ids[0], background, boxes, int8=True, int8_min_speedup=0.0)
-        avatar_store.add(server.repository, ids[1], background, boxes)
-        result = kept["source"]["int8"]
+    with (
+        loaded_avatar(server, "int8_kept", background, boxes, int8=True, int8_min_speedup=0.0) as kept,
+        loaded_avatar(server, "int8_fp32", background, boxes) as fp32,
+    ):
+        models = contract.avatar_models(kept)
+        result = read_manifest(server.repository / models["background"] / "1")["source"]["int8"]
         assert result["kept"] and result["frames"] > 0
         assert result["fp32_ms_per_frame"] > 0 and result["int8_ms_per_frame"] > 0 and result["speedup"] > 0
-        installed = server.repository / contract.avatar_models(ids[0])["generator"] / "1" / "model.onnx"
+        installed = server.repository / models["generator"] / "1" / "model.onnx"
         ops = {node.op_type for node in onnx.load(str(installed)).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # a quantized graph, not the FP32 one
-        for avatar_id in ids:
-            client.load_model(avatar_id)
-        int8_frames, fp32_frames = _frames(client, ids[0], audio), _frames(client, ids[1], audio)
+        int8_frames, fp32_frames = _frames(client, kept, audio), _frames(client, fp32, audio)
         assert int8_frames.shape == fp32_frames.shape
         assert not np.array_equal(int8_frames, fp32_frames)
         assert psnr(int8_frames, fp32_frames) > 30.0, psnr(int8_frames, fp32_frames)
-    finally:
-        for avatar_id in ids:
-            if avatar_id in client.model_ids():
-                client.unload_model(avatar_id)
-            if (server.repository / avatar_id).exists():
-                avatar_store.remove(server.repository, avatar_id)
