@@ -3,14 +3,16 @@
 An avatar's models come from two places, each written once:
 
 - ``avatar_template/``: its ensemble, one template per audio front end
-  (``ensemble_reference/``, ``ensemble_synctalk2d/``), and its background step
-  (``background/``). Installing renames the template's placeholder models (``avatar``,
-  ``avatar_background``, ... ``avatar_audio_encoder``) to the avatar's; nothing else of the
-  template changes, so an edit to a template is what every avatar of that pipeline gets.
+  (``ensemble_reference/``, ``ensemble_synctalk2d/``; the latter ends in the avatar's steps after
+  the audio, ``from_features/``), and its background step (``background/``). Installing renames
+  the template's placeholder models (``avatar``, ``avatar_background``, ...
+  ``avatar_audio_encoder``) to the avatar's; nothing else of the template changes, so an edit to a
+  template is what every avatar of that pipeline gets.
 - ``model_repository/``: its generator (the ``synctalk`` config, renamed, with the avatar's ONNX
   and no memory arena unless added with ``--arena``), its own SyncTalk_2D audio encoder where it
-  has one (``audio_encoder_synctalk2d``, renamed) and its JPEG encoder (``jpeg_encoder`` at the
-  avatar's resolution and JPEG quality).
+  has one (``audio_encoder_synctalk2d``, renamed, and its one-window form,
+  ``audio_window_encoder_synctalk2d``, cut from it by ``tools.window_encoder``) and its JPEG encoder
+  (``jpeg_encoder`` at the avatar's resolution and JPEG quality).
 
 ``tools.render_model`` renders each for the profile (CPU backends, TensorRT caches).
 """
@@ -19,11 +21,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import BACKGROUNDS, MANIFEST, read_manifest
-from tools import paths, repository_manifest
+from tools import paths, repository_manifest, window_encoder
 from tools.render_model import read_config, render_model
 
 TEMPLATE = paths.ROOT / "avatar_template"
@@ -31,6 +34,7 @@ TEMPLATE_ID = "avatar"  # the placeholder id of the template's model names
 # The template of an avatar's ensemble, by audio preset (contract.AUDIO_PRESETS).
 ENSEMBLE_TEMPLATES = {preset: TEMPLATE / f"ensemble_{preset}" for preset in contract.AUDIO_PRESETS}
 BACKGROUND_TEMPLATE = TEMPLATE / "background"
+FROM_FEATURES_TEMPLATE = TEMPLATE / "from_features"  # SyncTalk_2D avatars' steps after the audio
 
 GENERATOR_FILE = "generator.onnx"  # an avatar's own generator, in its store entry
 AUDIO_ENCODER_FILE = "audio_encoder.onnx"  # an avatar's own SyncTalk_2D audio encoder
@@ -43,19 +47,22 @@ GENERATOR_INT8_FILE = "generator_int8.onnx"  # add --int8: the generator quantiz
 # On the CPU profile, freeing the activations after every run costs their page faults on the next
 # (measured in process, full generator: 130-170 ms a frame against the arena's 60-75), so there an
 # avatar's models keep the arena and run one frame a run, as the CPU profile runs every generator
-# (tools.render_model.CPU_PARAMETERS; on a CPU the generator's time per frame is the same at 1 and
-# 32 frames): the arena holds one frame's activations, about 0.5 GB with the full generator
-# (backends/onnxruntime_cpu). ``add --arena`` keeps ONNX Runtime's arena on the GPU profile.
+# (tools.render_model.CPU_PARAMETERS: ``run_batch`` 1; on a CPU the generator's time per frame is
+# the same at 1 and 32 frames): the arena holds one frame's activations, about 0.5 GB with the full
+# generator (backends/onnxruntime_cpu). Its audio encoders run whole requests (the 16-neighbour
+# encoder encodes a request's distinct windows once: B + 15 for B frames, 16 per frame if cut in
+# runs of one). ``add --arena`` keeps ONNX Runtime's arena on the GPU profile.
 LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
-LEAN_CPU_PARAMETERS = {"enable_mem_arena": "1", "run_batch": "1"}
+LEAN_CPU_PARAMETERS = {"enable_mem_arena": "1"}
 
 
 def model_names(avatar_id: str, own_audio_encoder: bool) -> dict[str, str]:
     """{template model name: the avatar's}. The template's ``avatar_audio_encoder`` is the
     avatar's own encoder, or the shared SyncTalk_2D one."""
     template = contract.avatar_models(TEMPLATE_ID, own_audio_encoder=True)
-    ours = contract.avatar_models(avatar_id, own_audio_encoder=own_audio_encoder)
+    ours = contract.avatar_models(avatar_id, own_audio_encoder=own_audio_encoder, synctalk2d=True)
     ours.setdefault("audio_encoder", contract.SYNCTALK2D_AUDIO_ENCODER_MODEL)
+    ours.setdefault("window_encoder", contract.SYNCTALK2D_WINDOW_ENCODER_MODEL)
     return {template[role]: ours[role] for role in template}
 
 
@@ -108,7 +115,7 @@ def _write_models(
     avatar_id = manifest["id"]
     added_with = manifest.get("source", {})  # what add recorded: audio preset, arena, sources
     audio_preset = added_with.get("audio_preset", "reference")
-    models = contract.avatar_models(avatar_id, own_audio_encoder=bool(audio_encoder))
+    models = contract.avatar_models(avatar_id, bool(audio_encoder), synctalk2d=audio_preset == "synctalk2d")
     source = paths.MODEL_REPOSITORY
 
     names = model_names(avatar_id, own_audio_encoder=bool(audio_encoder))
@@ -116,6 +123,10 @@ def _write_models(
     ensemble = read_config(template / "config.pbtxt")
     rename_models(ensemble, names)
     render_model(template, ensemble, repository / models["ensemble"], profile)
+    if "from_features" in models:
+        from_features = read_config(FROM_FEATURES_TEMPLATE / "config.pbtxt")
+        rename_models(from_features, names)
+        render_model(FROM_FEATURES_TEMPLATE, from_features, repository / models["from_features"], profile)
 
     arena = bool(added_with.get("arena", False))
     _render_onnx_model(repository, profile, contract.GENERATOR_MODEL, models["generator"], generator, arena)
@@ -128,6 +139,15 @@ def _write_models(
             Path(audio_encoder),
             arena,
         )
+        with tempfile.TemporaryDirectory() as tmp:
+            _render_onnx_model(
+                repository,
+                profile,
+                contract.SYNCTALK2D_WINDOW_ENCODER_MODEL,
+                models["window_encoder"],
+                window_encoder.derive(Path(audio_encoder), Path(tmp) / "window_encoder.onnx"),
+                arena,
+            )
 
     background = read_config(BACKGROUND_TEMPLATE / "config.pbtxt")
     rename_models(background, names)

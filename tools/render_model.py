@@ -43,6 +43,7 @@ CPU_PARAMETERS: dict[str, dict[str, str]] = {
     contract.FRAME_RESIZE_MODEL: {"nice": "5"},
     contract.AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
     contract.SYNCTALK2D_AUDIO_ENCODER_MODEL: {"intra_op_threads": "1"},
+    contract.SYNCTALK2D_WINDOW_ENCODER_MODEL: {"intra_op_threads": "1"},
     # one frame a run (its arena then holds one frame's activations, 0.6 GB for the full generator
     # instead of 7.2 GB after a batch of 32; on a CPU a frame costs the same at any batch): see
     # backends/onnxruntime_cpu, and tools.avatar_install for avatars' own generators

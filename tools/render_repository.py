@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 from synctalk_client import contract
-from tools import paths, repository_manifest
+from tools import paths, repository_manifest, window_encoder
 from tools.avatar_store import stored_avatars, sync
 from tools.render_model import PROFILES, read_config, render_model
 
@@ -63,10 +64,17 @@ def render(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
-        config = read_config(model_dir / "config.pbtxt")
-        config.name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
-        render_model(model_dir, config, out / config.name, profile, onnx_files.get(config.name))
+    with tempfile.TemporaryDirectory() as tmp:  # the one-window encoder: cut from the SyncTalk_2D encoder
+        derived = {
+            contract.SYNCTALK2D_WINDOW_ENCODER_MODEL: window_encoder.derive(
+                onnx_files[contract.SYNCTALK2D_AUDIO_ENCODER_MODEL], Path(tmp) / "window_encoder.onnx"
+            )
+        }
+        for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
+            config = read_config(model_dir / "config.pbtxt")
+            config.name = model_id if model_dir.name == SOURCE_ENSEMBLE else config.name
+            onnx_file = onnx_files.get(config.name) or derived.get(config.name)
+            render_model(model_dir, config, out / config.name, profile, onnx_file)
     manifest = {
         "profile": profile,
         "model_id": model_id,

@@ -213,7 +213,7 @@ class CompositeClient:
                 continue
             config = self._config(m["name"])
             if config.get("platform") == "ensemble":
-                ensembles[m["name"]] = _ensemble_info(config)
+                ensembles[m["name"]] = self._describe(config)
         self._ensemble_info = ensembles
         return set(ensembles)
 
@@ -228,10 +228,10 @@ class CompositeClient:
         ``<id>_jpeg_encoder``, ``<id>_audio_encoder``) where they are loaded; shared steps stay: the
         reference's UnloadModel. Returns when the unload is complete."""
         self._check_model(model_id)
-        steps = self._ensemble_info.pop(model_id)["steps"]
+        info = self._ensemble_info.pop(model_id)
         self._restricted(MODEL_CONTROL, self._triton.unload_model, model_id)
         own = set(contract.avatar_models(model_id, own_audio_encoder=True).values()) - {model_id}
-        unloaded = [model_id, *(step for step in steps if step in own)]
+        unloaded = [model_id, *(step for step in (*info["nested"], *info["steps"]) if step in own)]
         for step in unloaded[1:]:
             self._restricted(MODEL_CONTROL, self._triton.unload_model, step)
         self._wait_unloaded(unloaded)
@@ -274,7 +274,24 @@ class CompositeClient:
             raise error_from_exception(exc, model_id) from None
         if config.get("platform") != "ensemble":  # a composing step is not a model id
             raise ModelNotFoundError(contract.MSG_MODEL_NOT_FOUND.format(model_id=model_id))
-        self._ensemble_info[model_id] = _ensemble_info(config)
+        self._ensemble_info[model_id] = self._describe(config)
+
+    def _describe(self, config: dict) -> dict:
+        """``_ensemble_info`` of an ensemble's config, with the steps of the ensembles it runs as
+        steps (a SyncTalk_2D avatar's ``<id>_from_features``) in their place: "steps" the models
+        that compute, "nested" those ensembles."""
+        info = _ensemble_info(config)
+        steps, nested = [], []
+        for step in info["steps"]:
+            inner = self._config(step) if step.endswith(contract.AVATAR_FROM_FEATURES_SUFFIX) else {}
+            if inner.get("platform") == "ensemble":
+                described = self._describe(inner)
+                nested += [step, *described["nested"]]
+                steps += described["steps"]
+            else:
+                steps.append(step)
+        info["steps"], info["nested"] = tuple(steps), tuple(nested)
+        return info
 
     # -- inference ----------------------------------------------------------------------------
     def infer_batch_composite(
@@ -297,10 +314,31 @@ class CompositeClient:
 
     # -- one step at a time (synctalk_client.inspect) ------------------------------------------
     def ensemble_steps(self, model_id: str) -> list[dict]:
-        """The steps of a model id's ensemble (``model_name``, ``input_map``, ``output_map``), in order."""
+        """The steps of a model id's ensemble (``model_name``, ``input_map``, ``output_map``), in
+        order; an ensemble it runs as a step (a SyncTalk_2D avatar's ``<id>_from_features``)
+        replaced by its own steps, their maps on the outer ensemble's tensor names."""
         self._check_model(model_id)
-        config = self._config(model_id)
-        return list(config.get("ensemble_scheduling", {}).get("step", []))
+        return self._flat_steps(model_id, {})
+
+    def _flat_steps(self, ensemble: str, outer: dict[str, str]) -> list[dict]:
+        steps = []
+        for step in self._config(ensemble).get("ensemble_scheduling", {}).get("step", []):
+            if self._config(step["model_name"]).get("platform") == "ensemble":
+                ins, outs = step.get("input_map", {}), step.get("output_map", {})
+                tensors = {
+                    **{k: outer.get(v, v) for k, v in ins.items()},
+                    **{k: outer.get(v, v) for k, v in outs.items()},
+                }
+                steps += self._flat_steps(step["model_name"], tensors)
+                continue
+            steps.append(
+                {
+                    **step,
+                    "input_map": {k: outer.get(v, v) for k, v in step.get("input_map", {}).items()},
+                    "output_map": {k: outer.get(v, v) for k, v in step.get("output_map", {}).items()},
+                }
+            )
+        return steps
 
     def input_tensors(self, request: CompositeBatchRequest) -> dict[str, np.ndarray]:
         """The ensemble inputs a request becomes, by tensor name (what ``infer_batch_composite`` sends)."""

@@ -48,6 +48,8 @@ FRAME_RESIZE_MODEL = "frame_resize"
 # the SyncTalk_2D audio front end (an avatar's --audio-preset synctalk2d), in place of the two above
 SYNCTALK2D_AUDIO_FEATURES_MODEL = "audio_features_synctalk2d"
 SYNCTALK2D_AUDIO_ENCODER_MODEL = "audio_encoder_synctalk2d"
+# its encoder one window at a time (the same weights): what a live stream encodes each window with, once
+SYNCTALK2D_WINDOW_ENCODER_MODEL = "audio_window_encoder_synctalk2d"
 JPEG_ENCODER_MODEL = "jpeg_encoder"
 # avatars' shared step: each generated face pasted into its background frame
 FRAME_PASTE_MODEL = "frame_paste"
@@ -152,6 +154,13 @@ FACE_INPUT = Tensor("FACE_INPUT", "FP32", VISUAL.dims)
 AUDIO_NEIGHBOURS = 16
 MEL_NEIGHBOURS = Tensor("MEL_NEIGHBOURS", "FP32", (AUDIO_NEIGHBOURS, 1, N_MELS, MEL_WINDOW_COLUMNS))
 NEIGHBOUR_MASK = Tensor("NEIGHBOUR_MASK", "FP32", (AUDIO_NEIGHBOURS,))
+# One window's encoding (SYNCTALK2D_WINDOW_ENCODER_MODEL): AUDIO_FEATURES of frame i is the 16
+# encodings of its neighbours, times NEIGHBOUR_MASK, stacked row-major into AUDIO_FEATURE_SHAPE.
+WINDOW_FEATURES = Tensor(
+    "WINDOW_FEATURES",
+    "FP32",
+    (AUDIO_FEATURE_SHAPE[0] * AUDIO_FEATURE_SHAPE[1] * AUDIO_FEATURE_SHAPE[2] // AUDIO_NEIGHBOURS,),
+)
 
 # --- every shared model's tensors (model_repository/; tests/contract checks each config) ---------
 MODEL_INPUTS = {
@@ -163,6 +172,7 @@ MODEL_INPUTS = {
     JPEG_ENCODER_MODEL: (FRAMES_RGB, ADMISSION_TICKET),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (AUDIO, AUDIO_CONTEXT, AUDIO_CONTEXT_LENGTH, FRAME_INDEX),
     SYNCTALK2D_AUDIO_ENCODER_MODEL: (MEL_NEIGHBOURS, NEIGHBOUR_MASK),
+    SYNCTALK2D_WINDOW_ENCODER_MODEL: (MEL_WINDOWS,),
     FRAME_PASTE_MODEL: (GENERATED_FACE, BACKGROUND, CROP_BOX, FRAME_SIZE),
 }
 MODEL_OUTPUTS = {
@@ -181,6 +191,7 @@ MODEL_OUTPUTS = {
     JPEG_ENCODER_MODEL: (JPEG,),
     SYNCTALK2D_AUDIO_FEATURES_MODEL: (MEL_NEIGHBOURS, NEIGHBOUR_MASK),
     SYNCTALK2D_AUDIO_ENCODER_MODEL: (AUDIO_FEATURES,),
+    SYNCTALK2D_WINDOW_ENCODER_MODEL: (WINDOW_FEATURES,),
     FRAME_PASTE_MODEL: (PASTED_FRAMES,),
 }
 
@@ -240,12 +251,22 @@ SYNCTALK2D_HOP = 200  # samples per mel column of SyncTalk_2D's front end (80 co
 
 
 # Every model of model_repository/: the reference ensemble, its steps, and the avatars' shared step.
-SHARED_MODELS = COMPOSING_MODELS + (FRAME_PASTE_MODEL, SYNCTALK2D_AUDIO_FEATURES_MODEL, SYNCTALK2D_AUDIO_ENCODER_MODEL)
+SHARED_MODELS = COMPOSING_MODELS + (
+    FRAME_PASTE_MODEL,
+    SYNCTALK2D_AUDIO_FEATURES_MODEL,
+    SYNCTALK2D_AUDIO_ENCODER_MODEL,
+    SYNCTALK2D_WINDOW_ENCODER_MODEL,
+)
 # Per-avatar models: "<id>" (ensemble) and these suffixes.
 AVATAR_GENERATOR_SUFFIX = "_" + GENERATOR_MODEL
 AVATAR_BACKGROUND_SUFFIX = "_background"
 AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
 AVATAR_AUDIO_ENCODER_SUFFIX = "_audio_encoder"  # an avatar's own SyncTalk_2D audio encoder (optional)
+AVATAR_WINDOW_ENCODER_SUFFIX = "_audio_window_encoder"  # and the same weights one window at a time
+# SyncTalk_2D avatars: the steps after the audio encoder as an ensemble of their own, AUDIO_FEATURES
+# in, JPEG out (avatar_from_features_steps); the avatar's ensemble runs it as its last step, and a
+# live stream calls it with the features of windows it encoded once (model_repository/stream)
+AVATAR_FROM_FEATURES_SUFFIX = "_from_features"
 # the <id>_background config parameter that says how many images the avatar's video has
 AVATAR_IMAGES_PARAMETER = "n_images"
 # and what a live stream's entirely silent frames are: "generator" (lip-synced like speech) or
@@ -255,17 +276,22 @@ AVATAR_ID_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 RESERVED_IDS = (DEFAULT_MODEL_ID, *SHARED_MODELS)
 
 
-def avatar_models(avatar_id: str, own_audio_encoder: bool = False) -> dict:
-    """Model names of one avatar, by role (``own_audio_encoder``: with its own SyncTalk_2D audio
-    encoder, ``<id>_audio_encoder``, in place of the shared ``audio_encoder_synctalk2d``)."""
+def avatar_models(avatar_id: str, own_audio_encoder: bool = False, synctalk2d: bool = False) -> dict:
+    """Model names of one avatar, by role. ``synctalk2d`` (SyncTalk_2D's audio preset): with the
+    ensemble of its steps after the audio, ``<id>_from_features``; ``own_audio_encoder`` (implies
+    ``synctalk2d``): with its own SyncTalk_2D audio encoder, ``<id>_audio_encoder``, and its
+    one-window form, ``<id>_audio_window_encoder``, in place of the shared ones."""
     models = {
         "ensemble": avatar_id,
         "generator": avatar_id + AVATAR_GENERATOR_SUFFIX,
         "background": avatar_id + AVATAR_BACKGROUND_SUFFIX,
         "jpeg_encoder": avatar_id + AVATAR_JPEG_SUFFIX,
     }
+    if synctalk2d or own_audio_encoder:
+        models["from_features"] = avatar_id + AVATAR_FROM_FEATURES_SUFFIX
     if own_audio_encoder:
         models["audio_encoder"] = avatar_id + AVATAR_AUDIO_ENCODER_SUFFIX
+        models["window_encoder"] = avatar_id + AVATAR_WINDOW_ENCODER_SUFFIX
     return models
 
 
@@ -303,18 +329,36 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
         by_name[AUDIO_FEATURES_MODEL] = (SYNCTALK2D_AUDIO_FEATURES_MODEL, features_in, neighbours)
         encoder = models.get("audio_encoder", SYNCTALK2D_AUDIO_ENCODER_MODEL)
         by_name[AUDIO_ENCODER_MODEL] = (encoder, neighbours, by_name[AUDIO_ENCODER_MODEL][2])
+    audio_steps = (validator, by_name[AUDIO_FEATURES_MODEL], by_name[AUDIO_ENCODER_MODEL])
+    if audio_preset == "synctalk2d":  # the steps after the audio: the avatar's from_features ensemble
+        from_features_in = {
+            AUDIO_FEATURES.name: AUDIO_FEATURES.name,
+            FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name,
+            IMAGE_INDEX.name: VALIDATED_IMAGE_INDEX.name,
+            VISUAL.name: VISUAL.name,
+            ADMISSION_TICKET.name: ADMISSION_TICKET.name,
+        }
+        return (
+            *audio_steps,
+            (avatar_models(avatar_id, synctalk2d=True)["from_features"], from_features_in, {JPEG.name: JPEG.name}),
+        )
+    # the reference preset: the same steps in the avatar's ensemble itself, on its validated tensors
+    validated = {FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name, IMAGE_INDEX.name: VALIDATED_IMAGE_INDEX.name}
+    return (*audio_steps, *avatar_face_steps(avatar_id, validated))
+
+
+def avatar_face_steps(avatar_id: str, inputs: dict[str, str] | None = None) -> tuple:
+    """An avatar's steps after its audio: AUDIO_FEATURES and the frame's index -> background, the
+    generator, the paste, the JPEG encoder. ``inputs``: the ensemble's tensor for each of
+    FRAME_INDEX and IMAGE_INDEX where it is not the tensor of that name."""
+    models = avatar_models(avatar_id)
+    by_name = {step[0]: step for step in ENSEMBLE_STEPS}
+    index = {t.name: (inputs or {}).get(t.name, t.name) for t in (FRAME_INDEX, IMAGE_INDEX)}
     generator_in = {**by_name[GENERATOR_MODEL][1], GENERATOR_VISUAL.name: FACE_INPUT.name}
     return (
-        validator,
-        by_name[AUDIO_FEATURES_MODEL],
-        by_name[AUDIO_ENCODER_MODEL],
         (
             models["background"],
-            {
-                FRAME_INDEX.name: VALIDATED_FRAME_INDEX.name,
-                IMAGE_INDEX.name: VALIDATED_IMAGE_INDEX.name,
-                VISUAL.name: VISUAL.name,
-            },
+            {**index, VISUAL.name: VISUAL.name},
             {t.name: t.name for t in AVATAR_BACKGROUND_OUTPUTS},
         ),
         (models["generator"], generator_in, by_name[GENERATOR_MODEL][2]),
@@ -325,6 +369,11 @@ def avatar_ensemble_steps(avatar_id: str, audio_preset: str = "reference", own_a
         ),
         (models["jpeg_encoder"],) + by_name[JPEG_ENCODER_MODEL][1:],
     )
+
+
+# <id>_from_features (SyncTalk_2D avatars): its inputs, the optional ones, its steps (avatar_face_steps)
+AVATAR_FROM_FEATURES_INPUTS = (AUDIO_FEATURES, FRAME_INDEX, IMAGE_INDEX, VISUAL, ADMISSION_TICKET)
+AVATAR_FROM_FEATURES_OPTIONAL = (IMAGE_INDEX, VISUAL, ADMISSION_TICKET)
 
 
 def synctalk2d_window_count(n_samples: int) -> int:
@@ -389,6 +438,7 @@ STAGE_MODELS = {
         AUDIO_ENCODER_MODEL,
         SYNCTALK2D_AUDIO_FEATURES_MODEL,
         SYNCTALK2D_AUDIO_ENCODER_MODEL,
+        SYNCTALK2D_WINDOW_ENCODER_MODEL,
     ),
     "inference_time_ms": (GENERATOR_MODEL,),
     "composite_time_ms": (FRAME_RESIZE_MODEL, JPEG_ENCODER_MODEL),
@@ -402,7 +452,7 @@ def stage_of(model_name: str) -> str:
             return field_name
     if model_name.endswith(AVATAR_GENERATOR_SUFFIX):
         return "inference_time_ms"
-    if model_name.endswith(AVATAR_AUDIO_ENCODER_SUFFIX):
+    if model_name.endswith((AVATAR_AUDIO_ENCODER_SUFFIX, AVATAR_WINDOW_ENCODER_SUFFIX)):
         return "audio_processing_ms"
     return "composite_time_ms"  # frame_paste, <id>_background, <id>_jpeg_encoder
 
@@ -484,7 +534,14 @@ MSG_EDGE_RESTRICTED = "the edge does not serve {api}: call a replica's own port 
 def model_owner(model_name: str) -> str:
     """The model id a model belongs to: the avatar of one of its own steps (``<id>_background``,
     ...), else the name itself. The edge sends a model's calls to the replicas holding its owner."""
-    for suffix in (AVATAR_GENERATOR_SUFFIX, AVATAR_BACKGROUND_SUFFIX, AVATAR_JPEG_SUFFIX, AVATAR_AUDIO_ENCODER_SUFFIX):
+    for suffix in (
+        AVATAR_GENERATOR_SUFFIX,
+        AVATAR_BACKGROUND_SUFFIX,
+        AVATAR_JPEG_SUFFIX,
+        AVATAR_AUDIO_ENCODER_SUFFIX,
+        AVATAR_WINDOW_ENCODER_SUFFIX,
+        AVATAR_FROM_FEATURES_SUFFIX,
+    ):
         if model_name.endswith(suffix) and len(model_name) > len(suffix):
             return model_name[: -len(suffix)]
     return model_name

@@ -35,6 +35,7 @@ def role(name: str) -> str:
         (contract.AVATAR_GENERATOR_SUFFIX, contract.GENERATOR_MODEL),
         (contract.AVATAR_JPEG_SUFFIX, contract.JPEG_ENCODER_MODEL),
         (contract.AVATAR_AUDIO_ENCODER_SUFFIX, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL),
+        (contract.AVATAR_WINDOW_ENCODER_SUFFIX, contract.SYNCTALK2D_WINDOW_ENCODER_MODEL),
         (contract.AVATAR_BACKGROUND_SUFFIX, "avatar_background"),
     ):
         if name.endswith(suffix):

@@ -71,6 +71,7 @@ def avatar_template():
     read = lambda folder: text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())  # noqa: E731
     templates = {preset: read(folder) for preset, folder in avatar_install.ENSEMBLE_TEMPLATES.items()}
     templates["avatar_background"] = read(avatar_install.BACKGROUND_TEMPLATE)
+    templates["from_features"] = read(avatar_install.FROM_FEATURES_TEMPLATE)
     return templates
 
 
@@ -166,6 +167,18 @@ def test_each_avatar_template_is_the_contracts_wiring(avatar_template, preset):
     assert avatar_template["avatar_background"].name == contract.avatar_models(avatar_install.TEMPLATE_ID)["background"]
 
 
+def test_the_steps_after_the_audio_are_the_contracts_wiring(avatar_template):
+    """from_features/ (SyncTalk_2D avatars' steps after the audio, an ensemble of their own) as
+    written: the contract's face steps on its own inputs, the placeholder names."""
+    template = avatar_template["from_features"]
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in template.ensemble_scheduling.step]
+    assert steps == [tuple(step) for step in contract.avatar_face_steps(avatar_install.TEMPLATE_ID)]
+    assert template.name == contract.avatar_models(avatar_install.TEMPLATE_ID, synctalk2d=True)["from_features"]
+    assert tensors(template, "input") == {t.name: spec(t) for t in contract.AVATAR_FROM_FEATURES_INPUTS}
+    assert {t.name for t in template.input if t.optional} == {t.name for t in contract.AVATAR_FROM_FEATURES_OPTIONAL}
+    assert tensors(template, "output") == {t.name: spec(t) for t in contract.ENSEMBLE_OUTPUTS}
+
+
 def test_installing_an_avatar_only_renames_the_template(cpu_profile, avatar_template):
     """Every installed ensemble is its template with the model names mapped, nothing else."""
     for avatar_id, preset, own in (
@@ -173,10 +186,18 @@ def test_installing_an_avatar_only_renames_the_template(cpu_profile, avatar_temp
         (AVATAR_2D, "synctalk2d", False),
         (AVATAR_OWN_ENCODER, "synctalk2d", True),
     ):
+        names = avatar_install.model_names(avatar_id, own)
         expected = mc.ModelConfig()
         expected.CopyFrom(avatar_template[preset])
-        avatar_install.rename_models(expected, avatar_install.model_names(avatar_id, own))
+        avatar_install.rename_models(expected, names)
         assert cpu_profile[avatar_id] == expected, avatar_id
+        from_features = contract.avatar_models(avatar_id, synctalk2d=True)["from_features"]
+        if preset == "synctalk2d":
+            expected.CopyFrom(avatar_template["from_features"])
+            avatar_install.rename_models(expected, names)
+            assert cpu_profile[from_features] == expected, from_features
+        else:
+            assert from_features not in cpu_profile
 
 
 @pytest.mark.parametrize("profile", ["cpu_profile", "gpu_profile"])
@@ -197,9 +218,20 @@ def test_an_avatar_with_its_own_audio_encoder(profile, request):
         tensors(shared, "input"),
         tensors(shared, "output"),
     )
+    # and its one-window form, what its live streams encode windows with
+    window = contract.avatar_models(AVATAR_OWN_ENCODER, own_audio_encoder=True)["window_encoder"]
+    own_window, shared_window = configs[window], configs[contract.SYNCTALK2D_WINDOW_ENCODER_MODEL]
+    assert (own_window.backend, tensors(own_window, "input"), tensors(own_window, "output")) == (
+        shared_window.backend,
+        tensors(shared_window, "input"),
+        tensors(shared_window, "output"),
+    )
     if profile == "gpu_profile":
-        (accelerator,) = own.optimization.execution_accelerators.gpu_execution_accelerator
-        assert accelerator.parameters["trt_engine_cache_path"] == f"/trt_cache/{name}"
+        for model in (name, window):
+            (accelerator,) = configs[model].optimization.execution_accelerators.gpu_execution_accelerator
+            assert accelerator.parameters["trt_engine_cache_path"] == f"/trt_cache/{model}"
+    else:  # the 16-neighbour encoder runs a request whole (B + 15 windows), as the shared one
+        assert "run_batch" not in own.parameters
     with pytest.raises(ValueError, match="needs the synctalk2d audio preset"):
         contract.avatar_ensemble_steps(AVATAR_OWN_ENCODER, "reference", own_audio_encoder=True)
 
@@ -213,7 +245,16 @@ def test_avatar_generator_has_its_own_engine_cache(gpu_profile):
 @pytest.mark.parametrize(
     "profile,model_id",
     [(p, contract.DEFAULT_MODEL_ID) for p in PROFILES]
-    + [(p, a) for p in ("cpu_profile", "gpu_profile") for a in (AVATAR, AVATAR_2D, AVATAR_OWN_ENCODER)],
+    + [
+        (p, a)
+        for p in ("cpu_profile", "gpu_profile")
+        for a in (
+            AVATAR,
+            AVATAR_2D,
+            AVATAR_OWN_ENCODER,
+            *(f"{b}{contract.AVATAR_FROM_FEATURES_SUFFIX}" for b in (AVATAR_2D, AVATAR_OWN_ENCODER)),
+        )
+    ],
 )
 def test_ensemble_wiring_is_what_triton_accepts(profile, model_id, request):
     configs = request.getfixturevalue(profile)

@@ -150,6 +150,26 @@ def test_a_stream_behind_its_audio_catches_up_in_bigger_batches(server, live_ava
     assert sum(1 for batch, _ in got if not batch) >= len(chunks) / 3, "requests that found their frames taken"
 
 
+def test_a_stream_encodes_each_audio_window_once(server, avatar, clip):
+    """One 40 ms chunk a request, the frames answered one by one: a SyncTalk_2D avatar's frame
+    needs 16 encoded windows, 15 of them its neighbours' too. The stream encodes each window once
+    with the window encoder (the frames before the end request: frames + 15 windows; the end
+    request, which moves the clip's last windows, its own frames + 15 afresh), never the
+    16-neighbour encoder, and the frames are the rendered clip's."""
+    from_features = contract.avatar_models(avatar, synctalk2d=True)["from_features"]
+    counted = (contract.SYNCTALK2D_WINDOW_ENCODER_MODEL, contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, from_features)
+    before = {m: executions(server, m)[0] for m in counted}
+    with LiveStream(server.grpc_url, avatar) as live:
+        paced = [f for i in range(0, len(clip), SPF) for f in live.send(clip[i : i + SPF])]
+        last = live.end()
+    encoded, neighbours, rendered = (executions(server, m)[0] - before[m] for m in counted)
+    assert [f.index for f in paced + last] == list(range(len(paced) + len(last)))
+    assert paced and last
+    edge = contract.AUDIO_NEIGHBOURS - 1
+    assert encoded == (len(paced) + edge) + (len(last) + edge), "each window once (the end's afresh)"
+    assert neighbours == 0 and rendered == len(paced) + len(last)
+
+
 def test_a_frame_comes_once_its_lookahead_has_arrived(server, avatar, clip):
     with LiveStream(server.grpc_url, avatar) as live:
         assert live.send(clip[: contract.STREAM_LOOKAHEAD]) == [], "no frame has its lookahead yet"

@@ -141,7 +141,11 @@ def test_cli_add_and_list(repository, frames, tmp_path, capsys):
 
 
 def test_every_avatar_step_counts_towards_its_stage():
-    stages = {name: contract.stage_of(name) for name, _, _ in contract.avatar_ensemble_steps("anna", "synctalk2d")}
+    steps = [
+        *contract.avatar_ensemble_steps("anna", "synctalk2d")[:-1],  # the audio steps, then anna_from_features:
+        *contract.avatar_face_steps("anna"),
+    ]
+    stages = {name: contract.stage_of(name) for name, _, _ in steps}
     assert stages == {
         contract.INPUT_VALIDATOR_MODEL: "validation_ms",
         contract.SYNCTALK2D_AUDIO_FEATURES_MODEL: "audio_processing_ms",
@@ -151,7 +155,6 @@ def test_every_avatar_step_counts_towards_its_stage():
         contract.FRAME_PASTE_MODEL: "composite_time_ms",
         "anna_jpeg_encoder": "composite_time_ms",
     }
-    assert (
-        contract.stage_of(contract.avatar_models("anna", own_audio_encoder=True)["audio_encoder"])
-        == "audio_processing_ms"
-    )
+    own = contract.avatar_models("anna", own_audio_encoder=True)
+    for encoder in (own["audio_encoder"], own["window_encoder"], contract.SYNCTALK2D_WINDOW_ENCODER_MODEL):
+        assert contract.stage_of(encoder) == "audio_processing_ms"

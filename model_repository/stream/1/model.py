@@ -17,6 +17,17 @@ flushes the rest: the frames of the whole clip by the avatar's audio front end (
 SyncTalk_2D's N + 2), with the short context that tells the audio step where the clip ends. So a
 streamed clip is, frame for frame, the rendered one.
 
+A SyncTalk_2D avatar's frame needs 16 encoded audio windows, 15 of them its neighbours' too: its
+ensemble encodes a request's distinct windows once (B + 15 for B frames), so a stream at pace, one
+frame a request, would encode 16 windows a frame. Such a stream instead runs the ensemble's audio
+front end (``audio_features_synctalk2d``, the same request), encodes only the windows it has not
+encoded yet with the one-window form of the avatar's encoder (``audio_window_encoder_synctalk2d``,
+or the avatar's own ``<id>_audio_window_encoder``), keeps them by their place in the stream, stacks
+each frame's 16 as the encoder step does, and sends them to the avatar's steps after the audio,
+``<id>_from_features``, with a ticket from the door's gate (``synctalk_preprocessing.admission``,
+input_validator's capacity). The end request, which tells the front end where the clip ends,
+encodes its windows afresh.
+
 Decoupled with an async execute: one instance serves every stream at once, awaiting the
 ensemble; each request gets one response, the frames with their indices (zero frames is an
 answer), or an error naming the problem: a malformed chunk (the stream lives on), an unknown or
@@ -36,7 +47,7 @@ import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
 from synctalk_client.messages import CompositeBatchRequest
-from synctalk_preprocessing import model_config
+from synctalk_preprocessing import admission, model_config
 
 # error codes by name (pb_utils.TritonError exists once the stub runs, not at import)
 INVALID, UNAVAILABLE, NOT_FOUND, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "NOT_FOUND", "INTERNAL"
@@ -46,6 +57,8 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 AVATAR_INPUTS = frozenset(t.name for t in contract.AVATAR_ENSEMBLE_INPUTS)
 AVATAR_OPTIONAL = frozenset(t.name for t in contract.AVATAR_OPTIONAL_INPUTS)
 SPF = contract.SAMPLES_PER_FRAME
+FRONT_END_INPUTS = tuple(t.name for t in contract.MODEL_INPUTS[contract.SYNCTALK2D_AUDIO_FEATURES_MODEL])
+HALF = contract.AUDIO_NEIGHBOURS // 2
 
 
 class StreamError(Exception):
@@ -70,6 +83,10 @@ class Stream:
         # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
         # served): the async execute lets the next request in while one awaits the ensemble
         self.turn = asyncio.Lock()
+        # SyncTalk_2D avatars: (<id>_from_features, the window encoder) where the stream encodes
+        # its windows itself, and the encodings so far by index in upstream's padded window list
+        self.by_features: tuple[str, str] | None = None
+        self.windows: dict[int, np.ndarray] = {}
 
     def append(self, chunk: np.ndarray) -> None:
         # keep only what frames from ``answered`` on need: the context before them
@@ -140,6 +157,11 @@ class TritonPythonModel:
         self.silence_threshold = float(params.get("silence_threshold", "0.001"))
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
         self.repository = Path(args["model_repository"]).parent
+        # the door's gate (input_validator's capacity): a stream's frames sent past the door, to
+        # an avatar's <id>_from_features, take their ticket here
+        frames = int(self._parameter(contract.INPUT_VALIDATOR_MODEL, "admission_frames") or 0)
+        lease_s = float(self._parameter(contract.INPUT_VALIDATOR_MODEL, "admission_lease_s") or 0)
+        self.gate = admission.AdmissionGate(frames, lease_s) if frames > 0 and lease_s > 0 else None
         self.streams: dict[int, Stream] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()  # recently ended or expired ids: why
 
@@ -185,6 +207,7 @@ class TritonPythonModel:
             frames = stream.frames_to_render(ending=bool(flags & END))
             if flags & END:
                 self._close(stream_id, "ended")
+                stream.windows.clear()  # the clip's end moves its last windows: encoded afresh
             # every batch's tensors taken now: audio arriving while they render moves nothing
             batches = [
                 (first, last, None if quiet else stream.batch_request(first, last))
@@ -195,6 +218,8 @@ class TritonPythonModel:
                 for first, last, batch in batches:
                     if batch is None:
                         jpegs += await self._avatar_frames(stream.avatar, first, last)
+                    elif stream.by_features:
+                        jpegs += await self._render_by_features(stream, batch)
                     else:
                         jpegs += await self._render(batch)
             except StreamError:
@@ -244,6 +269,13 @@ class TritonPythonModel:
             raise StreamError(contract.MSG_STREAM_LIMIT.format(limit=self.max_streams), UNAVAILABLE)
         silent_frames = self._parameter(contract.avatar_models(name)["background"], contract.AVATAR_SILENCE_PARAMETER)
         stream = Stream(name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, silent_frames == "avatar_frames", now)
+        own = contract.avatar_models(name, own_audio_encoder=True)
+        if own["from_features"] in steps:
+            encoder = (
+                own["window_encoder"] if own["audio_encoder"] in steps else contract.SYNCTALK2D_WINDOW_ENCODER_MODEL
+            )
+            if pb_utils.is_model_ready(encoder) and pb_utils.is_model_ready(own["from_features"]):
+                stream.by_features = (own["from_features"], encoder)
         self.streams[stream_id] = stream
         self.ended.pop(stream_id, None)
         return stream
@@ -277,17 +309,20 @@ class TritonPythonModel:
         jpegs = await self._call(models["jpeg_encoder"], [frames], contract.JPEG.name)
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
 
-    async def _call(self, model: str, inputs: list, output: str):
-        """One BLS request, its ``output`` tensor. A refusal for load (the door's, or a full queue)
-        is asked again after a pause, up to ``busy_wait_s``: a live frame waits its turn rather
-        than being lost; past that the request fails as busy (UNAVAILABLE)."""
+    async def _call(self, model: str, inputs: list, output: str | tuple[str, ...]):
+        """One BLS request, its ``output`` tensor (a tuple of names: those tensors). A refusal for
+        load (the door's, or a full queue) is asked again after a pause, up to ``busy_wait_s``: a
+        live frame waits its turn rather than being lost; past that the request fails as busy
+        (UNAVAILABLE)."""
         deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
+        names = list(output) if isinstance(output, tuple) else [output]
         while True:
             response = await pb_utils.InferenceRequest(
-                model_name=model, inputs=inputs, requested_output_names=[output]
+                model_name=model, inputs=inputs, requested_output_names=names
             ).async_exec()
             if not response.has_error():
-                return pb_utils.get_output_tensor_by_name(response, output)
+                tensors = [pb_utils.get_output_tensor_by_name(response, name) for name in names]
+                return tensors if isinstance(output, tuple) else tensors[0]
             message = response.error().message()
             busy = contract.QUEUE_FULL_MESSAGE in message or contract.QUEUE_TIMEOUT_MESSAGE in message
             if not busy:
@@ -303,6 +338,74 @@ class TritonPythonModel:
         inputs = [pb_utils.Tensor(name, array) for name, array in tensors.items()]
         jpegs = await self._call(batch.model_id, inputs, contract.JPEG.name)
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
+
+    async def _render_by_features(self, stream: Stream, batch: CompositeBatchRequest) -> list[bytes]:
+        """The batch's frames as the avatar's ensemble renders them, each audio window encoded once
+        per stream: the front end's 16 neighbouring windows of each frame (row i's neighbour j is
+        the request's distinct window i + j, at index first - 8 + i + j of upstream's padded list),
+        the windows not encoded yet through the window encoder, each frame's 16 encodings times its
+        mask stacked as the encoder step stacks them, then <id>_from_features."""
+        from_features, window_encoder = stream.by_features
+        tensors = batch.tensors(AVATAR_INPUTS, optional=AVATAR_OPTIONAL)
+        n_frames, first = len(tensors[contract.AUDIO.name]), batch.start_frame_idx
+        ticket = await self._admit(n_frames)
+        try:
+            mel, mask = (
+                t.as_numpy()
+                for t in await self._call(
+                    contract.SYNCTALK2D_AUDIO_FEATURES_MODEL,
+                    [pb_utils.Tensor(name, tensors[name]) for name in FRONT_END_INPUTS if name in tensors],
+                    (contract.MEL_NEIGHBOURS.name, contract.NEIGHBOUR_MASK.name),
+                )
+            )
+            distinct = np.concatenate([mel[:, 0], mel[-1, 1:]])  # [B + 15, 1, 80, 16]
+            places = first - HALF + np.arange(len(distinct))
+            todo = [t for t, place in enumerate(places) if int(place) not in stream.windows]
+            for start in range(0, len(todo), contract.MAX_BATCH_SIZE):
+                rows = todo[start : start + contract.MAX_BATCH_SIZE]
+                encoded = await self._call(
+                    window_encoder,
+                    [pb_utils.Tensor(contract.MEL_WINDOWS.name, np.ascontiguousarray(distinct[rows]))],
+                    contract.WINDOW_FEATURES.name,
+                )
+                for t, row in zip(rows, encoded.as_numpy()):
+                    stream.windows[int(places[t])] = row
+            encodings = np.stack([stream.windows[int(place)] for place in places])  # [B + 15, 512]
+            neighbours = np.arange(n_frames)[:, None] + np.arange(contract.AUDIO_NEIGHBOURS)[None, :]
+            features = (encodings[neighbours] * mask[:, :, None]).reshape(n_frames, *contract.AUDIO_FEATURE_SHAPE)
+            for place in [p for p in stream.windows if p < first + n_frames - HALF]:  # no later frame needs these
+                del stream.windows[place]
+            inputs = [
+                pb_utils.Tensor(contract.AUDIO_FEATURES.name, features.astype(np.float32)),
+                pb_utils.Tensor(contract.ADMISSION_TICKET.name, np.full((n_frames, 1), ticket, np.int64)),
+                *(
+                    pb_utils.Tensor(t.name, tensors[t.name])
+                    for t in (contract.FRAME_INDEX, contract.IMAGE_INDEX)
+                    if t.name in tensors
+                ),
+            ]
+            jpegs = await self._call(from_features, inputs, contract.JPEG.name)
+        except BaseException:
+            if ticket != admission.NO_TICKET:  # its last step did not give it back
+                self.gate.release(ticket)
+            raise
+        return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
+
+    async def _admit(self, frames: int) -> int:
+        """A ticket of the door's gate for ``frames`` frames (admission.NO_TICKET with no gate);
+        while the pipeline is full, asked again after a pause, up to ``busy_wait_s`` (as _call)."""
+        if self.gate is None:
+            return admission.NO_TICKET
+        deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
+        while True:
+            ticket, in_flight = self.gate.admit(frames)
+            if ticket is not None:
+                return ticket
+            if time.monotonic() + pause > deadline:
+                message = contract.MSG_PIPELINE_FULL.format(in_flight=in_flight, capacity=self.gate.capacity_frames)
+                raise StreamError(message, UNAVAILABLE)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.2)
 
     def _close(self, stream_id: int, why: str) -> None:
         self.streams.pop(stream_id, None)
@@ -321,3 +424,7 @@ class TritonPythonModel:
         if why == "ended":
             return f"stream {stream_id} has ended"
         return contract.MSG_STREAM_NOT_OPEN.format(stream_id=stream_id, idle_s=self.idle_s)
+
+    def finalize(self):
+        if self.gate is not None:
+            self.gate.close()
