@@ -20,10 +20,14 @@ read side by side, as ratios: these hosts are noisy):
   one frame a run and keeps that run's memory: ``run_batch`` 1, what the CPU profile installs),
   ``no-spinning`` (that, and every onnxruntime step's idle threads sleep at once:
   ``allow_spinning`` 0), ``arena`` (catch-up, the avatar's generator with onnxruntime's memory
-  arena, as ``synctalk-avatars add --arena``), ``int8`` (one-frame runs of the avatar's INT8
-  generator, as ``synctalk-avatars add --int8`` builds it: ``tools.int8``, whose speed-up and PSNR
-  on the avatar's frames are measured too); with the resident memory of the avatar's generator
-  process.
+  arena, as ``synctalk-avatars add --arena``); these five render every frame through the avatar's
+  ensemble (the stream's ``encode_windows`` 0: its encoder step encodes each request's windows
+  afresh); ``windows-once`` (one-frame runs, and the stream encodes each audio window once and
+  sends the features to ``<id>_from_features``: what the CPU profile serves), ``int8`` (that, with
+  the avatar's INT8 generator, as ``synctalk-avatars add --int8`` builds it: ``tools.int8``, whose
+  speed-up and PSNR on the avatar's frames are measured too); with the resident memory of the
+  avatar's generator process. ``--key NAME`` keeps the file's other runs and stores this one
+  under NAME.
 
 Writes ``benchmarks/results/live_speed.json`` and prints the tables for ``benchmarks/README.md``.
 """
@@ -47,7 +51,7 @@ from tools.render_model import read_config, write_config
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
 
-SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "int8")
+SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "windows-once", "int8")
 SPF = contract.SAMPLES_PER_FRAME
 RESULTS = paths.ROOT / "benchmarks" / "results" / "live_speed.json"
 
@@ -82,13 +86,17 @@ def set_parameters(config_file: Path, values: dict[str, str]) -> None:
 def apply_setting(repository: Path, avatar: str, setting: str) -> None:
     """The repository's configs for ``setting``."""
     set_parameters(
-        repository / contract.STREAM_MODEL / "config.pbtxt", {"catch_up_batch": "1" if setting == "before" else "8"}
+        repository / contract.STREAM_MODEL / "config.pbtxt",
+        {
+            "catch_up_batch": "1" if setting == "before" else "8",
+            "encode_windows": "1" if setting in ("windows-once", "int8") else "0",
+        },
     )
     onnx_steps = [p.parent for p in repository.glob("*/config.pbtxt") if read_config(p).backend == "onnxruntime_cpu"]
     for folder in onnx_steps:
         set_parameters(folder / "config.pbtxt", {"allow_spinning": "0" if setting == "no-spinning" else "1"})
     generator = repository / contract.avatar_models(avatar)["generator"] / "config.pbtxt"
-    one_frame = setting in ("frame-runs", "no-spinning", "int8")
+    one_frame = setting in ("frame-runs", "no-spinning", "windows-once", "int8")
     arena = "1" if setting == "arena" or one_frame else "0"
     set_parameters(generator, {"enable_mem_arena": arena, "run_batch": "1" if one_frame else "0"})
 
@@ -183,6 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--port", type=int, default=18400)
+    parser.add_argument("--key", help="store this run under KEY in the results file, keeping its other runs")
     args = parser.parse_args(argv)
     args.settings = sorted(set(args.settings), key=SETTINGS.index)  # int8 replaces the model file: last
     from tools.demo import AVATAR_ID, add_demo_avatar
@@ -205,7 +214,10 @@ def main(argv=None) -> int:
             results["int8_generator"] = install_int8(repository, AVATAR_ID, root / "avatars")
         results[setting] = measure_setting(repository, AVATAR_ID, setting, audio, args.port)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if args.key:
+        results = {**(json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}), args.key: results}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    results = results[args.key] if args.key else results
     bare = results["bare_generator_batch1_fps"]
     print(
         "\n| setting | 40 ms fast fps | of bare | 160 ms fast fps | real time 40 ms: last frame after last chunk "

@@ -165,7 +165,10 @@ def list_avatars(repository: Path) -> list[dict]:
         except FileNotFoundError:
             continue
         manifest.pop("boxes", None)
-        manifest["models"] = contract.avatar_models(manifest["id"], "audio_encoder" in manifest.get("source", {}))
+        source = manifest.get("source", {})
+        manifest["models"] = contract.avatar_models(
+            manifest["id"], "audio_encoder" in source, synctalk2d=source.get("audio_preset") == "synctalk2d"
+        )
         rows.append(manifest)
     return rows
 

@@ -188,7 +188,10 @@ def main(argv=None) -> int:
                 args.int8,
                 args.int8_audio,
             )
-            names = contract.avatar_models(args.id, own_audio_encoder=bool(args.audio_encoder)).values()
+            preset = manifest.get("source", {}).get("audio_preset")
+            names = contract.avatar_models(
+                args.id, bool(args.audio_encoder), synctalk2d=preset == "synctalk2d"
+            ).values()
             print(
                 f"added avatar {args.id}: {manifest['n_frames']} background frames "
                 f"{manifest['width']}x{manifest['height']}, "

@@ -239,6 +239,10 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
         stats = client.model_stats(contract.SYNCTALK2D_AUDIO_ENCODER_MODEL)[contract.SYNCTALK2D_AUDIO_ENCODER_MODEL]
         assert int(stats["inference_stats"]["success"]["count"]) >= 3  # the preset's encoder served the 3 batches
         client.unload_model("bert")
+        # its steps after the audio (bert_from_features, an ensemble its own runs) unloaded with it
+        states = {row["name"]: row["state"] for row in client.list_models()}
+        assert all(states.get(name) != "READY" for name in contract.avatar_models("bert", synctalk2d=True).values())
+        assert states[contract.SYNCTALK2D_WINDOW_ENCODER_MODEL] == "READY", "shared steps stay loaded"
     finally:
         avatar_store.remove(server.repository, "bert")
 

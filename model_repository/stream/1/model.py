@@ -155,6 +155,7 @@ class TritonPythonModel:
         self.busy_wait_s = float(params.get("busy_wait_s", "5"))
         self.catch_up_batch = int(params.get("catch_up_batch", str(contract.MAX_BATCH_SIZE)))
         self.silence_threshold = float(params.get("silence_threshold", "0.001"))
+        self.encode_windows = params.get("encode_windows", "1") != "0"
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
         self.repository = Path(args["model_repository"]).parent
         # the door's gate (input_validator's capacity): a stream's frames sent past the door, to
@@ -270,7 +271,7 @@ class TritonPythonModel:
         silent_frames = self._parameter(contract.avatar_models(name)["background"], contract.AVATAR_SILENCE_PARAMETER)
         stream = Stream(name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, silent_frames == "avatar_frames", now)
         own = contract.avatar_models(name, own_audio_encoder=True)
-        if own["from_features"] in steps:
+        if self.encode_windows and own["from_features"] in steps:
             encoder = (
                 own["window_encoder"] if own["audio_encoder"] in steps else contract.SYNCTALK2D_WINDOW_ENCODER_MODEL
             )
