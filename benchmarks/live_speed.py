@@ -25,8 +25,9 @@ read side by side, as ratios: these hosts are noisy):
   afresh); ``windows-once`` (one-frame runs, and the stream encodes each audio window once and
   sends the features to ``<id>_from_features``: what the CPU profile serves), ``int8`` (that, with
   the avatar's INT8 generator, as ``synctalk-avatars add --int8`` builds it: ``tools.int8``, whose
-  speed-up and PSNR on the avatar's frames are measured too); with the resident memory of the
-  avatar's generator process. ``--key NAME`` keeps the file's other runs and stores this one
+  speed-up and PSNR on the avatar's frames are measured too; ``int8-ensemble``: the INT8
+  generator through the avatar's ensemble); with the resident memory of the avatar's generator
+  process. ``--key NAME`` keeps the file's other runs and stores this one
   under NAME.
 
 Writes ``benchmarks/results/live_speed.json`` and prints the tables for ``benchmarks/README.md``.
@@ -51,7 +52,7 @@ from tools.render_model import read_config, write_config
 from tools.render_repository import render
 from tools.serve import TritonServer, server_processes
 
-SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "windows-once", "int8")
+SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "windows-once", "int8-ensemble", "int8")
 SPF = contract.SAMPLES_PER_FRAME
 RESULTS = paths.ROOT / "benchmarks" / "results" / "live_speed.json"
 
@@ -89,14 +90,14 @@ def apply_setting(repository: Path, avatar: str, setting: str) -> None:
         repository / contract.STREAM_MODEL / "config.pbtxt",
         {
             "catch_up_batch": "1" if setting == "before" else "8",
-            "encode_windows": "1" if setting in ("windows-once", "int8") else "0",
+            "encode_windows": "1" if setting in ("windows-once", "int8") else "0",  # int8-ensemble: 0
         },
     )
     onnx_steps = [p.parent for p in repository.glob("*/config.pbtxt") if read_config(p).backend == "onnxruntime_cpu"]
     for folder in onnx_steps:
         set_parameters(folder / "config.pbtxt", {"allow_spinning": "0" if setting == "no-spinning" else "1"})
     generator = repository / contract.avatar_models(avatar)["generator"] / "config.pbtxt"
-    one_frame = setting in ("frame-runs", "no-spinning", "windows-once", "int8")
+    one_frame = setting in ("frame-runs", "no-spinning", "windows-once", "int8-ensemble", "int8")
     arena = "1" if setting == "arena" or one_frame else "0"
     set_parameters(generator, {"enable_mem_arena": arena, "run_batch": "1" if one_frame else "0"})
 
@@ -159,26 +160,43 @@ def stream(url: str, avatar: str, audio: np.ndarray, chunk_frames: int, real_tim
 def measure_setting(repository: Path, avatar: str, setting: str, audio: np.ndarray, port: int) -> dict:
     apply_setting(repository, avatar, setting)
     log = paths.BUILD / "logs" / f"live-speed-{setting}.log"
+    generator = contract.avatar_models(avatar)["generator"]
     with TritonServer(repository, port, port + 1, port + 2, log_path=log) as server:
         url = server.grpc_url
         stream(url, avatar, audio[: 2 * contract.STREAM_LOOKAHEAD], 1, False)  # the stream's path warmed
+        result = {}
         with CompositeClient(url) as client:
-            before = model_statistics(client)
-            result = {"fast_40ms": stream(url, avatar, audio, 1, False)}
-            after = model_statistics(client)
-        frames = result["fast_40ms"]["frames"]
-        spent = {name: sum(after[name][k] - before[name][k] for k in STAGE_TIMES) for name in after}
-        result["stages_ms_per_frame"] = {
-            name: round(ns / frames / 1e6, 1) for name, ns in spent.items() if ns > 0 and name != contract.STREAM_MODEL
-        }
-        generator = contract.avatar_models(avatar)["generator"]
-        runs = after[generator]["executions"] - before[generator]["executions"]
-        result["generator_frames_per_run"] = round(
-            (after[generator]["inferences"] - before[generator]["inferences"]) / max(1, runs), 2
-        )
-        result["fast_160ms"] = stream(url, avatar, audio, 4, False)
-        result["real_time_40ms"] = stream(url, avatar, audio, 1, True)
-        result["real_time_160ms"] = stream(url, avatar, audio, 4, True)
+            for key, chunk_frames, real_time in (
+                ("fast_40ms", 1, False),
+                ("fast_160ms", 4, False),
+                ("real_time_40ms", 1, True),
+                ("real_time_160ms", 4, True),
+            ):
+                before = model_statistics(client)
+                result[key] = stream(url, avatar, audio, chunk_frames, real_time)
+                after = model_statistics(client)
+                if key not in ("fast_40ms", "real_time_40ms"):
+                    continue
+                # the server's time per frame by step, the generator's frames per run, and the
+                # windows encoded (one a row of the window encoder, B + 15 a run of the 16-neighbour one)
+                frames = result[key]["frames"]
+                grew = {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
+                result[key]["stages_ms_per_frame"] = {
+                    name: round(sum(grew[name][k] for k in STAGE_TIMES) / frames / 1e6, 1)
+                    for name in grew
+                    if sum(grew[name][k] for k in STAGE_TIMES) > 0 and name != contract.STREAM_MODEL
+                }
+                result[key]["generator_frames_per_run"] = round(
+                    grew[generator]["inferences"] / max(1, grew[generator]["executions"]), 2
+                )
+                neighbours, one = contract.SYNCTALK2D_AUDIO_ENCODER_MODEL, contract.SYNCTALK2D_WINDOW_ENCODER_MODEL
+                edge = contract.AUDIO_NEIGHBOURS - 1
+                windows = (
+                    grew[one]["inferences"] + grew[neighbours]["inferences"] + edge * grew[neighbours]["executions"]
+                )
+                result[key]["windows_encoded_per_frame"] = round(windows / frames, 2)
+        result["stages_ms_per_frame"] = result["fast_40ms"]["stages_ms_per_frame"]
+        result["generator_frames_per_run"] = result["fast_40ms"]["generator_frames_per_run"]
         memory = server_processes(server.process.pid)
         result["generator_process_mb"] = round(memory.get(f"stub:{generator}", 0) / 2**20)
     print(setting, json.dumps(result), flush=True)
@@ -193,7 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--key", help="store this run under KEY in the results file, keeping its other runs")
     args = parser.parse_args(argv)
-    args.settings = sorted(set(args.settings), key=SETTINGS.index)  # int8 replaces the model file: last
+    args.settings = sorted(set(args.settings), key=SETTINGS.index)  # int8* replace the model file: last
     from tools.demo import AVATAR_ID, add_demo_avatar
 
     models_dir = paths.MODELS / args.variant
@@ -210,7 +228,7 @@ def main(argv=None) -> int:
     }
     print(f"bare generator, batch 1, in process: {results['bare_generator_batch1_fps']} frames/s", flush=True)
     for setting in args.settings:
-        if setting == "int8":
+        if setting.startswith("int8") and "int8_generator" not in results:
             results["int8_generator"] = install_int8(repository, AVATAR_ID, root / "avatars")
         results[setting] = measure_setting(repository, AVATAR_ID, setting, audio, args.port)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,10 @@ from tools.serve import SHM_GROWTH_BYTES
 # measured with the tiny and the full generator.
 AVATAR_OVERHEAD_BYTES = 640 * 2**20
 # A server's shared steps and ``demo`` idle after their batch-32 warm-ups (the shared generator's
-# one-frame arena included), measured: 2.5 GB with the tiny generator, 2.95 GB with the full-size
-# one (49 MB of weights; 3.2 and 10.5 GB when the shared generator ran whole batches; docs/operations.md,
-# "Memory"), with a tenth more for what was not measured.
+# one-frame arena included), measured: 2.53 GB with the tiny generator, 3.0 GB with the full-size
+# one (49 MB of weights; the one-window audio encoder's process 49 and 96 MB of that; 3.2 and
+# 10.5 GB when the shared generator ran whole batches; docs/operations.md, "Memory"), with a tenth
+# more for what was not measured.
 SHARED_STEPS_BYTES = {"tiny": int(2.8 * 2**30), "full": int(3.3 * 2**30)}
 FULL_GENERATOR_WEIGHTS_BYTES = 10 * 2**20  # a shared generator this large is the full-size one
 # What an avatar's generator holds between runs on the CPU profile: its onnxruntime arena, sized
@@ -29,6 +30,9 @@ FULL_GENERATOR_WEIGHTS_BYTES = 10 * 2**20  # a shared generator this large is th
 # without an arena; three tiny avatars 129 MB each more. (One batch of 32 frames of the full-size
 # generator run whole needs 4.2 GB.)
 FRAME_ARENA_BYTES = {"tiny": 160 * 2**20, "full": 512 * 2**20}
+# An avatar with its own SyncTalk_2D audio encoder (add --audio-encoder): two more processes, the
+# 16-neighbour encoder and its one-window form; the shared ones measured 87 and 96 MB idle.
+OWN_AUDIO_ENCODERS_BYTES = 200 * 2**20
 
 
 def shared_steps_bytes(shared_generator_bytes: int) -> int:
@@ -63,6 +67,7 @@ def memory_needed(manifest: dict, generator_bytes: int) -> dict[str, int]:
         "generator": int(generator_bytes),
         "steps": AVATAR_OVERHEAD_BYTES,
         "frame_arena": frame_arena_bytes(generator_bytes),  # its generator's one-frame runs
+        "audio_encoders": OWN_AUDIO_ENCODERS_BYTES if "audio_encoder" in manifest.get("source", {}) else 0,
     }
     parts["total"] = sum(parts.values())
     return parts
