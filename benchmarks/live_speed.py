@@ -111,7 +111,7 @@ def install_int8(repository: Path, avatar: str, store: Path) -> dict:
     assets = AvatarAssets.load(store / avatar)
     preset = assets.source.get("audio_preset", "reference")
     encoder = contract.PRESET_AUDIO_ENCODERS[preset]
-    model = repository / contract.avatar_models(avatar)["generator"] / "1" / "model.onnx"
+    model = paths.onnx_file(repository, contract.avatar_models(avatar)["generator"])
     quantized = model.with_name("model_int8.onnx")
     result = int8.build(
         model,
@@ -119,7 +119,7 @@ def install_int8(repository: Path, avatar: str, store: Path) -> dict:
         assets.backgrounds,
         assets.boxes,
         preset,
-        repository / encoder / "1" / "model.onnx",
+        paths.onnx_file(repository, encoder),
         int8.speech(None),
         min_speedup=0.0,
     )

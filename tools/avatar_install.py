@@ -87,7 +87,7 @@ def install(repository: Path, entry: Path) -> None:
     quantization where ``add --int8`` kept one."""
     repository, entry = Path(repository), Path(entry)
     own_generator, own_encoder = entry / GENERATOR_FILE, entry / AUDIO_ENCODER_FILE
-    generator = own_generator if own_generator.is_file() else repository / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    generator = own_generator if own_generator.is_file() else paths.onnx_file(repository, contract.GENERATOR_MODEL)
     if (entry / GENERATOR_INT8_FILE).is_file() and repository_manifest.profile(repository) == "cpu":
         generator = entry / GENERATOR_INT8_FILE
     audio_encoder = own_encoder if own_encoder.is_file() else None

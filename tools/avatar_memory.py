@@ -10,6 +10,7 @@ import numpy as np
 
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import read_manifest
+from tools import paths
 from tools.serve import SHM_GROWTH_BYTES
 
 # What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
@@ -92,7 +93,7 @@ def check_fits(repository: Path, avatar_id: str, available: int | None = None) -
 
     models = contract.avatar_models(avatar_id)
     manifest = read_manifest(Path(repository) / models["background"] / "1")
-    need = memory_needed(manifest, (Path(repository) / models["generator"] / "1" / "model.onnx").stat().st_size)
+    need = memory_needed(manifest, paths.onnx_file(repository, models["generator"]).stat().st_size)
     available = psutil.virtual_memory().available if available is None else available
     reserve = in_flight_reserve()
     if need["total"] + reserve > available:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from synctalk_client import contract
 from synctalk_preprocessing.avatar import MANIFEST, AvatarAssets, read_manifest
+from tools import paths
 from tools.avatar_install import AUDIO_ENCODER_FILE, GENERATOR_FILE, GENERATOR_INT8_FILE, install
 from tools.repository_manifest import avatar_store as repository_store
 
@@ -121,8 +122,8 @@ def add(
 def _quantize(repository, staging, assets, generator, audio_preset, audio_encoder, audio_file, min_speedup) -> dict:
     from tools import int8
 
-    fp32 = Path(generator) if generator else Path(repository) / contract.GENERATOR_MODEL / "1" / "model.onnx"
-    shared_encoder = Path(repository) / contract.PRESET_AUDIO_ENCODERS[audio_preset] / "1" / "model.onnx"
+    fp32 = Path(generator) if generator else paths.onnx_file(repository, contract.GENERATOR_MODEL)
+    shared_encoder = paths.onnx_file(repository, contract.PRESET_AUDIO_ENCODERS[audio_preset])
     encoder = Path(audio_encoder) if audio_encoder else shared_encoder
     return int8.build(
         fp32,

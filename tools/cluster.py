@@ -215,22 +215,23 @@ def route(description: dict, placed: placement.Placement) -> list[Replica]:
     return replicas
 
 
-def _replica_client(row: dict):
+def replica_client(row: dict):
+    """A client of one replica's own port, with the API key (a row of the cluster's replicas)."""
     from synctalk_client import CompositeClient
     from tools import api_key
 
     return CompositeClient(f"{row['host']}:{row['grpc_port']}", api_key=api_key.read_key())
 
 
-def _load(row: dict, avatar_id: str) -> None:
+def load_on_replica(row: dict, avatar_id: str) -> None:
     """Load an avatar with its steps on a replica (its own port, with the key); returns once loaded."""
-    with _replica_client(row) as client:
+    with replica_client(row) as client:
         client.load_model(avatar_id)
 
 
-def _unload(row: dict, avatar_id: str) -> None:
+def unload_on_replica(row: dict, avatar_id: str) -> None:
     """Unload an avatar and its own steps from a replica, where it is loaded."""
-    with _replica_client(row) as client:
+    with replica_client(row) as client:
         if avatar_id in client.model_ids():
             client.unload_model(avatar_id)
 
@@ -258,7 +259,7 @@ def unplace_avatar(repository: Path, avatar_id: str, description: dict) -> list[
     route(description, placed)
     for row in description["replicas"]:
         if row["name"] in holders:
-            _unload(row, avatar_id)
+            unload_on_replica(row, avatar_id)
     placed.save(store)
     return holders
 
@@ -278,7 +279,7 @@ def rebalance(
     (Triton lets their requests in flight finish). Where the store has no placement yet, every
     replica is taken to hold every avatar (each loaded all at start). ``store``: the avatar store
     (default: the repository's); ``load(row, avatar_id)``: how a replica loads one (default:
-    ``_load``). Returns the moves: avatar id -> (replicas that took it, replicas
+    ``load_on_replica``). Returns the moves: avatar id -> (replicas that took it, replicas
     that gave it up)."""
     store = Path(store) if store else repository_manifest.avatar_store(repository)
     names = [r["name"] for r in description["replicas"]]
@@ -292,12 +293,12 @@ def rebalance(
     rows = {r["name"]: r for r in description["replicas"]}
     for avatar_id, (gained, _) in moves.items():
         for name in gained:
-            (load or _load)(rows[name], avatar_id)
+            (load or load_on_replica)(rows[name], avatar_id)
     (route_to or (lambda p: route(description, p)))(placed)
     for avatar_id, (_, lost) in moves.items():
         for name in lost:
             if name in rows:  # a replica already gone has nothing to unload
-                _unload(rows[name], avatar_id)
+                unload_on_replica(rows[name], avatar_id)
     placed.save(store)
     return moves
 

@@ -92,7 +92,7 @@ def wait_installed(row: dict, avatar_id: str, timeout_s: float = INSTALLED_TIMEO
     the store holds), so that loading it can succeed."""
     deadline = time.monotonic() + timeout_s
     while True:
-        with cluster._replica_client(row) as client:
+        with cluster.replica_client(row) as client:
             if avatar_id in {m["name"] for m in client.list_models()}:
                 return
         if time.monotonic() > deadline:
@@ -109,7 +109,7 @@ def rebalance(
 
     def load(row: dict, avatar_id: str) -> None:
         wait_installed(row, avatar_id)
-        cluster._load(row, avatar_id)
+        cluster.load_on_replica(row, avatar_id)
 
     def route_to(placed) -> None:
         api.set_routes(edge.kubernetes_clusters(placed))

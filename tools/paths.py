@@ -22,3 +22,8 @@ def avatar_store() -> Path:
 def python_based_backends() -> list[str]:
     """The names of the Python-based backends of backends/ (folders holding a model.py)."""
     return sorted(p.parent.name for p in BACKENDS.glob("*/model.py"))
+
+
+def onnx_file(repository: Path, model: str) -> Path:
+    """The ONNX file of ``model`` in a rendered repository (version 1, as tools.render_model writes it)."""
+    return Path(repository) / model / "1" / "model.onnx"

@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools import paths
 from tools.avatar_memory import memory_needed
 
 FILE = "placement.json"
@@ -205,7 +206,7 @@ def models_to_load(repository: Path, avatars: list[str]) -> list[str]:
 def shared_generator_bytes(repository: Path) -> int:
     from synctalk_client import contract
 
-    model = Path(repository) / contract.GENERATOR_MODEL / "1" / "model.onnx"
+    model = paths.onnx_file(repository, contract.GENERATOR_MODEL)
     return model.stat().st_size if model.is_file() else 0
 
 
