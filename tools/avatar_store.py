@@ -166,12 +166,18 @@ def list_avatars(repository: Path) -> list[dict]:
         except FileNotFoundError:
             continue
         manifest.pop("boxes", None)
-        source = manifest.get("source", {})
-        manifest["models"] = contract.avatar_models(
-            manifest["id"], "audio_encoder" in source, synctalk2d=source.get("audio_preset") == "synctalk2d"
-        )
+        manifest["models"] = models_of(manifest)
         rows.append(manifest)
     return rows
+
+
+def models_of(manifest: dict) -> dict[str, str]:
+    """The models of a stored avatar by role (``contract.avatar_models``), as add recorded it: its
+    audio preset and whether it has its own audio encoder."""
+    source = manifest.get("source", {})
+    return contract.avatar_models(
+        manifest["id"], "audio_encoder" in source, synctalk2d=source.get("audio_preset") == "synctalk2d"
+    )
 
 
 def remove(repository: Path, avatar_id: str) -> list[str]:

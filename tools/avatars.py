@@ -44,7 +44,7 @@ from synctalk_client import contract
 from synctalk_client.errors import CompositeError
 from tools import paths, placement, repository_manifest
 from tools.avatar_memory import check_fits
-from tools.avatar_store import add, list_avatars, remove, sync
+from tools.avatar_store import add, list_avatars, models_of, remove, sync
 from tools.cluster import REPLICAS_FILE as CLUSTER_FILE
 from tools.cluster import memory_size
 
@@ -188,10 +188,7 @@ def main(argv=None) -> int:
                 args.int8,
                 args.int8_audio,
             )
-            preset = manifest.get("source", {}).get("audio_preset")
-            names = contract.avatar_models(
-                args.id, bool(args.audio_encoder), synctalk2d=preset == "synctalk2d"
-            ).values()
+            names = models_of(manifest).values()
             print(
                 f"added avatar {args.id}: {manifest['n_frames']} background frames "
                 f"{manifest['width']}x{manifest['height']}, "

@@ -318,18 +318,18 @@ class CompositeClient:
         order; an ensemble it runs as a step (a SyncTalk_2D avatar's ``<id>_from_features``)
         replaced by its own steps, their maps on the outer ensemble's tensor names."""
         self._check_model(model_id)
-        return self._flat_steps(model_id, {})
+        return self._flat_steps(model_id, {}, self._ensemble_info[model_id]["nested"])
 
-    def _flat_steps(self, ensemble: str, outer: dict[str, str]) -> list[dict]:
+    def _flat_steps(self, ensemble: str, outer: dict[str, str], nested: tuple[str, ...]) -> list[dict]:
         steps = []
         for step in self._config(ensemble).get("ensemble_scheduling", {}).get("step", []):
-            if self._config(step["model_name"]).get("platform") == "ensemble":
+            if step["model_name"] in nested:
                 ins, outs = step.get("input_map", {}), step.get("output_map", {})
                 tensors = {
                     **{k: outer.get(v, v) for k, v in ins.items()},
                     **{k: outer.get(v, v) for k, v in outs.items()},
                 }
-                steps += self._flat_steps(step["model_name"], tensors)
+                steps += self._flat_steps(step["model_name"], tensors, nested)
                 continue
             steps.append(
                 {

@@ -264,7 +264,7 @@ AVATAR_JPEG_SUFFIX = "_" + JPEG_ENCODER_MODEL
 AVATAR_AUDIO_ENCODER_SUFFIX = "_audio_encoder"  # an avatar's own SyncTalk_2D audio encoder (optional)
 AVATAR_WINDOW_ENCODER_SUFFIX = "_audio_window_encoder"  # and the same weights one window at a time
 # SyncTalk_2D avatars: the steps after the audio encoder as an ensemble of their own, AUDIO_FEATURES
-# in, JPEG out (avatar_from_features_steps); the avatar's ensemble runs it as its last step, and a
+# in, JPEG out (avatar_face_steps); the avatar's ensemble runs it as its last step, and a
 # live stream calls it with the features of windows it encoded once (model_repository/stream)
 AVATAR_FROM_FEATURES_SUFFIX = "_from_features"
 # the <id>_background config parameter that says how many images the avatar's video has

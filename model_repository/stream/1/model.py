@@ -315,9 +315,8 @@ class TritonPythonModel:
         load (the door's, or a full queue) is asked again after a pause, up to ``busy_wait_s``: a
         live frame waits its turn rather than being lost; past that the request fails as busy
         (UNAVAILABLE)."""
-        deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
         names = list(output) if isinstance(output, tuple) else [output]
-        while True:
+        async for _ in self._tries():
             response = await pb_utils.InferenceRequest(
                 model_name=model, inputs=inputs, requested_output_names=names
             ).async_exec()
@@ -328,8 +327,16 @@ class TritonPythonModel:
             busy = contract.QUEUE_FULL_MESSAGE in message or contract.QUEUE_TIMEOUT_MESSAGE in message
             if not busy:
                 raise StreamError(message, INVALID if "INVALID_ARG" in message else INTERNAL)
+        raise StreamError(message, UNAVAILABLE)
+
+    async def _tries(self):
+        """Yields before each try of something refused while the pipeline is full: at once, then
+        after pauses doubling from 20 to 200 ms, while the next try starts within ``busy_wait_s``."""
+        deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
+        while True:
+            yield
             if time.monotonic() + pause > deadline:
-                raise StreamError(message, UNAVAILABLE)
+                return
             await asyncio.sleep(pause)
             pause = min(2 * pause, 0.2)
 
@@ -397,16 +404,12 @@ class TritonPythonModel:
         while the pipeline is full, asked again after a pause, up to ``busy_wait_s`` (as _call)."""
         if self.gate is None:
             return admission.NO_TICKET
-        deadline, pause = time.monotonic() + self.busy_wait_s, 0.02
-        while True:
+        async for _ in self._tries():
             ticket, in_flight = self.gate.admit(frames)
             if ticket is not None:
                 return ticket
-            if time.monotonic() + pause > deadline:
-                message = contract.MSG_PIPELINE_FULL.format(in_flight=in_flight, capacity=self.gate.capacity_frames)
-                raise StreamError(message, UNAVAILABLE)
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 0.2)
+        message = contract.MSG_PIPELINE_FULL.format(in_flight=in_flight, capacity=self.gate.capacity_frames)
+        raise StreamError(message, UNAVAILABLE)
 
     def _close(self, stream_id: int, why: str) -> None:
         self.streams.pop(stream_id, None)
