@@ -18,7 +18,8 @@ largest run it has seen (6.7 GB for the full generator at batch 32). With ``run_
 larger than ``run_batch`` frames, so the arena holds one such run's activations (the full
 generator at 1 frame: about 340 MB) at the arena's speed. On a CPU the generator's time per frame
 does not fall with the batch (measured: 62 ms a frame at 32, 8, 4 and 1 frames a run), so the
-slices cost nothing; the CPU profile runs avatars' generators so (``tools.avatar_install``).
+slices cost nothing; the CPU profile runs every generator so, the shared ``synctalk`` and each
+avatar's (``tools.render_model.CPU_PARAMETERS``).
 Without the arena, freed memory is handed back after every run (malloc_trim).
 """
 
