@@ -48,6 +48,7 @@ CPU_PARAMETERS: dict[str, dict[str, str]] = {
     # instead of 7.2 GB after a batch of 32; on a CPU a frame costs the same at any batch): see
     # backends/onnxruntime_cpu, and tools.avatar_install for avatars' own generators
     contract.GENERATOR_MODEL: {"intra_op_threads": "0", "run_batch": "1"},
+    contract.STREAM_MODEL: {"video_encoder": "libx264"},  # H.264 streams (no NVENC without a GPU)
 }
 GPU_ONLY_PARAMETERS = ("FORCE_CPU_ONLY_INPUT_TENSORS",)
 # The CPU profile's batcher does not wait to merge requests, and prefers 8-frame batches over

@@ -79,6 +79,7 @@ class Tensor:
             "INT16": "int16",
             "INT32": "int32",
             "INT64": "int64",
+            "BOOL": "bool",
             "BYTES": "object",
         }[self.dtype]
 
@@ -405,8 +406,27 @@ STREAM_AUDIO = Tensor("AUDIO_CHUNK", "FP32", (-1,))
 STREAM_AUDIO_INT16 = Tensor("AUDIO_CHUNK_INT16", "INT16", (-1,))
 STREAM_JPEG = Tensor("JPEG", "BYTES", (-1,))
 STREAM_FRAME_INDEX = Tensor("FRAME_INDEX", "INT64", (-1,))
-STREAM_INPUTS = (STREAM_AVATAR, STREAM_AUDIO, STREAM_AUDIO_INT16)  # all optional: rules in the model
-STREAM_OUTPUTS = (STREAM_JPEG, STREAM_FRAME_INDEX)
+# Video encoded on the server: the start request may ask for H.264 (STREAM_VIDEO_CODEC "h264")
+# instead of JPEGs; the stream keeps its encoder (zero latency, no B-frames, a key frame first,
+# every 2 s and on request) until it ends or expires. Any request of such a stream may set the
+# target bitrate from then on (kbit/s) and ask for a key frame. Each frame is then one access unit
+# (Annex B, parameter sets before each key frame) in STREAM_H264, with STREAM_KEY_FRAME, and
+# STREAM_JPEG is empty; a JPEG stream's STREAM_H264 and STREAM_KEY_FRAME are empty.
+STREAM_VIDEO_CODEC = Tensor("VIDEO_CODEC", "BYTES", (1,))
+STREAM_BITRATE = Tensor("VIDEO_BITRATE_KBPS", "INT32", (1,))
+STREAM_FORCE_KEY_FRAME = Tensor("FORCE_KEY_FRAME", "BOOL", (1,))
+STREAM_H264 = Tensor("H264", "BYTES", (-1,))
+STREAM_KEY_FRAME = Tensor("KEY_FRAME", "BOOL", (-1,))
+STREAM_CODECS = ("jpeg", "h264")
+STREAM_INPUTS = (  # all optional: rules in the model
+    STREAM_AVATAR,
+    STREAM_AUDIO,
+    STREAM_AUDIO_INT16,
+    STREAM_VIDEO_CODEC,
+    STREAM_BITRATE,
+    STREAM_FORCE_KEY_FRAME,
+)
+STREAM_OUTPUTS = (STREAM_JPEG, STREAM_FRAME_INDEX, STREAM_H264, STREAM_KEY_FRAME)
 STREAM_MAX_CHUNK = SAMPLE_RATE  # samples: at most 1 s of audio a request
 STREAM_LOOKAHEAD = AUDIO_CONTEXT_SAMPLES  # samples after a frame before it is rendered
 MSG_STREAM_LIMIT = "stream limit {limit} reached"

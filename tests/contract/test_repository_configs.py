@@ -21,6 +21,7 @@ DTYPES = {
     "INT16": mc.TYPE_INT16,
     "INT32": mc.TYPE_INT32,
     "INT64": mc.TYPE_INT64,
+    "BOOL": mc.TYPE_BOOL,
     "BYTES": mc.TYPE_STRING,
 }
 AVATAR = "anna"

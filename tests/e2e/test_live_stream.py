@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 from synctalk_client import contract, synthetic
 from synctalk_client.render import render_video
 from synctalk_client.stream import LiveStream, StreamClosedError, StreamLimitError
+from synctalk_preprocessing import video
 from tests.e2e.one_frame_avatar import loaded_avatar
 from tools import paths
 from tools.serve import server_processes
@@ -114,6 +115,62 @@ def test_a_streamed_clip_is_the_rendered_clip_frame_for_frame(server, live_avata
     frames = stream_clip(server.grpc_url, live_avatar, audio, [int(s) for s in sizes])
     assert [f.index for f in frames] == list(range(len(rendered))), "every frame once, in order"
     assert [f.jpeg for f in frames] == rendered, "the same JPEG bytes as render --no-loop-back"
+
+
+def test_an_h264_stream_is_the_rendered_clip_encoded(server, live_avatar, clip, rendered):
+    """codec="h264": each frame one access unit, encoded on the server as the frames are rendered
+    (a SyncTalk_2D avatar's frames from <id>_from_features, the other's JPEGs decoded), a key frame
+    first and where asked; a new bitrate mid-stream; decoded, the rendered clip."""
+    import simplejpeg
+
+    frames = []
+    with LiveStream(server.grpc_url, live_avatar, codec="h264", bitrate_kbps=1500) as live:
+        for k, position in enumerate(range(0, len(clip), SPF)):
+            if k == 18:
+                live.request_key_frame()
+            if k == 24:
+                live.set_bitrate(3000)
+            frames += live.send(clip[position : position + SPF])
+        frames += live.end()
+    assert [f.index for f in frames] == list(range(len(rendered))), "every frame once, in order"
+    assert not any(f.jpeg for f in frames) and all(f.h264 for f in frames)
+    keys = [f.index for f in frames if f.key_frame]
+    assert keys[0] == 0 and len(keys) >= 3, f"a key frame first, on request, at the new bitrate: {keys}"
+    decoded = video.decode([f.h264 for f in frames])
+    assert len(decoded) == len(rendered)
+    expected = [simplejpeg.decode_jpeg(jpeg, colorspace="RGB") for jpeg in rendered]
+    worst = min(psnr(a, b) for a, b in zip(decoded, expected))
+    assert worst > 30, f"the rendered frames, encoded: PSNR {worst:.1f} dB at worst"
+
+
+def test_video_controls_are_checked_and_the_stream_lives_on(server, avatar, clip):
+    with LiveStream(server.grpc_url, avatar, codec="h264") as live:
+        live.send(clip[:SPF])
+        live.set_bitrate(50)
+        with pytest.raises(Exception, match="VIDEO_BITRATE_KBPS: bitrate 50 kbit/s: use 100 to 20000"):
+            live.send(clip[SPF : 2 * SPF])
+        frames = live.send(clip[2 * SPF : 20 * SPF])
+        assert frames and all(f.h264 for f in frames), "the stream lives on"
+    with LiveStream(server.grpc_url, avatar) as jpeg:
+        jpeg.send(clip[:SPF])
+        jpeg.request_key_frame()
+        with pytest.raises(Exception, match="FORCE_KEY_FRAME: stream [0-9]+ sends JPEGs; its start request asks"):
+            jpeg.send(clip[SPF : 2 * SPF])
+        assert all(f.jpeg for f in jpeg.send(clip[2 * SPF : 20 * SPF])), "the stream lives on"
+    bad = LiveStream(server.grpc_url, avatar)
+    bad.codec = "vp8"  # past the client's own check
+    try:
+        with pytest.raises(Exception, match=r"VIDEO_CODEC: 'vp8': use one of \('jpeg', 'h264'\)"):
+            bad.send(clip[:SPF])
+    finally:
+        bad.close()
+    with pytest.raises(ValueError, match="codec"):
+        LiveStream(server.grpc_url, avatar, codec="vp8")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 def executions(server, model: str) -> tuple[int, int]:
@@ -339,6 +396,12 @@ def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, 
         plain = [any(np.abs(face - colour).mean() < 4 for colour in COLOURS) for face in inside]
         assert all(plain[:8]) and all(plain[-8:]), "silent frames: the avatar's images"
         assert not any(plain[30:35]), "speech: the generator's faces"
+        # the same as H.264: the avatar's images (the background step's frames, encoded) and faces
+        with LiveStream(server.grpc_url, quiet, codec="h264") as live:
+            units = [f.h264 for i in range(0, len(audio), SPF) for f in live.send(audio[i : i + SPF])]
+            units += [f.h264 for f in live.end()]
+        decoded = [image[10:62, 22:74].astype(int) for image in video.decode(units)]
+        assert [any(np.abs(face - colour).mean() < 4 for colour in COLOURS) for face in decoded] == plain
         # what an idle stream costs: 3 s of silence played at real time, with and without
         costs = {}
         for name, avatar_id in (("silent_frames", quiet), ("generator", avatar)):

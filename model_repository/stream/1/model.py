@@ -28,6 +28,18 @@ each frame's 16 as the encoder step does, and sends them to the avatar's steps a
 input_validator's capacity). The end request, which tells the front end where the clip ends,
 encodes its windows afresh.
 
+Video encoded here: a start request may ask for H.264 (VIDEO_CODEC "h264") rather than JPEGs.
+The stream then keeps its encoder (``synctalk_preprocessing.video.H264Encoder``: the
+``video_encoder`` parameter, libx264 on the CPU profile, NVENC on the GPU profile; zero latency,
+a key frame first, every 2 s and on request) and answers each frame as one H.264 access unit with
+its key-frame flag: the frames themselves come from the steps of ``<id>_from_features`` but its
+JPEG encoder (no JPEG is made), the background step for silent frames, or, for a stream through
+the avatar's whole ensemble, its JPEGs decoded. Any request may set the target bitrate
+(VIDEO_BITRATE_KBPS) and ask for a key frame
+(FORCE_KEY_FRAME); a batch that fails makes the next frame a key frame (the viewer never got the
+frames the encoder referenced). Encoding runs on a thread pool, in the stream's turn, so the
+other streams go on meanwhile.
+
 Decoupled with an async execute: one instance serves every stream at once, awaiting the
 ensemble; each request gets one response, the frames with their indices (zero frames is an
 answer), or an error naming the problem: a malformed chunk (the stream lives on), an unknown or
@@ -40,6 +52,7 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +60,7 @@ import triton_python_backend_utils as pb_utils
 
 from synctalk_client import contract
 from synctalk_client.messages import CompositeBatchRequest
-from synctalk_preprocessing import admission, model_config
+from synctalk_preprocessing import admission, model_config, video
 
 # error codes by name (pb_utils.TritonError exists once the stub runs, not at import)
 INVALID, UNAVAILABLE, NOT_FOUND, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "NOT_FOUND", "INTERNAL"
@@ -87,6 +100,7 @@ class Stream:
         # its windows itself, and the encodings so far by index in upstream's padded window list
         self.by_features: tuple[str, str] | None = None
         self.windows: dict[int, np.ndarray] = {}
+        self.video: video.H264Encoder | None = None  # an H.264 stream's encoder (None: JPEGs)
 
     def append(self, chunk: np.ndarray) -> None:
         # keep only what frames from ``answered`` on need: the context before them
@@ -156,6 +170,15 @@ class TritonPythonModel:
         self.catch_up_batch = int(params.get("catch_up_batch", str(contract.MAX_BATCH_SIZE)))
         self.silence_threshold = float(params.get("silence_threshold", "0.001"))
         self.encode_windows = params.get("encode_windows", "1") != "0"
+        self.video_encoder = params.get("video_encoder", "libx264")
+        self.video_kbps = int(params.get("video_bitrate_kbps", str(video.DEFAULT_KBPS)))
+        if self.video_encoder not in video.ENCODERS or video.check_bitrate(self.video_kbps):
+            raise pb_utils.TritonModelException(
+                f"stream: video_encoder {self.video_encoder!r} / video_bitrate_kbps {self.video_kbps}: "
+                f"use one of {video.ENCODERS} and {video.MIN_KBPS}..{video.MAX_KBPS}"
+            )
+        # H.264 streams' encoding (PyAV releases the GIL while FFmpeg encodes): one thread a core
+        self.encoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-video")
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
         self.repository = Path(args["model_repository"]).parent
         # the door's gate (input_validator's capacity): a stream's frames sent past the door, to
@@ -173,11 +196,13 @@ class TritonPythonModel:
     async def _answer(self, request) -> None:
         sender = request.get_response_sender()
         try:
-            jpegs, indices = await self._serve(request)
+            jpegs, indices, units = await self._serve(request)
             response = pb_utils.InferenceResponse(
                 [
                     pb_utils.Tensor(contract.STREAM_JPEG.name, np.array(jpegs, dtype=np.object_)),
                     pb_utils.Tensor(contract.STREAM_FRAME_INDEX.name, np.array(indices, np.int64)),
+                    pb_utils.Tensor(contract.STREAM_H264.name, np.array([u for u, _ in units], dtype=np.object_)),
+                    pb_utils.Tensor(contract.STREAM_KEY_FRAME.name, np.array([k for _, k in units], dtype=bool)),
                 ]
             )
         except StreamError as exc:
@@ -191,13 +216,26 @@ class TritonPythonModel:
         if not stream_id:
             raise StreamError("a stream request needs a sequence id (correlation id) other than 0")
         self._expire(now)
-        chunk = self._chunk(request)  # a malformed chunk is refused before the state changes
+        # a malformed chunk or video control is refused before the state changes
+        chunk, (codec, kbps, key_frame) = self._chunk(request), self._video_controls(request, bool(flags & START))
         if flags & START:
             stream = self._open(stream_id, request, now)
+            if codec == "h264":
+                stream.video = video.H264Encoder(contract.FPS, kbps or self.video_kbps, self.video_encoder)
         else:
             stream = self.streams.get(stream_id)
             if stream is None:
                 raise StreamError(self._not_open(stream_id), NOT_FOUND)
+            if (kbps or key_frame) and stream.video is None:
+                raise StreamError(
+                    f"{(contract.STREAM_BITRATE if kbps else contract.STREAM_FORCE_KEY_FRAME).name}: stream "
+                    f'{stream_id} sends JPEGs; its start request asks for {contract.STREAM_VIDEO_CODEC.name} "h264"'
+                )
+        if stream.video is not None:
+            if kbps:
+                stream.video.set_bitrate(kbps)
+            if key_frame:
+                stream.video.request_key_frame()
         stream.last_seen = now
         # the audio joins the stream on arrival, before the stream's turn: a request that waits
         # behind a slow one brings its audio to it, so a stream that falls behind catches up in
@@ -214,22 +252,76 @@ class TritonPythonModel:
                 (first, last, None if quiet else stream.batch_request(first, last))
                 for first, last, quiet in stream.runs(frames, self.silence_threshold, self.catch_up_batch)
             ]
-            jpegs = []
+            jpegs, units, rgb = [], [], stream.video is not None
             try:
                 for first, last, batch in batches:
                     if batch is None:
-                        jpegs += await self._avatar_frames(stream.avatar, first, last)
+                        rendered = await self._avatar_frames(stream.avatar, first, last, rgb)
                     elif stream.by_features:
-                        jpegs += await self._render_by_features(stream, batch)
+                        rendered = await self._render_by_features(stream, batch, rgb)
                     else:
-                        jpegs += await self._render(batch)
+                        rendered = await self._render(batch)
+                    if rgb:
+                        units += await self._encode(stream.video, rendered)
+                    else:
+                        jpegs += rendered
             except StreamError:
                 if not flags & END:  # the stream lives on: its next request renders these frames again
                     stream.next_frame = frames.start
+                    if stream.video is not None:  # and the frames encoded but not sent are nobody's reference
+                        stream.video.request_key_frame()
                 raise
+            finally:
+                if flags & END and stream.video is not None:
+                    stream.video.close()
             stream.answered = frames.stop
             stream.last_seen = time.monotonic()
-        return jpegs, list(frames)
+        return jpegs, list(frames), units
+
+    async def _encode(self, encoder: video.H264Encoder, frames) -> list[tuple[bytes, bool]]:
+        """A batch's frames (RGB [B, H, W, 3], or JPEGs from a whole ensemble) as H.264 access
+        units with their key-frame flags, encoded on the pool (the event loop serves on)."""
+
+        def encode():
+            import simplejpeg
+
+            return [
+                encoder.encode(simplejpeg.decode_jpeg(frame) if isinstance(frame, bytes) else frame) for frame in frames
+            ]
+
+        return await asyncio.get_running_loop().run_in_executor(self.encoding, encode)
+
+    def _video_controls(self, request, start: bool) -> tuple[str, int | None, bool]:
+        """The request's codec (a start request's; "jpeg" unless it asks for "h264"), target
+        bitrate (None: unchanged) and key-frame request, each checked."""
+        codec, kbps, key_frame = "jpeg", None, False
+        if (tensor := pb_utils.get_input_tensor_by_name(request, contract.STREAM_VIDEO_CODEC.name)) is not None:
+            values = tensor.as_numpy().reshape(-1)
+            name = values[0] if len(values) else b""
+            name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            if not start:
+                raise StreamError(
+                    f"{contract.STREAM_VIDEO_CODEC.name}: a stream's codec is chosen by its start request"
+                )
+            if name not in contract.STREAM_CODECS:
+                raise StreamError(f"{contract.STREAM_VIDEO_CODEC.name}: {name!r}: use one of {contract.STREAM_CODECS}")
+            codec = name
+        if (tensor := pb_utils.get_input_tensor_by_name(request, contract.STREAM_BITRATE.name)) is not None:
+            values = tensor.as_numpy().reshape(-1)
+            if len(values) != 1:
+                raise StreamError(f"{contract.STREAM_BITRATE.name}: one value, got {len(values)}")
+            problem = video.check_bitrate(int(values[0]))
+            if problem:
+                raise StreamError(f"{contract.STREAM_BITRATE.name}: {problem}")
+            kbps = int(values[0])
+        if (tensor := pb_utils.get_input_tensor_by_name(request, contract.STREAM_FORCE_KEY_FRAME.name)) is not None:
+            key_frame = bool(tensor.as_numpy().reshape(-1).any())
+        if start and codec == "jpeg" and (kbps or key_frame):
+            raise StreamError(
+                f"{(contract.STREAM_BITRATE if kbps else contract.STREAM_FORCE_KEY_FRAME).name}: "
+                f'a JPEG stream; ask for {contract.STREAM_VIDEO_CODEC.name} "h264" in the start request'
+            )
+        return codec, kbps, key_frame
 
     def _chunk(self, request) -> np.ndarray:
         given = [
@@ -298,14 +390,17 @@ class TritonPythonModel:
         found = re.search(r'key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*"([^"]*)"', text)
         return found[1] if found else None
 
-    async def _avatar_frames(self, avatar: str, first: int, last: int) -> list[bytes]:
+    async def _avatar_frames(self, avatar: str, first: int, last: int, rgb: bool = False):
         """Silent frames as the avatar's own images (ping-ponged as FRAME_INDEX picks them), JPEG
-        encoded by the avatar's encoder: its background step and encoder, no generator run."""
+        encoded by the avatar's encoder: its background step and encoder, no generator run (with
+        ``rgb``, the images themselves, [B, H, W, 3])."""
         models = contract.avatar_models(avatar)
         index = np.arange(first, last, dtype=np.int64)[:, None]
         background = await self._call(
             models["background"], [pb_utils.Tensor(contract.FRAME_INDEX.name, index)], contract.BACKGROUND.name
         )
+        if rgb:
+            return _host(background)
         frames = pb_utils.Tensor.from_dlpack(contract.PASTED_FRAMES.name, background.to_dlpack())
         jpegs = await self._call(models["jpeg_encoder"], [frames], contract.JPEG.name)
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
@@ -347,12 +442,13 @@ class TritonPythonModel:
         jpegs = await self._call(batch.model_id, inputs, contract.JPEG.name)
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
 
-    async def _render_by_features(self, stream: Stream, batch: CompositeBatchRequest) -> list[bytes]:
+    async def _render_by_features(self, stream: Stream, batch: CompositeBatchRequest, rgb: bool = False):
         """The batch's frames as the avatar's ensemble renders them, each audio window encoded once
         per stream: the front end's 16 neighbouring windows of each frame (row i's neighbour j is
         the request's distinct window i + j, at index first - 8 + i + j of upstream's padded list),
         the windows not encoded yet through the window encoder, each frame's 16 encodings times its
-        mask stacked as the encoder step stacks them, then <id>_from_features."""
+        mask stacked as the encoder step stacks them, then <id>_from_features (its JPEGs; with
+        ``rgb``, its steps but the JPEG encoder: the frames, [B, H, W, 3])."""
         from_features, window_encoder = stream.by_features
         tensors = batch.tensors(AVATAR_INPUTS, optional=AVATAR_OPTIONAL)
         n_frames, first = len(tensors[contract.AUDIO.name]), batch.start_frame_idx
@@ -392,12 +488,35 @@ class TritonPythonModel:
                     if t.name in tensors
                 ),
             ]
-            jpegs = await self._call(from_features, inputs, contract.JPEG.name)
+            if rgb:
+                frames = await self._frames_rgb(stream.avatar, inputs)
+            else:
+                jpegs = await self._call(from_features, inputs, contract.JPEG.name)
         except BaseException:
             if ticket != admission.NO_TICKET:  # its last step did not give it back
                 self.gate.release(ticket)
             raise
+        if rgb:
+            if ticket != admission.NO_TICKET:  # the JPEG encoder's step, which gives it back, did not run
+                self.gate.release(ticket)
+            return frames
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
+
+    async def _frames_rgb(self, avatar: str, inputs: list) -> np.ndarray:
+        """The steps of <id>_from_features (``contract.avatar_face_steps``) but its JPEG encoder,
+        one BLS request each, its tensors passed on as they are (DLPack): the frames themselves,
+        [B, H, W, 3], for a stream's video encoder."""
+        tensors = {tensor.name(): tensor for tensor in inputs}
+        *steps, _jpeg_encoder = contract.avatar_face_steps(avatar)
+        for model, input_map, output_map in steps:
+            sent = [
+                pb_utils.Tensor.from_dlpack(name, tensors[tensor].to_dlpack())
+                for name, tensor in input_map.items()
+                if tensor in tensors
+            ]
+            got = await self._call(model, sent, tuple(output_map))
+            tensors.update({output_map[name]: tensor for name, tensor in zip(output_map, got)})
+        return _host(tensors[contract.FRAMES_RGB.name])
 
     async def _admit(self, frames: int) -> int:
         """A ticket of the door's gate for ``frames`` frames (admission.NO_TICKET with no gate);
@@ -412,7 +531,9 @@ class TritonPythonModel:
         raise StreamError(message, UNAVAILABLE)
 
     def _close(self, stream_id: int, why: str) -> None:
-        self.streams.pop(stream_id, None)
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and stream.video is not None and why == "expired":
+            stream.video.close()
         self.ended[stream_id] = why
         while len(self.ended) > 4 * self.max_streams:
             self.ended.popitem(last=False)
@@ -430,5 +551,18 @@ class TritonPythonModel:
         return contract.MSG_STREAM_NOT_OPEN.format(stream_id=stream_id, idle_s=self.idle_s)
 
     def finalize(self):
+        self.encoding.shutdown(wait=True)
+        for stream in self.streams.values():
+            if stream.video is not None:
+                stream.video.close()
         if self.gate is not None:
             self.gate.close()
+
+
+def _host(tensor) -> np.ndarray:
+    """A BLS output's array in host memory (a GPU step's output comes back in GPU memory)."""
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    import cupy  # deploy/requirements-server.txt; a 720p frame is 2.7 MB over PCIe (~0.2 ms)
+
+    return cupy.from_dlpack(tensor).get()

@@ -1,0 +1,89 @@
+"""A live stream's H.264 encoder (synctalk_preprocessing.video): key frames where a viewer needs
+them, one access unit a frame at once, a bitrate that changes, and what comes out decodes to the
+frames that went in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synctalk_preprocessing import video
+
+H, W = 144, 176
+
+
+def moving_frames(n: int, height: int = H, width: int = W) -> list[np.ndarray]:
+    """Smooth, moving content (what a face is to an encoder, not noise)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return [
+        np.stack(
+            [
+                128 + 100 * np.sin(xx / 17 + i * 0.3) * np.cos(yy / 23 - i * 0.2),
+                128 + 100 * np.sin(xx / 9 - i * 0.5),
+                128 + 60 * np.cos((xx + yy) / 31 + i * 0.1),
+            ],
+            -1,
+        ).astype(np.uint8)
+        for i in range(n)
+    ]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+
+
+def test_each_frame_is_one_access_unit_at_once_and_decodes_to_the_frame():
+    encoder = video.H264Encoder(fps=25, bitrate_kbps=2000)
+    frames = moving_frames(30)
+    units = [encoder.encode(frame) for frame in frames]  # each call returns its frame's bytes
+    assert all(unit.startswith(b"\x00\x00\x00\x01") or unit.startswith(b"\x00\x00\x01") for unit, _ in units)
+    decoded = video.decode([unit for unit, _ in units])
+    assert len(decoded) == len(frames)
+    assert min(psnr(d, f) for d, f in zip(decoded, frames)) > 30
+
+
+def test_key_frames_first_every_interval_and_on_request():
+    encoder = video.H264Encoder(fps=25, keyframe_interval_s=1.0)
+    keys = []
+    for i, frame in enumerate(moving_frames(60)):
+        if i == 37:
+            encoder.request_key_frame()
+        keys.append(encoder.encode(frame)[1])
+    assert [i for i, key in enumerate(keys) if key] == [0, 25, 37, 50]
+    # a viewer that joins at a key frame decodes from there (the parameter sets come with it)
+    encoder = video.H264Encoder(fps=25, keyframe_interval_s=1.0)
+    units = [encoder.encode(frame)[0] for frame in moving_frames(30)]
+    assert len(video.decode(units[25:])) == 5
+
+
+def test_a_new_bitrate_takes_effect_at_once_with_a_key_frame():
+    sizes = {}
+    for first, then in ((3000, 300), (300, 3000)):
+        encoder = video.H264Encoder(fps=25, bitrate_kbps=first)
+        units = []
+        for i, frame in enumerate(moving_frames(60)):
+            if i == 30:
+                encoder.set_bitrate(then)
+            units.append(encoder.encode(frame))
+        assert units[30][1], "the first frame at a new bitrate is a key frame"
+        assert len(video.decode([u for u, _ in units])) == 60, "one stream, decodable across the change"
+        sizes[first, then] = (np.mean([len(u) for u, _ in units[10:30]]), np.mean([len(u) for u, _ in units[40:]]))
+    assert sizes[3000, 300][1] < 0.4 * sizes[3000, 300][0]
+    assert sizes[300, 3000][1] > 2.5 * sizes[300, 3000][0]
+
+
+def test_bitrates_out_of_range_and_unknown_encoders_are_refused():
+    for kbps in (0, video.MIN_KBPS - 1, video.MAX_KBPS + 1):
+        with pytest.raises(ValueError, match="kbit/s"):
+            video.H264Encoder(bitrate_kbps=kbps)
+        with pytest.raises(ValueError, match="kbit/s"):
+            video.H264Encoder().set_bitrate(kbps)
+    with pytest.raises(ValueError, match="encoder"):
+        video.H264Encoder(encoder="libvpx")
+
+
+def test_odd_sizes_lose_their_last_row_and_column():
+    encoder = video.H264Encoder()
+    unit, key = encoder.encode(moving_frames(1, 73, 97)[0])
+    assert key and video.decode([unit])[0].shape == (72, 96, 3)
