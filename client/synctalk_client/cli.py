@@ -284,7 +284,7 @@ def cmd_web(args) -> int:
         raise UsageError(
             f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
         ) from None
-    serve(args.url, host=args.host, port=args.port)
+    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server)
     return 0
 
 
@@ -459,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address the page listens on (default 127.0.0.1: this host only)"
     )
     web.add_argument("--port", type=positive, default=7860, help="the page's port (default 7860)")
+    web.add_argument(
+        "--ice-server",
+        action="append",
+        help="WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL (repeatable; else SYNCTALK_ICE_SERVERS)",
+    )
     command("models", cmd_models, "list the repository's models")
     command("health", cmd_health, "server liveness/readiness and model states")
     for name, func, text in (

@@ -12,10 +12,14 @@ from tools import paths
 PACKAGES = {
     "benchmarks": paths.ROOT / "benchmarks",
     "tools": paths.ROOT / "tools",
+    "synctalk_webrtc": paths.ROOT / "webrtc" / "synctalk_webrtc",
     "synctalk_preprocessing": paths.ROOT / "preprocessing" / "synctalk_preprocessing",
     "synctalk_client": paths.ROOT / "client" / "synctalk_client",
 }
 ORDER = list(PACKAGES)
+# the one import against the direction: the page's server mounts the WebRTC service's routes (made
+# where the page is built, and optional: the page serves its WebSocket path without aiortc)
+MOUNTS = {("synctalk_client.web.app", "synctalk_webrtc.service")}
 
 
 def module_name(package: str, path: Path) -> str:
@@ -48,7 +52,7 @@ def test_the_packages_import_in_one_direction():
     for module, imported in module_graph().items():
         for target in imported:
             source, dest = module.split(".")[0], target.split(".")[0]
-            assert ORDER.index(dest) >= ORDER.index(source), f"{module} imports {target}"
+            assert ORDER.index(dest) >= ORDER.index(source) or (module, target) in MOUNTS, f"{module} imports {target}"
 
 
 def test_no_import_cycle():

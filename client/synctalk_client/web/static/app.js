@@ -1,7 +1,8 @@
 "use strict";
 // The page: a Render tab (upload or record, render on the server, play the MP4) and a Live tab
-// (the microphone or a file streamed to an avatar over a WebSocket, frames shown on the audio's
-// clock). It talks to the page's server only (synctalk_client.web.app).
+// (the microphone or a file streamed to an avatar: over WebRTC, webrtc.js, or the WebSocket
+// fallback, JPEG frames shown on the audio's clock). It talks to the page's server only
+// (synctalk_client.web.app, which mounts the WebRTC service's /offer).
 
 const SAMPLE_RATE = 16000; // what the server takes: the AudioContext resamples to it
 const FPS = 25;
@@ -255,7 +256,7 @@ function newLive() {
     socket: null, stopSource: null, flush: null, ending: false, timer: null, playout: null, audio: null,
     fileBuffer: null,
     t0: 0, firstArrival: null, clock: null, frames: new Map(), received: 0, shown: -1,
-    delays: [], ended: false, failed: false,
+    delays: [], ended: false, failed: false, pc: null, stats: [], statsTimer: null,
     chunk: Math.round((Number($("live-chunk").value) * SAMPLE_RATE) / 1000), // samples a request
   };
 }
@@ -270,6 +271,8 @@ function liveError(message) {
 }
 
 function stopSource() {
+  if (live.statsTimer) clearInterval(live.statsTimer);
+  live.statsTimer = null;
   if (live.timer) clearInterval(live.timer);
   live.timer = null;
   if (live.stopSource) live.stopSource();
@@ -280,6 +283,14 @@ function stopSource() {
 // Stop (or the file's last sample): what the source holds is sent, then the end; nothing after it
 function finish() {
   if (live.ending) return;
+  if (live.pc) {
+    // WebRTC: the peer closes, and the server ends its stream at once
+    stopSource();
+    live.ending = true;
+    $("live-status").textContent = "stopped";
+    $("live-start").disabled = false;
+    return;
+  }
   if (live.flush) live.flush();
   stopSource();
   live.ending = true;
@@ -416,6 +427,7 @@ $("live-form").addEventListener("submit", async (event) => {
   say($("live-error"), "");
   if (live && live.playout) clearInterval(live.playout);
   if (live && live.audio) live.audio.stop();
+  if (live && live.pc) live.pc.close();
   live = newLive();
   const avatar = $("live-model").value;
   if (!avatar) {
@@ -442,6 +454,14 @@ $("live-form").addEventListener("submit", async (event) => {
   }
   $("live-start").disabled = true;
   $("live-status").textContent = "connecting…";
+  const webrtc = $("live-transport").value === "webrtc";
+  $("live-video").hidden = !webrtc;
+  $("live-frame").hidden = webrtc;
+  if (webrtc) {
+    const mine = live;
+    startWebRTC(mine, avatar).catch((error) => mine === live && liveError(error.message));
+    return;
+  }
   const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live`);
   socket.binaryType = "arraybuffer";
   live.socket = socket;

@@ -1,0 +1,133 @@
+"use strict";
+// The Live tab over WebRTC: the microphone (or a file played as one) is the offer's audio track;
+// the answer brings the avatar's video (H.264, encoded on the Triton server) and its voice (Opus),
+// in one MediaStream, so the browser plays them in sync. Signalling: POST /offer (the WebRTC
+// service the page's server mounts, synctalk_webrtc). Shown from getStats() each second: the
+// frame rate, the bitrate, the audio/video offset (audio minus video estimatedPlayoutTimestamp)
+// and the delay behind the voice (a shown frame's display time against when its speech started
+// to play into the offer's track).
+
+function iceGathered(pc) {
+  // aiortc takes a complete offer (no trickle): wait for the candidates, at most 3 s
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => pc.iceGatheringState === "complete" && resolve();
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000);
+  });
+}
+
+async function speechTrack(fileBuffer) {
+  if (fileBuffer) {
+    const ctx = await context();
+    const node = ctx.createBufferSource();
+    node.buffer = fileBuffer;
+    const out = ctx.createMediaStreamDestination();
+    node.connect(out);
+    let started = false;
+    const start = () => {
+      started = true;
+      node.start();
+    };
+    return { stream: out.stream, start, stop: () => started && node.stop() }; // stop() before start() throws
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 },
+  });
+  return { stream, start: () => {}, stop: () => stream.getTracks().forEach((t) => t.stop()) };
+}
+
+async function startWebRTC(session, avatar) {
+  const config = await api("/webrtc/config");
+  const pc = new RTCPeerConnection({ iceServers: config.iceServers });
+  session.pc = pc;
+  const speech = await speechTrack(session.fileBuffer);
+  session.stopSource = () => {
+    speech.stop();
+    pc.close();
+  };
+  speech.stream.getAudioTracks().forEach((track) => pc.addTrack(track, speech.stream));
+  const video = pc.addTransceiver("video", { direction: "recvonly" });
+  const h264 = RTCRtpReceiver.getCapabilities("video").codecs.filter((c) => c.mimeType === "video/H264");
+  if (h264.length) video.setCodecPreferences(h264);
+  const remote = new MediaStream();
+  const element = $("live-video");
+  element.muted = !session.fileBuffer; // the microphone's own voice is not played back to it
+  pc.addEventListener("track", (event) => {
+    remote.addTrack(event.track);
+    element.srcObject = remote;
+  });
+  pc.addEventListener("connectionstatechange", () => {
+    if (session !== live) return;
+    if (pc.connectionState === "connected") {
+      session.t0 = performance.now();
+      speech.start();
+      $("live-status").textContent = `streaming to ${avatar} over WebRTC`;
+      $("live-stop").disabled = false;
+    } else if (pc.connectionState === "failed") {
+      liveError("the WebRTC connection failed (a TURN server is needed across NATs: see the README)");
+    }
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGathered(pc);
+  const answer = await api("/offer", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type, avatar }),
+  });
+  await pc.setRemoteDescription(answer);
+  watchFrames(session, element);
+  session.statsTimer = setInterval(() => showStats(session), 1000);
+}
+
+function watchFrames(session, element) {
+  // each shown frame: its RTP timestamp says which frame it is (3600 ticks of 90 kHz a frame)
+  if (!element.requestVideoFrameCallback) return;
+  const onFrame = (now, meta) => {
+    if (session !== live || session.failed) return;
+    if (meta.rtpTimestamp !== undefined && session.t0) {
+      if (session.firstRtp === undefined) session.firstRtp = meta.rtpTimestamp;
+      const index = Math.round(((meta.rtpTimestamp - session.firstRtp) >>> 0) / 3600);
+      session.delays.push(meta.expectedDisplayTime - (session.t0 + ((index + 1) * 1000) / FPS));
+      if (session.delays.length > 250) session.delays.shift();
+    }
+    element.requestVideoFrameCallback(onFrame);
+  };
+  element.requestVideoFrameCallback(onFrame);
+}
+
+async function showStats(session) {
+  if (!session.pc || session !== live) return;
+  const report = await session.pc.getStats();
+  const inbound = {};
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp") inbound[s.kind] = s;
+  });
+  const v = inbound.video;
+  const a = inbound.audio;
+  if (!v) return;
+  const now = performance.now();
+  const bits = session.lastBytes === undefined ? null : ((v.bytesReceived - session.lastBytes) * 8) / ((now - session.lastAt) / 1000);
+  session.lastBytes = v.bytesReceived;
+  session.lastAt = now;
+  const stats = {
+    framesDecoded: v.framesDecoded || 0,
+    fps: v.framesPerSecond || 0,
+    kbps: bits === null ? null : bits / 1000,
+    offsetMs: a && a.estimatedPlayoutTimestamp && v.estimatedPlayoutTimestamp ? a.estimatedPlayoutTimestamp - v.estimatedPlayoutTimestamp : null,
+    // each track's jitter buffer (the receiver's own delay) and the voice the receiver made up
+    audioBufferMs: a && a.jitterBufferEmittedCount ? (1000 * a.jitterBufferDelay) / a.jitterBufferEmittedCount : null,
+    videoBufferMs: v.jitterBufferEmittedCount ? (1000 * v.jitterBufferDelay) / v.jitterBufferEmittedCount : null,
+    concealedMs: a ? (1000 * (a.concealedSamples || 0)) / (a.clockRate || 48000) : null,
+  };
+  session.stats.push(stats);
+  $("live-frames").textContent = String(stats.framesDecoded);
+  $("live-fps").textContent = `${stats.fps.toFixed(1)} frames/s`;
+  if (stats.kbps !== null) $("live-bitrate").textContent = `${Math.round(stats.kbps)} kbit/s`;
+  if (stats.offsetMs !== null) $("live-offset").textContent = `${Math.round(stats.offsetMs)} ms`;
+  if (session.delays.length) {
+    const sorted = [...session.delays].sort((x, y) => x - y);
+    $("live-delay").textContent = `${Math.round(sorted[Math.floor(sorted.length / 2)])} ms (median of ${sorted.length} frames)`;
+  }
+  document.body.dataset.liveStats = JSON.stringify(session.stats);
+}

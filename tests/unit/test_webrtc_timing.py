@@ -1,0 +1,105 @@
+"""The WebRTC peer's clock, bitrate policy and ICE settings: pure logic, no network."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, BitrateFollower
+from synctalk_webrtc.service import ice_servers
+from synctalk_webrtc.timing import PlayoutClock
+from synctalk_webrtc.tracks import SpeechBuffer
+
+
+class FakeTime:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_clock_starts_with_the_first_frame_and_the_voice_slips_only_for_late_frames():
+    async def run():
+        now = FakeTime()
+        clock = PlayoutClock(margin_s=0.08, slack_s=0.02, now=now)
+        await clock.frame_arrived(0)
+        assert clock.t0 == pytest.approx(100.08)
+        assert clock.due(10.0) == pytest.approx(110.08), "content time 10 s: 10 s after t0"
+        now.t = 100.5  # the voice at 0.4 s found its frame in time: nothing moves
+        clock.slip(0.4)
+        assert clock.t0 == pytest.approx(100.08)
+        now.t = 100.6  # the voice at 0.4 s had to wait for its frame until 0.12 s past its time
+        assert clock.slip(0.4)
+        assert clock.t0 == pytest.approx(100.24) and clock.slipped_s == pytest.approx(0.16), "and half the margin"
+        assert clock.due(0.44) == pytest.approx(100.68), "everything after moves with it"
+
+    asyncio.run(run())
+
+
+def test_the_voice_waits_for_the_frame_that_shows_it():
+    async def run():
+        clock = PlayoutClock()
+        waiting = asyncio.ensure_future(clock.until_frame(3))
+        for index in range(3):
+            await clock.frame_arrived(index)
+            await asyncio.sleep(0)
+            assert not waiting.done()
+        await clock.frame_arrived(3)
+        await asyncio.wait_for(waiting, 1)
+
+    asyncio.run(run())
+
+
+def test_the_bitrate_follows_the_viewers_estimate_within_bounds_and_not_too_often():
+    follower = BitrateFollower(1500)
+    assert follower.estimate(10_000_000, now=0.0) == MAX_KBPS, "at most 3 Mbit/s"
+    assert follower.estimate(100_000, now=0.5) is None, "at most one change a second"
+    assert follower.estimate(100_000, now=1.0) == MIN_KBPS, "at least 300 kbit/s"
+    assert follower.estimate(380_000, now=5.0) is None, "a change of under 15 % is not worth a key frame"
+    assert follower.estimate(1_000_000, now=6.0) == 850, "85 % of the estimate"
+
+
+def test_speech_is_kept_until_the_voice_has_played_it():
+    speech = SpeechBuffer()
+    speech.append(np.arange(1, 1001, dtype=np.int16))  # sample n is n + 1
+    assert list(speech.take(-4, 8, keep=8)) == [0, 0, 0, 0, 1, 2, 3, 4], "before the speech: silence"
+    assert list(speech.take(0, 320, keep=10)) == list(range(1, 321))
+    assert speech.first == 310, "what was played is forgotten, but for what is kept"
+    assert list(speech.take(310, 330)) == list(range(311, 641))
+    assert list(speech.take(900, 200)[:100]) == list(range(901, 1001)) and not speech.take(900, 200)[100:].any()
+
+
+def test_the_voice_leaves_at_48_khz_in_chunks_that_join_up():
+    """20 ms chunks resampled one by one with their context are the whole speech resampled."""
+    import soxr
+
+    from synctalk_webrtc.tracks import RESAMPLE_PAD, UP, VOICE_CHUNK, VOICE_RATE
+
+    t = np.arange(16000) / 16000
+    speech = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    buffer = SpeechBuffer()
+    buffer.append(speech)
+    chunks = []
+    for start in range(0, 16000 - VOICE_CHUNK - RESAMPLE_PAD, VOICE_CHUNK):
+        window = buffer.take(start - RESAMPLE_PAD, VOICE_CHUNK + 2 * RESAMPLE_PAD, keep=2 * RESAMPLE_PAD)
+        voice = soxr.resample(window.astype(np.float32) / 32768.0, 16000, VOICE_RATE)
+        chunks.append(voice[RESAMPLE_PAD * UP : (RESAMPLE_PAD + VOICE_CHUNK) * UP])
+    joined = np.concatenate(chunks)
+    whole = soxr.resample(speech.astype(np.float32) / 32768.0, 16000, VOICE_RATE)[: len(joined)]
+    assert np.abs(joined - whole)[1000:].max() < 2e-3, "no clicks at the joins, no delay"
+
+
+def test_ice_servers_from_flags_or_the_environment():
+    assert ice_servers(None, {}) == [], "none: host candidates only, no public STUN server"
+    flags = ["stun:stun.example.org:3478", "turn:turn.example.org:3478?transport=udp,avatar,secret"]
+    assert ice_servers(flags, {}) == [
+        {"urls": "stun:stun.example.org:3478"},
+        {"urls": "turn:turn.example.org:3478?transport=udp", "username": "avatar", "credential": "secret"},
+    ]
+    environ = {"SYNCTALK_ICE_SERVERS": '[{"urls": "turn:10.0.0.1:3478", "username": "u", "credential": "c"}]'}
+    assert ice_servers(None, environ) == [{"urls": "turn:10.0.0.1:3478", "username": "u", "credential": "c"}]
+    with pytest.raises(ValueError, match="USERNAME,CREDENTIAL"):
+        ice_servers(["turn:turn.example.org:3478,avatar"], {})
