@@ -561,7 +561,10 @@ def test_the_edge_runs_plain_envoy_from_a_generated_configmap_in_front_of_every_
     assert docs["PodDisruptionBudget/synctalk-edge"]["spec"]["minAvailable"] == 1
     assert docs["PodDisruptionBudget/synctalk-triton"]["spec"]["maxUnavailable"] == 1
     policy = docs["NetworkPolicy/synctalk-edge"]["spec"]
-    assert policy["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"synctalk.io/client": "true"}}}]
+    assert policy["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"synctalk.io/client": "true"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-webrtc"}}},
+    ]
     assert policy["egress"][0]["to"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-triton"}}}
     ]
@@ -609,3 +612,21 @@ def test_a_placed_pod_loads_the_shared_steps_and_its_share_only(tmp_path, models
     (store / placement.FILE).unlink()
     done = run_entrypoint(tmp_path, command, {**env, "SYNCTALK_REPLICA": pods[0]})
     assert done.stdout.splitlines()[1:3] == command[1:] and "--load-model=anna" not in done.stdout  # every model
+
+
+def test_the_webrtc_service_runs_on_its_own_beside_the_edge():
+    """Compose and Kubernetes run synctalk-webrtc (a console script of the image's install) from the
+    server's image, calling the edge's gRPC port, its media on the host's network (compose) or
+    through the TURN servers of an optional Secret (Kubernetes); the edge lets its pods in (the
+    edge's test above)."""
+    import tomllib
+
+    scripts = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["synctalk-webrtc"] == "synctalk_webrtc.service:main"
+    service = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["webrtc"]
+    assert service["entrypoint"] == ["synctalk-webrtc"] and "--triton-url=127.0.0.1:8001" in service["command"]
+    assert service["network_mode"] == "host" and "SYNCTALK_ICE_SERVERS" in service["environment"]
+    (deployment, _) = yaml.safe_load_all((K8S / "webrtc-deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["synctalk-webrtc"] and "--triton-url=synctalk-edge:8001" in container["args"]
+    assert container["envFrom"][0]["secretRef"]["name"] == "synctalk-ice-servers"
