@@ -103,3 +103,41 @@ def test_ice_servers_from_flags_or_the_environment():
     assert ice_servers(None, environ) == [{"urls": "turn:10.0.0.1:3478", "username": "u", "credential": "c"}]
     with pytest.raises(ValueError, match="USERNAME,CREDENTIAL"):
         ice_servers(["turn:turn.example.org:3478,avatar"], {})
+
+
+def test_the_viewers_remb_and_pli_reach_the_stream():
+    """The video sender's RTCP is seen before aiortc's own handler (which feeds only its own
+    encoders): REMB sets the stream's bitrate, PLI asks it for a key frame, and aiortc still gets both."""
+    from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+
+    from synctalk_webrtc.peer import AvatarPeer
+
+    class Stream:
+        def __init__(self):
+            self.bitrates, self.key_frames = [], 0
+
+        def set_bitrate(self, kbps):
+            self.bitrates.append(kbps)
+
+        def request_key_frame(self):
+            self.key_frames += 1
+
+    class Sender:
+        def __init__(self):
+            self.handled = []
+
+        async def _handle_rtcp_packet(self, packet):
+            self.handled.append(packet)
+
+    async def run():
+        peer, sender = AvatarPeer("localhost:1", "anna"), Sender()
+        peer.stream = Stream()
+        peer.follow(sender)
+        remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(600_000, [2]))
+        pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=2)
+        for packet in (remb, pli, pli):  # the second PLI within 0.5 s: one key frame
+            await sender._handle_rtcp_packet(packet)
+        assert peer.stream.bitrates == [510] and peer.stream.key_frames == 1
+        assert len(sender.handled) == 3
+
+    asyncio.run(run())

@@ -187,7 +187,10 @@ class AvatarPeer:
 
     # -- frames out ---------------------------------------------------------------------------
     def _answered(self, frames, error) -> None:  # on the gRPC stream's thread
-        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error)))
+        try:
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error)))
+        except RuntimeError:  # the loop has closed (the service stopped): nobody to deliver to
+            pass
 
     async def _deliver(self, frames, error) -> None:
         if error is not None:
