@@ -118,7 +118,7 @@ def test_a_viewer_gets_the_avatars_video_and_voice_in_time(server, avatar, speec
         f"{len(video)} frames, {rate:.1f} frames/s, {bytes_sent / max(sent, 1):.0f} B/frame, "
         f"{kbps} kbit/s, voice slipped {slipped:.2f} s"
     )
-    assert len(video) >= 40 and 23 <= rate <= 27, "25 frames a second"
+    assert len(video) >= 30 and 23 <= rate <= 27, "25 frames a second"
     assert video[0][3].shape == (72, 96, 3), "the avatar's frames, whole"
     assert np.std([v[3].mean() for v in video]) > 0.5, "the frames change with the speech"
     assert bytes_sent * 8 / (sent / contract.FPS) < 3e6, "under 3 Mbit/s"

@@ -72,6 +72,7 @@ class Peers:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.peers: dict[RTCPeerConnection, AvatarPeer] = {}
+        self.opening = 0
 
     async def offer(self, request: web.Request) -> web.Response:
         try:
@@ -82,19 +83,27 @@ class Peers:
             return refuse(400, 'the body is JSON {"sdp": ..., "type": "offer", "avatar": "<id>"}')
         if offer.type != "offer":
             return refuse(400, f'type must be "offer", got {offer.type!r}')
-        if len(self.peers) >= self.settings.max_peers:
+        lines = offer.sdp.splitlines()
+        if not any(line.startswith("m=video") for line in lines):
+            return refuse(400, "offer: it must receive video (a video transceiver)")
+        if not any("H264/90000" in line for line in lines):
+            return refuse(400, "offer: the viewer does not receive H.264")
+        if len(self.peers) + self.opening >= self.settings.max_peers:
             return refuse(503, MSG_PEER_LIMIT.format(limit=self.settings.max_peers))
-        problem = await asyncio.get_running_loop().run_in_executor(None, self._avatar_problem, avatar)
-        if problem:
-            return refuse(404, problem)
-        peer = AvatarPeer(self.settings.triton_url, avatar, bitrate_kbps=self.settings.bitrate_kbps)
+        self.opening += 1  # a place held while the avatar is looked up and its stream opens
         try:
-            await peer.open()
-        except CompositeError as exc:  # the stream limit, the avatar unloaded meanwhile, no server
-            return refuse(exc.http_status, str(exc))
-
-        pc = RTCPeerConnection(self.settings.rtc_configuration())
-        self.peers[pc] = peer
+            problem = await asyncio.get_running_loop().run_in_executor(None, self._avatar_problem, avatar)
+            if problem:
+                return refuse(404, problem)
+            peer = AvatarPeer(self.settings.triton_url, avatar, bitrate_kbps=self.settings.bitrate_kbps)
+            try:
+                await peer.open()
+            except CompositeError as exc:  # the stream limit, the avatar unloaded meanwhile, no server
+                return refuse(exc.http_status, str(exc))
+            pc = RTCPeerConnection(self.settings.rtc_configuration())
+            self.peers[pc] = peer
+        finally:
+            self.opening -= 1
 
         async def end() -> None:
             self.peers.pop(pc, None)
@@ -118,17 +127,7 @@ class Peers:
             elif pc.connectionState in ("failed", "closed"):
                 await end()
 
-        lines = offer.sdp.splitlines()
-        problem = (
-            "offer: it must receive video (a video transceiver)"
-            if not any(line.startswith("m=video") for line in lines)
-            else "offer: the viewer does not receive H.264"
-            if not any("H264/90000" in line for line in lines)
-            else None
-        )
         try:
-            if problem:
-                raise ValueError(problem)
             # the tracks and the codec first: setRemoteDescription matches the offer's m-lines to
             # these transceivers and negotiates their codecs then (H.264 only: the packets are H.264)
             if any(line.startswith("m=audio") for line in lines):
@@ -142,7 +141,7 @@ class Peers:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # noqa: BLE001 - aiortc's refusal of an offer: the caller's
             await end()
-            return refuse(400, str(exc) if problem else f"offer: {exc}")
+            return refuse(400, f"offer: {exc}")
 
         async def connects() -> None:
             await asyncio.sleep(CONNECT_TIMEOUT_S)
