@@ -304,7 +304,7 @@ def test_the_live_tab_plays_webrtc_from_the_microphone_in_sync(opened, avatar):
     for _ in range(8):
         time.sleep(0.5)
         pictures.append(opened.execute_script(PICTURE_MEAN))
-    wait(opened, lambda: len(stats()) >= 12, timeout=30)
+    wait(opened, lambda: len(stats()) >= 10, timeout=30)
     steady = stats()[3:]
     rate = (steady[-1]["framesDecoded"] - steady[0]["framesDecoded"]) / (len(steady) - 1)
     offsets = [s["offsetMs"] for s in steady if s["offsetMs"] is not None]
