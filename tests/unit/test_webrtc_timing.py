@@ -141,3 +141,56 @@ def test_the_viewers_remb_and_pli_reach_the_stream():
         assert len(sender.handled) == 3
 
     asyncio.run(run())
+
+
+def test_speech_from_a_track_then_silence_once_it_ends():
+    """The viewer's microphone is sent as it arrives (16 kHz mono); when its track ends the peer
+    goes on with silence in real time, so the avatar keeps moving; closing ends the stream."""
+    from fractions import Fraction
+
+    import av
+    from aiortc.mediastreams import MediaStreamError
+
+    from synctalk_webrtc.peer import AvatarPeer
+
+    class Stream:
+        def __init__(self):
+            self.sent, self.ended = [], False
+
+        def send_async(self, samples, callback, end=False):
+            if end:
+                self.ended = True
+            else:
+                self.sent.append(np.asarray(samples).copy())
+            callback([], None)
+
+        def close(self):
+            pass
+
+    class Microphone:  # two 20 ms frames at 48 kHz, then the end
+        def __init__(self):
+            self.frames = 2
+
+        async def recv(self):
+            if not self.frames:
+                raise MediaStreamError
+            self.frames -= 1
+            frame = av.AudioFrame.from_ndarray(np.full((1, 960), 8000, np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, (1 - self.frames) * 960, Fraction(1, 48000)
+            return frame
+
+    async def run():
+        peer, stream = AvatarPeer("localhost:1", "anna"), Stream()
+        peer.stream, peer._loop = stream, asyncio.get_running_loop()
+        peer.listen(Microphone())
+        await peer.start()
+        await asyncio.sleep(0.3)
+        assert not peer.listening, "the track ended"
+        speech = np.concatenate(stream.sent)
+        assert 500 <= np.count_nonzero(speech) <= 640, "the microphone's 40 ms at 16 kHz"
+        silence = [chunk for chunk in stream.sent if len(chunk) == 320 and not chunk.any()]
+        assert len(silence) >= 5, "then 20 ms of silence at a time"
+        await peer.close()
+        assert stream.ended and peer.stream is None
+
+    asyncio.run(run())

@@ -39,6 +39,7 @@ HEADROOM = 0.85  # of the viewer's estimate: room for audio, RTP and retransmiss
 BITRATE_STEP = 0.15  # a change smaller than this is not worth the key frame it costs
 BITRATE_EVERY_S = 1.0  # at most one change a second
 KEY_FRAME_EVERY_S = 0.5  # PLI/FIR answered at most this often
+END_WAIT_S = 5.0  # a closing peer waits this long for its stream's end to be answered, then goes
 
 
 class BitrateFollower:
@@ -78,6 +79,7 @@ class AvatarPeer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening = False
         self.waiting: asyncio.Future | None = None  # the service's wait for the viewer to connect
+        self._pump_task: asyncio.Task | None = None
 
     # -- lifetime -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -104,8 +106,9 @@ class AvatarPeer:
         """Speech from now on (the viewer is connected): the pump of pushed speech starts."""
         if self.stream is None:
             await self.open()
-        if not self._tasks:
-            self._tasks.append(asyncio.ensure_future(self._pump()))
+        if self._pump_task is None:
+            self._pump_task = asyncio.ensure_future(self._pump())
+            self._tasks.append(self._pump_task)
 
     async def close(self) -> None:
         """Ends the stream at once (its last frames are nobody's) and stops both tracks."""
@@ -124,7 +127,7 @@ class AvatarPeer:
             loop = asyncio.get_running_loop()
             try:
                 stream.send_async(None, lambda *_: loop.call_soon_threadsafe(done.set), end=True)
-                await asyncio.wait_for(done.wait(), self.timeout_s)
+                await asyncio.wait_for(done.wait(), END_WAIT_S)
             except (CompositeError, asyncio.TimeoutError) as exc:
                 log.info("%s: the stream's end: %s", self.avatar, exc)
             finally:
