@@ -33,17 +33,10 @@ from synctalk_client.stream import LiveStream
 from synctalk_preprocessing import video
 from tools import paths
 from tools.render_repository import render
-from tools.serve import TritonServer
+from tools.serve import TritonServer, server_cpu_seconds
 
 SPF = contract.SAMPLES_PER_FRAME
 RESULTS = paths.ROOT / "benchmarks" / "results" / "video_delivery.json"
-
-
-def server_cpu_s(pid: int) -> float:
-    import psutil
-
-    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    return sum(sum(p.cpu_times()[:2]) for p in processes if p.is_running())
 
 
 def real_time_stream(url: str, avatar: str, audio: np.ndarray, codec: str, kbps: int | None) -> tuple[list, float]:
@@ -119,9 +112,9 @@ def main(argv=None) -> int:
     with TritonServer(repository, args.port, args.port + 1, args.port + 2, log_path=log) as server:
         real_time_stream(server.grpc_url, AVATAR_ID, audio[: 2 * contract.STREAM_LOOKAHEAD], "h264", None)  # warm
         for codec, kbps in [("jpeg", None), *(("h264", k) for k in args.kbps)]:
-            before = server_cpu_s(server.process.pid)
+            before = server_cpu_seconds(server.process.pid)
             frames, delay = real_time_stream(server.grpc_url, AVATAR_ID, audio, codec, kbps)
-            cpu = server_cpu_s(server.process.pid) - before
+            cpu = server_cpu_seconds(server.process.pid) - before
             sizes = [len(f.jpeg if codec == "jpeg" else f.h264) for f in frames]
             key = codec if kbps is None else f"{codec}_{kbps}kbps"
             results[key] = {

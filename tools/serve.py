@@ -170,6 +170,20 @@ def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
     return table
 
 
+def server_cpu_seconds(server_pid: int) -> float:
+    """CPU seconds (user + system) tritonserver and its backend stubs have used so far."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    total = 0.0
+    for process in [server, *server.children(recursive=True)]:
+        try:
+            total += sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def shm_regions(server_pid: int) -> set:
     """The Python backend's shared-memory regions (/dev/shm) mapped by the server or its stubs."""
     import psutil

@@ -20,8 +20,9 @@ from synctalk_client.render import render_video
 from synctalk_client.stream import LiveStream, StreamClosedError, StreamLimitError
 from synctalk_preprocessing import video
 from tests.e2e.one_frame_avatar import loaded_avatar
+from tests.synctalk2d_reference import psnr
 from tools import paths
-from tools.serve import server_processes
+from tools.serve import server_cpu_seconds, server_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -166,11 +167,6 @@ def test_video_controls_are_checked_and_the_stream_lives_on(server, avatar, clip
         bad.close()
     with pytest.raises(ValueError, match="codec"):
         LiveStream(server.grpc_url, avatar, codec="vp8")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 def executions(server, model: str) -> tuple[int, int]:
@@ -373,13 +369,6 @@ def test_perf_analyzer_load_tests_streams_in_sequence_mode(server, avatar):
     assert row["streams"] == 2 and row["achieved_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
 
 
-def server_cpu_seconds(server) -> float:
-    import psutil
-
-    processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
-    return sum(sum(p.cpu_times()[:2]) for p in processes if p.is_running())
-
-
 def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, avatar, clip, tmp_path_factory):
     import simplejpeg
 
@@ -405,14 +394,14 @@ def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, 
         # what an idle stream costs: 3 s of silence played at real time, with and without
         costs = {}
         for name, avatar_id in (("silent_frames", quiet), ("generator", avatar)):
-            before = server_cpu_seconds(server)
+            before = server_cpu_seconds(server.process.pid)
             with LiveStream(server.grpc_url, avatar_id) as live:
                 started = time.perf_counter()
                 for k in range(75):  # 3 s in 40 ms chunks
                     time.sleep(max(0.0, started + (k + 1) * 0.04 - time.perf_counter()))
                     live.send(np.zeros(SPF, np.int16))
                 live.end()
-            costs[name] = server_cpu_seconds(server) - before
+            costs[name] = server_cpu_seconds(server.process.pid) - before
         print(f"server CPU for 3 s of an idle stream: {costs}")
         assert costs["silent_frames"] < costs["generator"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import wave
 
 import aiohttp
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from synctalk_client import contract, synthetic
+from synctalk_client.render import write_wav
 from synctalk_webrtc.service import MSG_PEER_LIMIT, Settings, add_routes
 from tests.conftest import free_port
 from tests.e2e.test_live_stream import avatar_with_images
@@ -36,9 +36,7 @@ def avatar(server, tmp_path_factory):
 def speech_wav(tmp_path_factory):
     audio = synthetic.speech_like_audio(int(SPEECH_S * contract.FPS) + 1, seed=3)
     path = tmp_path_factory.mktemp("rtc") / "speech.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1), out.setsampwidth(2), out.setframerate(contract.SAMPLE_RATE)
-        out.writeframes(np.round(audio * 32767).astype(np.int16).tobytes())
+    write_wav(path, audio)
     return path
 
 

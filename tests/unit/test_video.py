@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from synctalk_preprocessing import video
+from tests.synctalk2d_reference import psnr
 
 H, W = 144, 176
 
@@ -26,11 +27,6 @@ def moving_frames(n: int, height: int = H, width: int = W) -> list[np.ndarray]:
         ).astype(np.uint8)
         for i in range(n)
     ]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 def test_each_frame_is_one_access_unit_at_once_and_decodes_to_the_frame():

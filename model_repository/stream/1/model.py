@@ -227,9 +227,10 @@ class TritonPythonModel:
             if stream is None:
                 raise StreamError(self._not_open(stream_id), NOT_FOUND)
             if (kbps or key_frame) and stream.video is None:
-                raise StreamError(
-                    f"{(contract.STREAM_BITRATE if kbps else contract.STREAM_FORCE_KEY_FRAME).name}: stream "
-                    f'{stream_id} sends JPEGs; its start request asks for {contract.STREAM_VIDEO_CODEC.name} "h264"'
+                raise _no_encoder(
+                    kbps,
+                    f"stream {stream_id} sends JPEGs; its start request asks for "
+                    f'{contract.STREAM_VIDEO_CODEC.name} "h264"',
                 )
         if stream.video is not None:
             if kbps:
@@ -296,9 +297,7 @@ class TritonPythonModel:
         bitrate (None: unchanged) and key-frame request, each checked."""
         codec, kbps, key_frame = "jpeg", None, False
         if (tensor := pb_utils.get_input_tensor_by_name(request, contract.STREAM_VIDEO_CODEC.name)) is not None:
-            values = tensor.as_numpy().reshape(-1)
-            name = values[0] if len(values) else b""
-            name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            name = _text(tensor)
             if not start:
                 raise StreamError(
                     f"{contract.STREAM_VIDEO_CODEC.name}: a stream's codec is chosen by its start request"
@@ -317,9 +316,8 @@ class TritonPythonModel:
         if (tensor := pb_utils.get_input_tensor_by_name(request, contract.STREAM_FORCE_KEY_FRAME.name)) is not None:
             key_frame = bool(tensor.as_numpy().reshape(-1).any())
         if start and codec == "jpeg" and (kbps or key_frame):
-            raise StreamError(
-                f"{(contract.STREAM_BITRATE if kbps else contract.STREAM_FORCE_KEY_FRAME).name}: "
-                f'a JPEG stream; ask for {contract.STREAM_VIDEO_CODEC.name} "h264" in the start request'
+            raise _no_encoder(
+                kbps, f'a JPEG stream; ask for {contract.STREAM_VIDEO_CODEC.name} "h264" in the start request'
             )
         return codec, kbps, key_frame
 
@@ -355,8 +353,7 @@ class TritonPythonModel:
         avatar = pb_utils.get_input_tensor_by_name(request, contract.STREAM_AVATAR.name)
         if avatar is None:
             raise StreamError(f"{contract.STREAM_AVATAR.name}: the start request of a stream names its avatar")
-        name = avatar.as_numpy().reshape(-1)[0]
-        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        name = _text(avatar)
         steps = self._steps(name)
         if len(self.streams) >= self.max_streams:
             raise StreamError(contract.MSG_STREAM_LIMIT.format(limit=self.max_streams), UNAVAILABLE)
@@ -557,6 +554,18 @@ class TritonPythonModel:
                 stream.video.close()
         if self.gate is not None:
             self.gate.close()
+
+
+def _text(tensor) -> str:
+    """A BYTES tensor's first value as text ("" when it has none)."""
+    values = tensor.as_numpy().reshape(-1)
+    value = values[0] if len(values) else b""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _no_encoder(kbps: int | None, why: str) -> StreamError:
+    """The refusal of a bitrate (or, without one, a key frame) asked of a stream with no encoder."""
+    return StreamError(f"{(contract.STREAM_BITRATE if kbps else contract.STREAM_FORCE_KEY_FRAME).name}: {why}")
 
 
 def _host(tensor) -> np.ndarray:
