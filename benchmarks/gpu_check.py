@@ -26,6 +26,10 @@ has):
    GPU (the avatar path: resident face inputs and backgrounds), 8- and 32-frame batches: frames/s
    and the 25 fps streams that holds.
 7. **memory**: peak allocated per stage, beside ``tools.gpu_memory``'s per-request tensors.
+8. **video**: a live stream's H.264, one frame at a time as the stream model encodes it (PyAV's
+   ``h264_nvenc`` with ``synctalk_preprocessing.video``'s settings, where PyAV is installed and the
+   GPU has NVENC: H100, H200 and A100 have none), and a frame's copy from the GPU to the host (what
+   PyAV's NVENC path costs over an encoder fed from GPU memory, such as PyNvVideoCodec).
 
 Writes one JSON (``--out``) and prints a short table (also written beside the JSON as ``.md``).
 On a host without an NVIDIA GPU it refuses at once ("no NVIDIA GPU", exit code 2) unless
@@ -124,6 +128,7 @@ def plan_text(args: argparse.Namespace) -> str:
             f"  6. pipeline (audio windows in, JPEG bytes out, GPU between): {sizes.split(',')[0]}; batches "
             f"{frames}; frames/s and {STREAM_FPS} fps streams",
             "  7. memory: peak allocated per measurement, beside tools.gpu_memory's per-request tensors",
+            f"  8. video: a frame to the host and H.264 a frame (h264_nvenc via PyAV where there is NVENC): {sizes}",
             f"  report: {args.out} and {args.out.with_suffix('.md')}",
         ]
     )
@@ -498,6 +503,52 @@ def jpeg_stage(bench: Bench, sizes: Sequence[tuple[int, int]], batches: Sequence
             rows[key][str(b)], prev = r, (r, b)
 
 
+def h264_encoder(device: str):
+    """(encoder name, the ``synctalk_preprocessing.video`` module) as the stream model would run it
+    here, or (why not, None): NVENC on a GPU, libx264 on the CPU. The module is loaded from the
+    checkout's file (it needs numpy and PyAV only)."""
+    try:
+        import av  # noqa: F401
+
+        spec = importlib.util.spec_from_file_location(
+            "synctalk_video", ROOT / "preprocessing" / "synctalk_preprocessing" / "video.py"
+        )
+        video = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(video)
+    except Exception as exc:  # noqa: BLE001  (a bare GPU host has no PyAV)
+        return f"none: PyAV cannot be imported here ({type(exc).__name__}: {exc}); the server image has it", None
+    name, why = video.usable_encoder("h264_nvenc" if device == "cuda" else "libx264")
+    if why and device == "cuda":
+        return f"none: {why}", None
+    return name, video
+
+
+def _encode_next(encoder, frames: list, sizes: list) -> None:
+    sizes.append(len(encoder.encode(frames[len(sizes) % len(frames)])[0]))
+
+
+def video_stage(bench: Bench, sizes: Sequence[tuple[int, int]], rows: dict) -> None:
+    """One stream's frames: a frame's copy to the host, then H.264 at 2 Mbit/s a frame at a time
+    (8 frames that move, in turn, so the encoder codes motion and not one still picture)."""
+    torch, device = bench.torch, bench.device
+    encoder_name, video = h264_encoder(device)
+    rows["encoder"] = encoder_name
+    for hw in sizes:
+        key = f"{hw[1]}x{hw[0]}"
+        frame = backgrounds(torch, 1, hw, device)[0].permute(1, 2, 0).contiguous()
+        row = rows[key] = {"to_host": bench.measure(f"frame to host {key}", frame.cpu, 1)}
+        if video is None:
+            row["h264"] = skipped(encoder_name)
+            continue
+        moving = [torch.roll(frame, shifts=(3 * i, 5 * i), dims=(0, 1)).cpu().numpy() for i in range(8)]
+        encoder, sizes_out = video.H264Encoder(STREAM_FPS, 2000, encoder_name), []
+        encode_next = partial(_encode_next, encoder, moving, sizes_out)
+        row["h264"] = bench.measure(f"h264 {key}", encode_next, 1)
+        if "ms" in row["h264"]:
+            row["h264"]["bytes_per_frame"] = int(statistics.mean(sizes_out))
+            row["h264"]["streams_at_25fps"] = int(row["h264"]["frames_per_s"] // STREAM_FPS)
+
+
 def paste_stage(bench: Bench, sizes: Sequence[tuple[int, int]], batches: Sequence[int], rows: dict) -> None:
     torch, device = bench.torch, bench.device
     for hw in sizes:
@@ -610,6 +661,19 @@ def table(report: dict) -> str:
                     f"| {b} | {row['ms']:.1f} | {row['frames_per_s']:,.0f} | {row['streams_at_25fps']} "
                     f"| {row['peak_mib'] or '-'} |"
                 )
+    video_rows = {k: v for k, v in ok.get("video", {}).items() if k != "encoder"}
+    if video_rows:
+        lines += [
+            "",
+            f"| frame | to host ms | H.264 ({ok['video']['encoder']}) ms | frames/s, one session | bytes/frame |",
+            "|---|---|---|---|---|",
+        ]
+        for size, row in video_rows.items():
+            h264 = row["h264"]
+            lines.append(
+                f"| {size} | {row['to_host'].get('ms', '-')} | {h264.get('ms', h264.get('skipped', '-'))} | "
+                f"{_fps(h264)} | {h264.get('bytes_per_frame', '-')} |"
+            )
     agree = ok.get("agreement", {})
     if agree:
         lines += [
@@ -695,6 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage("paste", paste_stage, bench, args.frame_sizes, args.frame_batches)
         stage("pipeline", pipeline_stage, bench, modules, args.frame_sizes[0], args.frame_batches)
         report["memory_plan"] = memory_plan(args.frame_sizes[0], max(args.frame_batches))
+        stage("video", video_stage, bench, args.frame_sizes)
     finally:
         watchdog.cancel()
     write()

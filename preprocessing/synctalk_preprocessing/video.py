@@ -121,6 +121,22 @@ class H264Encoder:
         self._context = None
 
 
+def usable_encoder(preferred: str, fallback: str = "libx264") -> tuple[str, str | None]:
+    """The encoder this host can run: ``preferred`` when it opens and encodes a frame here, else
+    ``fallback`` and why. NVENC is not on every NVIDIA GPU (H100, H200 and A100 have none; L4,
+    L40S, A10 and T4 have it) nor in every container (the driver's ``video`` capability); a server
+    finds out at load, once, not at a viewer's first frame. ``fallback`` itself must work."""
+    try:
+        probe = H264Encoder(encoder=preferred)
+        probe.encode(np.zeros((144, 256, 3), np.uint8))  # NVENC's smallest sizes are ~145x49
+        probe.close()
+        return preferred, None
+    except Exception as exc:  # noqa: BLE001 - any reason (no device, no driver, no library) falls back
+        if preferred == fallback:
+            raise
+        return fallback, f"{preferred} cannot encode on this host ({type(exc).__name__}: {exc}): using {fallback}"
+
+
 def decode(units) -> list[np.ndarray]:
     """A stream's access units (each a whole frame, as the encoder gives them and a WebRTC
     receiver reassembles them) decoded to RGB frames [H, W, 3]: what a viewer sees."""

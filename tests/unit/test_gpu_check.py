@@ -65,7 +65,7 @@ def test_every_stage_runs_on_the_cpu_without_the_servers_packages(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     stages = report["stages"]
-    assert set(stages) == {"agreement", "generator", "audio_encoders", "jpeg", "paste", "pipeline"}
+    assert set(stages) == {"agreement", "generator", "audio_encoders", "jpeg", "paste", "pipeline", "video"}
     # the PyTorch module trees are the served ONNX graphs' networks
     assert set(stages["agreement"]) == {"generator", "synctalk2d_encoder", "wav2lip_encoder"}
     assert all(row["agree"] for row in stages["agreement"].values())
@@ -81,6 +81,10 @@ def test_every_stage_runs_on_the_cpu_without_the_servers_packages(tmp_path):
         assert stages["jpeg"][size]["2"]["bytes_per_frame"] > 0
         assert stages["paste"][size]["2"]["frames_per_s"] > 0
     assert stages["pipeline"]["2"]["streams_at_25fps"] >= 0
+    assert stages["video"]["encoder"] == "libx264"  # the CPU profile's; NVENC on a GPU that has one
+    for size in ("320x180", "160x96"):
+        assert stages["video"][size]["to_host"]["frames_per_s"] > 0
+        assert stages["video"][size]["h264"]["bytes_per_frame"] > 0
     assert report["memory_plan"]["batch"] == 2 and report["stand_ins"]["jpeg"]
     assert out.with_suffix(".md").read_text().startswith("GPU check on CPU")
 

@@ -83,3 +83,16 @@ def test_odd_sizes_lose_their_last_row_and_column():
     encoder = video.H264Encoder()
     unit, key = encoder.encode(moving_frames(1, 73, 97)[0])
     assert key and video.decode([unit])[0].shape == (72, 96, 3)
+
+
+def test_an_encoder_the_host_cannot_run_falls_back_to_libx264_at_load_by_name():
+    """The GPU profile asks for NVENC; an H100 has none: the stream model finds out at load."""
+    assert video.usable_encoder("libx264") == ("libx264", None)
+    encoder, why = video.usable_encoder("h264_nvenc")
+    if why is None:
+        assert encoder == "h264_nvenc"  # a host with NVENC keeps it
+        return
+    assert encoder == "libx264" and why.startswith("h264_nvenc cannot encode on this host (")
+    assert why.endswith("using libx264")
+    unit, key = video.H264Encoder(encoder=encoder).encode(moving_frames(1)[0])
+    assert key and video.decode([unit])

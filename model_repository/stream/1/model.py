@@ -177,6 +177,10 @@ class TritonPythonModel:
                 f"stream: video_encoder {self.video_encoder!r} / video_bitrate_kbps {self.video_kbps}: "
                 f"use one of {video.ENCODERS} and {video.MIN_KBPS}..{video.MAX_KBPS}"
             )
+        # NVENC where the GPU has one (not H100/H200/A100): found out now, not at a viewer's first frame
+        self.video_encoder, why = video.usable_encoder(self.video_encoder)
+        if why:
+            pb_utils.Logger.log_warn(f"stream: {why}")
         # H.264 streams' encoding (PyAV releases the GIL while FFmpeg encodes): one thread a core
         self.encoding = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-video")
         self.idle_s = int(config["sequence_batching"].get("max_sequence_idle_microseconds", 1_000_000)) / 1e6
