@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -55,7 +56,20 @@ SHM_GROWTH_BYTES = 64 * 1024 * 1024
 REPLICA_HTTP_PORT = 8100
 REPLICA_GRPC_PORT = 8101
 EDGE_ADMIN_PORT = 9901
+# numpy's OpenBLAS in the Python steps: one thread. Its idle workers spin after every call, and
+# a step's matrices are small (the mel filter bank of 40 ms of audio): with a thread a core, the
+# audio front end's stub alone burnt 0.2-0.8 of a core while a real-time stream ran (tiny models,
+# 640x360, 2 cores: the server 1.64-1.85 CPU-s a second, 0.95 with one thread, same delays).
+# Parallel work comes from Triton's instances and requests. The image sets the same (Dockerfile).
+OPENBLAS_THREADS = "1"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def apply_malloc_settings() -> None:
@@ -111,6 +125,7 @@ def server_environment() -> dict:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    env.setdefault("OPENBLAS_NUM_THREADS", OPENBLAS_THREADS)
     # no __pycache__ written into the repository by the stubs: Triton takes a model directory that
     # changed for a changed model and reloaded input_validator at every avatar load
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -630,3 +630,11 @@ def test_the_webrtc_service_runs_on_its_own_beside_the_edge():
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["synctalk-webrtc"] and "--triton-url=synctalk-edge:8001" in container["args"]
     assert container["envFrom"][0]["secretRef"]["name"] == "synctalk-ice-servers"
+
+
+def test_the_image_runs_numpy_on_one_blas_thread_as_the_launcher_does():
+    """OpenBLAS's idle workers spin after every small call of a Python step (tools.serve)."""
+    from tools import serve
+
+    assert f"ENV OPENBLAS_NUM_THREADS={serve.OPENBLAS_THREADS}\n" in (DEPLOY / "Dockerfile").read_text()
+    assert serve.server_environment()["OPENBLAS_NUM_THREADS"] == serve.OPENBLAS_THREADS
