@@ -69,6 +69,24 @@ def test_a_new_bitrate_takes_effect_at_once_with_a_key_frame():
     assert sizes[300, 3000][1] > 2.5 * sizes[300, 3000][0]
 
 
+def test_no_second_of_a_stream_goes_far_past_its_bitrate_key_frames_included():
+    """Half a second's buffer: a key frame is not a burst of several times the frame budget."""
+    kbps, fps = 300, 25
+    rng = np.random.default_rng(1)
+    frames = [
+        np.clip(f.astype(np.int16) + rng.integers(-40, 40, f.shape), 0, 255).astype(np.uint8)
+        for f in moving_frames(150)
+    ]
+    encoder = video.H264Encoder(fps=fps, bitrate_kbps=kbps)
+    units = [encoder.encode(frame) for frame in frames]
+    bits = [8 * len(unit) for unit, _ in units]
+    key_frames = [len(u) for u, key in units if key]
+    assert len(key_frames) == 3, "one every 2 s"
+    assert max(key_frames) * 8 < kbps * 1000 * video.VBV_BUFFER_S, "a key frame fits in the buffer"
+    worst = max(sum(bits[i : i + fps]) for i in range(len(bits) - fps)) / 1000
+    assert worst < 1.3 * kbps, f"a second at {worst:.0f} kbit/s for a {kbps} kbit/s target"
+
+
 def test_bitrates_out_of_range_and_unknown_encoders_are_refused():
     for kbps in (0, video.MIN_KBPS - 1, video.MAX_KBPS + 1):
         with pytest.raises(ValueError, match="kbit/s"):
