@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import socket
 import time
 from functools import partial
 from pathlib import Path
@@ -34,15 +33,9 @@ from synctalk_client.stream import LiveStream
 from tools import avatar_store, paths
 from tools.edge import Edge, Replica
 from tools.render_repository import render
-from tools.serve import TritonServer, server_processes
+from tools.serve import TritonServer, free_port, server_processes
 
 TICKS = 100  # /proc/<pid>/stat's clock ticks a second (Linux)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quantile(values: list[float], q: float) -> float | None:

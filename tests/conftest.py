@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from tools import build_models, paths
 from tools.render_repository import render
-from tools.serve import TritonServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.serve import TritonServer, free_port  # noqa: F401 - the tests' free_port
 
 
 @pytest.fixture(scope="session")

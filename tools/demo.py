@@ -34,9 +34,11 @@ AVATAR_ID = "presenter"
 CLIP_SECONDS = 2.0
 
 
-def add_demo_avatar(repository: Path, out: Path) -> AvatarAssets:
-    """Write the synthetic background video and boxes to ``out``, add the avatar to ``repository``."""
-    frames, boxes = synthetic.avatar_background(int(CLIP_SECONDS * contract.FPS), 1280, 720, face=240)
+def add_demo_avatar(repository: Path, out: Path, size: tuple[int, int] = (1280, 720)) -> AvatarAssets:
+    """Write the synthetic background video and boxes to ``out``, add the avatar to ``repository``
+    (``size``: width, height; the face keeps its share of the picture)."""
+    width, height = size
+    frames, boxes = synthetic.avatar_background(int(CLIP_SECONDS * contract.FPS), width, height, face=height // 3)
     video = out / f"{AVATAR_ID}_background.mp4"
     writer = imageio_ffmpeg.write_frames(
         str(video),

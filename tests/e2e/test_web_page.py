@@ -9,10 +9,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -25,63 +21,13 @@ from synctalk_client.render import write_wav
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
 from tools import paths
+from tools.browser import chromium_driver, page_server
 
 pytestmark = pytest.mark.e2e
 AVATAR = "webpage"
 SCREENSHOTS = paths.BUILD / "web"
 WAIT_S = 120
 FRAME_S = 1 / contract.FPS
-
-
-def chromium_driver(microphone: Path | None = None):
-    """Headless Chromium; ``microphone``: a WAV its fake microphone plays (looped), else a beep."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert browser and driver, "Debian's chromium and chromium-driver: make test installs them (make browser)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI
-        "--disable-dev-shm-usage",
-        "--window-size=1100,900",
-        "--autoplay-policy=no-user-gesture-required",  # the live tab plays the file's audio
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        *([f"--use-file-for-fake-audio-capture={microphone}"] if microphone else []),
-    ):
-        options.add_argument(argument)
-    # the path given: Selenium does not look for (or download) a driver of its own
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
-@contextlib.contextmanager
-def page_server(triton_url: str, log: Path):
-    """``synctalk-client web`` on a free port until the block ends; then nothing listens there."""
-    port = free_port()
-    command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--port", str(port)]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the page's server exited with {process.returncode}: {log.read_text()}"
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"the page did not answer within 60 s: {log.read_text()}"
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        assert process.wait(timeout=30) == 0, log.read_text()
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, "nothing is left listening"
 
 
 @pytest.fixture(scope="module")

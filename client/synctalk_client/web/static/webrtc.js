@@ -110,7 +110,10 @@ async function showStats(session) {
   const bits = session.lastBytes === undefined ? null : ((v.bytesReceived - session.lastBytes) * 8) / ((now - session.lastAt) / 1000);
   session.lastBytes = v.bytesReceived;
   session.lastAt = now;
+  const sorted = [...session.delays].sort((x, y) => x - y);
   const stats = {
+    atS: session.t0 ? (now - session.t0) / 1000 : null, // since the speech started
+    delayMs: sorted.length ? sorted[Math.floor(sorted.length / 2)] : null, // the last 250 frames' median
     framesDecoded: v.framesDecoded || 0,
     fps: v.framesPerSecond || 0,
     kbps: bits === null ? null : bits / 1000,
@@ -125,9 +128,8 @@ async function showStats(session) {
   $("live-fps").textContent = `${stats.fps.toFixed(1)} frames/s`;
   if (stats.kbps !== null) $("live-bitrate").textContent = `${Math.round(stats.kbps)} kbit/s`;
   if (stats.offsetMs !== null) $("live-offset").textContent = `${Math.round(stats.offsetMs)} ms`;
-  if (session.delays.length) {
-    const sorted = [...session.delays].sort((x, y) => x - y);
-    $("live-delay").textContent = `${Math.round(sorted[Math.floor(sorted.length / 2)])} ms (median of ${sorted.length} frames)`;
+  if (stats.delayMs !== null) {
+    $("live-delay").textContent = `${Math.round(stats.delayMs)} ms (median of ${sorted.length} frames)`;
   }
   document.body.dataset.liveStats = JSON.stringify(session.stats);
 }

@@ -1,0 +1,75 @@
+"""A real browser and the page's real server, for the tests and the benchmarks: headless Chromium
+(Debian's ``chromium`` and ``chromium-driver``, which ``make browser`` installs) driven by Selenium,
+its microphone a WAV file; ``synctalk-client web`` in its own process on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tools.serve import free_port
+
+
+def chromium_driver(microphone: Path | None = None):
+    """Headless Chromium; ``microphone``: a WAV its fake microphone plays (looped), else a beep."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        raise RuntimeError("Debian's chromium and chromium-driver are needed: `make browser` installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI
+        "--disable-dev-shm-usage",
+        "--window-size=1100,900",
+        "--autoplay-policy=no-user-gesture-required",  # the live tab plays the file's audio
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        *([f"--use-file-for-fake-audio-capture={microphone}"] if microphone else []),
+    ):
+        options.add_argument(argument)
+    # the path given: Selenium does not look for (or download) a driver of its own
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@contextlib.contextmanager
+def page_server(triton_url: str, log: Path, started: list | None = None):
+    """``synctalk-client web`` on a free port until the block ends; then it has exited cleanly and
+    nothing listens there (RuntimeError otherwise). ``started`` gets its process."""
+    port = free_port()
+    command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--port", str(port)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    if started is not None:
+        started.append(process)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the page's server exited with {process.returncode}: {log.read_text()}")
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the page did not answer within 60 s: {log.read_text()}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        if process.wait(timeout=30) != 0:
+            raise RuntimeError(f"the page's server exited with {process.returncode}: {log.read_text()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError("the page's server left something listening on its port")
