@@ -194,3 +194,41 @@ def test_speech_from_a_track_then_silence_once_it_ends():
         assert stream.ended and peer.stream is None
 
     asyncio.run(run())
+
+
+def test_a_slip_is_won_back_at_five_percent_and_no_further_than_the_margin():
+    """A stall of the server: the voice waits once, then the clock runs 5 % fast until the frames
+    are the margin ahead again; it never makes a frame late."""
+
+    async def run():
+        now = FakeTime()
+        clock = PlayoutClock(margin_s=0.2, slack_s=0.02, now=now)
+        lateness = []
+
+        async def arrive(index: int, at: float):
+            now.t = at
+            await clock.frame_arrived(index)
+            lateness.append(now.t - clock.due(index / 25))
+
+        await arrive(0, 100.0)
+        for i in range(1, 50):  # on time: each frame 0.2 s ahead of its time, nothing moves
+            await arrive(i, 100.0 + i * 0.04)
+        assert clock.t0 == pytest.approx(100.2) and clock.recovered_s < 1e-9
+        # the server stalls: frames 50-69 come together, frame 50 0.8 s late; the voice slips
+        for i in range(50, 70):
+            await arrive(i, 102.8)
+        assert clock.slip(50 / 25)
+        slipped = clock.slipped_s
+        assert slipped == pytest.approx(0.8 - 0.2 + 0.1)
+        times = []
+        for i in range(70, 2000):  # then on time again
+            await arrive(i, 100.0 + i * 0.04)
+            times.append(now.t)
+        assert clock.recovered_s == pytest.approx(slipped, abs=1e-6), "all of it won back"
+        assert clock.t0 == pytest.approx(100.2), "the frames the margin ahead again"
+        assert max(lateness[70:]) <= -0.2 + 1e-9, "no frame made late by catching up"
+        # at 5 %: 0.7 s in 14 s
+        back = next(t for t, late in zip(times, lateness[70:]) if late >= -0.2 - 1e-9)
+        assert back - 102.8 == pytest.approx(0.7 / 0.05, rel=0.03)
+
+    asyncio.run(run())
