@@ -209,9 +209,11 @@ class LiveStream:
         return frames
 
     # -- lifetime -----------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop the gRPC stream (a stream not ended expires on the server after its idle timeout)."""
-        self._triton.stop_stream(cancel_requests=False)
+    def close(self, cancel: bool = False) -> None:
+        """Stop the gRPC stream (a stream not ended expires on the server after its idle timeout):
+        after the answers to what was sent, or at once with ``cancel`` (they are nobody's: a
+        viewer left, and an overloaded server may owe seconds of frames)."""
+        self._triton.stop_stream(cancel_requests=cancel)
         self._triton.close()
 
     def __enter__(self) -> LiveStream:

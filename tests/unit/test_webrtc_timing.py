@@ -164,8 +164,8 @@ def test_speech_from_a_track_then_silence_once_it_ends():
                 self.sent.append(np.asarray(samples).copy())
             callback([], None)
 
-        def close(self):
-            pass
+        def close(self, cancel=False):
+            self.cancelled = cancel
 
     class Microphone:  # two 20 ms frames at 48 kHz, then the end
         def __init__(self):

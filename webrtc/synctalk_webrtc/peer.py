@@ -19,6 +19,7 @@ the avatar keeps moving (the stream's silence path); speech from a track is sent
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -129,9 +130,9 @@ class AvatarPeer:
                 stream.send_async(None, lambda *_: loop.call_soon_threadsafe(done.set), end=True)
                 await asyncio.wait_for(done.wait(), END_WAIT_S)
             except (CompositeError, asyncio.TimeoutError) as exc:
-                log.info("%s: the stream's end: %s", self.avatar, exc)
-            finally:
-                await loop.run_in_executor(None, stream.close)
+                log.info("%s: the stream's end: %s", self.avatar, f"{type(exc).__name__} {exc}".strip())
+            finally:  # what the server still owes is cancelled, not waited for
+                await loop.run_in_executor(None, functools.partial(stream.close, cancel=True))
 
     # -- speech in ----------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
@@ -197,6 +198,8 @@ class AvatarPeer:
 
     async def _deliver(self, frames, error) -> None:
         if error is not None:
+            if self.closed.is_set():  # the peer closed it (and cancelled what was owed)
+                return
             if isinstance(error, StreamClosedError):
                 self._failed(error)
             else:  # busy, or a refused request: the stream renders those frames with the next
