@@ -33,10 +33,8 @@ import asyncio
 import contextlib
 import json
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +43,7 @@ from synctalk_client import contract, synthetic
 from synctalk_client.render import write_wav
 from tools import paths
 from tools.browser import chromium_driver, page_server
+from tools.launched import http_process
 from tools.render_repository import render
 from tools.serve import TritonServer, free_port, server_cpu_seconds
 
@@ -165,26 +164,9 @@ def webrtc_service(triton_url: str, log: Path):
     port = free_port()
     command = [sys.executable, "-m", "synctalk_webrtc.service", "--triton-url", triton_url, "--port", str(port)]
     command += ["--host", "127.0.0.1", "--max-peers", "16"]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"synctalk-webrtc exited with {process.returncode}: {log.read_text()}")
-            try:
-                urllib.request.urlopen(f"{url}/webrtc/config", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"synctalk-webrtc did not answer within 60 s: {log.read_text()}") from None
-                time.sleep(0.1)
+    with http_process("synctalk-webrtc", command, f"{url}/webrtc/config", log) as process:
         yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def viewers_at_once(url: str, avatar: str, microphone: Path, count: int, seconds: float, pids: dict) -> dict:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+from tools.launched import http_process
 from tools.serve import free_port
 
 
@@ -47,29 +45,13 @@ def page_server(triton_url: str, log: Path, started: list | None = None):
     nothing listens there (RuntimeError otherwise). ``started`` gets its process."""
     port = free_port()
     command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--port", str(port)]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    if started is not None:
-        started.append(process)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the page's server exited with {process.returncode}: {log.read_text()}")
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the page did not answer within 60 s: {log.read_text()}") from None
-                time.sleep(0.1)
+    with http_process("the page's server", command, url, log) as process:
+        if started is not None:
+            started.append(process)
         yield url
-    finally:
-        process.terminate()
-        if process.wait(timeout=30) != 0:
-            raise RuntimeError(f"the page's server exited with {process.returncode}: {log.read_text()}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                raise RuntimeError("the page's server left something listening on its port")
+    if process.returncode != 0:
+        raise RuntimeError(f"the page's server exited with {process.returncode}: {log.read_text()}")
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError("the page's server left something listening on its port")

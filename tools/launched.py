@@ -4,7 +4,10 @@ gRPC and HTTP addresses clients call; the process's log file."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 
@@ -54,3 +57,34 @@ class Launched:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def http_process(name: str, command: list[str], ready_url: str, log: Path, timeout_s: float = 60.0):
+    """``command`` in its own process, its output in ``log``, until the block ends (then stopped:
+    SIGTERM, 30 s at most). Yields the process once ``ready_url`` answers; RuntimeError, naming
+    ``name`` and with its log, if it exits or does not answer within ``timeout_s``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}: {log.read_text()}")
+            try:
+                urllib.request.urlopen(ready_url, timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not answer within {timeout_s:.0f} s: {log.read_text()}") from None
+                time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"{name} did not stop within 30 s of SIGTERM: {log.read_text()}") from None
