@@ -505,16 +505,14 @@ def jpeg_stage(bench: Bench, sizes: Sequence[tuple[int, int]], batches: Sequence
 
 def h264_encoder(device: str):
     """(encoder name, the ``synctalk_preprocessing.video`` module) as the stream model would run it
-    here, or (why not, None): NVENC on a GPU, libx264 on the CPU. The module is loaded from the
-    checkout's file (it needs numpy and PyAV only)."""
+    here, or (why not, None): NVENC on a GPU, libx264 on the CPU. The module needs numpy and PyAV
+    only (the package's ``__init__`` imports nothing)."""
+    if importlib.util.find_spec("synctalk_preprocessing") is None:  # a checkout, nothing installed
+        sys.path.insert(0, str(ROOT / "preprocessing"))
     try:
         import av  # noqa: F401
 
-        spec = importlib.util.spec_from_file_location(
-            "synctalk_video", ROOT / "preprocessing" / "synctalk_preprocessing" / "video.py"
-        )
-        video = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(video)
+        from synctalk_preprocessing import video
     except Exception as exc:  # noqa: BLE001  (a bare GPU host has no PyAV)
         return f"none: PyAV cannot be imported here ({type(exc).__name__}: {exc}); the server image has it", None
     name, why = video.usable_encoder("h264_nvenc" if device == "cuda" else "libx264")

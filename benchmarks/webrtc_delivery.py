@@ -42,24 +42,18 @@ import numpy as np
 from synctalk_client import contract, synthetic
 from synctalk_client.render import write_wav
 from tools import paths
-from tools.browser import chromium_driver, page_server
+from tools.browser import choose, chromium_driver, element, models_loaded, page_server, shown, switch_tab, wait
 from tools.launched import http_process
 from tools.render_repository import render
-from tools.serve import TritonServer, free_port, server_cpu_seconds
+from tools.serve import TritonServer, free_port, server_cpu_seconds, server_processes
 
 RESULTS = paths.ROOT / "benchmarks" / "results" / "webrtc_delivery.json"
 STATS = "return document.body.dataset.liveStats || '[]'"
 
 
 def rss_mb(pid: int) -> int:
-    import psutil
-
-    process = psutil.Process(pid)
-    total = process.memory_info().rss
-    for child in process.children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += child.memory_info().rss
-    return round(total / 2**20)
+    """A process's and its children's resident memory, MB."""
+    return round(sum(server_processes(pid).values()) / 2**20)
 
 
 def slope_per_minute(times_s: list[float], values: list[float]) -> float | None:
@@ -93,34 +87,28 @@ def per_minute(stats: list[dict]) -> list[dict]:
 
 def sync_in_chromium(server: TritonServer, avatar: str, microphone: Path, minutes: float) -> dict:
     """The page's Live tab over WebRTC for ``minutes``: its getStats() readings, summed up."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     started: list = []
     log = paths.BUILD / "logs" / "webrtc-delivery-page.log"
     with page_server(server.grpc_url, log, started) as url:
         browser = chromium_driver(microphone)
         try:
             browser.get(url)
-            WebDriverWait(browser, 60).until(lambda b: b.execute_script("return document.body.dataset.models"))
-            browser.find_element(By.ID, "tab-live").click()
-            browser.execute_script(
-                "const s = document.getElementById('live-model'); s.add(new Option(arguments[0], arguments[0]));"
-                "s.value = arguments[0];",
-                avatar,
-            )
-            browser.find_element(By.ID, "live-source-mic").click()
-            browser.find_element(By.ID, "live-start").click()
-            WebDriverWait(browser, 60).until(lambda b: len(json.loads(b.execute_script(STATS))) >= 3)
+            models_loaded(browser)
+            switch_tab(browser, "live")
+            choose(browser, "live-model", avatar)
+            element(browser, "live-source-mic").click()
+            element(browser, "live-start").click()
+            wait(browser, lambda: len(json.loads(browser.execute_script(STATS))) >= 3 or shown(browser, "live-error"))
+            if shown(browser, "live-error"):
+                raise RuntimeError(f"the page reports: {shown(browser, 'live-error')}")
             page_pid = started[0].pid
             cpu0 = (server_cpu_seconds(page_pid), server_cpu_seconds(server.process.pid), time.monotonic())
             memory0 = {"page_server_mb": rss_mb(page_pid), "tritonserver_mb": rss_mb(server.process.pid)}
             deadline = time.monotonic() + minutes * 60
             while time.monotonic() < deadline:
                 time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
-                error = browser.find_element(By.ID, "live-error")
-                if not error.get_attribute("hidden"):
-                    raise RuntimeError(f"the page reports: {error.text}")
+                if shown(browser, "live-error"):
+                    raise RuntimeError(f"the page reports: {shown(browser, 'live-error')}")
                 stats = json.loads(browser.execute_script(STATS))
                 last = stats[-1]
                 print(
@@ -134,7 +122,7 @@ def sync_in_chromium(server: TritonServer, avatar: str, microphone: Path, minute
                 "tritonserver_cpu_s_per_s": round((server_cpu_seconds(server.process.pid) - cpu0[1]) / seconds, 2),
             }
             memory1 = {"page_server_mb": rss_mb(page_pid), "tritonserver_mb": rss_mb(server.process.pid)}
-            browser.find_element(By.ID, "live-stop").click()
+            element(browser, "live-stop").click()
         finally:
             browser.quit()
     stats = [s for s in stats if s["atS"] is not None and s["atS"] >= 10]  # from 10 s on: playing

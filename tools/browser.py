@@ -13,6 +13,8 @@ from pathlib import Path
 from tools.launched import http_process
 from tools.serve import free_port
 
+WAIT_S = 120  # for the page to show what is waited for
+
 
 def chromium_driver(microphone: Path | None = None):
     """Headless Chromium; ``microphone``: a WAV its fake microphone plays (looped), else a beep."""
@@ -55,3 +57,40 @@ def page_server(triton_url: str, log: Path, started: list | None = None):
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise RuntimeError("the page's server left something listening on its port")
+
+
+# -- driving the page -------------------------------------------------------------------------
+def wait(browser, condition, timeout: float = WAIT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(lambda _: condition())
+
+
+def models_loaded(browser) -> None:
+    """Wait for the page's model list (fetched at load and again on each change of tab)."""
+    wait(browser, lambda: browser.execute_script("return document.body.dataset.models") == "loaded")
+
+
+def switch_tab(browser, tab: str) -> None:
+    element(browser, f"tab-{tab}").click()
+    models_loaded(browser)
+
+
+def element(browser, element_id: str):
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.ID, element_id)
+
+
+def shown(browser, element_id: str) -> str:
+    """The text of a message element, "" while it is hidden."""
+    return "" if element(browser, element_id).get_attribute("hidden") else element(browser, element_id).text
+
+
+def choose(browser, select_id: str, value: str) -> None:
+    browser.execute_script(
+        "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
+        "if (s.value !== arguments[1]) { s.add(new Option(arguments[1], arguments[1])); s.value = arguments[1]; }",
+        select_id,
+        value,
+    )

@@ -186,7 +186,8 @@ def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
 
 
 def server_cpu_seconds(server_pid: int) -> float:
-    """CPU seconds (user + system) tritonserver and its backend stubs have used so far."""
+    """CPU seconds (user + system) a process and its children have used so far: tritonserver and
+    its backend stubs (or the page's server, the WebRTC service)."""
     import psutil
 
     server = psutil.Process(server_pid)

@@ -21,12 +21,11 @@ from synctalk_client.render import write_wav
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
 from tools import paths
-from tools.browser import chromium_driver, page_server
+from tools.browser import WAIT_S, choose, chromium_driver, element, models_loaded, page_server, shown, switch_tab, wait
 
 pytestmark = pytest.mark.e2e
 AVATAR = "webpage"
 SCREENSHOTS = paths.BUILD / "web"
-WAIT_S = 120
 FRAME_S = 1 / contract.FPS
 
 
@@ -77,46 +76,10 @@ def speech(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return path, audio
 
 
-def wait(browser, condition, timeout: float = WAIT_S):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(lambda _: condition())
-
-
-def models_loaded(browser) -> None:
-    """Wait for the page's model list (fetched at load and again on each change of tab)."""
-    wait(browser, lambda: browser.execute_script("return document.body.dataset.models") == "loaded")
-
-
-def switch_tab(browser, tab: str) -> None:
-    element(browser, f"tab-{tab}").click()
-    models_loaded(browser)
-
-
-def element(browser, element_id: str):
-    from selenium.webdriver.common.by import By
-
-    return browser.find_element(By.ID, element_id)
-
-
 def options(browser, select_id: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
     return [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, f"#{select_id} option")]
-
-
-def shown(browser, element_id: str) -> str:
-    """The text of a message element, "" while it is hidden."""
-    return "" if element(browser, element_id).get_attribute("hidden") else element(browser, element_id).text
-
-
-def choose(browser, select_id: str, value: str) -> None:
-    browser.execute_script(
-        "const s = document.getElementById(arguments[0]); s.value = arguments[1];"
-        "if (s.value !== arguments[1]) { s.add(new Option(arguments[1], arguments[1])); s.value = arguments[1]; }",
-        select_id,
-        value,
-    )
 
 
 def pixels(png: bytes) -> np.ndarray:
