@@ -40,7 +40,7 @@ from pathlib import Path
 from synctalk_client import contract
 from synctalk_client.credentials import api_key_from_environment
 from synctalk_preprocessing import admission
-from tools import api_key, paths
+from tools import api_key, monotonic_waits, paths
 from tools.edge import DRAIN_S, Edge, Replica
 from tools.launched import Launched
 
@@ -114,7 +114,8 @@ def backend_directory(target: Path = paths.BUILD / "triton-backends") -> Path:
 
 def server_environment() -> dict:
     """LD_LIBRARY_PATH: the interpreter's libpython first (server and stub must agree), then the
-    wheel's bundled libraries. PATH: this venv's bin first, so the stub's python3 sees our packages."""
+    wheel's bundled libraries. LD_PRELOAD: tools.monotonic_waits. PATH: this venv's bin first, so
+    the stub's python3 sees our packages."""
     env = dict(os.environ)
     libs = [
         sysconfig.get_config_var("LIBDIR") or os.path.join(sys.base_prefix, "lib"),
@@ -131,7 +132,9 @@ def server_environment() -> dict:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     for key, value in MALLOC_ENV.items():
         env.setdefault(key, value)
-    return env
+    # the Python backend's waits on its stubs timed on the monotonic clock: a step of the wall
+    # clock would otherwise fail the requests in flight and crash the server (tools.monotonic_waits)
+    return monotonic_waits.preloaded(env)
 
 
 # The Python backend's shared-memory regions: triton_python_backend_shm_region_<uuid>, and

@@ -192,9 +192,10 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
     assert "HEALTHCHECK" in text and "/v2/health/ready" in text
     assert '"--model-control-mode=explicit"' in text and '"--load-model=*"' in text
     assert "synctalk-build-models" in text and "--profile gpu" in text
-    for path in re.findall(r"^COPY (\S+) ", text, re.M):
-        if "$" not in path:
-            assert (paths.ROOT / path).exists(), f"COPY {path}: not in the build context"
+    for sources in re.findall(r"^COPY (?!--from=)(.+) \S+$", text, re.M):  # --from: a build stage's
+        for path in sources.split():
+            if "$" not in path:
+                assert (paths.ROOT / path).exists(), f"COPY {path}: not in the build context"
 
 
 def test_the_image_has_every_python_based_backend_the_gpu_profile_names():
@@ -638,3 +639,28 @@ def test_the_image_runs_numpy_on_one_blas_thread_as_the_launcher_does():
 
     assert f"ENV OPENBLAS_NUM_THREADS={serve.OPENBLAS_THREADS}\n" in (DEPLOY / "Dockerfile").read_text()
     assert serve.server_environment()["OPENBLAS_NUM_THREADS"] == serve.OPENBLAS_THREADS
+
+
+def test_the_image_preloads_the_monotonic_waits_library_its_builder_stage_builds():
+    """The Python backend's timed waits on the monotonic clock (tools.monotonic_waits), in the image
+    as with the launcher: built by the same command in a builder stage, preloaded by the image."""
+    from tools import monotonic_waits, serve
+
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    image = monotonic_waits.IMAGE_LIBRARY
+    assert f"RUN python3 -m tools.monotonic_waits --out {image.parent}\n" in dockerfile
+    assert f"COPY --from=native {image} {image}\n" in dockerfile
+    assert f"ENV LD_PRELOAD={image}\n" in dockerfile
+    for module in ("tools/__init__.py", "tools/paths.py", "tools/monotonic_waits.py"):
+        assert module in dockerfile.split("FROM ${TRITON_IMAGE} AS native", 1)[1].split("\nFROM ", 1)[0]
+    # the launcher's servers: the library first in LD_PRELOAD, built with the same flags
+    preloaded = serve.server_environment()["LD_PRELOAD"].split(":")
+    assert Path(preloaded[0]).name == monotonic_waits.LIBRARY and Path(preloaded[0]).is_file()
+    exported = defined_functions(Path(preloaded[0]))
+    assert exported == set(monotonic_waits.WRAPPED)
+
+
+def defined_functions(library: Path) -> set[str]:
+    """The functions a shared library defines (nm -D --defined-only, text symbols)."""
+    out = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True)
+    return {line.split()[-1] for line in out.stdout.splitlines() if line.split()[1:2] == ["T"]}
