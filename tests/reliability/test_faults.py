@@ -92,7 +92,10 @@ def test_killed_stub_gives_clear_errors_and_service_recovers(own_server, tmp_pat
     assert regions and all(Path(r).exists() for r in regions)
     gate = admission.gate_path(own_server.process.pid)
     assert gate.exists()  # the door's table
-    own_server.stop()
+    # the reloaded model's old instance (its stub killed) never finishes unloading in this Python
+    # backend, so the server would wait out its 30 s exit timeout: the launcher's kill after a
+    # SIGTERM not obeyed in time is what this checks, 5 s is enough to see it
+    own_server.stop(timeout=5)
     assert not [r for r in regions if Path(r).exists()], "shared-memory regions left in /dev/shm"
     assert not gate.exists(), "the door's table left in /dev/shm"
     (tmp_path / "recovery_s.txt").write_text(f"{recovered_at - killed_at:.2f}\n")
