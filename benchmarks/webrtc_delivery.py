@@ -17,7 +17,7 @@ step of it, the paste, libx264, the peer, the browser's decoding, is as served):
    ``expectedDisplayTime`` against the moment the microphone said its audio, median of the last
    250 frames). Per minute: the medians and the 95th percentile of |offset|; over the run: the
    drift, a least-squares slope in ms a minute, of both. Also the CPU and memory of the page's
-   server (which holds the peer) and of tritonserver, at the start and the end.
+   server (which holds the peer) and of tritonserver every 30 s, and its growth after the first minute.
 2. **viewers**: ``synctalk-webrtc`` in its own process; 1, 2, 4 ... aiortc viewers in this one,
    each with a microphone (the same WAV, looped), for ``--seconds`` from 5 s after all play: the service's
    CPU seconds a second (its every thread: Opus, packetizing, SRTP, pacing), per viewer, and the
@@ -54,6 +54,10 @@ STATS = "return document.body.dataset.liveStats || '[]'"
 def rss_mb(pid: int) -> int:
     """A process's and its children's resident memory, MB."""
     return round(sum(server_processes(pid).values()) / 2**20)
+
+
+def memory_reading(at_s: float, page_pid: int, server_pid: int) -> dict:
+    return {"at_s": round(at_s), "page_server_mb": rss_mb(page_pid), "tritonserver_mb": rss_mb(server_pid)}
 
 
 def slope_per_minute(times_s: list[float], values: list[float]) -> float | None:
@@ -103,7 +107,7 @@ def sync_in_chromium(server: TritonServer, avatar: str, microphone: Path, minute
                 raise RuntimeError(f"the page reports: {shown(browser, 'live-error')}")
             page_pid = started[0].pid
             cpu0 = (server_cpu_seconds(page_pid), server_cpu_seconds(server.process.pid), time.monotonic())
-            memory0 = {"page_server_mb": rss_mb(page_pid), "tritonserver_mb": rss_mb(server.process.pid)}
+            memory = [memory_reading(0.0, page_pid, server.process.pid)]
             deadline = time.monotonic() + minutes * 60
             while time.monotonic() < deadline:
                 time.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
@@ -111,9 +115,10 @@ def sync_in_chromium(server: TritonServer, avatar: str, microphone: Path, minute
                     raise RuntimeError(f"the page reports: {shown(browser, 'live-error')}")
                 stats = json.loads(browser.execute_script(STATS))
                 last = stats[-1]
+                memory.append(memory_reading(time.monotonic() - cpu0[2], page_pid, server.process.pid))
                 print(
                     f"{last['atS']:.0f} s: {last['framesDecoded']} frames, offset {last['offsetMs']} ms, "
-                    f"delay {last['delayMs']} ms",
+                    f"delay {last['delayMs']} ms, tritonserver {memory[-1]['tritonserver_mb']} MB",
                     flush=True,
                 )
             seconds = time.monotonic() - cpu0[2]
@@ -121,7 +126,6 @@ def sync_in_chromium(server: TritonServer, avatar: str, microphone: Path, minute
                 "page_server_cpu_s_per_s": round((server_cpu_seconds(page_pid) - cpu0[0]) / seconds, 3),
                 "tritonserver_cpu_s_per_s": round((server_cpu_seconds(server.process.pid) - cpu0[1]) / seconds, 2),
             }
-            memory1 = {"page_server_mb": rss_mb(page_pid), "tritonserver_mb": rss_mb(server.process.pid)}
             element(browser, "live-stop").click()
         finally:
             browser.quit()
@@ -140,8 +144,12 @@ def sync_in_chromium(server: TritonServer, avatar: str, microphone: Path, minute
         "delay_ms_median": round(statistics.median(d for _, d in delays)),
         "delay_drift_ms_per_min": slope_per_minute(*zip(*delays)),
         **cpu,
-        "memory_mb_start": memory0,
-        "memory_mb_end": memory1,
+        "memory_mb": memory,
+        # after the first minute (the encoder, the peer and the shared-memory pages the stream's
+        # tensors touch are allocated over its first ~30 s): what a long stream adds
+        "tritonserver_mb_per_min_after_1_min": slope_per_minute(
+            *zip(*[(m["at_s"], m["tritonserver_mb"]) for m in memory if m["at_s"] >= 60])
+        ),
         "per_minute": per_minute(stats),
     }
 
