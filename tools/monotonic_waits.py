@@ -59,23 +59,22 @@ def build(out_dir: Path = paths.BUILD / "native") -> Path:
     return target
 
 
-def preloaded(env: dict, library: Path | None = None) -> dict:
-    """``env`` with the library first in LD_PRELOAD (built here unless given); unchanged, with a
-    warning on stderr once, where it cannot be built."""
+def preloaded(env: dict) -> dict:
+    """``env`` with the library (built here) first in LD_PRELOAD; unchanged, with a warning on
+    stderr once, where it cannot be built."""
     global _warned
-    if library is None:
-        try:
-            library = build()
-        except (RuntimeError, OSError) as exc:
-            if not _warned:
-                _warned = True
-                print(
-                    f"warning: tritonserver starts without {LIBRARY} ({exc}); "
-                    "a step of the wall clock can crash it (deploy/monotonic_waits.c)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            return env
+    try:
+        library = build()
+    except (RuntimeError, OSError) as exc:
+        if not _warned:
+            _warned = True
+            print(
+                f"warning: tritonserver starts without {LIBRARY} ({exc}); "
+                "a step of the wall clock can crash it (deploy/monotonic_waits.c)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return env
     others = [p for p in env.get("LD_PRELOAD", "").split(":") if p and Path(p).name != LIBRARY]
     env["LD_PRELOAD"] = ":".join([str(library), *others])
     return env
