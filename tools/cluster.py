@@ -6,7 +6,13 @@ In the foreground like ``make serve``: clients call the edge on 8000 (HTTP) and 
 they call one server; replica i listens on 8100 + 10 i (HTTP), 8101 + 10 i (gRPC) and 8102 + 10 i
 (metrics), where its model control goes (with the API key). ``build/cluster/replicas.json`` says
 each replica's name, pid, ports and avatars for operators and tools. Ctrl-C or SIGTERM stops the
-edge, then the replicas.
+edge, then the replicas. The ports and the budget are checked before anything starts.
+
+A replica that dies (killed, out of memory) is logged and started again on its ports with its
+share, while the edge and the other replicas go on serving: Triton listens only once its models are
+loaded, so the edge (checking each replica's readiness every second) sends it nothing before. A
+replica that dies more than ``MAX_RESTARTS`` times within ``RESTART_WINDOW_S`` is left down, and
+says why; the edge exiting, or every replica down, stops the cluster.
 
 Avatars are placed (``tools.placement``): each replica loads the shared steps and the avatars placed
 on it, each avatar on ``--factor`` replicas (default 2, or 1 with one replica) within
@@ -27,20 +33,54 @@ from pathlib import Path
 from synctalk_client import contract
 from tools import paths, placement, repository_manifest
 from tools.edge import Edge, Replica, write_endpoints
-from tools.launched import Launched
-from tools.serve import EDGE_ADMIN_PORT, REPLICA_GRPC_PORT, REPLICA_HTTP_PORT, TritonServer
+from tools.launched import Launched, PortConflict, check_ports
+from tools.serve import EDGE_ADMIN_PORT, REPLICA_HTTP_PORT, TritonServer
 
 REPLICAS_FILE = paths.BUILD / "cluster" / "replicas.json"
 PORT_STRIDE = 10
+MAX_RESTARTS = 3  # restarts of one replica within RESTART_WINDOW_S; it dies once more: left down
+RESTART_WINDOW_S = 600.0
 
 
-def default_ports(i: int) -> tuple[int, int, int]:
-    """Replica i's HTTP, gRPC and metrics ports: 8100 + 10 i, 8101 + 10 i, 8102 + 10 i."""
-    return (
-        REPLICA_HTTP_PORT + PORT_STRIDE * i,
-        REPLICA_GRPC_PORT + PORT_STRIDE * i,
-        REPLICA_GRPC_PORT + 1 + PORT_STRIDE * i,
-    )
+def default_ports(i: int, base: int = REPLICA_HTTP_PORT) -> tuple[int, int, int]:
+    """Replica i's HTTP, gRPC and metrics ports: 8100 + 10 i, 8101 + 10 i, 8102 + 10 i (from
+    ``base``)."""
+    return base + PORT_STRIDE * i, base + 1 + PORT_STRIDE * i, base + 2 + PORT_STRIDE * i
+
+
+def exit_reason(code: int) -> str:
+    """A process's exit code in words."""
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f"was killed by {name}" + (
+            " (the kernel's OOM killer, or an operator)" if -code == signal.SIGKILL else ""
+        )
+    return f"exited with code {code}"
+
+
+class RestartBudget:
+    """How often a replica may be started again: ``most`` times within ``window_s``."""
+
+    def __init__(self, most: int = MAX_RESTARTS, window_s: float = RESTART_WINDOW_S):
+        self.most, self.window_s = most, window_s
+        self.times: dict[str, list[float]] = {}  # within the window
+        self.counts: dict[str, int] = {}  # since the start
+
+    def recent(self, name: str, now: float) -> int:
+        return len([t for t in self.times.get(name, []) if now - t < self.window_s])
+
+    def take(self, name: str, now: float) -> int | None:
+        """Count one restart of ``name`` at ``now`` and return its number within the window, or
+        None (and count nothing) where ``most`` were made within it already."""
+        if self.recent(name, now) >= self.most:
+            return None
+        self.times[name] = [t for t in self.times.get(name, []) if now - t < self.window_s] + [now]
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return len(self.times[name])
+
+    def total(self, name: str) -> int:
+        """Restarts since the start."""
+        return self.counts.get(name, 0)
 
 
 class Cluster(Launched):
@@ -64,6 +104,9 @@ class Cluster(Launched):
             raise ValueError(f"a cluster needs at least one replica, not {replicas}")
         ports = replica_ports or [default_ports(i) for i in range(replicas)]
         self.logs = logs
+        self.restarts = RestartBudget()
+        self.down: dict[str, str] = {}  # replica name -> why it was left down
+        self.returning: dict[str, float] = {}  # replica name -> when it was restarted, until ready
         names = [f"replica-{i}" for i in range(replicas)]
         self.placement = (
             placement.plan(repository, names, replica_memory or placement.default_budget(repository, replicas), factor)
@@ -129,6 +172,8 @@ class Cluster(Launched):
                     "grpc_port": server.grpc_port,
                     "http_port": server.http_port,
                     "metrics_port": server.metrics_port,
+                    "restarts": self.restarts.total(replica.name),
+                    "down": self.down.get(replica.name),
                 }
                 for replica, server in zip(replicas, self.servers)
             ],
@@ -172,14 +217,72 @@ class Cluster(Launched):
         self.replicas = [r.holding(placed.avatars_on(r.name)) for r in self.replicas]
         return self.replicas
 
+    def port_roles(self) -> dict[str, int]:
+        """Every port of the edge and the replicas by what listens there."""
+        roles = self.edge.port_roles()
+        for replica, server in zip(self.replicas, self.servers):
+            roles.update(server.port_roles(replica.name))
+        return roles
+
     def start(self) -> Cluster:
+        check_ports(self.port_roles())  # all together, before any process starts
         for server in self.servers:
             server.start()
         self.edge.start()
         return self
 
+    def keep_replicas(self, now: float | None = None) -> list[str]:
+        """One look at the replicas: one that exited by itself is started again with its share (the
+        placement's now: a rebalance since the start may have changed it), within the restart
+        budget, else left down; one restarted and now ready gets its stub supervisor. Returns what
+        happened, a line each, for the operator's log."""
+        now = time.monotonic() if now is None else now
+        lines = []
+        for index, server in enumerate(self.servers):
+            name = self.replicas[index].name
+            if name in self.down or server.process is None:
+                continue
+            if server.process.poll() is None:
+                if name in self.returning and server.is_ready():
+                    server.wait_ready(timeout=5)  # starts its stub supervisor
+                    since = now - self.returning.pop(name)
+                    lines.append(
+                        f"{name}: back, ready and in the edge's rotation (pid {server.process.pid}, {since:.1f} s)"
+                    )
+                continue
+            self.returning.pop(name, None)
+            dead, why = server.process.pid, exit_reason(server.process.returncode)
+            count = self.restarts.take(name, now)
+            if count is None:
+                self.down[name] = (
+                    f"{why}, after {self.restarts.most} restarts within {self.restarts.window_s / 60:.0f} minutes: "
+                    f"left down (its log: {server.log_path})"
+                )
+                server.stop()
+                lines.append(f"{name} (pid {dead}) {self.down[name]}; its avatars are served by their other holders")
+                continue
+            if self.placement is not None:
+                avatars = self._as_placed()[index].avatars
+                server.models = sorted(placement.models_to_load(server.repository, list(avatars)))
+            lines.append(
+                f"{name} (pid {dead}) {why}: starting it again with its share (restart {count} of "
+                f"{self.restarts.most} within {self.restarts.window_s / 60:.0f} minutes); the edge sends it nothing "
+                "until it is ready"
+            )
+            try:
+                server.restart()
+                self.returning[name] = now
+            except (OSError, RuntimeError, ValueError) as exc:  # its ports taken meanwhile, ...: counted, tried again
+                lines.append(f"{name}: could not start again: {exc}")
+        return lines
+
+    def all_down(self) -> bool:
+        return len(self.down) == len(self.servers)
+
     def is_ready(self) -> bool:
-        return all(s.is_ready() for s in self.servers) and self.edge.is_ready()
+        """The edge and every replica not left down."""
+        up = [s for s, r in zip(self.servers, self.replicas) if r.name not in self.down]
+        return all(s.is_ready() for s in up) and self.edge.is_ready()
 
     def wait_ready(self, timeout: float = 300.0) -> Cluster:
         for server in self.servers:
@@ -329,8 +432,20 @@ def main(argv=None) -> int:
         "less each replica's shared steps and reserve for requests in flight, shared out)",
     )
     parser.add_argument("--factor", type=int, help="replicas each avatar is placed on (default 2; 1 with one replica)")
+    parser.add_argument(
+        "--replica-ports",
+        type=int,
+        default=REPLICA_HTTP_PORT,
+        help=f"replica i's HTTP, gRPC and metrics ports: this + {PORT_STRIDE} i, + 1, + 2 (default %(default)s)",
+    )
+    parser.add_argument("--replicas-file", type=Path, default=REPLICAS_FILE, help="where the cluster is described")
+    parser.add_argument(
+        "--logs", type=Path, default=paths.BUILD / "logs" / "cluster", help="the replicas' and edge's logs"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.replica_memory is not None:  # what this host cannot give is refused, not OOM-killed later
+            placement.check_budget(args.repository, args.replicas, args.replica_memory)
         cluster = Cluster(
             args.repository,
             args.replicas,
@@ -339,8 +454,10 @@ def main(argv=None) -> int:
             args.admin_port,
             replica_memory=args.replica_memory,
             factor=args.factor,
+            replica_ports=[default_ports(i, args.replica_ports) for i in range(args.replicas)],
+            logs=args.logs,
         )
-    except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas
+    except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas, or this host
         how = "" if args.replica_memory else f"\n{placement.describe_default_budget(args.repository, args.replicas)}"
         parser.exit(2, f"error: {exc}{how}\n")
     if cluster.placement is not None:
@@ -349,17 +466,23 @@ def main(argv=None) -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
-    cluster.start()
+    try:
+        cluster.start()  # refused, before anything starts, where its ports collide or are taken
+    except PortConflict as exc:
+        parser.exit(2, f"error: {exc}\n")
     announced = False
 
-    def running() -> bool:
-        return all(s.process.poll() is None for s in cluster.servers) and cluster.edge.process.poll() is None
-
-    while not stopping and running():
+    while not stopping and cluster.edge.process.poll() is None and not cluster.all_down():
+        changes = cluster.keep_replicas()
+        for line in changes:
+            print(line, file=sys.stderr, flush=True)
+        if changes and announced:
+            cluster.write_description(args.replicas_file)  # the restarted replica's pid
         if not announced and cluster.is_ready():
             for server in cluster.servers:
-                server.wait_ready(timeout=5)  # starts its supervisor
-            path = cluster.write_description()
+                if server.process.poll() is None:
+                    server.wait_ready(timeout=5)  # starts its supervisor
+            path = cluster.write_description(args.replicas_file)
             print(f"tritonserver ready: gRPC {cluster.edge.grpc_url}, HTTP {cluster.edge.http_url}", flush=True)
             print(
                 f"  through the edge (Envoy; its admin on {cluster.edge.admin_url}) to {len(cluster.servers)} "
@@ -369,7 +492,15 @@ def main(argv=None) -> int:
             )
             announced = True
         time.sleep(0.25)
-    failed = not stopping  # a replica or the edge exited by itself
+    failed = not stopping  # the edge exited by itself, or every replica is down
+    if failed:
+        print(
+            "every replica is down: stopping the cluster"
+            if cluster.all_down()
+            else "the edge exited: stopping the cluster",
+            file=sys.stderr,
+            flush=True,
+        )
     code = cluster.stop()
     return (code or 1) if failed else code
 

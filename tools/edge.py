@@ -51,7 +51,7 @@ import yaml
 
 from synctalk_client import contract
 from tools import paths
-from tools.launched import Launched
+from tools.launched import Launched, check_ports
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
 AVATARS_KEY = "avatars"  # the load balancer's metadata: the avatars a replica holds, a request's model id
@@ -403,14 +403,15 @@ def _model_rule(grpc: bool) -> dict:
     return {"header": ":path", "on_header_present": {**to, "regex_value_rewrite": rewrite}, "remove": False}
 
 
+def _reply_format(grpc: bool, text: str = "%LOCAL_REPLY_BODY%") -> dict:
+    """The edge's own replies: a line of text a gRPC client gets as its message, or the KServe
+    API's {"error": ...}. Envoy fills command operators (``%UPSTREAM_CLUSTER%``) here, in a
+    format, never in a mapper's body."""
+    return {"text_format_source": {"inline_string": text}} if grpc else {"json_format": {"error": text}}
+
+
 def _listener(name: str, host: str, port: int, routes: list[dict], grpc: bool) -> dict:
-    # the edge's own replies: a line of text a gRPC client gets as its message, or the KServe
-    # API's {"error": ...}
-    body_format = (
-        {"text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"}}
-        if grpc
-        else {"json_format": {"error": "%LOCAL_REPLY_BODY%"}}
-    )
+    body_format = _reply_format(grpc)
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",
@@ -434,7 +435,8 @@ def _listener(name: str, host: str, port: int, routes: list[dict], grpc: bool) -
                     # a class's circuit breaker: refused at once, from the headers
                     "filter": {"response_flag_filter": {"flags": ["UO"]}},
                     "status_code": 503,
-                    "body": {"inline_string": f"{contract.EDGE_FULL_MESSAGE} (%UPSTREAM_CLUSTER%)"},
+                    # naming the class's cluster (grpc_bulk, http_light, grpc_stream, ...)
+                    "body_format_override": _reply_format(grpc, f"{contract.EDGE_FULL_MESSAGE} (%UPSTREAM_CLUSTER%)"),
                 }
             ],
             "body_format": body_format,
@@ -726,7 +728,16 @@ class Edge(Launched):
         self.replicas = list(replicas)
         write_endpoints(self.replicas, self.endpoints_dir, self.admin_url if self.process else None)
 
+    def port_roles(self) -> dict[str, int]:
+        """Its ports by what listens there (``launched.check_ports``)."""
+        return {
+            "the edge's HTTP port": self.http_port,
+            "the edge's gRPC port": self.grpc_port,
+            "the edge's admin port": self.admin_port,
+        }
+
     def start(self) -> Edge:
+        check_ports(self.port_roles(), self.host)  # Envoy would otherwise exit with a bind error in its log
         write(self.config, self.config_path)
         if self.endpoints_dir is not None:
             write_endpoints(self.replicas, self.endpoints_dir)

@@ -1,14 +1,53 @@
 """What the project's launchers share (``tools.serve.TritonServer``, ``tools.edge.Edge``,
 ``tools.cluster.Cluster``): a context manager that starts, waits until ready and stops; the
-gRPC and HTTP addresses clients call; the process's log file."""
+gRPC and HTTP addresses clients call; the process's log file; the check of their ports before
+anything starts."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+
+class PortConflict(ValueError):
+    """Ports given twice, or already taken: found before any process starts."""
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could not listen on ``host:port`` now (bound as servers bind, with
+    SO_REUSEADDR: a port whose last connections are in TIME_WAIT is free)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(roles: dict[str, int], host: str = "127.0.0.1") -> None:
+    """Refuse, naming them, ports that collide (one port given two roles) and ports already
+    taken; ``roles``: {what listens there, e.g. "the edge's gRPC port (--grpc-port)": port}.
+    Called by the launchers before they start anything: Triton binds its ports only after it
+    has loaded every model, so a collision would otherwise fail a minute late, its stubs dying
+    after it."""
+    by_port: dict[int, list[str]] = {}
+    for role, port in roles.items():
+        by_port.setdefault(int(port), []).append(role)
+    problems = [
+        f"port {port} is given twice: {' and '.join(names)}" for port, names in by_port.items() if len(names) > 1
+    ]
+    problems += [
+        f"port {port} ({' and '.join(names)}) is already in use"
+        for port, names in by_port.items()
+        if port_taken(port, host)
+    ]
+    if problems:
+        raise PortConflict("; ".join(problems) + "; nothing was started: choose other ports")
 
 
 class Launched:
@@ -17,6 +56,7 @@ class Launched:
     http_port: int
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    log_mode = "wb"  # "ab": a restarted process's log continues its predecessor's (what it died of)
     _log_file = None
 
     @property
@@ -32,7 +72,7 @@ class Launched:
         if not self.log_path:
             return None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "wb")
+        self._log_file = open(self.log_path, self.log_mode)
         return self._log_file
 
     def _close_log(self) -> None:

@@ -227,6 +227,25 @@ def default_budget(repository: Path, replicas: int, available: int | None = None
     return max(0, (available - replicas * sum(replica_overhead(repository))) // replicas)
 
 
+def check_budget(repository: Path, replicas: int, budget: int, available: int | None = None) -> None:
+    """Refuse a budget that this host cannot give: ``replicas`` replicas each holding ``budget``
+    of avatars, their shared steps and their reserve for requests in flight, more than the host
+    has available (they would be killed for memory while loading). MemoryError with the numbers."""
+    import psutil
+
+    available = psutil.virtual_memory().available if available is None else available
+    shared, reserve = replica_overhead(repository)
+    need = replicas * (budget + shared + reserve)
+    if need > available:
+        most = default_budget(repository, replicas, available)
+        raise MemoryError(
+            f"a replica memory of {gb(budget)} does not fit this host: {replicas} x ({gb(budget)} for avatars + "
+            f"{gb(shared)} of shared steps + {gb(reserve)} for requests in flight) = {gb(need)}, and this host has "
+            f"{gb(available)} available; give at most {gb(most)} a replica (REPLICA_MEMORY, --replica-memory; the "
+            "default), or run fewer replicas here"
+        )
+
+
 def describe_default_budget(repository: Path, replicas: int) -> str:
     """How ``default_budget`` came to what it is on this host, for an error that needs it."""
     import psutil

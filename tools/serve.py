@@ -42,7 +42,7 @@ from synctalk_client.credentials import api_key_from_environment
 from synctalk_preprocessing import admission
 from tools import api_key, monotonic_waits, paths
 from tools.edge import DRAIN_S, Edge, Replica
-from tools.launched import Launched
+from tools.launched import Launched, PortConflict, check_ports
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
 # (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
@@ -270,6 +270,22 @@ def remove_orphaned_shm_regions(min_age_s: float = ORPHAN_AGE_S) -> list:
     return removed
 
 
+STUB_BINARY = "triton_python_backend_stub"
+
+
+def orphaned_stubs(server_pid: int) -> list:
+    """The Python-backend stubs of a tritonserver (``server_pid``) that died without them (a
+    SIGKILL, the OOM killer): each stub's arguments name its server's pid, its 5th."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if len(cmdline) > 5 and cmdline[0].endswith(STUB_BINARY) and cmdline[5] == str(server_pid):
+            found.append(process)
+    return found
+
+
 class StubSupervisor(threading.Thread):
     """Reloads a Python-backend model whose stub process died (see the module docstring)."""
 
@@ -385,9 +401,18 @@ class TritonServer(Launched):
             *self.extra_args,
         ]
 
+    def port_roles(self, name: str = "Triton") -> dict[str, int]:
+        """Its ports by what listens there (``launched.check_ports``)."""
+        return {
+            f"{name}'s HTTP port": self.http_port,
+            f"{name}'s gRPC port": self.grpc_port,
+            f"{name}'s metrics port": self.metrics_port,
+        }
+
     def start(self) -> TritonServer:
         if not self.repository.is_dir():
             raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
+        check_ports(self.port_roles(), self.host)  # at once, not after every model has loaded
         remove_orphaned_shm_regions()  # what an earlier server killed outright left behind
         remove_orphaned_gates()
         if self.api_key and api_key_from_environment() is None:  # this process's clients carry it
@@ -455,6 +480,29 @@ class TritonServer(Launched):
         self._close_log()
         return self.process.returncode
 
+    def restart(self) -> TritonServer:
+        """The server started again, on its ports with its models (``self.models``, which its
+        owner may have changed), after its process exited by itself: the stubs the dead one left
+        killed and their shared memory removed, its log continued, a new stub supervisor once it
+        is ready (``wait_ready``). Triton listens only once its models are loaded, so a load
+        balancer sends it nothing before."""
+        import psutil
+
+        if self.process is None or self.process.poll() is None:
+            raise RuntimeError("restart is for a server whose process has exited")
+        for stub in orphaned_stubs(self.process.pid):
+            try:
+                region = SHM_DIR / stub.cmdline()[2]
+                stub.kill()
+                stub.wait(10)
+                region.unlink(missing_ok=True)
+            except (OSError, IndexError, psutil.Error):
+                continue
+        self.stop()
+        self.supervisor = None
+        self.log_mode = "ab"
+        return self.start()
+
     def kill(self) -> None:
         """The server lost at once, as when its host or pod goes: SIGKILL to it and every backend
         stub at the same moment (a stub whose server was killed alone was seen to live on, holding
@@ -512,6 +560,21 @@ def main(argv=None) -> int:
         help="reload a model whose backend stub died (uses explicit model control on loopback)",
     )
     args = parser.parse_args(argv)
+    roles = (
+        {
+            "the edge's HTTP port (--http-port)": args.http_port,
+            "the edge's gRPC port (--grpc-port)": args.grpc_port,
+            "the edge's admin port (--admin-port)": args.admin_port,
+            "Triton's HTTP port (--replica-http-port)": args.replica_http_port,
+            "Triton's gRPC port (--replica-grpc-port)": args.replica_grpc_port,
+        }
+        if args.edge
+        else {"Triton's HTTP port (--http-port)": args.http_port, "Triton's gRPC port (--grpc-port)": args.grpc_port}
+    )
+    try:
+        check_ports({**roles, "Triton's metrics port (--metrics-port)": args.metrics_port})
+    except PortConflict as exc:
+        parser.exit(2, f"error: {exc}\n")
     server = TritonServer(
         args.repository,
         args.replica_http_port if args.edge else args.http_port,

@@ -81,8 +81,10 @@ def busy_reason(exc: InferenceServerException) -> str | None:
         return "its queue is full" + (detail if detail.startswith(": ") else "")
     if contract.QUEUE_TIMEOUT_MESSAGE in message:
         return "it waited longer than its queue allows"
-    if contract.EDGE_FULL_MESSAGE in message or contract.EDGE_OVERFLOW_MESSAGE in message:
-        return contract.EDGE_FULL_MESSAGE  # refused by the edge before the request's body went anywhere
+    if contract.EDGE_FULL_MESSAGE in message:  # refused by the edge before the request's body went anywhere
+        return message[message.index(contract.EDGE_FULL_MESSAGE) :].splitlines()[0].strip()  # with its class
+    if contract.EDGE_OVERFLOW_MESSAGE in message:
+        return contract.EDGE_FULL_MESSAGE
     return None
 
 

@@ -91,6 +91,17 @@ def test_streams_are_never_timed_out_and_stay_on_one_replica():
     assert "retry_policy" not in stream["route"]  # a stream is never replayed on another replica
 
 
+def test_the_edges_refusals_are_formats_with_no_operator_in_a_body():
+    """Envoy fills command operators (%UPSTREAM_CLUSTER%) in a format only: a mapper's inline body
+    reached clients with the placeholder unfilled."""
+    config = edge.render(replicas(2))
+    texts = {"grpc": lambda f: f["text_format_source"]["inline_string"], "http": lambda f: f["json_format"]["error"]}
+    for name, text_of in texts.items():
+        (mapper,) = listener(config, name)["local_reply_config"]["mappers"]
+        assert "%" not in str(mapper.get("body", "")), mapper
+        assert text_of(mapper["body_format_override"]) == f"{contract.EDGE_FULL_MESSAGE} (%UPSTREAM_CLUSTER%)"
+
+
 def test_unary_requests_retry_on_another_replica_only_where_there_is_one():
     for n, retried in ((1, False), (2, True)):
         config = edge.render(replicas(n))

@@ -56,3 +56,47 @@ def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_pat
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_serve_refuses_ports_that_collide_or_are_taken_before_starting_anything(tmp_path, models_dir):
+    """The edge's ports given as Triton's own (its defaults 8100/8101), and a port something already
+    listens on: refused at once with the ports and their flags named, no model loaded."""
+    repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
+    serve = [str(Path(sys.executable).parent / "synctalk-serve"), "--repository", str(repository)]
+    collide = subprocess.run(
+        [
+            *serve,
+            "--model-control-mode",
+            "explicit",
+            "--http-port",
+            "8100",
+            "--grpc-port",
+            "8101",
+            "--metrics-port",
+            "8102",
+        ],
+        cwd=paths.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert collide.returncode == 2, collide.stdout + collide.stderr
+    for port, kind in ((8100, "HTTP"), (8101, "gRPC")):
+        both = (
+            f"the edge's {kind} port (--{kind.lower()}-port) and Triton's {kind} port (--replica-{kind.lower()}-port)"
+        )
+        assert f"port {port} is given twice: {both}" in collide.stderr, collide.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = [str(free_port()) for _ in range(2)]
+        refused = subprocess.run(
+            [*serve, "--no-edge", "--grpc-port", str(port), "--http-port", ports[0], "--metrics-port", ports[1]],
+            cwd=paths.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"port {port} (Triton's gRPC port (--grpc-port)) is already in use" in refused.stderr, refused.stderr

@@ -126,3 +126,15 @@ def test_the_rebalance_job_places_over_the_statefulsets_pods_by_their_stable_nam
     assert {(p["grpc_port"], p["http_port"]) for p in pods} == {(8001, 8000)}
     with pytest.raises(ValueError, match="maxReplicas"):
         kubernetes_placement.pods(edge.kubernetes_max_replicas() + 1)
+
+
+def test_a_budget_beyond_this_host_is_refused_with_the_numbers(tmp_path, monkeypatch):
+    from tools import placement
+
+    monkeypatch.setattr(placement, "replica_overhead", lambda repository: (3 * GB, 2 * GB))
+    placement.check_budget(tmp_path, 3, 1 * GB, available=18 * GB)  # 3 x (1 + 3 + 2) = 18: fits
+    with pytest.raises(MemoryError) as refused:
+        placement.check_budget(tmp_path, 3, 4 * GB, available=19 * GB)  # 3 x (4 + 3 + 2) = 27 GB
+    text = str(refused.value)
+    assert "3 x (4.00 GB for avatars + 3.00 GB of shared steps + 2.00 GB for requests in flight) = 27.00 GB" in text
+    assert "this host has 19.00 GB available; give at most 1.33 GB a replica" in text
