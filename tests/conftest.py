@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,9 @@ def client(server):
 
     with CompositeClient(server.grpc_url, timeout_s=120) as c:
         yield c
+
+
+def run_command(command: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """A command run to its end from the checkout's root, its output captured as text (what an
+    operator's command prints when it refuses to start)."""
+    return subprocess.run(command, cwd=paths.ROOT, capture_output=True, text=True, timeout=timeout)

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from synctalk_client import CompositeClient, contract
-from tests.conftest import free_port
+from tests.conftest import free_port, run_command
 from tests.e2e.test_pipeline import make_request
 from tools import paths
 from tools.cluster import PORT_STRIDE
@@ -128,13 +128,7 @@ def test_make_cluster_refuses_a_budget_this_host_cannot_give(tmp_path, models_di
 
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     budget = psutil.virtual_memory().total // 3  # three of these alone are all this host's memory
-    done = subprocess.run(
-        cluster_command(repository, "--replicas", "3", "--replica-memory", str(budget)),
-        cwd=paths.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_command(cluster_command(repository, "--replicas", "3", "--replica-memory", str(budget)))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "does not fit this host: 3 x (" in done.stderr and "give at most" in done.stderr, done.stderr
     assert "tritonserver ready" not in done.stdout
@@ -145,12 +139,8 @@ def test_make_cluster_refuses_ports_that_collide_before_starting_anything(tmp_pa
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     http = free_port()
     started = time.monotonic()
-    done = subprocess.run(
-        cluster_command(repository, "--http-port", str(http), "--replica-ports", str(http), "--logs", str(tmp_path)),
-        cwd=paths.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = run_command(
+        cluster_command(repository, "--http-port", str(http), "--replica-ports", str(http), "--logs", str(tmp_path))
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"port {http} is given twice: the edge's HTTP port and replica-0's HTTP port" in done.stderr, done.stderr

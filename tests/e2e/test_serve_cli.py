@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from synctalk_client import CompositeClient
-from tests.conftest import free_port
+from tests.conftest import free_port, run_command
 from tests.e2e.test_pipeline import make_request
 from tools import paths
 from tools.render_repository import render
@@ -63,7 +63,7 @@ def test_serve_refuses_ports_that_collide_or_are_taken_before_starting_anything(
     listens on: refused at once with the ports and their flags named, no model loaded."""
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     serve = [str(Path(sys.executable).parent / "synctalk-serve"), "--repository", str(repository)]
-    collide = subprocess.run(
+    collide = run_command(
         [
             *serve,
             "--model-control-mode",
@@ -74,11 +74,7 @@ def test_serve_refuses_ports_that_collide_or_are_taken_before_starting_anything(
             "8101",
             "--metrics-port",
             "8102",
-        ],
-        cwd=paths.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        ]
     )
     assert collide.returncode == 2, collide.stdout + collide.stderr
     for port, kind in ((8100, "HTTP"), (8101, "gRPC")):
@@ -91,12 +87,8 @@ def test_serve_refuses_ports_that_collide_or_are_taken_before_starting_anything(
         taken.listen()
         port = taken.getsockname()[1]
         ports = [str(free_port()) for _ in range(2)]
-        refused = subprocess.run(
-            [*serve, "--no-edge", "--grpc-port", str(port), "--http-port", ports[0], "--metrics-port", ports[1]],
-            cwd=paths.ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        refused = run_command(
+            [*serve, "--no-edge", "--grpc-port", str(port), "--http-port", ports[0], "--metrics-port", ports[1]]
         )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"port {port} (Triton's gRPC port (--grpc-port)) is already in use" in refused.stderr, refused.stderr
