@@ -51,7 +51,7 @@ import yaml
 
 from synctalk_client import contract
 from tools import paths
-from tools.launched import Launched, check_ports
+from tools.launched import Launched, answers, check_ports
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
 AVATARS_KEY = "avatars"  # the load balancer's metadata: the avatars a replica holds, a request's model id
@@ -666,6 +666,9 @@ class Edge(Launched):
     """Envoy on a rendered bootstrap, as a context manager: ready when its admin says so and its
     HTTP listener answers Triton's readiness through it."""
 
+    name = "envoy"
+    poll_s = 0.1
+
     def __init__(
         self,
         replicas: list[Replica],
@@ -752,30 +755,8 @@ class Edge(Launched):
         )
         return self
 
-    def _ok(self, url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return False
-
     def is_ready(self) -> bool:
-        return self._ok(f"{self.admin_url}/ready") and self._ok(f"{self.http_url}/v2/health/ready")
-
-    def wait_ready(self, timeout: float = 60.0) -> Edge:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"envoy exited with code {self.process.returncode}{self._log_hint()}")
-            if self.is_ready():
-                return self
-            time.sleep(0.1)
-        raise TimeoutError(f"the edge was not ready after {timeout:.0f} s{self._log_hint()}")
-
-    def _log_hint(self) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        return f"; log {self.log_path}:\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        return answers(f"{self.admin_url}/ready") and answers(f"{self.http_url}/v2/health/ready")
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         """The admin's counters and gauges (those starting with ``prefix``)."""

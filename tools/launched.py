@@ -79,11 +79,38 @@ class Launched:
         if self._log_file:
             self._log_file.close()
 
+    name = "the process"  # in its errors: tritonserver, envoy
+    poll_s = 0.25  # between two looks while waiting for it
+
     def start(self):
         raise NotImplementedError
 
-    def wait_ready(self, timeout: float = 60.0):
+    def is_ready(self) -> bool:
         raise NotImplementedError
+
+    def _on_ready(self) -> None:
+        """What happens once it is ready (TritonServer: its stub supervisor starts)."""
+
+    def _log_hint(self) -> str:
+        """The end of its log, for an error."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return f"; log {self.log_path}:\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+    def wait_ready(self, timeout: float = 60.0):
+        """Returns once ``is_ready``; RuntimeError if its process exits first, TimeoutError after
+        ``timeout``, each with its log's hint."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.process.returncode} before it was ready{self._log_hint()}"
+                )
+            if self.is_ready():
+                self._on_ready()
+                return self
+            time.sleep(self.poll_s)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f} s{self._log_hint()}")
 
     def stop(self):
         raise NotImplementedError
@@ -97,6 +124,15 @@ class Launched:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether ``url`` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status == 200
+    except OSError:  # URLError, connection refused or reset, timed out
+        return False
 
 
 @contextlib.contextmanager

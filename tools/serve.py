@@ -32,8 +32,6 @@ import sys
 import sysconfig
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +40,7 @@ from synctalk_client.credentials import api_key_from_environment
 from synctalk_preprocessing import admission
 from tools import api_key, monotonic_waits, paths
 from tools.edge import DRAIN_S, Edge, Replica
-from tools.launched import Launched, PortConflict, check_ports
+from tools.launched import Launched, PortConflict, answers, check_ports
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
 # (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
@@ -340,6 +338,8 @@ class TritonServer(Launched):
     ``SYNCTALK_API_KEY_FILE`` in this process where no key is set there, so the clients this
     process makes (tests, benchmarks, the demo) carry the key."""
 
+    name = "tritonserver"
+
     def __init__(
         self,
         repository: Path,
@@ -424,26 +424,15 @@ class TritonServer(Launched):
         return self
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return False
+        return answers(f"{self.http_url}/v2/health/ready")
 
     def wait_ready(self, timeout: float = 180.0) -> TritonServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"tritonserver exited with code {self.process.returncode} before it was ready{self._log_hint()}"
-                )
-            if self.is_ready():
-                if self.supervise and self.supervisor is None:
-                    self.supervisor = StubSupervisor(self)
-                    self.supervisor.start()
-                return self
-            time.sleep(0.25)
-        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s{self._log_hint()}")
+        return super().wait_ready(timeout)
+
+    def _on_ready(self) -> None:
+        if self.supervise and self.supervisor is None:
+            self.supervisor = StubSupervisor(self)
+            self.supervisor.start()
 
     def _log_hint(self) -> str:
         """The server's error lines (which name the failing model) and the end of its log."""
