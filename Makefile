@@ -19,7 +19,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 models: build/models/models.json
 
-build/models/models.json: $(STAMP) tools/build_models.py tools/onnx_graph.py
+build/models/models.json: $(STAMP) ops/synctalk_build/build_models.py ops/synctalk_build/onnx_graph.py
 	$(BIN)/synctalk-build-models --out build/models
 
 render: models
@@ -36,11 +36,11 @@ REPLICAS ?= 2
 REPLICA_MEMORY ?=
 FACTOR ?=
 cluster: render
-	$(BIN)/python -m tools.cluster --repository $(REPOSITORY) --replicas $(REPLICAS) \
+	$(BIN)/python -m synctalk_ops.cluster --repository $(REPOSITORY) --replicas $(REPLICAS) \
 		$(if $(REPLICA_MEMORY),--replica-memory $(REPLICA_MEMORY)) $(if $(FACTOR),--factor $(FACTOR))
 
 demo: render
-	$(BIN)/python -m tools.demo --repository $(REPOSITORY)
+	$(BIN)/python -m devtools.demo --repository $(REPOSITORY)
 
 # the web page against the local server (make serve in another shell): http://127.0.0.1:7860/
 # (WEB_ARGS="--port 8080" and so on); it lists the repository with the install's API key

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import live_streams, overload, perf_analyzer
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import paths
-from tools.render_repository import render
-from tools.serve import TritonServer, apply_malloc_settings, server_processes
+from synctalk_build import paths
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
+from synctalk_ops.serve import TritonServer, apply_malloc_settings, server_processes
 
 RESULTS = paths.ROOT / "benchmarks" / "results"
 REPORT = paths.ROOT / "benchmarks" / "README.md"

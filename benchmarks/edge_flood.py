@@ -3,7 +3,7 @@
 A dozen eager clients, each sending the reference's own 32-frame ``demo`` request (78 MB) again as
 soon as it is answered, no busy retries, for ``--seconds``; beside them one light client sending
 1-frame requests the same way. The same server takes the flood twice: once straight (its gRPC
-port), once through the edge (``tools.edge``, in front of it). For each: the heavy requests served
+port), once through the edge (``synctalk_ops.edge``, in front of it). For each: the heavy requests served
 a second, how fast refusals come (from the call to the refusal, the client's own serialisation
 included: that is what a client waits), the light client's latency, the server's peak resident
 memory over its idle, and the edge's CPU per 1,000 requests. Before the flood, unloaded: what the
@@ -28,12 +28,13 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks.overload import MemorySampler, _request
-from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_build import avatar_store, paths
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
-from tools import avatar_store, paths
-from tools.edge import Edge, Replica
-from tools.render_repository import render
-from tools.serve import TritonServer, free_port, server_processes
+from synctalk_common import contract
+from synctalk_ops.edge import Edge, Replica
+from synctalk_ops.serve import TritonServer, free_port, server_processes
 
 TICKS = 100  # /proc/<pid>/stat's clock ticks a second (Linux)
 

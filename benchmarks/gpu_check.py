@@ -13,7 +13,7 @@ that would overrun is reported as skipped, and a watchdog ends a run that hangs,
 has):
 
 1. **agreement** (CPU): SyncTalk_2D's module trees in PyTorch (``benchmarks.synctalk2d_modules``),
-   filled by name from the ONNX graphs ``tools/build_models.py`` writes, against ONNX Runtime on
+   filled by name from the ONNX graphs ``ops/synctalk_build/build_models.py`` writes, against ONNX Runtime on
    the CPU: the timings below are of the served graphs' networks.
 2. **generator**: ``Model(6, "ave")`` at each batch size, FP32 and FP16 (channels-last), FP16
    replayed as a CUDA graph: frames/s, peak memory, the FP16 output's PSNR against FP32.
@@ -25,7 +25,7 @@ has):
 6. **pipeline**: audio windows in, frames out as JPEG bytes on the host, everything between on the
    GPU (the avatar path: resident face inputs and backgrounds), 8- and 32-frame batches: frames/s
    and the 25 fps streams that holds.
-7. **memory**: peak allocated per stage, beside ``tools.gpu_memory``'s per-request tensors.
+7. **memory**: peak allocated per stage, beside ``synctalk_build.gpu_memory``'s per-request tensors.
 8. **video**: a live stream's H.264, one frame at a time as the stream model encodes it (PyAV's
    ``h264_nvenc`` with ``synctalk_preprocessing.video``'s settings, where PyAV is installed and the
    GPU has NVENC: H100, H200 and A100 have none), and a frame's copy from the GPU to the host (what
@@ -55,10 +55,10 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("synctalk_client") is None:  # a checkout, nothing installed
-    sys.path.insert(0, str(ROOT / "client"))
+if importlib.util.find_spec("synctalk_common") is None:  # a checkout, nothing installed
+    sys.path.insert(0, str(ROOT / "common"))
 
-from synctalk_client import contract  # noqa: E402  (the standard library alone)
+from synctalk_common import contract  # noqa: E402  (the standard library alone)
 
 NO_GPU_EXIT = 2
 WATCHDOG_EXIT = 3
@@ -127,7 +127,7 @@ def plan_text(args: argparse.Namespace) -> str:
             f"  5. paste into backgrounds, box only: {sizes}; batches {frames}",
             f"  6. pipeline (audio windows in, JPEG bytes out, GPU between): {sizes.split(',')[0]}; batches "
             f"{frames}; frames/s and {STREAM_FPS} fps streams",
-            "  7. memory: peak allocated per measurement, beside tools.gpu_memory's per-request tensors",
+            "  7. memory: peak allocated per measurement, beside synctalk_build.gpu_memory's per-request tensors",
             f"  8. video: a frame to the host and H.264 a frame (h264_nvenc via PyAV where there is NVENC): {sizes}",
             f"  report: {args.out} and {args.out.with_suffix('.md')}",
         ]
@@ -272,10 +272,10 @@ def psnr(reference, test) -> float:
 
 # --- the models -----------------------------------------------------------------------------------
 def build_modules(variant: str):
-    """The three ONNX graphs of ``tools/build_models.py`` (in memory) and the PyTorch module trees
+    """The three ONNX graphs of ``ops/synctalk_build/build_models.py`` (in memory) and the PyTorch module trees
     filled from them by name."""
     from benchmarks import synctalk2d_modules as m
-    from tools import build_models as b
+    from synctalk_build import build_models as b
 
     v = b.VARIANTS[variant]
     graphs = {
@@ -595,9 +595,9 @@ def pipeline_stage(bench: Bench, modules: dict, hw: tuple[int, int], batches: Se
 
 
 def memory_plan(hw: tuple[int, int], batch: int) -> dict:
-    """tools.gpu_memory's GPU tensors of one request (the Triton CUDA pool holds these per request
+    """synctalk_build.gpu_memory's GPU tensors of one request (the Triton CUDA pool holds these per request
     executing), for the batch and frame size the pipeline measured."""
-    from tools import gpu_memory
+    from synctalk_build import gpu_memory
 
     tensors = {t.name: gpu_memory.tensor_bytes(t, batch, hw) for t in gpu_memory.GPU_TENSORS}
     return {"batch": batch, "frame": f"{hw[1]}x{hw[0]}", "request_gpu_mib": round(sum(tensors.values()) / 2**20, 1)}

@@ -16,7 +16,7 @@ crossed the PCIe bus per frame, host to device and back, integrated from NVML's 
 counters (20 ms windows) while the requests run, against the least the ensemble must move: the
 request's tensors in, the JPEGs out. Far more than that least means 1080p frames are going
 through host memory between steps (a CUDA memory pool too small for the tensors in flight:
-``tools.gpu_memory``).
+``synctalk_build.gpu_memory``).
 
 Everything goes to a JSON file. Needs, on the GPU machine: ``onnxruntime-gpu`` (with TensorRT
 libraries for the TensorRT EP), ``nvidia-dali-cuda120``, ``nvidia-nvimgcodec-cu12``,
@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench import median_ms
-from synctalk_client import contract
-from tools import build_models, paths
+from synctalk_build import build_models, paths
+from synctalk_common import contract
 
 
 def device_name(device: str) -> str:
@@ -218,7 +218,7 @@ def least_transfer_per_frame(audio_only: bool, jpeg_bytes: float) -> dict[str, f
     step reads (VISUAL; the mel windows the CPU audio front end hands the GPU encoder); out, the
     JPEG. Everything else can stay on the GPU. (An avatar with SyncTalk_2D's audio front end hands
     the encoder 16 neighbouring windows a frame, 77 KB more than counted here.)"""
-    from tools.gpu_memory import tensor_bytes
+    from synctalk_build.gpu_memory import tensor_bytes
 
     into = tensor_bytes(contract.MEL_WINDOWS, batch=1) + (0 if audio_only else tensor_bytes(contract.VISUAL, batch=1))
     return {"host_to_device": float(into), "device_to_host": float(jpeg_bytes)}

@@ -24,7 +24,7 @@ read side by side, as ratios: these hosts are noisy):
   ensemble (the stream's ``encode_windows`` 0: its encoder step encodes each request's windows
   afresh); ``windows-once`` (one-frame runs, and the stream encodes each audio window once and
   sends the features to ``<id>_from_features``: what the CPU profile serves), ``int8`` (that, with
-  the avatar's INT8 generator, as ``synctalk-avatars add --int8`` builds it: ``tools.int8``, whose
+  the avatar's INT8 generator, as ``synctalk-avatars add --int8`` builds it: ``synctalk_build.int8``, whose
   speed-up and PSNR on the avatar's frames are measured too; ``int8-ensemble``: the INT8
   generator through the avatar's ensemble); with the resident memory of the avatar's generator
   process. ``--key NAME`` keeps the file's other runs and stores this one
@@ -45,12 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench import STAGE_TIMES, model_statistics
-from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_build import paths
+from synctalk_build.render_model import read_config, write_config
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
-from tools import paths
-from tools.render_model import read_config, write_config
-from tools.render_repository import render
-from tools.serve import TritonServer, server_processes
+from synctalk_common import contract
+from synctalk_ops.serve import TritonServer, server_processes
 
 SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "windows-once", "int8-ensemble", "int8")
 SPF = contract.SAMPLES_PER_FRAME
@@ -105,8 +106,8 @@ def apply_setting(repository: Path, avatar: str, setting: str) -> None:
 def install_int8(repository: Path, avatar: str, store: Path) -> dict:
     """The avatar's generator quantized as ``add --int8`` does, in place of its FP32 model file
     (the last setting: the next run renders the repository afresh)."""
+    from synctalk_build import int8
     from synctalk_preprocessing.avatar import AvatarAssets
-    from tools import int8
 
     assets = AvatarAssets.load(store / avatar)
     preset = assets.source.get("audio_preset", "reference")
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--key", help="store this run under KEY in the results file, keeping its other runs")
     args = parser.parse_args(argv)
     args.settings = sorted(set(args.settings), key=SETTINGS.index)  # int8* replace the model file: last
-    from tools.demo import AVATAR_ID, add_demo_avatar
+    from devtools.demo import AVATAR_ID, add_demo_avatar
 
     models_dir = paths.MODELS / args.variant
     root = paths.BUILD / "live-speed"

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.perf_analyzer import PERF_DIR, edge_header_args, library_dir, perf_analyzer_binary
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import avatar_store, paths
-from tools.render_repository import render
-from tools.serve import TritonServer
+from synctalk_build import avatar_store, paths
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
+from synctalk_ops.serve import TritonServer
 
 AVATAR = "live"
 

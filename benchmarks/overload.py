@@ -25,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import avatar_store, paths
-from tools.render_model import LATENCY_TARGET_S, admitted_requests, read_config, write_config
-from tools.render_repository import render
-from tools.serve import TritonServer, server_processes
+from synctalk_build import avatar_store, paths
+from synctalk_build.render_model import LATENCY_TARGET_S, admitted_requests, read_config, write_config
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
+from synctalk_ops.serve import TritonServer, server_processes
 
 
 @dataclass

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from synctalk_client import contract, synthetic
-from tools import api_key, paths
+from synctalk_build import paths
+from synctalk_client import synthetic
+from synctalk_common import contract
+from synctalk_ops import api_key
 
 SCENARIOS = paths.ROOT / "deploy" / "perf_analyzer" / "scenarios.yaml"
 PERF_DIR = paths.BUILD / "perf"
@@ -102,7 +104,7 @@ def takes_frame_index(url: str, model: str) -> bool:
 
 def key_header() -> list[str]:
     """perf_analyzer's ``-H`` with the server's API key: registering shared memory is one of the
-    restricted APIs (``tools.api_key``); perf_analyzer sends its headers with every call."""
+    restricted APIs (``synctalk_ops.api_key``); perf_analyzer sends its headers with every call."""
     key = api_key.read_key()
     return ["-H", f"{contract.GRPC_API_KEY_HEADER}:{key}"] if key else []
 

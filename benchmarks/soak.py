@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import paths
-from tools.serve import server_processes
+from synctalk_build import paths
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
+from synctalk_ops.serve import server_processes
 
 
 def make_request(batch: int, seed: int, model_id: str = contract.DEFAULT_MODEL_ID) -> CompositeBatchRequest:
@@ -187,8 +188,8 @@ def main(argv=None) -> int:
         return soak(url, args.clients, args.duration, batch_sizes, args.bad_share, pid, args.warmup, args.max_growth)
 
     if args.start_server:
-        from tools.render_repository import render
-        from tools.serve import TritonServer
+        from synctalk_build.render_repository import render
+        from synctalk_ops.serve import TritonServer
 
         repository = render("cpu", paths.BUILD / "repository" / f"soak-{args.variant}", paths.MODELS / args.variant)
         with TritonServer(

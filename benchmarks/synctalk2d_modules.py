@@ -4,7 +4,7 @@ served graph's each-distinct-window-once gather) and the wav2lip-style stand-in 
 
 The modules carry upstream's names (``inc.inconv.0.conv.3``, ``down1.maxpool_conv.0.double_conv.1``,
 ``audio_encoder.4.conv_block.1``, ...), which are also the names of the initializers that
-``tools/build_models.py`` writes, so :func:`from_onnx` fills a module from the served ONNX graph by
+``ops/synctalk_build/build_models.py`` writes, so :func:`from_onnx` fills a module from the served ONNX graph by
 name, strictly (every parameter and buffer, nothing left over), and ``benchmarks.gpu_check``
 checks the two agree numerically before it times anything.
 

@@ -28,12 +28,13 @@ import time
 
 import numpy as np
 
-from synctalk_client import contract, synthetic
+from synctalk_build import paths
+from synctalk_build.render_repository import render
+from synctalk_client import synthetic
 from synctalk_client.stream import LiveStream
+from synctalk_common import contract
+from synctalk_ops.serve import TritonServer, server_cpu_seconds
 from synctalk_preprocessing import video
-from tools import paths
-from tools.render_repository import render
-from tools.serve import TritonServer, server_cpu_seconds
 
 SPF = contract.SAMPLES_PER_FRAME
 RESULTS = paths.ROOT / "benchmarks" / "results" / "video_delivery.json"
@@ -94,7 +95,7 @@ def encode_in_process(frames: list[np.ndarray], kbps: int) -> dict:
 def main(argv=None) -> int:
     import simplejpeg
 
-    from tools.demo import AVATAR_ID, add_demo_avatar
+    from devtools.demo import AVATAR_ID, add_demo_avatar
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=("tiny", "full"), default="full")

@@ -9,7 +9,7 @@ default: a 2-core host that also runs the browser keeps real time there, where a
 makes 19-22 frames a second and every delay grows; what is measured is the delivery, and every
 step of it, the paste, libx264, the peer, the browser's decoding, is as served):
 
-1. **sync**: headless Chromium (``tools.browser``), its microphone a WAV of speech that it loops,
+1. **sync**: headless Chromium (``devtools.browser``), its microphone a WAV of speech that it loops,
    plays the page's Live tab over WebRTC for ``--minutes``. Each second the page reads
    ``getStats()`` (``static/webrtc.js``): frames decoded, bitrate, audio minus video
    ``estimatedPlayoutTimestamp`` (the browser's own lip-sync clock: how far apart it plays the two
@@ -39,13 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract, synthetic
+from devtools.browser import choose, chromium_driver, element, models_loaded, page_server, shown, switch_tab, wait
+from synctalk_build import paths
+from synctalk_build.render_repository import render
+from synctalk_client import synthetic
 from synctalk_client.render import write_wav
-from tools import paths
-from tools.browser import choose, chromium_driver, element, models_loaded, page_server, shown, switch_tab, wait
-from tools.launched import http_process
-from tools.render_repository import render
-from tools.serve import TritonServer, free_port, server_cpu_seconds, server_processes
+from synctalk_common import contract
+from synctalk_ops.launched import http_process
+from synctalk_ops.serve import TritonServer, free_port, server_cpu_seconds, server_processes
 
 RESULTS = paths.ROOT / "benchmarks" / "results" / "webrtc_delivery.json"
 STATS = "return document.body.dataset.liveStats || '[]'"
@@ -228,7 +229,7 @@ def save(results: dict) -> None:
 def main(argv=None) -> int:
     import soxr
 
-    from tools.demo import AVATAR_ID, add_demo_avatar
+    from devtools.demo import AVATAR_ID, add_demo_avatar
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="the browser's stream (0: none)")

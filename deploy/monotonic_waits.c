@@ -14,7 +14,7 @@
  *
  * Each wrapper keeps the caller's deadline as a duration from now and waits for it on
  * CLOCK_MONOTONIC (glibc's pthread_mutex_clocklock and sem_clockwait), which no clock step moves.
- * tools/monotonic_waits.py builds it; tools/serve.py and the image (deploy/Dockerfile) preload it.
+ * ops/synctalk_build/monotonic_waits.py builds it; ops/synctalk_ops/serve.py and the image (deploy/Dockerfile) preload it.
  */
 #define _GNU_SOURCE
 #include <pthread.h>

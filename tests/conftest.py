@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tools import build_models, paths
-from tools.render_repository import render
-from tools.serve import TritonServer, free_port  # noqa: F401 - the tests' free_port
+from synctalk_build import build_models, paths
+from synctalk_build.render_repository import render
+from synctalk_ops.serve import TritonServer, free_port  # noqa: F401 - the tests' free_port
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """SyncTalk_2D's frame loop, transcribed line by line from upstream (independent of
-``synctalk_client.frame_loop``, which the tests compare with it).
+``synctalk_common.frame_loop``, which the tests compare with it).
 
 ``inference_328.py`` (the author's, 9e82dcc)::
 

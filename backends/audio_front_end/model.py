@@ -17,7 +17,7 @@ Warmed up at load, so no request pays for first-call initialisation.
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract
+from synctalk_common import contract
 from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
 

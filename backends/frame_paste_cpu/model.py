@@ -7,7 +7,7 @@ synctalk_preprocessing.compositing.paste_faces (FRAME_SIZE must be the backgroun
 
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract
+from synctalk_common import contract
 from synctalk_preprocessing import model_config
 from synctalk_preprocessing.compositing import paste_faces
 

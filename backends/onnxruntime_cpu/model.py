@@ -19,7 +19,7 @@ larger than ``run_batch`` frames, so the arena holds one such run's activations 
 generator at 1 frame: about 340 MB) at the arena's speed. On a CPU the generator's time per frame
 does not fall with the batch (measured: 62 ms a frame at 32, 8, 4 and 1 frames a run), so the
 slices cost nothing; the CPU profile runs every generator so, the shared ``synctalk`` and each
-avatar's (``tools.render_model.CPU_PARAMETERS``).
+avatar's (``synctalk_build.render_model.CPU_PARAMETERS``).
 Without the arena, freed memory is handed back after every run (malloc_trim).
 """
 

@@ -1,6 +1,6 @@
 """Python client of the SyncTalk Triton ensemble, mirroring the reference's CompositeBatch API.
 
-from synctalk_client import CompositeClient, CompositeBatchRequest
+from synctalk_client import CompositeBatchRequest, CompositeClient
 with CompositeClient("127.0.0.1:8001") as client:
     response = client.infer_batch_composite(CompositeBatchRequest.from_arrays("demo", crops, masked, audio))
     response.raise_for_error()
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib
 
-from synctalk_client import contract
+from synctalk_common import contract
 
-# The client classes load on first use, so that ``synctalk_client.contract`` (the tensors, names
+# The client classes load on first use, so that ``synctalk_common.contract`` (the tensors, names
 # and limits) imports with the standard library alone: the model builders and the GPU check use it
 # on hosts without tritonclient.
 _LAZY = {
@@ -22,8 +22,8 @@ _LAZY = {
     "ModelNotFoundError": "synctalk_client.errors",
     "ProcessingError": "synctalk_client.errors",
     "ValidationError": "synctalk_client.errors",
-    "CompositeBatchRequest": "synctalk_client.messages",
-    "CompositeBatchResponse": "synctalk_client.messages",
+    "CompositeBatchRequest": "synctalk_common.messages",
+    "CompositeBatchResponse": "synctalk_common.messages",
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 
 class AudioFileError(ValueError):

@@ -18,15 +18,21 @@ import argparse
 import dataclasses
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract, synthetic
+from synctalk_client import synthetic
 from synctalk_client.audio_file import AudioFileError, read_audio
 from synctalk_client.client import CompositeClient
 from synctalk_client.errors import CompositeError, ModelNotFoundError
-from synctalk_client.messages import CompositeBatchRequest
+from synctalk_common import contract
+from synctalk_common.messages import CompositeBatchRequest
+
+# subcommands a service installed beside the SDK adds (synctalk-client web): an entry point
+# ``register(command)`` that calls ``command(name, func, help)``, which gives an argparse parser back
+COMMANDS_GROUP = "synctalk_client.commands"
 
 
 class UsageError(Exception):
@@ -177,7 +183,7 @@ def cmd_render(args) -> int:
     crops = read_crop(args.image)[None] if args.image else None
     avatar = _read_avatar(args)
     if avatar is not None:  # one crop per image of the video: render picks each frame's image
-        from synctalk_client.face_geometry import crop_faces
+        from synctalk_common.face_geometry import crop_faces
 
         crops = crop_faces(*avatar)
     summary = render_video(
@@ -233,7 +239,7 @@ def _read_avatar(args):
         return None
     if not args.boxes:
         raise UsageError("--frames needs --boxes (the crop rectangle of each frame)")
-    from synctalk_client.frames import read_boxes, read_frames
+    from synctalk_common.frames import read_boxes, read_frames
 
     frames = read_frames(args.frames)
     boxes = read_boxes(args.boxes, frames.shape[1:3]).round().astype(np.int64)
@@ -250,8 +256,8 @@ def cmd_inspect(args) -> int:
             if client.takes_audio_only(args.model_id):  # an avatar: its own frames
                 request = audio_only(request)
     if avatar is not None:  # frame i's face: the image the server's background step picks for FRAME_INDEX i
-        from synctalk_client import frame_loop
-        from synctalk_client.face_geometry import crop_faces
+        from synctalk_common import frame_loop
+        from synctalk_common.face_geometry import crop_faces
 
         frames, boxes = avatar
         slots = frame_loop.live_images(args.start_frame + np.arange(request.batch_size), len(frames))
@@ -274,17 +280,6 @@ def cmd_inspect(args) -> int:
             + ", ".join(f"{k} {v[0]}" for k, v in step["outputs"].items())
         )
     print(f"wrote {summary['frames']} frames and every stage to {args.out}")
-    return 0
-
-
-def cmd_web(args) -> int:
-    try:
-        from synctalk_client.web.app import serve
-    except ModuleNotFoundError as exc:
-        raise UsageError(
-            f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
-        ) from None
-    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server)
     return 0
 
 
@@ -454,16 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--timeout", type=float, default=120.0)
     inspect.add_argument("--out", type=Path, default=Path("out/inspect"))
-    web = command("web", cmd_web, "a web page to try an avatar: render an upload or a recording, or stream live")
-    web.add_argument(
-        "--host", default="127.0.0.1", help="address the page listens on (default 127.0.0.1: this host only)"
-    )
-    web.add_argument("--port", type=positive, default=7860, help="the page's port (default 7860)")
-    web.add_argument(
-        "--ice-server",
-        action="append",
-        help="WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL (repeatable; else SYNCTALK_ICE_SERVERS)",
-    )
+    for plugin in entry_points(group=COMMANDS_GROUP):  # the services' subcommands (synctalk-client web)
+        plugin.load()(command)
     command("models", cmd_models, "list the repository's models")
     command("health", cmd_health, "server liveness/readiness and model states")
     for name, func, text in (

@@ -44,7 +44,6 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from synctalk_client import contract
 from synctalk_client.credentials import api_key_from_environment, api_key_headers
 from synctalk_client.errors import (  # noqa: F401  (busy_reason, is_retryable: the client's error rules)
     CompositeError,
@@ -60,7 +59,8 @@ from synctalk_client.errors import (  # noqa: F401  (busy_reason, is_retryable: 
     is_retryable,
     permission_error,
 )
-from synctalk_client.messages import CompositeBatchRequest, CompositeBatchResponse
+from synctalk_common import contract
+from synctalk_common.messages import CompositeBatchRequest, CompositeBatchResponse
 
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
 MODEL_CONTROL = "model control"

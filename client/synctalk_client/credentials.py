@@ -1,12 +1,12 @@
 """The server's API key on the client side: where it comes from and how it travels (standard
 library only). Triton's restricted APIs (``contract.RESTRICTED_APIS``) answer only calls that
-carry it; ``tools/api_key.py`` is the server side."""
+carry it; ``ops/synctalk_ops/api_key.py`` is the server side."""
 
 from __future__ import annotations
 
 import os
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 
 def api_key_from_environment(api_key: str | None = None) -> str | None:

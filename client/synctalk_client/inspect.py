@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract
 from synctalk_client.client import CompositeClient
-from synctalk_client.messages import CompositeBatchRequest
+from synctalk_common import contract
+from synctalk_common.messages import CompositeBatchRequest
 
 # The reference debug mode's file names, by ensemble tensor.
 DEBUG_FILES = {

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract
 from synctalk_client.errors import CompositeError, ProcessingError
 from synctalk_client.render import mp4_command, write_wav
 from synctalk_client.stream import LiveStream, StreamFrame
+from synctalk_common import contract
 
 
 def file_chunks(audio: np.ndarray, chunk_samples: int) -> Iterator[np.ndarray]:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract, frame_loop, synthetic
+from synctalk_client import synthetic
 from synctalk_client.client import CompositeClient
 from synctalk_client.errors import BY_CATEGORY, ProcessingError
-from synctalk_client.messages import CompositeBatchRequest
+from synctalk_common import contract, frame_loop
+from synctalk_common.messages import CompositeBatchRequest
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int = contract.SAMPLE_RATE) -> None:

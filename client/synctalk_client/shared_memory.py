@@ -14,7 +14,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 
 class SharedMemoryInputs:

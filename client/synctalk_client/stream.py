@@ -36,8 +36,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import contract
 from synctalk_client.errors import CompositeError, ProcessingError, ServerBusyError, error_from_exception
+from synctalk_common import contract
 
 
 class StreamLimitError(ServerBusyError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 
 def speech_like_audio(n_frames: int, seed: int = 0, sample_rate: int = contract.SAMPLE_RATE) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The server side's maths: what the model repository's steps compute. It builds on the client
-package's contract (``synctalk_client.contract``, the face geometry, the wire layout), never the
+package's contract (``synctalk_common.contract``, the face geometry, the wire layout), never the
 other way round.
 
 - ``audio``: STFT -> log-mel -> the windows of each video frame (both front ends).

@@ -9,7 +9,7 @@ time per refused request with the tiny models, a third of the goodput at three t
 The gate moves that refusal to the door. ``input_validator``, every ensemble's first step, admits
 a request when the frames already in flight past it, plus the request's own, fit the pipeline's
 capacity (the frames its generators serve within the profile's latency target:
-``tools.render_model.admission_frames``), and refuses it otherwise before looking at it (gRPC
+``synctalk_build.render_model.admission_frames``), and refuses it otherwise before looking at it (gRPC
 UNAVAILABLE with Triton's own "Exceeds maximum queue size", which clients read as "server busy").
 It hands the request a ticket (``ADMISSION_TICKET``) that travels with it; the last step,
 ``jpeg_encoder``, gives the ticket back. A request that never gets there (a failing step, a

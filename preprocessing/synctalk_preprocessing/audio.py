@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 
 @dataclass(frozen=True)

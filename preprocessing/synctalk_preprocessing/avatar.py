@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk_client import contract
-from synctalk_client.face_geometry import check_boxes
-from synctalk_client.frames import image_files, read_boxes, read_frames, read_image
+from synctalk_common import contract
+from synctalk_common.face_geometry import check_boxes
+from synctalk_common.frames import image_files, read_boxes, read_frames, read_image
 
 MANIFEST = "avatar.json"
 BACKGROUNDS = "backgrounds"

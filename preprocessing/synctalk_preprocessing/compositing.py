@@ -4,7 +4,7 @@ reference ensemble), and SyncTalk_2D's face crop, mask and paste-back (avatars).
 The same steps run on the GPU in the production DALI pipelines (``frame_resize``,
 ``frame_paste``); this is the CPU implementation (OpenCV, libjpeg-turbo) used by the CPU profile,
 and by the tests as the reference for DALI. The face crop and mask are the client's
-(``synctalk_client.face_geometry``): every caller of the reference model cuts them.
+(``synctalk_common.face_geometry``): every caller of the reference model cuts them.
 
 The reference ensemble's order of operations (identical in both profiles): BGR->RGB, x255, round,
 clamp to [0, 255] and cast to uint8 at 320x320, then a bilinear (half-pixel centres, no
@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from synctalk_client import contract
-from synctalk_client.face_geometry import check_boxes, face_crop
+from synctalk_common import contract
+from synctalk_common.face_geometry import check_boxes, face_crop
 
 
 def face_to_rgb8(face_bgr: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ Both turn the generated face into RGB uint8 at 320x320 first, as
 
 from __future__ import annotations
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 
 def _face_rgb8(device: str):

@@ -18,7 +18,7 @@ def string_parameters(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def apply_nice(params: Mapping[str, str]) -> None:
-    """The ``nice`` parameter (CPU profile: tools/render_model.py, CPU_PARAMETERS): this stub's
+    """The ``nice`` parameter (CPU profile: ops/synctalk_build/render_model.py, CPU_PARAMETERS): this stub's
     scheduling niceness, raised before its threads start (they inherit it: niceness is per thread
     on Linux)."""
     nice = int(params.get("nice", "0"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from synctalk_client import contract
+from synctalk_common import contract
 
 _SUBSAMPLING = {
     "420": lambda m: m.ChromaSubsampling.CSS_420,

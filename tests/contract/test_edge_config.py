@@ -1,4 +1,4 @@
-"""The edge's Envoy bootstrap (tools/edge.py): Envoy's own validation, and what it must hold:
+"""The edge's Envoy bootstrap (ops/synctalk_ops/edge.py): Envoy's own validation, and what it must hold:
 limits from the door's capacity, the restricted APIs never routed, streams never cut, the admin
 on loopback."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from synctalk_client import contract
-from tools import edge
-from tools.render_model import admission_frames
+from synctalk_build.render_model import admission_frames
+from synctalk_common import contract
+from synctalk_ops import edge
 
 
 def replicas(n: int) -> list[edge.Replica]:

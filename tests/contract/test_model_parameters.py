@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from synctalk_client import contract
+from synctalk_build import avatar_install, paths
+from synctalk_build.render_model import read_config
+from synctalk_common import contract
 from tests.contract.test_repository_configs import render_with_avatar
-from tools import avatar_install, paths
-from tools.render_model import read_config
 
 README = paths.MODEL_REPOSITORY / "README.md"
 

@@ -9,11 +9,11 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from synctalk_client import contract
+from synctalk_build import avatar_install, avatar_store, paths
+from synctalk_build.render_model import CPU_BACKENDS, read_config
+from synctalk_build.render_repository import render
+from synctalk_common import contract
 from synctalk_preprocessing.audio import MelConfig
-from tools import avatar_install, avatar_store, paths
-from tools.render_model import CPU_BACKENDS, read_config
-from tools.render_repository import render
 
 DTYPES = {
     "FP32": mc.TYPE_FP32,
@@ -370,8 +370,8 @@ def test_every_tensorrt_model_has_one_shape_profile_and_its_own_caches(gpu_profi
 
 def test_jpeg_encoders_keep_up_with_the_generators(gpu_profile):
     """As many encoder instances as generator instances, shared and per avatar (the argument is
-    in model_repository/jpeg_encoder/config.pbtxt), and tools.gpu_memory sizes the pool for them."""
-    from tools import gpu_memory
+    in model_repository/jpeg_encoder/config.pbtxt), and synctalk_build.gpu_memory sizes the pool for them."""
+    from synctalk_build import gpu_memory
 
     count = lambda c: sum(g.count for g in c.instance_group)  # noqa: E731
     assert count(gpu_profile[contract.JPEG_ENCODER_MODEL]) == count(gpu_profile[contract.GENERATOR_MODEL]) == 2
@@ -446,7 +446,7 @@ def test_render_refuses_a_missing_model(tmp_path):
 def test_the_generators_and_the_door_have_bounded_queues(profile, request):
     """Admission: every generator (shared and avatars') and input_validator, the first step of
     every ensemble, refuse what their bounded queue cannot hold (docs/operations.md)."""
-    from tools.render_model import admission_frames, queue_policy
+    from synctalk_build.render_model import admission_frames, queue_policy
 
     configs = request.getfixturevalue(profile)
     name = profile.removesuffix("_profile")
@@ -475,8 +475,8 @@ def test_the_cpu_profiles_generators_take_turns(cpu_profile):
     """One generator runs at a time on the CPU profile (the memory budget counts one batch's
     activations): every generator instance needs the server's one cpu_generator resource, and the
     launcher turns Triton's rate limiter on."""
-    from tools.render_model import CPU_GENERATOR_RESOURCE
-    from tools.serve import TritonServer
+    from synctalk_build.render_model import CPU_GENERATOR_RESOURCE
+    from synctalk_ops.serve import TritonServer
 
     generators = [contract.GENERATOR_MODEL] + [
         contract.avatar_models(a)["generator"] for a in (AVATAR, AVATAR_2D, AVATAR_OWN_ENCODER)

@@ -7,8 +7,8 @@ import contextlib
 
 import numpy as np
 
+from synctalk_build import avatar_store
 from synctalk_client import CompositeClient
-from tools import avatar_store
 
 
 @contextlib.contextmanager

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import avatar_store
+from synctalk_build import avatar_store
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import simplejpeg
 
-from synctalk_client import CompositeBatchRequest, contract, synthetic
+from synctalk_client import CompositeBatchRequest, synthetic
+from synctalk_common import contract
 from synctalk_preprocessing.avatar import read_manifest
 from tests.e2e.one_frame_avatar import loaded_avatar
 from tests.synctalk2d_reference import psnr

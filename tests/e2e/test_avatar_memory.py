@@ -7,9 +7,10 @@ import json
 import cv2
 import pytest
 
+from synctalk_build import avatar_store
 from synctalk_client import CompositeBatchRequest, synthetic
-from tools import avatar_memory, avatar_store
-from tools.serve import server_processes
+from synctalk_ops import avatar_memory
+from synctalk_ops.serve import server_processes
 
 
 def server_pss(pid: int) -> int:

@@ -5,11 +5,11 @@ import json
 import cv2
 import pytest
 
+from synctalk_build import avatar_store, paths
+from synctalk_build.render_repository import render
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_ops.serve import TritonServer
 from tests.conftest import free_port
-from tools import avatar_store, paths
-from tools.render_repository import render
-from tools.serve import TritonServer
 
 pytestmark = pytest.mark.e2e
 

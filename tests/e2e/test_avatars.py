@@ -10,10 +10,12 @@ import simplejpeg
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import CompositeBatchRequest, contract, synthetic
+from synctalk_build import avatar_store, paths
+from synctalk_client import CompositeBatchRequest, synthetic
 from synctalk_client.credentials import api_key_headers
+from synctalk_common import contract
+from synctalk_ops import api_key
 from tests.synctalk2d_loop import upstream_images
-from tools import api_key, avatar_store, paths
 
 AVATAR = "anna"
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]  # one plain background colour per frame
@@ -33,7 +35,7 @@ def avatar(server, tmp_path_factory):
     command = [
         sys.executable,
         "-m",
-        "tools.avatars",
+        "synctalk_ops.avatars",
         "--repository",
         str(server.repository),
         "add",
@@ -334,7 +336,7 @@ def test_audio_only_requests_give_the_frames_of_the_crop_upload_path(server, cli
     avatar's own frames, exactly as a client cutting them (compositing.visual_inputs) would."""
     import cv2
 
-    from synctalk_client.face_geometry import visual_inputs
+    from synctalk_common.face_geometry import visual_inputs
 
     frames, boxes = synthetic.avatar_background(5, 160, 96, face=48, seed=6)
     for i, frame in enumerate(frames):

@@ -1,4 +1,4 @@
-"""`make cluster` as an operator runs it (``python -m tools.cluster``, tiny models, loopback): a
+"""`make cluster` as an operator runs it (``python -m synctalk_ops.cluster``, tiny models, loopback): a
 replica's tritonserver killed under load (SIGKILL, its pid from the cluster's description) is logged
 and started again with its share while the edge and the other replica go on serving; a budget this
 host cannot give and ports that collide are refused before anything starts."""
@@ -17,19 +17,20 @@ import time
 
 import pytest
 
-from synctalk_client import CompositeClient, contract
+from synctalk_build import paths
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeClient
+from synctalk_common import contract
+from synctalk_ops.cluster import PORT_STRIDE
+from synctalk_ops.launched import port_taken
 from tests.conftest import free_port, run_command
 from tests.e2e.test_pipeline import make_request
-from tools import paths
-from tools.cluster import PORT_STRIDE
-from tools.launched import port_taken
-from tools.render_repository import render
 
 pytestmark = pytest.mark.e2e
 
 
 def free_port_base(replicas: int) -> int:
-    """A first port from which every replica's three ports (tools.cluster.default_ports) are free."""
+    """A first port from which every replica's three ports (synctalk_ops.cluster.default_ports) are free."""
     while True:
         base = random.randrange(20000, 40000, PORT_STRIDE)
         if not any(port_taken(base + PORT_STRIDE * i + k) for i in range(replicas) for k in range(3)):
@@ -37,7 +38,7 @@ def free_port_base(replicas: int) -> int:
 
 
 def cluster_command(repository, *args) -> list[str]:
-    return [sys.executable, "-m", "tools.cluster", "--repository", str(repository), *args]
+    return [sys.executable, "-m", "synctalk_ops.cluster", "--repository", str(repository), *args]
 
 
 def served_on(grpc_port: int) -> int:

@@ -1,4 +1,4 @@
-"""The edge (tools/edge.py): a real Envoy in front of the live CPU-profile server (tiny models),
+"""The edge (ops/synctalk_ops/edge.py): a real Envoy in front of the live CPU-profile server (tiny models),
 on loopback. Clients get through it what they get from Triton itself; the restricted APIs are
 answered by the edge; a class of requests at its limit is refused by the edge from the request's
 headers, before its body reaches Triton, while the other classes are served."""
@@ -13,14 +13,15 @@ import urllib.request
 import grpc
 import pytest
 
-from synctalk_client import CompositeClient, contract, synthetic
+from synctalk_build import paths
+from synctalk_client import CompositeClient, synthetic
 from synctalk_client.errors import PermissionDeniedError
 from synctalk_client.stream import LiveStream
+from synctalk_common import contract
+from synctalk_ops.edge import GRPC_SERVICE, INFER_METHOD, Edge, Replica
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
 from tests.e2e.test_pipeline import make_request
-from tools import paths
-from tools.edge import GRPC_SERVICE, INFER_METHOD, Edge, Replica
 
 pytestmark = pytest.mark.e2e
 AVATAR = "edgeavatar"

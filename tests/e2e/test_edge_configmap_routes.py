@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from synctalk_client import contract, synthetic
+from synctalk_build import paths
+from synctalk_client import synthetic
 from synctalk_client.stream import LiveStream
+from synctalk_common import contract
+from synctalk_ops.edge import CLUSTERS_FILE, Edge, Replica, clusters_response, text_of
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
-from tools import paths
-from tools.edge import CLUSTERS_FILE, Edge, Replica, clusters_response, text_of
 
 pytestmark = pytest.mark.e2e
 AVATAR = "routedavatar"

@@ -1,5 +1,5 @@
-"""The edge in front of two replicas (tools.cluster, what make cluster runs: tiny models,
-loopback), the avatars placed on them (tools.placement): one avatar on both, two on one each, so
+"""The edge in front of two replicas (synctalk_ops.cluster, what make cluster runs: tiny models,
+loopback), the avatars placed on them (synctalk_ops.placement): one avatar on both, two on one each, so
 each replica holds fewer avatars than the store has. Every avatar is served through the edge, by
 its holders only; an avatar added and removed on the running cluster changes the edge's routes
 with no restart; a live stream's requests all reach one replica. (A replica killed under load:
@@ -16,16 +16,18 @@ import urllib.request
 import numpy as np
 import pytest
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_build import avatar_store, paths
+from synctalk_build.render_repository import render
+from synctalk_build.repository_manifest import avatar_store as avatar_store_of
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
+from synctalk_common import contract
+from synctalk_ops import placement
+from synctalk_ops.avatars import main as avatars_main
+from synctalk_ops.cluster import Cluster, rebalance
+from synctalk_ops.placement import ranking
+from synctalk_ops.serve import TritonServer
 from tests.conftest import free_port
-from tools import avatar_store, paths, placement
-from tools.avatars import main as avatars_main
-from tools.cluster import Cluster, rebalance
-from tools.placement import ranking
-from tools.render_repository import render
-from tools.repository_manifest import avatar_store as avatar_store_of
-from tools.serve import TritonServer
 
 pytestmark = pytest.mark.e2e
 AVATAR = "twoplaces"
@@ -42,13 +44,13 @@ def avatar_folder(tmp_path_factory):
 
 
 NAMES = ["replica-0", "replica-1"]
-# an avatar whose first choice is each replica (tools.placement's ranking), placed on one replica
+# an avatar whose first choice is each replica (synctalk_ops.placement's ranking), placed on one replica
 SOLO = {name: next(f"solo{i}" for i in range(100) if ranking(f"solo{i}", NAMES)[0] == name) for name in NAMES}
 
 
 @pytest.fixture(scope="module")
 def two_replicas(models_dir, avatar_folder, tmp_path_factory):
-    """tools.cluster's Cluster of two tiny replicas on one repository and its avatar store: the
+    """synctalk_ops.cluster's Cluster of two tiny replicas on one repository and its avatar store: the
     avatar on both (the default factor), a solo avatar on each, the edge in front."""
     root = tmp_path_factory.mktemp("cluster")
     repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
@@ -192,7 +194,7 @@ def requests_running(url: str, avatars: list[str], seed: int, **client_options):
 
 
 def test_a_replica_rebalanced_away_and_one_added_lose_no_request(two_replicas):
-    """Before a replica is removed, tools.cluster.rebalance without it moves its avatars onto the
+    """Before a replica is removed, synctalk_ops.cluster.rebalance without it moves its avatars onto the
     other (loaded there, routed there, unloaded from it), then it is removed; a replica added (the
     shared steps, no avatar) is given its share by a rebalance: all while requests for every avatar
     keep coming, no retries: none fails. (Two replicas at most: a third beside the suite's server

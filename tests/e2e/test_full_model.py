@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
 
 pytestmark = [pytest.mark.e2e, pytest.mark.full_model]
 

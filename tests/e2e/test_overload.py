@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from benchmarks.overload import MemorySampler, offer, summarize, unloaded_throughput
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_build import render_model
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
+from synctalk_ops import avatar_memory
+from synctalk_ops.serve import server_processes, stub_counts
 from synctalk_preprocessing import admission
 from synctalk_preprocessing.admission import AdmissionGate, gate_path
 from tests.e2e.one_frame_avatar import one_frame_avatar
-from tools import avatar_memory, render_model
-from tools.serve import server_processes, stub_counts
 
 pytestmark = pytest.mark.e2e
 AVATAR = "crowded"

@@ -28,8 +28,8 @@ def test_perf_analyzer_load_tests_an_avatar(server, tmp_path):
     import cv2
     import numpy as np
 
+    from synctalk_build import avatar_store
     from synctalk_client import CompositeClient
-    from tools import avatar_store
 
     cv2.imwrite(str(tmp_path / "0.png"), np.full((72, 128, 3), 60, np.uint8))
     avatar_store.add(server.repository, "perf", tmp_path, [32, 4, 96, 68])

@@ -9,12 +9,13 @@ import simplejpeg
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import CompositeBatchRequest, contract, synthetic
+from synctalk_build import build_models
+from synctalk_client import CompositeBatchRequest, synthetic
 from synctalk_client.cli import main as cli_main
 from synctalk_client.credentials import api_key_headers
+from synctalk_common import contract
 from synctalk_preprocessing.audio import MelFrontEnd
 from synctalk_preprocessing.compositing import composite_frames
-from tools import build_models
 
 pytestmark = pytest.mark.e2e
 

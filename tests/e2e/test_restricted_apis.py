@@ -18,10 +18,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_build import paths
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_client.credentials import api_key_headers
 from synctalk_client.errors import PermissionDeniedError
-from tools import api_key, paths
+from synctalk_common import contract
+from synctalk_ops import api_key
 
 pytestmark = pytest.mark.e2e
 

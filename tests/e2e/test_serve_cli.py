@@ -1,4 +1,4 @@
-"""`synctalk-serve` (what `make serve` runs, tools.serve): the edge and the server in the foreground,
+"""`synctalk-serve` (what `make serve` runs, synctalk_ops.serve): the edge and the server in the foreground,
 ready, a clean stop of both on SIGTERM or Ctrl-C."""
 
 import signal
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from synctalk_build import paths
+from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient
+from synctalk_ops.serve import TritonServer
 from tests.conftest import free_port, run_command
 from tests.e2e.test_pipeline import make_request
-from tools import paths
-from tools.render_repository import render
-from tools.serve import TritonServer
 
 pytestmark = pytest.mark.e2e
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import CompositeBatchRequest, contract, synthetic
-from synctalk_client.messages import audio_context_rows
+from synctalk_client import CompositeBatchRequest, synthetic
+from synctalk_common import contract
+from synctalk_common.messages import audio_context_rows
 from tests.e2e.one_frame_avatar import one_frame_avatar
 from tests.e2e.test_pipeline import make_request, raw_infer, triton  # noqa: F401  (fixture)
 

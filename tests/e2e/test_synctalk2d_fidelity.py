@@ -2,9 +2,9 @@
 
 As a user would: a generator checkpoint and the audio encoder checkpoint (random weights under
 the real names, batch-norm statistics calibrated on this avatar's faces and this clip, so the
-output depends visibly on both) are imported with ``tools.import_checkpoint``, the avatar is
+output depends visibly on both) are imported with ``synctalk_build.import_checkpoint``, the avatar is
 added from a ``full_body_img/``-style folder of JPEGs and a ``landmarks/`` folder with
-``tools.avatars add``, and the clip is rendered with ``synctalk-client render`` (audio only, batches of 4
+``synctalk_ops.avatars add``, and the clip is rendered with ``synctalk-client render`` (audio only, batches of 4
 with their audio context). The served frames are compared, inside the face boxes, with the
 independent reference of ``tests/synctalk2d_reference.py``, JPEG-encoded as the server encodes
 (quality 95, 4:2:0, libjpeg-turbo): the served frames are that JPEG (same pixels in, same JPEG
@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from synctalk_client import contract, synthetic
+from synctalk_build import paths
+from synctalk_client import synthetic
+from synctalk_common import contract
 from tests import synctalk2d_reference as reference
 from tests.conftest import _serve
 from tests.synctalk2d_loop import upstream_images
-from tools import paths
 
 pytestmark = [pytest.mark.e2e, pytest.mark.full_model]
 
@@ -96,16 +97,16 @@ def served(fidelity_server, avatar_inputs, tmp_path_factory):
 
     root = avatar_inputs["root"]
     out = tmp_path_factory.mktemp("served")
-    run("tools.import_checkpoint", "--checkpoint", str(root / "200.pth"), "--out", str(out / "synctalk.onnx"))
+    run("synctalk_build.import_checkpoint", "--checkpoint", str(root / "200.pth"), "--out", str(out / "synctalk.onnx"))
     run(
-        "tools.import_checkpoint",
+        "synctalk_build.import_checkpoint",
         "--audio-encoder",
         str(root / "audio_visual_encoder.pth"),
         "--out",
         str(out / "audio_encoder.onnx"),
     )
     added = run(
-        "tools.avatars",
+        "synctalk_ops.avatars",
         "--repository",
         str(fidelity_server.repository),
         "add",
@@ -216,9 +217,9 @@ def test_inspect_writes_every_stage_and_the_stages_are_synctalk2d(served, fideli
 
     from synctalk_client import CompositeBatchRequest, CompositeClient
     from synctalk_client.cli import main as cli_main
-    from synctalk_client.face_geometry import visual_inputs
     from synctalk_client.inspect import inspect_request
     from synctalk_client.render import write_wav
+    from synctalk_common.face_geometry import visual_inputs
 
     inputs = avatar_inputs
     wav, start, size = inputs["wav"], 4, 4

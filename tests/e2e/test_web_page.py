@@ -16,12 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synctalk_client import CompositeClient, contract, synthetic
+from devtools.browser import (
+    WAIT_S,
+    choose,
+    chromium_driver,
+    element,
+    models_loaded,
+    page_server,
+    shown,
+    switch_tab,
+    wait,
+)
+from synctalk_build import paths
+from synctalk_client import CompositeClient, synthetic
 from synctalk_client.render import write_wav
+from synctalk_common import contract
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
-from tools import paths
-from tools.browser import WAIT_S, choose, chromium_driver, element, models_loaded, page_server, shown, switch_tab, wait
 
 pytestmark = pytest.mark.e2e
 AVATAR = "webpage"

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from synctalk_client import contract, synthetic
+from synctalk_client import synthetic
 from synctalk_client.render import write_wav
+from synctalk_common import contract
 from synctalk_webrtc.service import MSG_PEER_LIMIT, Settings, add_routes
 from tests.conftest import free_port
 from tests.e2e.test_live_stream import avatar_with_images

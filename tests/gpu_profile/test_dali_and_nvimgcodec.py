@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from synctalk_client import contract, synthetic
+from synctalk_build import paths
+from synctalk_client import synthetic
+from synctalk_common import contract
 from synctalk_preprocessing.compositing import composite_frames, paste_faces
 from synctalk_preprocessing.dali_pipeline import frame_paste_pipeline, frame_resize_pipeline
 from synctalk_preprocessing.nvimgcodec_encoder import NvImageCodecEncoder
-from tools import paths
 
 dali = pytest.importorskip("nvidia.dali", reason="nvidia-dali is in requirements.txt")
 
@@ -182,10 +183,10 @@ def test_the_paste_works_on_the_box_in_uint8_never_on_the_whole_frame_in_wider_t
 
 
 def test_the_production_dali_models_serialize_without_a_gpu(tmp_path, models_dir):
-    """tools.serialize_dali, the Dockerfile's build step, on a rendered GPU repository: one
+    """synctalk_build.serialize_dali, the Dockerfile's build step, on a rendered GPU repository: one
     model.dali per DALI model, next to the dali.py the backend would otherwise autoserialize."""
-    from tools import serialize_dali
-    from tools.render_repository import render
+    from synctalk_build import serialize_dali
+    from synctalk_build.render_repository import render
 
     root = render("gpu", tmp_path / "repo", models_dir / "tiny")
     versions = serialize_dali.dali_models(root)

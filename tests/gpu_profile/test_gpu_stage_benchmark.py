@@ -3,8 +3,8 @@
 import json
 
 from benchmarks import gpu_stage_benchmark
-from synctalk_client import contract
-from tools.gpu_memory import tensor_bytes
+from synctalk_build.gpu_memory import tensor_bytes
+from synctalk_common import contract
 
 
 def test_stage_benchmark_runs_every_stage_on_the_cpu(tmp_path, models_dir):

@@ -7,7 +7,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
 
 pytestmark = pytest.mark.e2e
 

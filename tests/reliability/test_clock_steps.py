@@ -1,5 +1,5 @@
 """Steps of the wall clock (a virtual machine resumed or forked, an NTP step) while requests run:
-none fails and the server lives on (tools.monotonic_waits; deploy/monotonic_waits.c has why).
+none fails and the server lives on (synctalk_build.monotonic_waits; deploy/monotonic_waits.c has why).
 
 The step tests step this machine's clock forward and put it back from the monotonic clock at the
 end; they run where this process may set the clock (root with CAP_SYS_TIME), else skip."""
@@ -15,8 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
-from tools import monotonic_waits
+from synctalk_build import monotonic_waits
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
 
 pytestmark = pytest.mark.e2e
 

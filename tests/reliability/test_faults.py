@@ -9,11 +9,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from synctalk_client import CompositeBatchRequest, CompositeClient, contract, synthetic
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_common import contract
+from synctalk_ops.serve import TritonServer, shm_regions, stub_counts
 from synctalk_preprocessing import admission
 from tests.conftest import free_port
-from tools.render_repository import render
-from tools.serve import TritonServer, shm_regions, stub_counts
 
 pytestmark = pytest.mark.e2e
 
@@ -127,7 +128,7 @@ def test_the_launcher_removes_regions_no_process_maps(tmp_path):
     import os
     import uuid
 
-    from tools.serve import SHM_DIR, SHM_REGION_PREFIX, remove_orphaned_shm_regions
+    from synctalk_ops.serve import SHM_DIR, SHM_REGION_PREFIX, remove_orphaned_shm_regions
 
     orphan, live, young = (
         SHM_DIR / f"{SHM_REGION_PREFIX}test-{kind}-{uuid.uuid4()}" for kind in ("orphan", "live", "young")
@@ -151,8 +152,8 @@ def test_a_server_that_goes_away_ends_its_live_streams_with_a_clear_error(tmp_pa
     import cv2
     import numpy as np
 
+    from synctalk_build import avatar_store
     from synctalk_client.stream import LiveStream, StreamClosedError
-    from tools import avatar_store
 
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     cv2.imwrite(str(tmp_path / "0.png"), np.full((64, 96, 3), 90, np.uint8))

@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from synctalk_client import CompositeBatchRequest, ValidationError, contract
+from synctalk_client import CompositeBatchRequest, ValidationError
+from synctalk_common import contract
 from synctalk_preprocessing import checks
 from synctalk_preprocessing.audio import MelFrontEnd
 from synctalk_preprocessing.compositing import face_to_rgb8

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from synctalk_client import contract, synthetic
+from synctalk_client import synthetic
+from synctalk_common import contract
 from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
 
 
@@ -111,7 +112,7 @@ def test_defaults_follow_the_contract():
 
 # --- streaming: a clip sent batch by batch with its audio context ------------------------------
 def chunked_windows(front_end, clip, n_frames, sizes, context=True):
-    from synctalk_client.messages import audio_context_rows
+    from synctalk_common.messages import audio_context_rows
 
     spf = contract.SAMPLES_PER_FRAME
     out, start = [], 0
@@ -141,7 +142,7 @@ def test_chunked_with_context_equals_the_whole_clip(front_end, sizes):
 
 
 def test_context_rows_hold_each_frames_neighbourhood():
-    from synctalk_client.messages import audio_context_rows
+    from synctalk_common.messages import audio_context_rows
 
     spf, c = contract.SAMPLES_PER_FRAME, 1600  # a context shorter than the clip before the batch
     clip = np.arange(10 * spf, dtype=np.float32)  # sample k has value k
@@ -230,7 +231,7 @@ def test_synctalk2d_windows_are_upstreams_padded_list(synctalk2d, n):
 
 @pytest.mark.parametrize("sizes", [(8, 8, 8, 6), (3, 27), (1, 7, 22), (29, 1)])
 def test_synctalk2d_chunked_with_context_equals_the_whole_clip(synctalk2d, sizes):
-    from synctalk_client.messages import audio_context_rows
+    from synctalk_common.messages import audio_context_rows
 
     n, spf, c = 30, contract.SAMPLES_PER_FRAME, contract.AUDIO_CONTEXT_SAMPLES
     clip = synthetic.speech_like_audio(n, seed=4)
@@ -253,7 +254,7 @@ def test_synctalk2d_chunked_with_context_equals_the_whole_clip(synctalk2d, sizes
 def test_synctalk2d_stream_of_a_clip_ending_mid_frame_is_upstreams(synctalk2d, tail):
     """A WAV is rarely whole frames: the last batch's context after carries the tail, the clip's
     end fixes N and the last window, and the N + 2 frames are upstream's."""
-    from synctalk_client.messages import audio_context_rows
+    from synctalk_common.messages import audio_context_rows
 
     spf, c = contract.SAMPLES_PER_FRAME, contract.AUDIO_CONTEXT_SAMPLES
     wav = synthetic.speech_like_audio(31, seed=8)[: 30 * spf + tail]

@@ -6,9 +6,9 @@ import json
 import cv2
 import pytest
 
+from synctalk_build import avatar_install, avatar_store
+from synctalk_build.render_repository import render
 from synctalk_client import synthetic
-from tools import avatar_install, avatar_store
-from tools.render_repository import render
 
 
 @pytest.fixture()

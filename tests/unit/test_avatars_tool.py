@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from synctalk_client import contract
-from tools import avatar_store, avatars
-from tools.render_repository import render
+from synctalk_build import avatar_store
+from synctalk_build.render_repository import render
+from synctalk_common import contract
+from synctalk_ops import avatars
 
 
 @pytest.fixture()

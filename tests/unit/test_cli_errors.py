@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from synctalk_client import contract, synthetic
+from synctalk_client import synthetic
 from synctalk_client.cli import main, read_wav
+from synctalk_common import contract
 
 DEAD = "127.0.0.1:1"  # nothing listens there
 

@@ -1,10 +1,10 @@
-"""Which image each frame is drawn on: synctalk_client.frame_loop against a line-by-line
+"""Which image each frame is drawn on: synctalk_common.frame_loop against a line-by-line
 transcription of SyncTalk_2D's loop (tests/synctalk2d_loop.py)."""
 
 import numpy as np
 import pytest
 
-from synctalk_client import frame_loop
+from synctalk_common import frame_loop
 from tests.synctalk2d_loop import upstream_images
 
 CLIPS = (1, 2, 3, 7, 15, 16, 40, 101)  # frames: shorter and longer than the videos below

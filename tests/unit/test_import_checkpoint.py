@@ -9,9 +9,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (CPU build) is in requirements.txt")
 F = torch.nn.functional
 
-from tests import synctalk2d_reference as reference  # noqa: E402
-from tools import build_models  # noqa: E402
-from tools.import_checkpoint import (  # noqa: E402
+from synctalk_build import build_models  # noqa: E402
+from synctalk_build.import_checkpoint import (  # noqa: E402
     CheckpointMismatch,
     audio_feature_means,
     import_audio_encoder,
@@ -19,6 +18,7 @@ from tools.import_checkpoint import (  # noqa: E402
     load_state_dict,
     main,
 )
+from tests import synctalk2d_reference as reference  # noqa: E402
 
 # A few entries of a real SyncTalk_2D "ave" generator state dict (Model(6, mode="ave")), by name.
 REAL_ENTRIES = {

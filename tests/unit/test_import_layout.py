@@ -1,25 +1,41 @@
-"""The layout's import rules, read from the source: the client package stands alone, and the
-project's packages import each other in one direction with no cycle."""
+"""The layout's import rules, read from the source (docs/layout.md): each package imports only the
+packages below it, with no exception and no cycle; the server's code never imports the SDK; the
+SDK installs and imports alone."""
 
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
-from tools import paths
+from synctalk_build import paths
 
-# package -> its folder; the direction: a package imports only those after it in this list
+# package -> its folder
 PACKAGES = {
-    "benchmarks": paths.ROOT / "benchmarks",
-    "tools": paths.ROOT / "tools",
-    "synctalk_webrtc": paths.ROOT / "webrtc" / "synctalk_webrtc",
-    "synctalk_preprocessing": paths.ROOT / "preprocessing" / "synctalk_preprocessing",
+    "synctalk_common": paths.ROOT / "common" / "synctalk_common",
     "synctalk_client": paths.ROOT / "client" / "synctalk_client",
+    "synctalk_preprocessing": paths.ROOT / "preprocessing" / "synctalk_preprocessing",
+    "synctalk_webrtc": paths.ROOT / "services" / "synctalk_webrtc",
+    "synctalk_web": paths.ROOT / "services" / "synctalk_web",
+    "synctalk_build": paths.ROOT / "ops" / "synctalk_build",
+    "synctalk_ops": paths.ROOT / "ops" / "synctalk_ops",
+    "devtools": paths.ROOT / "devtools",
+    "benchmarks": paths.ROOT / "benchmarks",
 }
-ORDER = list(PACKAGES)
-# the one import against the direction: the page's server mounts the WebRTC service's routes (made
-# where the page is built, and optional: the page serves its WebSocket path without aiortc)
-MOUNTS = {("synctalk_client.web.app", "synctalk_webrtc.service")}
+# what each may import of the project (besides itself): the direction, whole
+SERVER = {"synctalk_common", "synctalk_preprocessing"}
+BELOW = {
+    "synctalk_common": set(),
+    "synctalk_client": {"synctalk_common"},
+    "synctalk_preprocessing": {"synctalk_common"},
+    "synctalk_webrtc": {"synctalk_common", "synctalk_client", "synctalk_preprocessing"},
+    "synctalk_web": {"synctalk_common", "synctalk_client", "synctalk_webrtc"},
+    "synctalk_build": {"synctalk_common", "synctalk_client", "synctalk_preprocessing"},
+    "synctalk_ops": {"synctalk_common", "synctalk_client", "synctalk_preprocessing", "synctalk_build"},
+    "devtools": set(PACKAGES) - {"devtools", "benchmarks"},
+    "benchmarks": set(PACKAGES) - {"benchmarks"},
+}
+# the server's own code outside packages: Python models, Python-based backends, the avatar template
+SERVER_FOLDERS = [paths.ROOT / "model_repository", paths.ROOT / "backends", paths.ROOT / "avatar_template"]
 
 
 def module_name(package: str, path: Path) -> str:
@@ -38,21 +54,41 @@ def imports_of(path: Path, modules) -> set:
             for alias in node.names:
                 submodule = f"{node.module}.{alias.name}"
                 found.add(submodule if submodule in modules else node.module)
-    return {name for name in found if name in modules}
+    return {name for name in found if name in modules or name.split(".")[0] in PACKAGES}
+
+
+def all_modules() -> dict:
+    return {module_name(package, path): path for package, folder in PACKAGES.items() for path in folder.rglob("*.py")}
 
 
 def module_graph() -> dict:
-    modules = {
-        module_name(package, path): path for package, folder in PACKAGES.items() for path in folder.rglob("*.py")
-    }
+    modules = all_modules()
     return {name: imports_of(path, modules) - {name} for name, path in modules.items()}
 
 
-def test_the_packages_import_in_one_direction():
+def test_every_package_of_the_project_is_ruled():
+    top = {p.parent.name for p in paths.ROOT.glob("*/*/__init__.py") if "tests" not in p.parts}
+    top |= {p.parent.name for p in paths.ROOT.glob("*/__init__.py")} - {"tests"}
+    assert top <= set(PACKAGES), f"packages with no rule: {top - set(PACKAGES)}"
+    assert not (paths.ROOT / "tools" / "__init__.py").exists(), "no top-level tools package"
+
+
+def test_the_packages_import_in_one_direction_with_no_exception():
     for module, imported in module_graph().items():
+        source = module.split(".")[0]
         for target in imported:
-            source, dest = module.split(".")[0], target.split(".")[0]
-            assert ORDER.index(dest) >= ORDER.index(source) or (module, target) in MOUNTS, f"{module} imports {target}"
+            dest = target.split(".")[0]
+            assert dest == source or dest in BELOW[source], f"{module} imports {target}"
+
+
+def test_the_servers_code_never_imports_the_sdk_or_the_tools():
+    modules = all_modules()
+    files = [f for folder in SERVER_FOLDERS for f in folder.rglob("*.py")]
+    files += list(PACKAGES["synctalk_preprocessing"].rglob("*.py"))
+    assert len(files) > 10
+    for path in files:
+        for target in imports_of(path, modules):
+            assert target.split(".")[0] in SERVER, f"{path.relative_to(paths.ROOT)} imports {target}"
 
 
 def test_no_import_cycle():
@@ -62,6 +98,8 @@ def test_no_import_cycle():
     def visit(node, path):
         state[node] = 1
         for nxt in sorted(graph[node]):
+            if nxt not in graph:
+                continue
             if state.get(nxt) == 1:
                 raise AssertionError(
                     "import cycle: " + " -> ".join([*path, node, nxt][path.index(nxt) if nxt in path else 0 :])
@@ -75,16 +113,17 @@ def test_no_import_cycle():
             visit(node, [])
 
 
-def test_every_client_module_imports_without_the_server_packages(tmp_path):
-    """A caller installs the client alone: with synctalk_preprocessing (and tools) made
-    unimportable, every module of synctalk_client still imports."""
+def test_every_sdk_module_imports_without_the_server_the_services_or_the_tools(tmp_path):
+    """A caller installs the SDK alone: with every other package of the project made unimportable
+    (the shared contract aside), every module of synctalk_client still imports."""
     modules = sorted(module_name("synctalk_client", p) for p in PACKAGES["synctalk_client"].rglob("*.py"))
+    refused = sorted(set(PACKAGES) - {"synctalk_client", "synctalk_common"})
     code = f"""
 import importlib, sys
 
 class Refuse:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("synctalk_preprocessing", "tools", "benchmarks"):
+        if name.split(".")[0] in {refused!r}:
             raise ImportError(f"{{name}} is not importable here")
         return None
 

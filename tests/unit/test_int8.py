@@ -1,4 +1,4 @@
-"""tools.int8 on the tiny generator, in process: the calibration inputs are the avatar's own (its
+"""synctalk_build.int8 on the tiny generator, in process: the calibration inputs are the avatar's own (its
 faces and masked faces, speech through its front end and encoder), the quantized graph runs
 integer operators, its faces stay close to FP32's, and the keep rule removes a model below the
 speed-up asked for."""
@@ -7,8 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from synctalk_client import contract, synthetic
-from tools import int8
+from synctalk_build import int8
+from synctalk_client import synthetic
+from synctalk_common import contract
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """What the launchers decide before and after their processes run: ports checked before anything
-starts (tools.launched), a lost replica's restarts bounded (tools.cluster)."""
+starts (synctalk_ops.launched), a lost replica's restarts bounded (synctalk_ops.cluster)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
+from synctalk_ops.cluster import RestartBudget, exit_reason
+from synctalk_ops.launched import PortConflict, check_ports, port_taken
 from tests.conftest import free_port
-from tools.cluster import RestartBudget, exit_reason
-from tools.launched import PortConflict, check_ports, port_taken
 
 
 def test_ports_given_twice_are_refused_naming_both_roles():

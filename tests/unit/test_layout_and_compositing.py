@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from synctalk_client import CompositeBatchRequest, contract, synthetic
-from synctalk_client.messages import visual_from_reference_bytes
+from synctalk_client import CompositeBatchRequest, synthetic
+from synctalk_common import contract
+from synctalk_common.messages import visual_from_reference_bytes
 from synctalk_preprocessing.compositing import CpuJpegEncoder, composite_frames, face_to_rgb8, resize_frames
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from synctalk_client import synthetic
-from synctalk_client.face_geometry import check_boxes, crop_faces, visual_inputs
-from synctalk_client.frames import read_boxes, read_frames
+from synctalk_common.face_geometry import check_boxes, crop_faces, visual_inputs
+from synctalk_common.frames import read_boxes, read_frames
 from synctalk_preprocessing.avatar import AvatarAssets
 from synctalk_preprocessing.compositing import face_to_rgb8, paste_faces
 

@@ -69,7 +69,7 @@ def test_any_other_failure_is_an_error():
 
 def test_perf_analyzer_sends_the_api_key_where_it_registers_shared_memory(monkeypatch, tmp_path):
     from benchmarks import perf_analyzer
-    from synctalk_client import contract
+    from synctalk_common import contract
 
     monkeypatch.setenv(contract.API_KEY_ENV, "k" * 32)
     args = dict(url="127.0.0.1:8001", model="demo", batch_size=8, concurrency=[1], input_data=tmp_path / "in.json")

@@ -1,4 +1,4 @@
-"""Placement (tools/placement.py): rendezvous hashing with bounded load, within memory budgets."""
+"""Placement (ops/synctalk_ops/placement.py): rendezvous hashing with bounded load, within memory budgets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tools.placement import FILE, Placement, factor_for, load, ranking, weight
+from synctalk_ops.placement import FILE, Placement, factor_for, load, ranking, weight
 
 GB = 2**30
 WEIGHT = 17867378989180398064  # sha256("replica-0\0anna")[:8], big-endian
@@ -90,7 +90,7 @@ def test_it_is_kept_in_the_store_all_or_nothing(tmp_path):
 
 
 def test_a_replicas_memory_is_given_as_people_write_it():
-    from tools.cluster import memory_size
+    from synctalk_ops.cluster import memory_size
 
     assert memory_size("8G") == 8 * GB and memory_size("512M") == 512 * 2**20 and memory_size("1.5GiB") == int(1.5 * GB)
     assert memory_size("1073741824") == GB
@@ -99,8 +99,8 @@ def test_a_replicas_memory_is_given_as_people_write_it():
 
 
 def test_the_default_budget_is_the_hosts_memory_less_each_replicas_shared_steps_and_reserve(tmp_path):
-    from tools.avatar_memory import SHARED_STEPS_BYTES, in_flight_reserve
-    from tools.placement import default_budget
+    from synctalk_ops.avatar_memory import SHARED_STEPS_BYTES, in_flight_reserve
+    from synctalk_ops.placement import default_budget
 
     per_replica = SHARED_STEPS_BYTES["tiny"] + in_flight_reserve()
     assert default_budget(tmp_path, 2, available=2 * per_replica + 4 * GB) == 2 * GB
@@ -108,8 +108,8 @@ def test_the_default_budget_is_the_hosts_memory_less_each_replicas_shared_steps_
 
 
 def test_a_refusal_under_the_default_budget_says_how_it_was_reckoned(tmp_path):
-    from tools.avatar_memory import SHARED_STEPS_BYTES
-    from tools.placement import describe_default_budget
+    from synctalk_ops.avatar_memory import SHARED_STEPS_BYTES
+    from synctalk_ops.placement import describe_default_budget
 
     said = describe_default_budget(tmp_path, 2)
     shared = f"2 x ({SHARED_STEPS_BYTES['tiny'] / 2**30:.2f} GB of shared steps"
@@ -117,7 +117,7 @@ def test_a_refusal_under_the_default_budget_says_how_it_was_reckoned(tmp_path):
 
 
 def test_the_rebalance_job_places_over_the_statefulsets_pods_by_their_stable_names():
-    from tools import edge, kubernetes_placement
+    from synctalk_ops import edge, kubernetes_placement
 
     pods = kubernetes_placement.pods(3)["replicas"]
     assert [(p["name"], p["host"]) for p in pods] == [
@@ -129,7 +129,7 @@ def test_the_rebalance_job_places_over_the_statefulsets_pods_by_their_stable_nam
 
 
 def test_a_budget_beyond_this_host_is_refused_with_the_numbers(tmp_path, monkeypatch):
-    from tools import placement
+    from synctalk_ops import placement
 
     monkeypatch.setattr(placement, "replica_overhead", lambda repository: (3 * GB, 2 * GB))
     placement.check_budget(tmp_path, 3, 1 * GB, available=18 * GB)  # 3 x (1 + 3 + 2) = 18: fits

@@ -5,9 +5,10 @@ capped number of times within the call's deadline; bad input and unreachable ser
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from synctalk_client import CompositeClient, contract
+from synctalk_client import CompositeClient
 from synctalk_client.client import busy_reason, error_from_exception, is_retryable
 from synctalk_client.errors import ServerBusyError, ValidationError
+from synctalk_common import contract
 
 FULL = InferenceServerException(f"in ensemble 'demo', {contract.QUEUE_FULL_MESSAGE}", status="StatusCode.UNAVAILABLE")
 WAITED = InferenceServerException(contract.QUEUE_TIMEOUT_MESSAGE, status="StatusCode.UNAVAILABLE")

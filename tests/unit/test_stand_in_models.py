@@ -5,8 +5,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from synctalk_client import contract
-from tools import build_models
+from synctalk_build import build_models
+from synctalk_common import contract
 
 
 def _io(model):

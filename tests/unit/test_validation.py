@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from synctalk_client import CompositeBatchRequest, CompositeBatchResponse, ValidationError, contract, synthetic
+from synctalk_client import CompositeBatchRequest, CompositeBatchResponse, ValidationError, synthetic
 from synctalk_client.errors import ModelNotFoundError, ProcessingError
+from synctalk_common import contract
 
 
 def _request(batch=2, **overrides):

@@ -1,4 +1,4 @@
-"""tools.window_encoder: the one-window encoder cut from SyncTalk_2D's 16-neighbour encoder gives
+"""synctalk_build.window_encoder: the one-window encoder cut from SyncTalk_2D's 16-neighbour encoder gives
 each window the encoding the ensemble's encoder step stacks, so a stream that encodes each window
 once and stacks them itself gives the generator the same AUDIO_FEATURES."""
 
@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from synctalk_client import contract
-from tools import build_models, window_encoder
+from synctalk_build import build_models, window_encoder
+from synctalk_common import contract
 
 
 @pytest.mark.parametrize("variant", ["tiny", "full"])

@@ -4,13 +4,13 @@ the DALI paste sizes its canvas with it, on the CPU) and FACE_INPUT [B,6,320,320
 generator's input).
 
 Each frame is drawn on one image of the avatar's video, as SyncTalk_2D's inference picks it
-(``synctalk_client.frame_loop``): IMAGE_INDEX where the request sends it (``render`` sends the loop
+(``synctalk_common.frame_loop``): IMAGE_INDEX where the request sends it (``render`` sends the loop
 of its whole clip: start frame, loop back; a number past the last image bounces back), else the
 ping-pong of a clip of unknown length from FRAME_INDEX (frame i on image i + 1, bouncing at both
 ends). The frame is composited onto that image with its crop rectangle, and its face input is
 SyncTalk_2D's crop and mask of that image: the 328 bicubic crop of the box, its inner 320, / 255,
 and a copy with the mask rectangle blacked out (``compositing.face_inputs`` / ``visual_from_faces``). The frames and
-rectangles are the avatar's assets, written next to this file by tools/avatar_install.py; the crops are
+rectangles are the avatar's assets, written next to this file by ops/synctalk_build/avatar_install.py; the crops are
 cut once at load and kept resident as uint8 (300 KB a frame; the float VISUAL is made per
 request). On a GPU instance frames and crops stay in GPU memory (CuPy) and leave as GPU tensors
 through DLPack, so the generator and the paste read them without a host copy; on a CPU instance
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract, frame_loop
-from synctalk_client.face_geometry import face_inputs, visual_from_faces
+from synctalk_common import contract, frame_loop
+from synctalk_common.face_geometry import face_inputs, visual_from_faces
 from synctalk_preprocessing import checks, model_config
 from synctalk_preprocessing.avatar import AvatarAssets
 

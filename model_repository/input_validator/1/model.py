@@ -17,7 +17,7 @@ otherwise, before it is looked at, with UNAVAILABLE and Triton's "Exceeds maximu
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract
+from synctalk_common import contract
 from synctalk_preprocessing import admission, checks, model_config
 
 

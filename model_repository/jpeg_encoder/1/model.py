@@ -16,7 +16,7 @@ The last step of every ensemble: it gives the door's ADMISSION_TICKET back
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract
+from synctalk_common import contract
 from synctalk_preprocessing import admission, model_config
 
 

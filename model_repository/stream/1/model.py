@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from synctalk_client import contract
-from synctalk_client.messages import CompositeBatchRequest
+from synctalk_common import contract
+from synctalk_common.messages import CompositeBatchRequest
 from synctalk_preprocessing import admission, model_config, video
 
 # error codes by name (pb_utils.TritonError exists once the stub runs, not at import)
@@ -385,7 +385,7 @@ class TritonPythonModel:
         return steps
 
     def _parameter(self, model: str, key: str) -> str | None:
-        """A string parameter of a model's config in this repository (as tools.render_model writes it)."""
+        """A string parameter of a model's config in this repository (as synctalk_build.render_model writes it)."""
         config = self.repository / model / "config.pbtxt"
         text = config.read_text() if config.is_file() else ""
         found = re.search(r'key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*"([^"]*)"', text)

@@ -1,0 +1,634 @@
+"""Run the real ``tritonserver`` (bundled in the ``nvidia-pytriton`` wheel) on a rendered repository.
+
+    python -m synctalk_ops.serve --repository build/repository/cpu
+
+Binds 127.0.0.1 only. Clients call the edge (Envoy, ``synctalk_ops.edge``) on HTTP 8000 and gRPC 8001;
+Triton itself listens behind it on 8100 and 8101 (the replica's own ports: model control, with the
+API key), metrics on 8002; ``--no-edge`` puts Triton on 8000/8001 itself. Ready when both say so
+(``/v2/health/ready`` through the edge); Ctrl-C or SIGTERM stops both, the edge first. Model
+control, shared memory, logging and trace are restricted to callers that send this checkout's API
+key (``synctalk_ops.api_key``: ``build/secrets/api_key``, or ``SYNCTALK_API_KEY``) on the replica's own
+port (the edge never routes them); inference, health, metadata, configs and statistics are open.
+``TritonServer`` is the same launcher as a context manager, used by the tests and the demo.
+
+Supervision (``--supervise``): this Triton's Python backend does not restart a backend stub
+process that died (killed, out of memory); its model then answers every request with "Stub
+process ... is not healthy" until reloaded. The supervisor watches the stub processes and
+reloads a model whose stub is gone, through the repository API on loopback, which needs
+``--model-control-mode=explicit`` (all models are loaded at start, as with ``none``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from synctalk_build import monotonic_waits, paths
+from synctalk_client.credentials import api_key_from_environment
+from synctalk_common import contract
+from synctalk_ops import api_key
+from synctalk_ops.edge import DRAIN_S, Edge, Replica
+from synctalk_ops.launched import Launched, PortConflict, answers, check_ports
+from synctalk_preprocessing import admission
+
+# Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
+# (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
+SHM_DEFAULT_BYTES = 256 * 1024 * 1024
+SHM_GROWTH_BYTES = 64 * 1024 * 1024
+# glibc returns large blocks (frames of 6 MB, batches of 50-200 MB) to the OS on free and faults
+# them in again on the next request; keep them in the heap instead (served memory stays flat)
+# up to 64 MB (an 8-frame batch of 1080p frames is 50 MB); larger blocks, such as onnxruntime's
+# activations for 32-frame batches, still go back to the OS, so the heap cannot bloat with them
+# with the edge in front (make serve): Triton itself on these loopback ports, clients on 8000/8001
+REPLICA_HTTP_PORT = 8100
+REPLICA_GRPC_PORT = 8101
+EDGE_ADMIN_PORT = 9901
+# numpy's OpenBLAS in the Python steps: one thread. Its idle workers spin after every call, and
+# a step's matrices are small (the mel filter bank of 40 ms of audio): with a thread a core, the
+# audio front end's stub alone burnt 0.2-0.8 of a core while a real-time stream ran (tiny models,
+# 640x360, 2 cores: the server 1.64-1.85 CPU-s a second, 0.95 with one thread, same delays).
+# Parallel work comes from Triton's instances and requests. The image sets the same (Dockerfile).
+OPENBLAS_THREADS = "1"
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def apply_malloc_settings() -> None:
+    """MALLOC_ENV for the calling process (glibc mallopt), so in-process baselines allocate as
+    the served models do."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))
+    libc.mallopt(m_trim_threshold, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))
+
+
+def pytriton_root() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent
+
+
+def backend_directory(target: Path = paths.BUILD / "triton-backends") -> Path:
+    """A backend directory with the Python backend, the stub for this interpreter's version and
+    the project's Python-based backends (``backends/<name>/model.py``, which Triton runs with the
+    Python backend for a config saying ``backend: "<name>"``)."""
+    source = pytriton_root() / "tritonserver"
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise RuntimeError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    python_backend = source / "backends" / "python"
+    files = {python_dir / f.name: f for f in (python_backend / "libtriton_python.so", stub)}
+    files[python_dir / "triton_python_backend_utils.py"] = python_backend / "triton_python_backend_utils.py"
+    for name in paths.python_based_backends():
+        files[target / name / "model.py"] = paths.BACKENDS / name / "model.py"
+    for dst, src in files.items():
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return target
+
+
+def server_environment() -> dict:
+    """LD_LIBRARY_PATH: the interpreter's libpython first (server and stub must agree), then the
+    wheel's bundled libraries. LD_PRELOAD: synctalk_build.monotonic_waits. PATH: this venv's bin first, so
+    the stub's python3 sees our packages."""
+    env = dict(os.environ)
+    libs = [
+        sysconfig.get_config_var("LIBDIR") or os.path.join(sys.base_prefix, "lib"),
+        str(pytriton_root().parent / "nvidia_pytriton.libs"),
+    ]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    env.setdefault("OPENBLAS_NUM_THREADS", OPENBLAS_THREADS)
+    # no __pycache__ written into the repository by the stubs: Triton takes a model directory that
+    # changed for a changed model and reloaded input_validator at every avatar load
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    for key, value in MALLOC_ENV.items():
+        env.setdefault(key, value)
+    # the Python backend's waits on its stubs timed on the monotonic clock: a step of the wall
+    # clock would otherwise fail the requests in flight and crash the server (synctalk_build.monotonic_waits)
+    return monotonic_waits.preloaded(env)
+
+
+# The Python backend's shared-memory regions: triton_python_backend_shm_region_<uuid>, and
+# triton_<name>_backend_shm_region_<uuid> for the models of a Python-based backend <name>.
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+SHM_REGION_PATTERN = re.compile(r"triton_\w+_backend_shm_region_")
+SHM_REGION_GLOB = "triton_*_backend_shm_region_*"
+
+
+def stub_counts(server_pid: int) -> dict[str, int]:
+    """{model name: live Python-backend stub processes} among the server's children."""
+    import psutil
+
+    counts: dict[str, int] = {}
+    try:
+        children = psutil.Process(server_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return counts
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            model_py = next((a for a in child.cmdline() if a.endswith("/model.py")), None)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+        if model_py:
+            model = Path(model_py).parent.parent.name
+            counts[model] = counts.get(model, 0) + 1
+    return counts
+
+
+def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
+    """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
+    sizes instead (shared memory counted once across the processes that map it, so they add up)."""
+    import psutil
+
+    def size(process) -> int:
+        return process.memory_full_info().pss if pss else process.memory_info().rss
+
+    server = psutil.Process(server_pid)
+    table = {"tritonserver": size(server)}
+    for child in server.children(recursive=True):
+        try:
+            model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
+            key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
+            while key in table:  # several instances of one model
+                key += "'"
+            table[key] = size(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return table
+
+
+def server_cpu_seconds(server_pid: int) -> float:
+    """CPU seconds (user + system) a process and its children have used so far: tritonserver and
+    its backend stubs (or the page's server, the WebRTC service)."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    total = 0.0
+    for process in [server, *server.children(recursive=True)]:
+        try:
+            total += sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def shm_regions(server_pid: int) -> set:
+    """The Python backend's shared-memory regions (/dev/shm) mapped by the server or its stubs."""
+    import psutil
+
+    regions = set()
+    try:
+        processes = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return regions
+    for process in processes:
+        try:
+            with open(f"/proc/{process.pid}/maps") as maps:
+                regions.update(line.split(maxsplit=5)[-1].strip() for line in maps if SHM_REGION_PATTERN.search(line))
+        except OSError:
+            continue
+    return {r.removesuffix(" (deleted)") for r in regions if r.startswith("/dev/shm/")}
+
+
+SHM_DIR = Path("/dev/shm")
+ORPHAN_AGE_S = 60.0
+
+
+def remove_orphaned_gates() -> list:
+    """Delete the door's tables (synctalk_preprocessing.admission) of servers no longer running."""
+    removed = []
+    for gate in admission.gate_directory().glob(admission.FILE_PREFIX + "*"):
+        pid = gate.name.removeprefix(admission.FILE_PREFIX)
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            gate.unlink(missing_ok=True)
+            removed.append(gate)
+    return removed
+
+
+def mapped_shm_regions() -> set:
+    """Every Python-backend region (/dev/shm) some live process on this machine maps."""
+    mapped = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            with open(maps) as lines:
+                mapped.update(
+                    line.split(maxsplit=5)[-1].strip().removesuffix(" (deleted)")
+                    for line in lines
+                    if SHM_REGION_PATTERN.search(line)
+                )
+        except OSError:  # the process ended meanwhile, or is not ours to read
+            continue
+    return mapped
+
+
+def remove_orphaned_shm_regions(min_age_s: float = ORPHAN_AGE_S) -> list:
+    """Delete the Python backend's regions no live process maps (a server or stub killed with
+    SIGKILL, or dead before the launcher could read its maps), older than ``min_age_s`` (a region
+    a starting server has created but not mapped yet is young). Returns the removed paths."""
+    mapped = mapped_shm_regions()
+    removed = []
+    now = time.time()
+    for region in SHM_DIR.glob(SHM_REGION_GLOB):
+        try:
+            if str(region) in mapped or now - region.stat().st_mtime < min_age_s:
+                continue
+            region.unlink()
+            removed.append(str(region))
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+STUB_BINARY = "triton_python_backend_stub"
+
+
+def orphaned_stubs(server_pid: int) -> list:
+    """The Python-backend stubs of a tritonserver (``server_pid``) that died without them (a
+    SIGKILL, the OOM killer): each stub's arguments name its server's pid, its 5th."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if len(cmdline) > 5 and cmdline[0].endswith(STUB_BINARY) and cmdline[5] == str(server_pid):
+            found.append(process)
+    return found
+
+
+class StubSupervisor(threading.Thread):
+    """Reloads a Python-backend model whose stub process died (see the module docstring)."""
+
+    def __init__(self, server: TritonServer, interval_s: float = 0.5):
+        super().__init__(name="stub-supervisor", daemon=True)
+        self.server = server
+        self.interval_s = interval_s
+        self.expected = stub_counts(server.process.pid)
+        self.reloads: list[dict[str, float]] = []
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def reload(self, model: str) -> float:
+        """Force a reload (an unchanged config would be a no-op) and return its duration."""
+        import tritonclient.grpc as grpcclient
+
+        started = time.monotonic()
+        headers = {contract.GRPC_API_KEY_HEADER: self.server.api_key} if self.server.api_key else None
+        with grpcclient.InferenceServerClient(self.server.grpc_url) as triton:
+            config = triton.get_model_config(model, as_json=True)["config"]
+            config.setdefault("parameters", {})["supervisor_reload"] = {"string_value": str(len(self.reloads) + 1)}
+            triton.load_model(model, config=json.dumps(config), headers=headers)
+        seconds = time.monotonic() - started
+        self.reloads.append({"model": model, "seconds": seconds, "at": time.time()})
+        print(f"stub supervisor: reloaded '{model}' after its stub died ({seconds:.1f} s)", file=sys.stderr, flush=True)
+        return seconds
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            if self.server.process is None or self.server.process.poll() is not None:
+                return
+            current = stub_counts(self.server.process.pid)
+            for model, count in self.expected.items():
+                if current.get(model, 0) < count and not self._stopping.is_set():
+                    try:
+                        self.reload(model)
+                    except Exception as exc:  # the server may be stopping; try again next round
+                        print(f"stub supervisor: reload of '{model}' failed: {exc}", file=sys.stderr, flush=True)
+
+
+INSTALL_KEY = "install"  # TritonServer's default api_key: this checkout's (synctalk_ops.api_key)
+
+
+class TritonServer(Launched):
+    """A tritonserver process on loopback, started and stopped by this object.
+
+    ``api_key``: the key of its restricted APIs (``contract.RESTRICTED_APIS``); by default the
+    environment's (``SYNCTALK_API_KEY``/``_FILE``), else this checkout's, created on first use;
+    None leaves them open (no launcher of the project does). Starting it exports
+    ``SYNCTALK_API_KEY_FILE`` in this process where no key is set there, so the clients this
+    process makes (tests, benchmarks, the demo) carry the key."""
+
+    name = "tritonserver"
+
+    def __init__(
+        self,
+        repository: Path,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        host: str = "127.0.0.1",
+        model_control_mode: str = "none",
+        log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
+        supervise: bool = False,
+        api_key: str | None = INSTALL_KEY,
+        models: Sequence[str] | None = None,
+    ):
+        self.repository = Path(repository).resolve()
+        # explicit model control: the models loaded at start (None: all of the repository; a
+        # replica of a cluster loads the shared steps and the avatars placed on it)
+        self.models = None if models is None else sorted(models)
+        self.api_key = (checkout_api_key() if api_key == INSTALL_KEY else api_key) or None
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.supervise = supervise
+        self.model_control_mode = "explicit" if supervise else model_control_mode
+        self.supervisor: StubSupervisor | None = None
+        self.log_path = log_path
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={self.repository}",
+            # the CPU profile's generators take turns (ops/synctalk_build/render_model.py, CPU_GENERATOR_RESOURCE)
+            "--rate-limit=execution_count",
+            f"--backend-directory={backend_directory()}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+            "--exit-on-error=true",
+            # Strict readiness reports the whole server not ready while any model is LOADING or
+            # UNLOADING (core server.cc IsReady): with live model changes (explicit control), an
+            # avatar being added or removed would take the server out of a load balancer. Each
+            # model's readiness stays at /v2/models/<name>/ready.
+            f"--strict-readiness={'false' if self.model_control_mode == 'explicit' else 'true'}",
+            "--log-verbose=0",
+            *(
+                ([f"--load-model={m}" for m in self.models] if self.models is not None else ["--load-model=*"])
+                if self.model_control_mode == "explicit"
+                else []
+            ),
+            *(api_key.server_args(self.api_key) if self.api_key else []),
+            *self.extra_args,
+        ]
+
+    def port_roles(self, name: str = "Triton") -> dict[str, int]:
+        """Its ports by what listens there (``launched.check_ports``)."""
+        return {
+            f"{name}'s HTTP port": self.http_port,
+            f"{name}'s gRPC port": self.grpc_port,
+            f"{name}'s metrics port": self.metrics_port,
+        }
+
+    def start(self) -> TritonServer:
+        if not self.repository.is_dir():
+            raise FileNotFoundError(f"model repository {self.repository} not found (run `make render`)")
+        check_ports(self.port_roles(), self.host)  # at once, not after every model has loaded
+        remove_orphaned_shm_regions()  # what an earlier server killed outright left behind
+        remove_orphaned_gates()
+        if self.api_key and api_key_from_environment() is None:  # this process's clients carry it
+            os.environ[contract.API_KEY_FILE_ENV] = str(api_key.key_file_of(self.api_key))
+        out = self._open_log()
+        self.process = subprocess.Popen(
+            self.command(), env=server_environment(), stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+        return self
+
+    def is_ready(self) -> bool:
+        return answers(f"{self.http_url}/v2/health/ready")
+
+    def wait_ready(self, timeout: float = 180.0) -> TritonServer:
+        return super().wait_ready(timeout)
+
+    def _on_ready(self) -> None:
+        if self.supervise and self.supervisor is None:
+            self.supervisor = StubSupervisor(self)
+            self.supervisor.start()
+
+    def _log_hint(self) -> str:
+        """The server's error lines (which name the failing model) and the end of its log."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        errors = [
+            line
+            for line in lines
+            if line.startswith("E") and "CudaDriverHelper" not in line and "CUDA driver" not in line
+        ]
+        return f"; log {self.log_path}:\n" + "\n".join(errors[-20:] + ["..."] + lines[-10:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.supervisor is not None:
+            self.supervisor.stop()  # the server is stopped below whatever happens here
+        if self.process.poll() is None:
+            regions = shm_regions(self.process.pid)
+            self.process.send_signal(signal.SIGTERM)  # tritonserver unloads its models and exits
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            for region in regions:  # what a killed server or stub could not remove (256 MB each)
+                Path(region).unlink(missing_ok=True)
+        admission.gate_path(self.process.pid).unlink(missing_ok=True)  # the door's table (a few KB)
+        remove_orphaned_shm_regions()
+        remove_orphaned_gates()
+        if self.supervisor is not None:
+            self.supervisor.join(timeout=10)
+        self._close_log()
+        return self.process.returncode
+
+    def restart(self) -> TritonServer:
+        """The server started again, on its ports with its models (``self.models``, which its
+        owner may have changed), after its process exited by itself: the stubs the dead one left
+        killed and their shared memory removed, its log continued, a new stub supervisor once it
+        is ready (``wait_ready``). Triton listens only once its models are loaded, so a load
+        balancer sends it nothing before."""
+        import psutil
+
+        if self.process is None or self.process.poll() is None:
+            raise RuntimeError("restart is for a server whose process has exited")
+        for stub in orphaned_stubs(self.process.pid):
+            try:
+                region = SHM_DIR / stub.cmdline()[2]
+                stub.kill()
+                stub.wait(10)
+                region.unlink(missing_ok=True)
+            except (OSError, IndexError, psutil.Error):
+                continue
+        self.stop()
+        self.supervisor = None
+        self.log_mode = "ab"
+        return self.start()
+
+    def kill(self) -> None:
+        """The server lost at once, as when its host or pod goes: SIGKILL to it and every backend
+        stub at the same moment (a stub whose server was killed alone was seen to live on, holding
+        its memory), then their shared memory removed."""
+        import psutil
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        regions = shm_regions(self.process.pid)
+        try:
+            server = psutil.Process(self.process.pid)
+            family = [server, *server.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for process in family:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        self.process.wait()
+        psutil.wait_procs(family[1:], timeout=10)
+        for region in regions:
+            Path(region).unlink(missing_ok=True)
+
+
+def checkout_api_key() -> str:
+    """The environment's key, else this checkout's (created once)."""
+    return api_key_from_environment() or api_key.install_key()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=paths.RENDERED / "cpu")
+    parser.add_argument(
+        "--http-port", type=int, default=8000, help="where clients call (the edge's, or Triton's with --no-edge)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=8001, help="where clients call (the edge's, or Triton's with --no-edge)"
+    )
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--edge",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Envoy in front of Triton (synctalk_ops.edge): clients call it; Triton listens on the replica ports",
+    )
+    parser.add_argument("--replica-http-port", type=int, default=REPLICA_HTTP_PORT)
+    parser.add_argument("--replica-grpc-port", type=int, default=REPLICA_GRPC_PORT)
+    parser.add_argument("--admin-port", type=int, default=EDGE_ADMIN_PORT, help="the edge's admin (loopback)")
+    parser.add_argument("--model-control-mode", choices=("none", "explicit", "poll"), default="none")
+    parser.add_argument(
+        "--supervise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reload a model whose backend stub died (uses explicit model control on loopback)",
+    )
+    args = parser.parse_args(argv)
+    roles = (
+        {
+            "the edge's HTTP port (--http-port)": args.http_port,
+            "the edge's gRPC port (--grpc-port)": args.grpc_port,
+            "the edge's admin port (--admin-port)": args.admin_port,
+            "Triton's HTTP port (--replica-http-port)": args.replica_http_port,
+            "Triton's gRPC port (--replica-grpc-port)": args.replica_grpc_port,
+        }
+        if args.edge
+        else {"Triton's HTTP port (--http-port)": args.http_port, "Triton's gRPC port (--grpc-port)": args.grpc_port}
+    )
+    try:
+        check_ports({**roles, "Triton's metrics port (--metrics-port)": args.metrics_port})
+    except PortConflict as exc:
+        parser.exit(2, f"error: {exc}\n")
+    server = TritonServer(
+        args.repository,
+        args.replica_http_port if args.edge else args.http_port,
+        args.replica_grpc_port if args.edge else args.grpc_port,
+        args.metrics_port,
+        model_control_mode=args.model_control_mode,
+        supervise=args.supervise,
+    )
+    front = None
+    if args.edge:
+        front = Edge(
+            [Replica.of(server)],
+            args.grpc_port,
+            args.http_port,
+            args.admin_port,
+            log_path=paths.BUILD / "logs" / "edge.log",
+        )
+    stopping = []
+
+    def on_signal(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    if front is not None:
+        front.start()
+    announced = False
+
+    def running() -> bool:
+        return server.process.poll() is None and (front is None or front.process.poll() is None)
+
+    while not stopping and running():
+        if not announced and server.is_ready() and (front is None or front.is_ready()):
+            server.wait_ready(timeout=5)  # starts the supervisor
+            door = front or server
+            print(f"tritonserver ready: gRPC {door.grpc_url}, HTTP {door.http_url}", flush=True)
+            if front is not None:
+                print(
+                    f"  through the edge (Envoy; its admin on {front.admin_url}, its log {front.log_path}); "
+                    f"the replica itself: gRPC {server.grpc_url}, HTTP {server.http_url}",
+                    flush=True,
+                )
+            if server.api_key:
+                print(
+                    "model control and shared memory need the API key"
+                    + (f" and the replica's own port ({server.grpc_url})" if front else "")
+                    + f": export {contract.API_KEY_FILE_ENV}={os.environ[contract.API_KEY_FILE_ENV]} (the project's "
+                    "tools read it from there)",
+                    flush=True,
+                )
+            announced = True
+        time.sleep(0.25)
+    # the edge first: it takes no new request and lets those it holds finish (DRAIN_S at most),
+    # then the server stops
+    edge_code = front.stop(drain_s=DRAIN_S) if front is not None else 0
+    if server.process.poll() is not None:
+        server.stop()
+        return server.process.returncode or 1
+    code = server.stop() or 0
+    if not stopping:  # the edge exited by itself
+        return edge_code or 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""``synctalk-client web``: the page's subcommand, which the SDK's CLI takes from this service
+(the ``synctalk_client.commands`` entry point) so that the SDK imports no service."""
+
+from __future__ import annotations
+
+from synctalk_client.cli import UsageError, positive
+
+
+def run(args) -> int:
+    try:
+        from synctalk_web.app import serve
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
+        ) from None
+    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server)
+    return 0
+
+
+def register(command) -> None:
+    """Adds ``web`` through the CLI's ``command(name, func, help)`` (an argparse parser back)."""
+    web = command("web", run, "a web page to try an avatar: render an upload or a recording, or stream live")
+    web.add_argument(
+        "--host", default="127.0.0.1", help="address the page listens on (default 127.0.0.1: this host only)"
+    )
+    web.add_argument("--port", type=positive, default=7860, help="the page's port (default 7860)")
+    web.add_argument(
+        "--ice-server",
+        action="append",
+        help="WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL (repeatable; else SYNCTALK_ICE_SERVERS)",
+    )

@@ -1,0 +1,241 @@
+"""``AvatarPeer``: one viewer of a live avatar over WebRTC (see the package).
+
+For integrators, with aiortc::
+
+    peer = AvatarPeer("edge:8001", "anna")
+    await peer.open()                              # the stream, or its refusal (CompositeError)
+    pc.addTrack(peer.voice)
+    peer.follow(pc.addTrack(peer.video))          # the viewer's REMB and PLI reach the stream
+    ...                                            # offer/answer as usual
+    await peer.start()                             # once connected
+    peer.listen(remote_audio_track)                # speech from the viewer's microphone, or:
+    peer.push(pcm_int16_16khz)                     # speech from a file or a TTS engine, any size
+    await peer.close()                             # the stream ends at once
+
+Speech pushed is played in real time (a paced 20 ms pump), silence where nothing is queued, so
+the avatar keeps moving (the stream's silence path); speech from a track is sent as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+
+import av
+import numpy as np
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from synctalk_client.errors import CompositeError
+from synctalk_client.stream import LiveStream, StreamClosedError
+from synctalk_common import contract
+from synctalk_webrtc.timing import PlayoutClock
+from synctalk_webrtc.tracks import VOICE_CHUNK, AvatarVideoTrack, AvatarVoiceTrack, SpeechBuffer
+
+log = logging.getLogger("synctalk_webrtc")
+
+MIN_KBPS, MAX_KBPS, START_KBPS = 300, 3000, 1500  # what a viewer's estimate may set
+HEADROOM = 0.85  # of the viewer's estimate: room for audio, RTP and retransmissions
+BITRATE_STEP = 0.15  # a change smaller than this is not worth the key frame it costs
+BITRATE_EVERY_S = 1.0  # at most one change a second
+KEY_FRAME_EVERY_S = 0.5  # PLI/FIR answered at most this often
+END_WAIT_S = 5.0  # a closing peer waits this long for its stream's end to be answered, then goes
+
+
+class BitrateFollower:
+    """The stream's target from the viewer's bandwidth estimates (REMB): ``HEADROOM`` of the
+    estimate within ``MIN_KBPS .. MAX_KBPS``, changed only by more than ``BITRATE_STEP`` and at most
+    once every ``BITRATE_EVERY_S`` (each change costs a key frame: the encoder opens afresh)."""
+
+    def __init__(self, kbps: int = START_KBPS, lowest: int = MIN_KBPS, highest: int = MAX_KBPS):
+        self.kbps, self.lowest, self.highest = kbps, lowest, highest
+        self.changed_at = -float("inf")
+
+    def estimate(self, bps: float, now: float) -> int | None:
+        """A new target (kbit/s) for the viewer's estimate ``bps``, or None to keep the current one."""
+        target = int(min(self.highest, max(self.lowest, HEADROOM * bps / 1000)))
+        if abs(target - self.kbps) <= BITRATE_STEP * self.kbps or now - self.changed_at < BITRATE_EVERY_S:
+            return None
+        self.kbps, self.changed_at = target, now
+        return target
+
+
+class AvatarPeer:
+    """A live stream of ``avatar`` (H.264) turned into a WebRTC voice and video (see the module)."""
+
+    def __init__(self, triton_url: str, avatar: str, bitrate_kbps: int = START_KBPS, timeout_s: float = 60.0):
+        self.triton_url, self.avatar, self.timeout_s = triton_url, avatar, timeout_s
+        self.clock = PlayoutClock()
+        self.speech = SpeechBuffer()
+        self.video = AvatarVideoTrack(self.clock)
+        self.voice = AvatarVoiceTrack(self.clock, self.speech)
+        self.bitrate = BitrateFollower(bitrate_kbps)
+        self.stream: LiveStream | None = None
+        self.closed = asyncio.Event()
+        self.error: CompositeError | None = None
+        self._pushed: list[np.ndarray] = []
+        self._tasks: list[asyncio.Task] = []
+        self._key_frame_at = -float("inf")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.listening = False
+        self.waiting: asyncio.Future | None = None  # the service's wait for the viewer to connect
+        self._pump_task: asyncio.Task | None = None
+
+    # -- lifetime -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Opens the avatar's stream (a gRPC stream: through the edge, to a replica holding the
+        avatar) with a start request of no audio, so that a refusal (the stream limit, an avatar not
+        loaded) comes now, as the stream's error, before any viewer waits for a picture."""
+        if self.stream is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        stream = await self._loop.run_in_executor(
+            None,
+            lambda: LiveStream(
+                self.triton_url, self.avatar, self.timeout_s, codec="h264", bitrate_kbps=self.bitrate.kbps
+            ),
+        )
+        try:
+            await self._loop.run_in_executor(None, stream.send, np.zeros(0, np.int16))
+        except CompositeError:
+            await self._loop.run_in_executor(None, stream.close)
+            raise
+        self.stream = stream
+
+    async def start(self) -> None:
+        """Speech from now on (the viewer is connected): the pump of pushed speech starts."""
+        if self.stream is None:
+            await self.open()
+        if self._pump_task is None:
+            self._pump_task = asyncio.ensure_future(self._pump())
+            self._tasks.append(self._pump_task)
+
+    async def close(self) -> None:
+        """Ends the stream at once (its last frames are nobody's) and stops both tracks."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self.waiting is not None and self.waiting is not asyncio.current_task():
+            self.waiting.cancel()
+        for task in self._tasks:
+            task.cancel()
+        self.video.frames.put_nowait(None)
+        self.voice.ended.set()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            done = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            try:
+                stream.send_async(None, lambda *_: loop.call_soon_threadsafe(done.set), end=True)
+                await asyncio.wait_for(done.wait(), END_WAIT_S)
+            except (CompositeError, asyncio.TimeoutError) as exc:
+                log.info("%s: the stream's end: %s", self.avatar, f"{type(exc).__name__} {exc}".strip())
+            finally:  # what the server still owes is cancelled, not waited for
+                await loop.run_in_executor(None, functools.partial(stream.close, cancel=True))
+
+    # -- speech in ----------------------------------------------------------------------------
+    def push(self, pcm: np.ndarray) -> None:
+        """Speech to say (16 kHz mono, int16 or float32 in [-1, 1]), played in real time after what
+        was pushed before."""
+        pcm = np.asarray(pcm).reshape(-1)
+        if pcm.dtype != np.int16:
+            pcm = np.round(np.clip(pcm, -1, 1) * 32767).astype(np.int16)
+        self._pushed.append(pcm)
+
+    def listen(self, track) -> None:
+        """Speech from a track (the viewer's microphone): resampled to 16 kHz mono and sent as it
+        arrives; the pump of pushed speech stops."""
+        self.listening = True
+        self._tasks.append(asyncio.ensure_future(self._listen(track)))
+
+    async def _listen(self, track) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=contract.SAMPLE_RATE)
+        while not self.closed.is_set():
+            try:
+                frame = await track.recv()
+            except Exception:  # noqa: BLE001 - aiortc's MediaStreamError: the viewer's track ended
+                break
+            for out in resampler.resample(frame):
+                self._send(out.to_ndarray().reshape(-1))
+        self.listening = False  # the track ended: pushed speech, or silence, from here on
+
+    async def _pump(self) -> None:
+        """Pushed speech, or silence, 20 ms at a time on a real-time schedule (no drift: each
+        chunk's time is the schedule's start plus its count), while no track is listened to."""
+        started, sent = time.monotonic(), 0
+        while not self.closed.is_set():
+            sent += 1
+            await asyncio.sleep(max(0.0, started + sent * VOICE_CHUNK / contract.SAMPLE_RATE - time.monotonic()))
+            if self.listening:
+                continue
+            chunk, need = [], VOICE_CHUNK
+            while need and self._pushed:
+                head = self._pushed[0]
+                chunk.append(head[:need])
+                self._pushed[0] = head[need:]
+                need -= len(chunk[-1])
+                if not len(self._pushed[0]):
+                    self._pushed.pop(0)
+            chunk.append(np.zeros(need, np.int16))
+            self._send(np.concatenate(chunk))
+
+    def _send(self, samples: np.ndarray) -> None:
+        if self.stream is None or self.closed.is_set():
+            return
+        self.speech.append(samples)
+        try:
+            self.stream.send_async(samples, self._answered)
+        except CompositeError as exc:
+            self._failed(exc)
+
+    # -- frames out ---------------------------------------------------------------------------
+    def _answered(self, frames, error) -> None:  # on the gRPC stream's thread
+        try:
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error)))
+        except RuntimeError:  # the loop has closed (the service stopped): nobody to deliver to
+            pass
+
+    async def _deliver(self, frames, error) -> None:
+        if error is not None:
+            if self.closed.is_set():  # the peer closed it (and cancelled what was owed)
+                return
+            if isinstance(error, StreamClosedError):
+                self._failed(error)
+            else:  # busy, or a refused request: the stream renders those frames with the next
+                log.warning("%s: %s", self.avatar, error)
+            return
+        for frame in frames:
+            self.video.frames.put_nowait((frame.index, frame.h264))
+            await self.clock.frame_arrived(frame.index)
+
+    def _failed(self, error: CompositeError) -> None:
+        log.warning("%s: the stream failed: %s", self.avatar, error)
+        self.error = error
+        asyncio.ensure_future(self.close())
+
+    # -- the viewer's feedback ----------------------------------------------------------------
+    def follow(self, sender: RTCRtpSender) -> None:
+        """The viewer's RTCP to the video sender: REMB sets the stream's bitrate (``BitrateFollower``),
+        PLI/FIR asks the stream for a key frame. aiortc hands these to its own encoders only, which
+        pre-encoded packets do not use, so the sender's handler is wrapped to see them first."""
+        from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
+
+        handle = sender._handle_rtcp_packet
+
+        async def observed(packet) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and self.stream is not None:
+                now = time.monotonic()
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR) and now - self._key_frame_at >= KEY_FRAME_EVERY_S:
+                    self._key_frame_at = now
+                    self.stream.request_key_frame()
+                elif packet.fmt == RTCP_PSFB_APP:
+                    try:
+                        bps, _ = unpack_remb_fci(packet.fci)
+                    except ValueError:
+                        bps = None
+                    if bps is not None and (kbps := self.bitrate.estimate(bps, now)) is not None:
+                        self.stream.set_bitrate(kbps)
+            await handle(packet)
+
+        sender._handle_rtcp_packet = observed

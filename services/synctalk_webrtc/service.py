@@ -1,0 +1,213 @@
+"""The WebRTC service: signalling, ICE settings, the peers (see the package).
+
+    synctalk-webrtc --triton-url edge:8001 --port 8088 \\
+        --ice-server stun:stun.example.org:3478 \\
+        --ice-server 'turn:turn.example.org:3478?transport=udp,avatar,secret'
+
+``POST /offer`` takes ``{"sdp": ..., "type": "offer", "avatar": "<id>"}`` (LiveTalking's
+convention) and answers ``{"sdp": ..., "type": "answer"}``: the avatar's video (H.264) and voice
+(Opus); the offer's audio track, when it sends one, is the speech. The offer must receive video
+and accept H.264. ``GET /webrtc/config`` gives a page the ICE servers to use. Refusals are JSON
+``{"error": ...}``: 400 for a bad offer, 404 for an avatar the server does not have, 503 at the
+peer limit. A peer whose connection fails or closes ends its stream at once.
+
+ICE servers come from ``--ice-server URL[,USERNAME,CREDENTIAL]`` (repeatable) or the environment,
+``SYNCTALK_ICE_SERVERS`` (JSON: ``[{"urls": "turn:...", "username": ..., "credential": ...}]``),
+the same for this server's candidates and the page's; none: host candidates only (a LAN, or a
+server with a public address), never a public STUN server the operator did not name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from synctalk_client.errors import CompositeError
+from synctalk_common import contract
+from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, START_KBPS, AvatarPeer
+
+log = logging.getLogger("synctalk_webrtc")
+ICE_ENVIRONMENT = "SYNCTALK_ICE_SERVERS"
+MSG_PEER_LIMIT = "peer limit {limit} reached"
+CONNECT_TIMEOUT_S = 30.0  # an answered viewer that never connects gives its place (and stream) back
+
+
+@dataclass
+class Settings:
+    triton_url: str
+    ice_servers: list[dict] = field(default_factory=list)  # [{"urls", "username", "credential"}]
+    # a viewer at 25 fps costs this process ~0.21 CPU-s a second, all on its one event loop
+    max_peers: int = 4
+    bitrate_kbps: int = START_KBPS
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        # an empty list, not None: aiortc's default is a public STUN server
+        return RTCConfiguration(iceServers=[RTCIceServer(**server) for server in self.ice_servers])
+
+
+def ice_servers(flags: list[str] | None, environ: dict | None = None) -> list[dict]:
+    """``--ice-server URL[,USERNAME,CREDENTIAL]`` values, else ``SYNCTALK_ICE_SERVERS``."""
+    servers = []
+    for value in flags or []:
+        url, *secret = value.split(",")
+        if not url.startswith(("stun:", "turn:", "turns:")) or len(secret) not in (0, 2):
+            raise ValueError(f"--ice-server {value!r}: use stun:HOST:PORT or turn:HOST:PORT,USERNAME,CREDENTIAL")
+        servers.append({"urls": url, **(dict(zip(("username", "credential"), secret)) if secret else {})})
+    if servers:
+        return servers
+    text = (environ if environ is not None else os.environ).get(ICE_ENVIRONMENT, "")
+    return json.loads(text) if text.strip() else []
+
+
+class Peers:
+    """The peers this process holds, at most ``max_peers``."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.peers: dict[RTCPeerConnection, AvatarPeer] = {}
+        self.opening = 0
+
+    async def offer(self, request: web.Request) -> web.Response:
+        try:
+            params = await request.json()
+            offer = RTCSessionDescription(sdp=str(params["sdp"]), type=str(params["type"]))
+            avatar = str(params["avatar"])
+        except (ValueError, KeyError, TypeError):
+            return refuse(400, 'the body is JSON {"sdp": ..., "type": "offer", "avatar": "<id>"}')
+        if offer.type != "offer":
+            return refuse(400, f'type must be "offer", got {offer.type!r}')
+        lines = offer.sdp.splitlines()
+        if not any(line.startswith("m=video") for line in lines):
+            return refuse(400, "offer: it must receive video (a video transceiver)")
+        if not any("H264/90000" in line for line in lines):
+            return refuse(400, "offer: the viewer does not receive H.264")
+        if len(self.peers) + self.opening >= self.settings.max_peers:
+            return refuse(503, MSG_PEER_LIMIT.format(limit=self.settings.max_peers))
+        self.opening += 1  # a place held while the avatar is looked up and its stream opens
+        try:
+            problem = await asyncio.get_running_loop().run_in_executor(None, self._avatar_problem, avatar)
+            if problem:
+                return refuse(404, problem)
+            peer = AvatarPeer(self.settings.triton_url, avatar, bitrate_kbps=self.settings.bitrate_kbps)
+            try:
+                await peer.open()
+            except CompositeError as exc:  # the stream limit, the avatar unloaded meanwhile, no server
+                return refuse(exc.http_status, str(exc))
+            pc = RTCPeerConnection(self.settings.rtc_configuration())
+            self.peers[pc] = peer
+        finally:
+            self.opening -= 1
+
+        async def end() -> None:
+            self.peers.pop(pc, None)
+            await peer.close()
+            await pc.close()
+
+        @pc.on("track")
+        def on_track(track) -> None:
+            if track.kind == "audio":
+                peer.listen(track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("%s: peer %s", avatar, pc.connectionState)
+            if pc.connectionState == "connected":
+                try:
+                    await peer.start()
+                except Exception as exc:  # noqa: BLE001 - the stream could not start: the peer ends
+                    log.warning("%s: %s", avatar, exc)
+                    await end()
+            elif pc.connectionState in ("failed", "closed"):
+                await end()
+
+        try:
+            # the tracks and the codec first: setRemoteDescription matches the offer's m-lines to
+            # these transceivers and negotiates their codecs then (H.264 only: the packets are H.264)
+            if any(line.startswith("m=audio") for line in lines):
+                pc.addTrack(peer.voice)
+            video = pc.addTransceiver(peer.video, direction="sendonly")
+            video.setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() == "video/h264"]
+            )
+            peer.follow(video.sender)
+            await pc.setRemoteDescription(offer)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # noqa: BLE001 - aiortc's refusal of an offer: the caller's
+            await end()
+            return refuse(400, f"offer: {exc}")
+
+        async def connects() -> None:
+            await asyncio.sleep(CONNECT_TIMEOUT_S)
+            if pc.connectionState != "connected":
+                log.info("%s: the viewer did not connect within %g s", avatar, CONNECT_TIMEOUT_S)
+                await end()
+
+        peer.waiting = asyncio.ensure_future(connects())
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+
+    def _avatar_problem(self, avatar: str) -> str | None:
+        from synctalk_client import CompositeClient
+
+        try:
+            with CompositeClient(self.settings.triton_url, timeout_s=10) as client:
+                if client.takes_audio_only(avatar):
+                    return None
+        except Exception:  # noqa: BLE001 - unknown to the server, or the server away: not found
+            pass
+        return contract.MSG_MODEL_NOT_FOUND.format(model_id=avatar) + " (no loaded avatar)"
+
+    async def config(self, _request: web.Request) -> web.Response:
+        return web.json_response({"iceServers": self.settings.ice_servers})
+
+    async def close_all(self, _app=None) -> None:
+        peers, self.peers = dict(self.peers), {}
+        await asyncio.gather(*(peer.close() for peer in peers.values()), return_exceptions=True)
+        await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
+
+
+def refuse(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+PEERS = web.AppKey("webrtc_peers", Peers)
+
+
+def add_routes(app: web.Application, settings: Settings) -> Peers:
+    """``POST /offer`` and ``GET /webrtc/config`` on ``app`` (the page's server mounts them so)."""
+    peers = Peers(settings)
+    app[PEERS] = peers
+    app.router.add_post("/offer", peers.offer)
+    app.router.add_get("/webrtc/config", peers.config)
+    app.on_shutdown.append(peers.close_all)
+    return peers
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="synctalk-webrtc", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--triton-url", default="localhost:8001", help="Triton's (or the edge's) gRPC address")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8088)
+    parser.add_argument("--ice-server", action="append", help="stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL")
+    parser.add_argument("--max-peers", type=int, default=Settings.max_peers, help="viewers this process holds")
+    parser.add_argument("--bitrate-kbps", type=int, default=START_KBPS, help=f"{MIN_KBPS}..{MAX_KBPS}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = Settings(args.triton_url, ice_servers(args.ice_server), args.max_peers, args.bitrate_kbps)
+    except ValueError as exc:
+        parser.error(str(exc))
+    app = web.Application()
+    add_routes(app, settings)
+    web.run_app(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""A peer's two outgoing tracks: the avatar's video (the server's H.264 access units, sent as
+they are) and its voice (the speech the stream was given), both paced by one ``PlayoutClock``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from fractions import Fraction
+
+import av
+import numpy as np
+import soxr
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from synctalk_common import contract
+from synctalk_webrtc.timing import VIDEO_CLOCK, VIDEO_TICKS_PER_FRAME, PlayoutClock
+
+log = logging.getLogger("synctalk_webrtc")
+VOICE_CHUNK = contract.SAMPLE_RATE // 50  # 20 ms: Opus's frame
+# The voice leaves at Opus's own rate and layout (48 kHz stereo), so aiortc's resampler passes it
+# through: resampling there would hold the first 20 ms back and put every voice packet one frame
+# after its timestamp (measured in Chromium: the voice ~45 ms behind the lips). Each 20 ms is
+# resampled here with 4 ms of the speech on each side (it is all there: the frames are later).
+VOICE_RATE = 48_000
+UP = VOICE_RATE // contract.SAMPLE_RATE
+RESAMPLE_PAD = 64
+
+
+class SpeechBuffer:
+    """The speech a stream has been given (int16, 16 kHz), from what the voice has not played."""
+
+    def __init__(self):
+        self.samples = np.zeros(0, np.int16)
+        self.first = 0  # the sample number of samples[0]
+        self.total = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        self.samples = np.concatenate([self.samples, chunk.astype(np.int16, copy=False)])
+        self.total += len(chunk)
+
+    def take(self, start: int, count: int, keep: int = 0) -> np.ndarray:
+        """Samples start .. start + count (zeros where the speech has none: before its start, or
+        not given yet), and forgets those before ``start + count - keep``."""
+        out = np.zeros(count, np.int16)
+        first = max(start, self.first)
+        have = self.samples[first - self.first : max(first, start + count) - self.first]
+        out[first - start : first - start + len(have)] = have
+        drop = max(0, start + count - keep - self.first)
+        self.samples, self.first = self.samples[drop:], self.first + drop
+        return out
+
+
+class AvatarVideoTrack(MediaStreamTrack):
+    """Frame i's access unit as an ``av.Packet`` (pts ``i * 3600`` at 90 kHz), sent when its time
+    comes: aiortc only packetizes it (RFC 6184)."""
+
+    kind = "video"
+
+    def __init__(self, clock: PlayoutClock):
+        super().__init__()
+        self.clock = clock
+        self.frames: asyncio.Queue = asyncio.Queue()  # (index, access unit), in order; None: the end
+        self.sent = self.bytes_sent = 0
+
+    async def recv(self) -> av.Packet:
+        item = await self.frames.get()
+        if item is None or self.readyState != "live":
+            self.stop()
+            raise MediaStreamError
+        index, unit = item
+        await self.clock.sleep_until(index / contract.FPS)
+        packet = av.Packet(unit)
+        packet.pts = packet.dts = index * VIDEO_TICKS_PER_FRAME
+        packet.time_base = Fraction(1, VIDEO_CLOCK)
+        self.sent, self.bytes_sent = self.sent + 1, self.bytes_sent + len(unit)
+        return packet
+
+
+class AvatarVoiceTrack(MediaStreamTrack):
+    """The speech in 20 ms frames (pts: the sample count, at 48 kHz), each sent when its time comes
+    and never before the frame that shows its last sample has arrived (else the clock slips)."""
+
+    kind = "audio"
+
+    def __init__(self, clock: PlayoutClock, speech: SpeechBuffer):
+        super().__init__()
+        self.clock, self.speech = clock, speech
+        self.chunks = 0
+        self.ended = asyncio.Event()
+
+    async def recv(self) -> av.AudioFrame:
+        start = self.chunks * VOICE_CHUNK
+        shown_by = (start + VOICE_CHUNK - 1) // contract.SAMPLES_PER_FRAME
+        waiting = asyncio.ensure_future(self.clock.until_frame(shown_by))
+        ended = asyncio.ensure_future(self.ended.wait())
+        await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel(), ended.cancel()
+        if self.ended.is_set() or self.readyState != "live":
+            self.stop()
+            raise MediaStreamError
+        content_s = start / contract.SAMPLE_RATE
+        if self.clock.slip(content_s):
+            log.info(
+                "the voice waited for frame %d: everything %.0f ms later from here",
+                shown_by,
+                1000 * self.clock.last_slip_s,
+            )
+        await self.clock.sleep_until(content_s)
+        window = self.speech.take(start - RESAMPLE_PAD, VOICE_CHUNK + 2 * RESAMPLE_PAD, keep=2 * RESAMPLE_PAD)
+        voice = soxr.resample(window.astype(np.float32) / 32768.0, contract.SAMPLE_RATE, VOICE_RATE)
+        voice = voice[RESAMPLE_PAD * UP : (RESAMPLE_PAD + VOICE_CHUNK) * UP]
+        pcm = np.round(np.clip(voice, -1, 1) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2)[None, :], format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = VOICE_RATE, start * UP
+        frame.time_base = Fraction(1, VOICE_RATE)
+        self.chunks += 1
+        return frame
