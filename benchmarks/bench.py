@@ -38,7 +38,8 @@ from synctalk_build import paths
 from synctalk_build.render_repository import render
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_common import contract
-from synctalk_ops.serve import TritonServer, apply_malloc_settings, server_processes
+from synctalk_ops.process_tree import server_processes
+from synctalk_ops.serve import TritonServer, apply_malloc_settings
 
 RESULTS = paths.ROOT / "benchmarks" / "results"
 REPORT = paths.ROOT / "benchmarks" / "README.md"

@@ -34,7 +34,9 @@ from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
 from synctalk_ops.edge import Edge, Replica
-from synctalk_ops.serve import TritonServer, free_port, server_processes
+from synctalk_ops.launched import free_port
+from synctalk_ops.process_tree import server_processes
+from synctalk_ops.serve import TritonServer
 
 TICKS = 100  # /proc/<pid>/stat's clock ticks a second (Linux)
 

@@ -51,7 +51,8 @@ from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
-from synctalk_ops.serve import TritonServer, server_processes
+from synctalk_ops.process_tree import server_processes
+from synctalk_ops.serve import TritonServer
 
 SETTINGS = ("before", "catch-up", "frame-runs", "no-spinning", "arena", "windows-once", "int8-ensemble", "int8")
 SPF = contract.SAMPLES_PER_FRAME

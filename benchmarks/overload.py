@@ -30,7 +30,8 @@ from synctalk_build.render_model import LATENCY_TARGET_S, admitted_requests, rea
 from synctalk_build.render_repository import render
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_common import contract
-from synctalk_ops.serve import TritonServer, server_processes
+from synctalk_ops.process_tree import server_processes
+from synctalk_ops.serve import TritonServer
 
 
 @dataclass

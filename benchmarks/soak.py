@@ -25,7 +25,7 @@ import numpy as np
 from synctalk_build import paths
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_common import contract
-from synctalk_ops.serve import server_processes
+from synctalk_ops.process_tree import server_processes
 
 
 def make_request(batch: int, seed: int, model_id: str = contract.DEFAULT_MODEL_ID) -> CompositeBatchRequest:

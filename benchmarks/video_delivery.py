@@ -33,7 +33,8 @@ from synctalk_build.render_repository import render
 from synctalk_client import synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
-from synctalk_ops.serve import TritonServer, server_cpu_seconds
+from synctalk_ops.process_tree import server_cpu_seconds
+from synctalk_ops.serve import TritonServer
 from synctalk_preprocessing import video
 
 SPF = contract.SAMPLES_PER_FRAME

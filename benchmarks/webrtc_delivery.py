@@ -45,8 +45,9 @@ from synctalk_build.render_repository import render
 from synctalk_client import synthetic
 from synctalk_client.render import write_wav
 from synctalk_common import contract
-from synctalk_ops.launched import http_process
-from synctalk_ops.serve import TritonServer, free_port, server_cpu_seconds, server_processes
+from synctalk_ops.launched import free_port, http_process
+from synctalk_ops.process_tree import server_cpu_seconds, server_processes
+from synctalk_ops.serve import TritonServer
 
 RESULTS = paths.ROOT / "benchmarks" / "results" / "webrtc_delivery.json"
 STATS = "return document.body.dataset.liveStats || '[]'"

@@ -10,8 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from synctalk_ops.launched import http_process
-from synctalk_ops.serve import free_port
+from synctalk_ops.launched import free_port, http_process
 
 WAIT_S = 120  # for the page to show what is waited for
 

@@ -9,7 +9,8 @@ import pytest
 
 from synctalk_build import build_models, paths
 from synctalk_build.render_repository import render
-from synctalk_ops.serve import TritonServer, free_port  # noqa: F401 - the tests' free_port
+from synctalk_ops.launched import free_port
+from synctalk_ops.serve import TritonServer  # noqa: F401 - the tests' free_port
 
 
 @pytest.fixture(scope="session")

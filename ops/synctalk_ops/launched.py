@@ -13,6 +13,13 @@ import urllib.request
 from pathlib import Path
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class PortConflict(ValueError):
     """Ports given twice, or already taken: found before any process starts."""
 

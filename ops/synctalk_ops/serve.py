@@ -11,26 +11,21 @@ key (``synctalk_ops.api_key``: ``build/secrets/api_key``, or ``SYNCTALK_API_KEY`
 port (the edge never routes them); inference, health, metadata, configs and statistics are open.
 ``TritonServer`` is the same launcher as a context manager, used by the tests and the demo.
 
-Supervision (``--supervise``): this Triton's Python backend does not restart a backend stub
-process that died (killed, out of memory); its model then answers every request with "Stub
-process ... is not healthy" until reloaded. The supervisor watches the stub processes and
-reloads a model whose stub is gone, through the repository API on loopback, which needs
-``--model-control-mode=explicit`` (all models are loaded at start, as with ``none``).
+Supervision (``--supervise``, ``synctalk_ops.stub_supervisor``): a model whose backend stub died
+is reloaded, through the repository API on loopback, which needs ``--model-control-mode=explicit``
+(all models are loaded at start, as with ``none``). What a server killed outright leaves (its
+stubs, its shared memory) is cleared by ``synctalk_ops.process_tree`` and ``synctalk_ops.shm_cleanup``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +36,9 @@ from synctalk_common import contract
 from synctalk_ops import api_key
 from synctalk_ops.edge import DRAIN_S, Edge, Replica
 from synctalk_ops.launched import Launched, PortConflict, answers, check_ports
+from synctalk_ops.process_tree import orphaned_stubs
+from synctalk_ops.shm_cleanup import SHM_DIR, remove_orphaned_gates, remove_orphaned_shm_regions, shm_regions
+from synctalk_ops.stub_supervisor import StubSupervisor
 from synctalk_preprocessing import admission
 
 # Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
@@ -62,13 +60,6 @@ EDGE_ADMIN_PORT = 9901
 # Parallel work comes from Triton's instances and requests. The image sets the same (Dockerfile).
 OPENBLAS_THREADS = "1"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024)}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def apply_malloc_settings() -> None:
@@ -134,197 +125,6 @@ def server_environment() -> dict:
     # the Python backend's waits on its stubs timed on the monotonic clock: a step of the wall
     # clock would otherwise fail the requests in flight and crash the server (synctalk_build.monotonic_waits)
     return monotonic_waits.preloaded(env)
-
-
-# The Python backend's shared-memory regions: triton_python_backend_shm_region_<uuid>, and
-# triton_<name>_backend_shm_region_<uuid> for the models of a Python-based backend <name>.
-SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
-SHM_REGION_PATTERN = re.compile(r"triton_\w+_backend_shm_region_")
-SHM_REGION_GLOB = "triton_*_backend_shm_region_*"
-
-
-def stub_counts(server_pid: int) -> dict[str, int]:
-    """{model name: live Python-backend stub processes} among the server's children."""
-    import psutil
-
-    counts: dict[str, int] = {}
-    try:
-        children = psutil.Process(server_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return counts
-    for child in children:
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-            model_py = next((a for a in child.cmdline() if a.endswith("/model.py")), None)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-            continue
-        if model_py:
-            model = Path(model_py).parent.parent.name
-            counts[model] = counts.get(model, 0) + 1
-    return counts
-
-
-def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
-    """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
-    sizes instead (shared memory counted once across the processes that map it, so they add up)."""
-    import psutil
-
-    def size(process) -> int:
-        return process.memory_full_info().pss if pss else process.memory_info().rss
-
-    server = psutil.Process(server_pid)
-    table = {"tritonserver": size(server)}
-    for child in server.children(recursive=True):
-        try:
-            model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
-            key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
-            while key in table:  # several instances of one model
-                key += "'"
-            table[key] = size(child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return table
-
-
-def server_cpu_seconds(server_pid: int) -> float:
-    """CPU seconds (user + system) a process and its children have used so far: tritonserver and
-    its backend stubs (or the page's server, the WebRTC service)."""
-    import psutil
-
-    server = psutil.Process(server_pid)
-    total = 0.0
-    for process in [server, *server.children(recursive=True)]:
-        try:
-            total += sum(process.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-def shm_regions(server_pid: int) -> set:
-    """The Python backend's shared-memory regions (/dev/shm) mapped by the server or its stubs."""
-    import psutil
-
-    regions = set()
-    try:
-        processes = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return regions
-    for process in processes:
-        try:
-            with open(f"/proc/{process.pid}/maps") as maps:
-                regions.update(line.split(maxsplit=5)[-1].strip() for line in maps if SHM_REGION_PATTERN.search(line))
-        except OSError:
-            continue
-    return {r.removesuffix(" (deleted)") for r in regions if r.startswith("/dev/shm/")}
-
-
-SHM_DIR = Path("/dev/shm")
-ORPHAN_AGE_S = 60.0
-
-
-def remove_orphaned_gates() -> list:
-    """Delete the door's tables (synctalk_preprocessing.admission) of servers no longer running."""
-    removed = []
-    for gate in admission.gate_directory().glob(admission.FILE_PREFIX + "*"):
-        pid = gate.name.removeprefix(admission.FILE_PREFIX)
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            gate.unlink(missing_ok=True)
-            removed.append(gate)
-    return removed
-
-
-def mapped_shm_regions() -> set:
-    """Every Python-backend region (/dev/shm) some live process on this machine maps."""
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            with open(maps) as lines:
-                mapped.update(
-                    line.split(maxsplit=5)[-1].strip().removesuffix(" (deleted)")
-                    for line in lines
-                    if SHM_REGION_PATTERN.search(line)
-                )
-        except OSError:  # the process ended meanwhile, or is not ours to read
-            continue
-    return mapped
-
-
-def remove_orphaned_shm_regions(min_age_s: float = ORPHAN_AGE_S) -> list:
-    """Delete the Python backend's regions no live process maps (a server or stub killed with
-    SIGKILL, or dead before the launcher could read its maps), older than ``min_age_s`` (a region
-    a starting server has created but not mapped yet is young). Returns the removed paths."""
-    mapped = mapped_shm_regions()
-    removed = []
-    now = time.time()
-    for region in SHM_DIR.glob(SHM_REGION_GLOB):
-        try:
-            if str(region) in mapped or now - region.stat().st_mtime < min_age_s:
-                continue
-            region.unlink()
-            removed.append(str(region))
-        except FileNotFoundError:
-            continue
-    return removed
-
-
-STUB_BINARY = "triton_python_backend_stub"
-
-
-def orphaned_stubs(server_pid: int) -> list:
-    """The Python-backend stubs of a tritonserver (``server_pid``) that died without them (a
-    SIGKILL, the OOM killer): each stub's arguments name its server's pid, its 5th."""
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if len(cmdline) > 5 and cmdline[0].endswith(STUB_BINARY) and cmdline[5] == str(server_pid):
-            found.append(process)
-    return found
-
-
-class StubSupervisor(threading.Thread):
-    """Reloads a Python-backend model whose stub process died (see the module docstring)."""
-
-    def __init__(self, server: TritonServer, interval_s: float = 0.5):
-        super().__init__(name="stub-supervisor", daemon=True)
-        self.server = server
-        self.interval_s = interval_s
-        self.expected = stub_counts(server.process.pid)
-        self.reloads: list[dict[str, float]] = []
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def reload(self, model: str) -> float:
-        """Force a reload (an unchanged config would be a no-op) and return its duration."""
-        import tritonclient.grpc as grpcclient
-
-        started = time.monotonic()
-        headers = {contract.GRPC_API_KEY_HEADER: self.server.api_key} if self.server.api_key else None
-        with grpcclient.InferenceServerClient(self.server.grpc_url) as triton:
-            config = triton.get_model_config(model, as_json=True)["config"]
-            config.setdefault("parameters", {})["supervisor_reload"] = {"string_value": str(len(self.reloads) + 1)}
-            triton.load_model(model, config=json.dumps(config), headers=headers)
-        seconds = time.monotonic() - started
-        self.reloads.append({"model": model, "seconds": seconds, "at": time.time()})
-        print(f"stub supervisor: reloaded '{model}' after its stub died ({seconds:.1f} s)", file=sys.stderr, flush=True)
-        return seconds
-
-    def run(self) -> None:
-        while not self._stopping.wait(self.interval_s):
-            if self.server.process is None or self.server.process.poll() is not None:
-                return
-            current = stub_counts(self.server.process.pid)
-            for model, count in self.expected.items():
-                if current.get(model, 0) < count and not self._stopping.is_set():
-                    try:
-                        self.reload(model)
-                    except Exception as exc:  # the server may be stopping; try again next round
-                        print(f"stub supervisor: reload of '{model}' failed: {exc}", file=sys.stderr, flush=True)
 
 
 INSTALL_KEY = "install"  # TritonServer's default api_key: this checkout's (synctalk_ops.api_key)

@@ -10,7 +10,7 @@ import pytest
 from synctalk_build import avatar_store
 from synctalk_client import CompositeBatchRequest, synthetic
 from synctalk_ops import avatar_memory
-from synctalk_ops.serve import server_processes
+from synctalk_ops.process_tree import server_processes
 
 
 def server_pss(pid: int) -> int:

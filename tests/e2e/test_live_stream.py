@@ -20,7 +20,7 @@ from synctalk_client import synthetic
 from synctalk_client.render import render_video
 from synctalk_client.stream import LiveStream, StreamClosedError, StreamLimitError
 from synctalk_common import contract
-from synctalk_ops.serve import server_cpu_seconds, server_processes
+from synctalk_ops.process_tree import server_cpu_seconds, server_processes
 from synctalk_preprocessing import video
 from tests.e2e.one_frame_avatar import loaded_avatar
 from tests.synctalk2d_reference import psnr

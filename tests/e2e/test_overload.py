@@ -14,7 +14,7 @@ from synctalk_build import render_model
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_common import contract
 from synctalk_ops import avatar_memory
-from synctalk_ops.serve import server_processes, stub_counts
+from synctalk_ops.process_tree import server_processes, stub_counts
 from synctalk_preprocessing import admission
 from synctalk_preprocessing.admission import AdmissionGate, gate_path
 from tests.e2e.one_frame_avatar import one_frame_avatar

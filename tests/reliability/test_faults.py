@@ -12,7 +12,9 @@ import pytest
 from synctalk_build.render_repository import render
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_common import contract
-from synctalk_ops.serve import TritonServer, shm_regions, stub_counts
+from synctalk_ops.process_tree import stub_counts
+from synctalk_ops.serve import TritonServer
+from synctalk_ops.shm_cleanup import shm_regions
 from synctalk_preprocessing import admission
 from tests.conftest import free_port
 
@@ -128,7 +130,7 @@ def test_the_launcher_removes_regions_no_process_maps(tmp_path):
     import os
     import uuid
 
-    from synctalk_ops.serve import SHM_DIR, SHM_REGION_PREFIX, remove_orphaned_shm_regions
+    from synctalk_ops.shm_cleanup import SHM_DIR, SHM_REGION_PREFIX, remove_orphaned_shm_regions
 
     orphan, live, young = (
         SHM_DIR / f"{SHM_REGION_PREFIX}test-{kind}-{uuid.uuid4()}" for kind in ("orphan", "live", "young")

@@ -5,7 +5,9 @@ carries only the audio that arrived since the last (AUDIO_CHUNK float32, or AUDI
 16 kHz; any length up to 1 s, zero included). The model keeps each stream's state by
 ``request.correlation_id()`` (the Python backend has no implicit state: Triton's
 ``qa/python_models/sequence_int32`` does the same): its audio from the last rendered frame's
-context on, the number of samples so far and the next frame to render.
+context on, the number of samples so far, the next frame to render and the windows encoded, in a
+plain class with its own unit tests (``synctalk_preprocessing.live_stream.StreamState``); this
+model is the shell of Triton calls around it.
 
 Frame i of a stream can be rendered once ``contract.STREAM_LOOKAHEAD`` samples follow its 40 ms
 (the audio context render sends after a batch: with less, the audio step takes the clip to end
@@ -61,6 +63,7 @@ import triton_python_backend_utils as pb_utils
 from synctalk_common import contract
 from synctalk_common.messages import CompositeBatchRequest
 from synctalk_preprocessing import admission, model_config, video
+from synctalk_preprocessing.live_stream import StreamState
 
 # error codes by name (pb_utils.TritonError exists once the stub runs, not at import)
 INVALID, UNAVAILABLE, NOT_FOUND, INTERNAL = "INVALID_ARG", "UNAVAILABLE", "NOT_FOUND", "INTERNAL"
@@ -69,9 +72,7 @@ END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 AVATAR_INPUTS = frozenset(t.name for t in contract.AVATAR_ENSEMBLE_INPUTS)
 AVATAR_OPTIONAL = frozenset(t.name for t in contract.AVATAR_OPTIONAL_INPUTS)
-SPF = contract.SAMPLES_PER_FRAME
 FRONT_END_INPUTS = tuple(t.name for t in contract.MODEL_INPUTS[contract.SYNCTALK2D_AUDIO_FEATURES_MODEL])
-HALF = contract.AUDIO_NEIGHBOURS // 2
 
 
 class StreamError(Exception):
@@ -82,83 +83,6 @@ class StreamError(Exception):
     def response(self):
         code = self.code if not isinstance(self.code, str) else getattr(pb_utils.TritonError, self.code)
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(self), code))
-
-
-class Stream:
-    """One stream's audio: ``audio`` holds samples ``base`` .. ``total`` of the clip."""
-
-    def __init__(self, avatar: str, synctalk2d: bool, silent_frames: bool, now: float):
-        self.avatar, self.synctalk2d, self.silent_frames, self.last_seen = avatar, synctalk2d, silent_frames, now
-        self.audio = np.zeros(0, np.float32)
-        # next_frame: the first frame no request has taken yet; answered: the first frame no
-        # request has answered yet (the audio is kept from its context on, for a failed batch)
-        self.base = self.total = self.next_frame = self.answered = 0
-        # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
-        # served): the async execute lets the next request in while one awaits the ensemble
-        self.turn = asyncio.Lock()
-        # SyncTalk_2D avatars: (<id>_from_features, the window encoder) where the stream encodes
-        # its windows itself, and the encodings so far by index in upstream's padded window list
-        self.by_features: tuple[str, str] | None = None
-        self.windows: dict[int, np.ndarray] = {}
-        self.video: video.H264Encoder | None = None  # an H.264 stream's encoder (None: JPEGs)
-
-    def append(self, chunk: np.ndarray) -> None:
-        # keep only what frames from ``answered`` on need: the context before them
-        keep_from = max(self.base, self.answered * SPF - contract.AUDIO_CONTEXT_SAMPLES)
-        self.audio = np.concatenate([self.audio[keep_from - self.base :], chunk])
-        self.base = keep_from
-        self.total += len(chunk)
-
-    def samples(self, first: int, last: int) -> np.ndarray:
-        first, last = max(first, self.base), min(last, self.total)
-        return self.audio[first - self.base : max(first, last) - self.base]
-
-    def frames_to_render(self, ending: bool) -> range:
-        """The frames that became ready (all the clip's remaining frames at its end)."""
-        if ending:
-            last = contract.synctalk2d_frame_count(self.total) if self.synctalk2d else self.total // SPF
-        else:
-            last = contract.stream_frames_ready(self.total)
-        frames = range(self.next_frame, max(self.next_frame, last))
-        self.next_frame = frames.stop
-        return frames
-
-    def silent(self, frame: int, threshold: float) -> bool:
-        """Whether every sample a frame's audio windows can see (its 40 ms and the context on each
-        side) is below ``threshold``: silence, whatever the front end."""
-        context = contract.AUDIO_CONTEXT_SAMPLES
-        around = self.samples(frame * SPF - context, (frame + 1) * SPF + context)
-        return not len(around) or float(np.abs(around).max()) < threshold
-
-    def runs(self, frames: range, threshold: float, most: int = contract.MAX_BATCH_SIZE):
-        """``frames`` cut into batches of at most ``most``, each entirely silent or not (with the
-        avatar's silent_frames; else every batch renders with the generator)."""
-        first = frames.start
-        while first < frames.stop:
-            quiet = self.silent_frames and self.silent(first, threshold)
-            last = first + 1
-            while (
-                last < frames.stop
-                and last - first < most
-                and (not self.silent_frames or self.silent(last, threshold) == quiet)
-            ):
-                last += 1
-            yield first, last, quiet
-            first = last
-
-    def batch_request(self, first: int, last: int) -> CompositeBatchRequest:
-        """Frames first .. last - 1 as render sends them: their audio and the audio around it."""
-        start, stop = first * SPF, last * SPF
-        audio = self.samples(start, stop)
-        if len(audio) < stop - start:  # a clip ending inside its last frame: zeros, as a WAV's padding
-            audio = np.pad(audio, (0, stop - start - len(audio)))
-        return CompositeBatchRequest.audio_only(
-            self.avatar,
-            audio,
-            start_frame_idx=first,
-            audio_context_before=self.samples(start - contract.AUDIO_CONTEXT_SAMPLES, start),
-            audio_context_after=self.samples(stop, stop + contract.AUDIO_CONTEXT_SAMPLES),
-        )
 
 
 class TritonPythonModel:
@@ -190,7 +114,7 @@ class TritonPythonModel:
         frames = int(self._parameter(contract.INPUT_VALIDATOR_MODEL, "admission_frames") or 0)
         lease_s = float(self._parameter(contract.INPUT_VALIDATOR_MODEL, "admission_lease_s") or 0)
         self.gate = admission.AdmissionGate(frames, lease_s) if frames > 0 and lease_s > 0 else None
-        self.streams: dict[int, Stream] = {}
+        self.streams: dict[int, StreamState] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()  # recently ended or expired ids: why
 
     async def execute(self, requests):
@@ -251,7 +175,7 @@ class TritonPythonModel:
             frames = stream.frames_to_render(ending=bool(flags & END))
             if flags & END:
                 self._close(stream_id, "ended")
-                stream.windows.clear()  # the clip's end moves its last windows: encoded afresh
+                stream.ended()
             # every batch's tensors taken now: audio arriving while they render moves nothing
             batches = [
                 (first, last, None if quiet else stream.batch_request(first, last))
@@ -272,15 +196,14 @@ class TritonPythonModel:
                         jpegs += rendered
             except StreamError:
                 if not flags & END:  # the stream lives on: its next request renders these frames again
-                    stream.next_frame = frames.start
+                    stream.failed(frames)
                     if stream.video is not None:  # and the frames encoded but not sent are nobody's reference
                         stream.video.request_key_frame()
                 raise
             finally:
                 if flags & END and stream.video is not None:
                     stream.video.close()
-            stream.answered = frames.stop
-            stream.last_seen = time.monotonic()
+            stream.answered_up_to(frames, time.monotonic())
         return jpegs, list(frames), units
 
     async def _encode(self, encoder: video.H264Encoder, frames) -> list[tuple[bytes, bool]]:
@@ -351,7 +274,7 @@ class TritonPythonModel:
             raise StreamError(f"{spec.name}: {bad} of {len(samples)} samples are NaN or Inf")
         return samples.astype(np.float32, copy=False)
 
-    def _open(self, stream_id: int, request, now: float) -> Stream:
+    def _open(self, stream_id: int, request, now: float) -> StreamState:
         # a start for an open id starts a new stream, as Triton's sequence batcher takes it
         self.streams.pop(stream_id, None)
         avatar = pb_utils.get_input_tensor_by_name(request, contract.STREAM_AVATAR.name)
@@ -362,7 +285,9 @@ class TritonPythonModel:
         if len(self.streams) >= self.max_streams:
             raise StreamError(contract.MSG_STREAM_LIMIT.format(limit=self.max_streams), UNAVAILABLE)
         silent_frames = self._parameter(contract.avatar_models(name)["background"], contract.AVATAR_SILENCE_PARAMETER)
-        stream = Stream(name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, silent_frames == "avatar_frames", now)
+        stream = StreamState(
+            name, contract.SYNCTALK2D_AUDIO_FEATURES_MODEL in steps, silent_frames == "avatar_frames", now
+        )
         own = contract.avatar_models(name, own_audio_encoder=True)
         if self.encode_windows and own["from_features"] in steps:
             encoder = (
@@ -443,7 +368,7 @@ class TritonPythonModel:
         jpegs = await self._call(batch.model_id, inputs, contract.JPEG.name)
         return [bytes(j) for j in jpegs.as_numpy().reshape(-1)]
 
-    async def _render_by_features(self, stream: Stream, batch: CompositeBatchRequest, rgb: bool = False):
+    async def _render_by_features(self, stream: StreamState, batch: CompositeBatchRequest, rgb: bool = False):
         """The batch's frames as the avatar's ensemble renders them, each audio window encoded once
         per stream: the front end's 16 neighbouring windows of each frame (row i's neighbour j is
         the request's distinct window i + j, at index first - 8 + i + j of upstream's padded list),
@@ -464,8 +389,8 @@ class TritonPythonModel:
                 )
             )
             distinct = np.concatenate([mel[:, 0], mel[-1, 1:]])  # [B + 15, 1, 80, 16]
-            places = first - HALF + np.arange(len(distinct))
-            todo = [t for t, place in enumerate(places) if int(place) not in stream.windows]
+            places = stream.window_places(first, len(distinct))
+            todo = stream.windows_missing(places)
             for start in range(0, len(todo), contract.MAX_BATCH_SIZE):
                 rows = todo[start : start + contract.MAX_BATCH_SIZE]
                 encoded = await self._call(
@@ -473,15 +398,10 @@ class TritonPythonModel:
                     [pb_utils.Tensor(contract.MEL_WINDOWS.name, np.ascontiguousarray(distinct[rows]))],
                     contract.WINDOW_FEATURES.name,
                 )
-                for t, row in zip(rows, encoded.as_numpy()):
-                    stream.windows[int(places[t])] = row
-            encodings = np.stack([stream.windows[int(place)] for place in places])  # [B + 15, 512]
-            neighbours = np.arange(n_frames)[:, None] + np.arange(contract.AUDIO_NEIGHBOURS)[None, :]
-            features = (encodings[neighbours] * mask[:, :, None]).reshape(n_frames, *contract.AUDIO_FEATURE_SHAPE)
-            for place in [p for p in stream.windows if p < first + n_frames - HALF]:  # no later frame needs these
-                del stream.windows[place]
+                stream.keep_windows(places, rows, encoded.as_numpy())
+            features = stream.features(places, mask)
             inputs = [
-                pb_utils.Tensor(contract.AUDIO_FEATURES.name, features.astype(np.float32)),
+                pb_utils.Tensor(contract.AUDIO_FEATURES.name, features),
                 pb_utils.Tensor(contract.ADMISSION_TICKET.name, np.full((n_frames, 1), ticket, np.int64)),
                 *(
                     pb_utils.Tensor(t.name, tensors[t.name])

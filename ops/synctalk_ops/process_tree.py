@@ -1,0 +1,81 @@
+"""A tritonserver's process tree: its Python-backend stubs by model, their memory and CPU time,
+and the stubs a dead server left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def stub_counts(server_pid: int) -> dict[str, int]:
+    """{model name: live Python-backend stub processes} among the server's children."""
+    import psutil
+
+    counts: dict[str, int] = {}
+    try:
+        children = psutil.Process(server_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return counts
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            model_py = next((a for a in child.cmdline() if a.endswith("/model.py")), None)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue
+        if model_py:
+            model = Path(model_py).parent.parent.name
+            counts[model] = counts.get(model, 0) + 1
+    return counts
+
+
+def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
+    """{process name: RSS bytes} for tritonserver and its backend stubs; ``pss``: proportional set
+    sizes instead (shared memory counted once across the processes that map it, so they add up)."""
+    import psutil
+
+    def size(process) -> int:
+        return process.memory_full_info().pss if pss else process.memory_info().rss
+
+    server = psutil.Process(server_pid)
+    table = {"tritonserver": size(server)}
+    for child in server.children(recursive=True):
+        try:
+            model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
+            key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
+            while key in table:  # several instances of one model
+                key += "'"
+            table[key] = size(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return table
+
+
+def server_cpu_seconds(server_pid: int) -> float:
+    """CPU seconds (user + system) a process and its children have used so far: tritonserver and
+    its backend stubs (or the page's server, the WebRTC service)."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    total = 0.0
+    for process in [server, *server.children(recursive=True)]:
+        try:
+            total += sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+STUB_BINARY = "triton_python_backend_stub"
+
+
+def orphaned_stubs(server_pid: int) -> list:
+    """The Python-backend stubs of a tritonserver (``server_pid``) that died without them (a
+    SIGKILL, the OOM killer): each stub's arguments name its server's pid, its 5th."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if len(cmdline) > 5 and cmdline[0].endswith(STUB_BINARY) and cmdline[5] == str(server_pid):
+            found.append(process)
+    return found

@@ -1,0 +1,145 @@
+"""A live stream's state, as the ``stream`` model keeps it per sequence: plain Python (numpy), so
+the bookkeeping is tested on its own (``tests/unit/test_live_stream_state.py``) and the model is
+a thin shell of Triton calls around it.
+
+- **The audio kept**: samples from the context of the first frame not answered yet on (a batch that
+  fails is rendered again from there), and the count of samples so far.
+- **The frames ready**: frame i once ``contract.STREAM_LOOKAHEAD`` samples follow its 40 ms; at
+  the clip's end, every frame of the avatar's audio front end (one per 40 ms, or SyncTalk_2D's
+  N + 2). A stream that fell behind catches up: whoever has the stream's turn renders every frame
+  ready by then, cut into batches of at most the catch-up size, each wholly silent or not.
+- **The windows encoded** (SyncTalk_2D avatars encoding per stream): each audio window's encoding
+  kept by its place in upstream's padded window list, encoded once, dropped once no later frame
+  needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from synctalk_common import contract
+from synctalk_common.messages import CompositeBatchRequest
+
+SPF = contract.SAMPLES_PER_FRAME
+HALF = contract.AUDIO_NEIGHBOURS // 2
+
+
+class StreamState:
+    """One stream's state: ``audio`` holds samples ``base`` .. ``total`` of the clip."""
+
+    def __init__(self, avatar: str, synctalk2d: bool, silent_frames: bool, now: float):
+        self.avatar, self.synctalk2d, self.silent_frames, self.last_seen = avatar, synctalk2d, silent_frames, now
+        self.audio = np.zeros(0, np.float32)
+        # next_frame: the first frame no request has taken yet; answered: the first frame no
+        # request has answered yet (the audio is kept from its context on, for a failed batch)
+        self.base = self.total = self.next_frame = self.answered = 0
+        # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
+        # served): the async execute lets the next request in while one awaits the ensemble
+        self.turn = asyncio.Lock()
+        # SyncTalk_2D avatars: (<id>_from_features, the window encoder) where the stream encodes
+        # its windows itself, and the encodings so far by index in upstream's padded window list
+        self.by_features: tuple[str, str] | None = None
+        self.windows: dict[int, np.ndarray] = {}
+        self.video = None  # an H.264 stream's encoder (synctalk_preprocessing.video.H264Encoder; None: JPEGs)
+
+    def append(self, chunk: np.ndarray) -> None:
+        # keep only what frames from ``answered`` on need: the context before them
+        keep_from = max(self.base, self.answered * SPF - contract.AUDIO_CONTEXT_SAMPLES)
+        self.audio = np.concatenate([self.audio[keep_from - self.base :], chunk])
+        self.base = keep_from
+        self.total += len(chunk)
+
+    def samples(self, first: int, last: int) -> np.ndarray:
+        first, last = max(first, self.base), min(last, self.total)
+        return self.audio[first - self.base : max(first, last) - self.base]
+
+    def frames_to_render(self, ending: bool) -> range:
+        """The frames that became ready (all the clip's remaining frames at its end)."""
+        if ending:
+            last = contract.synctalk2d_frame_count(self.total) if self.synctalk2d else self.total // SPF
+        else:
+            last = contract.stream_frames_ready(self.total)
+        frames = range(self.next_frame, max(self.next_frame, last))
+        self.next_frame = frames.stop
+        return frames
+
+    def silent(self, frame: int, threshold: float) -> bool:
+        """Whether every sample a frame's audio windows can see (its 40 ms and the context on each
+        side) is below ``threshold``: silence, whatever the front end."""
+        context = contract.AUDIO_CONTEXT_SAMPLES
+        around = self.samples(frame * SPF - context, (frame + 1) * SPF + context)
+        return not len(around) or float(np.abs(around).max()) < threshold
+
+    def runs(self, frames: range, threshold: float, most: int = contract.MAX_BATCH_SIZE):
+        """``frames`` cut into batches of at most ``most``, each entirely silent or not (with the
+        avatar's silent_frames; else every batch renders with the generator)."""
+        first = frames.start
+        while first < frames.stop:
+            quiet = self.silent_frames and self.silent(first, threshold)
+            last = first + 1
+            while (
+                last < frames.stop
+                and last - first < most
+                and (not self.silent_frames or self.silent(last, threshold) == quiet)
+            ):
+                last += 1
+            yield first, last, quiet
+            first = last
+
+    def batch_request(self, first: int, last: int) -> CompositeBatchRequest:
+        """Frames first .. last - 1 as render sends them: their audio and the audio around it."""
+        start, stop = first * SPF, last * SPF
+        audio = self.samples(start, stop)
+        if len(audio) < stop - start:  # a clip ending inside its last frame: zeros, as a WAV's padding
+            audio = np.pad(audio, (0, stop - start - len(audio)))
+        return CompositeBatchRequest.audio_only(
+            self.avatar,
+            audio,
+            start_frame_idx=first,
+            audio_context_before=self.samples(start - contract.AUDIO_CONTEXT_SAMPLES, start),
+            audio_context_after=self.samples(stop, stop + contract.AUDIO_CONTEXT_SAMPLES),
+        )
+
+    def failed(self, frames: range) -> None:
+        """A batch of ``frames`` failed and the stream lives on: its next request renders them again."""
+        self.next_frame = frames.start
+
+    def answered_up_to(self, frames: range, now: float) -> None:
+        """``frames`` were answered: the audio before their context may go."""
+        self.answered = frames.stop
+        self.last_seen = now
+
+    def ended(self) -> None:
+        """The clip's end moves its last windows (the front end pads where it ends): encoded afresh."""
+        self.windows.clear()
+
+    # --- the windows encoded (SyncTalk_2D avatars encoding per stream) ---------------------------
+    @staticmethod
+    def window_places(first: int, distinct: int) -> np.ndarray:
+        """The places in upstream's padded window list of a batch's ``distinct`` windows (B + 15
+        for B frames from ``first``): row i's neighbour j is window first - 8 + i + j."""
+        return first - HALF + np.arange(distinct)
+
+    def windows_missing(self, places: np.ndarray) -> list[int]:
+        """The rows of ``places`` not encoded yet."""
+        return [row for row, place in enumerate(places) if int(place) not in self.windows]
+
+    def keep_windows(self, places: np.ndarray, rows: list[int], encoded: np.ndarray) -> None:
+        """The encodings of ``rows`` (of ``places``), kept by place."""
+        for row, encoding in zip(rows, encoded):
+            self.windows[int(places[row])] = encoding
+
+    def features(self, places: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each frame's 16 neighbouring encodings times its mask, stacked as the encoder step
+        stacks them ([B, 32, 16, 16] float32 for B frames, ``mask`` [B, 16]); then the windows no
+        later frame needs are dropped."""
+        n_frames = len(mask)
+        encodings = np.stack([self.windows[int(place)] for place in places])  # [B + 15, 512]
+        neighbours = np.arange(n_frames)[:, None] + np.arange(contract.AUDIO_NEIGHBOURS)[None, :]
+        stacked = (encodings[neighbours] * mask[:, :, None]).reshape(n_frames, *contract.AUDIO_FEATURE_SHAPE)
+        first = int(places[0]) + HALF
+        for place in [p for p in self.windows if p < first + n_frames - HALF]:  # no later frame needs these
+            del self.windows[place]
+        return stacked.astype(np.float32)

@@ -1,0 +1,119 @@
+"""A live stream's state on its own (synctalk_preprocessing.live_stream, which the ``stream``
+model keeps per sequence): the audio kept, the frames ready, catch-up batches and silence, a
+failed batch rendered again, and each audio window encoded once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synctalk_common import contract
+from synctalk_preprocessing.live_stream import HALF, StreamState
+
+SPF = contract.SAMPLES_PER_FRAME
+CONTEXT = contract.AUDIO_CONTEXT_SAMPLES
+
+
+def speech(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, n).astype(np.float32)
+
+
+def floats(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, np.float32)
+
+
+def test_the_audio_kept_starts_at_the_context_of_the_first_frame_not_answered():
+    clip, state = speech(40 * SPF), StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
+    for chunk in np.array_split(clip, 13):  # chunks of any size
+        state.append(chunk)
+    assert state.total == len(clip) and state.base == 0
+    state.answered_up_to(range(0, 30), now=1.0)
+    state.append(np.zeros(0, np.float32))  # an empty chunk is an answer's occasion to trim
+    assert state.base == 30 * SPF - CONTEXT and len(state.audio) == len(clip) - state.base
+    assert np.array_equal(state.samples(31 * SPF, 33 * SPF), clip[31 * SPF : 33 * SPF])
+    assert np.array_equal(state.samples(0, 10), np.zeros(0)), "what went is gone, not zeros"
+
+
+def test_a_frame_is_ready_once_its_lookahead_has_arrived_and_the_end_renders_the_rest():
+    state = StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
+    state.append(speech(CONTEXT + 3 * SPF - 1))
+    assert state.frames_to_render(ending=False) == range(0, 2)
+    state.append(speech(1))
+    assert state.frames_to_render(ending=False) == range(2, 3), "each frame once"
+    assert state.frames_to_render(ending=False) == range(3, 3), "none became ready: zero frames is an answer"
+    assert state.frames_to_render(ending=True) == range(3, (CONTEXT + 3 * SPF) // SPF)
+    synctalk2d = StreamState("anna", synctalk2d=True, silent_frames=False, now=0.0)
+    synctalk2d.append(speech(50 * SPF))
+    assert synctalk2d.frames_to_render(ending=True).stop == contract.synctalk2d_frame_count(50 * SPF)
+
+
+def test_a_failed_batch_is_rendered_again_by_the_next_request_with_its_audio():
+    clip, state = speech(60 * SPF), StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
+    state.append(clip[: 40 * SPF])
+    state.answered_up_to(state.frames_to_render(ending=False), now=1.0)
+    frames = state.frames_to_render(ending=False)  # none: 40 * SPF - lookahead
+    state.append(clip[40 * SPF :])
+    frames = state.frames_to_render(ending=False)
+    assert len(frames) > 0
+    state.failed(frames)
+    again = state.frames_to_render(ending=False)
+    assert again == frames
+    batch = state.batch_request(again.start, again.stop)
+    start, stop = again.start * SPF, again.stop * SPF
+    assert np.array_equal(floats(batch.raw_audio), clip[start:stop]), "the audio was kept for it"
+    assert np.array_equal(floats(batch.audio_context_before), clip[start - CONTEXT : start])
+    assert np.array_equal(floats(batch.audio_context_after), clip[stop : stop + CONTEXT])
+    assert batch.start_frame_idx == again.start and batch.model_id == "anna"
+
+
+def test_a_clip_ending_inside_its_last_frame_is_padded_with_zeros():
+    state = StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
+    state.append(speech(2 * SPF + 100))
+    audio = floats(state.batch_request(0, 3).raw_audio)
+    assert len(audio) == 3 * SPF and not audio[2 * SPF + 100 :].any()
+
+
+def test_catch_up_batches_are_at_most_their_size_and_wholly_silent_or_not():
+    clip = np.concatenate([speech(10 * SPF), np.zeros(30 * SPF, np.float32), speech(30 * SPF)])
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    state.append(clip)
+    runs = list(state.runs(range(0, 70), threshold=1e-3, most=8))
+    assert [first for first, _, _ in runs] == sorted(first for first, _, _ in runs)
+    assert runs[0][0] == 0 and runs[-1][1] == 70 and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+    assert all(last - first <= 8 for first, last, _ in runs)
+    quiet = [f for first, last, q in runs if q for f in range(first, last)]
+    # silent: every sample a frame's windows see (its 40 ms and the context each side) is quiet
+    assert quiet == [
+        f for f in range(70) if not np.abs(clip[max(0, f * SPF - CONTEXT) : (f + 1) * SPF + CONTEXT]).max()
+    ]
+    assert quiet, "the pause has silent frames"
+    talking = StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)  # no silent frames: all rendered
+    talking.append(clip)
+    assert [(f, la, q) for f, la, q in talking.runs(range(0, 20), 1e-3, most=8)] == [
+        (0, 8, False),
+        (8, 16, False),
+        (16, 20, False),
+    ]
+
+
+def test_each_audio_window_is_encoded_once_and_dropped_once_no_frame_needs_it():
+    rng = np.random.default_rng(3)
+    encodings = {place: rng.standard_normal(512).astype(np.float32) for place in range(-HALF, 200)}
+    state = StreamState("anna", synctalk2d=True, silent_frames=False, now=0.0)
+    encoded = 0
+    for first, frames in ((0, 1), (1, 1), (2, 4), (6, 9)):  # at pace, then a catch-up batch
+        places = state.window_places(first, frames + contract.AUDIO_NEIGHBOURS - 1)
+        assert list(places) == list(range(first - HALF, first + frames + HALF - 1))
+        missing = state.windows_missing(places)
+        state.keep_windows(places, missing, np.stack([encodings[int(places[r])] for r in missing]))
+        encoded += len(missing)
+        mask = rng.uniform(size=(frames, contract.AUDIO_NEIGHBOURS)).astype(np.float32)
+        features = state.features(places, mask)
+        for i in range(frames):  # frame first + i: windows first + i - 8 .. first + i + 7, times its mask
+            expected = np.stack([encodings[first + i - HALF + j] for j in range(contract.AUDIO_NEIGHBOURS)])
+            expected = (expected * mask[i, :, None]).reshape(contract.AUDIO_FEATURE_SHAPE)
+            assert np.array_equal(features[i], expected)
+        assert features.dtype == np.float32 and features.shape == (frames, *contract.AUDIO_FEATURE_SHAPE)
+        assert min(state.windows) == first + frames - HALF, "what the next frame needs, no more"
+    assert encoded == 16 + 1 + 4 + 9, "the first frame's 16 windows, then one a frame"
+    state.ended()
+    assert not state.windows, "the clip's end moves its last windows: encoded afresh"
