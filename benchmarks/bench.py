@@ -65,31 +65,13 @@ def request_for(batch: int, seed: int = 0) -> CompositeBatchRequest:
 
 # -- 1. micro benchmarks ------------------------------------------------------------------
 def bench_mel(batch: int = 8, repeat: int = 50) -> dict[str, float]:
-    import librosa
-
-    from synctalk_preprocessing.audio import MelFrontEnd
+    from synctalk_preprocessing.audio import MelFrontEnd, librosa_log_mel
 
     audio = synthetic.speech_like_audio(batch).reshape(batch, contract.SAMPLES_PER_FRAME)
     front_end = MelFrontEnd()
 
     def with_librosa():
-        mel = librosa.feature.melspectrogram(
-            y=audio.reshape(-1),
-            sr=16000,
-            n_fft=400,
-            hop_length=160,
-            win_length=400,
-            window="hann",
-            center=True,
-            pad_mode="constant",
-            power=2.0,
-            n_mels=80,
-            fmin=0,
-            fmax=8000,
-            htk=False,
-            norm="slaney",
-        )
-        return front_end.frame_windows(np.log(mel + 1e-5).astype(np.float32), batch)
+        return front_end.frame_windows(librosa_log_mel(audio.reshape(-1)).astype(np.float32), batch)
 
     ours = median_ms(lambda: front_end.windows_for_audio(audio), repeat)
     reference = median_ms(with_librosa, repeat)

@@ -214,7 +214,7 @@ def add_avatar(repository: Path) -> None:
     folder = paths.BUILD / "edge_flood" / "avatar"
     folder.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(folder / "0.png"), frames[0][..., ::-1])
-    avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), replace=True)
+    avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), options=avatar_store.AvatarOptions(replace=True))
 
 
 def run(variant: str, clients: int, seconds: float, levels: list[float] = ()) -> dict:

@@ -273,9 +273,9 @@ def measure_variant(variant: str, seconds: float, port_base: int = 18300) -> dic
         AVATAR,
         source,
         source.parent / "live-avatar-boxes.json",
-        generator=models_dir / "synctalk.onnx",
-        audio_preset="synctalk2d",
-        replace=True,
+        options=avatar_store.AvatarOptions(
+            generator=models_dir / "synctalk.onnx", audio_preset="synctalk2d", replace=True
+        ),
     )
     log = paths.BUILD / "logs" / f"live-{variant}-tritonserver.log"
     with TritonServer(

@@ -177,7 +177,9 @@ def measure(variant: str, levels: list[float], seconds: float, before: bool, bat
     import cv2
 
     cv2.imwrite(str(folder / "0.png"), frames[0][..., ::-1])
-    avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), replace=True, arena=True)
+    avatar_store.add(
+        repository, AVATAR, folder, boxes[0].tolist(), options=avatar_store.AvatarOptions(replace=True, arena=True)
+    )
     if before:
         without_admission(repository)
     log = paths.BUILD / "logs" / f"overload-{name}-tritonserver.log"

@@ -55,7 +55,11 @@ def add_demo_avatar(repository: Path, out: Path, size: tuple[int, int] = (1280, 
     writer.close()
     (out / f"{AVATAR_ID}_boxes.json").write_text(json.dumps(boxes.tolist()) + "\n")
     avatar_store.add(
-        repository, AVATAR_ID, video, out / f"{AVATAR_ID}_boxes.json", replace=True, audio_preset="synctalk2d"
+        repository,
+        AVATAR_ID,
+        video,
+        out / f"{AVATAR_ID}_boxes.json",
+        options=avatar_store.AvatarOptions(replace=True, audio_preset="synctalk2d"),
     )
     return AvatarAssets.load(repository / contract.avatar_models(AVATAR_ID)["background"] / "1")
 

@@ -327,6 +327,33 @@ def cmd_health(args) -> int:
     return 0 if health.get("ready") else 1
 
 
+def add_face_source(parser: argparse.ArgumentParser) -> None:
+    """Where the frames' faces come from, for ``render`` and ``inspect``: an image, a video's crops
+    with their boxes, or the avatar's own frames; and the image its loop starts from."""
+    parser.add_argument(
+        "--image",
+        type=Path,
+        help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=Path,
+        help="send crops cut from this video (or image folder), frame i's from frame i "
+        "(an avatar needs none: the server holds its frames)",
+    )
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)",
+    )
+    parser.add_argument(
+        "--start-frame",
+        type=non_negative,
+        default=0,
+        help="SyncTalk_2D's start_frame: the image the clip's loop starts from (the avatar's, or the crops')",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --url and --debug are accepted before or after the subcommand
     common = argparse.ArgumentParser(add_help=False)
@@ -369,30 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)",
     )
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
-    render.add_argument(
-        "--image",
-        type=Path,
-        help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)",
-    )
-    render.add_argument(
-        "--frames",
-        type=Path,
-        help="send crops cut from this video (or image folder), frame i's from frame i "
-        "(an avatar needs none: the server holds its frames)",
-    )
-    render.add_argument(
-        "--boxes",
-        type=Path,
-        help="with --frames: crop boxes (.json/.npy/.txt, x0 y0 x1 y1 per frame, or a landmarks/ folder)",
-    )
+    add_face_source(render)
     render.add_argument(
         "--frames-dir", type=Path, help="also write every frame as the JPEG the server returned (frame_00000.jpg, ...)"
-    )
-    render.add_argument(
-        "--start-frame",
-        type=non_negative,
-        default=0,
-        help="SyncTalk_2D's start_frame: the image the clip's loop starts from (the avatar's, or the crops')",
     )
     render.add_argument(
         "--no-loop-back",
@@ -429,23 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--audio", type=Path, help="audio file, any rate and channels (default: synthetic speech-like audio)"
     )
-    inspect.add_argument(
-        "--image",
-        type=Path,
-        help="face image used as every frame's crop (default: an avatar's own frames, else synthetic crops)",
-    )
-    inspect.add_argument(
-        "--frames",
-        type=Path,
-        help="send crops cut from this video (or image folder) (an avatar needs none: the server holds its frames)",
-    )
-    inspect.add_argument(
-        "--boxes", type=Path, help="with --frames: crop boxes (.json/.npy/.txt, or a landmarks/ folder)"
-    )
+    add_face_source(inspect)
     inspect.add_argument(
         "--batch-size", type=batch_size, help="frames (1-32; default: 8, or as many as the audio holds up to 32)"
     )
-    inspect.add_argument("--start-frame", type=non_negative, default=0)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--timeout", type=float, default=120.0)
     inspect.add_argument("--out", type=Path, default=Path("out/inspect"))

@@ -532,7 +532,7 @@ MSG_RESTRICTED = "this server restricts {api}: set " + API_KEY_ENV
 MSG_KEY_REFUSED = "this server refused the API key for {api}: check " + API_KEY_ENV
 
 
-# --- the edge: Envoy in front of the replicas (ops/synctalk_ops/edge.py) -----------------------------------
+# --- the edge: Envoy in front of the replicas (ops/synctalk_ops/edge/) -----------------------------------
 # Envoy does not read the protobuf body, so the SDK says in gRPC metadata (HTTP headers for the
 # KServe API) which model id a request is for and how many frames it carries. Requests are counted
 # in classes by their frames, each with its own limit per replica sized from the door's capacity

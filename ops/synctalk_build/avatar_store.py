@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from synctalk_build import paths
@@ -33,34 +34,49 @@ def check_id(avatar_id: str) -> None:
         raise ValueError(f"avatar id {avatar_id!r} is the name of a shared model")
 
 
+@dataclass(frozen=True)
+class AvatarOptions:
+    """How an avatar is made, besides its frames and boxes (``synctalk-avatars add``'s flags).
+
+    ``generator``: its generator ONNX (None: the repository's stand-in). ``size``: the output
+    resolution (None: the background's). ``max_frames``: at most this many background frames.
+    ``replace``: an avatar of the same id is replaced. ``audio_preset``: "reference" (the
+    request-flow front end) or "synctalk2d" (SyncTalk_2D's, what a trained SyncTalk_2D generator
+    expects; the default with ``audio_encoder``, the avatar's own SyncTalk_2D audio encoder ONNX,
+    else "reference"). ``arena``: the GPU profile keeps ONNX Runtime's memory arena for its models.
+    ``silent_frames``: a live stream answers silence with the avatar's own frames. ``replicas``: how
+    many replicas of a cluster hold it (``synctalk_ops.placement``; default 2, or 1 with one
+    replica). ``int8``: also quantize its generator to INT8 for CPU hosts (``synctalk_build.int8``:
+    calibrated on its frames and ``int8_audio``, kept if ``int8_min_speedup`` times faster; the
+    measurement goes in its manifest's ``source.int8``)."""
+
+    generator: Path | None = None
+    size: tuple[int, int] | None = None
+    jpeg_quality: int = contract.JPEG_QUALITY
+    max_frames: int | None = None
+    replace: bool = False
+    audio_preset: str | None = None
+    audio_encoder: Path | None = None
+    arena: bool = False
+    silent_frames: bool = False
+    replicas: int | None = None
+    int8: bool = False
+    int8_audio: Path | None = None
+    int8_min_speedup: float | None = None
+
+
 def add(
     repository: Path,
     avatar_id: str,
     background: Path,
     boxes: Path | Sequence[int],
-    generator: Path | None = None,
-    size: tuple[int, int] | None = None,
-    jpeg_quality: int = contract.JPEG_QUALITY,
-    max_frames: int | None = None,
-    replace: bool = False,
-    audio_preset: str | None = None,
-    audio_encoder: Path | None = None,
-    arena: bool = False,
-    silent_frames: bool = False,
-    replicas: int | None = None,
-    int8: bool = False,
-    int8_audio: Path | None = None,
-    int8_min_speedup: float | None = None,
+    options: AvatarOptions | None = None,
 ) -> dict:
     """Keep the avatar in the repository's store and write its models into ``repository``;
-    returns the avatar's manifest.
-    ``audio_preset``: "reference" (the request-flow front end) or "synctalk2d" (SyncTalk_2D's,
-    what a trained SyncTalk_2D generator expects; the default with ``audio_encoder``, the avatar's
-    own SyncTalk_2D audio encoder ONNX, else "reference"). ``replicas``: how many replicas of a
-    cluster hold it (``synctalk_ops.placement``; default 2, or 1 with one replica). ``int8``: also quantize
-    its generator to INT8 for CPU hosts (``synctalk_build.int8``: calibrated on its frames and
-    ``int8_audio``, kept if ``int8_min_speedup`` times faster; the measurement goes in its
-    manifest's ``source.int8``)."""
+    returns the avatar's manifest. ``background``: a video or a folder of images; ``boxes``: a
+    crop box per frame (a file or SyncTalk_2D's landmarks folder) or one for all."""
+    options = options or AvatarOptions()
+    generator, audio_encoder, audio_preset = options.generator, options.audio_encoder, options.audio_preset
     repository = Path(repository)
     check_id(avatar_id)
     audio_preset = audio_preset or ("synctalk2d" if audio_encoder else "reference")
@@ -74,20 +90,22 @@ def add(
     models = contract.avatar_models(avatar_id, own_audio_encoder=True)
     existing = [name for name in models.values() if (repository / name).exists()]
     stored = store is not None and (store / avatar_id).exists()
-    if (existing or stored) and not replace:
+    if (existing or stored) and not options.replace:
         where = ", ".join(existing + ([str(store / avatar_id)] if stored else []))
         raise FileExistsError(f"avatar {avatar_id!r} exists ({where}); remove it or pass --replace")
     if generator and not Path(generator).is_file():
         raise FileNotFoundError(f"generator {generator} not found")
-    assets = AvatarAssets.from_files(avatar_id, Path(background), boxes, size, max_frames, jpeg_quality)
+    assets = AvatarAssets.from_files(
+        avatar_id, Path(background), boxes, options.size, options.max_frames, options.jpeg_quality
+    )
     assets.source["generator"] = str(generator) if generator else "shared"
     assets.source["audio_preset"] = audio_preset
-    assets.source["arena"] = bool(arena)
-    assets.source["silent_frames"] = bool(silent_frames)
-    if replicas is not None:
-        if replicas < 1:
-            raise ValueError(f"--replicas must be at least 1, got {replicas}")
-        assets.source["replicas"] = int(replicas)
+    assets.source["arena"] = bool(options.arena)
+    assets.source["silent_frames"] = bool(options.silent_frames)
+    if options.replicas is not None:
+        if options.replicas < 1:
+            raise ValueError(f"--replicas must be at least 1, got {options.replicas}")
+        assets.source["replicas"] = int(options.replicas)
     if audio_encoder:
         assets.source["audio_encoder"] = str(audio_encoder)
     # staged in the store (hidden, renamed into place at the end), else in a temporary folder
@@ -95,9 +113,16 @@ def add(
         store.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{avatar_id}-adding-", dir=store))
     try:
-        if int8:
+        if options.int8:
             assets.source["int8"] = _quantize(
-                repository, staging, assets, generator, audio_preset, audio_encoder, int8_audio, int8_min_speedup
+                repository,
+                staging,
+                assets,
+                generator,
+                audio_preset,
+                audio_encoder,
+                options.int8_audio,
+                options.int8_min_speedup,
             )
         assets.save(staging)
         if generator:

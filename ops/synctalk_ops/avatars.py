@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from synctalk_build import paths, repository_manifest
-from synctalk_build.avatar_store import add, list_avatars, models_of, remove, sync
+from synctalk_build.avatar_store import AvatarOptions, add, list_avatars, models_of, remove, sync
 from synctalk_client.errors import CompositeError
 from synctalk_common import contract
 from synctalk_ops import placement
@@ -168,103 +168,113 @@ def main(argv=None) -> int:
         help="take it off the running cluster first: routed away by the edge, then unloaded from its holders",
     )
     args = parser.parse_args(argv)
-
     try:
-        if args.command == "add":
-            manifest = add(
-                args.repository,
-                args.id,
-                args.background,
-                args.boxes,
-                args.generator,
-                args.size,
-                args.jpeg_quality,
-                args.max_frames,
-                args.replace,
-                args.audio_preset,
-                args.audio_encoder,
-                args.arena,
-                args.silent_frames,
-                args.replicas,
-                args.int8,
-                args.int8_audio,
-            )
-            names = models_of(manifest).values()
-            print(
-                f"added avatar {args.id}: {manifest['n_frames']} background frames "
-                f"{manifest['width']}x{manifest['height']}, "
-                f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(names)}"
-            )
-            if "int8" in manifest.get("source", {}):
-                from synctalk_build.int8 import describe
-
-                print(describe(manifest["source"]["int8"]))
-            if args.load:
-                from synctalk_client import CompositeClient
-                from synctalk_ops import api_key
-
-                if args.load.split(":")[0] in ("127.0.0.1", "localhost", "[::1]"):  # the server runs here
-                    need = check_fits(args.repository, args.id)
-                    print(f"{args.id} needs about {need['total'] / 2**20:.0f} MB resident once loaded")
-                with CompositeClient(args.load, api_key=api_key.read_key()) as client:
-                    client.load_model(args.id)
-                print(f"loaded {args.id} on {args.load}")
-            if args.cluster:
-                from synctalk_ops.cluster import place_avatar, read_description
-
-                try:
-                    holders = place_avatar(args.repository, args.id, read_description(args.cluster))
-                except MemoryError:  # no room on the cluster: the avatar is not kept
-                    remove(args.repository, args.id)
-                    raise
-                print(f"placed {args.id} on {', '.join(holders)}; the edge routes it there")
-        elif args.command == "sync":
-            installed = sync(args.repository, args.store)
-            print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed", flush=True)
-            while args.every:
-                time.sleep(args.every)
-                installed = sync(args.repository, args.store)
-                if installed:
-                    print(f"installed {', '.join(installed)}", flush=True)
-        elif args.command == "rebalance":
-            from synctalk_ops.cluster import read_description, rebalance
-
-            moves = rebalance(args.repository, read_description(args.cluster), args.replica_memory)
-            for avatar_id, (gained, lost) in moves.items():
-                print(f"moved {avatar_id}: onto {', '.join(gained) or '-'}, off {', '.join(lost) or '-'}")
-            print(f"{len(moves)} avatars moved")
-        elif args.command == "list":
-            placed = placement.load(repository_manifest.avatar_store(args.repository))
-            for row in list_avatars(args.repository):
-                where = ""
-                if placed is not None:
-                    where = f"  on {', '.join(placed.holders.get(row['id'], [])) or 'no replica'}"
-                print(
-                    f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG "
-                    f"q{row['jpeg_quality']}  "
-                    f"audio {row['source'].get('audio_preset', 'reference')}  "
-                    f"background {row['source'].get('background', '?')}  generator "
-                    f"{row['source'].get('generator', '?')}{where}"
-                )
-        else:
-            if args.cluster:
-                from synctalk_ops.cluster import read_description, unplace_avatar
-
-                holders = unplace_avatar(args.repository, args.id, read_description(args.cluster))
-                print(f"taken off {', '.join(holders) or 'no replica'}")
-            if args.url:
-                from synctalk_client import CompositeClient
-                from synctalk_ops import api_key
-
-                with CompositeClient(args.url, api_key=api_key.read_key()) as client:
-                    if args.id in client.model_ids():  # already unloaded: nothing to do there
-                        client.unload_model(args.id)  # returns once the unload is complete
-            print("removed", ", ".join(remove(args.repository, args.id)))
+        COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, MemoryError) as exc:
         parser.exit(2, f"error: {exc}\n")
     except CompositeError as exc:  # the server said no (no API key, the model failed to load)
         parser.exit(1, f"error: {exc.category} error: {exc.message}\n")
     return 0
+
+
+def cmd_add(args) -> None:
+    options = AvatarOptions(
+        generator=args.generator,
+        size=args.size,
+        jpeg_quality=args.jpeg_quality,
+        max_frames=args.max_frames,
+        replace=args.replace,
+        audio_preset=args.audio_preset,
+        audio_encoder=args.audio_encoder,
+        arena=args.arena,
+        silent_frames=args.silent_frames,
+        replicas=args.replicas,
+        int8=args.int8,
+        int8_audio=args.int8_audio,
+    )
+    manifest = add(args.repository, args.id, args.background, args.boxes, options)
+    names = models_of(manifest).values()
+    print(
+        f"added avatar {args.id}: {manifest['n_frames']} background frames "
+        f"{manifest['width']}x{manifest['height']}, "
+        f"JPEG quality {manifest['jpeg_quality']}, models {', '.join(names)}"
+    )
+    if "int8" in manifest.get("source", {}):
+        from synctalk_build.int8 import describe
+
+        print(describe(manifest["source"]["int8"]))
+    if args.load:
+        from synctalk_client import CompositeClient
+        from synctalk_ops import api_key
+
+        if args.load.split(":")[0] in ("127.0.0.1", "localhost", "[::1]"):  # the server runs here
+            need = check_fits(args.repository, args.id)
+            print(f"{args.id} needs about {need['total'] / 2**20:.0f} MB resident once loaded")
+        with CompositeClient(args.load, api_key=api_key.read_key()) as client:
+            client.load_model(args.id)
+        print(f"loaded {args.id} on {args.load}")
+    if args.cluster:
+        from synctalk_ops.cluster import place_avatar, read_description
+
+        try:
+            holders = place_avatar(args.repository, args.id, read_description(args.cluster))
+        except MemoryError:  # no room on the cluster: the avatar is not kept
+            remove(args.repository, args.id)
+            raise
+        print(f"placed {args.id} on {', '.join(holders)}; the edge routes it there")
+
+
+def cmd_sync(args) -> None:
+    installed = sync(args.repository, args.store)
+    print(f"installed {', '.join(installed)}" if installed else "every stored avatar is installed", flush=True)
+    while args.every:
+        time.sleep(args.every)
+        installed = sync(args.repository, args.store)
+        if installed:
+            print(f"installed {', '.join(installed)}", flush=True)
+
+
+def cmd_rebalance(args) -> None:
+    from synctalk_ops.cluster import read_description, rebalance
+
+    moves = rebalance(args.repository, read_description(args.cluster), args.replica_memory)
+    for avatar_id, (gained, lost) in moves.items():
+        print(f"moved {avatar_id}: onto {', '.join(gained) or '-'}, off {', '.join(lost) or '-'}")
+    print(f"{len(moves)} avatars moved")
+
+
+def cmd_list(args) -> None:
+    placed = placement.load(repository_manifest.avatar_store(args.repository))
+    for row in list_avatars(args.repository):
+        where = ""
+        if placed is not None:
+            where = f"  on {', '.join(placed.holders.get(row['id'], [])) or 'no replica'}"
+        print(
+            f"{row['id']:<20} {row['n_frames']:>5} frames {row['width']}x{row['height']}  JPEG "
+            f"q{row['jpeg_quality']}  "
+            f"audio {row['source'].get('audio_preset', 'reference')}  "
+            f"background {row['source'].get('background', '?')}  generator "
+            f"{row['source'].get('generator', '?')}{where}"
+        )
+
+
+def cmd_remove(args) -> None:
+    if args.cluster:
+        from synctalk_ops.cluster import read_description, unplace_avatar
+
+        holders = unplace_avatar(args.repository, args.id, read_description(args.cluster))
+        print(f"taken off {', '.join(holders) or 'no replica'}")
+    if args.url:
+        from synctalk_client import CompositeClient
+        from synctalk_ops import api_key
+
+        with CompositeClient(args.url, api_key=api_key.read_key()) as client:
+            if args.id in client.model_ids():  # already unloaded: nothing to do there
+                client.unload_model(args.id)  # returns once the unload is complete
+    print("removed", ", ".join(remove(args.repository, args.id)))
+
+
+COMMANDS = {"add": cmd_add, "sync": cmd_sync, "rebalance": cmd_rebalance, "list": cmd_list, "remove": cmd_remove}
 
 
 if __name__ == "__main__":

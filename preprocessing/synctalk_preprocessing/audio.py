@@ -292,3 +292,28 @@ class MelFrontEnd:
         rows = rows * in_clip[:, None, None]
         index = np.arange(n_frames)[:, None] + np.arange(c.neighbours)[None, :]  # [B, 16]
         return np.ascontiguousarray(rows[index], dtype=np.float32), in_clip[index].astype(np.float32)
+
+
+def librosa_log_mel(clip: np.ndarray) -> np.ndarray:
+    """The request-flow reference's log-mel through librosa's own ``melspectrogram`` (its
+    parameters as the reference states them), [80, T]: what ``MelFrontEnd`` is checked and
+    benchmarked against (tests/unit/test_audio.py, benchmarks.bench)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=clip,
+        sr=16000,
+        n_fft=400,
+        hop_length=160,
+        win_length=400,
+        window="hann",
+        center=True,
+        pad_mode="constant",
+        power=2.0,
+        n_mels=80,
+        fmin=0,
+        fmax=8000,
+        htk=False,
+        norm="slaney",
+    )
+    return np.log(mel + 1e-5)

@@ -1,4 +1,4 @@
-"""The edge's Envoy bootstrap (ops/synctalk_ops/edge.py): Envoy's own validation, and what it must hold:
+"""The edge's Envoy bootstrap (ops/synctalk_ops/edge/): Envoy's own validation, and what it must hold:
 limits from the door's capacity, the restricted APIs never routed, streams never cut, the admin
 on loopback."""
 

@@ -49,10 +49,14 @@ def render_with_avatar(profile, tmp_path_factory, models_dir) -> Path:
     frames = tmp_path_factory.mktemp(f"{profile}-background")
     for i in range(3):
         cv2.imwrite(str(frames / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
-    avatar_store.add(root, AVATAR, frames, [8, 4, 40, 36], jpeg_quality=80)
-    avatar_store.add(root, AVATAR_2D, frames, [8, 4, 40, 36], audio_preset="synctalk2d")
+    avatar_store.add(root, AVATAR, frames, [8, 4, 40, 36], options=avatar_store.AvatarOptions(jpeg_quality=80))
+    avatar_store.add(
+        root, AVATAR_2D, frames, [8, 4, 40, 36], options=avatar_store.AvatarOptions(audio_preset="synctalk2d")
+    )
     encoder = models_dir / "tiny" / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
-    avatar_store.add(root, AVATAR_OWN_ENCODER, frames, [8, 4, 40, 36], audio_encoder=encoder)  # the preset follows
+    avatar_store.add(
+        root, AVATAR_OWN_ENCODER, frames, [8, 4, 40, 36], options=avatar_store.AvatarOptions(audio_encoder=encoder)
+    )  # the preset follows
     return root
 
 

@@ -24,7 +24,7 @@ def one_frame_avatar(server, tmp_path_factory, avatar_id: str):
 @contextlib.contextmanager
 def loaded_avatar(server, avatar_id: str, folder, box, **add_options):
     """The avatar of ``folder``'s images (one ``box`` for all) added and loaded, then unloaded and removed."""
-    avatar_store.add(server.repository, avatar_id, folder, box, **add_options)
+    avatar_store.add(server.repository, avatar_id, folder, box, options=avatar_store.AvatarOptions(**add_options))
     try:
         with CompositeClient(server.grpc_url) as client:
             client.load_model(avatar_id)

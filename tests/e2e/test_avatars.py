@@ -223,7 +223,8 @@ def test_an_avatar_with_the_synctalk2d_front_end_streams_a_clip(server, client, 
 
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((HEIGHT, WIDTH, 3), colour[::-1], np.uint8))
-    avatar_store.add(server.repository, "bert", tmp_path, [10, 8, 74, 72], audio_preset="synctalk2d")
+    options = avatar_store.AvatarOptions(audio_preset="synctalk2d")
+    avatar_store.add(server.repository, "bert", tmp_path, [10, 8, 74, 72], options)
     try:
         client.load_model("bert")
         assert "bert" in client.model_ids()

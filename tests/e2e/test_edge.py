@@ -1,4 +1,4 @@
-"""The edge (ops/synctalk_ops/edge.py): a real Envoy in front of the live CPU-profile server (tiny models),
+"""The edge (ops/synctalk_ops/edge/): a real Envoy in front of the live CPU-profile server (tiny models),
 on loopback. Clients get through it what they get from Triton itself; the restricted APIs are
 answered by the edge; a class of requests at its limit is refused by the edge from the request's
 headers, before its body reaches Triton, while the other classes are served."""

@@ -56,7 +56,7 @@ def two_replicas(models_dir, avatar_folder, tmp_path_factory):
     repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
     avatar_store.add(repository, AVATAR, avatar_folder, BOX)
     for solo in SOLO.values():
-        avatar_store.add(repository, solo, avatar_folder, BOX, replicas=1)
+        avatar_store.add(repository, solo, avatar_folder, BOX, options=avatar_store.AvatarOptions(replicas=1))
     ports = [(free_port(), free_port(), free_port()) for _ in range(2)]
     cluster = Cluster(
         repository,

@@ -5,34 +5,12 @@ import pytest
 
 from synctalk_client import synthetic
 from synctalk_common import contract
-from synctalk_preprocessing.audio import MelConfig, MelFrontEnd
+from synctalk_preprocessing.audio import MelConfig, MelFrontEnd, librosa_log_mel
 
 
 @pytest.fixture(scope="module")
 def front_end():
     return MelFrontEnd()
-
-
-def librosa_log_mel(clip: np.ndarray) -> np.ndarray:
-    import librosa
-
-    mel = librosa.feature.melspectrogram(
-        y=clip,
-        sr=16000,
-        n_fft=400,
-        hop_length=160,
-        win_length=400,
-        window="hann",
-        center=True,
-        pad_mode="constant",
-        power=2.0,
-        n_mels=80,
-        fmin=0,
-        fmax=8000,
-        htk=False,
-        norm="slaney",
-    )
-    return np.log(mel + 1e-5)
 
 
 @pytest.mark.parametrize("n_frames", [1, 8, 25, 32])

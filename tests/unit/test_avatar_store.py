@@ -29,7 +29,9 @@ def _render(tmp_path, models_dir, store):
 def test_an_added_avatar_survives_a_re_render(tmp_path, models_dir, frames):
     store = tmp_path / "store"
     repository = _render(tmp_path, models_dir, store)
-    manifest = avatar_store.add(repository, "anna", *frames, generator=models_dir / "tiny" / "synctalk.onnx")
+    manifest = avatar_store.add(
+        repository, "anna", *frames, options=avatar_store.AvatarOptions(generator=models_dir / "tiny" / "synctalk.onnx")
+    )
     assert manifest["n_frames"] == 3
     entry = store / "anna"
     assert (entry / "avatar.json").is_file() and (entry / avatar_install.GENERATOR_FILE).is_file()

@@ -48,14 +48,20 @@ def test_bad_ids_are_refused(bad):
 
 
 def test_add_list_remove(repository, frames, tmp_path):
-    manifest = avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], size=(160, 120), jpeg_quality=85)
+    manifest = avatar_store.add(
+        repository,
+        "anna",
+        frames,
+        [10, 5, 50, 45],
+        options=avatar_store.AvatarOptions(size=(160, 120), jpeg_quality=85),
+    )
     assert (manifest["width"], manifest["height"], manifest["n_frames"]) == (160, 120, 2)
     assert manifest["boxes"] == [[20, 10, 100, 90]] * 2  # scaled with the backgrounds
     for name in contract.avatar_models("anna").values():
         assert (repository / name / "config.pbtxt").is_file()
     with pytest.raises(FileExistsError, match="avatar 'anna' exists"):
         avatar_store.add(repository, "anna", frames, [10, 5, 50, 45])
-    avatar_store.add(repository, "anna", frames, [0, 0, 80, 60], replace=True)
+    avatar_store.add(repository, "anna", frames, [0, 0, 80, 60], options=avatar_store.AvatarOptions(replace=True))
     (listed,) = avatar_store.list_avatars(repository)
     assert listed["id"] == "anna" and listed["width"] == 80 and "boxes" not in listed
     assert sorted(avatar_store.remove(repository, "anna")) == sorted(contract.avatar_models("anna").values())
@@ -67,9 +73,21 @@ def test_add_list_remove(repository, frames, tmp_path):
 def test_an_avatar_with_its_own_audio_encoder(repository, frames, models_dir, capsys):
     encoder = models_dir / "tiny" / f"{contract.SYNCTALK2D_AUDIO_ENCODER_MODEL}.onnx"
     with pytest.raises(ValueError, match="needs --audio-preset synctalk2d"):
-        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], audio_preset="reference", audio_encoder=encoder)
+        avatar_store.add(
+            repository,
+            "anna",
+            frames,
+            [10, 5, 50, 45],
+            options=avatar_store.AvatarOptions(audio_preset="reference", audio_encoder=encoder),
+        )
     with pytest.raises(FileNotFoundError, match="audio encoder"):
-        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], audio_encoder=repository / "none.onnx")
+        avatar_store.add(
+            repository,
+            "anna",
+            frames,
+            [10, 5, 50, 45],
+            options=avatar_store.AvatarOptions(audio_encoder=repository / "none.onnx"),
+        )
     assert not (repository / "anna").exists()
     assert (
         avatars.main(
@@ -102,7 +120,13 @@ def test_a_failed_add_leaves_nothing_behind(repository, frames):
         avatar_store.add(repository, "anna", frames, [70, 5, 90, 45])  # outside the 80-pixel-wide frame
     assert not any((repository / name).exists() for name in contract.avatar_models("anna").values())
     with pytest.raises(FileNotFoundError, match="generator"):
-        avatar_store.add(repository, "anna", frames, [10, 5, 50, 45], generator=repository / "none.onnx")
+        avatar_store.add(
+            repository,
+            "anna",
+            frames,
+            [10, 5, 50, 45],
+            options=avatar_store.AvatarOptions(generator=repository / "none.onnx"),
+        )
     assert not (repository / "anna").exists()
 
 

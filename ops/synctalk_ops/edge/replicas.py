@@ -1,0 +1,56 @@
+"""A replica behind the edge: a tritonserver's address, ports and the avatars placed on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from dataclasses import dataclass
+
+AVATARS_KEY = "avatars"  # the load balancer's metadata: the avatars a replica holds, a request's model id
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One tritonserver behind the edge: its address and ports."""
+
+    name: str
+    host: str
+    grpc_port: int
+    http_port: int
+    # the avatars placed on it (synctalk_ops.placement); None: it serves every model of the repository
+    avatars: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, text: str, index: int = 0) -> Replica:
+        """``host:grpc_port:http_port`` (``--replica``)."""
+        try:
+            host, grpc_port, http_port = text.rsplit(":", 2)
+            return cls(f"replica-{index}", host, int(grpc_port), int(http_port))
+        except ValueError:
+            raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port") from None
+
+    @classmethod
+    def of(cls, server, index: int = 0, avatars=None) -> Replica:
+        """The replica a launched tritonserver (``synctalk_ops.serve.TritonServer``) is."""
+        return cls(
+            f"replica-{index}",
+            server.host,
+            server.grpc_port,
+            server.http_port,
+            None if avatars is None else tuple(sorted(avatars)),
+        )
+
+    def holding(self, avatars) -> Replica:
+        return dataclasses.replace(self, avatars=None if avatars is None else tuple(sorted(avatars)))
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def address_of(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": port}}
