@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +48,44 @@ def test_an_exit_is_said_in_words():
     assert exit_reason(-signal.SIGKILL) == "was killed by SIGKILL (the kernel's OOM killer, or an operator)"
     assert exit_reason(-signal.SIGSEGV) == "was killed by SIGSEGV"
     assert exit_reason(1) == "exited with code 1"
+
+
+class DyingServer:
+    """A replica's server whose process exits at once each time it is started (what
+    Cluster.keep_replicas sees of a replica killed again and again), real processes."""
+
+    def __init__(self, log_path):
+        self.log_path, self.models, self.starts = log_path, None, 0
+        self.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+        self.process.wait()
+
+    def restart(self):
+        self.starts += 1
+        self.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+        self.process.wait()
+        return self
+
+    def stop(self):
+        return self.process.returncode
+
+    def is_ready(self):
+        return False
+
+
+def test_a_replica_that_dies_again_and_again_is_left_down_saying_why(tmp_path):
+    """Cluster.keep_replicas restarts a dead replica within the budget, then leaves it down with
+    the reason and its log; every replica down is the cluster's end (make cluster stops)."""
+    from synctalk_ops.cluster import Cluster
+    from synctalk_ops.edge import Replica
+
+    cluster = object.__new__(Cluster)  # its replica-keeping alone: no tritonserver, no edge
+    server = DyingServer(tmp_path / "replica-0.log")
+    cluster.servers, cluster.replicas, cluster.placement = [server], [Replica("replica-0", "127.0.0.1", 1, 2)], None
+    cluster.restarts, cluster.down, cluster.returning = RestartBudget(most=2, window_s=600), {}, {}
+    lines = [line for now in (0.0, 1.0, 2.0, 3.0) for line in cluster.keep_replicas(now)]
+    assert server.starts == 2, "two restarts, then no more"
+    assert lines[0].startswith("replica-0 (pid ") and "exited with code 3: starting it again" in lines[0]
+    assert "restart 2 of 2 within 10 minutes" in lines[1]
+    assert "exited with code 3, after 2 restarts within 10 minutes: left down" in lines[2]
+    assert str(tmp_path / "replica-0.log") in lines[2] and len(lines) == 3, lines
+    assert cluster.down["replica-0"] and cluster.all_down()
