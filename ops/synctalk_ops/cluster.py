@@ -67,15 +67,13 @@ class RestartBudget:
         self.times: dict[str, list[float]] = {}  # within the window
         self.counts: dict[str, int] = {}  # since the start
 
-    def recent(self, name: str, now: float) -> int:
-        return len([t for t in self.times.get(name, []) if now - t < self.window_s])
-
     def take(self, name: str, now: float) -> int | None:
         """Count one restart of ``name`` at ``now`` and return its number within the window, or
         None (and count nothing) where ``most`` were made within it already."""
-        if self.recent(name, now) >= self.most:
+        recent = [t for t in self.times.get(name, []) if now - t < self.window_s]
+        if len(recent) >= self.most:
             return None
-        self.times[name] = [t for t in self.times.get(name, []) if now - t < self.window_s] + [now]
+        self.times[name] = recent + [now]
         self.counts[name] = self.counts.get(name, 0) + 1
         return len(self.times[name])
 

@@ -88,6 +88,7 @@ class Launched:
 
     name = "the process"  # in its errors: tritonserver, envoy
     poll_s = 0.25  # between two looks while waiting for it
+    ready_timeout_s = 60.0  # how long wait_ready waits by default
 
     def start(self):
         raise NotImplementedError
@@ -104,9 +105,10 @@ class Launched:
             return ""
         return f"; log {self.log_path}:\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
 
-    def wait_ready(self, timeout: float = 60.0):
+    def wait_ready(self, timeout: float | None = None):
         """Returns once ``is_ready``; RuntimeError if its process exits first, TimeoutError after
-        ``timeout``, each with its log's hint."""
+        ``timeout`` (default ``ready_timeout_s``), each with its log's hint."""
+        timeout = self.ready_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

@@ -140,6 +140,7 @@ class TritonServer(Launched):
     process makes (tests, benchmarks, the demo) carry the key."""
 
     name = "tritonserver"
+    ready_timeout_s = 180.0  # every model loads before Triton listens
 
     def __init__(
         self,
@@ -226,9 +227,6 @@ class TritonServer(Launched):
 
     def is_ready(self) -> bool:
         return answers(f"{self.http_url}/v2/health/ready")
-
-    def wait_ready(self, timeout: float = 180.0) -> TritonServer:
-        return super().wait_ready(timeout)
 
     def _on_ready(self) -> None:
         if self.supervise and self.supervisor is None:
