@@ -195,7 +195,7 @@ async def viewers_at_once(url: str, avatar: str, microphone: Path, count: int, s
                 answer = await response.json()
                 if response.status != 200:
                     raise RuntimeError(f"viewer {n}: {response.status} {answer}")
-            await pc.setRemoteDescription(RTCSessionDescription(**answer))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
             connections.append(pc)
         started = time.monotonic()
         while min(frames) < 1:  # all play (a server that cannot keep up with them all: slowly)

@@ -17,6 +17,12 @@ unit of the stream's video (``frame.h264``, ``frame.key_frame``), encoded on the
 frame first, every 2 s and on ``request_key_frame()``; ``set_bitrate(kbps)`` sets the target from
 the next request on): ~10 KB a frame at 2 Mbit/s where a 720p JPEG is ~140 KB.
 
+``interrupt(from_frame)`` cuts the speech not heard yet (the listener spoke): the speech from
+frame K on becomes silence, the frames from K are rendered again as the avatar's idle frames (the
+frames from K in answers still owed to earlier requests are dropped), and the frame numbers go on;
+the speech sent after it is rendered as usual. K is the first frame the caller has not shown yet
+(-1, the default: the first frame the server has not rendered yet).
+
 ``send_async(chunk, callback)`` is the callback form: it returns at once and ``callback(frames,
 error)`` runs on the gRPC stream's thread when the server answers (answers come in order).
 Frame ``i`` comes once 0.5 s of audio follows it (``contract.STREAM_LOOKAHEAD``); the end of the
@@ -97,7 +103,9 @@ class LiveStream:
         self._bitrate_kbps, self._key_frame = bitrate_kbps, False  # sent with the next request
         self.stream_id = stream_id or random.getrandbits(62) + 1
         self._triton = grpcclient.InferenceServerClient(url)
-        self._pending: queue.Queue = queue.Queue()  # (callback, sent_at) of each request, in order
+        self._pending: queue.Queue = queue.Queue()  # (callback, sent_at, number) of each request, in order
+        self._sent = 0  # requests sent
+        self._cuts: list[tuple[int, int]] = []  # (request number, K) of the interrupts not answered yet
         self._lock = threading.Lock()
         self._started = self._ended = False
         self._closed_error: CompositeError | None = None
@@ -123,22 +131,35 @@ class LiveStream:
         """Send the last audio (if any) and end the stream: the rest of its frames."""
         return self._wait(lambda callback: self.send_async(chunk, callback, end=True))
 
+    def interrupt(self, from_frame: int = -1, chunk: np.ndarray | None = None) -> list[StreamFrame]:
+        """Cut the speech from frame ``from_frame`` on (see the module); ``chunk``: speech after
+        the cut. Returns the frames from the cut that are ready (idle frames)."""
+        return self._wait(lambda callback: self.send_async(chunk, callback, interrupt=from_frame))
+
     def send_async(
         self,
         chunk: np.ndarray | None,
         callback: Callable[[list[StreamFrame], CompositeError | None], None],
         end: bool = False,
+        interrupt: int | None = None,
     ) -> None:
-        """Send without waiting: ``callback(frames, error)`` runs when the server answers."""
+        """Send without waiting: ``callback(frames, error)`` runs when the server answers.
+        ``interrupt``: this request interrupts from that frame (see ``interrupt``)."""
+        if interrupt is not None and int(interrupt) < -1:
+            raise ValueError(f"interrupt: a frame number, or -1; got {interrupt}")
         with self._lock:
             if self._closed_error is not None:
                 raise self._closed_error
             if self._ended:
                 raise StreamClosedError(f"stream {self.stream_id} has ended")
-            inputs = self._inputs(chunk)
+            inputs = self._inputs(chunk, interrupt)
             start, self._started = not self._started, True
             self._ended = end
-            self._pending.put((callback, time.perf_counter()))
+            self._sent += 1
+            if interrupt is not None:
+                # the frames from K in the answers still owed are stale (-1: they hold none from it)
+                self._cuts.append((self._sent, int(interrupt) if interrupt >= 0 else 2**62))
+            self._pending.put((callback, time.perf_counter(), self._sent))
             try:
                 self._triton.async_stream_infer(
                     contract.STREAM_MODEL,
@@ -150,9 +171,10 @@ class LiveStream:
                 )
             except InferenceServerException as exc:
                 self._pending.get_nowait()
+                self._cuts = [(sent, cut) for sent, cut in self._cuts if sent != self._sent]
                 raise stream_error(exc, self.avatar) from None
 
-    def _inputs(self, chunk) -> list[grpcclient.InferInput]:
+    def _inputs(self, chunk, interrupt: int | None = None) -> list[grpcclient.InferInput]:
         samples = np.zeros(0, np.float32) if chunk is None else np.asarray(chunk).reshape(-1)
         spec = contract.STREAM_AUDIO_INT16 if samples.dtype == np.int16 else contract.STREAM_AUDIO
         samples = samples.astype(spec.numpy_dtype, copy=False)
@@ -165,6 +187,8 @@ class LiveStream:
             tensors.append((contract.STREAM_BITRATE, np.array([self._bitrate_kbps], np.int32)))
         if self._key_frame:
             tensors.append((contract.STREAM_FORCE_KEY_FRAME, np.array([True])))
+        if interrupt is not None:
+            tensors.append((contract.STREAM_INTERRUPT, np.array([interrupt], np.int64)))
         self._bitrate_kbps, self._key_frame = None, False
         inputs = []
         for tensor, array in tensors:
@@ -176,9 +200,12 @@ class LiveStream:
     # -- answers ------------------------------------------------------------------------------
     def _on_response(self, result, error) -> None:
         try:
-            callback, sent_at = self._pending.get_nowait()
+            callback, sent_at, number = self._pending.get_nowait()
         except queue.Empty:  # the stream broke with nothing in flight
-            callback, sent_at = None, 0.0
+            callback, sent_at, number = None, 0.0, 0
+        with self._lock:  # an interrupt sent after this request: its frames from the cut are stale
+            stale_from = min((cut for sent, cut in self._cuts if sent > number), default=None)
+            self._cuts = [(sent, cut) for sent, cut in self._cuts if sent > number]
         if error is not None:
             failure = stream_error(error, self.avatar)
             if isinstance(failure, StreamClosedError):
@@ -194,6 +221,8 @@ class LiveStream:
             frames = [StreamFrame(int(i), b"", sent_at, bytes(u), bool(k)) for i, u, k in zip(indices, units, keys)]
         else:
             frames = [StreamFrame(int(i), bytes(j), sent_at) for i, j in zip(indices, jpegs)]
+        if stale_from is not None:
+            frames = [frame for frame in frames if frame.index < stale_from]
         if callback:
             callback(frames, None)
 

@@ -418,6 +418,17 @@ STREAM_FORCE_KEY_FRAME = Tensor("FORCE_KEY_FRAME", "BOOL", (1,))
 STREAM_H264 = Tensor("H264", "BYTES", (-1,))
 STREAM_KEY_FRAME = Tensor("KEY_FRAME", "BOOL", (-1,))
 STREAM_CODECS = ("jpeg", "h264")
+# An interrupt (the viewer cut in: the speech not yet heard goes): a request carrying
+# STREAM_INTERRUPT = K turns the stream's speech from frame K on (what had arrived before this
+# request) into silence, and renders frames K on again from there: the frames a client has not
+# shown yet (K at most STREAM_MAX_REWIND frames before the first frame not rendered yet; -1: from
+# that frame, nothing rendered again). Its answer starts at K; the frames from K in the answers
+# to earlier requests are stale (a client drops them). The speech before K does not reach the
+# frames from K (no lips moving to speech that was cut), and frame numbers go on without a jump.
+# The request's own chunk is the speech after the interrupt. An H.264 stream's frame K is a key
+# frame (the viewer never gets the frames the encoder had referenced).
+STREAM_INTERRUPT = Tensor("INTERRUPT_FROM_FRAME", "INT64", (1,))
+STREAM_MAX_REWIND = 100  # frames (4 s): how far back an interrupt renders again
 STREAM_INPUTS = (  # all optional: rules in the model
     STREAM_AVATAR,
     STREAM_AUDIO,
@@ -425,6 +436,7 @@ STREAM_INPUTS = (  # all optional: rules in the model
     STREAM_VIDEO_CODEC,
     STREAM_BITRATE,
     STREAM_FORCE_KEY_FRAME,
+    STREAM_INTERRUPT,
 )
 STREAM_OUTPUTS = (STREAM_JPEG, STREAM_FRAME_INDEX, STREAM_H264, STREAM_KEY_FRAME)
 STREAM_MAX_CHUNK = SAMPLE_RATE  # samples: at most 1 s of audio a request

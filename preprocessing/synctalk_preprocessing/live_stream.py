@@ -8,6 +8,11 @@ a thin shell of Triton calls around it.
   the clip's end, every frame of the avatar's audio front end (one per 40 ms, or SyncTalk_2D's
   N + 2). A stream that fell behind catches up: whoever has the stream's turn renders every frame
   ready by then, cut into batches of at most the catch-up size, each wholly silent or not.
+- **An interrupt** (``interrupt`` on the request's arrival, ``rewind`` in its turn): the speech
+  that had arrived from frame K on becomes silence, frames from K are rendered again, and the
+  speech before K does not reach them (their silence test and the audio before their batch stop
+  at the cut): an avatar with silent frames shows its idle frames at once. The audio is kept from
+  ``contract.STREAM_MAX_REWIND`` frames before the first frame not answered, for that.
 - **The windows encoded** (SyncTalk_2D avatars encoding per stream): each audio window's encoding
   kept by its place in upstream's padded window list, encoded once, dropped once no later frame
   needs it.
@@ -42,11 +47,17 @@ class StreamState:
         # its windows itself, and the encodings so far by index in upstream's padded window list
         self.by_features: tuple[str, str] | None = None
         self.windows: dict[int, np.ndarray] = {}
+        # the last interrupt's cut (a sample count): the speech before it does not reach the frames
+        # from it; rewind_to: an interrupt waiting for its turn renders again from this frame
+        self.cut, self.rewind_to = 0, None
         self.video = None  # an H.264 stream's encoder (synctalk_preprocessing.video.H264Encoder; None: JPEGs)
 
     def append(self, chunk: np.ndarray) -> None:
-        # keep only what frames from ``answered`` on need: the context before them
-        keep_from = max(self.base, self.answered * SPF - contract.AUDIO_CONTEXT_SAMPLES)
+        # keep only what the frames an interrupt may render again need: the context before them
+        again = self.answered - contract.STREAM_MAX_REWIND
+        if self.rewind_to is not None:
+            again = min(again, self.rewind_to)
+        keep_from = max(self.base, again * SPF - contract.AUDIO_CONTEXT_SAMPLES)
         self.audio = np.concatenate([self.audio[keep_from - self.base :], chunk])
         self.base = keep_from
         self.total += len(chunk)
@@ -54,6 +65,31 @@ class StreamState:
     def samples(self, first: int, last: int) -> np.ndarray:
         first, last = max(first, self.base), min(last, self.total)
         return self.audio[first - self.base : max(first, last) - self.base]
+
+    def interrupt(self, from_frame: int) -> int:
+        """On an interrupt's arrival, before its own chunk joins: the speech from frame K on
+        (``from_frame``; -1: the first frame not rendered yet; at most ``STREAM_MAX_REWIND`` frames
+        before it) becomes silence, and K is where the interrupt's turn renders from (``rewind``).
+        Returns K."""
+        first = self.next_frame if from_frame < 0 else int(from_frame)
+        first = max(first, self.next_frame - contract.STREAM_MAX_REWIND, 0)
+        start = first * SPF
+        if start < self.total:
+            self.audio[max(0, start - self.base) :] = 0
+        self.cut = start
+        self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
+        return first
+
+    def rewind(self) -> range | None:
+        """In the interrupt's turn: the frames from its cut are rendered again (the encodings of
+        the windows are made afresh: the audio changed). Returns the frames rendered again."""
+        if self.rewind_to is None:
+            return None
+        again = range(self.rewind_to, max(self.rewind_to, self.next_frame))
+        self.next_frame = min(self.next_frame, self.rewind_to)
+        self.rewind_to = None
+        self.windows.clear()
+        return again
 
     def frames_to_render(self, ending: bool) -> range:
         """The frames that became ready (all the clip's remaining frames at its end)."""
@@ -69,7 +105,10 @@ class StreamState:
         """Whether every sample a frame's audio windows can see (its 40 ms and the context on each
         side) is below ``threshold``: silence, whatever the front end."""
         context = contract.AUDIO_CONTEXT_SAMPLES
-        around = self.samples(frame * SPF - context, (frame + 1) * SPF + context)
+        before = frame * SPF - context
+        if frame * SPF >= self.cut:  # the speech cut by an interrupt does not count
+            before = max(before, self.cut)
+        around = self.samples(before, (frame + 1) * SPF + context)
         return not len(around) or float(np.abs(around).max()) < threshold
 
     def runs(self, frames: range, threshold: float, most: int = contract.MAX_BATCH_SIZE):
@@ -94,11 +133,16 @@ class StreamState:
         audio = self.samples(start, stop)
         if len(audio) < stop - start:  # a clip ending inside its last frame: zeros, as a WAV's padding
             audio = np.pad(audio, (0, stop - start - len(audio)))
+        before = self.samples(start - contract.AUDIO_CONTEXT_SAMPLES, start)
+        cut = self.cut - (start - len(before))  # the samples of ``before`` ahead of an interrupt's cut
+        if start >= self.cut and cut > 0:  # they are silence to the frames after it
+            before = before.copy()
+            before[:cut] = 0
         return CompositeBatchRequest.audio_only(
             self.avatar,
             audio,
             start_frame_idx=first,
-            audio_context_before=self.samples(start - contract.AUDIO_CONTEXT_SAMPLES, start),
+            audio_context_before=before,
             audio_context_after=self.samples(stop, stop + contract.AUDIO_CONTEXT_SAMPLES),
         )
 

@@ -10,10 +10,19 @@ For integrators, with aiortc::
     await peer.start()                             # once connected
     peer.listen(remote_audio_track)                # speech from the viewer's microphone, or:
     peer.push(pcm_int16_16khz)                     # speech from a file or a TTS engine, any size
+    await peer.interrupt()                         # the listener cut in: the speech not heard goes
+    async for event in peer.speaking_events(): ... # started / stopped speaking, as the viewer hears it
     await peer.close()                             # the stream ends at once
 
 Speech pushed is played in real time (a paced 20 ms pump), silence where nothing is queued, so
 the avatar keeps moving (the stream's silence path); speech from a track is sent as it arrives.
+
+An interrupt drops everything not yet heard or seen: the speech queued for the pump, the speech
+and the frames from the first frame the video has not sent (K) on; the stream is told to render
+frames K on again from silence (``LiveStream.interrupt``: the avatar's idle frames), the clock
+waits for them, and the next speech pushed follows as usual. Speaking events
+(``speaking.SpeakingTracker``) come as the voice sends its 20 ms: to ``on_speaking`` callbacks and
+to each ``speaking_events()`` iterator.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -30,6 +40,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from synctalk_client.errors import CompositeError
 from synctalk_client.stream import LiveStream, StreamClosedError
 from synctalk_common import contract
+from synctalk_webrtc.speaking import SpeakingEvent, SpeakingTracker
 from synctalk_webrtc.timing import PlayoutClock
 from synctalk_webrtc.tracks import VOICE_CHUNK, AvatarVideoTrack, AvatarVoiceTrack, SpeechBuffer
 
@@ -68,8 +79,15 @@ class AvatarPeer:
         self.triton_url, self.avatar, self.timeout_s = triton_url, avatar, timeout_s
         self.clock = PlayoutClock()
         self.speech = SpeechBuffer()
+        self.speaking = SpeakingTracker(self._speaking)
         self.video = AvatarVideoTrack(self.clock)
-        self.voice = AvatarVoiceTrack(self.clock, self.speech)
+        self.voice = AvatarVoiceTrack(self.clock, self.speech, self.speaking)
+        self.on_speaking: list[Callable[[SpeakingEvent], None]] = []
+        self._listeners: list[asyncio.Queue] = []
+        # interrupts: each answer is delivered with the count of interrupts sent before its request;
+        # the frames from an interrupt's K in the answers to requests sent before it are stale
+        self.interrupts: list[int] = []  # K of each interrupt, in order
+        self._utterances = 0  # say() pushes while this is unchanged (an interrupt counts one)
         self.bitrate = BitrateFollower(bitrate_kbps)
         self.stream: LiveStream | None = None
         self.closed = asyncio.Event()
@@ -122,6 +140,8 @@ class AvatarPeer:
             task.cancel()
         self.video.frames.put_nowait(None)
         self.voice.ended.set()
+        for events in self._listeners:
+            events.put_nowait(None)
         stream, self.stream = self.stream, None
         if stream is not None:
             done = asyncio.Event()
@@ -134,6 +154,51 @@ class AvatarPeer:
             finally:  # what the server still owes is cancelled, not waited for
                 await loop.run_in_executor(None, functools.partial(stream.close, cancel=True))
 
+    # -- interrupts and speaking ---------------------------------------------------------------
+    async def interrupt(self) -> int:
+        """Stops the speech now (the listener cut in; see the module): returns K, the first frame
+        rendered again as an idle frame."""
+        if self.stream is None or self.closed.is_set():
+            return -1
+        self._pushed.clear()
+        self._utterances += 1  # a text being said stops pushing
+        # the first frame the video has not sent, and never behind the voice
+        first = max(self.video.taken + 1, -(-self.voice.chunks * VOICE_CHUNK // contract.SAMPLES_PER_FRAME))
+        self.interrupts.append(first)
+        self.speech.silence_from(self.voice.chunks * VOICE_CHUNK)  # the voice's next 20 ms on
+        self.video.drop_from(first)
+        await self.clock.rewind(first)
+        try:
+            self.stream.send_async(None, functools.partial(self._answered, len(self.interrupts)), interrupt=first)
+        except CompositeError as exc:
+            self._failed(exc)
+        log.info("%s: interrupted: frames from %d again, idle", self.avatar, first)
+        return first
+
+    def speaking_events(self):
+        """An async iterator of ``SpeakingEvent``s from now on (until the peer closes)."""
+        events: asyncio.Queue = asyncio.Queue()
+        self._listeners.append(events)
+
+        async def iterate():
+            try:
+                while (event := await events.get()) is not None:
+                    yield event
+            finally:
+                self._listeners.remove(events)
+
+        return iterate()
+
+    def _speaking(self, event: SpeakingEvent) -> None:
+        log.info("%s: %s speaking at %.2f s", self.avatar, "started" if event.speaking else "stopped", event.content_s)
+        for events in self._listeners:
+            events.put_nowait(event)
+        for callback in self.on_speaking:
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - an integrator's callback does not stop the voice
+                log.exception("%s: a speaking callback failed", self.avatar)
+
     # -- speech in ----------------------------------------------------------------------------
     def push(self, pcm: np.ndarray) -> None:
         """Speech to say (16 kHz mono, int16 or float32 in [-1, 1]), played in real time after what
@@ -142,6 +207,20 @@ class AvatarPeer:
         if pcm.dtype != np.int16:
             pcm = np.round(np.clip(pcm, -1, 1) * 32767).astype(np.int16)
         self._pushed.append(pcm)
+
+    async def say(self, text: str, tts) -> int:
+        """Says ``text`` with ``tts`` (``synctalk_client.tts``): each sentence pushed as soon as it is
+        synthesised (the engine runs on a thread), after what was pushed before; an interrupt stops
+        the rest. Returns the samples pushed."""
+        loop, utterance, pushed = asyncio.get_running_loop(), self._utterances, 0
+        sentences = iter(tts.speak(text))
+        while not self.closed.is_set():
+            pcm = await loop.run_in_executor(None, next, sentences, None)
+            if pcm is None or utterance != self._utterances:
+                break
+            self.push(pcm)
+            pushed += len(pcm)
+        return pushed
 
     def listen(self, track) -> None:
         """Speech from a track (the viewer's microphone): resampled to 16 kHz mono and sent as it
@@ -157,7 +236,7 @@ class AvatarPeer:
             except Exception:  # noqa: BLE001 - aiortc's MediaStreamError: the viewer's track ended
                 break
             for out in resampler.resample(frame):
-                self._send(out.to_ndarray().reshape(-1))
+                self._send(out.to_ndarray().reshape(-1), None)
         self.listening = False  # the track ended: pushed speech, or silence, from here on
 
     async def _pump(self) -> None:
@@ -178,25 +257,32 @@ class AvatarPeer:
                 if not len(self._pushed[0]):
                     self._pushed.pop(0)
             chunk.append(np.zeros(need, np.int16))
-            self._send(np.concatenate(chunk))
+            self._send(np.concatenate(chunk), VOICE_CHUNK - need)
 
-    def _send(self, samples: np.ndarray) -> None:
+    def _send(self, samples: np.ndarray, spoken: int | None) -> None:
+        """``spoken``: how many of the first samples are speech pushed (None: by their level)."""
         if self.stream is None or self.closed.is_set():
             return
-        self.speech.append(samples)
+        self.speech.append(samples, spoken)
         try:
-            self.stream.send_async(samples, self._answered)
+            self.stream.send_async(samples, functools.partial(self._answered, len(self.interrupts)))
         except CompositeError as exc:
             self._failed(exc)
 
     # -- frames out ---------------------------------------------------------------------------
-    def _answered(self, frames, error) -> None:  # on the gRPC stream's thread
+    def _answered(self, interrupts: int, frames, error) -> None:  # on the gRPC stream's thread
         try:
-            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error)))
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error, interrupts)))
         except RuntimeError:  # the loop has closed (the service stopped): nobody to deliver to
             pass
 
-    async def _deliver(self, frames, error) -> None:
+    def _stale_from(self, interrupts: int) -> int | None:
+        """The first frame no longer wanted from an answer to a request sent after ``interrupts``
+        interrupts (None: all wanted)."""
+        later = self.interrupts[interrupts:]
+        return min(later) if later else None
+
+    async def _deliver(self, frames, error, interrupts: int = 0) -> None:
         if error is not None:
             if self.closed.is_set():  # the peer closed it (and cancelled what was owed)
                 return
@@ -206,6 +292,9 @@ class AvatarPeer:
                 log.warning("%s: %s", self.avatar, error)
             return
         for frame in frames:
+            stale_from = self._stale_from(interrupts)  # an interrupt may come while this awaits
+            if stale_from is not None and frame.index >= stale_from:
+                continue
             self.video.frames.put_nowait((frame.index, frame.h264))
             await self.clock.frame_arrived(frame.index)
 

@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -47,6 +48,7 @@ class Settings:
     # a viewer at 25 fps costs this process ~0.21 CPU-s a second, all on its one event loop
     max_peers: int = 4
     bitrate_kbps: int = START_KBPS
+    tts: str = "espeak:en"  # what says the text a session is given (synctalk_client.tts.engine)
 
     def rtc_configuration(self) -> RTCConfiguration:
         # an empty list, not None: aiortc's default is a public STUN server
@@ -73,7 +75,9 @@ class Peers:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.peers: dict[RTCPeerConnection, AvatarPeer] = {}
+        self.sessions: dict[str, AvatarPeer] = {}  # by the token the answer gives the viewer
         self.opening = 0
+        self._tts = None
 
     async def offer(self, request: web.Request) -> web.Response:
         try:
@@ -106,10 +110,25 @@ class Peers:
         finally:
             self.opening -= 1
 
+        session = secrets.token_urlsafe(16)
+        self.sessions[session] = peer
+
         async def end() -> None:
             self.peers.pop(pc, None)
+            self.sessions.pop(session, None)
             await peer.close()
             await pc.close()
+
+        @pc.on("datachannel")
+        def on_channel(channel) -> None:
+            # the page's control channel: speaking events out; interrupt and say in
+            peer.on_speaking.append(
+                lambda event: channel.readyState == "open" and channel.send(json.dumps(event.message()))
+            )
+
+            @channel.on("message")
+            def on_message(message) -> None:
+                asyncio.ensure_future(self._control(peer, message, channel))
 
         @pc.on("track")
         def on_track(track) -> None:
@@ -151,7 +170,54 @@ class Peers:
                 await end()
 
         peer.waiting = asyncio.ensure_future(connects())
-        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": session})
+
+    # -- a session's controls: HTTP (POST /webrtc/interrupt, /webrtc/say) or the data channel ---
+    def tts(self):
+        if self._tts is None:
+            from synctalk_client.tts import engine
+
+            self._tts = engine(self.settings.tts)
+        return self._tts
+
+    async def _control(self, peer: AvatarPeer, message, channel=None) -> dict:
+        """One control message ({"type": "interrupt"} or {"type": "say", "text": ...}): its answer."""
+        try:
+            body = json.loads(message) if isinstance(message, str | bytes) else message
+            kind = body["type"]
+        except (ValueError, KeyError, TypeError):
+            answer = {
+                "type": "error",
+                "error": 'a control message is JSON {"type": "interrupt"} or {"type": "say", "text": ...}',
+            }
+        else:
+            if kind == "interrupt":
+                answer = {"type": "interrupted", "from_frame": await peer.interrupt()}
+            elif kind == "say" and isinstance(body.get("text"), str) and body["text"].strip():
+                try:
+                    tts = self.tts()
+                except (RuntimeError, ImportError, ValueError, AttributeError) as exc:
+                    answer = {"type": "error", "error": f"text to speech: {exc}"}
+                else:
+                    asyncio.ensure_future(peer.say(body["text"], tts))
+                    answer = {"type": "saying", "text": body["text"]}
+            else:
+                answer = {"type": "error", "error": f"unknown control {kind!r} or no text"}
+        if channel is not None and channel.readyState == "open":
+            channel.send(json.dumps(answer))
+        return answer
+
+    async def control(self, request: web.Request) -> web.Response:
+        """``POST /webrtc/interrupt`` and ``/webrtc/say``: ``{"session": ..., "text": ...}``."""
+        try:
+            body = await request.json()
+            peer = self.sessions.get(str(body["session"]))
+        except (ValueError, KeyError, TypeError):
+            return refuse(400, 'the body is JSON {"session": "<the answer\'s session>"}')
+        if peer is None:
+            return refuse(404, "no such session (it ended, or never was)")
+        answer = await self._control(peer, {**body, "type": request.match_info["control"]})
+        return web.json_response(answer, status=400 if answer["type"] == "error" else 200)
 
     def _avatar_problem(self, avatar: str) -> str | None:
         from synctalk_client import CompositeClient
@@ -168,7 +234,7 @@ class Peers:
         return web.json_response({"iceServers": self.settings.ice_servers})
 
     async def close_all(self, _app=None) -> None:
-        peers, self.peers = dict(self.peers), {}
+        peers, self.peers, self.sessions = dict(self.peers), {}, {}
         await asyncio.gather(*(peer.close() for peer in peers.values()), return_exceptions=True)
         await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
 
@@ -186,6 +252,7 @@ def add_routes(app: web.Application, settings: Settings) -> Peers:
     app[PEERS] = peers
     app.router.add_post("/offer", peers.offer)
     app.router.add_get("/webrtc/config", peers.config)
+    app.router.add_post("/webrtc/{control:interrupt|say}", peers.control)
     app.on_shutdown.append(peers.close_all)
     return peers
 
@@ -198,10 +265,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ice-server", action="append", help="stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL")
     parser.add_argument("--max-peers", type=int, default=Settings.max_peers, help="viewers this process holds")
     parser.add_argument("--bitrate-kbps", type=int, default=START_KBPS, help=f"{MIN_KBPS}..{MAX_KBPS}")
+    parser.add_argument(
+        "--tts", default=Settings.tts, help="what says a session's text: espeak[:VOICE] or module:Class[:ARG]"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        settings = Settings(args.triton_url, ice_servers(args.ice_server), args.max_peers, args.bitrate_kbps)
+        settings = Settings(args.triton_url, ice_servers(args.ice_server), args.max_peers, args.bitrate_kbps, args.tts)
     except ValueError as exc:
         parser.error(str(exc))
     app = web.Application()

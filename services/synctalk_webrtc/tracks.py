@@ -13,6 +13,7 @@ import soxr
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from synctalk_common import contract
+from synctalk_webrtc.speaking import HANGOVER_S, SpeakingTracker
 from synctalk_webrtc.timing import VIDEO_CLOCK, VIDEO_TICKS_PER_FRAME, PlayoutClock
 
 log = logging.getLogger("synctalk_webrtc")
@@ -26,17 +27,42 @@ UP = VOICE_RATE // contract.SAMPLE_RATE
 RESAMPLE_PAD = 64
 
 
+SPEECH_LEVEL = 100  # int16 peak (-50 dBFS): a microphone's 20 ms above it is speech
+
+
 class SpeechBuffer:
-    """The speech a stream has been given (int16, 16 kHz), from what the voice has not played."""
+    """The speech a stream has been given (int16, 16 kHz), from what the voice has not played,
+    with where it is speech (``spoken``: [start, end) sample ranges, merged, in order)."""
 
     def __init__(self):
         self.samples = np.zeros(0, np.int16)
         self.first = 0  # the sample number of samples[0]
         self.total = 0
+        self.spoken: list[list[int]] = []
 
-    def append(self, chunk: np.ndarray) -> None:
-        self.samples = np.concatenate([self.samples, chunk.astype(np.int16, copy=False)])
+    def append(self, chunk: np.ndarray, spoken: int | None = None) -> None:
+        """``spoken``: how many of the chunk's first samples are speech (pushed speech, the rest
+        the pump's silence); None: the whole chunk if its level says so (a microphone)."""
+        chunk = chunk.astype(np.int16, copy=False)
+        if spoken is None:
+            spoken = len(chunk) if len(chunk) and int(np.abs(chunk.astype(np.int32)).max()) > SPEECH_LEVEL else 0
+        if spoken:
+            start, stop = self.total, self.total + spoken
+            if self.spoken and self.spoken[-1][1] >= start:
+                self.spoken[-1][1] = stop
+            else:
+                self.spoken.append([start, stop])
+        self.samples = np.concatenate([self.samples, chunk])
         self.total += len(chunk)
+
+    def is_spoken(self, start: int, stop: int) -> bool:
+        """Whether any sample in start .. stop is speech."""
+        return any(a < stop and start < b for a, b in self.spoken)
+
+    def silence_from(self, sample: int) -> None:
+        """The speech from ``sample`` on is silence (an interrupt: it is not to be heard)."""
+        self.samples[max(0, sample - self.first) :] = 0
+        self.spoken = [[a, min(b, sample)] for a, b in self.spoken if a < sample]
 
     def take(self, start: int, count: int, keep: int = 0) -> np.ndarray:
         """Samples start .. start + count (zeros where the speech has none: before its start, or
@@ -47,6 +73,7 @@ class SpeechBuffer:
         out[first - start : first - start + len(have)] = have
         drop = max(0, start + count - keep - self.first)
         self.samples, self.first = self.samples[drop:], self.first + drop
+        self.spoken = [span for span in self.spoken if span[1] > self.first]
         return out
 
 
@@ -61,6 +88,21 @@ class AvatarVideoTrack(MediaStreamTrack):
         self.clock = clock
         self.frames: asyncio.Queue = asyncio.Queue()  # (index, access unit), in order; None: the end
         self.sent = self.bytes_sent = 0
+        self.taken = -1  # the last frame taken from the queue (sent, or waiting for its time)
+
+    def drop_from(self, index: int) -> int:
+        """The frames from ``index`` on are not to be sent (an interrupt): out of the queue.
+        Returns how many went."""
+        kept, dropped = [], 0
+        while not self.frames.empty():
+            item = self.frames.get_nowait()
+            if item is not None and item[0] >= index:
+                dropped += 1
+            else:
+                kept.append(item)
+        for item in kept:
+            self.frames.put_nowait(item)
+        return dropped
 
     async def recv(self) -> av.Packet:
         item = await self.frames.get()
@@ -68,6 +110,7 @@ class AvatarVideoTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         index, unit = item
+        self.taken = index
         await self.clock.sleep_until(index / contract.FPS)
         packet = av.Packet(unit)
         packet.pts = packet.dts = index * VIDEO_TICKS_PER_FRAME
@@ -82,9 +125,9 @@ class AvatarVoiceTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, clock: PlayoutClock, speech: SpeechBuffer):
+    def __init__(self, clock: PlayoutClock, speech: SpeechBuffer, speaking: SpeakingTracker | None = None):
         super().__init__()
-        self.clock, self.speech = clock, speech
+        self.clock, self.speech, self.speaking = clock, speech, speaking
         self.chunks = 0
         self.ended = asyncio.Event()
 
@@ -106,6 +149,13 @@ class AvatarVoiceTrack(MediaStreamTrack):
                 1000 * self.clock.last_slip_s,
             )
         await self.clock.sleep_until(content_s)
+        if self.speaking is not None:  # on the media timeline: as the viewer hears it
+            ahead = start + VOICE_CHUNK
+            self.speaking.chunk(
+                start,
+                self.speech.is_spoken(start, ahead),
+                self.speech.is_spoken(ahead, ahead + int(HANGOVER_S * contract.SAMPLE_RATE)),
+            )
         window = self.speech.take(start - RESAMPLE_PAD, VOICE_CHUNK + 2 * RESAMPLE_PAD, keep=2 * RESAMPLE_PAD)
         voice = soxr.resample(window.astype(np.float32) / 32768.0, contract.SAMPLE_RATE, VOICE_RATE)
         voice = voice[RESAMPLE_PAD * UP : (RESAMPLE_PAD + VOICE_CHUNK) * UP]

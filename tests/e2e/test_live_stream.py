@@ -370,41 +370,49 @@ def test_perf_analyzer_load_tests_streams_in_sequence_mode(server, avatar):
     assert row["streams"] == 2 and row["achieved_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
 
 
-def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, avatar, clip, tmp_path_factory):
+@pytest.fixture(scope="module")
+def quiet(server, tmp_path_factory):
+    """An avatar with silent frames: its own images where the audio is silent."""
+    with avatar_with_images(server, tmp_path_factory, "live_quiet", "synctalk2d", silent_frames=True) as avatar_id:
+        yield avatar_id
+
+
+def plain(images) -> list[bool]:
+    """Whether each frame's face is one of the avatar's own images (an idle frame), not the generator's."""
+    return [any(np.abs(image[10:62, 22:74].astype(int) - colour).mean() < 4 for colour in COLOURS) for image in images]
+
+
+def test_silent_frames_skip_the_generator_and_an_idle_stream_costs_less(server, avatar, clip, quiet):
     import simplejpeg
 
-    with avatar_with_images(server, tmp_path_factory, "live_quiet", "synctalk2d", silent_frames=True) as quiet:
-        # 1 s of silence, 0.6 s of speech, 1 s of silence: the frames whose audio (and 0.5 s each
-        # side) is silent are the avatar's own images, the others the generator's
-        speech = clip[: int(0.6 * contract.SAMPLE_RATE)]
-        silence = np.zeros(contract.SAMPLE_RATE, np.int16)
-        audio = np.concatenate([silence, speech, silence])
-        frames = stream_clip(server.grpc_url, quiet, audio, [SPF])
-        assert [f.index for f in frames] == list(range(contract.synctalk2d_frame_count(len(audio))))
-        images = [simplejpeg.decode_jpeg(f.jpeg, colorspace="RGB") for f in frames]
-        inside = [image[10:62, 22:74].astype(int) for image in images]  # the face box's inside
-        plain = [any(np.abs(face - colour).mean() < 4 for colour in COLOURS) for face in inside]
-        assert all(plain[:8]) and all(plain[-8:]), "silent frames: the avatar's images"
-        assert not any(plain[30:35]), "speech: the generator's faces"
-        # the same as H.264: the avatar's images (the background step's frames, encoded) and faces
-        with LiveStream(server.grpc_url, quiet, codec="h264") as live:
-            units = [f.h264 for i in range(0, len(audio), SPF) for f in live.send(audio[i : i + SPF])]
-            units += [f.h264 for f in live.end()]
-        decoded = [image[10:62, 22:74].astype(int) for image in video.decode(units)]
-        assert [any(np.abs(face - colour).mean() < 4 for colour in COLOURS) for face in decoded] == plain
-        # what an idle stream costs: 3 s of silence played at real time, with and without
-        costs = {}
-        for name, avatar_id in (("silent_frames", quiet), ("generator", avatar)):
-            before = server_cpu_seconds(server.process.pid)
-            with LiveStream(server.grpc_url, avatar_id) as live:
-                started = time.perf_counter()
-                for k in range(75):  # 3 s in 40 ms chunks
-                    time.sleep(max(0.0, started + (k + 1) * 0.04 - time.perf_counter()))
-                    live.send(np.zeros(SPF, np.int16))
-                live.end()
-            costs[name] = server_cpu_seconds(server.process.pid) - before
-        print(f"server CPU for 3 s of an idle stream: {costs}")
-        assert costs["silent_frames"] < costs["generator"]
+    # 1 s of silence, 0.6 s of speech, 1 s of silence: the frames whose audio (and 0.5 s each
+    # side) is silent are the avatar's own images, the others the generator's
+    speech = clip[: int(0.6 * contract.SAMPLE_RATE)]
+    silence = np.zeros(contract.SAMPLE_RATE, np.int16)
+    audio = np.concatenate([silence, speech, silence])
+    frames = stream_clip(server.grpc_url, quiet, audio, [SPF])
+    assert [f.index for f in frames] == list(range(contract.synctalk2d_frame_count(len(audio))))
+    idle = plain(simplejpeg.decode_jpeg(f.jpeg, colorspace="RGB") for f in frames)
+    assert all(idle[:8]) and all(idle[-8:]), "silent frames: the avatar's images"
+    assert not any(idle[30:35]), "speech: the generator's faces"
+    # the same as H.264: the avatar's images (the background step's frames, encoded) and faces
+    with LiveStream(server.grpc_url, quiet, codec="h264") as live:
+        units = [f.h264 for i in range(0, len(audio), SPF) for f in live.send(audio[i : i + SPF])]
+        units += [f.h264 for f in live.end()]
+    assert plain(video.decode(units)) == idle
+    # what an idle stream costs: 3 s of silence played at real time, with and without
+    costs = {}
+    for name, avatar_id in (("silent_frames", quiet), ("generator", avatar)):
+        before = server_cpu_seconds(server.process.pid)
+        with LiveStream(server.grpc_url, avatar_id) as live:
+            started = time.perf_counter()
+            for k in range(75):  # 3 s in 40 ms chunks
+                time.sleep(max(0.0, started + (k + 1) * 0.04 - time.perf_counter()))
+                live.send(np.zeros(SPF, np.int16))
+            live.end()
+        costs[name] = server_cpu_seconds(server.process.pid) - before
+    print(f"server CPU for 3 s of an idle stream: {costs}")
+    assert costs["silent_frames"] < costs["generator"]
 
 
 def test_a_stream_idle_past_the_timeout_expires_and_says_so(server, avatar, clip):
@@ -416,3 +424,47 @@ def test_a_stream_idle_past_the_timeout_expires_and_says_so(server, avatar, clip
             live.send(clip[SPF : 2 * SPF])
     print(f"after {idle_s + 1.5:g} s idle: {refused.value}")
     assert "expired" in str(refused.value) and str(live.stream_id) in str(refused.value)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "h264"])
+def test_an_interrupt_drops_the_speech_not_shown_and_the_avatar_idles_then_speaks_again(server, quiet, clip, codec):
+    """Speech sent ahead (answers still owed), then an interrupt from frame 20, the frames the
+    viewer has not shown: the owed answers' frames from 20 are dropped, frames 20 on come again as
+    the avatar's idle frames, the frame numbers go on with no jump, and the next speech is mouthed.
+    H.264: frame 20 is a key frame and the whole sequence decodes."""
+    import simplejpeg
+
+    answers: queue.Queue = queue.Queue()
+    collect = lambda frames, error: answers.put((frames, error))  # noqa: E731
+    speech = np.concatenate([clip, clip])  # 2.6 s
+    sent = 0
+    with LiveStream(server.grpc_url, quiet, codec=codec) as live:
+        for position in range(0, int(1.4 * contract.SAMPLE_RATE), SPF):  # 1.4 s, not waiting for answers
+            live.send_async(speech[position : position + SPF], collect)
+            sent += 1
+        live.send_async(None, collect, interrupt=20)  # the viewer has seen frames 0 .. 19
+        frames = []
+        for _ in range(sent + 1):
+            got, error = answers.get(timeout=60)
+            assert error is None, error
+            frames += got
+        cut_answer = len(frames)
+        assert [f.index for f in frames] == list(range(len(frames))) and len(frames) > 20
+        assert frames[20].index == 20 and len(frames) <= 22 + 1, "from 20: only the interrupt's idle frames"
+        # silence for 0.4 s, then the next speech, then the end
+        following = np.concatenate([np.zeros(10 * SPF, np.int16), speech[int(1.4 * contract.SAMPLE_RATE) :]])
+        for position in range(0, len(following), SPF):
+            frames += live.send(following[position : position + SPF])
+        frames += live.end()
+    assert [f.index for f in frames] == list(range(len(frames))), "every frame once, in order: no jump"
+    if codec == "jpeg":
+        images = [simplejpeg.decode_jpeg(f.jpeg, colorspace="RGB") for f in frames]
+    else:
+        assert frames[20].key_frame, "the first frame rendered again is a key frame"
+        images = video.decode([f.h264 for f in frames])
+        assert len(images) == len(frames)
+    idle = plain(images)
+    assert not any(idle[5:20]), "the speech before the interrupt is mouthed"
+    assert all(idle[20:cut_answer]) and all(idle[20:30]), "idle frames from the cut at once"
+    talking = [i for i, quiet_frame in enumerate(idle) if not quiet_frame and i > 20]
+    assert talking and talking[0] < 20 + 10 + 12 + 13, "the next speech is mouthed"

@@ -22,13 +22,15 @@ def floats(data: bytes) -> np.ndarray:
 
 
 def test_the_audio_kept_starts_at_the_context_of_the_first_frame_not_answered():
-    clip, state = speech(40 * SPF), StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
+    clip, state = speech(140 * SPF), StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
     for chunk in np.array_split(clip, 13):  # chunks of any size
         state.append(chunk)
     assert state.total == len(clip) and state.base == 0
-    state.answered_up_to(range(0, 30), now=1.0)
+    state.answered_up_to(range(0, 130), now=1.0)
     state.append(np.zeros(0, np.float32))  # an empty chunk is an answer's occasion to trim
-    assert state.base == 30 * SPF - CONTEXT and len(state.audio) == len(clip) - state.base
+    # kept: what an interrupt may render again (STREAM_MAX_REWIND frames) and their context
+    assert state.base == (130 - contract.STREAM_MAX_REWIND) * SPF - CONTEXT
+    assert len(state.audio) == len(clip) - state.base
     assert np.array_equal(state.samples(31 * SPF, 33 * SPF), clip[31 * SPF : 33 * SPF])
     assert np.array_equal(state.samples(0, 10), np.zeros(0)), "what went is gone, not zeros"
 
@@ -117,3 +119,63 @@ def test_each_audio_window_is_encoded_once_and_dropped_once_no_frame_needs_it():
     assert encoded == 16 + 1 + 4 + 9, "the first frame's 16 windows, then one a frame"
     state.ended()
     assert not state.windows, "the clip's end moves its last windows: encoded afresh"
+
+
+def at_pace(state: StreamState, clip: np.ndarray, chunk: int = 320) -> list[int]:
+    """``clip`` sent 20 ms at a time, every frame ready rendered and answered: the frames, in order."""
+    shown = []
+    for start in range(0, len(clip), chunk):
+        state.append(clip[start : start + chunk])
+        frames = state.frames_to_render(ending=False)
+        state.answered_up_to(frames, now=0.0)
+        shown += list(frames)
+    return shown
+
+
+def test_an_interrupt_cuts_the_speech_not_shown_and_renders_those_frames_again_as_idle_frames():
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    said = speech(60 * SPF)
+    shown = at_pace(state, said)
+    assert shown == list(range(0, 47)), "frames until 0.5 s before the speech's end"
+    # the viewer has seen frames up to 39: the interrupt cuts from 40 (on its arrival) ...
+    assert state.interrupt(40) == 40
+    assert not state.samples(40 * SPF, 60 * SPF).any(), "the speech from the cut is silence"
+    assert np.array_equal(state.samples(30 * SPF, 40 * SPF), said[30 * SPF : 40 * SPF]), "what was shown stays"
+    state.append(np.zeros(320, np.float32))  # the interrupt's own chunk: what comes after it
+    # ... and in its turn frames 40 on are rendered again: the frame numbers go on with no jump
+    assert state.rewind() == range(40, 47)
+    again = state.frames_to_render(ending=False)
+    assert again.start == 40 and again.stop == state.frames_to_render(ending=False).start
+    # the speech before the cut does not reach the frames after it: idle frames at once
+    assert all(quiet for _, _, quiet in state.runs(again, threshold=1e-3))
+    assert not floats(state.batch_request(40, 41).audio_context_before).any()
+    assert len(floats(state.batch_request(40, 41).audio_context_before)) == CONTEXT, "kept, as silence"
+    assert not state.silent(39, threshold=1e-3), "the frames before the cut are as they were"
+    assert state.rewind() is None, "one rewind an interrupt"
+
+
+def test_the_speech_after_an_interrupt_is_rendered_and_frames_go_on_from_the_idle_ones():
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    at_pace(state, speech(40 * SPF))
+    state.interrupt(-1)  # from the first frame not rendered: nothing rendered again
+    assert state.rewind() == range(state.next_frame, state.next_frame)
+    idle_from = state.next_frame
+    next_speech = speech(40 * SPF, seed=1)
+    shown = at_pace(state, np.concatenate([np.zeros(10 * SPF, np.float32), next_speech]))
+    assert shown == list(range(idle_from, shown[-1] + 1)), "no jump"
+    talking = [f for f in shown if not state.silent(f, threshold=1e-3)]
+    assert talking and min(talking) * SPF + SPF + CONTEXT > 40 * SPF + 10 * SPF, "the next speech is heard"
+    assert np.array_equal(state.samples(50 * SPF, 52 * SPF), next_speech[: 2 * SPF]), "after the cut: untouched"
+
+
+def test_an_interrupt_reaches_back_at_most_its_bound_and_keeps_speech_that_arrives_after_it():
+    state = StreamState("anna", synctalk2d=False, silent_frames=False, now=0.0)
+    at_pace(state, speech(200 * SPF))
+    assert state.next_frame == 187
+    assert state.interrupt(0) == 187 - contract.STREAM_MAX_REWIND, "at most STREAM_MAX_REWIND frames back"
+    after = speech(5 * SPF, seed=2)
+    state.append(after)  # a request after the interrupt, before its turn: new speech, not cut
+    assert np.array_equal(state.samples(200 * SPF, 205 * SPF), after)
+    assert state.rewind() == range(87, 187)
+    batch = state.batch_request(87, 95)
+    assert len(floats(batch.audio_context_before)) == CONTEXT and not floats(batch.raw_audio).any()

@@ -146,6 +146,7 @@ class TritonPythonModel:
         self._expire(now)
         # a malformed chunk or video control is refused before the state changes
         chunk, (codec, kbps, key_frame) = self._chunk(request), self._video_controls(request, bool(flags & START))
+        interrupt = self._interrupt(request)
         if flags & START:
             stream = self._open(stream_id, request, now)
             if codec == "h264":
@@ -160,6 +161,8 @@ class TritonPythonModel:
                     f"stream {stream_id} sends JPEGs; its start request asks for "
                     f'{contract.STREAM_VIDEO_CODEC.name} "h264"',
                 )
+        if interrupt is not None:  # the speech that had arrived, from frame K on, is cut
+            stream.interrupt(interrupt)
         if stream.video is not None:
             if kbps:
                 stream.video.set_bitrate(kbps)
@@ -172,6 +175,9 @@ class TritonPythonModel:
         # after it may find none left, an answer of zero frames)
         stream.append(chunk)
         async with stream.turn:
+            # an interrupt's turn: the frames from its cut again (earlier requests' turns came first)
+            if interrupt is not None and stream.rewind() and stream.video is not None:
+                stream.video.request_key_frame()  # the viewer never gets the frames it referenced
             frames = stream.frames_to_render(ending=bool(flags & END))
             if flags & END:
                 self._close(stream_id, "ended")
@@ -247,6 +253,19 @@ class TritonPythonModel:
                 kbps, f'a JPEG stream; ask for {contract.STREAM_VIDEO_CODEC.name} "h264" in the start request'
             )
         return codec, kbps, key_frame
+
+    def _interrupt(self, request) -> int | None:
+        """The frame an interrupt cuts from (-1: the first not rendered yet), or None."""
+        tensor = pb_utils.get_input_tensor_by_name(request, contract.STREAM_INTERRUPT.name)
+        if tensor is None:
+            return None
+        values = tensor.as_numpy().reshape(-1)
+        if len(values) != 1 or values[0] < -1:
+            raise StreamError(
+                f"{contract.STREAM_INTERRUPT.name}: one frame number (or -1: from the first frame not "
+                f"rendered yet), got {values.tolist()}"
+            )
+        return int(values[0])
 
     def _chunk(self, request) -> np.ndarray:
         given = [
