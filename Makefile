@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install models render serve cluster demo web browser test lint format bench soak gpu-check clean
+.PHONY: install speech models render serve cluster demo web browser test lint format bench soak gpu-check clean
 
-install: $(STAMP)
+install: $(STAMP) speech
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +58,16 @@ browser:
 	echo "installing Debian's chromium and chromium-driver (the web page's tests)"; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; fi
 
+# text to speech (synctalk_client.tts): Debian's espeak-ng, installed where missing
+speech:
+	@if command -v espeak-ng >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "no apt-get: install espeak-ng yourself for text to speech"; \
+	else sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	echo "installing Debian's espeak-ng (text to speech)"; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; fi
+
 # pytest exits 5 when it collects no test: report it as a failure of its own
-test: models browser
+test: models browser speech
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

@@ -168,7 +168,11 @@ class CompositeClient:
         return rows
 
     def model_ids(self) -> list[str]:
-        return sorted(self._refresh_ensembles())
+        """The model ids a request may name: every ensemble but those that are another's step (a
+        SyncTalk_2D avatar's ``<id>_from_features``)."""
+        ensembles = self._refresh_ensembles()
+        nested = {step for info in self._ensemble_info.values() for step in info["nested"]}
+        return sorted(ensembles - nested)
 
     def audio_preset(self, model_id: str) -> str:
         """The audio front end of a model id: "synctalk2d" where its ensemble runs SyncTalk_2D's

@@ -13,7 +13,7 @@ def run(args) -> int:
         raise UsageError(
             f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
         ) from None
-    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server)
+    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server, tts=args.tts)
     return 0
 
 
@@ -28,4 +28,9 @@ def register(command) -> None:
         "--ice-server",
         action="append",
         help="WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL (repeatable; else SYNCTALK_ICE_SERVERS)",
+    )
+    web.add_argument(
+        "--tts",
+        default="espeak:en",
+        help="what says the text typed in the Live tab: espeak[:VOICE] or module:Class[:ARG]",
     )

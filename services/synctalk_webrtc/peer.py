@@ -87,6 +87,7 @@ class AvatarPeer:
         # interrupts: each answer is delivered with the count of interrupts sent before its request;
         # the frames from an interrupt's K in the answers to requests sent before it are stale
         self.interrupts: list[int] = []  # K of each interrupt, in order
+        self.voice_cut = -1  # the last interrupt's first sample silenced
         self._utterances = 0  # say() pushes while this is unchanged (an interrupt counts one)
         self.bitrate = BitrateFollower(bitrate_kbps)
         self.stream: LiveStream | None = None
@@ -165,7 +166,8 @@ class AvatarPeer:
         # the first frame the video has not sent, and never behind the voice
         first = max(self.video.taken + 1, -(-self.voice.chunks * VOICE_CHUNK // contract.SAMPLES_PER_FRAME))
         self.interrupts.append(first)
-        self.speech.silence_from(self.voice.chunks * VOICE_CHUNK)  # the voice's next 20 ms on
+        self.voice_cut = self.voice.chunks * VOICE_CHUNK  # the voice's next 20 ms on: silence
+        self.speech.silence_from(self.voice_cut)
         self.video.drop_from(first)
         await self.clock.rewind(first)
         try:

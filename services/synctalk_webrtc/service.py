@@ -36,6 +36,7 @@ from synctalk_common import contract
 from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, START_KBPS, AvatarPeer
 
 log = logging.getLogger("synctalk_webrtc")
+SAMPLE_RATE = contract.SAMPLE_RATE
 ICE_ENVIRONMENT = "SYNCTALK_ICE_SERVERS"
 MSG_PEER_LIMIT = "peer limit {limit} reached"
 CONNECT_TIMEOUT_S = 30.0  # an answered viewer that never connects gives its place (and stream) back
@@ -192,7 +193,8 @@ class Peers:
             }
         else:
             if kind == "interrupt":
-                answer = {"type": "interrupted", "from_frame": await peer.interrupt()}
+                first = await peer.interrupt()
+                answer = {"type": "interrupted", "from_frame": first, "voice_from_s": peer.voice_cut / SAMPLE_RATE}
             elif kind == "say" and isinstance(body.get("text"), str) and body["text"].strip():
                 try:
                     tts = self.tts()

@@ -40,11 +40,12 @@ class SpeakingTracker:
         self.emit, self._now = emit, now
         self.speaking = False
 
-    def chunk(self, start: int, spoken: bool, speech_ahead: bool) -> SpeakingEvent | None:
+    def chunk(self, start: int, spoken: bool, speech_ahead: bool, onset: int | None = None) -> SpeakingEvent | None:
         """The voice sends samples from ``start`` now: ``spoken``, whether they hold speech;
-        ``speech_ahead``, whether speech follows within the hangover (what has been given)."""
+        ``speech_ahead``, whether speech follows within the hangover (what has been given);
+        ``onset``, where in them the speech is first heard (its first loud sample)."""
         if spoken and not self.speaking:
-            event = SpeakingEvent(True, start / contract.SAMPLE_RATE, self._now())
+            event = SpeakingEvent(True, (start if onset is None else onset) / contract.SAMPLE_RATE, self._now())
         elif self.speaking and not spoken and not speech_ahead:
             event = SpeakingEvent(False, start / contract.SAMPLE_RATE, self._now())
         else:

@@ -59,6 +59,12 @@ class SpeechBuffer:
         """Whether any sample in start .. stop is speech."""
         return any(a < stop and start < b for a, b in self.spoken)
 
+    def onset(self, start: int, stop: int) -> int:
+        """The first sample in start .. stop above the speech level (``start`` if none is)."""
+        have = self.samples[max(0, start - self.first) : max(0, stop - self.first)]
+        loud = np.flatnonzero(np.abs(have.astype(np.int32)) > SPEECH_LEVEL)
+        return max(start, self.first) + int(loud[0]) if len(loud) else start
+
     def silence_from(self, sample: int) -> None:
         """The speech from ``sample`` on is silence (an interrupt: it is not to be heard)."""
         self.samples[max(0, sample - self.first) :] = 0
@@ -151,10 +157,12 @@ class AvatarVoiceTrack(MediaStreamTrack):
         await self.clock.sleep_until(content_s)
         if self.speaking is not None:  # on the media timeline: as the viewer hears it
             ahead = start + VOICE_CHUNK
+            spoken = self.speech.is_spoken(start, ahead)
             self.speaking.chunk(
                 start,
-                self.speech.is_spoken(start, ahead),
+                spoken,
                 self.speech.is_spoken(ahead, ahead + int(HANGOVER_S * contract.SAMPLE_RATE)),
+                self.speech.onset(start, ahead) if spoken and not self.speaking.speaking else start,
             )
         window = self.speech.take(start - RESAMPLE_PAD, VOICE_CHUNK + 2 * RESAMPLE_PAD, keep=2 * RESAMPLE_PAD)
         voice = soxr.resample(window.astype(np.float32) / 32768.0, contract.SAMPLE_RATE, VOICE_RATE)

@@ -254,7 +254,7 @@ let live = null;
 function newLive() {
   return {
     socket: null, stopSource: null, flush: null, ending: false, timer: null, playout: null, audio: null,
-    fileBuffer: null,
+    fileBuffer: null, text: $("live-source-text").checked, control: null, speaking: [],
     t0: 0, firstArrival: null, clock: null, frames: new Map(), received: 0, shown: -1,
     delays: [], ended: false, failed: false, pc: null, stats: [], statsTimer: null,
     chunk: Math.round((Number($("live-chunk").value) * SAMPLE_RATE) / 1000), // samples a request
@@ -437,6 +437,7 @@ $("live-form").addEventListener("submit", async (event) => {
   $("live-frames").textContent = "0";
   $("live-delay").textContent = "–";
   $("live-serving").textContent = "–";
+  $("live-speaking").textContent = "–";
   try {
     const ctx = await context();
     if ($("live-source-file").checked) {
@@ -454,7 +455,7 @@ $("live-form").addEventListener("submit", async (event) => {
   }
   $("live-start").disabled = true;
   $("live-status").textContent = "connecting…";
-  const webrtc = $("live-transport").value === "webrtc";
+  const webrtc = $("live-transport").value === "webrtc" || live.text; // text is said over WebRTC
   $("live-video").hidden = !webrtc;
   $("live-frame").hidden = webrtc;
   if (webrtc) {

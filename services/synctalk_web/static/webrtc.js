@@ -41,21 +41,30 @@ async function startWebRTC(session, avatar) {
   const config = await api("/webrtc/config");
   const pc = new RTCPeerConnection({ iceServers: config.iceServers });
   session.pc = pc;
-  const speech = await speechTrack(session.fileBuffer);
+  // the speech: the microphone, a file played as one, or none (text the server's TTS says)
+  const speech = session.text ? { stream: null, start: () => {}, stop: () => {} } : await speechTrack(session.fileBuffer);
   session.stopSource = () => {
     speech.stop();
+    setControls(false);
     pc.close();
   };
-  speech.stream.getAudioTracks().forEach((track) => pc.addTrack(track, speech.stream));
+  if (speech.stream) speech.stream.getAudioTracks().forEach((track) => pc.addTrack(track, speech.stream));
+  else pc.addTransceiver("audio", { direction: "recvonly" }); // the voice only
+  // the control channel: speaking events in; interrupt and say out
+  session.control = pc.createDataChannel("control");
+  session.speaking = [];
+  session.control.addEventListener("open", () => session === live && setControls(true));
+  session.control.addEventListener("message", (message) => session === live && onControl(session, JSON.parse(message.data)));
   const video = pc.addTransceiver("video", { direction: "recvonly" });
   const h264 = RTCRtpReceiver.getCapabilities("video").codecs.filter((c) => c.mimeType === "video/H264");
   if (h264.length) video.setCodecPreferences(h264);
   const remote = new MediaStream();
   const element = $("live-video");
-  element.muted = !session.fileBuffer; // the microphone's own voice is not played back to it
+  element.muted = !session.fileBuffer && !session.text; // the microphone's own voice is not played back to it
   pc.addEventListener("track", (event) => {
     remote.addTrack(event.track);
     element.srcObject = remote;
+    if (window.SYNCTALK_PROBE && event.track.kind === "audio") probeVoice(session, remote);
   });
   pc.addEventListener("connectionstatechange", () => {
     if (session !== live) return;
@@ -80,11 +89,82 @@ async function startWebRTC(session, avatar) {
   session.statsTimer = setInterval(() => showStats(session), 1000);
 }
 
+function setControls(on) {
+  $("live-text").disabled = !on;
+  $("live-say").disabled = !on;
+  $("live-interrupt").disabled = !on;
+}
+
+function onControl(session, message) {
+  // {"type": "speaking", "speaking": bool, "t": s} as the voice is heard; answers to say/interrupt
+  if (message.type === "speaking") {
+    session.speaking.push({ speaking: message.speaking, t: message.t, at: performance.now() });
+    document.body.dataset.speaking = JSON.stringify(session.speaking);
+    $("live-speaking").textContent = message.speaking ? "speaking" : "listening";
+  } else if (message.type === "interrupted") {
+    session.interrupted = message;
+    $("live-speaking").textContent = "interrupted";
+  } else if (message.type === "error") {
+    say($("live-error"), message.error);
+  }
+}
+
+function control(message) {
+  if (live && live.control && live.control.readyState === "open") live.control.send(JSON.stringify(message));
+}
+
+$("live-say-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("live-text").value.trim();
+  if (!text) return;
+  control({ type: "say", text });
+  $("live-text").value = "";
+});
+$("live-interrupt").addEventListener("click", () => control({ type: "interrupt" }));
+
+// What is heard and what is shown, from the content (set window.SYNCTALK_PROBE = {x, y, w, h},
+// a region of the avatar's frames, before Start): session.heard, the voice's peak level every ~5 ms
+// (performance.now(), peak), from the received track through Web Audio; session.shown, each frame
+// as displayed (expectedDisplayTime, its index from the RTP timestamp, the region's mean RGB).
+function probeVoice(session, stream) {
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 256;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  const block = new Float32Array(analyser.fftSize);
+  session.heard = [];
+  const timer = setInterval(() => {
+    if (session !== live || session.failed) return clearInterval(timer);
+    analyser.getFloatTimeDomainData(block);
+    let peak = 0;
+    for (const x of block) peak = Math.max(peak, Math.abs(x));
+    session.heard.push([performance.now(), peak]);
+  }, 5);
+}
+
+function probeFrame(session, element, meta, index) {
+  const region = window.SYNCTALK_PROBE;
+  if (!session.probeCanvas) {
+    session.probeCanvas = document.createElement("canvas");
+    session.probeCanvas.width = session.probeCanvas.height = 8;
+    session.shown = [];
+  }
+  const context2d = session.probeCanvas.getContext("2d", { willReadFrequently: true });
+  context2d.drawImage(element, region.x, region.y, region.w, region.h, 0, 0, 8, 8);
+  const data = context2d.getImageData(0, 0, 8, 8).data;
+  const mean = [0, 0, 0];
+  for (let i = 0; i < data.length; i += 4) for (let c = 0; c < 3; c++) mean[c] += data[i + c] / 64;
+  session.shown.push([meta.expectedDisplayTime, index, mean]);
+}
+
 function watchFrames(session, element) {
   // each shown frame: its RTP timestamp says which frame it is (3600 ticks of 90 kHz a frame)
   if (!element.requestVideoFrameCallback) return;
   const onFrame = (now, meta) => {
     if (session !== live || session.failed) return;
+    if (window.SYNCTALK_PROBE && meta.rtpTimestamp !== undefined && session.firstRtp !== undefined) {
+      probeFrame(session, element, meta, Math.round(((meta.rtpTimestamp - session.firstRtp) >>> 0) / 3600));
+    }
     if (meta.rtpTimestamp !== undefined && session.t0) {
       if (session.firstRtp === undefined) session.firstRtp = meta.rtpTimestamp;
       const index = Math.round(((meta.rtpTimestamp - session.firstRtp) >>> 0) / 3600);
