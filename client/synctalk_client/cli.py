@@ -8,6 +8,7 @@ synctalk-client render --audio speech.wav --image face.png --out out/speech.mp4
 synctalk-client render --avatar anna --audio speech.wav --out anna.mp4 --frames-dir out/anna   # audio only
 synctalk-client inspect --avatar anna --audio speech.wav --out out/inspect
 synctalk-client stream --avatar anna --audio speech.wav --out anna.mp4 --realtime   # a live stream
+synctalk-client stream --avatar anna --text "Hello. How are you?" --out anna.mp4    # text, said by espeak-ng
 tts ... | synctalk-client stream --avatar anna --audio - --out anna.mp4             # raw 16 kHz s16le PCM
 synctalk-client load anna | unload anna | stats anna     # explicit model control
 """
@@ -178,6 +179,10 @@ def cmd_render(args) -> int:
         raise UsageError(f"--frames-dir {args.frames_dir} exists and is not a directory")
     if args.audio:
         audio = read_wav(args.audio)
+    elif args.text:
+        from synctalk_client import tts
+
+        audio = tts.speech(args.text, text_engine(args)).astype(np.float32) / 32768.0
     else:
         audio = synthetic.speech_like_audio(int(args.seconds * contract.FPS), seed=args.seed)
     crops = read_crop(args.image)[None] if args.image else None
@@ -212,7 +217,11 @@ def cmd_stream(args) -> int:
     chunk_samples = max(1, round(args.chunk_ms * contract.SAMPLE_RATE / 1000))
     if chunk_samples > contract.STREAM_MAX_CHUNK:
         raise UsageError(f"--chunk-ms {args.chunk_ms:g}: at most 1000 ms of audio a request")
-    if str(args.audio) == "-":
+    if args.text:
+        from synctalk_client import tts
+
+        chunks = tts.chunks(args.text, text_engine(args), chunk_samples)
+    elif str(args.audio) == "-":
         chunks = pcm_chunks(sys.stdin.buffer, chunk_samples)
     else:
         chunks = file_chunks(read_wav(args.audio), chunk_samples)
@@ -231,6 +240,28 @@ def cmd_stream(args) -> int:
     )
     print(json.dumps({**summary, "out": None if args.out is None else str(args.out)}, indent=2))
     return 0
+
+
+def text_engine(args):
+    """The TTS engine ``--tts`` names (``synctalk_client.tts.engine``); one that cannot start is a UsageError."""
+    from synctalk_client import tts
+
+    try:
+        return tts.engine(args.tts)
+    except (RuntimeError, ImportError, ValueError, AttributeError) as exc:
+        raise UsageError(f"--tts {args.tts}: {exc}") from None
+
+
+def add_text_source(parser, audio_help: str, required: bool = False) -> None:
+    """--audio or --text (said by --tts) as the speech."""
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument("--audio", type=Path, help=audio_help)
+    source.add_argument("--text", help="text the avatar says (spoken by --tts; sentence by sentence in a stream)")
+    parser.add_argument(
+        "--tts",
+        default="espeak:en",
+        help="what speaks --text: espeak[:VOICE] (default espeak:en) or module:Class[:ARG]",
+    )
 
 
 def _read_avatar(args):
@@ -390,10 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     composite.add_argument("--out", type=Path, default=Path("out/frames"))
     render = command("render", cmd_render, "render a whole clip to an MP4 (frames muxed with the audio)")
     render.add_argument("--model-id", "--avatar", dest="model_id", default=contract.DEFAULT_MODEL_ID)
-    render.add_argument(
-        "--audio",
-        type=Path,
-        help="audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)",
+    add_text_source(
+        render, "audio file, any rate and channels (resampled to 16 kHz mono; default: synthetic speech-like audio)"
     )
     render.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic audio")
     add_face_source(render)
@@ -415,11 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, default=Path("out/render.mp4"))
     stream = command("stream", cmd_stream, "play audio into a live stream to an avatar; frames as they come")
     stream.add_argument("--avatar", "--model-id", dest="model_id", required=True)
-    stream.add_argument(
-        "--audio",
-        type=Path,
+    add_text_source(
+        stream,
+        "audio file (any rate and channels), or - for raw 16 kHz mono s16le PCM on stdin (a TTS, arecord)",
         required=True,
-        help="audio file (any rate and channels), or - for raw 16 kHz mono s16le PCM on stdin (a TTS, arecord)",
     )
     stream.add_argument("--chunk-ms", type=float, default=40.0, help="audio per request (default 40 ms)")
     stream.add_argument("--realtime", action="store_true", help="pace a file at real time, as a live source")

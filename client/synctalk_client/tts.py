@@ -77,6 +77,22 @@ def _wav_pcm(data: bytes) -> tuple[int, np.ndarray]:
     return rate, np.frombuffer(data[at + 8 : at + 8 + (len(data) - at - 8) // 2 * 2], np.int16)
 
 
+def speech(text: str, tts: TextToSpeech) -> np.ndarray:
+    """The whole of ``text`` spoken (int16, 16 kHz): what ``render --text`` renders."""
+    spoken = list(tts.speak(text))
+    if not spoken:
+        raise ValueError("the text has nothing to say")
+    return np.concatenate(spoken)
+
+
+def chunks(text: str, tts: TextToSpeech, chunk_samples: int) -> Iterator[np.ndarray]:
+    """``text`` spoken, in chunks of ``chunk_samples`` as a live stream sends them, each sentence's
+    as soon as it is synthesised (``stream --text``; ``LiveStream.send(chunk)`` for each)."""
+    for pcm in tts.speak(text):
+        for start in range(0, len(pcm), chunk_samples):
+            yield pcm[start : start + chunk_samples]
+
+
 def engine(spec: str = "espeak:en") -> TextToSpeech:
     """A TTS engine by name: ``espeak[:VOICE]``, or ``module:Class[:ARG]`` for any class with
     ``speak`` (ARG, e.g. a voice model's path, is its one argument)."""

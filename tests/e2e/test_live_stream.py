@@ -362,6 +362,43 @@ def test_the_cli_streams_a_file_and_a_pipe_and_reports_the_delay(server, live_av
     assert refused.returncode == 2 and "demo is not an avatar" in refused.stderr, refused.stderr
 
 
+def test_text_renders_and_streams_as_the_same_frames(server, avatar, tmp_path):
+    """``render --text`` and ``stream --text`` (espeak-ng, sentence by sentence in the stream): the
+    speech of the text, rendered and streamed, frame for frame; the MP4 has the voice."""
+    text = "Hello there. The avatar reads this text aloud!"
+    command = [sys.executable, "-m", "synctalk_client.cli", "--url", server.grpc_url]
+    rendered = subprocess.run(
+        [*command, "render", "--avatar", avatar, "--text", text, "--no-loop-back", "--quiet"]
+        + ["--out", str(tmp_path / "said.mp4"), "--frames-dir", str(tmp_path / "rendered")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    streamed = subprocess.run(
+        [*command, "stream", "--avatar", avatar, "--text", text, "--chunk-ms", "200"]
+        + ["--frames-dir", str(tmp_path / "streamed")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert streamed.returncode == 0, streamed.stderr
+    frames = [p.read_bytes() for p in sorted((tmp_path / "rendered").iterdir())]
+    assert len(frames) > 2 * contract.FPS, "two sentences: seconds of speech"
+    assert [p.read_bytes() for p in sorted((tmp_path / "streamed").iterdir())] == frames
+    probe = subprocess.run(
+        [sys.executable, "-c", "import av, sys; c = av.open(sys.argv[1]); print(len(c.streams.audio))"]
+        + [str(tmp_path / "said.mp4")],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.stdout.strip() == "1", "the voice is in the MP4"
+    refused = subprocess.run(
+        [*command, "render", "--avatar", avatar, "--text", text, "--tts", "nothing"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--tts nothing" in refused.stderr, refused.stderr
+
+
 def test_perf_analyzer_load_tests_streams_in_sequence_mode(server, avatar):
     from benchmarks import live_streams
 
