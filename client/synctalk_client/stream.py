@@ -136,29 +136,43 @@ class LiveStream:
         the cut. Returns the frames from the cut that are ready (idle frames)."""
         return self._wait(lambda callback: self.send_async(chunk, callback, interrupt=from_frame))
 
+    def place(self, chunk: np.ndarray, at: int) -> list[StreamFrame]:
+        """Write speech at sample ``at`` of the stream instead of after what was sent: over the
+        silence (or speech) sent from there, silence after it up to what was sent; the frames from
+        ``at``'s frame come again (those in answers still owed are dropped). A voice agent's speech
+        placed just ahead of what the viewer is shown is heard without waiting behind the audio
+        already sent. Returns the frames that became ready."""
+        return self._wait(lambda callback: self.send_async(chunk, callback, speech_at=at))
+
     def send_async(
         self,
         chunk: np.ndarray | None,
         callback: Callable[[list[StreamFrame], CompositeError | None], None],
         end: bool = False,
         interrupt: int | None = None,
+        speech_at: int | None = None,
     ) -> None:
         """Send without waiting: ``callback(frames, error)`` runs when the server answers.
-        ``interrupt``: this request interrupts from that frame (see ``interrupt``)."""
+        ``interrupt``: this request interrupts from that frame (see ``interrupt``); ``speech_at``:
+        its chunk is written at that sample of the stream, not appended (see ``place``)."""
         if interrupt is not None and int(interrupt) < -1:
             raise ValueError(f"interrupt: a frame number, or -1; got {interrupt}")
+        if speech_at is not None and (int(speech_at) < 0 or interrupt is not None):
+            raise ValueError(f"speech_at: a sample number, and no interrupt with it; got {speech_at}")
         with self._lock:
             if self._closed_error is not None:
                 raise self._closed_error
             if self._ended:
                 raise StreamClosedError(f"stream {self.stream_id} has ended")
-            inputs = self._inputs(chunk, interrupt)
+            inputs = self._inputs(chunk, interrupt, speech_at)
             start, self._started = not self._started, True
             self._ended = end
             self._sent += 1
             if interrupt is not None:
                 # the frames from K in the answers still owed are stale (-1: they hold none from it)
                 self._cuts.append((self._sent, int(interrupt) if interrupt >= 0 else 2**62))
+            if speech_at is not None:  # and from the placed speech's frame
+                self._cuts.append((self._sent, int(speech_at) // contract.SAMPLES_PER_FRAME))
             self._pending.put((callback, time.perf_counter(), self._sent))
             try:
                 self._triton.async_stream_infer(
@@ -174,7 +188,7 @@ class LiveStream:
                 self._cuts = [(sent, cut) for sent, cut in self._cuts if sent != self._sent]
                 raise stream_error(exc, self.avatar) from None
 
-    def _inputs(self, chunk, interrupt: int | None = None) -> list[grpcclient.InferInput]:
+    def _inputs(self, chunk, interrupt: int | None = None, speech_at: int | None = None) -> list[grpcclient.InferInput]:
         samples = np.zeros(0, np.float32) if chunk is None else np.asarray(chunk).reshape(-1)
         spec = contract.STREAM_AUDIO_INT16 if samples.dtype == np.int16 else contract.STREAM_AUDIO
         samples = samples.astype(spec.numpy_dtype, copy=False)
@@ -189,6 +203,8 @@ class LiveStream:
             tensors.append((contract.STREAM_FORCE_KEY_FRAME, np.array([True])))
         if interrupt is not None:
             tensors.append((contract.STREAM_INTERRUPT, np.array([interrupt], np.int64)))
+        if speech_at is not None:
+            tensors.append((contract.STREAM_SPEECH_AT, np.array([speech_at], np.int64)))
         self._bitrate_kbps, self._key_frame = None, False
         inputs = []
         for tensor, array in tensors:

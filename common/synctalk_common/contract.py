@@ -428,6 +428,14 @@ STREAM_CODECS = ("jpeg", "h264")
 # The request's own chunk is the speech after the interrupt. An H.264 stream's frame K is a key
 # frame (the viewer never gets the frames the encoder had referenced).
 STREAM_INTERRUPT = Tensor("INTERRUPT_FROM_FRAME", "INT64", (1,))
+# Speech placed, not appended: a request carrying STREAM_SPEECH_AT = S writes its chunk at sample S
+# of the stream (S at most STREAM_MAX_REWIND frames before the first frame not rendered yet; past
+# what has arrived: silence in between), silence after it up to what had arrived, and renders the
+# frames from S's frame again (the frames from there in answers to earlier requests are stale).
+# A voice agent's speech starts just ahead of what the viewer is shown, over the idle audio
+# already sent, instead of after it: its first word is heard sooner (a TTS engine's audio is there
+# before it is due, the 0.5 s of lookahead a frame needs with it).
+STREAM_SPEECH_AT = Tensor("SPEECH_AT_SAMPLE", "INT64", (1,))
 STREAM_MAX_REWIND = 100  # frames (4 s): how far back an interrupt renders again
 STREAM_INPUTS = (  # all optional: rules in the model
     STREAM_AVATAR,
@@ -437,6 +445,7 @@ STREAM_INPUTS = (  # all optional: rules in the model
     STREAM_BITRATE,
     STREAM_FORCE_KEY_FRAME,
     STREAM_INTERRUPT,
+    STREAM_SPEECH_AT,
 )
 STREAM_OUTPUTS = (STREAM_JPEG, STREAM_FRAME_INDEX, STREAM_H264, STREAM_KEY_FRAME)
 STREAM_MAX_CHUNK = SAMPLE_RATE  # samples: at most 1 s of audio a request

@@ -13,6 +13,9 @@ a thin shell of Triton calls around it.
   speech before K does not reach them (their silence test and the audio before their batch stop
   at the cut): an avatar with silent frames shows its idle frames at once. The audio is kept from
   ``contract.STREAM_MAX_REWIND`` frames before the first frame not answered, for that.
+- **Speech placed** (``place`` on the request's arrival, ``rewind`` in its turn): a chunk written
+  at sample S instead of appended (silence after it up to what had arrived), the frames from S's
+  frame rendered again; the speech before S reaches them as usual.
 - **The windows encoded** (SyncTalk_2D avatars encoding per stream): each audio window's encoding
   kept by its place in upstream's padded window list, encoded once, dropped once no later frame
   needs it.
@@ -79,6 +82,22 @@ class StreamState:
         self.cut = start
         self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
         return first
+
+    def place(self, chunk: np.ndarray, at: int) -> int:
+        """On a placing request's arrival: ``chunk`` written at sample ``at`` (at most
+        ``STREAM_MAX_REWIND`` frames before the first frame not rendered yet: later if asked
+        earlier), silence after it up to what had arrived and before it past that; its turn renders
+        from ``at``'s frame (``rewind``). Returns where it was written."""
+        at = max(int(at), (self.next_frame - contract.STREAM_MAX_REWIND) * SPF, 0)
+        end = max(self.total, at + len(chunk))
+        audio = np.zeros(end - self.base, np.float32)
+        kept = self.audio[: max(0, at - self.base)]
+        audio[: len(kept)] = kept
+        audio[at - self.base : at - self.base + len(chunk)] = chunk
+        self.audio, self.total = audio, end
+        first = at // SPF
+        self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
+        return at
 
     def rewind(self) -> range | None:
         """In the interrupt's turn: the frames from its cut are rendered again (the encodings of

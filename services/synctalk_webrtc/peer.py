@@ -14,13 +14,21 @@ For integrators, with aiortc::
     async for event in peer.speaking_events(): ... # started / stopped speaking, as the viewer hears it
     await peer.close()                             # the stream ends at once
 
-Speech pushed is played in real time (a paced 20 ms pump), silence where nothing is queued, so
-the avatar keeps moving (the stream's silence path); speech from a track is sent as it arrives.
+A 20 ms pump keeps the stream fed on a real-time schedule, with silence where there is no speech
+(the avatar keeps moving: the stream's silence path); speech from a track is sent as it arrives.
+Speech pushed (a TTS engine's, a file's) is **placed**, not queued behind that silence: it starts
+just ahead of what the viewer is shown (the first frame the video has not sent, plus a margin of
+0.12 s and the stream's answer time), over the idle audio already sent, or right after the
+speech pushed before. The stream writes it there and renders those frames again
+(``LiveStream.place``), so the first word is heard without waiting behind the 0.5 s of lookahead
+and the pipeline's delay that the audio already sent holds: a TTS engine's audio is there before
+it is due, the lookahead a frame needs with it. The pump sends placed speech up to 1 s ahead of
+its schedule.
 
-An interrupt drops everything not yet heard or seen: the speech queued for the pump, the speech
-and the frames from the first frame the video has not sent (K) on; the stream is told to render
-frames K on again from silence (``LiveStream.interrupt``: the avatar's idle frames), the clock
-waits for them, and the next speech pushed follows as usual. Speaking events
+An interrupt drops everything not yet heard or seen: the speech and the frames from the first
+frame the video has not sent (K) on; the stream is told to render frames K on again from silence
+(``LiveStream.interrupt``: the avatar's idle frames), the clock waits for them, and the next
+speech pushed is placed as usual. Speaking events
 (``speaking.SpeakingTracker``) come as the voice sends its 20 ms: to ``on_speaking`` callbacks and
 to each ``speaking_events()`` iterator.
 """
@@ -52,6 +60,8 @@ BITRATE_STEP = 0.15  # a change smaller than this is not worth the key frame it 
 BITRATE_EVERY_S = 1.0  # at most one change a second
 KEY_FRAME_EVERY_S = 0.5  # PLI/FIR answered at most this often
 END_WAIT_S = 5.0  # a closing peer waits this long for its stream's end to be answered, then goes
+PLACE_MARGIN_S = 0.12  # speech pushed starts this long, plus the stream's answer time, after what is sent
+LEAD_S = 1.0  # speech placed is sent up to this far ahead of the pump's schedule
 
 
 class BitrateFollower:
@@ -84,16 +94,19 @@ class AvatarPeer:
         self.voice = AvatarVoiceTrack(self.clock, self.speech, self.speaking)
         self.on_speaking: list[Callable[[SpeakingEvent], None]] = []
         self._listeners: list[asyncio.Queue] = []
-        # interrupts: each answer is delivered with the count of interrupts sent before its request;
-        # the frames from an interrupt's K in the answers to requests sent before it are stale
-        self.interrupts: list[int] = []  # K of each interrupt, in order
+        # cuts (interrupts and speech placed): each answer is delivered with the count of cuts sent
+        # before its request; the frames from a cut's K in the answers to requests sent before it
+        # are stale
+        self.cuts: list[int] = []  # K of each cut, in order
+        self.sent = 0  # samples sent to the stream
+        self.cursor = 0  # where the next speech pushed goes (the end of the last, or earlier)
+        self.answer_s = 0.0  # the stream's answer time (a moving average)
         self.voice_cut = -1  # the last interrupt's first sample silenced
         self._utterances = 0  # say() pushes while this is unchanged (an interrupt counts one)
         self.bitrate = BitrateFollower(bitrate_kbps)
         self.stream: LiveStream | None = None
         self.closed = asyncio.Event()
         self.error: CompositeError | None = None
-        self._pushed: list[np.ndarray] = []
         self._tasks: list[asyncio.Task] = []
         self._key_frame_at = -float("inf")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,17 +174,16 @@ class AvatarPeer:
         rendered again as an idle frame."""
         if self.stream is None or self.closed.is_set():
             return -1
-        self._pushed.clear()
         self._utterances += 1  # a text being said stops pushing
-        # the first frame the video has not sent, and never behind the voice
-        first = max(self.video.taken + 1, -(-self.voice.chunks * VOICE_CHUNK // contract.SAMPLES_PER_FRAME))
-        self.interrupts.append(first)
+        first = self._first_unsent()
+        self.cuts.append(first)
         self.voice_cut = self.voice.chunks * VOICE_CHUNK  # the voice's next 20 ms on: silence
         self.speech.silence_from(self.voice_cut)
+        self.cursor = 0
         self.video.drop_from(first)
-        await self.clock.rewind(first)
+        self.clock.rewind(first)
         try:
-            self.stream.send_async(None, functools.partial(self._answered, len(self.interrupts)), interrupt=first)
+            self.stream.send_async(None, functools.partial(self._answered, len(self.cuts)), interrupt=first)
         except CompositeError as exc:
             self._failed(exc)
         log.info("%s: interrupted: frames from %d again, idle", self.avatar, first)
@@ -202,13 +214,43 @@ class AvatarPeer:
                 log.exception("%s: a speaking callback failed", self.avatar)
 
     # -- speech in ----------------------------------------------------------------------------
-    def push(self, pcm: np.ndarray) -> None:
-        """Speech to say (16 kHz mono, int16 or float32 in [-1, 1]), played in real time after what
-        was pushed before."""
+    def push(self, pcm: np.ndarray) -> int:
+        """Speech to say (16 kHz mono, int16 or float32 in [-1, 1]): placed right after the speech
+        pushed before, or just ahead of what the viewer is shown (see the module). Returns the
+        sample it starts at."""
         pcm = np.asarray(pcm).reshape(-1)
         if pcm.dtype != np.int16:
             pcm = np.round(np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-        self._pushed.append(pcm)
+        at = max(self.cursor, self._earliest())
+        self.speech.place(pcm, at)
+        self.cursor = at + len(pcm)
+        if at < self.sent and self.stream is not None and not self.closed.is_set():
+            self._resend(at)  # over audio the stream has: written there, its frames rendered again
+        return at
+
+    def _first_unsent(self) -> int:
+        """The first frame the viewer has not been sent (of the video, and never behind the voice)."""
+        return max(self.video.taken + 1, -(-self.voice.chunks * VOICE_CHUNK // contract.SAMPLES_PER_FRAME))
+
+    def _earliest(self) -> int:
+        """The first sample speech pushed now can be placed at: past what the viewer has been sent,
+        by the margin and the stream's answer time (its frames must be rendered again by then)."""
+        margin = PLACE_MARGIN_S + self.answer_s
+        return self._first_unsent() * contract.SAMPLES_PER_FRAME + int(margin * contract.SAMPLE_RATE)
+
+    def _resend(self, at: int) -> None:
+        """The speech from ``at`` to what was sent, written over what the stream has there."""
+        first = at // contract.SAMPLES_PER_FRAME
+        self.cuts.append(first)
+        self.video.drop_from(first)
+        self.clock.rewind(first)
+        answered = functools.partial(self._answered, len(self.cuts))
+        try:
+            for start in range(at, self.sent, contract.STREAM_MAX_CHUNK):
+                chunk = self.speech.peek(start, min(self.sent, start + contract.STREAM_MAX_CHUNK))
+                self.stream.send_async(chunk, answered, speech_at=start)
+        except CompositeError as exc:
+            self._failed(exc)
 
     async def say(self, text: str, tts) -> int:
         """Says ``text`` with ``tts`` (``synctalk_client.tts``): each sentence pushed as soon as it is
@@ -238,53 +280,55 @@ class AvatarPeer:
             except Exception:  # noqa: BLE001 - aiortc's MediaStreamError: the viewer's track ended
                 break
             for out in resampler.resample(frame):
-                self._send(out.to_ndarray().reshape(-1), None)
+                samples = out.to_ndarray().reshape(-1)
+                self.speech.append(samples)  # speech by its level
+                self._send(samples)
         self.listening = False  # the track ended: pushed speech, or silence, from here on
 
     async def _pump(self) -> None:
-        """Pushed speech, or silence, 20 ms at a time on a real-time schedule (no drift: each
-        chunk's time is the schedule's start plus its count), while no track is listened to."""
-        started, sent = time.monotonic(), 0
+        """The stream fed on a real-time schedule, 20 ms a tick (no drift: each tick's time is the
+        schedule's start plus its count), while no track is listened to: what the speech buffer
+        holds (speech placed, silence where there is none) up to the schedule, and speech placed
+        ahead of it up to ``LEAD_S`` further."""
+        started, ticks = time.monotonic(), 0
         while not self.closed.is_set():
-            sent += 1
-            await asyncio.sleep(max(0.0, started + sent * VOICE_CHUNK / contract.SAMPLE_RATE - time.monotonic()))
+            ticks += 1
+            await asyncio.sleep(max(0.0, started + ticks * VOICE_CHUNK / contract.SAMPLE_RATE - time.monotonic()))
             if self.listening:
                 continue
-            chunk, need = [], VOICE_CHUNK
-            while need and self._pushed:
-                head = self._pushed[0]
-                chunk.append(head[:need])
-                self._pushed[0] = head[need:]
-                need -= len(chunk[-1])
-                if not len(self._pushed[0]):
-                    self._pushed.pop(0)
-            chunk.append(np.zeros(need, np.int16))
-            self._send(np.concatenate(chunk), VOICE_CHUNK - need)
+            due = ticks * VOICE_CHUNK
+            target = max(due, min(self.speech.total, due + int(LEAD_S * contract.SAMPLE_RATE)))
+            if target > self.sent:
+                self.speech.extend_to(target)
+                self._send(self.speech.peek(self.sent, target))
 
-    def _send(self, samples: np.ndarray, spoken: int | None) -> None:
-        """``spoken``: how many of the first samples are speech pushed (None: by their level)."""
+    def _send(self, samples: np.ndarray) -> None:
+        """Samples after what was sent, in requests of at most 1 s."""
         if self.stream is None or self.closed.is_set():
             return
-        self.speech.append(samples, spoken)
+        answered = functools.partial(self._answered, len(self.cuts))
         try:
-            self.stream.send_async(samples, functools.partial(self._answered, len(self.interrupts)))
+            for start in range(0, len(samples), contract.STREAM_MAX_CHUNK):
+                chunk = samples[start : start + contract.STREAM_MAX_CHUNK]
+                self.stream.send_async(chunk, answered)
+                self.sent += len(chunk)
         except CompositeError as exc:
             self._failed(exc)
 
     # -- frames out ---------------------------------------------------------------------------
-    def _answered(self, interrupts: int, frames, error) -> None:  # on the gRPC stream's thread
+    def _answered(self, cuts: int, frames, error) -> None:  # on the gRPC stream's thread
         try:
-            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error, interrupts)))
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._deliver(frames, error, cuts)))
         except RuntimeError:  # the loop has closed (the service stopped): nobody to deliver to
             pass
 
-    def _stale_from(self, interrupts: int) -> int | None:
-        """The first frame no longer wanted from an answer to a request sent after ``interrupts``
-        interrupts (None: all wanted)."""
-        later = self.interrupts[interrupts:]
+    def _stale_from(self, cuts: int) -> int | None:
+        """The first frame no longer wanted from an answer to a request sent after ``cuts`` cuts
+        (None: all wanted)."""
+        later = self.cuts[cuts:]
         return min(later) if later else None
 
-    async def _deliver(self, frames, error, interrupts: int = 0) -> None:
+    async def _deliver(self, frames, error, cuts: int = 0) -> None:
         if error is not None:
             if self.closed.is_set():  # the peer closed it (and cancelled what was owed)
                 return
@@ -293,8 +337,10 @@ class AvatarPeer:
             else:  # busy, or a refused request: the stream renders those frames with the next
                 log.warning("%s: %s", self.avatar, error)
             return
+        if frames:  # the stream's answer time, for where speech pushed can start
+            self.answer_s += 0.2 * (time.perf_counter() - frames[0].sent_at - self.answer_s)
         for frame in frames:
-            stale_from = self._stale_from(interrupts)  # an interrupt may come while this awaits
+            stale_from = self._stale_from(cuts)  # a cut may come while this awaits
             if stale_from is not None and frame.index >= stale_from:
                 continue
             self.video.frames.put_nowait((frame.index, frame.h264))

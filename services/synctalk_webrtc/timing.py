@@ -69,11 +69,10 @@ class PlayoutClock:
             self.frames_in = max(self.frames_in, index + 1)
             self._changed.notify_all()
 
-    async def rewind(self, index: int) -> None:
-        """The frames from ``index`` on are coming again (an interrupt renders them afresh): the
-        voice waits for them anew."""
-        async with self._changed:
-            self.frames_in = min(self.frames_in, index)
+    def rewind(self, index: int) -> None:
+        """The frames from ``index`` on are coming again (an interrupt, or speech placed, renders
+        them afresh): the voice waits for them anew (lowering the count wakes no waiter)."""
+        self.frames_in = min(self.frames_in, index)
 
     async def until_frame(self, index: int) -> None:
         """Waits until frame ``index`` has arrived (the voice for it must not play before it)."""

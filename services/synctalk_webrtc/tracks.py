@@ -55,6 +55,32 @@ class SpeechBuffer:
         self.samples = np.concatenate([self.samples, chunk])
         self.total += len(chunk)
 
+    def place(self, pcm: np.ndarray, at: int) -> None:
+        """Speech written at sample ``at`` (over silence not played yet; silence fills any gap)."""
+        self.extend_to(at + len(pcm))
+        self.samples[at - self.first : at - self.first + len(pcm)] = pcm
+        spans = sorted([*self.spoken, [at, at + len(pcm)]])
+        self.spoken = []
+        for a, b in spans:
+            if self.spoken and self.spoken[-1][1] >= a:
+                self.spoken[-1][1] = max(self.spoken[-1][1], b)
+            else:
+                self.spoken.append([a, b])
+
+    def extend_to(self, total: int) -> None:
+        """Silence up to sample ``total`` (nothing where the buffer reaches it)."""
+        if total > self.total:
+            self.samples = np.concatenate([self.samples, np.zeros(total - self.total, np.int16)])
+            self.total = total
+
+    def peek(self, start: int, stop: int) -> np.ndarray:
+        """Samples start .. stop as they are (zeros where there are none), forgetting nothing."""
+        out = np.zeros(max(0, stop - start), np.int16)
+        first = max(start, self.first)
+        have = self.samples[first - self.first : max(first, stop) - self.first]
+        out[first - start : first - start + len(have)] = have
+        return out
+
     def is_spoken(self, start: int, stop: int) -> bool:
         """Whether any sample in start .. stop is speech."""
         return any(a < stop and start < b for a, b in self.spoken)

@@ -74,7 +74,7 @@ def test_typed_text_is_said_an_interrupt_stops_voice_and_mouth_and_events_follow
         return opened.execute_script("document.getElementById('live-say').click(); return performance.now();")
 
     time.sleep(1.0)  # idle first
-    say(TEXT)
+    said_at = say(TEXT)
     wait(opened, lambda: len(events()) >= 1, timeout=20)
     time.sleep(1.5)  # mid-sentence
     interrupted_at = opened.execute_script(
@@ -106,11 +106,14 @@ def test_typed_text_is_said_an_interrupt_stops_voice_and_mouth_and_events_follow
     near = min(displayed, key=lambda index: abs(index - onset_s * contract.FPS))
     shown_at = displayed[near] + (onset_s * contract.FPS - near) * 1000 / contract.FPS
     offset = heard_at - shown_at
+    first_word = next(t for t, peak in heard if t > said_at and peak > LOUD) - said_at
     print(
-        f"Chromium: speech heard {heard_after:.0f} ms after the interrupt, first idle frame {idle_after:.0f} ms "
+        f"Chromium: first word heard {first_word:.0f} ms after Say; speech heard {heard_after:.0f} ms after the "
+        f"interrupt, first idle frame {idle_after:.0f} ms "
         f"(frame {first_idle[1]}, the cut from {cut['from_frame']}), 'stopped' {stopped_after:.0f} ms; "
         f"voice onset heard minus shown {offset:.0f} ms"
     )
+    assert first_word <= 700, "the first word soon: placed just ahead of what is shown"
     assert heard_after <= 100, "at most 100 ms of speech heard after the call"
     assert idle_after <= 200, "idle frames within 200 ms"
     assert abs(first_idle[1] - cut["from_frame"]) <= 1, "the frames from the cut are the idle ones"

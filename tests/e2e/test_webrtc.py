@@ -210,6 +210,7 @@ def test_text_is_spoken_an_interrupt_stops_it_and_speaking_events_follow_what_is
             while channel.readyState != "open" and time.monotonic() - started < 10:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)  # idle first
+            said_at = time.monotonic()
             channel.send(json.dumps({"type": "say", "text": TEXT}))
 
             async def until(predicate, timeout_s):
@@ -232,9 +233,9 @@ def test_text_is_spoken_an_interrupt_stops_it_and_speaking_events_follow_what_is
             await pc.close()
             for task in tasks:
                 task.cancel()
-        return video, voice, messages, interrupted_at, cut
+        return video, voice, messages, interrupted_at, cut, said_at
 
-    video, voice, messages, interrupted_at, cut = asyncio.run(run())
+    video, voice, messages, interrupted_at, cut, said_at = asyncio.run(run())
     events = [(at, m["speaking"]) for at, m in messages if m.get("type") == "speaking"]
     assert [speaking for _, speaking in events] == [True, False, True, False], messages
     assert any(m.get("type") == "saying" for _, m in messages)
@@ -246,12 +247,17 @@ def test_text_is_spoken_an_interrupt_stops_it_and_speaking_events_follow_what_is
     idle = plain(picture for _, picture in after)
     first_idle = next(at for (at, _), quiet in zip(after, idle) if quiet) - interrupted_at
     stopped_after = events[1][0] - interrupted_at
+    first_word = next(at for at, _, level in voice if at > said_at and level > 1000) - said_at
     print(
+        f"first word {first_word * 1000:.0f} ms after the text was sent; "
         f"interrupt from frame {cut}: speech heard {heard_after * 1000:.0f} ms after the call, first idle frame "
         f"{first_idle * 1000:.0f} ms, 'stopped' {stopped_after * 1000:.0f} ms"
     )
     # on arrival from aiortc's receiver, which holds 4 voice packets (80 ms) before it gives one
     assert heard_after < 0.08 + 0.12, "the voice stops at once"
+    # placed just ahead of what the viewer is shown, not behind the audio already sent (0.5 s of
+    # lookahead, the server's time and the clock's margin: 0.9 s and more)
+    assert first_word < 0.6, "the first word soon"
     assert first_idle < 0.3, "idle frames at once"
     assert all(idle[: int(1.0 * contract.FPS)][int(0.3 * contract.FPS) :]), "and idle it stays"
     assert stopped_after < 0.3, "'stopped speaking' when the voice stops"

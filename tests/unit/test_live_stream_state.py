@@ -179,3 +179,25 @@ def test_an_interrupt_reaches_back_at_most_its_bound_and_keeps_speech_that_arriv
     assert state.rewind() == range(87, 187)
     batch = state.batch_request(87, 95)
     assert len(floats(batch.audio_context_before)) == CONTEXT and not floats(batch.raw_audio).any()
+
+
+def test_speech_placed_over_the_idle_audio_already_sent_is_rendered_from_its_frame():
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    at_pace(state, np.zeros(60 * SPF, np.float32))  # an idle stream: 47 frames rendered
+    said = speech(30 * SPF, seed=4)
+    start = 40 * SPF + 100  # just ahead of what the viewer is shown, inside the idle audio sent
+    assert state.place(said, start) == start
+    assert state.total == start + len(said), "past what had arrived: the stream is longer"
+    assert np.array_equal(state.samples(start, start + len(said)), said)
+    assert not state.samples(30 * SPF, start).any(), "before it: as it was"
+    assert state.rewind() == range(40, 47), "the frames from its frame, rendered again"
+    again = state.frames_to_render(ending=False)
+    assert again.start == 40 and again.stop == (state.total - CONTEXT) // SPF, "its lookahead came with it"
+    assert not any(quiet for _, _, quiet in state.runs(range(41, 45), threshold=1e-3)), "mouthed at once"
+    short = speech(2 * SPF, seed=5)  # inside what arrived: written over it, silence after it
+    state.place(short, 50 * SPF)
+    assert state.total == start + len(said)
+    assert np.array_equal(state.samples(50 * SPF, 52 * SPF), short) and not state.samples(52 * SPF, state.total).any()
+    far = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    at_pace(far, np.zeros(200 * SPF, np.float32))
+    assert far.place(short, 0) == (far.next_frame - contract.STREAM_MAX_REWIND) * SPF, "at most its bound back"

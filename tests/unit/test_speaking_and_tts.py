@@ -75,7 +75,7 @@ def test_the_frames_queued_from_the_cut_go_and_the_voice_waits_for_them_again():
             await clock.frame_arrived(index)
         assert track.drop_from(6) == 4
         assert [track.frames.get_nowait()[0] for _ in range(track.frames.qsize())] == [0, 1, 2, 3, 4, 5]
-        await clock.rewind(6)
+        clock.rewind(6)
         assert clock.frames_in == 6, "frame 6 is to come again: the voice after it waits"
         await clock.frame_arrived(6)
         assert clock.frames_in == 7
@@ -112,3 +112,19 @@ def test_a_tts_engine_is_named_or_refused_by_name():
         tts.engine("nothing")
     with pytest.raises(ModuleNotFoundError):
         tts.engine("no_such_module:Voice:/models/voice.onnx")
+
+
+def test_speech_placed_ahead_is_written_over_silence_and_read_without_being_forgotten():
+    buffer = SpeechBuffer()
+    buffer.extend_to(10 * VOICE_CHUNK)  # the pump's silence sent so far
+    words = np.full(3 * VOICE_CHUNK, 4000, np.int16)
+    buffer.place(words, 4 * VOICE_CHUNK)  # placed inside what was sent
+    assert buffer.total == 10 * VOICE_CHUNK and buffer.spoken == [[4 * VOICE_CHUNK, 7 * VOICE_CHUNK]]
+    assert np.array_equal(buffer.peek(4 * VOICE_CHUNK, 7 * VOICE_CHUNK), words)
+    buffer.place(words, 7 * VOICE_CHUNK)  # the next sentence, right after: one utterance
+    buffer.place(words, 14 * VOICE_CHUNK)  # past the end: silence in between
+    assert buffer.total == 17 * VOICE_CHUNK
+    assert buffer.spoken == [[4 * VOICE_CHUNK, 10 * VOICE_CHUNK], [14 * VOICE_CHUNK, 17 * VOICE_CHUNK]]
+    assert not buffer.peek(10 * VOICE_CHUNK, 14 * VOICE_CHUNK).any()
+    assert np.array_equal(buffer.peek(4 * VOICE_CHUNK, 5 * VOICE_CHUNK), words[:VOICE_CHUNK]), "peek forgets nothing"
+    assert len(buffer.peek(16 * VOICE_CHUNK, 20 * VOICE_CHUNK)) == 4 * VOICE_CHUNK, "zeros past the end"

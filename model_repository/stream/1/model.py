@@ -42,6 +42,12 @@ the avatar's whole ensemble, its JPEGs decoded. Any request may set the target b
 frames the encoder referenced). Encoding runs on a thread pool, in the stream's turn, so the
 other streams go on meanwhile.
 
+Interrupts and speech placed (``synctalk_preprocessing.live_stream.StreamState``): a request with
+INTERRUPT_FROM_FRAME K turns the speech that had arrived from frame K on into silence; one with
+SPEECH_AT_SAMPLE S writes its chunk at sample S instead of appending it. Either renders the frames
+from its cut again in its own turn (the requests before it have had theirs), a key frame first in
+an H.264 stream, and the frame numbers go on.
+
 Decoupled with an async execute: one instance serves every stream at once, awaiting the
 ensemble; each request gets one response, the frames with their indices (zero frames is an
 answer), or an error naming the problem: a malformed chunk (the stream lives on), an unknown or
@@ -146,7 +152,11 @@ class TritonPythonModel:
         self._expire(now)
         # a malformed chunk or video control is refused before the state changes
         chunk, (codec, kbps, key_frame) = self._chunk(request), self._video_controls(request, bool(flags & START))
-        interrupt = self._interrupt(request)
+        interrupt, speech_at = self._interrupt(request), self._speech_at(request)
+        if interrupt is not None and speech_at is not None:
+            raise StreamError(
+                f"{contract.STREAM_INTERRUPT.name} and {contract.STREAM_SPEECH_AT.name}: one of them a request"
+            )
         if flags & START:
             stream = self._open(stream_id, request, now)
             if codec == "h264":
@@ -173,10 +183,14 @@ class TritonPythonModel:
         # behind a slow one brings its audio to it, so a stream that falls behind catches up in
         # bigger batches (whoever has the turn renders every frame ready by then; the requests
         # after it may find none left, an answer of zero frames)
-        stream.append(chunk)
+        if speech_at is None:
+            stream.append(chunk)
+        else:  # speech placed: written over what had arrived from there
+            stream.place(chunk, speech_at)
         async with stream.turn:
-            # an interrupt's turn: the frames from its cut again (earlier requests' turns came first)
-            if interrupt is not None and stream.rewind() and stream.video is not None:
+            # an interrupt's or a placing request's turn: the frames from its cut again (earlier
+            # requests' turns came first)
+            if (interrupt is not None or speech_at is not None) and stream.rewind() and stream.video is not None:
                 stream.video.request_key_frame()  # the viewer never gets the frames it referenced
             frames = stream.frames_to_render(ending=bool(flags & END))
             if flags & END:
@@ -265,6 +279,16 @@ class TritonPythonModel:
                 f"{contract.STREAM_INTERRUPT.name}: one frame number (or -1: from the first frame not "
                 f"rendered yet), got {values.tolist()}"
             )
+        return int(values[0])
+
+    def _speech_at(self, request) -> int | None:
+        """The sample a placing request writes its chunk at, or None (the chunk is appended)."""
+        tensor = pb_utils.get_input_tensor_by_name(request, contract.STREAM_SPEECH_AT.name)
+        if tensor is None:
+            return None
+        values = tensor.as_numpy().reshape(-1)
+        if len(values) != 1 or values[0] < 0:
+            raise StreamError(f"{contract.STREAM_SPEECH_AT.name}: one sample number (0 or more), got {values.tolist()}")
         return int(values[0])
 
     def _chunk(self, request) -> np.ndarray:
