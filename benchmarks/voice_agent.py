@@ -11,18 +11,23 @@ and an aiortc viewer with a data channel, as ``tests/e2e/test_webrtc.py`` has th
 with the avatar idle: the text is sent on the data channel, then, 1.5 s into the speech, an
 interrupt (``POST /webrtc/interrupt``).
 
+Each round twice, side by side: the speech **placed** just ahead of what the viewer is shown (the
+peer's default) and **appended** after the audio already sent (``AvatarPeer.place_speech = False``).
+
 - **First word**: from sending the text to the first loud voice at the viewer, split into
   - the TTS: espeak-ng's first sentence, timed on its own;
-  - the render: the stream's answer to the speech placed (the peer's moving average of request ->
-    answer, read as the speech starts);
+  - the render: from the speech placed to its first frame back at the peer (placed speech only:
+    appended speech waits for the audio already sent instead);
   - the delivery: the rest (the clock's margin, the network, the aiortc receiver, which holds
-    80 ms of voice before it gives any).
+    80 ms of voice before it gives any);
+  - and the first word of a second text in the same session, 1.5 s after the interrupt (the
+    peer has adapted where it places speech by then).
 - **Interrupt**: from the call to the last loud voice at the viewer, and to the first idle frame.
 - **A/V offset**: on arrival, each track's arrival against its timestamps (voice minus video, as
   ``tests/e2e/test_webrtc.py`` measures it), during the speech.
 
 Headless Chromium's numbers, from the content (its page probe), are in
-``tests/e2e/test_voice_agent_page.py`` (tiny model). Writes
+``tests/e2e/test_web_page.py`` (tiny model). Writes
 ``benchmarks/results/voice_agent.json`` and prints the table for ``benchmarks/README.md``.
 """
 
@@ -74,7 +79,7 @@ def idle(picture: np.ndarray) -> bool:
     return any(np.abs(face - colour).mean() < 16 for colour in COLOURS)
 
 
-async def one_round(url: str, peers, avatar: str) -> dict:
+async def one_round(url: str, peers, avatar: str, placed: bool) -> dict:
     import aiohttp
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -106,22 +111,29 @@ async def one_round(url: str, peers, avatar: str) -> dict:
             await asyncio.sleep(0.02)
         await asyncio.sleep(2.0)  # idle, the clock settled
         (peer,) = peers.peers.values()
+        peer.place_speech = placed
         said_at = time.monotonic()
         channel.send(json.dumps({"type": "say", "text": TEXT}))
         while peer.cursor == 0:  # placed
             await asyncio.sleep(0.005)
-        await asyncio.sleep(0.3)
-        render_s = peer.answer_s
-        await asyncio.sleep(1.2)  # 1.5 s into the speech
+        deadline = time.monotonic() + 2.0
+        while placed and peer.placement_s is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        render_s = peer.placement_s if placed else None
+        await asyncio.sleep(max(0.0, said_at + 1.5 - time.monotonic()))  # 1.5 s into the speech
         interrupted_at = time.monotonic()
         async with session.post(f"{url}/webrtc/interrupt", json={"session": answer["session"]}) as response:
             await response.json()
         await asyncio.sleep(1.5)
+        again_at = time.monotonic()  # the next text, in the same session (the placement adapted)
+        channel.send(json.dumps({"type": "say", "text": "Yes, go on."}))
+        await asyncio.sleep(2.0)
     await pc.close()
     for task in tasks:
         task.cancel()
     first_word = next(t for t, _, _, level in voice if t > said_at and level > LOUD) - said_at
-    heard = [t for t, _, _, level in voice if interrupted_at < t and level > LOUD]
+    next_word = next(t for t, _, _, level in voice if t > again_at and level > LOUD) - again_at
+    heard = [t for t, _, _, level in voice if interrupted_at < t < again_at and level > LOUD]
     first_idle = next(t for t, _, _, picture in video if t > interrupted_at and idle(picture))
     # A/V on arrival during the speech: each track's arrival less its timestamp, from its first
     v0, a0 = video[0], voice[0]
@@ -132,14 +144,15 @@ async def one_round(url: str, peers, avatar: str) -> dict:
     offset = statistics.median(voice_at) - statistics.median(video_at) + (a0[0] - v0[0])
     return {
         "first_word_ms": round(1000 * first_word),
-        "render_ms": round(1000 * render_s),
+        "next_first_word_ms": round(1000 * next_word),
+        "render_ms": None if render_s is None else round(1000 * render_s),
         "interrupt_voice_ms": round(1000 * ((max(heard) - interrupted_at) if heard else 0.0)),
         "interrupt_idle_frame_ms": round(1000 * (first_idle - interrupted_at)),
         "av_offset_on_arrival_ms": round(1000 * offset),
     }
 
 
-async def variant_rounds(server: TritonServer, avatar: str, rounds: int) -> list[dict]:
+async def variant_rounds(server: TritonServer, avatar: str, rounds: int) -> dict[str, list[dict]]:
     from aiohttp import web
 
     from synctalk_webrtc.service import Settings, add_routes
@@ -151,12 +164,13 @@ async def variant_rounds(server: TritonServer, avatar: str, rounds: int) -> list
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        results = []
-        for _ in range(rounds):
-            results.append(await one_round(f"http://127.0.0.1:{port}", peers, avatar))
-            print(json.dumps(results[-1]), flush=True)
-            while peers.peers:
-                await asyncio.sleep(0.05)
+        results = {"placed": [], "appended": []}
+        for _ in range(rounds):  # the two ways side by side, alternating
+            for mode in results:
+                results[mode].append(await one_round(f"http://127.0.0.1:{port}", peers, avatar, mode == "placed"))
+                print(mode, json.dumps(results[mode][-1]), flush=True)
+                while peers.peers:
+                    await asyncio.sleep(0.05)
         return results
     finally:
         await runner.cleanup()
@@ -176,14 +190,17 @@ def summary(rows: list[dict], tts_ms: float) -> dict:
     def median(key: str) -> int:
         return round(statistics.median(r[key] for r in rows))
 
-    first, render_ms = median("first_word_ms"), median("render_ms")
+    first = median("first_word_ms")
+    renders = [r["render_ms"] for r in rows if r["render_ms"] is not None]
+    render_ms = round(statistics.median(renders)) if renders else None
     return {
         "rounds": len(rows),
         "first_word_ms": first,
         "first_word_range_ms": [min(r["first_word_ms"] for r in rows), max(r["first_word_ms"] for r in rows)],
+        "next_first_word_ms": median("next_first_word_ms"),
         "tts_ms": tts_ms,
         "render_ms": render_ms,
-        "delivery_ms": round(first - tts_ms - render_ms),
+        "delivery_ms": None if render_ms is None else round(first - tts_ms - render_ms),
         "interrupt_voice_ms": median("interrupt_voice_ms"),
         "interrupt_idle_frame_ms": median("interrupt_idle_frame_ms"),
         "av_offset_on_arrival_ms": median("av_offset_on_arrival_ms"),
@@ -209,22 +226,22 @@ def main(argv=None) -> int:
         )
         with server, plain_avatar(server, root / "images") as avatar:
             rows = asyncio.run(variant_rounds(server, avatar, args.rounds))
-        results[variant] = summary(rows, tts_ms)
+        results[variant] = {mode: summary(each, tts_ms) for mode, each in rows.items()}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        "\n| model | first word ms (range) | of which TTS | render | delivery | interrupt: voice heard after, ms "
-        "| first idle frame, ms | A/V on arrival, ms |"
+        "\n| model | speech | first word ms (range) | of which TTS | render | delivery | the next text's first word "
+        "| interrupt: voice heard after, ms | first idle frame, ms | A/V on arrival, ms |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for variant in ("tiny", "full"):
-        if variant in results and "first_word_ms" in results[variant]:
-            r = results[variant]
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for variant, mode in [(v, m) for v in ("tiny", "full") for m in ("placed", "appended")]:
+        if mode in results.get(variant, {}):
+            r = results[variant][mode]
             low, high = r["first_word_range_ms"]
             print(
-                f"| {variant} | {r['first_word_ms']} ({low}-{high}) | {r['tts_ms']} | {r['render_ms']} | "
-                f"{r['delivery_ms']} | {r['interrupt_voice_ms']} | {r['interrupt_idle_frame_ms']} | "
-                f"{r['av_offset_on_arrival_ms']} |"
+                f"| {variant} | {mode} | {r['first_word_ms']} ({low}-{high}) | {r['tts_ms']} | {r['render_ms']} | "
+                f"{r['delivery_ms']} | {r['next_first_word_ms']} | {r['interrupt_voice_ms']} | "
+                f"{r['interrupt_idle_frame_ms']} | {r['av_offset_on_arrival_ms']} |"
             )
     return 0
 

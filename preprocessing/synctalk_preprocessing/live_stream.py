@@ -15,7 +15,9 @@ a thin shell of Triton calls around it.
   ``contract.STREAM_MAX_REWIND`` frames before the first frame not answered, for that.
 - **Speech placed** (``place`` on the request's arrival, ``rewind`` in its turn): a chunk written
   at sample S instead of appended (silence after it up to what had arrived), the frames from S's
-  frame rendered again; the speech before S reaches them as usual.
+  frame rendered again; the speech before S reaches them as usual. The frames before S's frame do
+  not anticipate it in their silence test: due before it could be rendered, they stay idle frames
+  (cheap) where they would have run the generator on their lookahead.
 - **The windows encoded** (SyncTalk_2D avatars encoding per stream): each audio window's encoding
   kept by its place in upstream's padded window list, encoded once, dropped once no later frame
   needs it.
@@ -53,6 +55,9 @@ class StreamState:
         # the last interrupt's cut (a sample count): the speech before it does not reach the frames
         # from it; rewind_to: an interrupt waiting for its turn renders again from this frame
         self.cut, self.rewind_to = 0, None
+        # the last speech placed (a sample count): the frames before it do not anticipate it in
+        # their silence test (they are due before it could be rendered; idle, they cost little)
+        self.horizon: int | None = None
         self.video = None  # an H.264 stream's encoder (synctalk_preprocessing.video.H264Encoder; None: JPEGs)
 
     def append(self, chunk: np.ndarray) -> None:
@@ -94,7 +99,7 @@ class StreamState:
         kept = self.audio[: max(0, at - self.base)]
         audio[: len(kept)] = kept
         audio[at - self.base : at - self.base + len(chunk)] = chunk
-        self.audio, self.total = audio, end
+        self.audio, self.total, self.horizon = audio, end, at
         first = at // SPF
         self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
         return at
@@ -127,7 +132,10 @@ class StreamState:
         before = frame * SPF - context
         if frame * SPF >= self.cut:  # the speech cut by an interrupt does not count
             before = max(before, self.cut)
-        around = self.samples(before, (frame + 1) * SPF + context)
+        after = (frame + 1) * SPF + context
+        if self.horizon is not None and frame < self.horizon // SPF:  # speech placed after it does not count
+            after = min(after, self.horizon)
+        around = self.samples(before, after)
         return not len(around) or float(np.abs(around).max()) < threshold
 
     def runs(self, frames: range, threshold: float, most: int = contract.MAX_BATCH_SIZE):

@@ -17,12 +17,13 @@ For integrators, with aiortc::
 A 20 ms pump keeps the stream fed on a real-time schedule, with silence where there is no speech
 (the avatar keeps moving: the stream's silence path); speech from a track is sent as it arrives.
 Speech pushed (a TTS engine's, a file's) is **placed**, not queued behind that silence: it starts
-just ahead of what the viewer is shown (the first frame the video has not sent, plus a margin of
-0.12 s and the stream's answer time), over the idle audio already sent, or right after the
+just ahead of what the viewer is shown (past the first frame the video has not sent by 0.25 s to
+begin with, then by what makes a placement's first frame come back 0.08 s before it is due), over
+the idle audio already sent, or right after the
 speech pushed before. The stream writes it there and renders those frames again
 (``LiveStream.place``), so the first word is heard without waiting behind the 0.5 s of lookahead
 and the pipeline's delay that the audio already sent holds: a TTS engine's audio is there before
-it is due, the lookahead a frame needs with it. The pump sends placed speech up to 1 s ahead of
+it is due, the lookahead a frame needs with it. The pump sends placed speech up to 0.2 s ahead of
 its schedule.
 
 An interrupt drops everything not yet heard or seen: the speech and the frames from the first
@@ -60,8 +61,18 @@ BITRATE_STEP = 0.15  # a change smaller than this is not worth the key frame it 
 BITRATE_EVERY_S = 1.0  # at most one change a second
 KEY_FRAME_EVERY_S = 0.5  # PLI/FIR answered at most this often
 END_WAIT_S = 5.0  # a closing peer waits this long for its stream's end to be answered, then goes
-PLACE_MARGIN_S = 0.12  # speech pushed starts this long, plus the stream's answer time, after what is sent
-LEAD_S = 1.0  # speech placed is sent up to this far ahead of the pump's schedule
+# speech pushed starts this far after the first frame the viewer has not been sent, so that its
+# frames, rendered again, are back before they are due (else the voice waits for them, and a
+# browser grows its jitter buffers): PLACE_AHEAD_S to begin with, then adapted so that the first
+# frame of each placement arrives PLACE_SPARE_S before it is due
+PLACE_AHEAD_S = 0.25
+PLACE_SPARE_S = 0.08
+PLACE_AHEAD_RANGE = (0.1, 1.0)
+# speech placed is sent up to this far ahead of the pump's schedule (the lookahead of its first
+# frames is within the schedule already: this is headroom), at most LEAD_STEP beyond it a tick, so
+# that no request of the stream renders many frames at once (its answer would come after all)
+LEAD_S = 0.2
+LEAD_STEP = 4 * VOICE_CHUNK
 
 
 class BitrateFollower:
@@ -100,7 +111,12 @@ class AvatarPeer:
         self.cuts: list[int] = []  # K of each cut, in order
         self.sent = 0  # samples sent to the stream
         self.cursor = 0  # where the next speech pushed goes (the end of the last, or earlier)
-        self.answer_s = 0.0  # the stream's answer time (a moving average)
+        self.place_ahead_s = PLACE_AHEAD_S  # see PLACE_AHEAD_S
+        self._placed_first: int | None = None  # the first frame of the last placement, until it arrives
+        self._placed_at = 0.0  # when it was sent (time.monotonic())
+        self.placement_s: float | None = None  # how long the last placement's first frame took to come
+        # False: speech pushed follows the audio already sent (heard some 0.5 s later than placed)
+        self.place_speech = True
         self.voice_cut = -1  # the last interrupt's first sample silenced
         self._utterances = 0  # say() pushes while this is unchanged (an interrupt counts one)
         self.bitrate = BitrateFollower(bitrate_kbps)
@@ -221,7 +237,7 @@ class AvatarPeer:
         pcm = np.asarray(pcm).reshape(-1)
         if pcm.dtype != np.int16:
             pcm = np.round(np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-        at = max(self.cursor, self._earliest())
+        at = max(self.cursor, self._earliest() if self.place_speech else self.sent)
         self.speech.place(pcm, at)
         self.cursor = at + len(pcm)
         if at < self.sent and self.stream is not None and not self.closed.is_set():
@@ -235,12 +251,12 @@ class AvatarPeer:
     def _earliest(self) -> int:
         """The first sample speech pushed now can be placed at: past what the viewer has been sent,
         by the margin and the stream's answer time (its frames must be rendered again by then)."""
-        margin = PLACE_MARGIN_S + self.answer_s
-        return self._first_unsent() * contract.SAMPLES_PER_FRAME + int(margin * contract.SAMPLE_RATE)
+        return self._first_unsent() * contract.SAMPLES_PER_FRAME + int(self.place_ahead_s * contract.SAMPLE_RATE)
 
     def _resend(self, at: int) -> None:
         """The speech from ``at`` to what was sent, written over what the stream has there."""
         first = at // contract.SAMPLES_PER_FRAME
+        self._placed_first, self._placed_at = first, time.monotonic()
         self.cuts.append(first)
         self.video.drop_from(first)
         self.clock.rewind(first)
@@ -289,7 +305,7 @@ class AvatarPeer:
         """The stream fed on a real-time schedule, 20 ms a tick (no drift: each tick's time is the
         schedule's start plus its count), while no track is listened to: what the speech buffer
         holds (speech placed, silence where there is none) up to the schedule, and speech placed
-        ahead of it up to ``LEAD_S`` further."""
+        ahead of it up to ``LEAD_S`` further (``LEAD_STEP`` a tick at most)."""
         started, ticks = time.monotonic(), 0
         while not self.closed.is_set():
             ticks += 1
@@ -297,7 +313,7 @@ class AvatarPeer:
             if self.listening:
                 continue
             due = ticks * VOICE_CHUNK
-            target = max(due, min(self.speech.total, due + int(LEAD_S * contract.SAMPLE_RATE)))
+            target = max(due, min(self.speech.total, due + int(LEAD_S * contract.SAMPLE_RATE), self.sent + LEAD_STEP))
             if target > self.sent:
                 self.speech.extend_to(target)
                 self._send(self.speech.peek(self.sent, target))
@@ -337,12 +353,19 @@ class AvatarPeer:
             else:  # busy, or a refused request: the stream renders those frames with the next
                 log.warning("%s: %s", self.avatar, error)
             return
-        if frames:  # the stream's answer time, for where speech pushed can start
-            self.answer_s += 0.2 * (time.perf_counter() - frames[0].sent_at - self.answer_s)
         for frame in frames:
             stale_from = self._stale_from(cuts)  # a cut may come while this awaits
             if stale_from is not None and frame.index >= stale_from:
                 continue
+            if frame.index == self._placed_first and self.clock.t0 is not None:
+                # how early the placement's first frame came back: the next placement starts closer
+                # (or further) so that it comes PLACE_SPARE_S early
+                now = time.monotonic()
+                spare = self.clock.due(frame.index / contract.FPS) - now
+                self.placement_s = now - self._placed_at
+                low, high = PLACE_AHEAD_RANGE
+                self.place_ahead_s = min(high, max(low, self.place_ahead_s + 0.5 * (PLACE_SPARE_S - spare)))
+                self._placed_first = None
             self.video.frames.put_nowait((frame.index, frame.h264))
             await self.clock.frame_arrived(frame.index)
 

@@ -194,6 +194,7 @@ def test_speech_placed_over_the_idle_audio_already_sent_is_rendered_from_its_fra
     again = state.frames_to_render(ending=False)
     assert again.start == 40 and again.stop == (state.total - CONTEXT) // SPF, "its lookahead came with it"
     assert not any(quiet for _, _, quiet in state.runs(range(41, 45), threshold=1e-3)), "mouthed at once"
+    assert state.silent(39, threshold=1e-3), "the frame before it does not anticipate it: idle"
     short = speech(2 * SPF, seed=5)  # inside what arrived: written over it, silence after it
     state.place(short, 50 * SPF)
     assert state.total == start + len(said)

@@ -232,3 +232,20 @@ def test_a_slip_is_won_back_at_five_percent_and_no_further_than_the_margin():
         assert back - 102.8 == pytest.approx(0.7 / 0.05, rel=0.03)
 
     asyncio.run(run())
+
+
+def test_frames_early_without_a_slip_move_nothing():
+    """Frames rendered ahead of their time (speech placed ahead of the schedule) leave the clock
+    where it is: only what slips added is won back."""
+
+    async def run():
+        now = FakeTime()
+        clock = PlayoutClock(margin_s=0.2, slack_s=0.02, now=now)
+        now.t = 100.0
+        await clock.frame_arrived(0)
+        for i in range(1, 200):  # each frame 0.5 s ahead of its time
+            now.t = 100.0 + i * 0.04 - 0.3
+            await clock.frame_arrived(i)
+        assert clock.t0 == pytest.approx(100.2) and clock.recovered_s == 0.0
+
+    asyncio.run(run())
