@@ -64,7 +64,7 @@ def plain_avatar(server: TritonServer, folder, avatar_id: str = "agent"):
     folder.mkdir(parents=True, exist_ok=True)
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((72, 96, 3), colour[::-1], np.uint8))
-    options = avatar_store.AvatarOptions(audio_preset="synctalk2d", silent_frames=True)
+    options = avatar_store.AvatarOptions(audio_preset="synctalk2d", silent_frames=True, replace=True)
     avatar_store.add(server.repository, avatar_id, folder, [16, 4, 80, 68], options=options)
     try:
         with CompositeClient(server.grpc_url) as client:
@@ -127,12 +127,12 @@ async def one_round(url: str, peers, avatar: str, placed: bool) -> dict:
         await asyncio.sleep(1.5)
         again_at = time.monotonic()  # the next text, in the same session (the placement adapted)
         channel.send(json.dumps({"type": "say", "text": "Yes, go on."}))
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(4.0)
     await pc.close()
     for task in tasks:
         task.cancel()
     first_word = next(t for t, _, _, level in voice if t > said_at and level > LOUD) - said_at
-    next_word = next(t for t, _, _, level in voice if t > again_at and level > LOUD) - again_at
+    next_word = next((t for t, _, _, level in voice if t > again_at and level > LOUD), None)
     heard = [t for t, _, _, level in voice if interrupted_at < t < again_at and level > LOUD]
     first_idle = next(t for t, _, _, picture in video if t > interrupted_at and idle(picture))
     # A/V on arrival during the speech: each track's arrival less its timestamp, from its first
@@ -141,14 +141,16 @@ async def one_round(url: str, peers, avatar: str, placed: bool) -> dict:
     shown = [(t, pts, tb) for t, pts, tb, _ in video if said_at + first_word < t < interrupted_at]
     voice_at = [(t - a0[0]) - float((pts - a0[1]) * tb) for t, pts, tb in speaking]
     video_at = [(t - v0[0]) - float((pts - v0[1]) * tb) for t, pts, tb in shown]
-    offset = statistics.median(voice_at) - statistics.median(video_at) + (a0[0] - v0[0])
+    offset = (
+        statistics.median(voice_at) - statistics.median(video_at) + (a0[0] - v0[0]) if voice_at and video_at else None
+    )
     return {
         "first_word_ms": round(1000 * first_word),
-        "next_first_word_ms": round(1000 * next_word),
+        "next_first_word_ms": None if next_word is None else round(1000 * (next_word - again_at)),
         "render_ms": None if render_s is None else round(1000 * render_s),
         "interrupt_voice_ms": round(1000 * ((max(heard) - interrupted_at) if heard else 0.0)),
         "interrupt_idle_frame_ms": round(1000 * (first_idle - interrupted_at)),
-        "av_offset_on_arrival_ms": round(1000 * offset),
+        "av_offset_on_arrival_ms": None if offset is None else round(1000 * offset),
     }
 
 
@@ -187,8 +189,9 @@ def tts_first_sentence_ms(rounds: int = 5) -> float:
 
 
 def summary(rows: list[dict], tts_ms: float) -> dict:
-    def median(key: str) -> int:
-        return round(statistics.median(r[key] for r in rows))
+    def median(key: str) -> int | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return round(statistics.median(values)) if values else None
 
     first = median("first_word_ms")
     renders = [r["render_ms"] for r in rows if r["render_ms"] is not None]
@@ -197,7 +200,9 @@ def summary(rows: list[dict], tts_ms: float) -> dict:
         "rounds": len(rows),
         "first_word_ms": first,
         "first_word_range_ms": [min(r["first_word_ms"] for r in rows), max(r["first_word_ms"] for r in rows)],
-        "next_first_word_ms": median("next_first_word_ms"),
+        "next_first_word_ms": round(
+            statistics.median(r["next_first_word_ms"] for r in rows if r["next_first_word_ms"])
+        ),
         "tts_ms": tts_ms,
         "render_ms": render_ms,
         "delivery_ms": None if render_ms is None else round(first - tts_ms - render_ms),
