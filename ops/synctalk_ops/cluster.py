@@ -469,19 +469,29 @@ def main(argv=None) -> int:
         cluster.start()  # refused, before anything starts, where its ports collide or are taken
     except PortConflict as exc:
         parser.exit(2, f"error: {exc}\n")
-    announced = False
+    try:
+        return watch(cluster, stopping, args.replicas_file)
+    except BaseException:  # whatever goes wrong here, nothing is left running
+        print("the cluster's watch failed: stopping the cluster", file=sys.stderr, flush=True)
+        cluster.stop()
+        raise
 
+
+def watch(cluster: Cluster, stopping: list, replicas_file) -> int:
+    """Keeps the replicas (``keep_replicas``) until a signal, the edge's exit or every replica
+    down; announces the cluster once ready. Returns the exit code, the cluster stopped."""
+    announced = False
     while not stopping and cluster.edge.process.poll() is None and not cluster.all_down():
         changes = cluster.keep_replicas()
         for line in changes:
             print(line, file=sys.stderr, flush=True)
         if changes and announced:
-            cluster.write_description(args.replicas_file)  # the restarted replica's pid
+            cluster.write_description(replicas_file)  # the restarted replica's pid
         if not announced and cluster.is_ready():
             for server in cluster.servers:
                 if server.process.poll() is None:
                     server.wait_ready(timeout=5)  # starts its supervisor
-            path = cluster.write_description(args.replicas_file)
+            path = cluster.write_description(replicas_file)
             print(f"tritonserver ready: gRPC {cluster.edge.grpc_url}, HTTP {cluster.edge.http_url}", flush=True)
             print(
                 f"  through the edge (Envoy; its admin on {cluster.edge.admin_url}) to {len(cluster.servers)} "

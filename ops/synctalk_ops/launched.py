@@ -6,6 +6,7 @@ anything starts."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import subprocess
 import time
@@ -136,11 +137,15 @@ class Launched:
 
 
 def answers(url: str, timeout_s: float = 2.0) -> bool:
-    """Whether ``url`` answers 200 now."""
+    """Whether ``url`` answers 200 now. Anything but an HTTP answer is "no": a port in the
+    ephemeral range that nothing listens on can be connected to by the probe itself (TCP's
+    simultaneous open: the probe's own port is the one it dials), and the probe then reads its own
+    request back ("BadStatusLine: GET /v2/health/ready HTTP/1.1", which once ended make cluster
+    while a replica restarted)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return response.status == 200
-    except OSError:  # URLError, connection refused or reset, timed out
+    except (OSError, http.client.HTTPException):  # refused, reset, timed out; no HTTP answer
         return False
 
 
@@ -160,7 +165,7 @@ def http_process(name: str, command: list[str], ready_url: str, log: Path, timeo
             try:
                 urllib.request.urlopen(ready_url, timeout=2).close()
                 break
-            except OSError:
+            except (OSError, http.client.HTTPException):  # as in answers(): no HTTP answer yet
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not answer within {timeout_s:.0f} s: {log.read_text()}") from None
                 time.sleep(0.1)

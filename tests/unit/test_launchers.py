@@ -7,11 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from synctalk_ops.cluster import RestartBudget, exit_reason
-from synctalk_ops.launched import PortConflict, check_ports, port_taken
+from synctalk_ops.launched import PortConflict, answers, check_ports, port_taken
 from tests.conftest import free_port
 
 
@@ -88,3 +89,28 @@ def test_a_replica_that_dies_again_and_again_is_left_down_saying_why(tmp_path):
     assert "exited with code 3, after 2 restarts within 10 minutes: left down" in lines[2]
     assert str(tmp_path / "replica-0.log") in lines[2] and len(lines) == 3, lines
     assert cluster.down["replica-0"] and cluster.all_down()
+
+
+def test_a_port_that_reads_back_the_probe_is_not_ready():
+    """What a probe reads when it connects to itself (a port in the ephemeral range that nothing
+    listens on: TCP's simultaneous open) is its own request: "not ready", never an exception (one
+    ended make cluster while a replica restarted)."""
+
+    def serve(listener: socket.socket, reply) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request = connection.recv(4096)
+            connection.sendall(reply(request))
+
+    for reply, expected in (
+        (lambda request: request, False),  # the request echoed: BadStatusLine
+        (lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", True),
+    ):
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            thread = threading.Thread(target=serve, args=(listener, reply), daemon=True)
+            thread.start()
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}/v2/health/ready"
+            assert answers(url, timeout_s=5) is expected
+            thread.join(5)
