@@ -85,7 +85,7 @@ class StreamState:
         if start < self.total:
             self.audio[max(0, start - self.base) :] = 0
         self.cut = start
-        self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
+        self._rewind_from(first)
         return first
 
     def place(self, chunk: np.ndarray, at: int) -> int:
@@ -100,9 +100,12 @@ class StreamState:
         audio[: len(kept)] = kept
         audio[at - self.base : at - self.base + len(chunk)] = chunk
         self.audio, self.total, self.horizon = audio, end, at
-        first = at // SPF
-        self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
+        self._rewind_from(at // SPF)
         return at
+
+    def _rewind_from(self, first: int) -> None:
+        """The next ``rewind`` renders again from ``first`` (or from an earlier cut still waiting)."""
+        self.rewind_to = first if self.rewind_to is None else min(self.rewind_to, first)
 
     def rewind(self) -> range | None:
         """In the interrupt's turn: the frames from its cut are rendered again (the encodings of

@@ -19,8 +19,8 @@ A 20 ms pump keeps the stream fed on a real-time schedule, with silence where th
 Speech pushed (a TTS engine's, a file's) is **placed**, not queued behind that silence: it starts
 just ahead of what the viewer is shown (past the first frame the video has not sent by 0.25 s to
 begin with, then by what makes a placement's first frame come back 0.08 s before it is due), over
-the idle audio already sent, or right after the
-speech pushed before. The stream writes it there and renders those frames again
+the idle audio already sent, or right after the speech pushed before. The stream writes it there
+and renders those frames again
 (``LiveStream.place``), so the first word is heard without waiting behind the 0.5 s of lookahead
 and the pipeline's delay that the audio already sent holds: a TTS engine's audio is there before
 it is due, the lookahead a frame needs with it. The pump sends placed speech up to 0.2 s ahead of
@@ -249,8 +249,8 @@ class AvatarPeer:
         return max(self.video.taken + 1, -(-self.voice.chunks * VOICE_CHUNK // contract.SAMPLES_PER_FRAME))
 
     def _earliest(self) -> int:
-        """The first sample speech pushed now can be placed at: past what the viewer has been sent,
-        by the margin and the stream's answer time (its frames must be rendered again by then)."""
+        """The first sample speech pushed now can be placed at: ``place_ahead_s`` past what the
+        viewer has been sent (its frames must be rendered again by then)."""
         return self._first_unsent() * contract.SAMPLES_PER_FRAME + int(self.place_ahead_s * contract.SAMPLE_RATE)
 
     def _resend(self, at: int) -> None:

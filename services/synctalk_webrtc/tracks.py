@@ -40,26 +40,24 @@ class SpeechBuffer:
         self.total = 0
         self.spoken: list[list[int]] = []
 
-    def append(self, chunk: np.ndarray, spoken: int | None = None) -> None:
-        """``spoken``: how many of the chunk's first samples are speech (pushed speech, the rest
-        the pump's silence); None: the whole chunk if its level says so (a microphone)."""
+    def append(self, chunk: np.ndarray) -> None:
+        """A microphone's samples after the rest: speech where its level says so."""
         chunk = chunk.astype(np.int16, copy=False)
-        if spoken is None:
-            spoken = len(chunk) if len(chunk) and int(np.abs(chunk.astype(np.int32)).max()) > SPEECH_LEVEL else 0
-        if spoken:
-            start, stop = self.total, self.total + spoken
-            if self.spoken and self.spoken[-1][1] >= start:
-                self.spoken[-1][1] = stop
-            else:
-                self.spoken.append([start, stop])
+        if len(chunk) and int(np.abs(chunk.astype(np.int32)).max()) > SPEECH_LEVEL:
+            self._mark(self.total, self.total + len(chunk))
         self.samples = np.concatenate([self.samples, chunk])
         self.total += len(chunk)
 
     def place(self, pcm: np.ndarray, at: int) -> None:
-        """Speech written at sample ``at`` (over silence not played yet; silence fills any gap)."""
+        """Speech written at sample ``at`` (over silence not played yet; silence fills any gap),
+        all of it speech (a TTS engine's pauses inside it included)."""
         self.extend_to(at + len(pcm))
         self.samples[at - self.first : at - self.first + len(pcm)] = pcm
-        spans = sorted([*self.spoken, [at, at + len(pcm)]])
+        self._mark(at, at + len(pcm))
+
+    def _mark(self, start: int, stop: int) -> None:
+        """Samples start .. stop are speech: ``spoken`` kept merged and in order."""
+        spans = sorted([*self.spoken, [start, stop]])
         self.spoken = []
         for a, b in spans:
             if self.spoken and self.spoken[-1][1] >= a:
@@ -99,10 +97,7 @@ class SpeechBuffer:
     def take(self, start: int, count: int, keep: int = 0) -> np.ndarray:
         """Samples start .. start + count (zeros where the speech has none: before its start, or
         not given yet), and forgets those before ``start + count - keep``."""
-        out = np.zeros(count, np.int16)
-        first = max(start, self.first)
-        have = self.samples[first - self.first : max(first, start + count) - self.first]
-        out[first - start : first - start + len(have)] = have
+        out = self.peek(start, start + count)
         drop = max(0, start + count - keep - self.first)
         self.samples, self.first = self.samples[drop:], self.first + drop
         self.spoken = [span for span in self.spoken if span[1] > self.first]

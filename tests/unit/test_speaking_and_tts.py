@@ -34,8 +34,11 @@ def test_speech_pushed_is_marked_and_pauses_shorter_than_the_hangover_do_not_fla
     # 0.2 s silence, 1 s speech, 0.1 s pump silence (the TTS behind), 0.5 s speech, 1 s silence
     layout = [(10, 0), (50, VOICE_CHUNK), (5, 0), (25, VOICE_CHUNK), (50, 0)]
     for chunks, spoken in layout:
-        for _ in range(chunks):
-            buffer.append(tone if spoken else np.zeros(VOICE_CHUNK, np.int16), spoken)
+        for _ in range(chunks):  # speech pushed is placed after the rest; the pump's silence extends it
+            if spoken:
+                buffer.place(tone, buffer.total)
+            else:
+                buffer.extend_to(buffer.total + VOICE_CHUNK)
     assert buffer.spoken == [[10 * VOICE_CHUNK, 60 * VOICE_CHUNK], [65 * VOICE_CHUNK, 90 * VOICE_CHUNK]]
     events = voice_events(buffer, buffer.total)
     assert events == [(True, 10 * VOICE_CHUNK / 16000), (False, 90 * VOICE_CHUNK / 16000)], (
@@ -47,21 +50,21 @@ def test_a_microphone_is_speech_by_its_level_and_a_pushed_zero_is_speech():
     buffer = SpeechBuffer()
     buffer.append(np.full(VOICE_CHUNK, 50, np.int16))  # below -50 dBFS: not speech
     buffer.append(np.full(VOICE_CHUNK, 5000, np.int16))
-    buffer.append(np.zeros(VOICE_CHUNK, np.int16), spoken=VOICE_CHUNK)  # a pause the TTS made: speech
+    buffer.place(np.zeros(VOICE_CHUNK, np.int16), buffer.total)  # a pause the TTS made: speech
     assert buffer.spoken == [[VOICE_CHUNK, 3 * VOICE_CHUNK]]
 
 
 def test_an_interrupt_silences_the_speech_not_heard_and_stopped_comes_with_the_next_20_ms():
     buffer = SpeechBuffer()
     speech = np.random.default_rng(0).integers(-8000, 8000, 100 * VOICE_CHUNK).astype(np.int16)
-    buffer.append(speech, spoken=len(speech))
+    buffer.place(speech, 0)
     heard = buffer.take(0, 30 * VOICE_CHUNK)
     assert np.array_equal(heard, speech[: 30 * VOICE_CHUNK])
     buffer.silence_from(30 * VOICE_CHUNK)
     assert not buffer.take(30 * VOICE_CHUNK, 70 * VOICE_CHUNK).any(), "the rest is silence"
     assert buffer.spoken == [], "and not speech: what was heard is forgotten, the rest cut"
     fresh = SpeechBuffer()
-    fresh.append(speech, spoken=len(speech))
+    fresh.place(speech, 0)
     fresh.silence_from(30 * VOICE_CHUNK)
     assert voice_events(fresh, 40 * VOICE_CHUNK) == [(True, 0.0), (False, 30 * VOICE_CHUNK / 16000)]
 

@@ -270,26 +270,13 @@ class TritonPythonModel:
 
     def _interrupt(self, request) -> int | None:
         """The frame an interrupt cuts from (-1: the first not rendered yet), or None."""
-        tensor = pb_utils.get_input_tensor_by_name(request, contract.STREAM_INTERRUPT.name)
-        if tensor is None:
-            return None
-        values = tensor.as_numpy().reshape(-1)
-        if len(values) != 1 or values[0] < -1:
-            raise StreamError(
-                f"{contract.STREAM_INTERRUPT.name}: one frame number (or -1: from the first frame not "
-                f"rendered yet), got {values.tolist()}"
-            )
-        return int(values[0])
+        return _position(
+            request, contract.STREAM_INTERRUPT, -1, "one frame number (or -1: from the first frame not rendered yet)"
+        )
 
     def _speech_at(self, request) -> int | None:
         """The sample a placing request writes its chunk at, or None (the chunk is appended)."""
-        tensor = pb_utils.get_input_tensor_by_name(request, contract.STREAM_SPEECH_AT.name)
-        if tensor is None:
-            return None
-        values = tensor.as_numpy().reshape(-1)
-        if len(values) != 1 or values[0] < 0:
-            raise StreamError(f"{contract.STREAM_SPEECH_AT.name}: one sample number (0 or more), got {values.tolist()}")
-        return int(values[0])
+        return _position(request, contract.STREAM_SPEECH_AT, 0, "one sample number (0 or more)")
 
     def _chunk(self, request) -> np.ndarray:
         given = [
@@ -528,6 +515,18 @@ def _text(tensor) -> str:
     values = tensor.as_numpy().reshape(-1)
     value = values[0] if len(values) else b""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _position(request, spec, lowest: int, what: str) -> int | None:
+    """A request's one-number input ``spec`` (a frame or a sample of the stream), at least
+    ``lowest``; None where the request has none."""
+    tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+    if tensor is None:
+        return None
+    values = tensor.as_numpy().reshape(-1)
+    if len(values) != 1 or values[0] < lowest:
+        raise StreamError(f"{spec.name}: {what}, got {values.tolist()}")
+    return int(values[0])
 
 
 def _no_encoder(kbps: int | None, why: str) -> StreamError:
