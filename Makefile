@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install speech models render serve cluster demo web browser test lint format bench soak gpu-check clean
+.PHONY: install agents speech models render serve cluster demo web browser test lint format bench soak gpu-check clean
 
 install: $(STAMP) speech
 
@@ -15,6 +15,19 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+# the avatar as a Pipecat service (services/synctalk_pipecat, examples/pipecat_avatar/): its own
+# environment, .venv-agents, as pipecat-ai needs a newer protobuf than perf_analyzer's tritonclient
+AGENTS := .venv-agents
+AGENTS_STAMP := $(AGENTS)/.installed
+agents: $(AGENTS_STAMP) speech
+
+$(AGENTS_STAMP): requirements-agents.txt constraints-agents.txt pyproject.toml
+	$(PYTHON) -m venv $(AGENTS)
+	$(AGENTS)/bin/python -m pip install -q --upgrade pip
+	$(AGENTS)/bin/python -m pip install -q -r requirements-agents.txt -c constraints-agents.txt
+	$(AGENTS)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 models: build/models/models.json
@@ -67,7 +80,7 @@ speech:
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; fi
 
 # pytest exits 5 when it collects no test: report it as a failure of its own
-test: models browser speech
+test: models browser speech agents
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

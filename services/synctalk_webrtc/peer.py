@@ -51,7 +51,7 @@ from synctalk_client.stream import LiveStream, StreamClosedError
 from synctalk_common import contract
 from synctalk_webrtc.speaking import SpeakingEvent, SpeakingTracker
 from synctalk_webrtc.timing import PlayoutClock
-from synctalk_webrtc.tracks import VOICE_CHUNK, AvatarVideoTrack, AvatarVoiceTrack, SpeechBuffer
+from synctalk_webrtc.tracks import VOICE_CHUNK, VOICE_RATE, AvatarVideoTrack, AvatarVoiceTrack, SpeechBuffer
 
 log = logging.getLogger("synctalk_webrtc")
 
@@ -72,6 +72,7 @@ PLACE_AHEAD_RANGE = (0.1, 1.0)
 # frames is within the schedule already: this is headroom), at most LEAD_STEP beyond it a tick, so
 # that no request of the stream renders many frames at once (its answer would come after all)
 LEAD_S = 0.2
+GATHER_S = 0.01  # speech pushed over audio already sent is written there after this: see _resend_soon
 LEAD_STEP = 4 * VOICE_CHUNK
 
 
@@ -96,13 +97,27 @@ class BitrateFollower:
 class AvatarPeer:
     """A live stream of ``avatar`` (H.264) turned into a WebRTC voice and video (see the module)."""
 
-    def __init__(self, triton_url: str, avatar: str, bitrate_kbps: int = START_KBPS, timeout_s: float = 60.0):
-        self.triton_url, self.avatar, self.timeout_s = triton_url, avatar, timeout_s
+    def __init__(
+        self,
+        triton_url: str,
+        avatar: str,
+        bitrate_kbps: int = START_KBPS,
+        timeout_s: float = 60.0,
+        codec: str = "h264",
+        voice_rate: int = VOICE_RATE,
+        voice_channels: int = 2,
+    ):
+        """``codec``: the video track's units, H.264 access units (aiortc sends them as they are)
+        or JPEGs (for a transport that encodes images itself: ``synctalk_pipecat``); ``voice_rate``
+        and ``voice_channels``: the voice track's (Opus's 48 kHz stereo by default)."""
+        if codec not in contract.STREAM_CODECS:
+            raise ValueError(f"codec must be one of {contract.STREAM_CODECS}, got {codec!r}")
+        self.triton_url, self.avatar, self.timeout_s, self.codec = triton_url, avatar, timeout_s, codec
         self.clock = PlayoutClock()
         self.speech = SpeechBuffer()
         self.speaking = SpeakingTracker(self._speaking)
         self.video = AvatarVideoTrack(self.clock)
-        self.voice = AvatarVoiceTrack(self.clock, self.speech, self.speaking)
+        self.voice = AvatarVoiceTrack(self.clock, self.speech, self.speaking, voice_rate, voice_channels)
         self.on_speaking: list[Callable[[SpeakingEvent], None]] = []
         self._listeners: list[asyncio.Queue] = []
         # cuts (interrupts and speech placed): each answer is delivered with the count of cuts sent
@@ -118,6 +133,8 @@ class AvatarPeer:
         # False: speech pushed follows the audio already sent (heard some 0.5 s later than placed)
         self.place_speech = True
         self.voice_cut = -1  # the last interrupt's first sample silenced
+        self._resend_from: int | None = None  # speech pushed over audio sent, waiting for GATHER_S
+        self._resend_handle: asyncio.TimerHandle | None = None
         self._utterances = 0  # say() pushes while this is unchanged (an interrupt counts one)
         self.bitrate = BitrateFollower(bitrate_kbps)
         self.stream: LiveStream | None = None
@@ -141,7 +158,11 @@ class AvatarPeer:
         stream = await self._loop.run_in_executor(
             None,
             lambda: LiveStream(
-                self.triton_url, self.avatar, self.timeout_s, codec="h264", bitrate_kbps=self.bitrate.kbps
+                self.triton_url,
+                self.avatar,
+                self.timeout_s,
+                codec=self.codec,
+                bitrate_kbps=self.bitrate.kbps if self.codec == "h264" else None,
             ),
         )
         try:
@@ -187,10 +208,16 @@ class AvatarPeer:
     # -- interrupts and speaking ---------------------------------------------------------------
     async def interrupt(self) -> int:
         """Stops the speech now (the listener cut in; see the module): returns K, the first frame
-        rendered again as an idle frame."""
+        rendered again as an idle frame; -1 when there is nothing to stop (no speech ahead of the
+        voice: nothing is rendered again)."""
         if self.stream is None or self.closed.is_set():
             return -1
         self._utterances += 1  # a text being said stops pushing
+        if not self.speech.is_spoken(self.voice.chunks * VOICE_CHUNK, max(self.speech.total, self.cursor) + 1):
+            return -1
+        if self._resend_handle is not None:  # speech pushed a moment ago: silenced with the rest
+            self._resend_handle.cancel()
+            self._resend_from = self._resend_handle = None
         first = self._first_unsent()
         self.cuts.append(first)
         self.voice_cut = self.voice.chunks * VOICE_CHUNK  # the voice's next 20 ms on: silence
@@ -241,7 +268,7 @@ class AvatarPeer:
         self.speech.place(pcm, at)
         self.cursor = at + len(pcm)
         if at < self.sent and self.stream is not None and not self.closed.is_set():
-            self._resend(at)  # over audio the stream has: written there, its frames rendered again
+            self._resend_soon(at)  # over audio the stream has: written there, its frames rendered again
         return at
 
     def _first_unsent(self) -> int:
@@ -252,6 +279,19 @@ class AvatarPeer:
         """The first sample speech pushed now can be placed at: ``place_ahead_s`` past what the
         viewer has been sent (its frames must be rendered again by then)."""
         return self._first_unsent() * contract.SAMPLES_PER_FRAME + int(self.place_ahead_s * contract.SAMPLE_RATE)
+
+    def _resend_soon(self, at: int) -> None:
+        """``_resend`` from ``at`` once the pushes of this moment are in (``GATHER_S``): a TTS's
+        burst of small chunks (Pipecat's are 40 ms) is one resend, not one each, every one of which
+        would render again all the frames from its chunk to what was sent."""
+        self._resend_from = at if self._resend_from is None else min(self._resend_from, at)
+        if self._resend_handle is None:
+            self._resend_handle = self._loop.call_later(GATHER_S, self._resend_gathered)
+
+    def _resend_gathered(self) -> None:
+        at, self._resend_from, self._resend_handle = self._resend_from, None, None
+        if at is not None and at < self.sent and self.stream is not None and not self.closed.is_set():
+            self._resend(at)
 
     def _resend(self, at: int) -> None:
         """The speech from ``at`` to what was sent, written over what the stream has there."""
@@ -366,7 +406,7 @@ class AvatarPeer:
                 low, high = PLACE_AHEAD_RANGE
                 self.place_ahead_s = min(high, max(low, self.place_ahead_s + 0.5 * (PLACE_SPARE_S - spare)))
                 self._placed_first = None
-            self.video.frames.put_nowait((frame.index, frame.h264))
+            self.video.frames.put_nowait((frame.index, frame.h264 if self.codec == "h264" else frame.jpeg))
             await self.clock.frame_arrived(frame.index)
 
     def _failed(self, error: CompositeError) -> None:

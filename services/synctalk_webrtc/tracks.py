@@ -23,8 +23,18 @@ VOICE_CHUNK = contract.SAMPLE_RATE // 50  # 20 ms: Opus's frame
 # after its timestamp (measured in Chromium: the voice ~45 ms behind the lips). Each 20 ms is
 # resampled here with 4 ms of the speech on each side (it is all there: the frames are later).
 VOICE_RATE = 48_000
-UP = VOICE_RATE // contract.SAMPLE_RATE
 RESAMPLE_PAD = 64
+
+
+def resampled_chunk(window: np.ndarray, rate: int) -> np.ndarray:
+    """A 20 ms chunk at ``rate`` (int16): the middle of ``window``, 16 kHz speech with
+    ``RESAMPLE_PAD`` samples of context on each side, so that chunks resampled one by one join up
+    as the whole speech resampled would (no clicks, no delay)."""
+    if rate == contract.SAMPLE_RATE:
+        return window[RESAMPLE_PAD : RESAMPLE_PAD + VOICE_CHUNK]
+    pad, count = RESAMPLE_PAD * rate // contract.SAMPLE_RATE, VOICE_CHUNK * rate // contract.SAMPLE_RATE
+    voice = soxr.resample(window.astype(np.float32) / 32768.0, contract.SAMPLE_RATE, rate)[pad : pad + count]
+    return np.round(np.clip(voice, -1, 1) * 32767).astype(np.int16)
 
 
 SPEECH_LEVEL = 100  # int16 peak (-50 dBFS): a microphone's 20 ms above it is speech
@@ -147,14 +157,24 @@ class AvatarVideoTrack(MediaStreamTrack):
 
 
 class AvatarVoiceTrack(MediaStreamTrack):
-    """The speech in 20 ms frames (pts: the sample count, at 48 kHz), each sent when its time comes
-    and never before the frame that shows its last sample has arrived (else the clock slips)."""
+    """The speech in 20 ms frames (pts: the sample count, at ``rate``), each sent when its time comes
+    and never before the frame that shows its last sample has arrived (else the clock slips).
+    ``rate`` and ``channels``: Opus's 48 kHz stereo for aiortc (the default), or what another
+    transport plays (a Pipecat pipeline's output rate, mono): resampled here, once."""
 
     kind = "audio"
 
-    def __init__(self, clock: PlayoutClock, speech: SpeechBuffer, speaking: SpeakingTracker | None = None):
+    def __init__(
+        self,
+        clock: PlayoutClock,
+        speech: SpeechBuffer,
+        speaking: SpeakingTracker | None = None,
+        rate: int = VOICE_RATE,
+        channels: int = 2,
+    ):
         super().__init__()
         self.clock, self.speech, self.speaking = clock, speech, speaking
+        self.rate, self.channels = rate, channels
         self.chunks = 0
         self.ended = asyncio.Event()
 
@@ -186,11 +206,10 @@ class AvatarVoiceTrack(MediaStreamTrack):
                 self.speech.onset(start, ahead) if spoken and not self.speaking.speaking else start,
             )
         window = self.speech.take(start - RESAMPLE_PAD, VOICE_CHUNK + 2 * RESAMPLE_PAD, keep=2 * RESAMPLE_PAD)
-        voice = soxr.resample(window.astype(np.float32) / 32768.0, contract.SAMPLE_RATE, VOICE_RATE)
-        voice = voice[RESAMPLE_PAD * UP : (RESAMPLE_PAD + VOICE_CHUNK) * UP]
-        pcm = np.round(np.clip(voice, -1, 1) * 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2)[None, :], format="s16", layout="stereo")
-        frame.sample_rate, frame.pts = VOICE_RATE, start * UP
-        frame.time_base = Fraction(1, VOICE_RATE)
+        pcm = resampled_chunk(window, self.rate)
+        layout = "stereo" if self.channels == 2 else "mono"
+        frame = av.AudioFrame.from_ndarray(np.repeat(pcm, self.channels)[None, :], format="s16", layout=layout)
+        frame.sample_rate, frame.pts = self.rate, start * self.rate // contract.SAMPLE_RATE
+        frame.time_base = Fraction(1, self.rate)
         self.chunks += 1
         return frame

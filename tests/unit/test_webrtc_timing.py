@@ -72,11 +72,13 @@ def test_speech_is_kept_until_the_voice_has_played_it():
     assert list(speech.take(900, 200)[:100]) == list(range(901, 1001)) and not speech.take(900, 200)[100:].any()
 
 
-def test_the_voice_leaves_at_48_khz_in_chunks_that_join_up():
-    """20 ms chunks resampled one by one with their context are the whole speech resampled."""
+@pytest.mark.parametrize("rate", [48_000, 24_000, 16_000])
+def test_the_voice_leaves_at_its_transports_rate_in_chunks_that_join_up(rate):
+    """20 ms chunks resampled one by one with their context (Opus's 48 kHz for aiortc, a Pipecat
+    pipeline's 24 kHz, or none) are the whole speech resampled."""
     import soxr
 
-    from synctalk_webrtc.tracks import RESAMPLE_PAD, UP, VOICE_CHUNK, VOICE_RATE
+    from synctalk_webrtc.tracks import RESAMPLE_PAD, VOICE_CHUNK, resampled_chunk
 
     t = np.arange(16000) / 16000
     speech = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
@@ -85,10 +87,11 @@ def test_the_voice_leaves_at_48_khz_in_chunks_that_join_up():
     chunks = []
     for start in range(0, 16000 - VOICE_CHUNK - RESAMPLE_PAD, VOICE_CHUNK):
         window = buffer.take(start - RESAMPLE_PAD, VOICE_CHUNK + 2 * RESAMPLE_PAD, keep=2 * RESAMPLE_PAD)
-        voice = soxr.resample(window.astype(np.float32) / 32768.0, 16000, VOICE_RATE)
-        chunks.append(voice[RESAMPLE_PAD * UP : (RESAMPLE_PAD + VOICE_CHUNK) * UP])
+        chunk = resampled_chunk(window, rate)
+        assert len(chunk) == VOICE_CHUNK * rate // 16000 and chunk.dtype == np.int16
+        chunks.append(chunk.astype(np.float32) / 32767)
     joined = np.concatenate(chunks)
-    whole = soxr.resample(speech.astype(np.float32) / 32768.0, 16000, VOICE_RATE)[: len(joined)]
+    whole = soxr.resample(speech.astype(np.float32) / 32768.0, 16000, rate)[: len(joined)]
     assert np.abs(joined - whole)[1000:].max() < 2e-3, "no clicks at the joins, no delay"
 
 
