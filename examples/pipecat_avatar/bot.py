@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from aiohttp import web
+from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     LLMFullResponseEndFrame,
@@ -97,6 +99,8 @@ class Bot:
             params=TransportParams(
                 audio_in_enabled=False,
                 audio_out_enabled=True,
+                # the voice comes in 20 ms, when due: written in 20 ms (the default, 40, holds it longer)
+                audio_out_10ms_chunks=2,
                 video_out_enabled=True,
                 # images come marked sync_with_audio: shown once the audio before them has played
                 video_out_is_live=False,
@@ -129,7 +133,9 @@ class Bot:
 
         self.runs.append(worker)
         try:
-            await WorkerRunner(handle_sigint=False).run(worker)
+            runner = WorkerRunner(handle_sigint=False)
+            await runner.add_workers(worker)
+            await runner.run()
         finally:
             self.runs.remove(worker)
 
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7861)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logger.remove()  # Pipecat's own log (loguru): its INFO and above
+    logger.add(sys.stderr, level="INFO")
     bot = Bot(args.url, args.avatar, args.tts, frame_size(args.url, args.avatar))
     app = web.Application()
     app.router.add_get("/", bot.page)

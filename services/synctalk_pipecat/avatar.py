@@ -49,7 +49,7 @@ from pipecat.frames.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
 from synctalk_client.errors import CompositeError
 from synctalk_client.stream import LiveStream
@@ -114,12 +114,17 @@ class SyncTalkAvatarService(FrameProcessor):
         self._speech_in = SpeechIn()
         self._events: list[SpeakingEvent] = []
         self._tasks: list[asyncio.Task] = []
+        self._voice_rate = 24_000  # the pipeline's output rate (its setup says)
+
+    async def setup(self, setup: FrameProcessorSetup):
+        await super().setup(setup)
+        self._voice_rate = setup.audio_out_sample_rate or self._voice_rate
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, StartFrame):
             await self.push_frame(frame, direction)
-            await self._start(frame.audio_out_sample_rate)
+            await self._start(self._voice_rate)
         elif isinstance(frame, TTSAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
             if self.peer is not None:
                 self.peer.push(self._speech_in(frame.audio, frame.sample_rate, frame.num_channels))
@@ -165,6 +170,7 @@ class SyncTalkAvatarService(FrameProcessor):
         peer, self.peer = self.peer, None
         if peer is not None:
             await peer.close()
+            log.info("%s: the stream ended with the pipeline", self.avatar)
             if peer.error is not None:
                 log.warning("%s: %s", self.avatar, peer.error)
         for task in self._tasks:

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
+from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
 from synctalk_client import tts
@@ -22,7 +23,13 @@ class SyncTalkTTSService(TTSService):
     """Text to speech with a ``synctalk_client.tts`` engine (see the module)."""
 
     def __init__(self, *, engine: str = "espeak:en", **kwargs):
-        super().__init__(push_start_frame=True, push_stop_frames=True, sample_rate=contract.SAMPLE_RATE, **kwargs)
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            sample_rate=contract.SAMPLE_RATE,
+            settings=TTSSettings(model=None, voice=engine, language=None),
+            **kwargs,
+        )
         self._engine = tts.engine(engine)
 
     def can_generate_metrics(self) -> bool:

@@ -6,6 +6,7 @@ viewer: the voice's level through Web Audio, each displayed frame's pixels (the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from devtools.browser import chromium_driver, element, wait
 from synctalk_build import paths
+from synctalk_client.stream import LiveStream, StreamLimitError
 from synctalk_ops.launched import http_process
 from tests.conftest import free_port
 from tests.e2e.test_live_stream import COLOURS, avatar_with_images
@@ -24,6 +26,7 @@ TEXT = (
     "Good morning. I can tell you about the weather, the news, and the traffic on your way to work. "
     "Today it will be sunny with a light breeze from the west, and the roads are clear."
 )
+STREAM_LIMIT = 8  # model_repository/stream: max_streams
 LOUD = 0.02  # the voice's peak level (of 1) above which it is heard
 # the test avatar's face box inside its 96 x 72 frames: an idle frame's is one of COLOURS
 PROBE = {"x": 26, "y": 14, "w": 44, "h": 44, "frameWidth": 96, "frameHeight": 72}
@@ -61,7 +64,25 @@ def browser():
     driver.quit()
 
 
-def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(bot, browser):
+def streams_open(server, avatar: str) -> list[int]:
+    """The stream limit's places taken: [] when all of them open now (each opened and ended)."""
+    refused = []
+    streams = [LiveStream(server.grpc_url, avatar) for _ in range(STREAM_LIMIT)]
+    try:
+        for number, live in enumerate(streams):
+            try:
+                live.send(np.zeros(0, np.int16))
+            except StreamLimitError:
+                refused.append(number)
+    finally:
+        for live in streams:
+            with contextlib.suppress(Exception):
+                live.end()
+            live.close()
+    return refused
+
+
+def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(bot, browser, server, agent_avatar):
     browser.get(bot)
     browser.execute_script("window.PROBE_REGION = arguments[0];", PROBE)
     element(browser, "connect").click()
@@ -91,6 +112,10 @@ def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(b
     time.sleep(0.5)
     seen = probe()
     element(browser, "disconnect").click()
+    disconnected = time.monotonic()
+    # the pipeline ends with the viewer (CancelFrame): the avatar's stream with it, its place free
+    wait(browser, lambda: streams_open(server, agent_avatar) == [], timeout=15)
+    freed_s = time.monotonic() - disconnected
 
     events, heard, shown = seen["events"], seen["heard"], seen["shown"]
     assert [e["speaking"] for e in events] == [True, False, True, False], events
@@ -107,7 +132,8 @@ def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(b
     print(
         f"Pipecat in Chromium: first word heard {first_word:.0f} ms after Send; speech heard {heard_after:.0f} ms "
         f"after the interrupt, first idle frame {first_idle:.0f} ms, 'stopped' {stopped_after:.0f} ms; "
-        f"voice onset heard minus first talking frame shown {heard_onset - mouthed:.0f} ms"
+        f"voice onset heard minus first talking frame shown {heard_onset - mouthed:.0f} ms; "
+        f"the stream's place free {freed_s:.1f} s after the page disconnected"
     )
     assert any(not idle(rgb) for t, rgb in shown if said_at < t < interrupted_at), "the text is mouthed"
     assert heard_after <= 150, "the voice stops: at most 150 ms of speech heard after the interrupt"
