@@ -111,16 +111,17 @@ class Bot:
                 video_out_height=height,
             ),
         )
+        avatar = SyncTalkAvatarService(triton_url=self.url, avatar=self.avatar)
         pipeline = Pipeline(
-            [
-                transport.input(),
-                EchoLLM(),
-                SyncTalkTTSService(engine=self.tts),
-                SyncTalkAvatarService(triton_url=self.url, avatar=self.avatar),
-                transport.output(),
-            ]
+            [transport.input(), EchoLLM(), SyncTalkTTSService(engine=self.tts), avatar, transport.output()]
         )
         worker = PipelineWorker(pipeline, params=PipelineParams(audio_out_sample_rate=24000), idle_timeout_secs=None)
+
+        # RTVI says when the bot starts and stops speaking; this says where in the speech, too
+        # ({"type": "speaking", "speaking": ..., "t": seconds}, an RTVI server message)
+        avatar.on_speaking.append(
+            lambda event: worker.rtvi.create_task(worker.rtvi.send_server_message(event.message()))
+        )
 
         @worker.rtvi.event_handler("on_client_message")
         async def on_client_message(rtvi, message):
@@ -140,8 +141,14 @@ class Bot:
             self.runs.remove(worker)
 
     async def close(self, app) -> None:
+        """On SIGTERM: each pipeline cancelled and waited for (10 s at most), so that every
+        avatar's stream ends (a stream left open holds the process: its gRPC threads)."""
         for run in list(self.runs):
             await run.cancel()
+        if self.tasks:
+            _, late = await asyncio.wait(set(self.tasks), timeout=10)
+            if late:
+                log.warning("%d pipelines did not end within 10 s", len(late))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -115,6 +116,9 @@ class SyncTalkAvatarService(FrameProcessor):
         self._events: list[SpeakingEvent] = []
         self._tasks: list[asyncio.Task] = []
         self._voice_rate = 24_000  # the pipeline's output rate (its setup says)
+        # called with each SpeakingEvent (synctalk_webrtc.speaking: started or stopped, the place in
+        # the speech, when), as the voice is sent: what the bot's speaking frames say, with the place
+        self.on_speaking: list[Callable[[SpeakingEvent], None]] = []
 
     async def setup(self, setup: FrameProcessorSetup):
         await super().setup(setup)
@@ -152,6 +156,7 @@ class SyncTalkAvatarService(FrameProcessor):
             voice_channels=1,
         )
         self.peer.on_speaking.append(self._events.append)
+        self.peer.on_speaking.extend(self.on_speaking)
         try:
             await self.peer.open()
         except CompositeError as exc:  # the avatar unknown, the stream limit: the pipeline's error

@@ -15,9 +15,11 @@ import pytest
 from devtools.browser import chromium_driver, element, wait
 from synctalk_build import paths
 from synctalk_client.stream import LiveStream, StreamLimitError
+from synctalk_common import contract
 from synctalk_ops.launched import http_process
 from tests.conftest import free_port
-from tests.e2e.test_live_stream import COLOURS, avatar_with_images
+from tests.e2e.one_frame_avatar import loaded_avatar
+from tests.e2e.test_live_stream import COLOURS
 
 pytestmark = pytest.mark.e2e
 AGENTS_PYTHON = paths.ROOT / ".venv-agents" / "bin" / "python"
@@ -28,8 +30,19 @@ TEXT = (
 )
 STREAM_LIMIT = 8  # model_repository/stream: max_streams
 LOUD = 0.02  # the voice's peak level (of 1) above which it is heard
-# the test avatar's face box inside its 96 x 72 frames: an idle frame's is one of COLOURS
-PROBE = {"x": 26, "y": 14, "w": 44, "h": 44, "frameWidth": 96, "frameHeight": 72}
+ONSET = 0.005  # the level of the voice's first sound: SpeakingEvent's onset is its first sample above 100 / 32768
+# the test avatar: 96 x 72 frames, its face box [16, 4, 80, 68]; an idle frame's face is one of
+# COLOURS; the strips left and right of the box (never pasted on) carry the image's number
+W, H, BOX = 96, 72, [16, 4, 80, 68]
+IMAGES = 400  # frame i is on image i + 1 until frame 398 (16 s): the test's frames, numbered
+LEVELS = (40, 128, 216)
+PALETTE = np.array([(r, g, b) for r in LEVELS for g in LEVELS for b in LEVELS], np.float64)
+REGIONS = [
+    {"x": 26, "y": 14, "w": 44, "h": 44},  # the face
+    {"x": 3, "y": 12, "w": 9, "h": 48},  # the number's first digit (of 27)
+    {"x": 85, "y": 12, "w": 9, "h": 48},  # its second
+]
+PROBE = [{**region, "frameWidth": W, "frameHeight": H} for region in REGIONS]
 
 
 def idle(rgb) -> bool:
@@ -38,23 +51,45 @@ def idle(rgb) -> bool:
     return any(np.abs(np.asarray(rgb) - colour).mean() < 16 for colour in COLOURS)
 
 
+def image_number(first, second) -> int:
+    """The image a displayed frame is drawn on, from its two strips' colours."""
+    digit = [int(np.argmin(np.abs(PALETTE - np.asarray(rgb)).sum(axis=1))) for rgb in (first, second)]
+    return digit[0] * len(PALETTE) + digit[1]
+
+
 @pytest.fixture(scope="module")
 def agent_avatar(server, tmp_path_factory):
-    with avatar_with_images(server, tmp_path_factory, "pipecat_agent", "synctalk2d", silent_frames=True) as avatar:
+    """Plain images with silent frames (idle where the voice is silent), each frame's number on it."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("pipecat_agent")
+    for number in range(IMAGES):
+        image = np.zeros((H, W, 3), np.uint8)
+        image[:] = COLOURS[number % len(COLOURS)]
+        image[:, : BOX[0]] = PALETTE[number // len(PALETTE)]
+        image[:, BOX[2] :] = PALETTE[number % len(PALETTE)]
+        cv2.imwrite(str(folder / f"{number}.png"), image[:, :, ::-1])
+    with loaded_avatar(server, "pipecat_agent", folder, BOX, audio_preset="synctalk2d", silent_frames=True) as avatar:
         yield avatar
+
+
+@contextlib.contextmanager
+def bot_process(server, avatar: str, log_name: str):
+    """The example, as a user runs it, in the agents' environment: (its page's URL, its process)."""
+    if not AGENTS_PYTHON.exists():
+        pytest.fail(f"{AGENTS_PYTHON} is missing: `make agents` makes it (make test does)")
+    port = free_port()
+    command = [str(AGENTS_PYTHON), str(BOT), "--url", server.grpc_url, "--avatar", avatar, "--port", str(port)]
+    log = paths.BUILD / "logs" / log_name
+    with http_process("the Pipecat bot", command, f"http://127.0.0.1:{port}/", log) as process:
+        yield f"http://127.0.0.1:{port}/", process
+    assert process.returncode == 0, log.read_text()
 
 
 @pytest.fixture(scope="module")
 def bot(server, agent_avatar):
-    """The example, as a user runs it, in the agents' environment."""
-    if not AGENTS_PYTHON.exists():
-        pytest.fail(f"{AGENTS_PYTHON} is missing: `make agents` makes it (make test does)")
-    port = free_port()
-    command = [str(AGENTS_PYTHON), str(BOT), "--url", server.grpc_url, "--avatar", agent_avatar, "--port", str(port)]
-    log = paths.BUILD / "logs" / "test-pipecat-bot.log"
-    with http_process("the Pipecat bot", command, f"http://127.0.0.1:{port}/", log) as process:
-        yield f"http://127.0.0.1:{port}/"
-    assert process.returncode in (0, -15), log.read_text()
+    with bot_process(server, agent_avatar, "test-pipecat-bot.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +119,10 @@ def streams_open(server, avatar: str) -> list[int]:
 
 def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(bot, browser, server, agent_avatar):
     browser.get(bot)
-    browser.execute_script("window.PROBE_REGION = arguments[0];", PROBE)
+    browser.execute_script("window.PROBE_REGIONS = arguments[0];", PROBE)
     element(browser, "connect").click()
     wait(browser, lambda: element(browser, "send").is_enabled() or element(browser, "error").text, timeout=60)
-    assert element(browser, "error").text == ""
+    assert element(browser, "error").text == "", element(browser, "error").text
     wait(browser, lambda: len(browser.execute_script("return window.probe.shown")) > 25, timeout=60)
 
     def probe() -> dict:
@@ -99,7 +134,8 @@ def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(b
         return probe()["sentAt"]
 
     time.sleep(1.0)  # idle first
-    assert all(idle(rgb) for _, rgb in probe()["shown"][-10:]), "idle frames while nothing is said"
+    recent = [face for _, (face, *_) in probe()["shown"][-10:]]
+    assert all(idle(face) for face in recent), ("idle frames while nothing is said", recent)
     said_at = say(TEXT)
     wait(browser, lambda: len(probe()["events"]) >= 1, timeout=20)
     time.sleep(1.5)  # mid-sentence
@@ -117,27 +153,52 @@ def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(b
     wait(browser, lambda: streams_open(server, agent_avatar) == [], timeout=15)
     freed_s = time.monotonic() - disconnected
 
-    events, heard, shown = seen["events"], seen["heard"], seen["shown"]
+    events, heard = seen["events"], seen["heard"]
+    shown = [(t, face, image_number(*strips)) for t, (face, *strips) in seen["shown"]]
     assert [e["speaking"] for e in events] == [True, False, True, False], events
+    assert [e["speaking"] for e in seen["content"]] == [True, False, True, False], seen["content"]
     first_word = next(t for t, peak in heard if t > said_at and peak > LOUD) - said_at
     loud = [t for t, peak in heard if interrupted_at < t < again_at and peak > LOUD]
     heard_after = (max(loud) - interrupted_at) if loud else 0.0
-    after = [(t, rgb) for t, rgb in shown if t > interrupted_at]
-    first_idle = next(t for t, rgb in after if idle(rgb)) - interrupted_at
-    idle_run = [idle(rgb) for t, rgb in after if interrupted_at + first_idle <= t < again_at]
+    after = [(t, face) for t, face, _ in shown if t > interrupted_at]
+    first_idle = next(t for t, face in after if idle(face)) - interrupted_at
+    idle_run = [idle(face) for t, face in after if interrupted_at + first_idle <= t < again_at]
     stopped_after = events[1]["at"] - interrupted_at
-    # the voice and the mouth: the next text's first loud sound heard against its first talking frame shown
-    heard_onset = next(t for t, peak in heard if t > again_at and peak > LOUD)
-    mouthed = next(t for t, rgb in shown if t > again_at and not idle(rgb))
+    # A/V from the content: the next text's voice onset heard, against the frame that shows that
+    # place in the speech (its number on it: frame i is on image i + 1), as it is displayed
+    onset_s = seen["content"][2]["t"]
+    heard_onset = next(t for t, peak in heard if t > again_at and peak > ONSET)
+    displayed = {}
+    for t, _, number in shown:
+        displayed.setdefault(number - 1, t)  # the first time each frame is displayed
+    near = min(displayed, key=lambda index: abs(index - onset_s * contract.FPS))
+    assert abs(near - onset_s * contract.FPS) <= 2, ("the onset's frame displayed", near, onset_s)
+    shown_at = displayed[near] + (onset_s * contract.FPS - near) * 1000 / contract.FPS
+    offset = heard_onset - shown_at
     print(
         f"Pipecat in Chromium: first word heard {first_word:.0f} ms after Send; speech heard {heard_after:.0f} ms "
         f"after the interrupt, first idle frame {first_idle:.0f} ms, 'stopped' {stopped_after:.0f} ms; "
-        f"voice onset heard minus first talking frame shown {heard_onset - mouthed:.0f} ms; "
+        f"the next text's voice onset heard minus shown {offset:.0f} ms; "
         f"the stream's place free {freed_s:.1f} s after the page disconnected"
     )
-    assert any(not idle(rgb) for t, rgb in shown if said_at < t < interrupted_at), "the text is mouthed"
+    assert any(not idle(face) for t, face, _ in shown if said_at < t < interrupted_at), "the text is mouthed"
     assert heard_after <= 150, "the voice stops: at most 150 ms of speech heard after the interrupt"
     assert first_idle <= 250, "idle frames soon after the interrupt"
     assert all(idle_run), "and idle they stay until the next text"
-    assert abs(heard_onset - mouthed) <= 150, "the voice and the mouth together"
+    assert any(not idle(face) for t, face, _ in shown if t > again_at), "the next text is mouthed"
+    assert abs(offset) <= 100, "the voice and the mouth within 100 ms, from the content"
     assert first_word <= 1500
+
+
+def test_the_bot_stopped_with_a_viewer_connected_ends_its_stream_and_exits(server, agent_avatar, browser):
+    """SIGTERM (an operator's stop, a container's) while a browser is connected: the pipeline is
+    cancelled, the avatar's stream ends (its gRPC threads would hold the process), the bot exits 0."""
+    with bot_process(server, agent_avatar, "test-pipecat-bot-stopped.log") as (url, process):
+        browser.get(url)
+        element(browser, "connect").click()
+        wait(browser, lambda: element(browser, "send").is_enabled(), timeout=60)
+        wait(browser, lambda: len(browser.execute_script("return window.probe.heard")) > 100, timeout=30)
+        assert len(streams_open(server, agent_avatar)) == 1, "its stream is open: the limit's last place is refused"
+        process.terminate()
+        process.wait(timeout=15)
+    assert streams_open(server, agent_avatar) == [], "its stream ended with it"
