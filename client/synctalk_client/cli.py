@@ -248,7 +248,7 @@ def text_engine(args):
 
     try:
         return tts.engine(args.tts)
-    except (RuntimeError, ImportError, ValueError, AttributeError) as exc:
+    except (RuntimeError, ImportError, ValueError, AttributeError, OSError) as exc:
         raise UsageError(f"--tts {args.tts}: {exc}") from None
 
 
@@ -260,7 +260,7 @@ def add_text_source(parser, audio_help: str, required: bool = False) -> None:
     parser.add_argument(
         "--tts",
         default="espeak:en",
-        help="what speaks --text: espeak[:VOICE] (default espeak:en) or module:Class[:ARG]",
+        help="what speaks --text: espeak[:VOICE] (default espeak:en), piper:VOICE.onnx or module:Class[:ARG]",
     )
 
 

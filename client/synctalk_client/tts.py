@@ -9,8 +9,13 @@ its 0.5 s of look-ahead costs no waiting). Any engine fits: a class with ``speak
   that installs from the package registries (``make install`` adds it), needs no model file, speaks
   ~100 languages and takes ~20 ms a sentence on a CPU: the engine that always works, robotic but
   clear, and mouths well (its consonants are crisp).
-- A neural voice is a class with ``speak`` around the operator's own model file (Piper or Kokoro
-  ONNX voices: nothing is downloaded at run time); ``engine("module:Class:arg")`` loads one.
+- ``PiperTTS`` (``piper:<VOICE.onnx>``): a Piper voice, neural (VITS, ONNX), from the operator's
+  own files (``VOICE.onnx`` and its ``VOICE.onnx.json``; nothing is downloaded at run time), run
+  by ``piper-tts`` with its own espeak-ng phonemes, a sentence at a time; a "medium" voice runs
+  many times faster than real time on a CPU core, and the voice is the operator's choice (and
+  licence). Why Piper and not Kokoro: Piper's runtime is one small wheel (onnxruntime) with its
+  phonemiser inside; Kokoro needs a phonemiser of its own per language and an 82M-parameter model.
+- Any other engine is a class with ``speak``; ``engine("module:Class:arg")`` loads one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -68,6 +74,31 @@ class EspeakTTS:
         return np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
 
 
+class PiperTTS:
+    """A Piper voice from the operator's files (see the module): ``model``, the voice's ONNX file;
+    its config is ``model + ".json"`` beside it, as Piper's voices ship."""
+
+    def __init__(self, model: str):
+        try:
+            from piper import PiperVoice
+        except ImportError:
+            raise RuntimeError("a Piper voice needs piper-tts: pip install piper-tts") from None
+        path, config = Path(model), Path(f"{model}.json")
+        for needed in (path, config):
+            if not needed.is_file():
+                raise FileNotFoundError(
+                    f"Piper voice {model}: {needed} is missing (a voice is VOICE.onnx and VOICE.onnx.json)"
+                )
+        self.voice = PiperVoice.load(path, config)
+
+    def speak(self, text: str) -> Iterator[np.ndarray]:
+        import soxr
+
+        for chunk in self.voice.synthesize(text):  # one a sentence, as it is synthesised
+            audio = soxr.resample(chunk.audio_float_array.astype(np.float32), chunk.sample_rate, contract.SAMPLE_RATE)
+            yield np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+
+
 def _wav_pcm(data: bytes) -> tuple[int, np.ndarray]:
     """A streamed WAV's rate and samples (espeak-ng writes its sizes as unknown: read to the end)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -94,14 +125,18 @@ def chunks(text: str, tts: TextToSpeech, chunk_samples: int) -> Iterator[np.ndar
 
 
 def engine(spec: str = "espeak:en") -> TextToSpeech:
-    """A TTS engine by name: ``espeak[:VOICE]``, or ``module:Class[:ARG]`` for any class with
-    ``speak`` (ARG, e.g. a voice model's path, is its one argument)."""
+    """A TTS engine by name: ``espeak[:VOICE]``, ``piper:VOICE.onnx``, or ``module:Class[:ARG]``
+    for any class with ``speak`` (ARG, e.g. a voice model's path, is its one argument)."""
     name, _, rest = spec.partition(":")
     if name in ("espeak", "espeak-ng"):
         return EspeakTTS(rest or "en")
+    if name == "piper":
+        if not rest:
+            raise ValueError("TTS engine 'piper': name the voice, piper:VOICE.onnx")
+        return PiperTTS(rest)
     module, _, rest = spec.partition(":")
     cls, _, argument = rest.partition(":")
     if not module or not cls:
-        raise ValueError(f"TTS engine {spec!r}: use espeak[:VOICE] or module:Class[:ARG]")
+        raise ValueError(f"TTS engine {spec!r}: use espeak[:VOICE], piper:VOICE.onnx or module:Class[:ARG]")
     factory = getattr(importlib.import_module(module), cls)
     return factory(argument) if argument else factory()

@@ -32,5 +32,5 @@ def register(command) -> None:
     web.add_argument(
         "--tts",
         default="espeak:en",
-        help="what says the text typed in the Live tab: espeak[:VOICE] or module:Class[:ARG]",
+        help="what says the text typed in the Live tab: espeak[:VOICE], piper:VOICE.onnx or module:Class[:ARG]",
     )

@@ -268,7 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-peers", type=int, default=Settings.max_peers, help="viewers this process holds")
     parser.add_argument("--bitrate-kbps", type=int, default=START_KBPS, help=f"{MIN_KBPS}..{MAX_KBPS}")
     parser.add_argument(
-        "--tts", default=Settings.tts, help="what says a session's text: espeak[:VOICE] or module:Class[:ARG]"
+        "--tts",
+        default=Settings.tts,
+        help="what says a session's text: espeak[:VOICE], piper:VOICE.onnx or module:Class[:ARG]",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -109,6 +109,33 @@ def test_espeak_says_each_sentence_as_16_khz_pcm_as_soon_as_it_is_made():
     assert len(second) > len(first)
 
 
+def test_a_piper_voice_from_the_operators_files_says_each_sentence_as_16_khz_pcm(tmp_path):
+    """piper-tts with a stand-in voice (synctalk_build.stand_in_voice: a real voice's ONNX
+    signature and config): its espeak-ng phonemes, one chunk a sentence, each phoneme id's samples
+    at 22,050 Hz, resampled to 16 kHz."""
+    from synctalk_build import stand_in_voice
+
+    model = stand_in_voice.build(tmp_path / "voice.onnx")
+    engine = tts.engine(f"piper:{model}")
+    assert isinstance(engine, tts.PiperTTS)
+    chunks = engine.speak("One sentence. And a second, longer sentence than the first one!")
+    first, second = next(chunks), next(chunks)
+    assert next(chunks, None) is None
+    for pcm, text in ((first, "One sentence."), (second, "And a second, longer sentence than the first one!")):
+        (phonemes,) = engine.voice.phonemize(text)
+        ids = engine.voice.phonemes_to_ids(phonemes)
+        assert pcm.dtype == np.int16 and pcm.ndim == 1
+        expected = len(ids) * stand_in_voice.PHONEME_SAMPLES * contract.SAMPLE_RATE / stand_in_voice.SAMPLE_RATE
+        assert abs(len(pcm) - expected) <= 2, "every phoneme id said, resampled to 16 kHz"
+    assert len(second) > len(first)
+    assert not np.array_equal(next(engine.speak("Hello.")), next(engine.speak("Goodbye."))), "the text decides"
+    (tmp_path / "voice.onnx.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"voice.onnx.json is missing"):
+        tts.engine(f"piper:{model}")
+    with pytest.raises(ValueError, match="piper:VOICE.onnx"):
+        tts.engine("piper")
+
+
 def test_a_tts_engine_is_named_or_refused_by_name():
     assert isinstance(tts.engine("espeak"), tts.EspeakTTS)
     with pytest.raises(ValueError, match="espeak"):
