@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install agents speech models render serve cluster demo web browser test lint format bench soak gpu-check clean
+.PHONY: install agents speech turn models render serve cluster demo web browser test lint format bench soak gpu-check clean
 
 install: $(STAMP) speech
 
@@ -71,6 +71,14 @@ browser:
 	echo "installing Debian's chromium and chromium-driver (the web page's tests)"; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; fi
 
+# a TURN server for the WebRTC tests (its short-lived credentials): Debian's coturn, installed where missing
+turn:
+	@if command -v turnserver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "no apt-get: install coturn yourself for the TURN tests"; \
+	else sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	echo "installing Debian's coturn (the TURN tests)"; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; fi
+
 # text to speech (synctalk_client.tts): Debian's espeak-ng, installed where missing
 speech:
 	@if command -v espeak-ng >/dev/null; then :; \
@@ -80,7 +88,7 @@ speech:
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; fi
 
 # pytest exits 5 when it collects no test: report it as a failure of its own
-test: models browser speech agents
+test: models browser speech agents turn
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

@@ -401,11 +401,12 @@ class LiveSession:
 
 
 # --- the application ---------------------------------------------------------------------------
-def make_app(url: str, ice_servers: list[str] | None = None, tts: str = "espeak:en") -> web.Application:
+def make_app(url: str, ice_servers: list[str] | None = None, tts: str = "espeak:en", turn=None) -> web.Application:
     """The page's server. It mounts the WebRTC service's routes (``synctalk_webrtc.service``:
     ``POST /offer``, ``GET /webrtc/config``) with ``ice_servers`` (``--ice-server`` values, else
-    ``SYNCTALK_ICE_SERVERS``), so the page plays WebRTC from its own origin; ``tts`` says the text
-    typed in the Live tab (``synctalk_client.tts.engine``)."""
+    ``SYNCTALK_ICE_SERVERS``) and ``turn`` (``synctalk_webrtc.turn.TurnCredentials``: a TURN
+    service's short-lived credentials), so the page plays WebRTC from its own origin; ``tts`` says
+    the text typed in the Live tab (``synctalk_client.tts.engine``)."""
     app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
     folder = tempfile.TemporaryDirectory(prefix="synctalk-web-")
     app["url"], app["folder"] = url, Path(folder.name)
@@ -433,14 +434,19 @@ def make_app(url: str, ice_servers: list[str] | None = None, tts: str = "espeak:
     except ImportError as exc:  # the page works without it: the Live tab's WebSocket path
         log.warning("no WebRTC (%s is missing: pip install 'synctalk-triton[webrtc]')", exc.name)
     else:
-        webrtc.add_routes(app, webrtc.Settings(url, webrtc.ice_servers(ice_servers), tts=tts))
+        webrtc.add_routes(app, webrtc.Settings(url, webrtc.ice_servers(ice_servers), tts=tts, turn=turn))
     return app
 
 
 def serve(
-    url: str, host: str = "127.0.0.1", port: int = 7860, ice_servers: list[str] | None = None, tts: str = "espeak:en"
+    url: str,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    ice_servers: list[str] | None = None,
+    tts: str = "espeak:en",
+    turn=None,
 ) -> None:
     """Serve the page until interrupted (Ctrl-C or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"the page: http://{host}:{port}/ (Triton at {url})", flush=True)
-    web.run_app(make_app(url, ice_servers, tts), host=host, port=port, print=None, access_log=None)
+    web.run_app(make_app(url, ice_servers, tts, turn), host=host, port=port, print=None, access_log=None)

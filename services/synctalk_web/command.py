@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from synctalk_client.cli import UsageError, positive
+from synctalk_webrtc.turn import add_turn_arguments
 
 
 def run(args) -> int:
@@ -13,7 +14,13 @@ def run(args) -> int:
         raise UsageError(
             f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
         ) from None
-    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server, tts=args.tts)
+    from synctalk_webrtc.turn import turn_credentials
+
+    try:
+        turn = turn_credentials(args.turn, args.turn_secret_file, args.turn_ttl)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server, tts=args.tts, turn=turn)
     return 0
 
 
@@ -29,6 +36,7 @@ def register(command) -> None:
         action="append",
         help="WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL (repeatable; else SYNCTALK_ICE_SERVERS)",
     )
+    add_turn_arguments(web)
     web.add_argument(
         "--tts",
         default="espeak:en",

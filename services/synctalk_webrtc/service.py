@@ -15,6 +15,11 @@ ICE servers come from ``--ice-server URL[,USERNAME,CREDENTIAL]`` (repeatable) or
 ``SYNCTALK_ICE_SERVERS`` (JSON: ``[{"urls": "turn:...", "username": ..., "credential": ...}]``),
 the same for this server's candidates and the page's; none: host candidates only (a LAN, or a
 server with a public address), never a public STUN server the operator did not name.
+
+A TURN service is better given with its shared secret (``--turn URL --turn-secret-file FILE``,
+``turn.py``): each page and each peer then gets a credential of its own that expires
+(``--turn-ttl``), and the secret never leaves this process. A static TURN password given with
+``--ice-server`` goes to every visitor of the page, for as long as it lives.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from synctalk_client.errors import CompositeError
 from synctalk_common import contract
 from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, START_KBPS, AvatarPeer
+from synctalk_webrtc.turn import TurnCredentials, add_turn_arguments, turn_credentials
 
 log = logging.getLogger("synctalk_webrtc")
 SAMPLE_RATE = contract.SAMPLE_RATE
@@ -50,10 +56,23 @@ class Settings:
     max_peers: int = 4
     bitrate_kbps: int = START_KBPS
     tts: str = "espeak:en"  # what says the text a session is given (synctalk_client.tts.engine)
+    turn: TurnCredentials | None = None  # short-lived credentials for a TURN service (turn.py)
+
+    def __post_init__(self):
+        if self.turn is not None and any("credential" in server for server in self.ice_servers):
+            raise ValueError(
+                "a TURN secret and a static TURN password: give one or the other (the secret's "
+                "short-lived credentials are what a page should get)"
+            )
+
+    def ice_config(self) -> list[dict]:
+        """The ICE servers for one page or one peer: the static ones, and the TURN service with a
+        credential minted now (never the secret, never one without an expiry)."""
+        return [*self.ice_servers, *([self.turn.ice_server()] if self.turn else [])]
 
     def rtc_configuration(self) -> RTCConfiguration:
         # an empty list, not None: aiortc's default is a public STUN server
-        return RTCConfiguration(iceServers=[RTCIceServer(**server) for server in self.ice_servers])
+        return RTCConfiguration(iceServers=[RTCIceServer(**server) for server in self.ice_config()])
 
 
 def ice_servers(flags: list[str] | None, environ: dict | None = None) -> list[dict]:
@@ -233,7 +252,7 @@ class Peers:
         return contract.MSG_MODEL_NOT_FOUND.format(model_id=avatar) + " (no loaded avatar)"
 
     async def config(self, _request: web.Request) -> web.Response:
-        return web.json_response({"iceServers": self.settings.ice_servers})
+        return web.json_response({"iceServers": self.settings.ice_config()}, headers={"Cache-Control": "no-store"})
 
     async def close_all(self, _app=None) -> None:
         peers, self.peers, self.sessions = dict(self.peers), {}, {}
@@ -265,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8088)
     parser.add_argument("--ice-server", action="append", help="stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL")
+    add_turn_arguments(parser)
     parser.add_argument("--max-peers", type=int, default=Settings.max_peers, help="viewers this process holds")
     parser.add_argument("--bitrate-kbps", type=int, default=START_KBPS, help=f"{MIN_KBPS}..{MAX_KBPS}")
     parser.add_argument(
@@ -275,7 +295,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        settings = Settings(args.triton_url, ice_servers(args.ice_server), args.max_peers, args.bitrate_kbps, args.tts)
+        settings = Settings(
+            args.triton_url,
+            ice_servers(args.ice_server),
+            args.max_peers,
+            args.bitrate_kbps,
+            args.tts,
+            turn_credentials(args.turn, args.turn_secret_file, args.turn_ttl),
+        )
     except ValueError as exc:
         parser.error(str(exc))
     app = web.Application()

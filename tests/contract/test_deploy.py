@@ -70,10 +70,12 @@ def test_the_edge_compose_renders_validates(tmp_path):
 
 
 def k8s_documents():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((K8S / name).read_text()):
-            yield name, doc
+    """Every document of the cluster's kustomization and of the optional TURN server's (turn/)."""
+    for folder in (K8S, K8S / "turn"):
+        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        for name in kustomization["resources"]:
+            for doc in yaml.safe_load_all((folder / name).read_text()):
+                yield str((folder / name).relative_to(K8S)), doc
 
 
 def test_kustomization_lists_every_manifest():
@@ -632,6 +634,22 @@ def test_the_webrtc_service_runs_on_its_own_beside_the_edge():
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["synctalk-webrtc"] and "--triton-url=synctalk-edge:8001" in container["args"]
     assert container["envFrom"][0]["secretRef"]["name"] == "synctalk-ice-servers"
+    turn = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert turn["SYNCTALK_TURN_SECRET"] == {"name": "synctalk-turn", "key": "static-auth-secret", "optional": True}
+    assert turn["SYNCTALK_TURN_URLS"]["name"] == "synctalk-turn"
+
+
+def test_coturn_checks_the_credentials_the_webrtc_pods_mint_with_the_same_secret():
+    """The optional coturn (deploy/kubernetes/turn) on the node's network, its static-auth-secret the
+    Secret synctalk-turn's key that the WebRTC pods read (never a password every page gets)."""
+    (deployment,) = yaml.safe_load_all((K8S / "turn" / "coturn-deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["hostNetwork"] is True
+    assert "--use-auth-secret" in container["args"] and "--static-auth-secret=$(TURN_SECRET)" in container["args"]
+    assert not any(a.startswith(("--lt-cred-mech", "--user")) for a in container["args"])
+    secret = next(e for e in container["env"] if e["name"] == "TURN_SECRET")["valueFrom"]["secretKeyRef"]
+    assert (secret["name"], secret["key"]) == ("synctalk-turn", "static-auth-secret")
 
 
 def test_the_image_runs_numpy_on_one_blas_thread_as_the_launcher_does():
