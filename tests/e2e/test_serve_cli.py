@@ -20,10 +20,11 @@ from tests.e2e.test_pipeline import make_request
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_path, models_dir, stop_signal):
+def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_path, models_dir):
     """make serve: clients' ports are the edge's; Triton behind it on the replica ports; one
-    readiness line; a signal stops both, and nothing is left listening."""
+    readiness line; SIGTERM (a container's stop; Ctrl-C's SIGINT goes to the same handler,
+    synctalk_ops.serve) stops both, and nothing is left listening."""
+    stop_signal = signal.SIGTERM
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     http, grpc, metrics, replica_http, replica_grpc, admin = (free_port() for _ in range(6))
     command = [
