@@ -118,12 +118,15 @@ class StreamState:
         self.windows.clear()
         return again
 
-    def frames_to_render(self, ending: bool) -> range:
-        """The frames that became ready (all the clip's remaining frames at its end)."""
+    def frames_to_render(self, ending: bool, most: int | None = None) -> range:
+        """The frames that became ready (all the clip's remaining frames at its end), at most
+        ``most`` of them (the rest stay ready for the next request)."""
         if ending:
             last = contract.synctalk2d_frame_count(self.total) if self.synctalk2d else self.total // SPF
         else:
             last = contract.stream_frames_ready(self.total)
+        if most is not None and not ending:
+            last = min(last, self.next_frame + most)
         frames = range(self.next_frame, max(self.next_frame, last))
         self.next_frame = frames.stop
         return frames

@@ -154,6 +154,21 @@ def test_an_interrupt_cuts_the_speech_not_shown_and_renders_those_frames_again_a
     assert state.rewind() is None, "one rewind an interrupt"
 
 
+def test_a_rewinds_answer_holds_its_first_frames_and_the_next_request_the_rest():
+    """Frame K is due at the viewer at once: the interrupt's answer renders the first
+    STREAM_REWIND_FIRST frames again, the request after it the rest, none twice and none skipped."""
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    at_pace(state, speech(60 * SPF))
+    state.interrupt(40)
+    again = state.rewind()
+    first = state.frames_to_render(ending=False, most=contract.STREAM_REWIND_FIRST)
+    assert first == range(40, 40 + contract.STREAM_REWIND_FIRST)
+    state.append(np.zeros(320, np.float32))
+    rest = state.frames_to_render(ending=False)
+    assert rest.start == first.stop and rest.stop >= again.stop, "the rest with the next request"
+    assert state.frames_to_render(ending=True, most=1).stop == state.total // SPF, "the end: every frame left"
+
+
 def test_the_speech_after_an_interrupt_is_rendered_and_frames_go_on_from_the_idle_ones():
     state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
     at_pace(state, speech(40 * SPF))

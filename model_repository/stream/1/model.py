@@ -190,9 +190,13 @@ class TritonPythonModel:
         async with stream.turn:
             # an interrupt's or a placing request's turn: the frames from its cut again (earlier
             # requests' turns came first)
-            if (interrupt is not None or speech_at is not None) and stream.rewind() and stream.video is not None:
+            again = stream.rewind() if interrupt is not None or speech_at is not None else None
+            if again and stream.video is not None:
                 stream.video.request_key_frame()  # the viewer never gets the frames it referenced
-            frames = stream.frames_to_render(ending=bool(flags & END))
+            # the first of them at once (frame K is due at the viewer now); the next requests
+            # bring the rest (contract.STREAM_REWIND_FIRST)
+            most = contract.STREAM_REWIND_FIRST if again else None
+            frames = stream.frames_to_render(ending=bool(flags & END), most=most)
             if flags & END:
                 self._close(stream_id, "ended")
                 stream.ended()
