@@ -74,6 +74,15 @@ def frame_size(triton_url: str, avatar: str, timeout_s: float = 60.0) -> tuple[i
     return image.shape[1], image.shape[0]
 
 
+async def _received(track):
+    """What the peer's ``track`` sends, each when its time comes, until it ends."""
+    while True:
+        try:
+            yield await track.recv()
+        except MediaStreamError:
+            return
+
+
 class SpeechIn:
     """TTS audio (int16 bytes at any rate, mono or stereo) to 16 kHz mono int16, resampled once,
     as a stream: a TTS's chunks join up with no clicks. ``reset`` at the end of an utterance."""
@@ -189,11 +198,7 @@ class SyncTalkAvatarService(FrameProcessor):
     async def _video_out(self) -> None:
         """Each frame, decoded when its time comes (the peer's video track paces it)."""
         peer = self.peer
-        while True:
-            try:
-                packet = await peer.video.recv()
-            except MediaStreamError:
-                break
+        async for packet in _received(peer.video):
             rgb = cv2.cvtColor(
                 cv2.imdecode(np.frombuffer(bytes(packet), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
             )
@@ -206,11 +211,7 @@ class SyncTalkAvatarService(FrameProcessor):
     async def _voice_out(self) -> None:
         """Each 20 ms of the voice when due, with the speaking events it brings before it."""
         peer = self.peer
-        while True:
-            try:
-                chunk = await peer.voice.recv()
-            except MediaStreamError:
-                break
+        async for chunk in _received(peer.voice):
             events, self._events[:] = list(self._events), []
             for event in events:
                 await self.push_frame(TTSStartedFrame() if event.speaking else TTSStoppedFrame())

@@ -36,17 +36,14 @@ class SyncTalkTTSService(TTSService):
         return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
-        sentences = iter(self._engine.speak(text))
+        # tts.chunks: each sentence's 40 ms chunks as soon as it is synthesised (on a thread)
+        chunks = tts.chunks(text, self._engine, contract.SAMPLES_PER_FRAME)
         try:
             await self.start_tts_usage_metrics(text)
-            while (pcm := await asyncio.to_thread(next, sentences, None)) is not None:
+            while (pcm := await asyncio.to_thread(next, chunks, None)) is not None:
                 await self.stop_ttfb_metrics()
-                for start in range(0, len(pcm), contract.SAMPLES_PER_FRAME):
-                    yield TTSAudioRawFrame(
-                        audio=pcm[start : start + contract.SAMPLES_PER_FRAME].tobytes(),
-                        sample_rate=contract.SAMPLE_RATE,
-                        num_channels=1,
-                        context_id=context_id,
-                    )
+                yield TTSAudioRawFrame(
+                    audio=pcm.tobytes(), sample_rate=contract.SAMPLE_RATE, num_channels=1, context_id=context_id
+                )
         except Exception as exc:  # noqa: BLE001 - the engine's failure is the pipeline's error frame
             yield ErrorFrame(error=f"text to speech failed: {exc}")
