@@ -18,6 +18,10 @@ a thin shell of Triton calls around it.
   frame rendered again; the speech before S reaches them as usual. The frames before S's frame do
   not anticipate it in their silence test: due before it could be rendered, they stay idle frames
   (cheap) where they would have run the generator on their lookahead.
+- **Nothing rendered twice for nothing**: from an interrupt's or a placement's arrival on, the
+  requests ahead of it render no frame from its cut (``frames_to_render``), and a turn rendering
+  stops before a batch that starts there (``superseded``): those frames would be stale at the
+  client, and the interrupt's idle frames, due at the viewer at once, would wait behind them.
 - **The windows encoded** (SyncTalk_2D avatars encoding per stream): each audio window's encoding
   kept by its place in upstream's padded window list, encoded once, dropped once no later frame
   needs it.
@@ -127,9 +131,17 @@ class StreamState:
             last = contract.stream_frames_ready(self.total)
         if most is not None and not ending:
             last = min(last, self.next_frame + most)
+        if self.rewind_to is not None:  # an interrupt or a placement waits for its turn: it renders those
+            last = min(last, self.rewind_to)
         frames = range(self.next_frame, max(self.next_frame, last))
         self.next_frame = frames.stop
         return frames
+
+    def superseded(self, frame: int) -> bool:
+        """Whether an interrupt or a placement that arrived since (waiting for its turn) renders
+        ``frame`` again: a turn stops before such a batch (its frames would be stale at the client,
+        and the interrupt's own frames wait behind it)."""
+        return self.rewind_to is not None and frame >= self.rewind_to
 
     def silent(self, frame: int, threshold: float) -> bool:
         """Whether every sample a frame's audio windows can see (its 40 ms and the context on each

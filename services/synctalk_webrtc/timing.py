@@ -88,15 +88,17 @@ class PlayoutClock:
         """When what is at ``content_s`` is to be sent (``time.monotonic`` time)."""
         return self.t0 + content_s
 
-    def slip(self, content_s: float) -> bool:
+    def slip(self, content_s: float, headroom: bool = True) -> bool:
         """Something at ``content_s`` is ready only now: if that is past its time by more than the
-        slack, everything from here on is sent that much later (True)."""
+        slack, everything from here on is sent that much later (True). ``headroom``: half the
+        margin more (inside speech; not in the silence after an interrupt, where the first idle
+        frame is late by what the server took, and no more)."""
         late = self._now() - self.due(content_s)
         if late <= self.slack_s:
             return False
-        # with headroom (half the margin): a server falling behind costs one gap now and then, not
-        # a gap every few frames (each gap grows a browser's audio buffer, and its A/V offset)
-        step = late + self.margin_s / 2
+        # with headroom: a server falling behind costs one gap now and then, not a gap every few
+        # frames (each gap grows a browser's audio buffer, and its A/V offset)
+        step = late + (self.margin_s / 2 if headroom else 0.0)
         self.t0 += step
         self.slipped_s += step
         self.last_slip_s = step

@@ -189,7 +189,7 @@ class AvatarVoiceTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         content_s = start / contract.SAMPLE_RATE
-        if self.clock.slip(content_s):
+        if self.clock.slip(content_s, headroom=self.speech.is_spoken(start - VOICE_CHUNK, start + VOICE_CHUNK)):
             log.info(
                 "the voice waited for frame %d: everything %.0f ms later from here",
                 shown_by,

@@ -469,7 +469,7 @@ def test_an_interrupt_drops_the_speech_not_shown_and_the_avatar_idles_then_speak
     """Speech sent ahead (answers still owed), then an interrupt from frame 20, the frames the
     viewer has not shown: the owed answers' frames from 20 are dropped, frames 20 on come again as
     the avatar's idle frames, the frame numbers go on with no jump, and the next speech is mouthed.
-    H.264: frame 20 is a key frame and the whole sequence decodes."""
+    H.264: the whole sequence decodes."""
     import simplejpeg
 
     answers: queue.Queue = queue.Queue()
@@ -498,7 +498,9 @@ def test_an_interrupt_drops_the_speech_not_shown_and_the_avatar_idles_then_speak
     if codec == "jpeg":
         images = [simplejpeg.decode_jpeg(f.jpeg, colorspace="RGB") for f in frames]
     else:
-        assert frames[20].key_frame, "the first frame rendered again is a key frame"
+        # frame 20 is a key frame where the stream had encoded frames from 20 before the cut (which
+        # the viewer never gets); where the requests ahead of the interrupt stopped before 20, it
+        # follows frame 19: either way the whole sequence decodes to what was rendered
         images = video.decode([f.h264 for f in frames])
         assert len(images) == len(frames)
     idle = plain(images)

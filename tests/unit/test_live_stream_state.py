@@ -169,6 +169,24 @@ def test_a_rewinds_answer_holds_its_first_frames_and_the_next_request_the_rest()
     assert state.frames_to_render(ending=True, most=1).stop == state.total // SPF, "the end: every frame left"
 
 
+def test_requests_ahead_of_an_interrupt_render_nothing_it_renders_again():
+    """An interrupt arrives while requests ahead of it wait for the stream's turn (the server fell
+    behind): they render no frame from its cut, a turn rendering stops before a batch from there,
+    and the interrupt's own turn renders from the cut: no frame rendered for nothing, none skipped."""
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    at_pace(state, speech(40 * SPF))
+    state.append(speech(10 * SPF, seed=2))  # a backlog: frames ready, their requests waiting
+    backlog_from = state.next_frame
+    state.interrupt(backlog_from + 4)
+    ahead = state.frames_to_render(ending=False)
+    assert ahead == range(backlog_from, backlog_from + 4), "the frames before the cut only"
+    assert not state.superseded(backlog_from + 3) and state.superseded(backlog_from + 4)
+    assert state.rewind() == range(backlog_from + 4, backlog_from + 4)
+    assert not state.superseded(backlog_from + 4), "the interrupt's turn renders them"
+    again = state.frames_to_render(ending=False, most=contract.STREAM_REWIND_FIRST)
+    assert again.start == backlog_from + 4, "from the cut, after the frames ahead of it"
+
+
 def test_the_speech_after_an_interrupt_is_rendered_and_frames_go_on_from_the_idle_ones():
     state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
     at_pace(state, speech(40 * SPF))

@@ -206,8 +206,11 @@ class TritonPythonModel:
                 for first, last, quiet in stream.runs(frames, self.silence_threshold, self.catch_up_batch)
             ]
             jpegs, units, rgb = [], [], stream.video is not None
+            rendered_to = frames.start
             try:
                 for first, last, batch in batches:
+                    if stream.superseded(first):  # an interrupt or a placement came: it renders these
+                        break
                     if batch is None:
                         rendered = await self._avatar_frames(stream.avatar, first, last, rgb)
                     elif stream.by_features:
@@ -218,6 +221,7 @@ class TritonPythonModel:
                         units += await self._encode(stream.video, rendered)
                     else:
                         jpegs += rendered
+                    rendered_to = last
             except StreamError:
                 if not flags & END:  # the stream lives on: its next request renders these frames again
                     stream.failed(frames)
@@ -227,6 +231,7 @@ class TritonPythonModel:
             finally:
                 if flags & END and stream.video is not None:
                     stream.video.close()
+            frames = range(frames.start, rendered_to)
             stream.answered_up_to(frames, time.monotonic())
         return jpegs, list(frames), units
 
