@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 VARIANT ?= full
 REPOSITORY := build/repository/cpu
 
-.PHONY: install agents speech turn models render serve cluster demo web browser test lint format bench soak gpu-check clean
+.PHONY: install agents speech turn netbench models render serve cluster demo web browser test lint format bench soak gpu-check clean
 
 install: $(STAMP) speech
 
@@ -79,6 +79,15 @@ turn:
 	echo "installing Debian's coturn (the TURN tests)"; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; fi
 
+# the network bench (devtools/netbench.py: a viewer behind a NAT in network namespaces): Debian's
+# iproute2 and iptables, installed where missing
+netbench:
+	@if command -v ip >/dev/null && command -v iptables >/dev/null && command -v tc >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "no apt-get: install iproute2 and iptables yourself for the network bench"; \
+	else sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	echo "installing Debian's iproute2 and iptables (the network bench)"; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; fi
+
 # text to speech (synctalk_client.tts): Debian's espeak-ng, installed where missing
 speech:
 	@if command -v espeak-ng >/dev/null; then :; \
@@ -88,7 +97,7 @@ speech:
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; fi
 
 # pytest exits 5 when it collects no test: report it as a failure of its own
-test: models browser speech agents turn
+test: models browser speech agents turn netbench
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 

@@ -15,8 +15,10 @@ from synctalk_ops.launched import free_port, http_process
 WAIT_S = 120  # for the page to show what is waited for
 
 
-def chromium_driver(microphone: Path | None = None):
-    """Headless Chromium; ``microphone``: a WAV its fake microphone plays (looped), else a beep."""
+def chromium_driver(microphone: Path | None = None, origin: str | None = None):
+    """Headless Chromium; ``microphone``: a WAV its fake microphone plays (looped), else a beep;
+    ``origin``: a page's origin taken as secure (http:// on an address but loopback, as on the
+    network bench: the page's audio worklet needs a secure context)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -34,6 +36,7 @@ def chromium_driver(microphone: Path | None = None):
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         *([f"--use-file-for-fake-audio-capture={microphone}"] if microphone else []),
+        *([f"--unsafely-treat-insecure-origin-as-secure={origin}"] if origin else []),
     ):
         options.add_argument(argument)
     # the path given: Selenium does not look for (or download) a driver of its own

@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -19,6 +16,7 @@ import pytest
 from aioice import stun
 from aioice import turn as ice_turn
 
+from devtools.netbench import coturn as coturn_process
 from synctalk_build import paths
 from synctalk_ops.launched import http_process
 from synctalk_webrtc import turn
@@ -32,33 +30,9 @@ SECRET = "a-shared-secret-of-the-test-turn-service"
 @pytest.fixture(scope="module")
 def coturn():
     """coturn on loopback with the TURN REST convention (its ``static-auth-secret``); (host, port)."""
-    binary = shutil.which("turnserver")
-    if binary is None:
-        pytest.fail("coturn's turnserver is missing: `make turn` installs it (make test does)")
     port = free_port()
-    log = paths.BUILD / "logs" / "test-coturn.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log", "--log-file=stdout",
-        "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={port}",
-        "--min-port=49160", "--max-port=49200", "--realm=synctalk.test",
-        "--use-auth-secret", f"--static-auth-secret={SECRET}", "--allow-loopback-peers", "--fingerprint",
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:  # its TCP listener on the same port: ready
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"coturn did not start: {log.read_text()}")
-            time.sleep(0.1)
+    with coturn_process("127.0.0.1", port, SECRET, paths.BUILD / "logs" / "test-coturn.log"):
         yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def allocate(address, username: str, credential: str, transport: str) -> str:

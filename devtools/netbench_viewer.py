@@ -1,0 +1,84 @@
+"""A viewer on the network bench (``devtools.netbench``): run in the viewer's namespace, it opens
+the page in headless Chromium, starts the Live tab on an avatar (text source: no microphone) and
+watches it, then prints one JSON line: time to the first frame, frames decoded, frames per second,
+bitrate, freezes, A/V offset, and the candidate pair ICE chose (relay over UDP or TCP, or direct)::
+
+    ip netns exec VIEWER python -m devtools.netbench_viewer --page http://10.77.0.1:PORT/ --avatar anna --seconds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.parse
+
+from devtools.browser import chromium_driver, element, models_loaded, switch_tab, wait
+
+PAIR = """
+const done = arguments[arguments.length - 1];
+if (typeof live === "undefined" || !live || !live.pc) return done({ frames_decoded: 0, bytes: 0 });
+live.pc.getStats().then((report) => {
+  let pair = null, inbound = {};
+  report.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    if (s.type === "inbound-rtp") inbound[s.kind] = s;
+  });
+  const local = pair ? report.get(pair.localCandidateId) : null;
+  const remote = pair ? report.get(pair.remoteCandidateId) : null;
+  const v = inbound.video || {};
+  done({
+    local: local && local.candidateType, relay_protocol: local && local.relayProtocol,
+    protocol: local && local.protocol, remote: remote && remote.candidateType,
+    frames_decoded: v.framesDecoded || 0, freezes: v.freezeCount || 0,
+    freeze_s: v.totalFreezesDuration || 0, bytes: v.bytesReceived || 0,
+  });
+});
+"""
+
+
+def watch(page: str, avatar: str, seconds: float) -> dict:
+    browser = chromium_driver(origin=urllib.parse.urlsplit(page)._replace(path="").geturl())
+    try:
+        browser.get(page)
+        models_loaded(browser)
+        switch_tab(browser, "live")
+        browser.execute_script("document.getElementById('live-model').value = arguments[0];", avatar)
+        element(browser, "live-source-text").click()
+        started = time.monotonic()
+        element(browser, "live-start").click()
+        try:
+            wait(browser, lambda: browser.execute_async_script(PAIR)["frames_decoded"] > 0, timeout=30)
+        except Exception:  # noqa: BLE001 - what the page says is the result
+            return {"error": element(browser, "live-error").text or "no frame in 30 s", "pair": None}
+        first_frame_s = time.monotonic() - started
+        before = browser.execute_async_script(PAIR)
+        time.sleep(seconds)
+        after = browser.execute_async_script(PAIR)
+        stats = json.loads(browser.execute_script("return document.body.dataset.liveStats || '[]'"))
+        offsets = [s["offsetMs"] for s in stats if s.get("offsetMs") is not None]
+        return {
+            "first_frame_s": round(first_frame_s, 2),
+            "fps": round((after["frames_decoded"] - before["frames_decoded"]) / seconds, 1),
+            "kbps": round(8 * (after["bytes"] - before["bytes"]) / seconds / 1000),
+            "freezes": after["freezes"],
+            "freeze_s": round(after["freeze_s"], 2),
+            "av_offset_ms": offsets[-1] if offsets else None,
+            "pair": {k: after[k] for k in ("local", "relay_protocol", "protocol", "remote")},
+            "error": element(browser, "live-error").text,
+        }
+    finally:
+        browser.quit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--page", required=True)
+    parser.add_argument("--avatar", required=True)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    print(json.dumps(watch(args.page, args.avatar, args.seconds)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
