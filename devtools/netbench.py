@@ -27,15 +27,22 @@ from pathlib import Path
 HOST_IP, ROUTER_UP_IP, ROUTER_DOWN_IP, VIEWER_IP = "10.77.0.1", "10.77.0.2", "10.77.1.1", "10.77.1.2"
 
 
-def coturn_command(address: str, port: int, secret: str, realm: str = "synctalk.test") -> list[str]:
+def coturn_command(
+    address: str, port: int, secret: str, realm: str = "synctalk.test", tls: tuple[int, Path, Path] | None = None
+) -> list[str]:
     """coturn (``turnserver``) in the foreground on ``address``:``port`` (UDP and TCP), relaying from
     the same address, with the TURN REST convention (``use-auth-secret``): what
-    docs/live-streams-and-webrtc.md sets up, without TLS."""
+    docs/live-streams-and-webrtc.md sets up. ``tls``: (port, certificate, key) for TURN over TLS
+    too (``turns:``), else none."""
     binary = shutil.which("turnserver")
     if binary is None:
         raise RuntimeError("coturn's turnserver is missing: `make turn` installs it (make test does)")
+    if tls is None:
+        secure = ["--no-tls", "--no-dtls"]
+    else:
+        secure = ["--no-dtls", f"--tls-listening-port={tls[0]}", f"--cert={tls[1]}", f"--pkey={tls[2]}"]
     return [
-        binary, "-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log", "--log-file=stdout",
+        binary, "-n", "--no-cli", *secure, "--simple-log", "--log-file=stdout",
         f"--listening-ip={address}", f"--relay-ip={address}", f"--listening-port={port}",
         "--min-port=49160", "--max-port=49200", f"--realm={realm}",
         "--use-auth-secret", f"--static-auth-secret={secret}", "--allow-loopback-peers", "--fingerprint",
@@ -43,12 +50,13 @@ def coturn_command(address: str, port: int, secret: str, realm: str = "synctalk.
 
 
 @contextlib.contextmanager
-def coturn(address: str, port: int, secret: str, log: Path):
+def coturn(address: str, port: int, secret: str, log: Path, tls: tuple[int, Path, Path] | None = None):
     """coturn (``coturn_command``) until the block ends, its output in ``log``; ready (its TCP
     listener answers) when the block starts."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    command = coturn_command(address, port, secret, tls=tls)
     with open(log, "wb") as out:
-        process = subprocess.Popen(coturn_command(address, port, secret), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while True:

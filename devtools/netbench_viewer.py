@@ -1,7 +1,9 @@
 """A viewer on the network bench (``devtools.netbench``): run in the viewer's namespace, it opens
 the page in headless Chromium, starts the Live tab on an avatar (text source: no microphone) and
 watches it, then prints one JSON line: time to the first frame, frames decoded, frames per second,
-bitrate, freezes, A/V offset, and the candidate pair ICE chose (relay over UDP or TCP, or direct)::
+bitrate, freezes, A/V offset, the candidate pair ICE chose (relay over UDP or TCP, or direct) and
+a timeline (every 0.25 s: the connection's state and the frames decoded so far). It prints
+"playing" at the first frame: a test acting on the network (a dropout) waits for that::
 
     ip netns exec VIEWER python -m devtools.netbench_viewer --page http://10.77.0.1:PORT/ --avatar anna --seconds 3
 """
@@ -52,8 +54,14 @@ def watch(page: str, avatar: str, seconds: float) -> dict:
         except Exception:  # noqa: BLE001 - what the page says is the result
             return {"error": element(browser, "live-error").text or "no frame in 30 s", "pair": None}
         first_frame_s = time.monotonic() - started
+        print("playing", flush=True)  # what a test waits for before it acts on the network
         before = browser.execute_async_script(PAIR)
-        time.sleep(seconds)
+        timeline, end = [], time.monotonic() + seconds
+        while time.monotonic() < end:  # every 0.25 s: the connection's state, frames so far, the status
+            now = browser.execute_async_script(PAIR)
+            state = browser.execute_script("return document.body.dataset.liveConnection || ''")
+            timeline.append((round(time.monotonic() - started, 2), state, now["frames_decoded"]))
+            time.sleep(0.25)
         after = browser.execute_async_script(PAIR)
         stats = json.loads(browser.execute_script("return document.body.dataset.liveStats || '[]'"))
         offsets = [s["offsetMs"] for s in stats if s.get("offsetMs") is not None]
@@ -66,6 +74,9 @@ def watch(page: str, avatar: str, seconds: float) -> dict:
             "av_offset_ms": offsets[-1] if offsets else None,
             "pair": {k: after[k] for k in ("local", "relay_protocol", "protocol", "remote")},
             "error": element(browser, "live-error").text,
+            "status": element(browser, "live-status").text,
+            "dropouts": int(browser.execute_script("return document.body.dataset.liveDropouts || '0'")),
+            "timeline": timeline,
         }
     finally:
         browser.quit()

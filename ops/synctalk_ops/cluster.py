@@ -179,8 +179,12 @@ class Cluster(Launched):
         }
 
     def write_description(self, path: Path = REPLICAS_FILE) -> Path:
+        """The description written whole or not at all (a new file renamed over the old): a reader
+        (an operator's script, the tests) never sees it half written or empty."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        os.replace(partial, path)
         return path
 
     def add_replica(self, ports: tuple[int, int, int] | None = None) -> TritonServer:

@@ -1,12 +1,15 @@
 """WebRTC across a NAT, on the network bench (``devtools.netbench``): headless Chromium in a viewer
 namespace behind an iptables NAT router, the page's server and coturn on the host (the TURN REST
 convention: the page gets a credential of its own from ``/webrtc/config``). UDP blocked but to the
-TURN port: the avatar plays through a relay over UDP; all UDP blocked: through TURN over TCP."""
+TURN port: the avatar plays through a relay over UDP, and through a 3 s dropout of the viewer's
+link; all UDP blocked: through TURN over TCP. (An expired or forged credential refused by coturn:
+``test_turn_service.py``.)"""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -58,12 +61,18 @@ def bench_avatar(server, tmp_path_factory):
         yield avatar
 
 
-def view(bench: NetBench, page: str, avatar: str, name: str, seconds: float = 2.0) -> dict:
-    """The viewer's Chromium on the page for ``seconds``: devtools.netbench_viewer's report."""
+def view(bench: NetBench, page: str, avatar: str, name: str, seconds: float = 2.0, playing=None) -> dict:
+    """The viewer's Chromium on the page for ``seconds``: devtools.netbench_viewer's report.
+    ``playing()``: called once the avatar plays (the network acted on while the viewer watches)."""
     log = LOGS / f"test-bench-viewer-{name}.log"
     command = [sys.executable, "-m", "devtools.netbench_viewer", "--page", page, "--avatar", avatar]
     process = bench.viewer([*command, "--seconds", str(seconds)], log, cwd=paths.ROOT)
     try:
+        if playing is not None:
+            deadline = time.monotonic() + 60
+            while "playing" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            playing()
         process.wait(timeout=90)
     finally:
         process.kill()
@@ -72,20 +81,53 @@ def view(bench: NetBench, page: str, avatar: str, name: str, seconds: float = 2.
     return json.loads(lines[-1])
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_a_viewer_behind_a_nat_with_udp_blocked_plays_through_turn(
-    bench, turn_port, bench_page, bench_avatar, transport
+def test_through_turn_over_udp_with_udp_otherwise_blocked_and_a_3_s_dropout_the_session_survives(
+    bench, turn_port, bench_page, bench_avatar
 ):
-    """UDP blocked at the viewer's router but to the TURN port (udp), or all of it (tcp): the only
-    way through is a relay, over that transport, with the credential the page was given."""
+    """UDP blocked at the viewer's router but to the TURN port: the only way through is a relay
+    over UDP, with the credential the page was given. Then the viewer's link goes down for 3 s
+    (nothing passes either way) and comes back: the page says the connection dropped, and the same
+    session (its peer connection, the server's peer and stream) plays on, ICE keeping its pair."""
+
+    def dropout() -> None:
+        time.sleep(1.0)
+        bench.link(up=False)
+        time.sleep(3.0)
+        bench.link(up=True)
+
     bench.clear()
-    bench.block_udp(except_port=turn_port if transport == "udp" else None)
+    bench.block_udp(except_port=turn_port)
     try:
-        report = view(bench, bench_page, bench_avatar, f"turn-{transport}")
+        report = view(bench, bench_page, bench_avatar, "turn-udp-dropout", seconds=7.0, playing=dropout)
+    finally:
+        bench.link(up=True)
+        bench.clear()
+    timeline = report.pop("timeline")
+    print(f"TURN over udp: {report}; a 3 s dropout: {timeline}")
+    pair = report["pair"]
+    assert pair["local"] == "relay" and pair["relay_protocol"] == "udp", f"through the relay: {pair}"
+    assert timeline[0][2] < timeline[3][2], "the avatar plays"
+    frames = [decoded for _, _, decoded in timeline]
+    still = [i for i in range(1, len(frames)) if frames[i] == frames[i - 1]]
+    assert still and len(still) * 0.25 >= 2.0, "the video stopped while the link was down"
+    resumed = frames[still[-1] + 1 :]
+    assert len(resumed) >= 8 and resumed[-1] - resumed[0] >= 0.8 * 25 * 0.25 * (len(resumed) - 1), "and plays on"
+    assert timeline[-1][1] == "connected", "the same session: its connection never failed"
+    assert report["dropouts"] == 1 and "back after a dropout" in report["status"], "the page said so"
+    assert not report["error"], report
+
+
+def test_through_turn_over_tcp_with_all_udp_blocked(bench, bench_page, bench_avatar):
+    """All UDP blocked at the viewer's router: TURN over TCP is the only way through."""
+    bench.clear()
+    bench.block_udp()
+    try:
+        report = view(bench, bench_page, bench_avatar, "turn-tcp")
     finally:
         bench.clear()
-    print(f"TURN over {transport}: {report}")
+    report.pop("timeline")
+    print(f"TURN over tcp: {report}")
     assert not report["error"], report
     pair = report["pair"]
-    assert pair["local"] == "relay" and pair["relay_protocol"] == transport, f"through the relay: {pair}"
+    assert pair["local"] == "relay" and pair["relay_protocol"] == "tcp", f"through the relay: {pair}"
     assert report["fps"] >= 20, f"the avatar plays: {report}"

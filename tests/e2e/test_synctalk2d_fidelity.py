@@ -13,6 +13,7 @@ resized straight to 320 (the test can fail). Against the unencoded reference the
 sit at the JPEG's own noise floor (printed: random weights make a noisy texture, ~29 dB).
 """
 
+import contextlib
 import subprocess
 import sys
 
@@ -20,11 +21,10 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from synctalk_build import paths
-from synctalk_client import synthetic
+from synctalk_build import avatar_store, paths
+from synctalk_client import CompositeClient, synthetic
 from synctalk_common import contract
 from tests import synctalk2d_reference as reference
-from tests.conftest import _serve
 from tests.synctalk2d_loop import upstream_images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.full_model]
@@ -39,9 +39,12 @@ COMPARED = slice(2, 6)  # the frames the deliberate mistakes are rendered for
 
 
 @pytest.fixture(scope="module")
-def fidelity_server(tmp_path_factory, models_dir):
-    """A server of its own: the avatar's full-size generator stays out of the shared one."""
-    yield from _serve(tmp_path_factory, models_dir, "tiny")
+def fidelity_server(server):
+    """The session's server; the avatar (its full-size generator) unloaded and removed after."""
+    yield server
+    with CompositeClient(server.grpc_url) as client, contextlib.suppress(Exception):
+        client.unload_model(AVATAR)
+    avatar_store.remove(server.repository, AVATAR)
 
 
 @pytest.fixture(scope="module")

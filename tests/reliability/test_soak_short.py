@@ -14,11 +14,11 @@ def test_short_soak(server, tmp_path):
     report = soak.soak(
         server.grpc_url,
         clients=3,
-        duration_s=18,
+        duration_s=12,
         batch_sizes=[1, 4, 8],
         bad_share=0.2,
         server_pid=server.process.pid,
-        warmup_s=6,
+        warmup_s=4,
         max_growth=0.10,
     )
     (tmp_path / "soak.json").write_text(json.dumps(report, indent=2))

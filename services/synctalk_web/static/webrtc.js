@@ -38,6 +38,7 @@ async function speechTrack(fileBuffer) {
 }
 
 async function startWebRTC(session, avatar) {
+  session.avatar = avatar;
   const config = await api("/webrtc/config");
   const pc = new RTCPeerConnection({ iceServers: config.iceServers });
   session.pc = pc;
@@ -66,15 +67,29 @@ async function startWebRTC(session, avatar) {
     element.srcObject = remote;
     if (window.SYNCTALK_PROBE && event.track.kind === "audio") probeVoice(session, remote);
   });
+  // a dropout (the network went away: a tunnel, a change of network): no frame for a second
+  // (showStats), or "disconnected" (Chromium says so after some seconds), until the packets flow
+  // again, and the same session goes on (the server keeps the peer through ~30 s of silence, ICE's
+  // consent checks); past that "failed", and the page says the session ended
+  session.dropouts = 0;
+  session.connected = false;
   pc.addEventListener("connectionstatechange", () => {
     if (session !== live) return;
-    if (pc.connectionState === "connected") {
+    document.body.dataset.liveConnection = pc.connectionState;
+    if (pc.connectionState === "connected" && !session.connected) {
+      session.connected = true;
       session.t0 = performance.now();
       speech.start();
       $("live-status").textContent = `streaming to ${avatar} over WebRTC`;
       $("live-stop").disabled = false;
+    } else if (pc.connectionState === "disconnected") {
+      dropped(session);
     } else if (pc.connectionState === "failed") {
-      liveError("the WebRTC connection failed (a TURN server is needed across NATs: see the README)");
+      liveError(
+        session.dropouts
+          ? "the connection dropped and did not come back: the session has ended (Start again)"
+          : "the WebRTC connection failed (a TURN server is needed across NATs: see the README)",
+      );
     }
   });
   await pc.setLocalDescription(await pc.createOffer());
@@ -87,6 +102,14 @@ async function startWebRTC(session, avatar) {
   await pc.setRemoteDescription(answer);
   watchFrames(session, element);
   session.statsTimer = setInterval(() => showStats(session), 1000);
+}
+
+function dropped(session) {
+  if (session.stalled) return;
+  session.stalled = true;
+  session.dropouts += 1;
+  document.body.dataset.liveDropouts = String(session.dropouts);
+  $("live-status").textContent = "the connection dropped: waiting for the network to come back";
 }
 
 function setControls(on) {
@@ -186,6 +209,15 @@ async function showStats(session) {
   const v = inbound.video;
   const a = inbound.audio;
   if (!v) return;
+  // no frame decoded for a second while connected: a dropout; frames again: back, the same session
+  if (session.connected && session.lastDecoded !== undefined) {
+    if (v.framesDecoded === session.lastDecoded) dropped(session);
+    else if (session.stalled && session.pc.connectionState === "connected") {
+      session.stalled = false;
+      $("live-status").textContent = `streaming to ${session.avatar} over WebRTC (back after a dropout)`;
+    }
+  }
+  session.lastDecoded = v.framesDecoded;
   const now = performance.now();
   const bits = session.lastBytes === undefined ? null : ((v.bytesReceived - session.lastBytes) * 8) / ((now - session.lastAt) / 1000);
   session.lastBytes = v.bytesReceived;

@@ -1,0 +1,177 @@
+"""The avatar across a NAT, on the network bench (``devtools.netbench``), measured at the viewer:
+headless Chromium in a namespace behind an iptables NAT router, the page's server and coturn on the
+host, each row a condition of the viewer's network:
+
+    python -m benchmarks.network_matrix                 # every row, 20 s each
+    python -m benchmarks.network_matrix --seconds 10 --rows turn-udp cap-500
+
+- **direct**: the NAT alone (ICE finds the host through it: the viewer began the exchange);
+- **turn-udp**: UDP blocked but to the TURN port: a relay over UDP;
+- **turn-tcp**: all UDP blocked: TURN over TCP;
+- **turn-tls**: all UDP blocked and the page given only ``turns:`` (TURN over TLS, a certificate
+  made for the run);
+- **cap-1000**, **cap-500**: the viewer's downlink capped at 1 Mbit/s, 500 kbit/s (``tc tbf``);
+- **loss-2**, **loss-5**: 2 %, 5 % of the packets to the viewer dropped at random.
+
+The avatar: 8 images of random noise (a costly video: the caps bite) at 320 x 240, with silent
+frames (the stream renders them without the generator: the network is measured, not this CPU).
+Each row: time to the first frame from Start, frames decoded per second, the bitrate received,
+freezes (Chromium's ``freezeCount``, ``totalFreezesDuration``), the A/V offset (audio minus video
+``estimatedPlayoutTimestamp``, the last second's), and the ICE pair. Writes
+``benchmarks/results/network_matrix.json`` and prints the table for ``benchmarks/README.md``.
+Needs root (network namespaces), iproute2, iptables, coturn and Chromium (``make netbench turn
+browser``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from devtools.netbench import HOST_IP, NetBench, coturn
+from synctalk_build import avatar_store, paths
+from synctalk_build.render_repository import render
+from synctalk_client import CompositeClient
+from synctalk_ops.launched import free_port, http_process
+from synctalk_ops.serve import TritonServer
+
+RESULTS = paths.ROOT / "benchmarks" / "results" / "network_matrix.json"
+LOGS = paths.BUILD / "logs" / "network-matrix"
+SECRET = "the-network-matrix-turn-secret"
+ROWS = ("direct", "turn-udp", "turn-tcp", "turn-tls", "cap-1000", "cap-500", "loss-2", "loss-5")
+
+
+@contextlib.contextmanager
+def noise_avatar(server: TritonServer, folder: Path, avatar_id: str = "noise"):
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(8):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    options = avatar_store.AvatarOptions(audio_preset="synctalk2d", silent_frames=True, replace=True)
+    avatar_store.add(server.repository, avatar_id, folder, [100, 60, 220, 200], options=options)
+    try:
+        with CompositeClient(server.grpc_url) as client:
+            client.load_model(avatar_id)
+            yield avatar_id
+    finally:
+        avatar_store.remove(server.repository, avatar_id)
+
+
+def certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the bench's host address (coturn's TLS listener)."""
+    cert, key = folder / "turn.crt", folder / "turn.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={HOST_IP}",
+         "-addext", f"subjectAltName=IP:{HOST_IP}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.contextmanager
+def page(triton_url: str, turn_urls: list[str], secret_file: Path):
+    port = free_port()
+    command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--host", "0.0.0.0"]
+    command += ["--port", str(port), "--turn-secret-file", str(secret_file)]
+    for url in turn_urls:
+        command += ["--turn", url]
+    with http_process("the page's server", command, f"http://127.0.0.1:{port}/", LOGS / "page.log"):
+        yield f"http://{HOST_IP}:{port}/"
+
+
+def view(bench: NetBench, url: str, avatar: str, row: str, seconds: float) -> dict:
+    log = LOGS / f"viewer-{row}.log"
+    command = [sys.executable, "-m", "devtools.netbench_viewer", "--page", url, "--avatar", avatar]
+    process = bench.viewer([*command, "--seconds", str(seconds)], log, cwd=paths.ROOT)
+    try:
+        process.wait(timeout=seconds + 90)
+    finally:
+        process.kill()
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"the viewer failed: see {log}"}
+    report = json.loads(lines[-1])
+    report.pop("timeline", None)
+    return report
+
+
+def measure(rows: list[str], seconds: float) -> dict:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch, NetBench() as bench:
+        scratch = Path(scratch)
+        secret = scratch / "turn-secret"
+        secret.write_text(SECRET + "\n")
+        repository = render("cpu", scratch / "repository" / "cpu", paths.MODELS / "tiny")
+        ports = [free_port() for _ in range(5)]
+        turn_port, tls_port = ports[3], ports[4]
+        cert, key = certificate(scratch)
+        tls = (tls_port, cert, key)
+        server = TritonServer(repository, *ports[:3], log_path=LOGS / "tritonserver.log", model_control_mode="explicit")
+        with server, noise_avatar(server, scratch / "noise") as avatar:
+            with coturn(HOST_IP, turn_port, SECRET, LOGS / "coturn.log", tls=tls):
+                plain = [f"turn:{HOST_IP}:{turn_port}?transport={t}" for t in ("udp", "tcp")]
+                for row in rows:
+                    urls = [f"turns:{HOST_IP}:{tls_port}?transport=tcp"] if row == "turn-tls" else plain
+                    bench.clear()
+                    if row == "turn-udp":
+                        bench.block_udp(except_port=turn_port)
+                    elif row in ("turn-tcp", "turn-tls"):
+                        bench.block_udp()
+                    elif row.startswith("cap-"):
+                        bench.cap(int(row.split("-")[1]))
+                    elif row.startswith("loss-"):
+                        bench.loss(int(row.split("-")[1]) / 100)
+                    with page(server.grpc_url, urls, secret) as url:
+                        results[row] = view(bench, url, avatar, row, seconds)
+                    bench.clear()
+                    print(row, results[row], flush=True)
+    return results
+
+
+def table(results: dict, seconds: float) -> str:
+    lines = [
+        f"| network ({seconds:g} s each) | first frame | frames/s | kbit/s | freezes (s) | A/V offset | ICE pair |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, r in results.items():
+        if r.get("error") and "fps" not in r:
+            lines.append(f"| {row} | {r['error']} | | | | | |")
+            continue
+        pair = r.get("pair") or {}
+        kind = pair.get("local") or "?"
+        if kind == "relay":
+            kind += f" ({pair.get('relay_protocol')})"
+        offset = "" if r.get("av_offset_ms") is None else f"{r['av_offset_ms']:.0f} ms"
+        lines.append(
+            f"| {row} | {r['first_frame_s']:.1f} s | {r['fps']:.1f} | {r['kbps']} | {r['freezes']} "
+            f"({r['freeze_s']:.1f}) | {offset} | {kind} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    why = NetBench.unavailable()
+    if why is not None:
+        raise SystemExit(f"no network bench here: {why}")
+    results = measure(args.rows, args.seconds)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"seconds": args.seconds, "rows": results}, indent=2) + "\n")
+    print(table(results, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
