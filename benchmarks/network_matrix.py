@@ -91,6 +91,8 @@ def page(triton_url: str, turn_urls: list[str], secret_file: Path):
 def view(bench: NetBench, url: str, avatar: str, row: str, seconds: float) -> dict:
     log = LOGS / f"viewer-{row}.log"
     command = [sys.executable, "-m", "devtools.netbench_viewer", "--page", url, "--avatar", avatar]
+    if row == "turn-tls":  # the run's own certificate
+        command.append("--untrusted-tls")
     process = bench.viewer([*command, "--seconds", str(seconds)], log, cwd=paths.ROOT)
     try:
         process.wait(timeout=seconds + 90)

@@ -15,10 +15,11 @@ from synctalk_ops.launched import free_port, http_process
 WAIT_S = 120  # for the page to show what is waited for
 
 
-def chromium_driver(microphone: Path | None = None, origin: str | None = None):
+def chromium_driver(microphone: Path | None = None, origin: str | None = None, untrusted_tls: bool = False):
     """Headless Chromium; ``microphone``: a WAV its fake microphone plays (looped), else a beep;
     ``origin``: a page's origin taken as secure (http:// on an address but loopback, as on the
-    network bench: the page's audio worklet needs a secure context)."""
+    network bench: the page's audio worklet needs a secure context); ``untrusted_tls``: TLS
+    certificates no root vouches for are taken (a bench's own TURN over TLS)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -37,6 +38,7 @@ def chromium_driver(microphone: Path | None = None, origin: str | None = None):
         "--use-fake-device-for-media-stream",
         *([f"--use-file-for-fake-audio-capture={microphone}"] if microphone else []),
         *([f"--unsafely-treat-insecure-origin-as-secure={origin}"] if origin else []),
+        *(["--ignore-certificate-errors"] if untrusted_tls else []),
     ):
         options.add_argument(argument)
     # the path given: Selenium does not look for (or download) a driver of its own

@@ -39,8 +39,9 @@ live.pc.getStats().then((report) => {
 """
 
 
-def watch(page: str, avatar: str, seconds: float) -> dict:
-    browser = chromium_driver(origin=urllib.parse.urlsplit(page)._replace(path="").geturl())
+def watch(page: str, avatar: str, seconds: float, untrusted_tls: bool = False) -> dict:
+    origin = urllib.parse.urlsplit(page)._replace(path="").geturl()
+    browser = chromium_driver(origin=origin, untrusted_tls=untrusted_tls)
     try:
         browser.get(page)
         models_loaded(browser)
@@ -87,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page", required=True)
     parser.add_argument("--avatar", required=True)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--untrusted-tls", action="store_true", help="a TURN service's self-signed certificate taken")
     args = parser.parse_args(argv)
-    print(json.dumps(watch(args.page, args.avatar, args.seconds)), flush=True)
+    print(json.dumps(watch(args.page, args.avatar, args.seconds, args.untrusted_tls)), flush=True)
 
 
 if __name__ == "__main__":
