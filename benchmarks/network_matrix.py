@@ -13,8 +13,9 @@ host, each row a condition of the viewer's network:
 - **cap-1000**, **cap-500**: the viewer's downlink capped at 1 Mbit/s, 500 kbit/s (``tc tbf``);
 - **loss-2**, **loss-5**: 2 %, 5 % of the packets to the viewer dropped at random.
 
-The avatar: 8 images of random noise (a costly video: the caps bite) at 320 x 240, with silent
-frames (the stream renders them without the generator: the network is measured, not this CPU).
+The avatar: 16 frames of the synthetic studio, a head swaying, at 640 x 360 with fresh grain on
+each (a costly video that still compresses, as a camera's does), with silent frames (the stream
+renders them without the generator: the network is measured, not this CPU).
 Each row: time to the first frame from Start, frames decoded per second, the bitrate received,
 freezes (Chromium's ``freezeCount``, ``totalFreezesDuration``), the A/V offset (audio minus video
 ``estimatedPlayoutTimestamp``, the last second's), and the ICE pair. Writes
@@ -49,15 +50,21 @@ ROWS = ("direct", "turn-udp", "turn-tcp", "turn-tls", "cap-1000", "cap-500", "lo
 
 
 @contextlib.contextmanager
-def noise_avatar(server: TritonServer, folder: Path, avatar_id: str = "noise"):
+def costly_avatar(server: TritonServer, folder: Path, avatar_id: str = "costly"):
+    """16 frames of the synthetic studio (a head swaying) at 640 x 360 with fresh grain on each
+    (sigma 8): a costly video that still compresses, as a camera's does."""
     import cv2
 
+    from synctalk_client import synthetic
+
     folder.mkdir(parents=True, exist_ok=True)
+    frames, _ = synthetic.avatar_background(16, 640, 360, face=160, seed=5)
     rng = np.random.default_rng(7)
-    for i in range(8):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    for i, frame in enumerate(frames):
+        grain = np.clip(frame.astype(np.float32) + rng.normal(0, 8, frame.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i}.png"), grain[..., ::-1])
     options = avatar_store.AvatarOptions(audio_preset="synctalk2d", silent_frames=True, replace=True)
-    avatar_store.add(server.repository, avatar_id, folder, [100, 60, 220, 200], options=options)
+    avatar_store.add(server.repository, avatar_id, folder, [240, 60, 400, 220], options=options)
     try:
         with CompositeClient(server.grpc_url) as client:
             client.load_model(avatar_id)
@@ -119,7 +126,7 @@ def measure(rows: list[str], seconds: float) -> dict:
         cert, key = certificate(scratch)
         tls = (tls_port, cert, key)
         server = TritonServer(repository, *ports[:3], log_path=LOGS / "tritonserver.log", model_control_mode="explicit")
-        with server, noise_avatar(server, scratch / "noise") as avatar:
+        with server, costly_avatar(server, scratch / "costly") as avatar:
             with coturn(HOST_IP, turn_port, SECRET, LOGS / "coturn.log", tls=tls):
                 plain = [f"turn:{HOST_IP}:{turn_port}?transport={t}" for t in ("udp", "tcp")]
                 for row in rows:

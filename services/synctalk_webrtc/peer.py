@@ -428,6 +428,7 @@ class AvatarPeer:
                 now = time.monotonic()
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR) and now - self._key_frame_at >= KEY_FRAME_EVERY_S:
                     self._key_frame_at = now
+                    log.info("%s: a key frame (the viewer asked)", self.avatar)
                     self.stream.request_key_frame()
                 elif packet.fmt == RTCP_PSFB_APP:
                     try:
@@ -435,6 +436,9 @@ class AvatarPeer:
                     except ValueError:
                         bps = None
                     if bps is not None and (kbps := self.bitrate.estimate(bps, now)) is not None:
+                        log.info(
+                            "%s: the video at %d kbit/s (the viewer's estimate: %d)", self.avatar, kbps, bps // 1000
+                        )
                         self.stream.set_bitrate(kbps)
             await handle(packet)
 
