@@ -193,7 +193,7 @@ class NetBench:
     def cap(self, kbps: int) -> None:
         """The viewer's downlink capped at ``kbps`` (a token bucket on the router's viewer side)."""
         self.in_router("tc", "qdisc", "add", "dev", self.router_down, "root", "tbf", "rate", f"{kbps}kbit",
-                       "burst", "32kbit", "latency", "400ms")  # fmt: skip
+                       "burst", "32kb", "latency", "400ms")  # fmt: skip
 
     def loss(self, fraction: float) -> None:
         """That fraction of the packets to the viewer dropped at random."""

@@ -34,6 +34,8 @@ live.pc.getStats().then((report) => {
     protocol: local && local.protocol, remote: remote && remote.candidateType,
     frames_decoded: v.framesDecoded || 0, freezes: v.freezeCount || 0,
     freeze_s: v.totalFreezesDuration || 0, bytes: v.bytesReceived || 0,
+    packets_lost: v.packetsLost || 0, nacks: v.nackCount || 0, plis: v.pliCount || 0,
+    frames_received: v.framesReceived || 0, frames_dropped: v.framesDropped || 0,
   });
 });
 """
@@ -72,6 +74,7 @@ def watch(page: str, avatar: str, seconds: float, untrusted_tls: bool = False) -
             "kbps": round(8 * (after["bytes"] - before["bytes"]) / seconds / 1000),
             "freezes": after["freezes"],
             "freeze_s": round(after["freeze_s"], 2),
+            "video": {k: after[k] for k in ("packets_lost", "nacks", "plis", "frames_received", "frames_dropped")},
             "av_offset_ms": offsets[-1] if offsets else None,
             "pair": {k: after[k] for k in ("local", "relay_protocol", "protocol", "remote")},
             "error": element(browser, "live-error").text,
