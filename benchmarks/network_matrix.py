@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from devtools.avatars import loaded_avatar
 from devtools.netbench import HOST_IP, NetBench, coturn
-from synctalk_build import avatar_store, paths
+from synctalk_build import paths
 from synctalk_build.render_repository import render
-from synctalk_client import CompositeClient
 from synctalk_ops.launched import free_port, http_process
 from synctalk_ops.serve import TritonServer
 
@@ -63,14 +63,9 @@ def costly_avatar(server: TritonServer, folder: Path, avatar_id: str = "costly")
     for i, frame in enumerate(frames):
         grain = np.clip(frame.astype(np.float32) + rng.normal(0, 8, frame.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(folder / f"{i}.png"), grain[..., ::-1])
-    options = avatar_store.AvatarOptions(audio_preset="synctalk2d", silent_frames=True, replace=True)
-    avatar_store.add(server.repository, avatar_id, folder, [240, 60, 400, 220], options=options)
-    try:
-        with CompositeClient(server.grpc_url) as client:
-            client.load_model(avatar_id)
-            yield avatar_id
-    finally:
-        avatar_store.remove(server.repository, avatar_id)
+    box = [240, 60, 400, 220]
+    with loaded_avatar(server, avatar_id, folder, box, audio_preset="synctalk2d", silent_frames=True, replace=True):
+        yield avatar_id
 
 
 def certificate(folder: Path) -> tuple[Path, Path]:

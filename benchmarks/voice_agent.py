@@ -42,9 +42,10 @@ import time
 
 import numpy as np
 
-from synctalk_build import avatar_store, paths
+from devtools.avatars import loaded_avatar
+from synctalk_build import paths
 from synctalk_build.render_repository import render
-from synctalk_client import CompositeClient, tts
+from synctalk_client import tts
 from synctalk_ops.launched import free_port
 from synctalk_ops.serve import TritonServer
 
@@ -64,14 +65,10 @@ def plain_avatar(server: TritonServer, folder, avatar_id: str = "agent"):
     folder.mkdir(parents=True, exist_ok=True)
     for i, colour in enumerate(COLOURS):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((72, 96, 3), colour[::-1], np.uint8))
-    options = avatar_store.AvatarOptions(audio_preset="synctalk2d", silent_frames=True, replace=True)
-    avatar_store.add(server.repository, avatar_id, folder, [16, 4, 80, 68], options=options)
-    try:
-        with CompositeClient(server.grpc_url) as client:
-            client.load_model(avatar_id)
-            yield avatar_id
-    finally:
-        avatar_store.remove(server.repository, avatar_id)
+    with loaded_avatar(
+        server, avatar_id, folder, [16, 4, 80, 68], audio_preset="synctalk2d", silent_frames=True, replace=True
+    ):
+        yield avatar_id
 
 
 def idle(picture: np.ndarray) -> bool:

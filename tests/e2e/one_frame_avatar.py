@@ -7,8 +7,7 @@ import contextlib
 
 import numpy as np
 
-from synctalk_build import avatar_store
-from synctalk_client import CompositeClient
+from devtools.avatars import loaded_avatar
 
 
 @contextlib.contextmanager
@@ -19,16 +18,3 @@ def one_frame_avatar(server, tmp_path_factory, avatar_id: str):
     cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
     with loaded_avatar(server, avatar_id, folder, [16, 0, 80, 64]):
         yield avatar_id
-
-
-@contextlib.contextmanager
-def loaded_avatar(server, avatar_id: str, folder, box, **add_options):
-    """The avatar of ``folder``'s images (one ``box`` for all) added and loaded, then unloaded and removed."""
-    avatar_store.add(server.repository, avatar_id, folder, box, options=avatar_store.AvatarOptions(**add_options))
-    try:
-        with CompositeClient(server.grpc_url) as client:
-            client.load_model(avatar_id)
-            yield avatar_id
-            client.unload_model(avatar_id)
-    finally:
-        avatar_store.remove(server.repository, avatar_id)
