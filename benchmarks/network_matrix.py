@@ -30,17 +30,18 @@ import argparse
 import contextlib
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from devtools import netbench_viewer
 from devtools.avatars import loaded_avatar
+from devtools.browser import page_server
 from devtools.netbench import HOST_IP, NetBench, coturn
 from synctalk_build import paths
 from synctalk_build.render_repository import render
-from synctalk_ops.launched import free_port, http_process
+from synctalk_ops.launched import free_port
 from synctalk_ops.serve import TritonServer
 
 RESULTS = paths.ROOT / "benchmarks" / "results" / "network_matrix.json"
@@ -81,29 +82,20 @@ def certificate(folder: Path) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def page(triton_url: str, turn_urls: list[str], secret_file: Path):
-    port = free_port()
-    command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--host", "0.0.0.0"]
-    command += ["--port", str(port), "--turn-secret-file", str(secret_file)]
+    args = ["--turn-secret-file", str(secret_file)]
     for url in turn_urls:
-        command += ["--turn", url]
-    with http_process("the page's server", command, f"http://127.0.0.1:{port}/", LOGS / "page.log"):
-        yield f"http://{HOST_IP}:{port}/"
+        args += ["--turn", url]
+    with page_server(triton_url, LOGS / "page.log", host="0.0.0.0", args=args) as url:
+        yield url.replace("127.0.0.1", HOST_IP)
 
 
 def view(bench: NetBench, url: str, avatar: str, row: str, seconds: float) -> dict:
-    log = LOGS / f"viewer-{row}.log"
-    command = [sys.executable, "-m", "devtools.netbench_viewer", "--page", url, "--avatar", avatar]
-    if row == "turn-tls":  # the run's own certificate
-        command.append("--untrusted-tls")
-    process = bench.viewer([*command, "--seconds", str(seconds)], log, cwd=paths.ROOT)
-    try:
-        process.wait(timeout=seconds + 90)
-    finally:
-        process.kill()
-    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
-    if not lines:
-        return {"error": f"the viewer failed: see {log}"}
-    report = json.loads(lines[-1])
+    try:  # turn-tls: the run's own certificate
+        report = netbench_viewer.view(
+            bench, url, avatar, LOGS / f"viewer-{row}.log", seconds, untrusted_tls=row == "turn-tls"
+        )
+    except RuntimeError as exc:
+        return {"error": str(exc)}
     report.pop("timeline", None)
     return report
 

@@ -46,11 +46,13 @@ def chromium_driver(microphone: Path | None = None, origin: str | None = None, u
 
 
 @contextlib.contextmanager
-def page_server(triton_url: str, log: Path, started: list | None = None):
+def page_server(triton_url: str, log: Path, started: list | None = None, host: str = "127.0.0.1", args=()):
     """``synctalk-client web`` on a free port until the block ends; then it has exited cleanly and
-    nothing listens there (RuntimeError otherwise). ``started`` gets its process."""
+    nothing listens there (RuntimeError otherwise). ``started`` gets its process; ``host``: the
+    address it listens on (the URL given is loopback's); ``args``: more of the command's flags."""
     port = free_port()
     command = [sys.executable, "-m", "synctalk_client.cli", "--url", triton_url, "web", "--port", str(port)]
+    command += ["--host", host, *args]
     url = f"http://127.0.0.1:{port}/"
     with http_process("the page's server", command, url, log) as process:
         if started is not None:

@@ -6,14 +6,18 @@ a timeline (every 0.25 s: the connection's state and the frames decoded so far).
 "playing" at the first frame: a test acting on the network (a dropout) waits for that::
 
     ip netns exec VIEWER python -m devtools.netbench_viewer --page http://10.77.0.1:PORT/ --avatar anna --seconds 3
+
+``view`` runs it on a bench from the host and returns that report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 from devtools.browser import chromium_driver, element, models_loaded, switch_tab, wait
 
@@ -84,6 +88,30 @@ def watch(page: str, avatar: str, seconds: float, untrusted_tls: bool = False) -
         }
     finally:
         browser.quit()
+
+
+def view(bench, page: str, avatar: str, log: Path, seconds: float, playing=None, untrusted_tls: bool = False):
+    """This viewer in ``bench``'s viewer namespace (``devtools.netbench.NetBench``) for ``seconds``,
+    its output in ``log``: its report (RuntimeError where it gave none). ``playing()``: called once
+    the avatar plays (the network acted on while the viewer watches)."""
+    from synctalk_build import paths
+
+    command = [sys.executable, "-m", "devtools.netbench_viewer", "--page", page, "--avatar", avatar]
+    command += ["--seconds", str(seconds), *(["--untrusted-tls"] if untrusted_tls else [])]
+    process = bench.viewer(command, log, cwd=paths.ROOT)
+    try:
+        if playing is not None:
+            deadline = time.monotonic() + 60
+            while "playing" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            playing()
+        process.wait(timeout=seconds + 90)
+    finally:
+        process.kill()
+    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"the viewer failed: see {log}")
+    return json.loads(lines[-1])
 
 
 def main(argv: list[str] | None = None) -> None:

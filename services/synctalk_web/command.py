@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from synctalk_client.cli import UsageError, positive
-from synctalk_webrtc.turn import add_turn_arguments
+from synctalk_webrtc.turn import add_turn_arguments, turn_credentials
 
 
 def run(args) -> int:
@@ -14,8 +14,6 @@ def run(args) -> int:
         raise UsageError(
             f"the web page needs the 'web' extra ({exc.name} is missing): pip install 'synctalk-triton[web]'"
         ) from None
-    from synctalk_webrtc.turn import turn_credentials
-
     try:
         turn = turn_credentials(args.turn, args.turn_secret_file, args.turn_ttl)
     except ValueError as exc:

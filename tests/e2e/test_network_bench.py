@@ -7,15 +7,15 @@ link; all UDP blocked: through TURN over TCP. (An expired or forged credential r
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
 import pytest
 
+from devtools import netbench_viewer
+from devtools.browser import page_server
 from devtools.netbench import HOST_IP, NetBench, coturn
 from synctalk_build import paths
-from synctalk_ops.launched import free_port, http_process
+from synctalk_ops.launched import free_port
 from tests.e2e.test_live_stream import avatar_with_images
 
 pytestmark = pytest.mark.e2e
@@ -46,13 +46,11 @@ def bench_page(server, turn_port, tmp_path_factory):
     address as the viewer sees it."""
     secret = tmp_path_factory.mktemp("bench-secret") / "turn-secret"
     secret.write_text(SECRET + "\n")
-    port = free_port()
-    command = [sys.executable, "-m", "synctalk_client.cli", "--url", server.grpc_url, "web", "--host", "0.0.0.0"]
-    command += ["--port", str(port), "--turn-secret-file", str(secret)]
+    args = ["--turn-secret-file", str(secret)]
     for transport in ("udp", "tcp"):
-        command += ["--turn", f"turn:{HOST_IP}:{turn_port}?transport={transport}"]
-    with http_process("the page's server", command, f"http://127.0.0.1:{port}/", LOGS / "test-bench-page.log"):
-        yield f"http://{HOST_IP}:{port}/"
+        args += ["--turn", f"turn:{HOST_IP}:{turn_port}?transport={transport}"]
+    with page_server(server.grpc_url, LOGS / "test-bench-page.log", host="0.0.0.0", args=args) as url:
+        yield url.replace("127.0.0.1", HOST_IP)
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +60,8 @@ def bench_avatar(server, tmp_path_factory):
 
 
 def view(bench: NetBench, page: str, avatar: str, name: str, seconds: float = 2.0, playing=None) -> dict:
-    """The viewer's Chromium on the page for ``seconds``: devtools.netbench_viewer's report.
-    ``playing()``: called once the avatar plays (the network acted on while the viewer watches)."""
-    log = LOGS / f"test-bench-viewer-{name}.log"
-    command = [sys.executable, "-m", "devtools.netbench_viewer", "--page", page, "--avatar", avatar]
-    process = bench.viewer([*command, "--seconds", str(seconds)], log, cwd=paths.ROOT)
-    try:
-        if playing is not None:
-            deadline = time.monotonic() + 60
-            while "playing" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            playing()
-        process.wait(timeout=90)
-    finally:
-        process.kill()
-    lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
-    assert process.returncode == 0 and lines, f"the viewer failed: see {log}"
-    return json.loads(lines[-1])
+    """The viewer's Chromium on the page for ``seconds`` (devtools.netbench_viewer): its report."""
+    return netbench_viewer.view(bench, page, avatar, LOGS / f"test-bench-viewer-{name}.log", seconds, playing)
 
 
 def test_through_turn_over_udp_with_udp_otherwise_blocked_and_a_3_s_dropout_the_session_survives(
