@@ -81,11 +81,11 @@ def certificate(folder: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def page(triton_url: str, turn_urls: list[str], secret_file: Path):
+def page(triton_url: str, turn_urls: list[str], secret_file: Path, log: Path):
     args = ["--turn-secret-file", str(secret_file)]
     for url in turn_urls:
         args += ["--turn", url]
-    with page_server(triton_url, LOGS / "page.log", host="0.0.0.0", args=args) as url:
+    with page_server(triton_url, log, host="0.0.0.0", args=args) as url:
         yield url.replace("127.0.0.1", HOST_IP)
 
 
@@ -98,6 +98,21 @@ def view(bench: NetBench, url: str, avatar: str, row: str, seconds: float) -> di
         return {"error": str(exc)}
     report.pop("timeline", None)
     return report
+
+
+def bitrates(log: Path) -> list[str]:
+    """The video's bitrate changes the page's server logged (``synctalk_webrtc.peer``), each as
+    "<seconds after the first> s: <kbit/s> (<why>)"."""
+    import datetime
+    import re
+
+    changes, first = [], None
+    for line in log.read_text().splitlines():
+        if match := re.match(r"(\S+ \S+) synctalk_webrtc INFO \S+: the video at (\d+) kbit/s \((.*)\)", line):
+            at = datetime.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            first = at if first is None else first
+            changes.append(f"{at - first:.1f} s: {match[2]} ({match[3]})")
+    return changes
 
 
 def measure(rows: list[str], seconds: float) -> dict:
@@ -127,21 +142,34 @@ def measure(rows: list[str], seconds: float) -> dict:
                         bench.cap(int(row.split("-")[1]))
                     elif row.startswith("loss-"):
                         bench.loss(int(row.split("-")[1]) / 100)
-                    with page(server.grpc_url, urls, secret) as url:
+                    log = LOGS / f"page-{row}.log"
+                    with page(server.grpc_url, urls, secret, log) as url:
                         results[row] = view(bench, url, avatar, row, seconds)
+                    results[row]["bitrates"] = bitrates(log)
                     bench.clear()
                     print(row, results[row], flush=True)
     return results
 
 
+def steps(changes: list[str]) -> str:
+    """The bitrate steps in short: the first, the highest and when, the last if lower."""
+    if not changes:
+        return ""
+    kbps = [(int(c.split(": ")[1].split()[0]), float(c.split(" s:")[0])) for c in changes]
+    first, top, last = kbps[0], max(kbps), kbps[-1]
+    text = f"{first[0]} → up to {top[0]} at {top[1]:.0f} s"
+    return text + (f", then {last[0]}" if last[0] < top[0] else "")
+
+
 def table(results: dict, seconds: float) -> str:
     lines = [
-        f"| network ({seconds:g} s each) | first frame | frames/s | kbit/s | freezes (s) | A/V offset | ICE pair |",
-        "|---|---|---|---|---|---|---|",
+        f"| network ({seconds:g} s each) | first frame | frames/s | kbit/s | freezes (s) | A/V offset | ICE pair "
+        "| the bitrate set |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row, r in results.items():
         if r.get("error") and "fps" not in r:
-            lines.append(f"| {row} | {r['error']} | | | | | |")
+            lines.append(f"| {row} | {r['error']} | | | | | | |")
             continue
         pair = r.get("pair") or {}
         kind = pair.get("local") or "?"
@@ -150,7 +178,7 @@ def table(results: dict, seconds: float) -> str:
         offset = "" if r.get("av_offset_ms") is None else f"{r['av_offset_ms']:.0f} ms"
         lines.append(
             f"| {row} | {r['first_frame_s']:.1f} s | {r['fps']:.1f} | {r['kbps']} | {r['freezes']} "
-            f"({r['freeze_s']:.1f}) | {offset} | {kind} |"
+            f"({r['freeze_s']:.1f}) | {offset} | {kind} | {steps(r.get('bitrates') or [])} |"
         )
     return "\n".join(lines)
 

@@ -401,7 +401,9 @@ class LiveSession:
 
 
 # --- the application ---------------------------------------------------------------------------
-def make_app(url: str, ice_servers: list[str] | None = None, tts: str = "espeak:en", turn=None) -> web.Application:
+def make_app(
+    url: str, ice_servers: list[str] | None = None, tts: str = "espeak:en", turn=None, peers: dict | None = None
+) -> web.Application:
     """The page's server. It mounts the WebRTC service's routes (``synctalk_webrtc.service``:
     ``POST /offer``, ``GET /webrtc/config``) with ``ice_servers`` (``--ice-server`` values, else
     ``SYNCTALK_ICE_SERVERS``) and ``turn`` (``synctalk_webrtc.turn.TurnCredentials``: a TURN
@@ -434,7 +436,8 @@ def make_app(url: str, ice_servers: list[str] | None = None, tts: str = "espeak:
     except ImportError as exc:  # the page works without it: the Live tab's WebSocket path
         log.warning("no WebRTC (%s is missing: pip install 'synctalk-triton[webrtc]')", exc.name)
     else:
-        webrtc.add_routes(app, webrtc.Settings(url, webrtc.ice_servers(ice_servers), tts=tts, turn=turn))
+        settings = webrtc.Settings(url, webrtc.ice_servers(ice_servers), tts=tts, turn=turn, **(peers or {}))
+        webrtc.add_routes(app, settings)
     return app
 
 
@@ -445,8 +448,10 @@ def serve(
     ice_servers: list[str] | None = None,
     tts: str = "espeak:en",
     turn=None,
+    peers: dict | None = None,
 ) -> None:
-    """Serve the page until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve the page until interrupted (Ctrl-C or SIGTERM); ``peers``: the WebRTC service's
+    ``max_peers`` and ``viewer_timeout_s`` (``synctalk_webrtc.service.Settings``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"the page: http://{host}:{port}/ (Triton at {url})", flush=True)
-    web.run_app(make_app(url, ice_servers, tts, turn), host=host, port=port, print=None, access_log=None)
+    web.run_app(make_app(url, ice_servers, tts, turn, peers), host=host, port=port, print=None, access_log=None)

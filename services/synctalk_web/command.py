@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from synctalk_client.cli import UsageError, positive
+from synctalk_webrtc.options import add_peer_arguments
 from synctalk_webrtc.turn import add_turn_arguments, turn_credentials
 
 
@@ -18,7 +19,15 @@ def run(args) -> int:
         turn = turn_credentials(args.turn, args.turn_secret_file, args.turn_ttl)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    serve(args.url, host=args.host, port=args.port, ice_servers=args.ice_server, tts=args.tts, turn=turn)
+    serve(
+        args.url,
+        host=args.host,
+        port=args.port,
+        ice_servers=args.ice_server,
+        tts=args.tts,
+        turn=turn,
+        peers={"max_peers": args.max_peers, "viewer_timeout_s": args.viewer_timeout},
+    )
     return 0
 
 
@@ -35,6 +44,7 @@ def register(command) -> None:
         help="WebRTC: stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL (repeatable; else SYNCTALK_ICE_SERVERS)",
     )
     add_turn_arguments(web)
+    add_peer_arguments(web)
     web.add_argument(
         "--tts",
         default="espeak:en",

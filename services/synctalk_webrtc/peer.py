@@ -55,10 +55,20 @@ from synctalk_webrtc.tracks import VOICE_CHUNK, VOICE_RATE, AvatarVideoTrack, Av
 
 log = logging.getLogger("synctalk_webrtc")
 
-MIN_KBPS, MAX_KBPS, START_KBPS = 300, 3000, 1500  # what a viewer's estimate may set
+# what a viewer's estimate may set; the start is low (as libwebrtc's, ~300 kbit/s), under a poor
+# link's rate: a start above it fills the link's queue, and the losses, retransmissions and key frames
+# asked for then keep it full (measured: 1.5 Mbit/s into 500 kbit/s never recovered)
+MIN_KBPS, MAX_KBPS, START_KBPS = 300, 3000, 300
 HEADROOM = 0.85  # of the viewer's estimate: room for audio, RTP and retransmissions
 BITRATE_STEP = 0.15  # a change smaller than this is not worth the key frame it costs
 BITRATE_EVERY_S = 1.0  # at most one change a second
+# the viewer's estimate (Chrome's, from the packets' delays) starts under the start and grows 8 % a
+# second at most: 1.5 Mbit/s would take 25 s. So the stream ramps up faster, RAMP a second (but at
+# most RAMP_OVER times the estimate), while the estimate grows (by ESTIMATE_GROWS within STALL_S).
+# Once it stops growing (Chrome saw the packets queue: the link's rate is passed) the ramp ends at
+# half its rate then, and the estimate is followed above that; below it once the estimate falls
+RAMP, RAMP_OVER = 1.25, 2.0
+ESTIMATE_GROWS, STALL_S = 1.03, 1.0
 KEY_FRAME_EVERY_S = 0.5  # PLI/FIR answered at most this often
 END_WAIT_S = 5.0  # a closing peer waits this long for its stream's end to be answered, then goes
 # speech pushed starts this far after the first frame the viewer has not been sent, so that its
@@ -77,20 +87,39 @@ LEAD_STEP = 4 * VOICE_CHUNK
 
 
 class BitrateFollower:
-    """The stream's target from the viewer's bandwidth estimates (REMB): ``HEADROOM`` of the
-    estimate within ``MIN_KBPS .. MAX_KBPS``, changed only by more than ``BITRATE_STEP`` and at most
-    once every ``BITRATE_EVERY_S`` (each change costs a key frame: the encoder opens afresh)."""
+    """The stream's target from the viewer's bandwidth estimates (REMB). Ramping up from the start
+    (``RAMP`` a second, at most ``RAMP_OVER`` times the estimate) while the estimate grows; once it
+    stalls, half the ramp's rate then, or ``HEADROOM`` of the estimate where higher; once the
+    estimate falls, ``HEADROOM`` of it. Always within ``MIN_KBPS .. MAX_KBPS``, changed only by more
+    than ``BITRATE_STEP`` and at most once every ``BITRATE_EVERY_S`` (each change costs a key frame:
+    the encoder opens afresh)."""
 
     def __init__(self, kbps: int = START_KBPS, lowest: int = MIN_KBPS, highest: int = MAX_KBPS):
         self.kbps, self.lowest, self.highest = kbps, lowest, highest
         self.changed_at = -float("inf")
+        self.ramping, self.ramped_at = True, None  # the ramp's last step (its first: the first estimate)
+        self.floor = 0.0  # after the ramp: half its rate, until the estimate falls
+        self.last: float | None = None  # the viewer's last estimate (kbit/s)
+        self.grown, self.grown_at = 0.0, 0.0  # the estimate when it last grew by ESTIMATE_GROWS, when
 
     def estimate(self, bps: float, now: float) -> int | None:
         """A new target (kbit/s) for the viewer's estimate ``bps``, or None to keep the current one."""
-        target = int(min(self.highest, max(self.lowest, HEADROOM * bps / 1000)))
+        kbps, before, self.last = bps / 1000, self.last, bps / 1000
+        if kbps >= self.grown * ESTIMATE_GROWS:
+            self.grown, self.grown_at = kbps, now
+        if before is not None and kbps < before:
+            self.ramping, self.floor = False, 0.0  # the viewer saw the packets queue: its estimate rules
+        elif self.ramping and before is not None and now - self.grown_at > STALL_S:
+            self.ramping, self.floor = False, self.kbps / 2  # the link's rate passed
+        target = max(HEADROOM * kbps, self.floor)
+        if self.ramping:
+            self.ramped_at = now if self.ramped_at is None else self.ramped_at
+            ramp = self.kbps * RAMP ** min(2.0, now - self.ramped_at)
+            target = max(target, min(ramp, RAMP_OVER * kbps))
+        target = int(min(self.highest, max(self.lowest, target)))
         if abs(target - self.kbps) <= BITRATE_STEP * self.kbps or now - self.changed_at < BITRATE_EVERY_S:
             return None
-        self.kbps, self.changed_at = target, now
+        self.kbps, self.changed_at, self.ramped_at = target, now, now
         return target
 
 
@@ -142,6 +171,7 @@ class AvatarPeer:
         self.error: CompositeError | None = None
         self._tasks: list[asyncio.Task] = []
         self._key_frame_at = -float("inf")
+        self.heard_at: float | None = None  # the viewer's last RTCP (time.monotonic()): see the service
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listening = False
         self.waiting: asyncio.Future | None = None  # the service's wait for the viewer to connect
@@ -202,8 +232,9 @@ class AvatarPeer:
                 await asyncio.wait_for(done.wait(), END_WAIT_S)
             except (CompositeError, asyncio.TimeoutError) as exc:
                 log.info("%s: the stream's end: %s", self.avatar, f"{type(exc).__name__} {exc}".strip())
-            finally:  # what the server still owes is cancelled, not waited for
-                await loop.run_in_executor(None, functools.partial(stream.close, cancel=True))
+            finally:  # what the server still owes (the end unanswered) is cancelled, not waited for
+                cancel = not done.is_set()
+                await loop.run_in_executor(None, functools.partial(stream.close, cancel=cancel))
 
     # -- interrupts and speaking ---------------------------------------------------------------
     async def interrupt(self) -> int:
@@ -417,15 +448,22 @@ class AvatarPeer:
     # -- the viewer's feedback ----------------------------------------------------------------
     def follow(self, sender: RTCRtpSender) -> None:
         """The viewer's RTCP to the video sender: REMB sets the stream's bitrate (``BitrateFollower``),
-        PLI/FIR asks the stream for a key frame. aiortc hands these to its own encoders only, which
-        pre-encoded packets do not use, so the sender's handler is wrapped to see them first."""
-        from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, unpack_remb_fci
+        PLI/FIR asks the stream for a key frame, and any of it says the viewer is there
+        (``heard_at``). aiortc hands these to its own encoders only, which pre-encoded packets do not
+        use, so the sender's handler is wrapped to see them first."""
+        from aiortc.rtp import (
+            RTCP_PSFB_APP,
+            RTCP_PSFB_FIR,
+            RTCP_PSFB_PLI,
+            RtcpPsfbPacket,
+            unpack_remb_fci,
+        )
 
         handle = sender._handle_rtcp_packet
 
         async def observed(packet) -> None:
+            self.heard_at = now = time.monotonic()
             if isinstance(packet, RtcpPsfbPacket) and self.stream is not None:
-                now = time.monotonic()
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR) and now - self._key_frame_at >= KEY_FRAME_EVERY_S:
                     self._key_frame_at = now
                     log.info("%s: a key frame (the viewer asked)", self.avatar)
@@ -435,11 +473,13 @@ class AvatarPeer:
                         bps, _ = unpack_remb_fci(packet.fci)
                     except ValueError:
                         bps = None
-                    if bps is not None and (kbps := self.bitrate.estimate(bps, now)) is not None:
-                        log.info(
-                            "%s: the video at %d kbit/s (the viewer's estimate: %d)", self.avatar, kbps, bps // 1000
-                        )
-                        self.stream.set_bitrate(kbps)
+                    if bps is not None:
+                        self._set_bitrate(self.bitrate.estimate(bps, now), f"the viewer's estimate: {bps // 1000}")
             await handle(packet)
 
         sender._handle_rtcp_packet = observed
+
+    def _set_bitrate(self, kbps: int | None, why: str) -> None:
+        if kbps is not None and self.stream is not None:
+            log.info("%s: the video at %d kbit/s (%s)", self.avatar, kbps, why)
+            self.stream.set_bitrate(kbps)

@@ -9,7 +9,10 @@ convention) and answers ``{"sdp": ..., "type": "answer"}``: the avatar's video (
 (Opus); the offer's audio track, when it sends one, is the speech. The offer must receive video
 and accept H.264. ``GET /webrtc/config`` gives a page the ICE servers to use. Refusals are JSON
 ``{"error": ...}``: 400 for a bad offer, 404 for an avatar the server does not have, 503 at the
-peer limit. A peer whose connection fails or closes ends its stream at once.
+peer limit. A peer whose connection fails or closes ends its stream at once, and so does one whose
+viewer has sent nothing for ``--viewer-timeout`` seconds (a link that dropped and did not come back:
+the place and the stream are freed before ICE's consent checks fail, 30 s). ``GET /webrtc/peers``
+says what this process holds.
 
 ICE servers come from ``--ice-server URL[,USERNAME,CREDENTIAL]`` (repeatable) or the environment,
 ``SYNCTALK_ICE_SERVERS`` (JSON: ``[{"urls": "turn:...", "username": ..., "credential": ...}]``),
@@ -30,6 +33,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -38,6 +42,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from synctalk_client.errors import CompositeError
 from synctalk_common import contract
+from synctalk_webrtc.options import MAX_PEERS, VIEWER_TIMEOUT_S, add_peer_arguments
 from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, START_KBPS, AvatarPeer
 from synctalk_webrtc.turn import TurnCredentials, add_turn_arguments, turn_credentials
 
@@ -52,13 +57,15 @@ CONNECT_TIMEOUT_S = 30.0  # an answered viewer that never connects gives its pla
 class Settings:
     triton_url: str
     ice_servers: list[dict] = field(default_factory=list)  # [{"urls", "username", "credential"}]
-    # a viewer at 25 fps costs this process ~0.21 CPU-s a second, all on its one event loop
-    max_peers: int = 4
+    max_peers: int = MAX_PEERS
     bitrate_kbps: int = START_KBPS
     tts: str = "espeak:en"  # what says the text a session is given (synctalk_client.tts.engine)
     turn: TurnCredentials | None = None  # short-lived credentials for a TURN service (turn.py)
+    viewer_timeout_s: float = VIEWER_TIMEOUT_S
 
     def __post_init__(self):
+        if not self.max_peers >= 1 or not self.viewer_timeout_s > 0:
+            raise ValueError("--max-peers must be at least 1 and --viewer-timeout above 0 s")
         if self.turn is not None and any("credential" in server for server in self.ice_servers):
             raise ValueError(
                 "a TURN secret and a static TURN password: give one or the other (the secret's "
@@ -132,6 +139,7 @@ class Peers:
 
         session = secrets.token_urlsafe(16)
         self.sessions[session] = peer
+        watching: list[asyncio.Task] = []  # the viewer's watch, once connected (a reference kept)
 
         async def end() -> None:
             self.peers.pop(pc, None)
@@ -155,10 +163,22 @@ class Peers:
             if track.kind == "audio":
                 peer.listen(track)
 
+        async def watch() -> None:
+            """Ends the peer when its viewer has been silent for ``viewer_timeout_s``."""
+            timeout = self.settings.viewer_timeout_s
+            while not peer.closed.is_set():
+                await asyncio.sleep(min(1.0, timeout / 4))
+                silent = time.monotonic() - (peer.heard_at or 0.0)
+                if silent > timeout and not peer.closed.is_set():
+                    log.info("%s: nothing from the viewer for %.1f s: the peer ends", avatar, silent)
+                    await end()
+
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             log.info("%s: peer %s", avatar, pc.connectionState)
             if pc.connectionState == "connected":
+                peer.heard_at = peer.heard_at or time.monotonic()
+                watching.append(asyncio.ensure_future(watch()))
                 try:
                     await peer.start()
                 except Exception as exc:  # noqa: BLE001 - the stream could not start: the peer ends
@@ -251,6 +271,23 @@ class Peers:
             pass
         return contract.MSG_MODEL_NOT_FOUND.format(model_id=avatar) + " (no loaded avatar)"
 
+    async def held(self, _request: web.Request) -> web.Response:
+        """``GET /webrtc/peers``: the peers held (avatar, connection state, seconds since the viewer
+        was last heard from), the places being opened, the limit."""
+        now = time.monotonic()
+        peers = [
+            {
+                "avatar": peer.avatar,
+                "state": pc.connectionState,
+                "heard_s_ago": None if peer.heard_at is None else round(now - peer.heard_at, 2),
+            }
+            for pc, peer in self.peers.items()
+        ]
+        return web.json_response(
+            {"peers": peers, "opening": self.opening, "max_peers": self.settings.max_peers},
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def config(self, _request: web.Request) -> web.Response:
         return web.json_response({"iceServers": self.settings.ice_config()}, headers={"Cache-Control": "no-store"})
 
@@ -273,6 +310,7 @@ def add_routes(app: web.Application, settings: Settings) -> Peers:
     app[PEERS] = peers
     app.router.add_post("/offer", peers.offer)
     app.router.add_get("/webrtc/config", peers.config)
+    app.router.add_get("/webrtc/peers", peers.held)
     app.router.add_post("/webrtc/{control:interrupt|say}", peers.control)
     app.on_shutdown.append(peers.close_all)
     return peers
@@ -285,8 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8088)
     parser.add_argument("--ice-server", action="append", help="stun:HOST:PORT or turn:HOST:PORT,USER,CREDENTIAL")
     add_turn_arguments(parser)
-    parser.add_argument("--max-peers", type=int, default=Settings.max_peers, help="viewers this process holds")
-    parser.add_argument("--bitrate-kbps", type=int, default=START_KBPS, help=f"{MIN_KBPS}..{MAX_KBPS}")
+    add_peer_arguments(parser)
+    parser.add_argument(
+        "--bitrate-kbps", type=int, default=START_KBPS, help=f"the video's start, {MIN_KBPS}..{MAX_KBPS}"
+    )
     parser.add_argument(
         "--tts",
         default=Settings.tts,
@@ -302,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
             args.bitrate_kbps,
             args.tts,
             turn_credentials(args.turn, args.turn_secret_file, args.turn_ttl),
+            args.viewer_timeout,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -8,6 +8,7 @@ import json
 import queue
 import subprocess
 import sys
+import threading
 import time
 import wave
 
@@ -283,6 +284,26 @@ def test_stream_n_plus_1_is_refused_at_once_and_a_freed_place_is_taken(server, a
         for live in streams:
             with contextlib.suppress(Exception):
                 live.__exit__(None, None, None)
+
+
+def test_streams_closed_with_their_answers_cancelled_leave_no_thread_behind(server, avatar, clip):
+    """``close(cancel=True)`` (a viewer left: what the server still owes is nobody's) ends the
+    stream's threads here too: tritonclient's cancel leaves gRPC's request thread waiting unless the
+    stream ends its requests."""
+
+    def cancelled_stream() -> None:
+        live = LiveStream(server.grpc_url, avatar)
+        live.send_async(clip[: 4 * SPF], lambda *_: None)
+        live.close(cancel=True)
+
+    cancelled_stream()
+    before = threading.active_count()
+    for _ in range(5):
+        cancelled_stream()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before, [thread.name for thread in threading.enumerate()]
 
 
 def test_a_thousand_short_streams_leave_the_servers_memory_where_it_was(server, avatars, clip):

@@ -2,20 +2,25 @@
 namespace behind an iptables NAT router, the page's server and coturn on the host (the TURN REST
 convention: the page gets a credential of its own from ``/webrtc/config``). UDP blocked but to the
 TURN port: the avatar plays through a relay over UDP, and through a 3 s dropout of the viewer's
-link; all UDP blocked: through TURN over TCP. (An expired or forged credential refused by coturn:
-``test_turn_service.py``.)"""
+link; all UDP blocked: through TURN over TCP. Viewers whose link goes down for good: their peers and
+streams freed, 50 of them leaving nothing behind. (An expired or forged credential refused by
+coturn: ``test_turn_service.py``.)"""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
+import requests
 
 from devtools import netbench_viewer
 from devtools.browser import page_server
 from devtools.netbench import HOST_IP, NetBench, coturn
+from devtools.netbench_peers import Peers
 from synctalk_build import paths
 from synctalk_ops.launched import free_port
+from tests.e2e.streams import streams_open
 from tests.e2e.test_live_stream import avatar_with_images
 
 pytestmark = pytest.mark.e2e
@@ -114,3 +119,46 @@ def test_through_turn_over_tcp_with_all_udp_blocked(bench, bench_page, bench_ava
     pair = report["pair"]
     assert pair["local"] == "relay" and pair["relay_protocol"] == "tcp", f"through the relay: {pair}"
     assert report["fps"] >= 20, f"the avatar plays: {report}"
+
+
+def test_fifty_viewers_whose_link_goes_down_for_good_leave_nothing_behind(bench, server, bench_avatar):
+    """Viewers (aiortc's, no browser: ``devtools.netbench_peers``) in waves of 5 behind the NAT, each
+    wave's link taken down once they play and kept down: the page's server (``--viewer-timeout 2``)
+    ends their peers and streams within a few seconds, by itself (nothing of the viewers' reaches it).
+    After 50 of them: no peer held, every place of the stream limit free, and the server's open files
+    and threads as after the first wave."""
+    started: list = []
+    args = ["--viewer-timeout", "2", "--max-peers", "5"]
+    log = LOGS / "test-bench-vanish-page.log"
+    with page_server(server.grpc_url, log, started, host="0.0.0.0", args=args) as url:
+        pid = started[0].pid
+
+        def held() -> list:
+            return requests.get(url + "webrtc/peers", timeout=5).json()["peers"]
+
+        def resources() -> tuple[int, int]:
+            return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
+
+        freed_after, baseline = [], None
+        bench.clear()
+        with Peers(bench, url.replace("127.0.0.1", HOST_IP), bench_avatar, LOGS / "test-bench-vanish.log") as peers:
+            for wave in range(10):
+                assert peers.open(5) == 5
+                assert [peer["state"] for peer in held()] == ["connected"] * 5
+                bench.link(up=False)
+                gone = time.monotonic()
+                try:
+                    while held() and time.monotonic() - gone < 15:
+                        time.sleep(0.1)
+                    freed_after.append(round(time.monotonic() - gone, 1))
+                    assert not held(), f"wave {wave}: peers still held 15 s after their viewers went"
+                    peers.drop()  # the viewers' side closed while the link is down: nothing reaches the server
+                finally:
+                    bench.link(up=True)
+                if wave == 0:
+                    baseline = resources()
+        after = resources()
+        print(f"peers freed after {freed_after} s; open files, threads: {baseline} after one wave, {after} after 10")
+        assert streams_open(server, bench_avatar) == [], "every stream ended with its peer"
+        assert after[0] <= baseline[0] + 4 and after[1] <= baseline[1] + 2, "nothing left open"
+        assert max(freed_after) < 2 + 2, "freed within the viewer timeout and a second"

@@ -14,11 +14,11 @@ import pytest
 
 from devtools.browser import chromium_driver, element, wait
 from synctalk_build import paths
-from synctalk_client.stream import LiveStream, StreamLimitError
 from synctalk_common import contract
 from synctalk_ops.launched import http_process
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import loaded_avatar
+from tests.e2e.streams import streams_open
 from tests.e2e.test_live_stream import COLOURS
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,6 @@ TEXT = (
     "Good morning. I can tell you about the weather, the news, and the traffic on your way to work. "
     "Today it will be sunny with a light breeze from the west, and the roads are clear."
 )
-STREAM_LIMIT = 8  # model_repository/stream: max_streams
 LOUD = 0.02  # the voice's peak level (of 1) above which it is heard
 ONSET = 0.005  # the level of the voice's first sound: SpeakingEvent's onset is its first sample above 100 / 32768
 # the test avatar: 96 x 72 frames, its face box [16, 4, 80, 68]; an idle frame's face is one of
@@ -97,24 +96,6 @@ def browser():
     driver = chromium_driver()
     yield driver
     driver.quit()
-
-
-def streams_open(server, avatar: str) -> list[int]:
-    """The stream limit's places taken: [] when all of them open now (each opened and ended)."""
-    refused = []
-    streams = [LiveStream(server.grpc_url, avatar) for _ in range(STREAM_LIMIT)]
-    try:
-        for number, live in enumerate(streams):
-            try:
-                live.send(np.zeros(0, np.int16))
-            except StreamLimitError:
-                refused.append(number)
-    finally:
-        for live in streams:
-            with contextlib.suppress(Exception):
-                live.end()
-            live.close()
-    return refused
 
 
 def test_the_pipecat_agent_says_typed_text_and_stops_mid_word_when_interrupted(bot, browser, server, agent_avatar):

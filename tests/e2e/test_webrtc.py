@@ -101,6 +101,10 @@ def test_a_viewer_gets_the_avatars_video_and_voice_in_time(server, avatar, speec
             await asyncio.sleep(WATCH_S)
             (peer,) = peers.peers.values()
             sent = (peer.video.sent, peer.video.bytes_sent, peer.bitrate.kbps, peer.clock.slipped_s)
+            async with aiohttp.ClientSession() as session, session.get(f"{url}/webrtc/peers") as response:
+                held = await response.json()
+            assert held["max_peers"] == 4 and [p["state"] for p in held["peers"]] == ["connected"], held
+            assert held["peers"][0]["heard_s_ago"] < 2, "the viewer's RTCP keeps it alive"
             await pc.close()  # the viewer leaves
             left = time.monotonic()
             while peers.peers and time.monotonic() - left < 5:

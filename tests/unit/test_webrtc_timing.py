@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 
-from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, BitrateFollower
+from synctalk_webrtc.peer import HEADROOM, MAX_KBPS, MIN_KBPS, RAMP_OVER, START_KBPS, BitrateFollower
 from synctalk_webrtc.service import ice_servers
 from synctalk_webrtc.timing import PlayoutClock
 from synctalk_webrtc.tracks import SpeechBuffer
@@ -55,11 +56,34 @@ def test_the_voice_waits_for_the_frame_that_shows_it():
 
 def test_the_bitrate_follows_the_viewers_estimate_within_bounds_and_not_too_often():
     follower = BitrateFollower(1500)
+    follower.ramping = False  # the estimate alone (past the ramp: see below)
     assert follower.estimate(10_000_000, now=0.0) == MAX_KBPS, "at most 3 Mbit/s"
     assert follower.estimate(100_000, now=0.5) is None, "at most one change a second"
     assert follower.estimate(100_000, now=1.0) == MIN_KBPS, "at least 300 kbit/s"
     assert follower.estimate(380_000, now=5.0) is None, "a change of under 15 % is not worth a key frame"
     assert follower.estimate(1_000_000, now=6.0) == 850, "85 % of the estimate"
+
+
+def test_the_bitrate_starts_low_ramps_past_the_slow_estimate_and_stops_where_the_estimate_stalls():
+    """Chrome's estimate starts under the start and grows 8 % a second; the stream ramps 25 % a
+    second (at most twice the estimate) while it grows, then falls back to half its rate when it
+    stops growing, and follows it down once it falls."""
+    follower, changes = BitrateFollower(), []
+    estimate = 200.0
+    for tick in range(1, 41):  # REMB every 0.25 s: growing 8 % a second until 5 s, then stalled
+        now = tick * 0.25
+        estimate *= 1.08**0.25 if now <= 5 else 1.0
+        if (kbps := follower.estimate(estimate * 1000, now)) is not None:
+            changes.append((now, kbps, estimate))
+    assert START_KBPS <= 400 and changes[0][1] > START_KBPS, changes
+    ramp = [kbps for now, kbps, _ in changes if now <= 5]
+    assert ramp == sorted(ramp) and len(ramp) >= 3, f"up in steps: {changes}"
+    assert all(kbps <= RAMP_OVER * estimate for now, kbps, estimate in changes if now <= 5), "within the bound"
+    assert ramp[-1] >= 2 * HEADROOM * estimate * 0.9, f"past what following the estimate gives: {changes}"
+    (stalled_at, after, _), *rest = [change for change in changes if change[0] > 5]
+    assert stalled_at <= 6.5 and after == max(MIN_KBPS, ramp[-1] // 2) and not rest, f"then half: {changes}"
+    assert follower.estimate(2_000_000, now=20) == 1700, "past the ramp: the estimate's share, up"
+    assert follower.estimate(1_000_000, now=22) == 850, "and down"
 
 
 def test_speech_is_kept_until_the_voice_has_played_it():
@@ -142,6 +166,7 @@ def test_the_viewers_remb_and_pli_reach_the_stream():
             await sender._handle_rtcp_packet(packet)
         assert peer.stream.bitrates == [510] and peer.stream.key_frames == 1
         assert len(sender.handled) == 3
+        assert time.monotonic() - peer.heard_at < 1, "the viewer was heard from (the service's viewer timeout)"
 
     asyncio.run(run())
 
