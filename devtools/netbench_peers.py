@@ -10,7 +10,8 @@ what the server frees when viewers vanish:
 - the end of the input ends it. Anything that fails: ``error <what>`` and exit status 1.
 
 From the host: ``Peers(bench, page, avatar, log)`` starts it there and sends its commands (the host
-takes the link down and up itself: ``NetBench.link``).
+takes the link down and up itself: ``NetBench.link``); ``vanishing(...)`` runs waves of viewers
+that vanish, for the test and the benchmark of what a server frees.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 FIRST_FRAME_S = 20.0
+GIVE_UP_S = 15.0  # a wave's peers still held this long after their viewers went: a leak
 
 
 async def open_peer(http, page: str, avatar: str):
@@ -123,6 +125,59 @@ class Peers:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+def vanishing(bench, page: str, avatar: str, pid: int, log: Path, waves: int, per_wave: int) -> dict:
+    """``waves`` waves of ``per_wave`` viewers on the page's server ``page`` (loopback's URL; its
+    process ``pid``), each wave's link taken down once they play and kept down until the server holds
+    no peer (at most ``GIVE_UP_S``), then the viewers dropped and the link up again. Returns
+    ``freed_after_s`` (each wave's), ``stuck`` (the first wave whose peers were still held, or
+    None), and the server's open files, threads and resident MB after the first wave and after all
+    (``first``, ``last``)."""
+    import requests
+
+    from devtools.netbench import HOST_IP
+
+    def held() -> list:
+        return requests.get(page + "webrtc/peers", timeout=5).json()["peers"]
+
+    def resources() -> dict:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+        files, threads = len(list(Path(f"/proc/{pid}/fd").iterdir())), len(list(Path(f"/proc/{pid}/task").iterdir()))
+        return {"files": files, "threads": threads, "rss_mb": round(rss_kb / 1024)}
+
+    def settled() -> dict:
+        """``resources()`` once the peers' ends are done (no change in open files and threads over
+        half a second: a peer is no longer held before its stream's end and its transports close)."""
+        now, deadline = resources(), time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            before, now = now, resources()
+            if (now["files"], now["threads"]) == (before["files"], before["threads"]):
+                break
+        return now
+
+    report = {"freed_after_s": [], "stuck": None, "first": None, "last": None}
+    bench.clear()
+    with Peers(bench, page.replace("127.0.0.1", HOST_IP), avatar, log) as peers:
+        for wave in range(waves):
+            peers.open(per_wave)
+            bench.link(up=False)
+            gone = time.monotonic()
+            try:
+                while held() and time.monotonic() - gone < GIVE_UP_S:
+                    time.sleep(0.1)
+                report["freed_after_s"].append(round(time.monotonic() - gone, 1))
+                if held():
+                    report["stuck"] = wave
+                    break
+                peers.drop()  # while the link is down: nothing of the viewers' close reaches the server
+            finally:
+                bench.link(up=True)
+            if wave in (0, waves - 1):
+                report["first" if wave == 0 else "last"] = settled()
+    return report
 
 
 def main() -> None:
