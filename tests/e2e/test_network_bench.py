@@ -123,16 +123,18 @@ def test_viewers_whose_link_goes_down_for_good_are_freed_and_leave_nothing_behin
     """Viewers (aiortc's, no browser: ``devtools.netbench_peers``) in waves of 5 behind the NAT, each
     wave's link taken down once they play and kept down: the page's server (``--viewer-timeout 2``)
     ends their peers and streams within a few seconds, by itself (nothing of the viewers' reaches it).
-    After 4 waves: no peer held, every place of the stream limit free, and the server's open files
-    and threads as after the first wave. (``benchmarks/vanishing_viewers.py``: 100 and more.)"""
+    After 3 waves: no peer held, no place of the stream limit more taken than before (a viewer of
+    the tests above may still hold one, for the bench page's viewer timeout), and the server's open
+    files and threads as after the first wave. (``benchmarks/vanishing_viewers.py``: hundreds.)"""
+    taken = streams_open(server, bench_avatar)
     started: list = []
     args = ["--viewer-timeout", "2", "--max-peers", "5"]
     log = LOGS / "test-bench-vanish-page.log"
     with page_server(server.grpc_url, log, started, host="0.0.0.0", args=args) as url:
-        report = vanishing(bench, url, bench_avatar, started[0].pid, LOGS / "test-bench-vanish.log", 4, 5)
+        report = vanishing(bench, url, bench_avatar, started[0].pid, LOGS / "test-bench-vanish.log", 3, 5)
     print(f"viewers who vanished: {report}")
     assert report["stuck"] is None, f"peers still held {GIVE_UP_S:g} s after their viewers went: {report}"
-    assert streams_open(server, bench_avatar) == [], "every stream ended with its peer"
+    assert len(streams_open(server, bench_avatar)) <= len(taken), "every stream ended with its peer"
     first, last = report["first"], report["last"]
     assert last["files"] <= first["files"] + 4 and last["threads"] <= first["threads"] + 2, f"nothing left: {report}"
     assert max(report["freed_after_s"]) < 2 + 2, "freed within the viewer timeout and a second"
