@@ -132,7 +132,8 @@ def measure(variant: str, avatars: int) -> list[dict]:
 
 
 def table(variant: str, rows: list[dict]) -> str:
-    parts = sorted({part for row in rows for part in row["models_s"]})
+    # the avatar's own models (a shared step reloaded beside them, "other (...)", is left out)
+    parts = sorted({part for row in rows for part in row["models_s"] if not part.startswith("other")})
     lines = [
         f"| {variant}: avatar | load | first frame | " + " | ".join(parts) + " | stubs | memory loaded |",
         "|---|---|---|" + "---|" * len(parts) + "---|---|",
