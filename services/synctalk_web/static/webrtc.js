@@ -69,8 +69,8 @@ async function startWebRTC(session, avatar) {
   });
   // a dropout (the network went away: a tunnel, a change of network): no frame for a second
   // (showStats), or "disconnected" (Chromium says so after some seconds), until the packets flow
-  // again, and the same session goes on (the server keeps the peer through ~30 s of silence, ICE's
-  // consent checks); past that "failed", and the page says the session ended
+  // again, and the same session goes on (the server keeps the peer through its --viewer-timeout of
+  // silence, 15 s by default); past that "failed", and the page says the session ended
   session.dropouts = 0;
   session.connected = false;
   pc.addEventListener("connectionstatechange", () => {
