@@ -437,11 +437,14 @@ STREAM_INTERRUPT = Tensor("INTERRUPT_FROM_FRAME", "INT64", (1,))
 # before it is due, the 0.5 s of lookahead a frame needs with it).
 STREAM_SPEECH_AT = Tensor("SPEECH_AT_SAMPLE", "INT64", (1,))
 STREAM_MAX_REWIND = 100  # frames (4 s): how far back an interrupt renders again
-# The answer to an interrupt or a placement holds at most this many of the frames it renders again;
-# the requests after it bring the rest. Frame K is due at the viewer within a frame or two of the
-# cut, and a whole rewind (10-20 frames, composited and H.264-encoded) took 80-270 ms on a 2-core
-# host: the voice waited for frame K that long.
-STREAM_REWIND_FIRST = 3
+# The answer to an interrupt or a placement holds at most this many of the frames it renders again,
+# and so does a request while more of the stream's requests wait for its turn behind it (they take
+# the rest; the last in line takes every frame ready). Frame K is due at the viewer within a frame
+# or two of the cut, and a whole rewind (10-20 frames, composited and H.264-encoded) took 80-270 ms
+# on a 2-core host: the voice waited for frame K that long; the backlog a placement's speech makes
+# ready came back as one batch (6-8 frames, 265-300 ms), its first frame late by as much. On the
+# CPU a frame costs the same in a batch of 3 as of 8 (33-40 ms with the tiny generator).
+STREAM_STEP_FRAMES = 3
 STREAM_INPUTS = (  # all optional: rules in the model
     STREAM_AVATAR,
     STREAM_AUDIO,

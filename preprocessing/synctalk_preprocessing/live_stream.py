@@ -30,6 +30,7 @@ a thin shell of Triton calls around it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class StreamState:
         # one request of the stream at a time, in arrival order (asyncio.Lock is first come, first
         # served): the async execute lets the next request in while one awaits the ensemble
         self.turn = asyncio.Lock()
+        self.waiting = 0  # requests waiting for the turn (``in_turn``)
         # SyncTalk_2D avatars: (<id>_from_features, the window encoder) where the stream encodes
         # its windows itself, and the encodings so far by index in upstream's padded window list
         self.by_features: tuple[str, str] | None = None
@@ -63,6 +65,19 @@ class StreamState:
         # their silence test (they are due before it could be rendered; idle, they cost little)
         self.horizon: int | None = None
         self.video = None  # an H.264 stream's encoder (synctalk_preprocessing.video.H264Encoder; None: JPEGs)
+
+    @contextlib.asynccontextmanager
+    async def in_turn(self):
+        """The stream's turn, with ``waiting`` counting the requests in line for it."""
+        self.waiting += 1
+        try:
+            await self.turn.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.turn.release()
 
     def append(self, chunk: np.ndarray) -> None:
         # keep only what the frames an interrupt may render again need: the context before them
@@ -122,13 +137,18 @@ class StreamState:
         self.windows.clear()
         return again
 
-    def frames_to_render(self, ending: bool, most: int | None = None) -> range:
+    def frames_to_render(self, ending: bool, most: int | None = None, waiting: int = 0) -> range:
         """The frames that became ready (all the clip's remaining frames at its end), at most
-        ``most`` of them (the rest stay ready for the next request)."""
+        ``most`` of them (the rest stay ready for the next request). A request with ``waiting``
+        requests of the stream in line behind it takes at most ``contract.STREAM_STEP_FRAMES``:
+        the frames due first go out as soon as they are rendered, not after a backlog's whole
+        batch; the last request in line takes the rest."""
         if ending:
             last = contract.synctalk2d_frame_count(self.total) if self.synctalk2d else self.total // SPF
         else:
             last = contract.stream_frames_ready(self.total)
+        if waiting:
+            most = contract.STREAM_STEP_FRAMES if most is None else min(most, contract.STREAM_STEP_FRAMES)
         if most is not None and not ending:
             last = min(last, self.next_frame + most)
         if self.rewind_to is not None:  # an interrupt or a placement waits for its turn: it renders those

@@ -381,7 +381,10 @@ class AvatarPeer:
         while not self.closed.is_set():
             ticks += 1
             await asyncio.sleep(max(0.0, started + ticks * VOICE_CHUNK / contract.SAMPLE_RATE - time.monotonic()))
-            if self.listening:
+            if self.listening or self._resend_handle is not None:
+                # a placement over audio already sent is gathering (GATHER_S): the speech after
+                # what was sent goes out behind it, else the stream renders the frames before the
+                # placement through the generator on its lookahead, for nothing, ahead of it
                 continue
             due = ticks * VOICE_CHUNK
             target = max(due, min(self.speech.total, due + int(LEAD_S * contract.SAMPLE_RATE), self.sent + LEAD_STEP))

@@ -156,17 +156,51 @@ def test_an_interrupt_cuts_the_speech_not_shown_and_renders_those_frames_again_a
 
 def test_a_rewinds_answer_holds_its_first_frames_and_the_next_request_the_rest():
     """Frame K is due at the viewer at once: the interrupt's answer renders the first
-    STREAM_REWIND_FIRST frames again, the request after it the rest, none twice and none skipped."""
+    STREAM_STEP_FRAMES frames again, the request after it the rest, none twice and none skipped."""
     state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
     at_pace(state, speech(60 * SPF))
     state.interrupt(40)
     again = state.rewind()
-    first = state.frames_to_render(ending=False, most=contract.STREAM_REWIND_FIRST)
-    assert first == range(40, 40 + contract.STREAM_REWIND_FIRST)
+    first = state.frames_to_render(ending=False, most=contract.STREAM_STEP_FRAMES)
+    assert first == range(40, 40 + contract.STREAM_STEP_FRAMES)
     state.append(np.zeros(320, np.float32))
     rest = state.frames_to_render(ending=False)
     assert rest.start == first.stop and rest.stop >= again.stop, "the rest with the next request"
     assert state.frames_to_render(ending=True, most=1).stop == state.total // SPF, "the end: every frame left"
+
+
+def test_a_backlog_is_answered_a_few_frames_a_request_while_requests_wait_and_the_last_takes_the_rest():
+    """A stream behind (a placement's speech made a backlog ready): while more of its requests wait
+    for the turn, each answers STREAM_STEP_FRAMES, so the frames due first go out as soon as they
+    are rendered; the last request in line takes every frame ready, none twice, none skipped."""
+    import asyncio
+
+    state = StreamState("anna", synctalk2d=False, silent_frames=True, now=0.0)
+    at_pace(state, speech(40 * SPF))
+    state.append(speech(10 * SPF, seed=2))  # ten more frames ready at once
+    backlog = range(state.next_frame, contract.stream_frames_ready(state.total))
+    assert len(backlog) == 10
+    taken = [state.frames_to_render(ending=False, waiting=2), state.frames_to_render(ending=False, waiting=1)]
+    assert [len(frames) for frames in taken] == [contract.STREAM_STEP_FRAMES] * 2
+    taken.append(state.frames_to_render(ending=False, waiting=0))
+    assert [f for frames in taken for f in frames] == list(backlog), "in order, the last in line the rest"
+
+    async def in_line() -> list[int]:  # in_turn counts the requests waiting behind the one served
+        seen = []
+
+        async def request():
+            async with state.in_turn():
+                seen.append(state.waiting)
+                await asyncio.sleep(0)
+
+        async with state.in_turn():  # a request rendering; three arrive behind it
+            behind = [asyncio.ensure_future(request()) for _ in range(3)]
+            await asyncio.sleep(0)
+            seen.append(state.waiting)
+        await asyncio.gather(*behind)
+        return seen
+
+    assert asyncio.run(in_line()) == [3, 2, 1, 0] and state.waiting == 0
 
 
 def test_requests_ahead_of_an_interrupt_render_nothing_it_renders_again():
@@ -183,7 +217,7 @@ def test_requests_ahead_of_an_interrupt_render_nothing_it_renders_again():
     assert not state.superseded(backlog_from + 3) and state.superseded(backlog_from + 4)
     assert state.rewind() == range(backlog_from + 4, backlog_from + 4)
     assert not state.superseded(backlog_from + 4), "the interrupt's turn renders them"
-    again = state.frames_to_render(ending=False, most=contract.STREAM_REWIND_FIRST)
+    again = state.frames_to_render(ending=False, most=contract.STREAM_STEP_FRAMES)
     assert again.start == backlog_from + 4, "from the cut, after the frames ahead of it"
 
 

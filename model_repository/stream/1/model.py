@@ -187,16 +187,16 @@ class TritonPythonModel:
             stream.append(chunk)
         else:  # speech placed: written over what had arrived from there
             stream.place(chunk, speech_at)
-        async with stream.turn:
+        async with stream.in_turn():
             # an interrupt's or a placing request's turn: the frames from its cut again (earlier
             # requests' turns came first)
             again = stream.rewind() if interrupt is not None or speech_at is not None else None
             if again and stream.video is not None:
                 stream.video.request_key_frame()  # the viewer never gets the frames it referenced
             # the first of them at once (frame K is due at the viewer now); the next requests
-            # bring the rest (contract.STREAM_REWIND_FIRST)
-            most = contract.STREAM_REWIND_FIRST if again else None
-            frames = stream.frames_to_render(ending=bool(flags & END), most=most)
+            # bring the rest (contract.STREAM_STEP_FRAMES)
+            most = contract.STREAM_STEP_FRAMES if again else None
+            frames = stream.frames_to_render(ending=bool(flags & END), most=most, waiting=stream.waiting)
             if flags & END:
                 self._close(stream_id, "ended")
                 stream.ended()
