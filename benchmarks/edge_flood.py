@@ -14,8 +14,17 @@ earlier ones were answered) at multiples of the server's unloaded rate of them, 
 client, straight and through the edge in turn at each level (``offered``): goodput, refusals and
 how fast they come, the light client's latency, the server's peak memory over idle.
 
+``--prebuilt``: each client builds and serialises its request once and sends the bytes again
+(``RawClient``: its own CPU per request next to nothing), and goodput is counted against what one
+client alone gets served through the edge; ``--nice``: one flood per CPU priority of the clients;
+``--settings now window-64``: the edge as it is, then with a 64 KiB HTTP/2 stream window, each on a
+server of its own. Through the edge, Envoy's counters and its access log's timings of the bulk
+requests (refused, admitted) go in the row.
+
     python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45
     python -m benchmarks.edge_flood --variant full --clients 0 --levels 1 2 8 --seconds 20
+    python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45 --prebuilt --edge-only \
+        --nice 0 19 --settings now window-64
 """
 
 from __future__ import annotations
@@ -64,6 +73,82 @@ def client_process(url: str, frames: int, start_at: float, stop_at: float, resul
             response = client.infer_batch_composite(request)
             result = "served" if response.success else (response.error_category or "failed")
             rows.append((result, time.perf_counter() - sent, response.error[:200]))
+    results.put(("heavy" if frames > 1 else "light", rows))
+
+
+class RawClient:
+    """One request built and serialised once (``ModelInferRequest`` bytes), sent again as it is on
+    a plain gRPC channel with the SDK's edge headers: a client whose own CPU per request is next to
+    nothing, so what a flood measures is the serving side (``--prebuilt``)."""
+
+    def __init__(self, url: str, frames: int, timeout_s: float):
+        import grpc
+        from tritonclient.grpc import InferRequestedOutput, service_pb2
+        from tritonclient.grpc._utils import _get_inference_request
+
+        from synctalk_client.client import _grpc_inputs
+
+        request = _request(frames)
+        with CompositeClient(url, stage_timings=False) as client:
+            takes, optional = client._inputs_of(request.model_id), client._optional_of(request.model_id)
+        inputs = _grpc_inputs(request.tensors(takes, optional=optional))
+        self.body = _get_inference_request(
+            request.model_id,
+            inputs,
+            "",
+            "",
+            [InferRequestedOutput(contract.JPEG.name)],
+            0,
+            False,
+            False,
+            0,
+            int(timeout_s * 1e6),
+            None,
+        ).SerializeToString()
+        self.metadata = tuple(contract.edge_headers(request.model_id, frames).items())
+        self.timeout_s, self.frames = timeout_s, frames
+        self.channel = grpc.insecure_channel(
+            url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        )
+        self.call = self.channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None,
+            response_deserializer=service_pb2.ModelInferResponse.FromString,
+        )
+
+    def send(self) -> tuple[str, str]:
+        """(result, error): "served", the SDK's busy category, or "failed"."""
+        import grpc
+
+        try:
+            response = self.call(self.body, timeout=self.timeout_s, metadata=self.metadata)
+        except grpc.RpcError as exc:
+            code, message = exc.code(), exc.details() or ""
+            busy = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            return (contract.CATEGORY_BUSY if busy else "failed"), f"{code.name}: {message}"
+        served = len(response.raw_output_contents) == 1 and response.outputs[0].shape[0] == self.frames
+        return ("served" if served else "failed"), "" if served else "wrong answer"
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def raw_client_process(url: str, frames: int, start_at: float, stop_at: float, results, nice: int = 0) -> None:
+    """``client_process`` with a ``RawClient``: the request serialised once, sent as bytes; at
+    ``nice`` CPU priority."""
+    import os
+
+    os.nice(nice)
+    client = RawClient(url, frames, 25.0)
+    rows = []
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        while time.time() < stop_at:
+            sent = time.perf_counter()
+            result, error = client.send()
+            rows.append((result, time.perf_counter() - sent, error[:200]))
+    finally:
+        client.close()
     results.put(("heavy" if frames > 1 else "light", rows))
 
 
@@ -123,14 +208,20 @@ def offered(url: str, rate: float, seconds: float, server_pid: int, deadline_s: 
     return _collect(processes, results, seconds, server_pid, idle, start_at, deadline_s)
 
 
-def flood(url: str, clients: int, seconds: float, server_pid: int) -> dict:
+def flood(url: str, clients: int, seconds: float, server_pid: int, prebuilt: bool = False, nice: int = 0) -> dict:
+    """``clients`` heavy clients and a light one (``prebuilt``: ``RawClient``s at ``nice``)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     idle = sum(server_processes(server_pid).values())
     start_at = time.time() + 8.0  # every client built its request and connected: they start together
     stop_at = start_at + seconds
     frames = [contract.MAX_BATCH_SIZE] * clients + [1]
-    processes = [context.Process(target=client_process, args=(url, n, start_at, stop_at, results)) for n in frames]
+    if prebuilt:
+        processes = [
+            context.Process(target=raw_client_process, args=(url, n, start_at, stop_at, results, nice)) for n in frames
+        ]
+    else:
+        processes = [context.Process(target=client_process, args=(url, n, start_at, stop_at, results)) for n in frames]
     return _collect(processes, results, seconds, server_pid, idle, start_at, 25.0)
 
 
@@ -207,6 +298,64 @@ def added_latency(direct_url: str, edge_url: str, rounds: int = 40) -> dict:
     return row
 
 
+ACCESS_LOG_FORMAT = {  # Envoy's timings of each request (ms), its flags, its bytes: where a refusal's time goes
+    "start": "%START_TIME(%s.%3f)%",
+    "cluster": "%UPSTREAM_CLUSTER%",
+    "frames": "%REQ(SYNCTALK-FRAMES)%",
+    "flags": "%RESPONSE_FLAGS%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    "duration_ms": "%DURATION%",
+    "request_ms": "%REQUEST_DURATION%",
+    "request_tx_ms": "%REQUEST_TX_DURATION%",
+    "response_ms": "%RESPONSE_DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+}
+
+
+def with_access_log(edge: Edge, path: Path) -> Edge:
+    """The edge's listeners write an access log to ``path`` (one JSON line a request)."""
+    for listener in edge.config["static_resources"]["listeners"]:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        manager["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": str(path),
+                    "log_format": {"json_format": ACCESS_LOG_FORMAT},
+                },
+            }
+        ]
+    return edge
+
+
+def access_log_summary(path: Path, since: float) -> dict:
+    """The bulk requests the edge logged since ``since`` (time.time()): refused (overflow, UO) and
+    admitted, with Envoy's own timings (p50 / p90 ms)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    rows = [r for r in rows if float(r["start"]) >= since and r.get("frames") == str(contract.MAX_BATCH_SIZE)]
+
+    def quantiles(values):
+        values = [float(v) for v in values if v not in (None, "-", "")]
+        return [quantile(values, 0.5), quantile(values, 0.9)] if values else None
+
+    out = {}
+    for name, chosen in (
+        ("refused", [r for r in rows if "UO" in r["flags"]]),
+        ("admitted", [r for r in rows if "UO" not in r["flags"]]),
+    ):
+        out[name] = {
+            "count": len(chosen),
+            "duration_ms": quantiles(r["duration_ms"] for r in chosen),
+            "request_ms": quantiles(r["request_ms"] for r in chosen),
+            "response_ms": quantiles(r["response_ms"] for r in chosen),
+            "bytes_received_mb": quantiles(int(r["bytes_received"]) / 2**20 for r in chosen),
+            "flags": sorted({r["flags"] for r in chosen}),
+        }
+    return out
+
+
 def add_avatar(repository: Path) -> None:
     import cv2
 
@@ -217,29 +366,79 @@ def add_avatar(repository: Path) -> None:
     avatar_store.add(repository, AVATAR, folder, boxes[0].tolist(), options=avatar_store.AvatarOptions(replace=True))
 
 
-def run(variant: str, clients: int, seconds: float, levels: list[float] = ()) -> dict:
-    repository = render("cpu", paths.BUILD / "edge_flood" / "cpu", paths.MODELS / variant)
-    add_avatar(repository)
-    log = paths.BUILD / "logs" / "edge-flood-tritonserver.log"
+def run(
+    variant: str,
+    clients: int,
+    seconds: float,
+    levels: list[float] = (),
+    prebuilt: bool = False,
+    nice: list[int] = (0,),
+    edge_only: bool = False,
+    settings: list[str] = ("now",),
+) -> dict:
+    """Each of ``settings`` on a server of its own, one after another: ``now`` (the edge as it is),
+    ``window-<KiB>`` (its listeners' HTTP/2 stream window that size instead of 1 MiB)."""
     report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
+    for setting in settings:
+        print(f"{setting}:", flush=True)
+        report[setting] = run_setting(variant, clients, seconds, levels, prebuilt, nice, edge_only, setting)
+    return report
+
+
+def run_setting(
+    variant: str,
+    clients: int,
+    seconds: float,
+    levels: list[float],
+    prebuilt: bool,
+    nice: list[int],
+    edge_only: bool,
+    setting: str,
+) -> dict:
+    repository = render("cpu", paths.BUILD / "edge_flood" / f"cpu-{setting}", paths.MODELS / variant)
+    add_avatar(repository)
+    log = paths.BUILD / "logs" / f"edge-flood-tritonserver-{setting}.log"
+    report: dict = {}
+    access_log = paths.BUILD / "logs" / f"edge-flood-access-{setting}.log"
+    access_log.unlink(missing_ok=True)
     with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log) as server:
-        with Edge(
+        edge = Edge(
             [Replica.of(server)],
             free_port(),
             free_port(),
             free_port(),
-            log_path=paths.BUILD / "logs" / "edge-flood.log",
-        ) as edge:
+            log_path=paths.BUILD / "logs" / f"edge-flood-{setting}.log",
+        )
+        if setting.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
+            for listener in edge.config["static_resources"]["listeners"]:
+                manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+                manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(setting.split("-")[1])
+        with with_access_log(edge, access_log):
             with CompositeClient(server.grpc_url, timeout_s=120) as client:  # warm: the first requests
                 client.infer_batch_composite(_request(2)).raise_for_error()
-            report["unloaded"] = added_latency(server.grpc_url, edge.grpc_url)
-            print("   ", json.dumps(report["unloaded"]), flush=True)
+            if not edge_only:
+                report["unloaded"] = added_latency(server.grpc_url, edge.grpc_url)
+                print("   ", json.dumps(report["unloaded"]), flush=True)
             paths_ = (("straight to Triton", server.grpc_url), ("through the edge", edge.grpc_url))
             if clients:
-                for name, url in paths_:
-                    print(f"  {name}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
-                    report[name] = measured(edge, url, partial(flood, url, clients, seconds, server.process.pid))
-                    time.sleep(3.0)  # what was admitted drains
+                if prebuilt:  # goodput is counted against what one client alone gets served
+                    report["one_client_heavy_per_s"] = round(unloaded_rate(edge.grpc_url, 15.0), 3)
+                    print("    one client alone:", report["one_client_heavy_per_s"], "heavy requests/s", flush=True)
+                for name, url in paths_[1:] if edge_only else paths_:
+                    for level in nice:
+                        key = name if level == 0 else f"{name}, clients at nice {level}"
+                        print(f"  {key}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
+                        load = partial(flood, url, clients, seconds, server.process.pid, prebuilt, level)
+                        since = time.time()
+                        report[key] = row = measured(edge, url, load)
+                        if url == edge.grpc_url:
+                            row["edge_access_log"] = access_log_summary(access_log, since)
+                        if prebuilt:
+                            row["goodput_of_one_client"] = round(
+                                row["heavy"]["served_per_s"] / report["one_client_heavy_per_s"], 3
+                            )
+                        print("   ", json.dumps(row), flush=True)
+                        time.sleep(3.0)  # what was admitted drains
             if levels:
                 rate = unloaded_rate(server.grpc_url, max(10.0, seconds / 2))
                 deadline_s = max(10.0, 3.0 / rate)  # three times a heavy request alone
@@ -261,14 +460,34 @@ def run(variant: str, clients: int, seconds: float, levels: list[float] = ()) ->
     return report
 
 
+EDGE_COUNTERS = (  # Envoy's own counts over a flood through it (the bulk class, the gRPC listener)
+    "cluster.grpc_bulk.upstream_rq_total",
+    "cluster.grpc_bulk.upstream_rq_pending_overflow",
+    "cluster.grpc_bulk.upstream_cx_tx_bytes_total",
+    "http.grpc.downstream_rq_total",
+    "http.grpc.downstream_rq_rx_reset",
+    "http.grpc.downstream_rq_tx_reset",
+    "http.grpc.downstream_cx_rx_bytes_total",
+    "http.grpc.downstream_flow_control_paused_reading_total",
+)
+
+
 def measured(edge: Edge, url: str, load) -> dict:
-    """``load()``'s row, with the edge's CPU per 1,000 requests where the load went through it."""
+    """``load()``'s row, with the edge's CPU per 1,000 requests and its counters' growth where the
+    load went through it."""
     cpu_before = cpu_seconds(edge.process.pid)
+    counters_before = edge.stats()
     row = load()
     if url == edge.grpc_url:
         handled = row["heavy"]["sent"] + row["light"]["sent"]
         used = cpu_seconds(edge.process.pid) - cpu_before
         row["edge_cpu_s_per_1000_requests"] = round(1000 * used / max(1, handled), 2)
+        after = edge.stats()
+        row["edge_counters"] = {
+            name: after.get(name, 0) - counters_before.get(name, 0)
+            for name in EDGE_COUNTERS
+            if isinstance(after.get(name), int)
+        }
     return row
 
 
@@ -278,9 +497,15 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--levels", type=float, nargs="*", default=[], help="offered load, multiples of unloaded")
+    parser.add_argument("--prebuilt", action="store_true", help="clients send one request serialised once, as bytes")
+    parser.add_argument("--nice", type=int, nargs="+", default=[0], help="the clients' CPU priorities, one flood each")
+    parser.add_argument("--edge-only", action="store_true", help="the flood through the edge only")
+    parser.add_argument("--settings", nargs="+", default=["now"], help="now, window-<KiB>")
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
     args = parser.parse_args(argv)
-    report = run(args.variant, args.clients, args.seconds, args.levels)
+    report = run(
+        args.variant, args.clients, args.seconds, args.levels, args.prebuilt, args.nice, args.edge_only, args.settings
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(args.out)
