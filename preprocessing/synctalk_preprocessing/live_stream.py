@@ -7,7 +7,9 @@ a thin shell of Triton calls around it.
 - **The frames ready**: frame i once ``contract.STREAM_LOOKAHEAD`` samples follow its 40 ms; at
   the clip's end, every frame of the avatar's audio front end (one per 40 ms, or SyncTalk_2D's
   N + 2). A stream that fell behind catches up: whoever has the stream's turn renders every frame
-  ready by then, cut into batches of at most the catch-up size, each wholly silent or not.
+  ready by then, cut into batches of at most the catch-up size, each wholly silent or not; while
+  more of its requests wait for the turn, at most ``contract.STREAM_STEP_FRAMES`` (the frames due
+  first go out as soon as they are rendered, and the last request in line takes the rest).
 - **An interrupt** (``interrupt`` on the request's arrival, ``rewind`` in its turn): the speech
   that had arrived from frame K on becomes silence, frames from K are rendered again, and the
   speech before K does not reach them (their silence test and the audio before their batch stop

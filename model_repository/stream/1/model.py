@@ -181,8 +181,9 @@ class TritonPythonModel:
         stream.last_seen = now
         # the audio joins the stream on arrival, before the stream's turn: a request that waits
         # behind a slow one brings its audio to it, so a stream that falls behind catches up in
-        # bigger batches (whoever has the turn renders every frame ready by then; the requests
-        # after it may find none left, an answer of zero frames)
+        # bigger batches (the last request in line renders every frame ready by then, those ahead
+        # of it contract.STREAM_STEP_FRAMES each; the requests after it may find none left, an
+        # answer of zero frames)
         if speech_at is None:
             stream.append(chunk)
         else:  # speech placed: written over what had arrived from there
