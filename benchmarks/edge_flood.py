@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,7 @@ from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
 from synctalk_ops.edge import Edge, Replica
+from synctalk_ops.edge.bootstrap import connection_managers
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes
 from synctalk_ops.serve import TritonServer
@@ -60,19 +62,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def client_process(url: str, frames: int, start_at: float, stop_at: float, results) -> None:
-    """One client, a process of its own (as a dozen real clients are: no GIL shared between them):
-    builds its request, then from ``start_at`` sends it again as soon as it is answered, until
-    ``stop_at`` (time.time())."""
-    request = _request(frames)
+class SdkClient:
+    """The SDK's client sending one request again: built once, serialised by the SDK at each call,
+    no retries."""
+
+    def __init__(self, url: str, frames: int, timeout_s: float):
+        self.request = _request(frames)
+        self.client = CompositeClient(url, timeout_s=timeout_s, stage_timings=False, busy_retries=0, retries=0)
+
+    def send(self) -> tuple[str, str]:
+        """(result, error): "served", the SDK's error category, or "failed"."""
+        response = self.client.infer_batch_composite(self.request)
+        return ("served" if response.success else (response.error_category or "failed")), response.error
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def client_process(
+    url: str, frames: int, start_at: float, stop_at: float, results, prebuilt: bool = False, nice: int = 0
+) -> None:
+    """One client, a process of its own (as a dozen real clients are: no GIL shared between them),
+    at ``nice`` CPU priority: builds its request (``prebuilt``: serialised once, ``RawClient``; else
+    ``SdkClient``), then from ``start_at`` sends it again as soon as it is answered, until ``stop_at``
+    (time.time())."""
+    os.nice(nice)
+    client = (RawClient if prebuilt else SdkClient)(url, frames, 25.0)
     rows = []
     time.sleep(max(0.0, start_at - time.time()))
-    with CompositeClient(url, timeout_s=25, stage_timings=False, busy_retries=0, retries=0) as client:
+    try:
         while time.time() < stop_at:
             sent = time.perf_counter()
-            response = client.infer_batch_composite(request)
-            result = "served" if response.success else (response.error_category or "failed")
-            rows.append((result, time.perf_counter() - sent, response.error[:200]))
+            result, error = client.send()
+            rows.append((result, time.perf_counter() - sent, error[:200]))
+    finally:
+        client.close()
     results.put(("heavy" if frames > 1 else "light", rows))
 
 
@@ -131,25 +155,6 @@ class RawClient:
 
     def close(self) -> None:
         self.channel.close()
-
-
-def raw_client_process(url: str, frames: int, start_at: float, stop_at: float, results, nice: int = 0) -> None:
-    """``client_process`` with a ``RawClient``: the request serialised once, sent as bytes; at
-    ``nice`` CPU priority."""
-    import os
-
-    os.nice(nice)
-    client = RawClient(url, frames, 25.0)
-    rows = []
-    time.sleep(max(0.0, start_at - time.time()))
-    try:
-        while time.time() < stop_at:
-            sent = time.perf_counter()
-            result, error = client.send()
-            rows.append((result, time.perf_counter() - sent, error[:200]))
-    finally:
-        client.close()
-    results.put(("heavy" if frames > 1 else "light", rows))
 
 
 def open_loop_process(url: str, frames: int, times: list[float], deadline_s: float, results) -> None:
@@ -216,12 +221,10 @@ def flood(url: str, clients: int, seconds: float, server_pid: int, prebuilt: boo
     start_at = time.time() + 8.0  # every client built its request and connected: they start together
     stop_at = start_at + seconds
     frames = [contract.MAX_BATCH_SIZE] * clients + [1]
-    if prebuilt:
-        processes = [
-            context.Process(target=raw_client_process, args=(url, n, start_at, stop_at, results, nice)) for n in frames
-        ]
-    else:
-        processes = [context.Process(target=client_process, args=(url, n, start_at, stop_at, results)) for n in frames]
+    processes = [
+        context.Process(target=client_process, args=(url, n, start_at, stop_at, results, prebuilt, nice))
+        for n in frames
+    ]
     return _collect(processes, results, seconds, server_pid, idle, start_at, 25.0)
 
 
@@ -315,8 +318,7 @@ ACCESS_LOG_FORMAT = {  # Envoy's timings of each request (ms), its flags, its by
 
 def with_access_log(edge: Edge, path: Path) -> Edge:
     """The edge's listeners write an access log to ``path`` (one JSON line a request)."""
-    for listener in edge.config["static_resources"]["listeners"]:
-        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    for manager in connection_managers(edge.config):
         manager["access_log"] = [
             {
                 "name": "envoy.access_loggers.file",
@@ -410,8 +412,7 @@ def run_setting(
             log_path=paths.BUILD / "logs" / f"edge-flood-{setting}.log",
         )
         if setting.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
-            for listener in edge.config["static_resources"]["listeners"]:
-                manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            for manager in connection_managers(edge.config):
                 manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(setting.split("-")[1])
         with with_access_log(edge, access_log):
             with CompositeClient(server.grpc_url, timeout_s=120) as client:  # warm: the first requests
@@ -475,18 +476,17 @@ EDGE_COUNTERS = (  # Envoy's own counts over a flood through it (the bulk class,
 def measured(edge: Edge, url: str, load) -> dict:
     """``load()``'s row, with the edge's CPU per 1,000 requests and its counters' growth where the
     load went through it."""
+    through = url == edge.grpc_url
     cpu_before = cpu_seconds(edge.process.pid)
-    counters_before = edge.stats()
+    counters_before = edge.stats() if through else {}
     row = load()
-    if url == edge.grpc_url:
+    if through:
         handled = row["heavy"]["sent"] + row["light"]["sent"]
         used = cpu_seconds(edge.process.pid) - cpu_before
         row["edge_cpu_s_per_1000_requests"] = round(1000 * used / max(1, handled), 2)
         after = edge.stats()
         row["edge_counters"] = {
-            name: after.get(name, 0) - counters_before.get(name, 0)
-            for name in EDGE_COUNTERS
-            if isinstance(after.get(name), int)
+            name: after[name] - counters_before.get(name, 0) for name in EDGE_COUNTERS if name in after
         }
     return row
 

@@ -62,8 +62,7 @@ def render(
         },
     }
     if clusters_dir:
-        for listener in config["static_resources"]["listeners"]:  # its routes name clusters yet to be read
-            manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for manager in connection_managers(config):  # its routes name clusters yet to be read
             manager["route_config"]["validate_clusters"] = False
         watched = Path(clusters_dir)
         config["dynamic_resources"] = {
@@ -76,6 +75,15 @@ def render(
             }
         }
     return config
+
+
+def connection_managers(config: dict) -> list[dict]:
+    """The HTTP connection manager of each of a bootstrap's listeners (its routes, HTTP/2 options,
+    filters), to change in place."""
+    return [
+        listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for listener in config["static_resources"]["listeners"]
+    ]
 
 
 def text_of(config: dict, how: str = "") -> str:
