@@ -188,6 +188,11 @@ class TritonServer(Launched):
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
             "--exit-on-error=true",
+            # Every configuration the repository renders is complete: without this, the Python
+            # backend starts one more stub per model (and per avatar loaded) only to ask it to
+            # complete its configuration, which doubled the CPU profile's start (tiny models
+            # 9.0 s -> 3.9 s, full 10.2 s -> 6.2 s on 2 cores)
+            "--disable-auto-complete-config",
             # Strict readiness reports the whole server not ready while any model is LOADING or
             # UNLOADING (core server.cc IsReady): with live model changes (explicit control), an
             # avatar being added or removed would take the server out of a load balancer. Each
