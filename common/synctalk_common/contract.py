@@ -578,6 +578,12 @@ EDGE_FULL_MESSAGE = "the edge's limit for this class of requests is reached"
 EDGE_OVERFLOW_MESSAGE = "reset reason: overflow"  # Envoy's own words for a limit it hit
 EDGE_RESTRICTED_MESSAGE = "not served at the edge"
 MSG_EDGE_RESTRICTED = "the edge does not serve {api}: call a replica's own port with the API key"
+# Avatars on demand (ops/synctalk_ops/activator.py): the activator, asked by the edge about each
+# request, names the replica holding its avatar (loading it there first) in this header, which the
+# edge routes by; a request held past the cold-start budget is refused, retryably, as loading.
+EDGE_REPLICA_HEADER = "synctalk-replica"
+EDGE_LOADING_MESSAGE = "the avatar is loading"
+MSG_AVATAR_LOADING = EDGE_LOADING_MESSAGE + ": {model_id} was not ready within {budget_s:g} s; retry in a moment"
 
 
 def model_owner(model_name: str) -> str:

@@ -510,7 +510,10 @@ def test_the_kubernetes_edge_config_is_the_rendered_one_and_envoy_takes_it(tmp_p
     assert statefulset["spec"]["serviceName"] == service["metadata"]["name"] == edge.STATEFULSET == name
     assert hosts == [f"{name}-{i}.{name}" for i in range(hpa["spec"]["maxReplicas"])]
     assert service["spec"]["clusterIP"] == "None"
-    assert all("metadata" not in e for e in bulk["load_assignment"]["endpoints"][0]["lb_endpoints"]), "no placement"
+    held = [
+        e["metadata"]["filter_metadata"]["envoy.lb"] for e in bulk["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert all(edge.AVATARS_KEY not in h for h in held), "no placement"
 
 
 def test_the_routes_of_a_placement_name_each_pods_avatars_and_envoy_takes_them(tmp_path):

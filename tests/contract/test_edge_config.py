@@ -149,7 +149,7 @@ def test_placed_replicas_are_read_from_watched_files_with_their_avatars(tmp_path
         assert cluster["eds_cluster_config"]["eds_config"]["path_config_source"]["path"].endswith(f"/{name}.yaml")
         assert cluster["lb_subset_config"] == {
             "fallback_policy": "ANY_ENDPOINT",
-            "subset_selectors": [{"keys": [edge.AVATARS_KEY]}],
+            "subset_selectors": [{"keys": [edge.AVATARS_KEY]}, {"keys": [edge.REPLICA_KEY]}],
             "list_as_any": True,
         }
     (assignment,) = yaml.safe_load((tmp_path / "endpoints" / "grpc_light.yaml").read_text())["resources"]
@@ -185,3 +185,37 @@ def test_an_avatars_own_steps_belong_to_it():
     assert contract.model_owner("anna_background") == "anna"
     assert contract.model_owner("anna_synctalk") == "anna" and contract.model_owner("anna_audio_encoder") == "anna"
     assert contract.model_owner("anna") == "anna" and contract.model_owner(contract.GENERATOR_MODEL) == "synctalk"
+
+
+def test_on_demand_the_activator_is_asked_first_and_picks_the_replica_by_name(tmp_path):
+    """Avatars on demand (synctalk_ops.activator): each listener asks the activator (ext_authz, the
+    request's headers only) before anything else, its answer's replica header into the load
+    balancer's metadata (the model id's rule off: the endpoints list no avatars), a restricted API
+    never asked about, the activator's refusal turned into 503 with its words; Envoy takes it."""
+    config = edge.render(replicas(2), activator=("127.0.0.1", 18090), activator_budget_s=4)
+    edge.validate(edge.write(config, tmp_path / "on-demand.yaml"))
+    assert clusters(config)["activator"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"] == {
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 18090}}
+    }
+    for name in ("grpc", "http"):
+        manager = listener(config, name)
+        asked, to_metadata, _router = manager["http_filters"]
+        authz = asked["typed_config"]
+        assert asked["name"] == "envoy.filters.http.ext_authz" and not authz["failure_mode_allow"]
+        assert "with_request_body" not in authz, "never the body"
+        assert authz["http_service"]["server_uri"]["timeout"] == "6s"  # the budget and a margin
+        (rule,) = to_metadata["typed_config"]["request_rules"]
+        assert rule["header"] == contract.EDGE_REPLICA_HEADER and rule["remove"]
+        assert rule["on_header_present"]["key"] == edge.REPLICA_KEY
+        refused = [r for r in manager["route_config"]["virtual_hosts"][0]["routes"] if "direct_response" in r]
+        assert refused and all(
+            r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] for r in refused
+        )
+        _full, loading = manager["local_reply_config"]["mappers"]
+        assert loading["status_code"] == 503
+    endpoint = clusters(config)["grpc_bulk"]["load_assignment"]["endpoints"][0]["lb_endpoints"][1]
+    assert endpoint["metadata"]["filter_metadata"]["envoy.lb"] == {edge.REPLICA_KEY: "replica-1"}
+    # without an activator: nothing of it
+    plain = edge.render(replicas(2))
+    assert "activator" not in clusters(plain)
+    assert [f["name"] for f in listener(plain, "grpc")["http_filters"]][0] == "envoy.filters.http.header_to_metadata"

@@ -64,7 +64,7 @@ from synctalk_ops.edge.limits import (  # noqa: F401
     class_limits,
     max_streams,
 )
-from synctalk_ops.edge.replicas import AVATARS_KEY, Replica  # noqa: F401
+from synctalk_ops.edge.replicas import AVATARS_KEY, REPLICA_KEY, Replica  # noqa: F401
 from synctalk_ops.edge.routes import (  # noqa: F401
     GRPC_SERVICE,
     HTTP_INFER,

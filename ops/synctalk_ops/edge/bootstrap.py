@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from synctalk_ops.edge.clusters import CLUSTERS_FILE, clusters_of
-from synctalk_ops.edge.limits import MAX_CONNECTIONS
+from synctalk_ops.edge.clusters import CLUSTERS_FILE, activator_cluster, clusters_of
+from synctalk_ops.edge.limits import COLD_START_BUDGET_S, MAX_CONNECTIONS
 from synctalk_ops.edge.replicas import Replica, address_of
 from synctalk_ops.edge.routes import grpc_routes, http_routes, listener_of
 
@@ -26,6 +26,8 @@ def render(
     size_for: int | None = None,
     endpoints_dir: Path | None = None,
     clusters_dir: Path | None = None,
+    activator: tuple[str, int] | None = None,
+    activator_budget_s: float | None = None,
 ) -> dict:
     """Envoy's bootstrap for the edge in front of ``replicas`` (each serving the whole repository,
     or the avatars placed on it: ``Replica.avatars``). ``endpoints_dir``: the replicas are read from
@@ -35,18 +37,26 @@ def render(
     ConfigMap changes (replicas by name, each with the avatars placed on it: ``kubernetes_clusters``).
     ``size_for``: how many replicas the limits are sized for, where one name stands for several
     (a compose service scaled out: Envoy resolves it to every container, but its circuit breakers
-    are per cluster, fixed in the configuration); default: one per replica given."""
+    are per cluster, fixed in the configuration); default: one per replica given. ``activator``:
+    (host, port) of the activator (``synctalk_ops.activator``), asked about each request, which
+    names the replica holding its avatar after loading it there (avatars on demand), holding it up
+    to ``activator_budget_s``."""
     if not replicas:
         raise ValueError("the edge needs at least one replica")
+    if activator:
+        budget_s = COLD_START_BUDGET_S if activator_budget_s is None else activator_budget_s
+    else:
+        budget_s = None
     config = {
         "node": {"id": "synctalk-edge", "cluster": "synctalk-edge"},  # files of endpoints need a node
         "admin": {"address": address_of("127.0.0.1", admin_port)},  # loopback only, whatever the listeners
         "static_resources": {
             "listeners": [
-                listener_of("grpc", host, grpc_port, grpc_routes(replicas), grpc=True),
-                listener_of("http", host, http_port, http_routes(replicas), grpc=False),
+                listener_of("grpc", host, grpc_port, grpc_routes(replicas), True, budget_s),
+                listener_of("http", host, http_port, http_routes(replicas), False, budget_s),
             ],
-            "clusters": [] if clusters_dir else clusters_of(replicas, profile, size_for, endpoints_dir),
+            "clusters": ([] if clusters_dir else clusters_of(replicas, profile, size_for, endpoints_dir))
+            + ([activator_cluster(*activator)] if activator else []),
         },
         "overload_manager": {
             "resource_monitors": [

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from synctalk_common import contract
 from synctalk_ops.edge.limits import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, class_limits
-from synctalk_ops.edge.replicas import AVATARS_KEY, Replica, address_of, is_ip
+from synctalk_ops.edge.replicas import AVATARS_KEY, REPLICA_KEY, Replica, address_of, is_ip
+from synctalk_ops.edge.routes import ACTIVATOR_CLUSTER
 
 
 def endpoints_of(name: str, replicas: list[Replica], protocol: str) -> dict:
     """A class's endpoints (Envoy's ClusterLoadAssignment): each replica's port of ``protocol``,
     its health checked on its HTTP port, and the avatars placed on it as the load balancer's
-    metadata (``envoy.lb``: ``avatars``), which a request's model id is matched against."""
+    metadata (``envoy.lb``: ``avatars``), which a request's model id is matched against, and its
+    name (``replica``), which the activator's answer is matched against (avatars on demand)."""
     grpc = protocol == "grpc"
     endpoints = []
     for r in replicas:
@@ -26,8 +28,10 @@ def endpoints_of(name: str, replicas: list[Replica], protocol: str) -> dict:
                 "health_check_config": {"port_value": r.http_port},
             }
         }
+        metadata = {REPLICA_KEY: r.name}  # the activator's pick (avatars on demand)
         if r.avatars is not None:
-            endpoint["metadata"] = {"filter_metadata": {"envoy.lb": {AVATARS_KEY: list(r.avatars)}}}
+            metadata[AVATARS_KEY] = list(r.avatars)
+        endpoint["metadata"] = {"filter_metadata": {"envoy.lb": metadata}}
         endpoints.append(endpoint)
     return {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}
 
@@ -71,11 +75,12 @@ def cluster_of(
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
         # a request's model id (its header, or its HTTP path: ``_model_rule``) picks the
-        # replicas holding that avatar; no model id, a shared model's, or one no replica holds:
-        # any replica (Triton answers "model not found: <id>" for an unknown one)
+        # replicas holding that avatar, or the activator's answer picks one replica by name;
+        # neither, a shared model's, or one no replica holds: any replica (Triton answers "model
+        # not found: <id>" for an unknown one)
         "lb_subset_config": {
             "fallback_policy": "ANY_ENDPOINT",
-            "subset_selectors": [{"keys": [AVATARS_KEY]}],
+            "subset_selectors": [{"keys": [AVATARS_KEY]}, {"keys": [REPLICA_KEY]}],
             "list_as_any": True,
         },
         "circuit_breakers": {
@@ -120,6 +125,21 @@ def cluster_of(
             }
         }
     return cluster
+
+
+def activator_cluster(host: str, port: int) -> dict:
+    """The activator (``synctalk_ops.activator``), which the edge asks about each request."""
+    return {
+        "name": ACTIVATOR_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ACTIVATOR_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address_of(host, port)}}]}],
+        },
+        # every request asks it: no queue of its own before the listeners' limits
+        "circuit_breakers": {"thresholds": [{"max_requests": 4096, "max_pending_requests": 4096}]},
+    }
 
 
 def cluster_names() -> list[tuple[str, str]]:

@@ -49,6 +49,8 @@ class Edge(Launched):
         log_path: Path | None = None,
         concurrency: int = 1,
         clusters_dir: Path | None = None,
+        activator: tuple[str, int] | None = None,
+        activator_budget_s: float | None = None,
     ):
         self.replicas = list(replicas)
         self.host, self.grpc_port, self.http_port, self.admin_port = host, grpc_port, http_port, admin_port
@@ -70,6 +72,8 @@ class Edge(Launched):
             admin_port,
             endpoints_dir=self.endpoints_dir,
             clusters_dir=clusters_dir,
+            activator=activator,
+            activator_budget_s=activator_budget_s,
         )
         self.log_path = log_path
         self.concurrency = concurrency

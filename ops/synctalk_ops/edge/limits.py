@@ -50,3 +50,8 @@ def class_limits(profile: str) -> dict[str, int]:
     limits["stream"] = max_streams()
     limits["meta"] = META_PER_REPLICA
     return limits
+
+
+# avatars on demand (synctalk_ops.activator): a request held while its avatar loads, at most (a tiny
+# avatar loads in about 1.1 s on 2 cores, a full one in 3.5 s: benchmarks/README.md)
+COLD_START_BUDGET_S = 10.0

@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 AVATARS_KEY = "avatars"  # the load balancer's metadata: the avatars a replica holds, a request's model id
+REPLICA_KEY = "replica"  # and a replica's name, the one the activator picked for a request (avatars on demand)
 
 
 @dataclass(frozen=True)

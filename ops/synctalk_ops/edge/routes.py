@@ -12,7 +12,7 @@ from synctalk_ops.edge.limits import (
     STREAM_IDLE_TIMEOUT_S,
     STREAM_WINDOW_BYTES,
 )
-from synctalk_ops.edge.replicas import AVATARS_KEY, Replica, address_of
+from synctalk_ops.edge.replicas import AVATARS_KEY, REPLICA_KEY, Replica, address_of
 
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
 
@@ -78,9 +78,28 @@ def _route(match: dict, cluster: str, timeout: str = "0s", retry: dict | None = 
     return {"match": match, "route": route}
 
 
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+ACTIVATOR_CLUSTER = "activator"
+CHECK_PREFIX = "/check"  # the activator's path prefix: /check/inference.GRPCInferenceService/ModelInfer
+# The activator's refusals: Envoy takes an authorization server's 5xx for its own failure (and drops
+# the body), so it refuses with 429, which the local replies below turn into 503 (gRPC UNAVAILABLE),
+# its words kept
+REFUSAL_STATUS = 429
+
+
 def _refused(match: dict, api: str) -> dict:
     message = f"This API is restricted: {api} is {contract.EDGE_RESTRICTED_MESSAGE}"
-    return {"match": match, "direct_response": {"status": 403, "body": {"inline_string": message}}}
+    return {
+        "match": match,
+        "direct_response": {"status": 403, "body": {"inline_string": message}},
+        # never a question to the activator (which would load the avatar a refused call names)
+        "typed_per_filter_config": {
+            EXT_AUTHZ: {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": True,
+            }
+        },
+    }
 
 
 def _class_routes(path_match: dict, protocol: str, retry: dict | None) -> list[dict]:
@@ -124,6 +143,41 @@ def _model_rule(grpc: bool) -> dict:
     return {"header": ":path", "on_header_present": {**to, "regex_value_rewrite": rewrite}, "remove": False}
 
 
+def _replica_rule() -> dict:
+    """The activator's answer (the replica holding the request's avatar) into the load balancer's
+    metadata; empty: any replica."""
+    to = {"metadata_namespace": "envoy.lb", "key": REPLICA_KEY, "type": "STRING"}
+    return {"header": contract.EDGE_REPLICA_HEADER, "on_header_present": to, "remove": True}
+
+
+def activator_filter(budget_s: float) -> dict:
+    """Envoy's external authorization over HTTP, asking the activator (``synctalk_ops.activator``)
+    about each request from its headers alone (never its body); its answer's replica header is set
+    on the request, overwriting one a client sent; a refusal (503 "the avatar is loading") goes to
+    the client as it is; no answer within the budget, or none at all: 503."""
+    return {
+        "name": EXT_AUTHZ,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "allowed_headers": {"patterns": [{"exact": contract.EDGE_MODEL_HEADER}]},
+            "http_service": {
+                "server_uri": {
+                    "uri": "http://activator",
+                    "cluster": ACTIVATOR_CLUSTER,
+                    "timeout": f"{budget_s + 2:g}s",
+                },
+                "path_prefix": CHECK_PREFIX,
+                "authorization_response": {
+                    "allowed_upstream_headers": {"patterns": [{"exact": contract.EDGE_REPLICA_HEADER}]}
+                },
+            },
+        },
+    }
+
+
 def _reply_format(grpc: bool, text: str = "%LOCAL_REPLY_BODY%") -> dict:
     """The edge's own replies: a line of text a gRPC client gets as its message, or the KServe
     API's {"error": ...}. Envoy fills command operators (``%UPSTREAM_CLUSTER%``) here, in a
@@ -131,8 +185,28 @@ def _reply_format(grpc: bool, text: str = "%LOCAL_REPLY_BODY%") -> dict:
     return {"text_format_source": {"inline_string": text}} if grpc else {"json_format": {"error": text}}
 
 
-def listener_of(name: str, host: str, port: int, routes: list[dict], grpc: bool) -> dict:
+def _activator_refusal() -> dict:
+    """The activator's refusal (an avatar still loading): 503 (gRPC UNAVAILABLE), its words kept."""
+    return {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": REFUSAL_STATUS, "runtime_key": "synctalk_activator_refusal"},
+                }
+            }
+        },
+        "status_code": 503,
+    }
+
+
+def listener_of(
+    name: str, host: str, port: int, routes: list[dict], grpc: bool, activator_budget_s: float | None = None
+) -> dict:
+    """One listener. ``activator_budget_s``: each request is first put to the activator (avatars on
+    demand), which may hold it that long while its avatar loads."""
     body_format = _reply_format(grpc)
+    asked = [activator_filter(activator_budget_s)] if activator_budget_s is not None else []
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",
@@ -158,16 +232,19 @@ def listener_of(name: str, host: str, port: int, routes: list[dict], grpc: bool)
                     "status_code": 503,
                     # naming the class's cluster (grpc_bulk, http_light, grpc_stream, ...)
                     "body_format_override": _reply_format(grpc, f"{contract.EDGE_FULL_MESSAGE} (%UPSTREAM_CLUSTER%)"),
-                }
-            ],
+                },
+            ]
+            + ([_activator_refusal()] if asked else []),
             "body_format": body_format,
         },
         "http_filters": [
+            *asked,
             {
                 "name": "envoy.filters.http.header_to_metadata",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
-                    "request_rules": [_model_rule(grpc)],
+                    # on demand, the activator's pick alone (the endpoints list no avatars)
+                    "request_rules": [_replica_rule() if asked else _model_rule(grpc)],
                 },
             },
             {

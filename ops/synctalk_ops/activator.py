@@ -1,0 +1,257 @@
+"""The activator: avatars loaded on first use, beside the edge (Envoy's external authorization).
+
+    python -m synctalk_ops.activator --repository build/repository/cpu \\
+        --replica 127.0.0.1:8101:8100 --replica 127.0.0.1:8111:8110 --port 8090
+
+Envoy asks it about every request before routing it (``ext_authz``, the request's headers only,
+never its body): the model id (the SDK's ``synctalk-model-id`` header, or the KServe path's
+``/v2/models/<id>/``) names an avatar of the repository's store, or not.
+
+- **Not an avatar** (a shared model, a server call, an id nobody stored): allowed at once, to any
+  replica; Triton answers "model not found: <id>" for an unknown one.
+- **A stored avatar**: sent to a replica holding it (the first holder in the avatar's ranking of
+  the replicas, ``synctalk_ops.placement.ranking``); where none holds it, it is loaded on the first
+  replica of its ranking that takes it (Triton's model control, with the API key), and the request
+  is held meanwhile. Concurrent first requests share that one load. Past ``--budget-s`` the request
+  is answered "the avatar is loading" (503, gRPC UNAVAILABLE: the SDK's busy category, retry), never
+  "model not found".
+
+Its answer names the replica in the ``synctalk-replica`` header, which the edge turns into its load
+balancer's metadata (``synctalk_ops.edge.routes``): the edge lists replicas, never avatars, so
+nothing is rewritten when an avatar is loaded. Why ``ext_authz`` and not a proxy: Envoy stays the
+only data path (a 78 MB request never crosses this process), and its decision costs one small
+HTTP request (headers only) per call, one per live stream.
+
+``/metrics``: hits, loads, their seconds, cold waits, refusals while loading (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+from synctalk_common import contract
+from synctalk_ops.edge.limits import COLD_START_BUDGET_S
+from synctalk_ops.edge.replicas import Replica
+from synctalk_ops.edge.routes import CHECK_PREFIX, HTTP_MODEL_PATH, REFUSAL_STATUS
+from synctalk_ops.placement import ranking
+
+READY_TTL_S = 1.0  # a replica seen holding an avatar is not asked again for this long
+STORE_REFRESH_S = 1.0  # an id not in the store is looked up again at most this often
+
+log = logging.getLogger("synctalk.activator")
+
+METRICS = {
+    "hits": "requests for an avatar already loaded on a replica",
+    "loads": "avatar loads started",
+    "load_failures": "avatar loads that failed on a replica",
+    "cold_waits": "requests held while their avatar loaded",
+    "loading_refusals": "requests answered 'the avatar is loading' past the budget",
+}
+
+
+class Activator:
+    """The decisions: where a request goes, and the loads they call for."""
+
+    def __init__(
+        self,
+        repository: Path,
+        replicas: list[Replica],
+        budget_s: float = COLD_START_BUDGET_S,
+        api_key: str | None = None,
+    ):
+        self.repository = Path(repository)
+        self.replicas = {r.name: r for r in replicas}
+        self.budget_s = budget_s
+        self.api_key = api_key
+        self.counts: Counter[str] = Counter()
+        self.load_seconds = 0.0
+        self._stored: set[str] = set()
+        self._stored_at = -1e9
+        self._ready: dict[tuple[str, str], float] = {}  # (replica, avatar): when last seen ready
+        self._finding: dict[str, asyncio.Task] = {}  # avatar: its holder searched for, or its load
+        self._session = None
+
+    # --- what a request names -----------------------------------------------------------------
+    @staticmethod
+    def model_of(path: str, headers) -> str | None:
+        """The avatar a request is for: the SDK's header, else the KServe path's model id."""
+        named = headers.get(contract.EDGE_MODEL_HEADER)
+        if named:
+            return contract.model_owner(named)
+        match = re.match(HTTP_MODEL_PATH, path)
+        return contract.model_owner(match.group(1)) if match else None
+
+    def is_stored(self, avatar: str) -> bool:
+        """An avatar of the repository's store (looked up again for a new id, at most once a second)."""
+        now = time.monotonic()
+        if avatar not in self._stored and now - self._stored_at > STORE_REFRESH_S:
+            from synctalk_build.avatar_store import list_avatars
+
+            self._stored = {row["id"] for row in list_avatars(self.repository)}
+            self._stored_at = now
+        return avatar in self._stored
+
+    # --- the replicas -------------------------------------------------------------------------
+    async def _http(self):
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=2))
+        return self._session
+
+    async def holds(self, replica: Replica, avatar: str) -> bool:
+        """The replica has the avatar loaded and ready (asked of it)."""
+        session = await self._http()
+        try:
+            async with session.get(f"http://{replica.host}:{replica.http_port}/v2/models/{avatar}/ready") as answer:
+                ready = answer.status == 200
+        except (OSError, asyncio.TimeoutError):
+            ready = False
+        if ready:
+            self._ready[(replica.name, avatar)] = time.monotonic()
+        else:
+            self._ready.pop((replica.name, avatar), None)
+        return ready
+
+    async def load_on(self, replica: Replica, avatar: str) -> None:
+        """Triton's model control on one replica: the avatar's ensemble and its own steps."""
+        session = await self._http()
+        headers = {contract.API_KEY_HEADER: self.api_key} if self.api_key else {}
+        url = f"http://{replica.host}:{replica.http_port}/v2/repository/models/{avatar}/load"
+        async with session.post(url, headers=headers) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"{replica.name}: {(await answer.text()).strip()[:300]}")
+        self._ready[(replica.name, avatar)] = time.monotonic()
+
+    async def _load(self, avatar: str, order: list[Replica]) -> Replica:
+        """The avatar loaded on the first replica of ``order`` that takes it."""
+        started, reasons = time.monotonic(), []
+        self.counts["loads"] += 1
+        try:
+            for replica in order:
+                try:
+                    log.info("loading %s on %s", avatar, replica.name)
+                    await self.load_on(replica, avatar)
+                    log.info("loaded %s on %s in %.2f s", avatar, replica.name, time.monotonic() - started)
+                    return replica
+                except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+                    self.counts["load_failures"] += 1
+                    reasons.append(str(exc) or type(exc).__name__)
+                    log.warning("could not load %s on %s: %s", avatar, replica.name, reasons[-1])
+            raise RuntimeError(f"no replica could load {avatar}: " + "; ".join(reasons))
+        finally:
+            self.load_seconds += time.monotonic() - started
+
+    async def _find(self, avatar: str, order: list[Replica]) -> tuple[Replica, bool]:
+        """(a replica holding the avatar, whether it was loaded for this): its holders asked (a
+        replica loading a model answers once the load is done), else loaded on the first in
+        ``order`` that takes it."""
+        try:
+            held = await asyncio.gather(*(self.holds(r, avatar) for r in order))
+            holder = next((r for r, h in zip(order, held) if h), None)
+            return (holder, False) if holder is not None else (await self._load(avatar, order), True)
+        finally:
+            self._finding.pop(avatar, None)
+
+    async def replica_for(self, avatar: str) -> Replica:
+        """A replica holding the avatar, loading it where none does. Concurrent requests for an
+        avatar not seen ready within READY_TTL_S share one search, hence one load. Raises
+        TimeoutError past the budget (the load goes on), RuntimeError where no replica loads it."""
+        order = [self.replicas[name] for name in ranking(avatar, self.replicas)]
+        now = time.monotonic()
+        seen = next((r for r in order if now - self._ready.get((r.name, avatar), -1e9) < READY_TTL_S), None)
+        if seen is not None:
+            self.counts["hits"] += 1
+            return seen
+        if avatar not in self._finding:
+            self._finding[avatar] = asyncio.ensure_future(self._find(avatar, order))
+        replica, loaded = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
+        self.counts["cold_waits" if loaded else "hits"] += 1
+        return replica
+
+    # --- Envoy's questions --------------------------------------------------------------------
+    async def decide(self, path: str, headers) -> tuple[int, str, str]:
+        """(status, replica, message) for one request: 200 and the replica's name (empty: any),
+        or a refusal Envoy gives the client."""
+        avatar = self.model_of(path, headers)
+        if not avatar or not self.is_stored(avatar):
+            return 200, "", ""
+        try:
+            return 200, (await self.replica_for(avatar)).name, ""
+        except asyncio.TimeoutError:
+            self.counts["loading_refusals"] += 1
+            return REFUSAL_STATUS, "", contract.MSG_AVATAR_LOADING.format(model_id=avatar, budget_s=self.budget_s)
+        except RuntimeError as exc:
+            return REFUSAL_STATUS, "", str(exc)
+
+    def metrics(self) -> str:
+        lines = []
+        for name, help_text in METRICS.items():
+            lines += [
+                f"# HELP synctalk_activator_{name}_total {help_text}",
+                f"# TYPE synctalk_activator_{name}_total counter",
+                f"synctalk_activator_{name}_total {self.counts[name]}",
+            ]
+        lines += [
+            "# HELP synctalk_activator_load_seconds_total time spent loading avatars",
+            "# TYPE synctalk_activator_load_seconds_total counter",
+            f"synctalk_activator_load_seconds_total {self.load_seconds:.3f}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def app_of(activator: Activator):
+    """The aiohttp application Envoy's ext_authz calls (``CHECK_PREFIX`` + the request's path)."""
+    from aiohttp import web
+
+    async def check(request: web.Request) -> web.Response:
+        path = request.path[len(CHECK_PREFIX) :] if request.path.startswith(CHECK_PREFIX) else request.path
+        status, replica, message = await activator.decide(path, request.headers)
+        log.debug("%s %s: %d %s %s", path, request.headers.get(contract.EDGE_MODEL_HEADER), status, replica, message)
+        return web.Response(status=status, text=message, headers={contract.EDGE_REPLICA_HEADER: replica})
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(text=activator.metrics(), content_type="text/plain")
+
+    async def closing(_app) -> None:
+        await activator.close()
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", CHECK_PREFIX + "/{tail:.*}", check)
+    app.on_cleanup.append(closing)
+    return app
+
+
+def main(argv=None) -> int:
+    from aiohttp import web
+
+    from synctalk_ops import api_key
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, required=True, help="the replicas' rendered repository")
+    parser.add_argument("--replica", action="append", required=True, help="host:grpc_port:http_port (repeat)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--budget-s", type=float, default=COLD_START_BUDGET_S, help="hold a request this long")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    replicas = [Replica.parse(text, i) for i, text in enumerate(args.replica)]
+    activator = Activator(args.repository, replicas, args.budget_s, api_key.read_key())
+    web.run_app(app_of(activator), host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
