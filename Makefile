@@ -50,7 +50,8 @@ REPLICA_MEMORY ?=
 FACTOR ?=
 cluster: render
 	$(BIN)/python -m synctalk_ops.cluster --repository $(REPOSITORY) --replicas $(REPLICAS) \
-		$(if $(REPLICA_MEMORY),--replica-memory $(REPLICA_MEMORY)) $(if $(FACTOR),--factor $(FACTOR))
+		$(if $(REPLICA_MEMORY),--replica-memory $(REPLICA_MEMORY)) $(if $(FACTOR),--factor $(FACTOR)) \
+		$(if $(ON_DEMAND),--on-demand)
 
 demo: render
 	$(BIN)/python -m devtools.demo --repository $(REPOSITORY)

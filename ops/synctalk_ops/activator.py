@@ -31,14 +31,18 @@ import argparse
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from synctalk_common import contract
+from synctalk_ops.edge.launcher import END_WITH_PARENT
 from synctalk_ops.edge.limits import COLD_START_BUDGET_S
 from synctalk_ops.edge.replicas import Replica
 from synctalk_ops.edge.routes import CHECK_PREFIX, HTTP_MODEL_PATH, REFUSAL_STATUS
+from synctalk_ops.launched import Launched, answers
 from synctalk_ops.placement import ranking
 
 READY_TTL_S = 1.0  # a replica seen holding an avatar is not asked again for this long
@@ -233,6 +237,68 @@ def app_of(activator: Activator):
     return app
 
 
+ACTIVATOR_PORT = 8090
+
+
+class ActivatorService(Launched):
+    """``python -m synctalk_ops.activator`` in its own process, as a context manager: ready when
+    its ``/metrics`` answers (what ``synctalk_ops.cluster --on-demand`` runs beside the edge)."""
+
+    name = "the activator"
+    poll_s = 0.1
+
+    def __init__(
+        self,
+        repository: Path,
+        replicas: list[Replica],
+        port: int = ACTIVATOR_PORT,
+        budget_s: float = COLD_START_BUDGET_S,
+        log_path: Path | None = None,
+        host: str = "127.0.0.1",
+    ):
+        self.repository, self.replicas, self.port, self.budget_s = Path(repository), list(replicas), port, budget_s
+        self.host, self.log_path = host, log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "synctalk_ops.activator", "--repository", str(self.repository)]
+        command += ["--host", self.host, "--port", str(self.port), "--budget-s", f"{self.budget_s:g}"]
+        for r in self.replicas:
+            command += ["--replica", f"{r.host}:{r.grpc_port}:{r.http_port}"]
+        return command
+
+    def port_roles(self) -> dict[str, int]:
+        return {"the activator's port": self.port}
+
+    def start(self) -> ActivatorService:
+        out = self._open_log()
+        # it ends with its launcher, however that ends
+        self.process = subprocess.Popen(
+            [*END_WITH_PARENT, *self.command()], stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+        return self
+
+    def is_ready(self) -> bool:
+        return answers(f"http://{self.host}:{self.port}/metrics")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_log()
+        return self.process.returncode
+
+
 def main(argv=None) -> int:
     from aiohttp import web
 
@@ -242,7 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repository", type=Path, required=True, help="the replicas' rendered repository")
     parser.add_argument("--replica", action="append", required=True, help="host:grpc_port:http_port (repeat)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--port", type=int, default=ACTIVATOR_PORT)
     parser.add_argument("--budget-s", type=float, default=COLD_START_BUDGET_S, help="hold a request this long")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     args = parser.parse_args(argv)

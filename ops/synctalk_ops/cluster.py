@@ -18,6 +18,10 @@ Avatars are placed (``synctalk_ops.placement``): each replica loads the shared s
 on it, each avatar on ``--factor`` replicas (default 2, or 1 with one replica) within
 ``--replica-memory`` (default: this host's available memory shared out, less each replica's shared
 steps and reserve for requests in flight); the edge sends each avatar's requests to its holders.
+
+With ``--on-demand`` (``make cluster ON_DEMAND=1``) nothing is placed: the replicas start with the
+shared steps only, and the activator (``synctalk_ops.activator``, on ``--activator-port``, 8090),
+which the edge asks about each request, loads each avatar where it is first asked for.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from pathlib import Path
 from synctalk_build import paths, repository_manifest
 from synctalk_common import contract
 from synctalk_ops import placement
+from synctalk_ops.activator import ACTIVATOR_PORT, ActivatorService
 from synctalk_ops.edge import Edge, Replica, write_endpoints
+from synctalk_ops.edge.limits import COLD_START_BUDGET_S
 from synctalk_ops.launched import Launched, PortConflict, check_ports
 from synctalk_ops.serve import EDGE_ADMIN_PORT, REPLICA_HTTP_PORT, TritonServer
 
@@ -98,6 +104,9 @@ class Cluster(Launched):
         supervise: bool = True,
         replica_memory: int | None = None,
         factor: int | None = None,
+        on_demand: bool = False,
+        activator_port: int = ACTIVATOR_PORT,
+        budget_s: float = COLD_START_BUDGET_S,
     ):
         if replicas < 1:
             raise ValueError(f"a cluster needs at least one replica, not {replicas}")
@@ -107,17 +116,30 @@ class Cluster(Launched):
         self.down: dict[str, str] = {}  # replica name -> why it was left down
         self.returning: dict[str, float] = {}  # replica name -> when it was restarted, until ready
         names = [f"replica-{i}" for i in range(replicas)]
+        self.on_demand = on_demand
+        if on_demand and repository_manifest.avatar_store(repository) is None:
+            raise ValueError("avatars on demand need an avatar store (render the repository with one)")
         self.placement = (
             placement.plan(repository, names, replica_memory or placement.default_budget(repository, replicas), factor)
-            if repository_manifest.avatar_store(repository) is not None
-            else None  # avatars live in the repository alone: every replica holds them all
+            if repository_manifest.avatar_store(repository) is not None and not on_demand
+            else None  # avatars live in the repository alone: every replica holds them all; or on demand
         )
-        held = {name: self.placement.avatars_on(name) if self.placement else None for name in names}
+        # on demand: the shared steps, each avatar loaded where it is first asked for (the activator)
+        held = {
+            name: [] if on_demand else self.placement.avatars_on(name) if self.placement else None for name in names
+        }
         self.servers = [
             self._server(repository, name, replica_ports, held[name], supervise)
             for name, replica_ports in zip(names, ports[:replicas])
         ]
-        self.replicas = [Replica.of(server, i, held[names[i]]) for i, server in enumerate(self.servers)]
+        self.replicas = [
+            Replica.of(server, i, None if on_demand else held[names[i]]) for i, server in enumerate(self.servers)
+        ]
+        self.activator = (
+            ActivatorService(repository, self.replicas, activator_port, budget_s, logs / "activator.log")
+            if on_demand
+            else None
+        )
         self.edge = Edge(
             self.replicas,
             grpc_port,
@@ -126,6 +148,8 @@ class Cluster(Launched):
             profile=profile,
             config_path=paths.BUILD / "cluster" / f"edge-{grpc_port}.yaml",
             log_path=logs / "edge.log",
+            activator=self.activator.address if self.activator else None,
+            activator_budget_s=budget_s if self.activator else None,
         )
 
     def _server(
@@ -162,6 +186,14 @@ class Cluster(Launched):
                 "pid": self.edge.process.pid if self.edge.process else None,
                 "endpoints": str(self.edge.endpoints_dir) if self.edge.endpoints_dir else None,
             },
+            # avatars on demand: loaded where first asked for, by the activator (no avatar is listed)
+            "activator": {
+                "url": f"http://{self.activator.host}:{self.activator.port}",
+                "pid": self.activator.process.pid if self.activator.process else None,
+                "budget_s": self.activator.budget_s,
+            }
+            if self.activator
+            else None,
             "replicas": [
                 {
                     "name": replica.name,
@@ -190,6 +222,8 @@ class Cluster(Launched):
     def add_replica(self, ports: tuple[int, int, int] | None = None) -> TritonServer:
         """One more replica, started with the shared steps and no avatar (``rebalance`` gives it
         its share), ready, then in the edge's rotation; named by the first free index."""
+        if self.on_demand:
+            raise ValueError("a cluster with avatars on demand keeps the replicas it started with (its activator's)")
         names = {r.name for r in self.replicas}
         i = next(i for i in range(len(names) + 1) if f"replica-{i}" not in names)
         first = self.servers[0]
@@ -222,7 +256,7 @@ class Cluster(Launched):
 
     def port_roles(self) -> dict[str, int]:
         """Every port of the edge and the replicas by what listens there."""
-        roles = self.edge.port_roles()
+        roles = self.edge.port_roles() | (self.activator.port_roles() if self.activator else {})
         for replica, server in zip(self.replicas, self.servers):
             roles.update(server.port_roles(replica.name))
         return roles
@@ -231,6 +265,8 @@ class Cluster(Launched):
         check_ports(self.port_roles())  # all together, before any process starts
         for server in self.servers:
             server.start()
+        if self.activator:  # before the edge, which asks it about every request (its readiness too)
+            self.activator.start().wait_ready()
         self.edge.start()
         return self
 
@@ -285,7 +321,9 @@ class Cluster(Launched):
     def is_ready(self) -> bool:
         """The edge and every replica not left down."""
         up = [s for s, r in zip(self.servers, self.replicas) if r.name not in self.down]
-        return all(s.is_ready() for s in up) and self.edge.is_ready()
+        return (
+            all(s.is_ready() for s in up) and self.edge.is_ready() and (not self.activator or self.activator.is_ready())
+        )
 
     def wait_ready(self, timeout: float = 300.0) -> Cluster:
         for server in self.servers:
@@ -294,9 +332,10 @@ class Cluster(Launched):
         return self
 
     def stop(self) -> int:
-        """The edge first (no new request reaches a replica), then the replicas; the first
+        """The edge first (no new request reaches a replica), the activator, then the replicas; the first
         non-zero exit code, or 0."""
-        codes = [self.edge.stop()] + [server.stop() for server in self.servers]
+        codes = [self.edge.stop(), self.activator.stop() if self.activator else None]
+        codes += [server.stop() for server in self.servers]
         return next((c for c in codes if c), 0)
 
 
@@ -441,6 +480,19 @@ def main(argv=None) -> int:
         default=REPLICA_HTTP_PORT,
         help=f"replica i's HTTP, gRPC and metrics ports: this + {PORT_STRIDE} i, + 1, + 2 (default %(default)s)",
     )
+    parser.add_argument(
+        "--on-demand",
+        action="store_true",
+        help="no placement: the replicas start with the shared steps, each avatar loaded where first asked for "
+        "(the activator beside the edge: docs/operations.md)",
+    )
+    parser.add_argument("--activator-port", type=int, default=ACTIVATOR_PORT)
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=COLD_START_BUDGET_S,
+        help="on demand: hold a request this long while its avatar loads",
+    )
     parser.add_argument("--replicas-file", type=Path, default=REPLICAS_FILE, help="where the cluster is described")
     parser.add_argument(
         "--logs", type=Path, default=paths.BUILD / "logs" / "cluster", help="the replicas' and edge's logs"
@@ -459,6 +511,9 @@ def main(argv=None) -> int:
             factor=args.factor,
             replica_ports=[default_ports(i, args.replica_ports) for i in range(args.replicas)],
             logs=args.logs,
+            on_demand=args.on_demand,
+            activator_port=args.activator_port,
+            budget_s=args.budget_s,
         )
     except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas, or this host
         how = "" if args.replica_memory else f"\n{placement.describe_default_budget(args.repository, args.replicas)}"
@@ -485,7 +540,13 @@ def watch(cluster: Cluster, stopping: list, replicas_file) -> int:
     """Keeps the replicas (``keep_replicas``) until a signal, the edge's exit or every replica
     down; announces the cluster once ready. Returns the exit code, the cluster stopped."""
     announced = False
-    while not stopping and cluster.edge.process.poll() is None and not cluster.all_down():
+    activator = cluster.activator.process if cluster.activator else None
+    while (
+        not stopping
+        and cluster.edge.process.poll() is None
+        and (activator is None or activator.poll() is None)
+        and not cluster.all_down()
+    ):
         changes = cluster.keep_replicas()
         for line in changes:
             print(line, file=sys.stderr, flush=True)
@@ -510,7 +571,9 @@ def watch(cluster: Cluster, stopping: list, replicas_file) -> int:
         print(
             "every replica is down: stopping the cluster"
             if cluster.all_down()
-            else "the edge exited: stopping the cluster",
+            else "the edge exited: stopping the cluster"
+            if cluster.edge.process.poll() is not None
+            else "the activator exited: stopping the cluster",
             file=sys.stderr,
             flush=True,
         )
