@@ -36,6 +36,8 @@ def busy_reason(exc: InferenceServerException) -> str | None:
         return "it waited longer than its queue allows"
     if contract.EDGE_FULL_MESSAGE in message:  # refused by the edge before the request's body went anywhere
         return message[message.index(contract.EDGE_FULL_MESSAGE) :].splitlines()[0].strip()  # with its class
+    if contract.EDGE_NO_ROOM_MESSAGE in message:  # an avatar on demand, every replica's room in use
+        return message[message.index("no replica could load") :].splitlines()[0].strip()
     if contract.EDGE_LOADING_MESSAGE in message:  # an avatar on demand, loading on a replica
         return message[message.index(contract.EDGE_LOADING_MESSAGE) :].splitlines()[0].split(";")[0].strip()
     if contract.EDGE_OVERFLOW_MESSAGE in message:

@@ -582,7 +582,9 @@ MSG_EDGE_RESTRICTED = "the edge does not serve {api}: call a replica's own port 
 # request, names the replica holding its avatar (loading it there first) in this header, which the
 # edge routes by; a request held past the cold-start budget is refused, retryably, as loading.
 EDGE_REPLICA_HEADER = "synctalk-replica"
+OPEN_STREAMS_METRIC = "synctalk_open_streams"  # a replica's gauge, label avatar: never unloaded while > 0
 EDGE_LOADING_MESSAGE = "the avatar is loading"
+EDGE_NO_ROOM_MESSAGE = "no room: its avatars are in use"
 MSG_AVATAR_LOADING = EDGE_LOADING_MESSAGE + ": {model_id} was not ready within {budget_s:g} s; retry in a moment"
 
 

@@ -46,6 +46,10 @@ from synctalk_ops.launched import Launched, answers
 from synctalk_ops.placement import ranking
 
 READY_TTL_S = 1.0  # a replica seen holding an avatar is not asked again for this long
+# an avatar is unloaded to make room only when idle this long on its replica: not asked for, no
+# inference (longer than the stream model's 10 s without a request, after which Triton ends a
+# stream), and no stream open nor request pending there (the replica's metrics)
+IDLE_S = 30.0
 STORE_REFRESH_S = 1.0  # an id not in the store is looked up again at most this often
 
 log = logging.getLogger("synctalk.activator")
@@ -56,6 +60,8 @@ METRICS = {
     "load_failures": "avatar loads that failed on a replica",
     "cold_waits": "requests held while their avatar loaded",
     "loading_refusals": "requests answered 'the avatar is loading' past the budget",
+    "evictions": "idle avatars unloaded to make room for another",
+    "no_room": "requests refused because every replica's budget was held by avatars in use",
 }
 
 
@@ -68,11 +74,17 @@ class Activator:
         replicas: list[Replica],
         budget_s: float = COLD_START_BUDGET_S,
         api_key: str | None = None,
+        replica_memory: int | None = None,
+        idle_s: float = IDLE_S,
     ):
         self.repository = Path(repository)
         self.replicas = {r.name: r for r in replicas}
         self.budget_s = budget_s
         self.api_key = api_key
+        self.replica_memory, self.idle_s = replica_memory, idle_s  # None: no budget, nothing unloaded
+        # each replica's avatars (loaded by this activator, or found there), each when last asked for
+        self.used: dict[str, dict[str, float]] = {name: {} for name in self.replicas}
+        self._needs: dict[str, int] = {}
         self.counts: Counter[str] = Counter()
         self.load_seconds = 0.0
         self._stored: set[str] = set()
@@ -133,21 +145,107 @@ class Activator:
                 raise RuntimeError(f"{replica.name}: {(await answer.text()).strip()[:300]}")
         self._ready[(replica.name, avatar)] = time.monotonic()
 
+    # --- room: each replica's avatars within its budget -----------------------------------------
+    def need(self, avatar: str) -> int:
+        """What the avatar holds once loaded (the placement's numbers: ``avatar_memory``)."""
+        if avatar not in self._needs:
+            from synctalk_build.repository_manifest import avatar_store
+            from synctalk_ops.placement import shared_generator_bytes, stored_need
+
+            store = avatar_store(self.repository)
+            self._needs[avatar] = stored_need(store / avatar, shared_generator_bytes(self.repository))
+        return self._needs[avatar]
+
+    async def in_use(self, replica: Replica, avatar: str) -> bool:
+        """A stream open on the avatar, a request of its pending, or an inference of it within
+        ``idle_s``, on that replica (its statistics and metrics); what cannot be read counts as in use."""
+        session = await self._http()
+        own = set(contract.avatar_models(avatar, own_audio_encoder=True).values())
+        if replica.metrics_port is None:
+            return True  # its open streams cannot be seen
+        try:
+            async with session.get(f"http://{replica.host}:{replica.http_port}/v2/models/stats") as answer:
+                stats = (await answer.json()).get("model_stats", [])
+            async with session.get(f"http://{replica.host}:{replica.metrics_port}/metrics") as answer:
+                metrics = await answer.text()
+        except (OSError, asyncio.TimeoutError, ValueError):
+            return True
+        last = max((int(m.get("last_inference", 0)) for m in stats if m.get("name") in own), default=0) / 1000
+        if time.time() - last < self.idle_s:
+            return True
+        for line in metrics.splitlines():
+            name, _, value = line.partition("{")
+            if name == contract.OPEN_STREAMS_METRIC and f'avatar="{avatar}"' in value:
+                if float(value.rsplit(" ", 1)[1]) > 0:
+                    return True
+            elif name == "nv_inference_pending_request_count":
+                model = re.search(r'model="([^"]+)"', value)
+                if model and model.group(1) in own and float(value.rsplit(" ", 1)[1]) > 0:
+                    return True
+        return False
+
+    async def unload_on(self, replica: Replica, avatar: str) -> None:
+        """The avatar's ensembles, then its own steps, unloaded from one replica (the shared steps stay)."""
+        session = await self._http()
+        headers = {contract.API_KEY_HEADER: self.api_key} if self.api_key else {}
+        models = contract.avatar_models(avatar, own_audio_encoder=True)
+        first = [models["ensemble"], models["from_features"]]  # an ensemble before the steps it uses
+        for name in first + [m for m in models.values() if m not in first]:
+            url = f"http://{replica.host}:{replica.http_port}/v2/repository/models/{name}/unload"
+            async with session.post(url, headers=headers) as answer:
+                await answer.read()  # a step the avatar does not have: Triton's refusal, nothing to do
+        self._ready.pop((replica.name, avatar), None)
+
+    async def make_room(self, replica: Replica, avatar: str) -> bool:
+        """Room for ``avatar`` on ``replica`` within ``replica_memory``: its least recently asked for
+        avatars unloaded while they are idle (``in_use``), never one in use. False where that is
+        not enough."""
+        if self.replica_memory is None:
+            return True
+        held = self.used[replica.name]
+        need = self.need(avatar)
+
+        def room() -> int:
+            return self.replica_memory - sum(self.need(a) for a in held if a != avatar)
+
+        for candidate in sorted(held, key=held.get):  # least recently asked for first
+            if room() >= need:
+                break
+            if candidate not in held:  # unloaded meanwhile, for another's room
+                continue
+            recent = time.monotonic() - held[candidate] < self.idle_s
+            if candidate == avatar or candidate in self._finding or recent:
+                continue
+            if await self.in_use(replica, candidate):
+                continue
+            log.info("unloading %s from %s to make room for %s", candidate, replica.name, avatar)
+            await self.unload_on(replica, candidate)
+            held.pop(candidate, None)
+            self.counts["evictions"] += 1
+        return room() >= need
+
     async def _load(self, avatar: str, order: list[Replica]) -> Replica:
         """The avatar loaded on the first replica of ``order`` that takes it."""
         started, reasons = time.monotonic(), []
         self.counts["loads"] += 1
         try:
             for replica in order:
+                if not await self.make_room(replica, avatar):
+                    reasons.append(f"{replica.name}: {contract.EDGE_NO_ROOM_MESSAGE}")
+                    continue
                 try:
                     log.info("loading %s on %s", avatar, replica.name)
+                    self.used[replica.name][avatar] = time.monotonic()  # its room taken while it loads
                     await self.load_on(replica, avatar)
                     log.info("loaded %s on %s in %.2f s", avatar, replica.name, time.monotonic() - started)
                     return replica
                 except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+                    self.used[replica.name].pop(avatar, None)
                     self.counts["load_failures"] += 1
                     reasons.append(str(exc) or type(exc).__name__)
                     log.warning("could not load %s on %s: %s", avatar, replica.name, reasons[-1])
+            if all(contract.EDGE_NO_ROOM_MESSAGE in r for r in reasons):
+                self.counts["no_room"] += 1
             raise RuntimeError(f"no replica could load {avatar}: " + "; ".join(reasons))
         finally:
             self.load_seconds += time.monotonic() - started
@@ -159,7 +257,10 @@ class Activator:
         try:
             held = await asyncio.gather(*(self.holds(r, avatar) for r in order))
             holder = next((r for r, h in zip(order, held) if h), None)
-            return (holder, False) if holder is not None else (await self._load(avatar, order), True)
+            if holder is not None:
+                self.used[holder.name].setdefault(avatar, time.monotonic())
+                return holder, False
+            return await self._load(avatar, order), True
         finally:
             self._finding.pop(avatar, None)
 
@@ -172,11 +273,13 @@ class Activator:
         seen = next((r for r in order if now - self._ready.get((r.name, avatar), -1e9) < READY_TTL_S), None)
         if seen is not None:
             self.counts["hits"] += 1
+            self.used[seen.name][avatar] = now
             return seen
         if avatar not in self._finding:
             self._finding[avatar] = asyncio.ensure_future(self._find(avatar, order))
         replica, loaded = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
         self.counts["cold_waits" if loaded else "hits"] += 1
+        self.used[replica.name][avatar] = time.monotonic()
         return replica
 
     # --- Envoy's questions --------------------------------------------------------------------
@@ -255,9 +358,12 @@ class ActivatorService(Launched):
         budget_s: float = COLD_START_BUDGET_S,
         log_path: Path | None = None,
         host: str = "127.0.0.1",
+        replica_memory: int | None = None,
+        idle_s: float = IDLE_S,
     ):
         self.repository, self.replicas, self.port, self.budget_s = Path(repository), list(replicas), port, budget_s
         self.host, self.log_path = host, log_path
+        self.replica_memory, self.idle_s = replica_memory, idle_s
         self.process: subprocess.Popen | None = None
 
     @property
@@ -267,8 +373,12 @@ class ActivatorService(Launched):
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "synctalk_ops.activator", "--repository", str(self.repository)]
         command += ["--host", self.host, "--port", str(self.port), "--budget-s", f"{self.budget_s:g}"]
+        command += ["--idle-s", f"{self.idle_s:g}"]
+        if self.replica_memory is not None:
+            command += ["--replica-memory", str(self.replica_memory)]
         for r in self.replicas:
-            command += ["--replica", f"{r.host}:{r.grpc_port}:{r.http_port}"]
+            metrics = f":{r.metrics_port}" if r.metrics_port else ""
+            command += ["--replica", f"{r.host}:{r.grpc_port}:{r.http_port}{metrics}"]
         return command
 
     def port_roles(self) -> dict[str, int]:
@@ -310,11 +420,19 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=ACTIVATOR_PORT)
     parser.add_argument("--budget-s", type=float, default=COLD_START_BUDGET_S, help="hold a request this long")
+    parser.add_argument(
+        "--replica-memory", type=int, help="bytes each replica gives its avatars (default: no budget, none unloaded)"
+    )
+    parser.add_argument(
+        "--idle-s", type=float, default=IDLE_S, help="an avatar unloaded for room only when idle this long"
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     replicas = [Replica.parse(text, i) for i, text in enumerate(args.replica)]
-    activator = Activator(args.repository, replicas, args.budget_s, api_key.read_key())
+    activator = Activator(
+        args.repository, replicas, args.budget_s, api_key.read_key(), args.replica_memory, args.idle_s
+    )
     web.run_app(app_of(activator), host=args.host, port=args.port, print=None, access_log=None)
     return 0
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from synctalk_build import paths, repository_manifest
 from synctalk_common import contract
 from synctalk_ops import placement
-from synctalk_ops.activator import ACTIVATOR_PORT, ActivatorService
+from synctalk_ops.activator import ACTIVATOR_PORT, IDLE_S, ActivatorService
 from synctalk_ops.edge import Edge, Replica, write_endpoints
 from synctalk_ops.edge.limits import COLD_START_BUDGET_S
 from synctalk_ops.launched import Launched, PortConflict, check_ports
@@ -107,6 +107,7 @@ class Cluster(Launched):
         on_demand: bool = False,
         activator_port: int = ACTIVATOR_PORT,
         budget_s: float = COLD_START_BUDGET_S,
+        idle_s: float = IDLE_S,
     ):
         if replicas < 1:
             raise ValueError(f"a cluster needs at least one replica, not {replicas}")
@@ -136,7 +137,15 @@ class Cluster(Launched):
             Replica.of(server, i, None if on_demand else held[names[i]]) for i, server in enumerate(self.servers)
         ]
         self.activator = (
-            ActivatorService(repository, self.replicas, activator_port, budget_s, logs / "activator.log")
+            ActivatorService(
+                repository,
+                self.replicas,
+                activator_port,
+                budget_s,
+                logs / "activator.log",
+                replica_memory=replica_memory or placement.default_budget(repository, replicas),
+                idle_s=idle_s,
+            )
             if on_demand
             else None
         )
@@ -191,6 +200,8 @@ class Cluster(Launched):
                 "url": f"http://{self.activator.host}:{self.activator.port}",
                 "pid": self.activator.process.pid if self.activator.process else None,
                 "budget_s": self.activator.budget_s,
+                "replica_memory": self.activator.replica_memory,
+                "idle_s": self.activator.idle_s,
             }
             if self.activator
             else None,
@@ -493,6 +504,9 @@ def main(argv=None) -> int:
         default=COLD_START_BUDGET_S,
         help="on demand: hold a request this long while its avatar loads",
     )
+    parser.add_argument(
+        "--idle-s", type=float, default=IDLE_S, help="on demand: an avatar unloaded for room only when idle this long"
+    )
     parser.add_argument("--replicas-file", type=Path, default=REPLICAS_FILE, help="where the cluster is described")
     parser.add_argument(
         "--logs", type=Path, default=paths.BUILD / "logs" / "cluster", help="the replicas' and edge's logs"
@@ -514,6 +528,7 @@ def main(argv=None) -> int:
             on_demand=args.on_demand,
             activator_port=args.activator_port,
             budget_s=args.budget_s,
+            idle_s=args.idle_s,
         )
     except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas, or this host
         how = "" if args.replica_memory else f"\n{placement.describe_default_budget(args.repository, args.replicas)}"

@@ -25,11 +25,13 @@ from tritonclient.utils import InferenceServerException
 
 from synctalk_build import avatar_store, paths
 from synctalk_build.render_repository import render
+from synctalk_build.repository_manifest import avatar_store as avatar_store_of
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
+from synctalk_client.stream import LiveStream
 from synctalk_common import contract
 from synctalk_ops.activator import ActivatorService
 from synctalk_ops.edge import Edge, Replica
-from synctalk_ops.placement import ranking
+from synctalk_ops.placement import ranking, shared_generator_bytes, stored_need
 from tests.conftest import free_port
 from tests.e2e.test_cluster_command import cluster_command, free_port_base
 
@@ -37,6 +39,10 @@ pytestmark = pytest.mark.e2e
 AVATARS = ["ondemand0", "ondemand1", "ondemand2"]
 BOX = [16, 0, 80, 64]
 NAMES = ["replica-0", "replica-1"]
+FIRST = ranking(AVATARS[0], NAMES)[0]  # where the first test loads ondemand0
+# two more stored avatars whose first choice is that replica too (synctalk_ops.placement's ranking)
+ROOMERS = [name for name in (f"room{i}" for i in range(100)) if ranking(name, NAMES)[0] == FIRST][:2]
+IDLE_S = 1.0  # the cluster's --idle-s: an avatar unloaded for room once idle this long
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -79,14 +85,17 @@ def on_demand(models_dir, tmp_path_factory):
     folder.mkdir()
     cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
     repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
-    for avatar in AVATARS:
+    for avatar in AVATARS + ROOMERS:
         avatar_store.add(repository, avatar, folder, BOX)
+    # room for one avatar a replica (each of these needs the same)
+    need = stored_need(avatar_store_of(repository) / AVATARS[0], shared_generator_bytes(repository))
     grpc, http, admin, activator_port, base = free_port(), free_port(), free_port(), free_port(), free_port_base(2)
     described = root / "replicas.json"
     log = root / "cluster.out"
     command = cluster_command(
         repository,
         *("--replicas", "2", "--on-demand", "--activator-port", str(activator_port)),
+        *("--replica-memory", f"{need * 3 // 2}", "--idle-s", f"{IDLE_S:g}"),
         *("--grpc-port", str(grpc), "--http-port", str(http), "--admin-port", str(admin)),
         *("--replica-ports", str(base), "--replicas-file", str(described)),
         *("--logs", str(paths.BUILD / "logs" / "test-on-demand")),
@@ -150,6 +159,50 @@ def test_a_stored_avatar_is_loaded_on_first_use_once_for_concurrent_requests(on_
     # HTTP clients are routed by the path's model id: ready through the edge, on its holder
     with urllib.request.urlopen(f"{on_demand.edge_http}/v2/models/{avatar}/ready", timeout=10) as answer:
         assert answer.status == 200
+
+
+def holders(servers, avatar: str) -> list[str]:
+    return [NAMES[i] for i, s in enumerate(servers) if loaded_on(s, avatar)]
+
+
+def test_room_is_made_from_idle_avatars_never_from_one_with_an_open_stream(on_demand):
+    """Each replica has room for one avatar. ondemand0 (loaded by the test above on its first
+    choice) has a live stream open, silent for longer than the idle time: a second avatar preferring
+    that replica goes to the other; a third takes the second's room there once the second is idle
+    (its only eviction); the stream is served throughout; once it ends, its avatar's room is taken."""
+    servers, port = on_demand.servers, on_demand.activator_port
+    other = next(n for n in NAMES if n != FIRST)
+    first, second = ROOMERS
+    audio = synthetic.speech_like_audio(1, seed=13)
+    chunk = synthetic.speech_like_audio(5, seed=14)  # 0.2 s
+    before = metrics(port)["evictions"]
+    with CompositeClient(on_demand.edge_grpc, busy_retries=0) as client:
+
+        def serve(avatar: str) -> None:
+            client.infer_batch_composite(CompositeBatchRequest.audio_only(avatar, audio)).raise_for_error()
+
+        assert holders(servers, AVATARS[0]) == [FIRST]
+        live = LiveStream(on_demand.edge_grpc, AVATARS[0])
+        try:
+            live.send(chunk)
+            time.sleep(IDLE_S * 2.5)  # open, and silent longer than the idle time
+            serve(first)
+            assert holders(servers, first) == [other], "its first choice holds an avatar with a stream open"
+            assert holders(servers, AVATARS[0]) == [FIRST]
+            live.send(chunk)
+            time.sleep(IDLE_S * 2.5)  # the first roomer idle now
+            serve(second)
+            assert holders(servers, second) == [other] and holders(servers, first) == [], "the idle one made room"
+            assert holders(servers, AVATARS[0]) == [FIRST]
+            assert metrics(port)["evictions"] == before + 1
+            live.send(chunk)
+            assert live.end(), "the stream served to its end"
+        finally:
+            live.close()
+        time.sleep(IDLE_S * 2.5)  # its stream ended: ondemand0 idle
+        serve(first)
+        assert holders(servers, first) == [FIRST] and holders(servers, AVATARS[0]) == []
+        assert metrics(port)["evictions"] == before + 2
 
 
 def test_a_request_held_past_the_budget_is_told_the_avatar_is_loading_and_served_on_retry(on_demand, tmp_path):

@@ -122,6 +122,14 @@ class TritonPythonModel:
         self.gate = admission.AdmissionGate(frames, lease_s) if frames > 0 and lease_s > 0 else None
         self.streams: dict[int, StreamState] = {}
         self.ended: OrderedDict[int, str] = OrderedDict()  # recently ended or expired ids: why
+        # the streams open on each avatar, on Triton's metrics port: an avatar with one open is
+        # never unloaded to make room (synctalk_ops.activator, avatars on demand)
+        self.open_family = pb_utils.MetricFamily(
+            name=contract.OPEN_STREAMS_METRIC,
+            description="live streams open on this replica, by avatar",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self.open_gauges: dict[str, object] = {}
 
     async def execute(self, requests):
         await asyncio.gather(*(self._answer(request) for request in requests))
@@ -314,9 +322,17 @@ class TritonPythonModel:
             raise StreamError(f"{spec.name}: {bad} of {len(samples)} samples are NaN or Inf")
         return samples.astype(np.float32, copy=False)
 
+    def _count_open(self, avatar: str) -> None:
+        gauge = self.open_gauges.get(avatar)
+        if gauge is None:
+            gauge = self.open_gauges[avatar] = self.open_family.Metric(labels={"avatar": avatar})
+        gauge.set(sum(1 for s in self.streams.values() if s.avatar == avatar))
+
     def _open(self, stream_id: int, request, now: float) -> StreamState:
         # a start for an open id starts a new stream, as Triton's sequence batcher takes it
-        self.streams.pop(stream_id, None)
+        before = self.streams.pop(stream_id, None)
+        if before is not None:
+            self._count_open(before.avatar)
         avatar = pb_utils.get_input_tensor_by_name(request, contract.STREAM_AVATAR.name)
         if avatar is None:
             raise StreamError(f"{contract.STREAM_AVATAR.name}: the start request of a stream names its avatar")
@@ -336,6 +352,7 @@ class TritonPythonModel:
             if pb_utils.is_model_ready(encoder) and pb_utils.is_model_ready(own["from_features"]):
                 stream.by_features = (own["from_features"], encoder)
         self.streams[stream_id] = stream
+        self._count_open(name)
         self.ended.pop(stream_id, None)
         return stream
 
@@ -493,6 +510,8 @@ class TritonPythonModel:
 
     def _close(self, stream_id: int, why: str) -> None:
         stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self._count_open(stream.avatar)
         if stream is not None and stream.video is not None and why == "expired":
             stream.video.close()
         self.ended[stream_id] = why
@@ -518,6 +537,7 @@ class TritonPythonModel:
                 stream.video.close()
         if self.gate is not None:
             self.gate.close()
+        self.open_gauges.clear()  # each metric before its family (the backend's rule)
 
 
 def _text(tensor) -> str:

@@ -20,15 +20,18 @@ class Replica:
     http_port: int
     # the avatars placed on it (synctalk_ops.placement); None: it serves every model of the repository
     avatars: tuple[str, ...] | None = None
+    metrics_port: int | None = None  # Triton's metrics (the activator reads its open streams there)
 
     @classmethod
     def parse(cls, text: str, index: int = 0) -> Replica:
-        """``host:grpc_port:http_port`` (``--replica``)."""
+        """``host:grpc_port:http_port[:metrics_port]`` (``--replica``)."""
         try:
-            host, grpc_port, http_port = text.rsplit(":", 2)
-            return cls(f"replica-{index}", host, int(grpc_port), int(http_port))
-        except ValueError:
-            raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port") from None
+            four = text.rsplit(":", 3)  # a host may hold colons itself (an IPv6 address)
+            host, *ports = four if len(four) == 4 and all(p.isdigit() for p in four[1:]) else text.rsplit(":", 2)
+            metrics = int(ports[2]) if len(ports) == 3 else None
+            return cls(f"replica-{index}", host, int(ports[0]), int(ports[1]), metrics_port=metrics)
+        except (ValueError, IndexError):
+            raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port[:metrics_port]") from None
 
     @classmethod
     def of(cls, server, index: int = 0, avatars=None) -> Replica:
@@ -39,6 +42,7 @@ class Replica:
             server.grpc_port,
             server.http_port,
             None if avatars is None else tuple(sorted(avatars)),
+            server.metrics_port,
         )
 
     def holding(self, avatars) -> Replica:
