@@ -62,6 +62,8 @@ from synctalk_client.errors import (  # noqa: F401  (busy_reason, is_retryable: 
 from synctalk_common import contract
 from synctalk_common.messages import CompositeBatchRequest, CompositeBatchResponse
 
+WARM_PAUSE_S = 0.25  # warm: between two asks while the avatar loads
+
 _STAT_FIELDS = ("compute_input", "compute_infer", "compute_output")
 MODEL_CONTROL = "model control"
 SHARED_MEMORY = "shared memory"
@@ -166,6 +168,23 @@ class CompositeClient:
                 }
             )
         return rows
+
+    def warm(self, model_id: str, timeout_s: float = 60.0) -> float:
+        """Have an avatar ready before any speech (a session opening): returns once the server
+        answers for it, asking again while it is loading (avatars on demand: the edge's activator
+        loads it on first use, "the avatar is loading" past its budget), within ``timeout_s``.
+        Returns the seconds it took; raises ModelNotFoundError for an id nobody stored, the last
+        ServerBusyError at the deadline."""
+        started = time.perf_counter()
+        while True:
+            self._ensemble_info.pop(model_id, None)
+            try:
+                self._check_model(model_id)
+                return time.perf_counter() - started
+            except ServerBusyError:
+                if time.perf_counter() - started + WARM_PAUSE_S >= timeout_s:
+                    raise
+                time.sleep(WARM_PAUSE_S)
 
     def model_ids(self) -> list[str]:
         """The model ids a request may name: every ensemble but those that are another's step (a

@@ -156,6 +156,12 @@ def main(argv=None) -> int:
         metavar="SECONDS",
         help="then again every SECONDS, for ever: a replica's repository follows the store (a pod's avatar-sync)",
     )
+    p_warm = commands.add_parser(
+        "warm", help="have an avatar ready before a session's speech (avatars on demand: loaded where it is served)"
+    )
+    p_warm.add_argument("--id", required=True)
+    p_warm.add_argument("--url", default="127.0.0.1:8001", help="the edge's (or a server's) gRPC URL")
+    p_warm.add_argument("--timeout-s", type=float, default=60.0)
     p_rm = commands.add_parser("remove", help="remove an avatar")
     p_rm.add_argument("--id", required=True)
     p_rm.add_argument("--url", help="unload it first from the server at this gRPC URL")
@@ -274,7 +280,22 @@ def cmd_remove(args) -> None:
     print("removed", ", ".join(remove(args.repository, args.id)))
 
 
-COMMANDS = {"add": cmd_add, "sync": cmd_sync, "rebalance": cmd_rebalance, "list": cmd_list, "remove": cmd_remove}
+def cmd_warm(args) -> None:
+    from synctalk_client import CompositeClient
+
+    with CompositeClient(args.url) as client:
+        took = client.warm(args.id, args.timeout_s)
+    print(f"{args.id}: ready in {took:.2f} s")
+
+
+COMMANDS = {
+    "add": cmd_add,
+    "sync": cmd_sync,
+    "rebalance": cmd_rebalance,
+    "list": cmd_list,
+    "remove": cmd_remove,
+    "warm": cmd_warm,
+}
 
 
 if __name__ == "__main__":

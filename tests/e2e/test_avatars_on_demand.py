@@ -3,13 +3,14 @@ synctalk_ops.cluster --on-demand``): two tiny replicas holding only the shared s
 beside the edge, which asks it about each request. A stored avatar no replica holds is loaded on
 first use, on its first-ranked replica, the concurrent first requests sharing that load; a request
 held past the budget gets a retryable "the avatar is loading" (the SDK's busy category), and is
-served once loaded; an id nobody stored still gets "model not found"."""
+served once loaded (the SDK's warm, synctalk-avatars warm); an id nobody stored still gets "model not found"."""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -32,7 +33,7 @@ from synctalk_common import contract
 from synctalk_ops.activator import ActivatorService
 from synctalk_ops.edge import Edge, Replica
 from synctalk_ops.placement import ranking, shared_generator_bytes, stored_need
-from tests.conftest import free_port
+from tests.conftest import free_port, run_command
 from tests.e2e.test_cluster_command import cluster_command, free_port_base
 
 pytestmark = pytest.mark.e2e
@@ -243,8 +244,10 @@ def test_a_request_held_past_the_budget_is_told_the_avatar_is_loading_and_served
                 if not busy.success:  # else the load was done by now
                     assert busy.error_category == contract.CATEGORY_BUSY, busy
                     assert "the avatar is loading" in busy.error, busy
-                deadline = time.monotonic() + 60
-                while not any(loaded_on(s, avatar) for s in servers) and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                client.warm(avatar, timeout_s=60)  # asks again while it loads
                 client.infer_batch_composite(request).raise_for_error()
+            # what an operator (or a session opening) runs before any speech
+            warm = ["warm", "--id", AVATARS[2], "--url", edge.grpc_url]
+            warmed = run_command([sys.executable, "-m", "synctalk_ops.avatars", *warm])
+            assert warmed.returncode == 0 and f"{AVATARS[2]}: ready in" in warmed.stdout, warmed
             assert metrics(asked.port)["loads"] == 2  # this avatar, and the HTTP client's
