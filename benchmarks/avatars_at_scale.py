@@ -135,8 +135,8 @@ def edge_files(avatars: int, replicas: int, factor: int = 2) -> dict:
     for a in range(avatars):
         for name in ranking(f"avatar{a}", names)[:factor]:
             placed[name].append(f"avatar{a}")
-    listed = [Replica(n, "10.0.0.%d" % (i + 1), 8001, 8000, tuple(placed[n])) for i, n in enumerate(names)]
-    plain = [Replica(n, "10.0.0.%d" % (i + 1), 8001, 8000) for i, n in enumerate(names)]
+    listed = [Replica(n, f"10.0.0.{i + 1}", 8001, 8000, tuple(placed[n])) for i, n in enumerate(names)]
+    plain = [Replica(n, f"10.0.0.{i + 1}", 8001, 8000) for i, n in enumerate(names)]
     return {
         "placed_bytes": len(yaml.safe_dump(endpoints_of("grpc_bulk", listed, "grpc"))),
         "on_demand_bytes": len(yaml.safe_dump(endpoints_of("grpc_bulk", plain, "grpc"))),

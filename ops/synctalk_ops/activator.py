@@ -46,10 +46,11 @@ from synctalk_ops.launched import Launched, answers
 from synctalk_ops.placement import ranking
 
 READY_TTL_S = 1.0  # a replica seen holding an avatar is not asked again for this long
-# an avatar is unloaded to make room only when idle this long on its replica: not asked for, no
-# inference (longer than the stream model's 10 s without a request, after which Triton ends a
-# stream), and no stream open nor request pending there (the replica's metrics)
-IDLE_S = 30.0
+# an avatar is unloaded to make room only when idle: no live stream open on it and no request of
+# its pending on its replica (the replica's metrics), and not sent there within this long (a
+# request routed a moment ago may still be on its way, its body uploading)
+IDLE_S = 2.0
+ROOM_POLL_S = 0.2  # a load waiting for room (every replica's avatars in use) looks again this often
 STORE_REFRESH_S = 1.0  # an id not in the store is looked up again at most this often
 
 log = logging.getLogger("synctalk.activator")
@@ -61,7 +62,7 @@ METRICS = {
     "cold_waits": "requests held while their avatar loaded",
     "loading_refusals": "requests answered 'the avatar is loading' past the budget",
     "evictions": "idle avatars unloaded to make room for another",
-    "no_room": "requests refused because every replica's budget was held by avatars in use",
+    "no_room": "loads given up because every replica's room was held by avatars in use, past the budget",
 }
 
 
@@ -157,21 +158,16 @@ class Activator:
         return self._needs[avatar]
 
     async def in_use(self, replica: Replica, avatar: str) -> bool:
-        """A stream open on the avatar, a request of its pending, or an inference of it within
-        ``idle_s``, on that replica (its statistics and metrics); what cannot be read counts as in use."""
-        session = await self._http()
-        own = set(contract.avatar_models(avatar, own_audio_encoder=True).values())
+        """A live stream open on the avatar, or a request of its pending, on that replica (its
+        metrics); what cannot be read counts as in use."""
         if replica.metrics_port is None:
             return True  # its open streams cannot be seen
+        own = set(contract.avatar_models(avatar, own_audio_encoder=True).values())
+        session = await self._http()
         try:
-            async with session.get(f"http://{replica.host}:{replica.http_port}/v2/models/stats") as answer:
-                stats = (await answer.json()).get("model_stats", [])
             async with session.get(f"http://{replica.host}:{replica.metrics_port}/metrics") as answer:
                 metrics = await answer.text()
-        except (OSError, asyncio.TimeoutError, ValueError):
-            return True
-        last = max((int(m.get("last_inference", 0)) for m in stats if m.get("name") in own), default=0) / 1000
-        if time.time() - last < self.idle_s:
+        except (OSError, asyncio.TimeoutError):
             return True
         for line in metrics.splitlines():
             name, _, value = line.partition("{")
@@ -225,28 +221,33 @@ class Activator:
         return room() >= need
 
     async def _load(self, avatar: str, order: list[Replica]) -> Replica:
-        """The avatar loaded on the first replica of ``order`` that takes it."""
-        started, reasons = time.monotonic(), []
-        self.counts["loads"] += 1
+        """The avatar loaded on the first replica of ``order`` that takes it; where none has room
+        (their avatars in use), looked at again until the budget is spent."""
+        started = time.monotonic()
         try:
-            for replica in order:
-                if not await self.make_room(replica, avatar):
-                    reasons.append(f"{replica.name}: {contract.EDGE_NO_ROOM_MESSAGE}")
-                    continue
-                try:
-                    log.info("loading %s on %s", avatar, replica.name)
-                    self.used[replica.name][avatar] = time.monotonic()  # its room taken while it loads
-                    await self.load_on(replica, avatar)
-                    log.info("loaded %s on %s in %.2f s", avatar, replica.name, time.monotonic() - started)
-                    return replica
-                except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
-                    self.used[replica.name].pop(avatar, None)
-                    self.counts["load_failures"] += 1
-                    reasons.append(str(exc) or type(exc).__name__)
-                    log.warning("could not load %s on %s: %s", avatar, replica.name, reasons[-1])
-            if all(contract.EDGE_NO_ROOM_MESSAGE in r for r in reasons):
-                self.counts["no_room"] += 1
-            raise RuntimeError(f"no replica could load {avatar}: " + "; ".join(reasons))
+            while True:
+                reasons = []
+                for replica in order:
+                    if not await self.make_room(replica, avatar):
+                        reasons.append(f"{replica.name}: {contract.EDGE_NO_ROOM_MESSAGE}")
+                        continue
+                    try:
+                        log.info("loading %s on %s", avatar, replica.name)
+                        self.counts["loads"] += 1
+                        self.used[replica.name][avatar] = time.monotonic()  # its room taken while it loads
+                        await self.load_on(replica, avatar)
+                        log.info("loaded %s on %s in %.2f s", avatar, replica.name, time.monotonic() - started)
+                        return replica
+                    except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+                        self.used[replica.name].pop(avatar, None)
+                        self.counts["load_failures"] += 1
+                        reasons.append(str(exc) or type(exc).__name__)
+                        log.warning("could not load %s on %s: %s", avatar, replica.name, reasons[-1])
+                no_room = all(contract.EDGE_NO_ROOM_MESSAGE in r for r in reasons)
+                if not no_room or time.monotonic() - started + ROOM_POLL_S > self.budget_s:
+                    self.counts["no_room"] += no_room
+                    raise RuntimeError(f"no replica could load {avatar}: " + "; ".join(reasons))
+                await asyncio.sleep(ROOM_POLL_S)  # an avatar in use now may be idle in a moment
         finally:
             self.load_seconds += time.monotonic() - started
 
