@@ -50,6 +50,7 @@ READY_TTL_S = 1.0  # a replica seen holding an avatar is not asked again for thi
 # its pending on its replica (the replica's metrics), and not sent there within this long (a
 # request routed a moment ago may still be on its way, its body uploading)
 IDLE_S = 2.0
+UNLOAD_WAIT_S = 30.0  # an avatar unloaded for room: its processes gone within this, else a warning
 ROOM_POLL_S = 0.2  # a load waiting for room (every replica's avatars in use) looks again this often
 STORE_REFRESH_S = 1.0  # an id not in the store is looked up again at most this often
 
@@ -85,6 +86,7 @@ class Activator:
         self.replica_memory, self.idle_s = replica_memory, idle_s  # None: no budget, nothing unloaded
         # each replica's avatars (loaded by this activator, or found there), each when last asked for
         self.used: dict[str, dict[str, float]] = {name: {} for name in self.replicas}
+        self._room_locks = {name: asyncio.Lock() for name in self.replicas}
         self._needs: dict[str, int] = {}
         self.counts: Counter[str] = Counter()
         self.load_seconds = 0.0
@@ -191,6 +193,16 @@ class Activator:
             async with session.post(url, headers=headers) as answer:
                 await answer.read()  # a step the avatar does not have: Triton's refusal, nothing to do
         self._ready.pop((replica.name, avatar), None)
+        # Triton unloads asynchronously: its room is free once its processes are gone, not before
+        names, deadline = set(models.values()), time.monotonic() + UNLOAD_WAIT_S
+        index = f"http://{replica.host}:{replica.http_port}/v2/repository/index"
+        while time.monotonic() < deadline:
+            async with session.post(index, headers=headers, json={}) as answer:
+                rows = await answer.json() if answer.status == 200 else []
+            if not any(r.get("name") in names and r.get("state") in ("READY", "UNLOADING") for r in rows):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("the unload of %s from %s was not complete after %g s", avatar, replica.name, UNLOAD_WAIT_S)
 
     async def make_room(self, replica: Replica, avatar: str) -> bool:
         """Room for ``avatar`` on ``replica`` within ``replica_memory``: its least recently asked for
@@ -228,13 +240,15 @@ class Activator:
             while True:
                 reasons = []
                 for replica in order:
-                    if not await self.make_room(replica, avatar):
-                        reasons.append(f"{replica.name}: {contract.EDGE_NO_ROOM_MESSAGE}")
-                        continue
+                    # one decision at a time a replica: each counts the room the ones before took
+                    async with self._room_locks[replica.name]:
+                        if not await self.make_room(replica, avatar):
+                            reasons.append(f"{replica.name}: {contract.EDGE_NO_ROOM_MESSAGE}")
+                            continue
+                        self.used[replica.name][avatar] = time.monotonic()  # its room taken while it loads
                     try:
                         log.info("loading %s on %s", avatar, replica.name)
                         self.counts["loads"] += 1
-                        self.used[replica.name][avatar] = time.monotonic()  # its room taken while it loads
                         await self.load_on(replica, avatar)
                         log.info("loaded %s on %s in %.2f s", avatar, replica.name, time.monotonic() - started)
                         return replica
