@@ -20,6 +20,7 @@ stubs, its shared memory) is cleared by ``synctalk_ops.process_tree`` and ``sync
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -263,6 +264,13 @@ class TritonServer(Launched):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            # a server stopped while it still loaded its models (a replica started again, stopped
+            # with its cluster) exits without the stubs it had started: seen living on, 0.5 GB
+            import psutil
+
+            for stub in orphaned_stubs(self.process.pid):
+                with contextlib.suppress(OSError, psutil.Error):
+                    stub.kill()
             for region in regions:  # what a killed server or stub could not remove (256 MB each)
                 Path(region).unlink(missing_ok=True)
         admission.gate_path(self.process.pid).unlink(missing_ok=True)  # the door's table (a few KB)

@@ -172,3 +172,21 @@ def test_a_server_that_goes_away_ends_its_live_streams_with_a_clear_error(tmp_pa
         live.send(np.zeros(contract.SAMPLES_PER_FRAME, np.int16))
     assert time.perf_counter() - started < 10, "a clear error, not a hang"
     live.close()
+
+
+def test_a_server_stopped_while_it_loads_its_models_leaves_no_stub_behind(tmp_path, models_dir):
+    """A replica started again and stopped with its cluster before it was ready: tritonserver exits
+    during its models' loads without the stubs it had started (seen living on, 0.5 GB); the
+    launcher's stop ends them."""
+    from synctalk_ops.process_tree import orphaned_stubs
+
+    repository = render("cpu", tmp_path / "cpu", models_dir / "tiny")
+    server = TritonServer(repository, free_port(), free_port(), free_port(), log_path=tmp_path / "server.log")
+    server.start()
+    deadline = time.monotonic() + 30
+    while sum(stub_counts(server.process.pid).values()) < 4 and time.monotonic() < deadline:  # loads under way
+        time.sleep(0.05)
+    assert sum(stub_counts(server.process.pid).values()) >= 4, "its stubs did not start within 30 s"
+    server.stop()
+    time.sleep(0.5)  # a stub killed is reaped by init
+    assert orphaned_stubs(server.process.pid) == []
