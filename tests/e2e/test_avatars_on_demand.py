@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ from synctalk_ops.activator import ActivatorService
 from synctalk_ops.edge import Edge, Replica
 from synctalk_ops.placement import ranking, shared_generator_bytes, stored_need
 from tests.conftest import free_port, run_command
-from tests.e2e.test_cluster_command import cluster_command, free_port_base
+from tests.e2e.test_cluster_command import launch
 
 pytestmark = pytest.mark.e2e
 AVATARS = ["ondemand0", "ondemand1", "ondemand2"]
@@ -90,34 +89,27 @@ def on_demand(models_dir, tmp_path_factory):
         avatar_store.add(repository, avatar, folder, BOX)
     # room for one avatar a replica (each of these needs the same)
     need = stored_need(avatar_store_of(repository) / AVATARS[0], shared_generator_bytes(repository))
-    grpc, http, admin, activator_port, base = free_port(), free_port(), free_port(), free_port(), free_port_base(2)
-    described = root / "replicas.json"
-    log = root / "cluster.out"
-    command = cluster_command(
+    activator_port = free_port()
+    cluster = launch(
         repository,
-        *("--replicas", "2", "--on-demand", "--activator-port", str(activator_port)),
+        root,
+        "test-on-demand",
+        *("--on-demand", "--activator-port", str(activator_port)),
         *("--replica-memory", f"{need * 3 // 2}", "--idle-s", f"{IDLE_S:g}"),
-        *("--grpc-port", str(grpc), "--http-port", str(http), "--admin-port", str(admin)),
-        *("--replica-ports", str(base), "--replicas-file", str(described)),
-        *("--logs", str(paths.BUILD / "logs" / "test-on-demand")),
     )
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=paths.ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    process = cluster.process
     try:
-        deadline = time.monotonic() + 180
-        while "tritonserver ready" not in log.read_text():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"not ready in 180 s: {log.read_text()}"
-            time.sleep(0.25)
-        description = json.loads(described.read_text())
+        description = cluster.wait_announced()
         assert description["activator"]["url"] == f"http://127.0.0.1:{activator_port}"
         assert [r["avatars"] for r in description["replicas"]] == [None, None], "no avatar listed"
         servers = [SimpleNamespace(**r) for r in description["replicas"]]
-        yield Running(repository, servers, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{http}", activator_port)
+        yield Running(
+            repository, servers, f"127.0.0.1:{cluster.grpc}", f"http://127.0.0.1:{cluster.http}", activator_port
+        )
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(60)
-    assert process.returncode == 0, log.read_text()
+    assert process.returncode == 0, cluster.log.read_text()
 
 
 def test_a_stored_avatar_is_loaded_on_first_use_once_for_concurrent_requests(on_demand):

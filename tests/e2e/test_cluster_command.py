@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +43,42 @@ def cluster_command(repository, *args) -> list[str]:
     return [sys.executable, "-m", "synctalk_ops.cluster", "--repository", str(repository), *args]
 
 
+@dataclass
+class Launched:
+    """``python -m synctalk_ops.cluster`` running, as an operator runs it, its output in a file."""
+
+    process: subprocess.Popen
+    log: Path
+    described: Path  # its replicas.json
+    grpc: int  # the edge's ports
+    http: int
+
+    def wait_announced(self, timeout_s: float = 180) -> dict:
+        """Its description, once it says it is ready."""
+        deadline = time.monotonic() + timeout_s
+        while "tritonserver ready" not in self.log.read_text():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"not ready in {timeout_s:.0f} s: {self.log.read_text()}"
+            time.sleep(0.25)
+        return json.loads(self.described.read_text())
+
+
+def launch(repository, folder: Path, logs: str, *args: str) -> Launched:
+    """The cluster command with ``args`` on free ports: 2 replicas unless ``args`` say otherwise."""
+    grpc, http, admin, base = free_port(), free_port(), free_port(), free_port_base(2)
+    described, log = folder / "replicas.json", folder / "cluster.out"
+    command = cluster_command(
+        repository,
+        *(args if "--replicas" in args else ("--replicas", "2", *args)),
+        *("--grpc-port", str(grpc), "--http-port", str(http), "--admin-port", str(admin)),
+        *("--replica-ports", str(base), "--replicas-file", str(described)),
+        *("--logs", str(paths.BUILD / "logs" / logs)),
+    )
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=paths.ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return Launched(process, log, described, grpc, http)
+
+
 def served_on(grpc_port: int) -> int:
     """Successful inferences of the default ensemble on one replica (its own port)."""
     with CompositeClient(f"127.0.0.1:{grpc_port}") as client:
@@ -54,17 +92,8 @@ def test_a_replica_killed_under_make_cluster_is_started_again_while_the_rest_ser
     from 3 s after the kill are all served, replica-0 comes back with a new pid, ready, and serves
     through the edge again; Ctrl-C then stops everything and frees every port."""
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
-    grpc, http, admin, base = free_port(), free_port(), free_port(), free_port_base(2)
-    described = tmp_path / "replicas.json"
-    log = tmp_path / "cluster.out"
-    command = cluster_command(
-        repository,
-        *("--replicas", "2", "--grpc-port", str(grpc), "--http-port", str(http), "--admin-port", str(admin)),
-        *("--replica-ports", str(base), "--replicas-file", str(described)),
-        *("--logs", str(paths.BUILD / "logs" / "test-cluster-command")),
-    )
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=paths.ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+    cluster = launch(repository, tmp_path, "test-cluster-command")
+    process, log, described, grpc = cluster.process, cluster.log, cluster.described, cluster.grpc
     outcomes: list[tuple[float, bool, str]] = []
     stop = threading.Event()
 
@@ -78,11 +107,7 @@ def test_a_replica_killed_under_make_cluster_is_started_again_while_the_rest_ser
     workers = [threading.Thread(target=load, args=(seed,)) for seed in range(3)]
     try:
         deadline = time.monotonic() + 180
-        while "tritonserver ready" not in log.read_text():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"not ready in 180 s: {log.read_text()}"
-            time.sleep(0.25)
-        first = json.loads(described.read_text())["replicas"]
+        first = cluster.wait_announced()["replicas"]
         for worker in workers:
             worker.start()
         time.sleep(2.0)
