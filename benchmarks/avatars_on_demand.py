@@ -4,6 +4,7 @@ on one of them throughout.
 
     python -m benchmarks.avatars_on_demand                       # 60 avatars, 2 replicas, room for 8 each, 3 min
     python -m benchmarks.avatars_on_demand --avatars 20 --room 4 --seconds 60
+    python -m benchmarks.avatars_on_demand --overhead 300     # what asking the activator costs a request
 
 Clients (``--clients``) ask for one-frame renders of avatars drawn from a Zipf law (``--zipf``) as
 fast as they are answered; another holds a live stream open on the most popular avatar, sending
@@ -40,6 +41,7 @@ from synctalk_ops.placement import replica_overhead, shared_generator_bytes, sto
 from synctalk_ops.process_tree import server_processes
 
 RESULTS = paths.ROOT / "benchmarks" / "results" / "avatars_on_demand.json"
+OVERHEAD = paths.ROOT / "benchmarks" / "results" / "activator_overhead.json"
 LOGS = paths.BUILD / "logs" / "avatars-on-demand"
 
 
@@ -57,6 +59,62 @@ def activator_metrics(port: int) -> dict[str, float]:
     return {name.removeprefix("synctalk_activator_").removesuffix("_total"): float(value) for name, value in rows}
 
 
+def overhead(requests: int) -> dict:
+    """What asking the activator costs a request: one tiny replica (the avatar loaded), an edge
+    with the activator and one without in front of it, 1-frame requests sent in turn to each."""
+    import cv2
+
+    from synctalk_client import CompositeClient as Client
+    from synctalk_ops.activator import ActivatorService
+    from synctalk_ops.edge import Edge, Replica
+    from synctalk_ops.serve import TritonServer
+
+    root = Path(tempfile.mkdtemp(prefix="activator-overhead-"))
+    repository = render("cpu", root / "repo", paths.MODELS / "tiny", avatar_store=root / "avatars")
+    cv2.imwrite(str(root / "0.png"), np.full((64, 96, 3), 90, np.uint8))
+    frames = root / "frames"
+    frames.mkdir()
+    (root / "0.png").rename(frames / "0.png")
+    avatar_store.add(repository, "costly", frames, [16, 0, 80, 64])
+    ports = (free_port(), free_port(), free_port())
+    server = TritonServer(repository, *ports, log_path=LOGS / "overhead-replica.log", model_control_mode="explicit")
+    audio = synthetic.speech_like_audio(1, seed=3)
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    with server:
+        replica = Replica.of(server, 0)
+        asked = ActivatorService(repository, [replica], free_port(), log_path=LOGS / "overhead-activator.log")
+        with asked:
+            plain = Edge([replica], free_port(), free_port(), free_port(), config_path=root / "plain.yaml")
+            edge = Edge(
+                [replica],
+                free_port(),
+                free_port(),
+                free_port(),
+                config_path=root / "asked.yaml",
+                activator=asked.address,
+            )
+            with plain, edge, Client(plain.grpc_url) as a, Client(edge.grpc_url) as b:
+                for client in (a, b):  # warm: the avatar's load, the channels
+                    client.warm("costly")
+                    client.infer_batch_composite(CompositeBatchRequest.audio_only("costly", audio)).raise_for_error()
+                for _ in range(requests):
+                    for name, client in (("without", a), ("with", b)):
+                        sent = time.perf_counter()
+                        client.infer_batch_composite(
+                            CompositeBatchRequest.audio_only("costly", audio)
+                        ).raise_for_error()
+                        times[name].append(time.perf_counter() - sent)
+    row = {
+        k: {
+            "p50_ms": round(1000 * float(np.percentile(v, 50)), 1),
+            "p99_ms": round(1000 * float(np.percentile(v, 99)), 1),
+        }
+        for k, v in times.items()
+    }
+    row["requests"] = requests
+    return row
+
+
 def main(argv=None) -> int:
     import cv2
 
@@ -68,7 +126,15 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--idle-s", type=float, default=5.0)
+    parser.add_argument(
+        "--overhead", type=int, metavar="REQUESTS", help="instead: what asking the activator costs a request"
+    )
     args = parser.parse_args(argv)
+    if args.overhead:
+        row = overhead(args.overhead)
+        OVERHEAD.write_text(json.dumps(row, indent=2) + "\n")
+        print(json.dumps(row, indent=2))
+        return 0
     root = Path(tempfile.mkdtemp(prefix="avatars-on-demand-"))
     models = paths.MODELS / "tiny"
     repository = render("cpu", root / "repo", models, avatar_store=root / "avatars")
