@@ -185,8 +185,6 @@ class AvatarPeer:
         if self.stream is not None:
             return
         self._loop = asyncio.get_running_loop()
-        # the avatar ready first (avatars on demand: loaded on a replica, asked again while it loads)
-        await self._loop.run_in_executor(None, _warm, self.triton_url, self.avatar, self.timeout_s)
         stream = await self._loop.run_in_executor(
             None,
             lambda: LiveStream(
@@ -488,10 +486,3 @@ class AvatarPeer:
         if kbps is not None and self.stream is not None:
             log.info("%s: the video at %d kbit/s (%s)", self.avatar, kbps, why)
             self.stream.set_bitrate(kbps)
-
-
-def _warm(url: str, avatar: str, timeout_s: float) -> None:
-    from synctalk_client import CompositeClient
-
-    with CompositeClient(url, timeout_s=timeout_s) as client:
-        client.warm(avatar, timeout_s)
