@@ -118,7 +118,6 @@ class Cluster(Launched):
         self.down: dict[str, str] = {}  # replica name -> why it was left down
         self.returning: dict[str, float] = {}  # replica name -> when it was restarted, until ready
         names = [f"replica-{i}" for i in range(replicas)]
-        self.on_demand = on_demand
         if on_demand and repository_manifest.avatar_store(repository) is None:
             raise ValueError("avatars on demand need an avatar store (render the repository with one)")
         self.placement = (
@@ -234,7 +233,7 @@ class Cluster(Launched):
     def add_replica(self, ports: tuple[int, int, int] | None = None) -> TritonServer:
         """One more replica, started with the shared steps and no avatar (``rebalance`` gives it
         its share), ready, then in the edge's rotation; named by the first free index."""
-        if self.on_demand:
+        if self.activator is not None:
             raise ValueError("a cluster with avatars on demand keeps the replicas it started with (its activator's)")
         names = {r.name for r in self.replicas}
         i = next(i for i in range(len(names) + 1) if f"replica-{i}" not in names)
