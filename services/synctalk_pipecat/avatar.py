@@ -57,6 +57,7 @@ from synctalk_client.stream import LiveStream
 from synctalk_common import contract
 from synctalk_webrtc.peer import AvatarPeer
 from synctalk_webrtc.speaking import SpeakingEvent
+from synctalk_webrtc.timing import freeze_startup_heap
 
 log = logging.getLogger("synctalk_pipecat")
 
@@ -156,6 +157,7 @@ class SyncTalkAvatarService(FrameProcessor):
             await self.push_frame(frame, direction)
 
     async def _start(self, voice_rate: int) -> None:
+        freeze_startup_heap()  # the pipeline is built: its objects out of full collections (timing)
         self.peer = AvatarPeer(
             self.triton_url,
             self.avatar,

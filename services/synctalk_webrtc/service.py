@@ -44,6 +44,7 @@ from synctalk_client.errors import CompositeError
 from synctalk_common import contract
 from synctalk_webrtc.options import MAX_PEERS, VIEWER_TIMEOUT_S, add_peer_arguments
 from synctalk_webrtc.peer import MAX_KBPS, MIN_KBPS, START_KBPS, AvatarPeer
+from synctalk_webrtc.timing import freeze_startup_heap
 from synctalk_webrtc.turn import TurnCredentials, add_turn_arguments, turn_credentials
 
 log = logging.getLogger("synctalk_webrtc")
@@ -304,6 +305,10 @@ def refuse(status: int, message: str) -> web.Response:
 PEERS = web.AppKey("webrtc_peers", Peers)
 
 
+async def _freeze_heap(_app: web.Application) -> None:
+    freeze_startup_heap()  # the voice's clock and Python's full collections: see timing
+
+
 def add_routes(app: web.Application, settings: Settings) -> Peers:
     """``POST /offer`` and ``GET /webrtc/config`` on ``app`` (the page's server mounts them so)."""
     peers = Peers(settings)
@@ -312,6 +317,7 @@ def add_routes(app: web.Application, settings: Settings) -> Peers:
     app.router.add_get("/webrtc/config", peers.config)
     app.router.add_get("/webrtc/peers", peers.held)
     app.router.add_post("/webrtc/{control:interrupt|say}", peers.control)
+    app.on_startup.append(_freeze_heap)
     app.on_shutdown.append(peers.close_all)
     return peers
 
