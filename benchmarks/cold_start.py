@@ -8,9 +8,10 @@ frame (a live stream of 0.6 s of speech-like noise, ended), then unloaded:
 Each avatar: the load's wall time, split by model from tritonserver's own log (the time from
 ``loading: M:1`` to ``successfully loaded 'M'`` for each model the load brought in, and its kind:
 the avatar's ensemble, its background step, its generator, its JPEG encoder, its steps after the
-audio), the Python-backend processes it started, the first frame's time after the load, and the
-server's memory (its process tree's proportional set sizes) before the load, after the frame, and
-after the unload. An avatar of 10 frames at 320 x 240 (the synthetic studio), SyncTalk_2D's audio
+audio), the Python-backend processes it started, the first frame's time after the load, two
+requests of 32 frames (the first pays what the load did not warm), and the server's memory (its
+process tree's proportional set sizes) before the load, after the frame, after the 32-frame
+requests and after the unload. An avatar of 10 frames at 320 x 240 (the synthetic studio), SyncTalk_2D's audio
 front end. Writes ``benchmarks/results/cold_start.json`` and prints the table for
 ``benchmarks/README.md``.
 """
@@ -32,6 +33,7 @@ from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
+from synctalk_common.messages import CompositeBatchRequest
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes, stub_counts
 from synctalk_ops.serve import TritonServer
@@ -82,6 +84,18 @@ def first_frame(url: str, avatar: str) -> float:
     return round(time.perf_counter() - started, 3)
 
 
+def bulk_request_s(client: CompositeClient, avatar: str) -> float:
+    """Seconds for one request of ``contract.MAX_BATCH_SIZE`` frames (the reference's largest)."""
+    from synctalk_client import synthetic
+
+    frames = contract.MAX_BATCH_SIZE
+    request = CompositeBatchRequest(avatar, b"", synthetic.speech_like_audio(frames).tobytes(), frames)
+    started = time.perf_counter()
+    response = client.infer_batch_composite(request)
+    assert response.success, response.error
+    return round(time.perf_counter() - started, 3)
+
+
 def measure(variant: str, avatars: int) -> list[dict]:
     import cv2
 
@@ -113,6 +127,8 @@ def measure(variant: str, avatars: int) -> list[dict]:
                     loaded = round(time.perf_counter() - started, 2)
                     frame = first_frame(server.grpc_url, avatar)
                     after, stubs_after = pss_mb(server), sum(stub_counts(server.process.pid).values())
+                    bulk = [bulk_request_s(client, avatar) for _ in range(2)]
+                    after_bulk = pss_mb(server)
                     client.unload_model(avatar)
                     time.sleep(2)  # the stubs' exits
                     rows.append(
@@ -120,9 +136,15 @@ def measure(variant: str, avatars: int) -> list[dict]:
                             "avatar": avatar,
                             "load_s": loaded,
                             "first_frame_s": frame,
+                            "bulk_request_s": bulk,
                             "models_s": model_loads(log, lines, avatar),
                             "stubs_started": stubs_after - stubs,
-                            "pss_mb": {"before": before, "loaded": after, "unloaded": pss_mb(server)},
+                            "pss_mb": {
+                                "before": before,
+                                "loaded": after,
+                                "bulk": after_bulk,
+                                "unloaded": pss_mb(server),
+                            },
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
@@ -135,15 +157,19 @@ def table(variant: str, rows: list[dict]) -> str:
     # the avatar's own models (a shared step reloaded beside them, "other (...)", is left out)
     parts = sorted({part for row in rows for part in row["models_s"] if not part.startswith("other")})
     lines = [
-        f"| {variant}: avatar | load | first frame | " + " | ".join(parts) + " | stubs | memory loaded |",
-        "|---|---|---|" + "---|" * len(parts) + "---|---|",
+        f"| {variant}: avatar | load | first frame | "
+        + " | ".join(parts)
+        + " | stubs | memory loaded | 32 frames, first / second | memory after |",
+        "|---|---|---|" + "---|" * len(parts) + "---|---|---|---|",
     ]
     for row in rows:
         each = " | ".join(f"{row['models_s'].get(part, '')} s" if part in row["models_s"] else "" for part in parts)
         grown = row["pss_mb"]["loaded"] - row["pss_mb"]["before"]
+        after_bulk = row["pss_mb"]["bulk"] - row["pss_mb"]["before"]
+        first, second = row["bulk_request_s"]
         lines.append(
             f"| {row['avatar']} | {row['load_s']} s | {row['first_frame_s']} s | {each} | "
-            f"{row['stubs_started']} | +{grown} MB |"
+            f"{row['stubs_started']} | +{grown} MB | {first} / {second} s | +{after_bulk} MB |"
         )
     return "\n".join(lines)
 

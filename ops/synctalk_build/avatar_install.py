@@ -54,6 +54,28 @@ GENERATOR_INT8_FILE = "generator_int8.onnx"  # add --int8: the generator quantiz
 # runs of one). ``add --arena`` keeps ONNX Runtime's arena on the GPU profile.
 LEAN_MODEL_PARAMETERS = {"enable_mem_arena": "0"}
 LEAN_CPU_PARAMETERS = {"enable_mem_arena": "1"}
+# On the CPU profile an avatar's own steps warm up with one request of this many frames, not 32 (the
+# shared steps and the GPU profile, whose TensorRT engines are built for the largest batch, warm up
+# at 32): a 32-frame warm-up there compiles nothing more, it fills the processes' heaps and
+# shared-memory pools to a batch's size, which an avatar loaded on demand, or one only streamed
+# live, never asks for. Measured (benchmarks.cold_start, 10 frames at 320 x 240, side by side):
+# tiny models, load 1.2-1.9 -> 0.7-1.0 s, memory once its first live frame is out +585 -> +300-330
+# MB, first frame 0.3 s either way; full models, load 4.3-4.8 -> 1.6-2.1 s, +940 -> +680 MB, first
+# frame 1.05 -> 1.07-1.25 s. The first 32-frame request after the load pays what was not warmed,
+# once: tiny 0.8-1.1 -> 1.1-1.4 s, full 2.5-2.6 -> 2.9-3.3 s. (At one frame: first frames 0.2 s slower.)
+CPU_WARMUP_FRAMES = 8
+
+
+def warm_at(config, frames: int) -> None:
+    """One warm-up request of ``frames`` frames in place of the config's (its smallest sample's
+    inputs: every sample holds the same tensors)."""
+    if not config.model_warmup:
+        return
+    sample = type(config.model_warmup[0])()
+    sample.CopyFrom(min(config.model_warmup, key=lambda w: w.batch_size))
+    sample.name, sample.batch_size = f"batch_{frames}", frames
+    del config.model_warmup[:]
+    config.model_warmup.append(sample)
 
 
 def model_names(avatar_id: str, own_audio_encoder: bool) -> dict[str, str]:
@@ -106,6 +128,8 @@ def _render_onnx_model(
     lean = {} if arena else {**LEAN_MODEL_PARAMETERS, **(LEAN_CPU_PARAMETERS if profile == "cpu" else {})}
     for key, value in lean.items():
         config.parameters[key].string_value = value
+    if profile == "cpu":
+        warm_at(config, CPU_WARMUP_FRAMES)
     render_model(paths.MODEL_REPOSITORY / role, config, repository / name, profile, onnx_file, role=role)
 
 
@@ -156,6 +180,8 @@ def _write_models(
     # what the stream model answers a silent chunk with (read from this config: model_repository/stream)
     silent = "avatar_frames" if added_with.get("silent_frames") else "generator"
     background.parameters[contract.AVATAR_SILENCE_PARAMETER].string_value = silent
+    if profile == "cpu":
+        warm_at(background, CPU_WARMUP_FRAMES)
     target = render_model(
         BACKGROUND_TEMPLATE, background, repository / models["background"], profile, role="avatar_background"
     )
@@ -170,6 +196,8 @@ def _write_models(
         for tensor in sample.inputs.values():
             tensor.dims[:] = frame_dims
     jpeg.parameters["quality"].string_value = str(int(manifest["jpeg_quality"]))
+    if profile == "cpu":
+        warm_at(jpeg, CPU_WARMUP_FRAMES)
     render_model(
         source / contract.JPEG_ENCODER_MODEL,
         jpeg,

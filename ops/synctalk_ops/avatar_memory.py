@@ -14,10 +14,12 @@ from synctalk_ops.serve import SHM_GROWTH_BYTES
 from synctalk_preprocessing.avatar import read_manifest
 
 # What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
-# the CPU profile (docs/operations.md, "Memory"): its three Python-backend processes (background,
-# generator, JPEG encoder) and the shared-memory pages their batch-32 warm-ups touch; 520-570 MB
-# measured with the tiny and the full generator.
-AVATAR_OVERHEAD_BYTES = 640 * 2**20
+# the CPU profile (benchmarks.cold_start; docs/operations.md, "Memory"): its three Python-backend
+# processes (background, generator, JPEG encoder), their heaps and the shared-memory pages their
+# requests touch, at most once it has served 32-frame requests: 330-380 MB with the tiny and the
+# full generator (its steps warm up with 8 frames: an avatar only streamed live holds 120-170 MB
+# less; 520-570 MB when they warmed up with 32).
+AVATAR_OVERHEAD_BYTES = 512 * 2**20
 # A server's shared steps and ``demo`` idle after their batch-32 warm-ups (the shared generator's
 # one-frame arena included), measured: 2.53 GB with the tiny generator, 3.0 GB with the full-size
 # one (49 MB of weights; the one-window audio encoder's process 49 and 96 MB of that; 3.2 and

@@ -9,6 +9,7 @@ import pytest
 
 from synctalk_build import avatar_store
 from synctalk_client import CompositeBatchRequest, synthetic
+from synctalk_common import contract
 from synctalk_ops import avatar_memory
 from synctalk_ops.process_tree import server_processes
 
@@ -24,6 +25,7 @@ def test_three_avatars_stay_within_the_documented_budget(server, client, tmp_pat
     (tmp_path / "boxes.json").write_text(json.dumps(boxes.tolist()))
     ids = ["mem_a", "mem_b", "mem_c"]
     audio = synthetic.speech_like_audio(8, seed=9)
+    largest = synthetic.speech_like_audio(contract.MAX_BATCH_SIZE, seed=9)
     client.infer_batch_composite(CompositeBatchRequest.audio_only("missing", audio))  # the client's own setup first
     before = server_pss(server.process.pid)
     budget = 0
@@ -32,9 +34,9 @@ def test_three_avatars_stay_within_the_documented_budget(server, client, tmp_pat
             avatar_store.add(server.repository, avatar_id, tmp_path, tmp_path / "boxes.json")
             budget += avatar_memory.check_fits(server.repository, avatar_id)["total"]
             client.load_model(avatar_id)
-            for start in (0, 8, 16):
+            for start, frames in ((0, audio), (8, largest)):  # the budget holds at the largest batch
                 client.infer_batch_composite(
-                    CompositeBatchRequest.audio_only(avatar_id, audio, start_frame_idx=start)
+                    CompositeBatchRequest.audio_only(avatar_id, frames, start_frame_idx=start)
                 ).raise_for_error()
         added = server_pss(server.process.pid) - before
         print(f"3 avatars: +{added / 2**20:.0f} MB measured, budget {budget / 2**20:.0f} MB")
