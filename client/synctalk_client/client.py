@@ -193,6 +193,16 @@ class CompositeClient:
         nested = {step for info in self._ensemble_info.values() for step in info["nested"]}
         return sorted(ensembles - nested)
 
+    def stored_avatars(self) -> list[str]:
+        """The avatars of the repository that are not loaded here: stored, loaded on their first
+        request where the edge has an activator (avatars on demand), else by ``load_model``. An
+        avatar is known by its background step's name (``contract.avatar_models``)."""
+        index = self._index()
+        names = {m["name"] for m in index}
+        ready = {m["name"] for m in index if m.get("state") == "READY"}
+        suffix = contract.AVATAR_BACKGROUND_SUFFIX
+        return sorted(n for n in names - ready if n + suffix in names and not n.endswith(suffix))
+
     def audio_preset(self, model_id: str) -> str:
         """The audio front end of a model id: "synctalk2d" where its ensemble runs SyncTalk_2D's
         (``audio_features_synctalk2d``), else "reference"."""

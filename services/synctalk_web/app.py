@@ -30,6 +30,7 @@ MAX_UPLOAD_BYTES = 64 * 2**20  # an hour of 16 kHz 16-bit WAV is 115 MB: minutes
 MAX_RENDER_SECONDS = 600.0
 KEPT_RENDERS = 8  # finished renders kept for playing and downloading; older ones are deleted
 FRAME_HEADER = struct.Struct("<I")  # a live frame on the WebSocket: its index, then the JPEG
+WARM_TIMEOUT_S = 60.0  # an avatar loaded on first use: its load, and the activator's refusals while it loads
 
 log = logging.getLogger("synctalk_web")
 
@@ -56,13 +57,16 @@ def unexpected(what: str, exc: BaseException) -> PageError:
 
 # --- the model list ----------------------------------------------------------------------------
 def catalogue(url: str) -> dict:
-    """The repository's ready model ids, avatars first: {"models": [{"id", "avatar", "images"}],
-    "note"}. Listing needs the server's API key (the repository index is a restricted API); without
-    it the page offers the default model id and says how to list the rest."""
+    """The repository's model ids, avatars first: {"models": [{"id", "avatar", "images", "ready"}],
+    "note"}: those ready, then the avatars stored but not loaded (``ready`` false, ``images``
+    null: loaded on first use behind an activator; the page warms one up when it is chosen).
+    Listing needs the server's API key (the repository index is a restricted API); without it the
+    page offers the default model id and says how to list the rest."""
     with CompositeClient(url, timeout_s=10, retries=1, backoff_s=0.2) as client:
-        note = ""
+        note, stored = "", []
         try:
             ids = client.model_ids()
+            stored = client.stored_avatars()
         except PermissionDeniedError:
             ids = [contract.DEFAULT_MODEL_ID]
             note = (
@@ -76,9 +80,16 @@ def catalogue(url: str) -> dict:
                 images = client.avatar_images(model_id) if avatar else None
             except CompositeError:  # unloaded meanwhile
                 continue
-            models.append({"id": model_id, "avatar": avatar, "images": images})
+            models.append({"id": model_id, "avatar": avatar, "images": images, "ready": True})
+        models += [{"id": avatar_id, "avatar": True, "images": None, "ready": False} for avatar_id in stored]
     models.sort(key=lambda m: (not m["avatar"], m["id"]))
     return {"models": models, "note": note}
+
+
+def warm(url: str, model_id: str) -> dict:
+    """An avatar ready before its session's speech (``CompositeClient.warm``): {"id", "seconds"}."""
+    with CompositeClient(url) as client:
+        return {"id": model_id, "seconds": round(client.warm(model_id, timeout_s=WARM_TIMEOUT_S), 3)}
 
 
 # --- render jobs -------------------------------------------------------------------------------
@@ -200,6 +211,19 @@ async def index(request: web.Request) -> web.StreamResponse:
 @page_errors
 async def models(request: web.Request) -> web.StreamResponse:
     return web.json_response(await blocking(request, catalogue, request.app["url"]))
+
+
+@page_errors
+async def warm_avatar(request: web.Request) -> web.StreamResponse:
+    """POST /api/warm {"id": ...}: answers once the avatar is loaded (its first use, behind an
+    activator, loads it), so that the page says "loading the avatar" once, before any speech."""
+    try:
+        model_id = (await request.json())["id"]
+    except (ValueError, KeyError, TypeError):
+        raise PageError('warm: send {"id": "<avatar id>"}') from None
+    if not model_id:
+        raise PageError(contract.MSG_MODEL_ID_EMPTY)
+    return web.json_response(await blocking(request, warm, request.app["url"], model_id))
 
 
 @page_errors
@@ -426,6 +450,7 @@ def make_app(
     app.on_shutdown.append(cleanup)
     app.router.add_get("/", index)
     app.router.add_get("/api/models", models)
+    app.router.add_post("/api/warm", warm_avatar)
     app.router.add_post("/api/render", start_render)
     app.router.add_get("/api/render/{job}", render_state)
     app.router.add_get("/api/render/{job}/video.mp4", render_video_file)

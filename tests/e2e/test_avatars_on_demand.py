@@ -29,6 +29,7 @@ from synctalk_build.repository_manifest import avatar_store as avatar_store_of
 from synctalk_client import CompositeBatchRequest, CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
+from synctalk_ops import api_key
 from synctalk_ops.activator import ActivatorService
 from synctalk_ops.edge import Edge, Replica
 from synctalk_ops.placement import ranking, shared_generator_bytes, stored_need
@@ -43,6 +44,7 @@ FIRST = ranking(AVATARS[0], NAMES)[0]  # where the first test loads ondemand0
 # two more stored avatars whose first choice is that replica too (synctalk_ops.placement's ranking)
 ROOMERS = [name for name in (f"room{i}" for i in range(100)) if ranking(name, NAMES)[0] == FIRST][:2]
 IDLE_S = 1.0  # the cluster's --idle-s: an avatar unloaded for room once idle this long
+PAGE_AVATAR = "ondemandpage"  # stored, first asked for by the page
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -85,7 +87,7 @@ def on_demand(models_dir, tmp_path_factory):
     folder.mkdir()
     cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
     repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
-    for avatar in AVATARS + ROOMERS:
+    for avatar in AVATARS + ROOMERS + [PAGE_AVATAR]:
         avatar_store.add(repository, avatar, folder, BOX)
     # room for one avatar a replica (each of these needs the same)
     need = stored_need(avatar_store_of(repository) / AVATARS[0], shared_generator_bytes(repository))
@@ -243,3 +245,37 @@ def test_a_request_held_past_the_budget_is_told_the_avatar_is_loading_and_served
             warmed = run_command([sys.executable, "-m", "synctalk_ops.avatars", *warm])
             assert warmed.returncode == 0 and f"{AVATARS[2]}: ready in" in warmed.stdout, warmed
             assert metrics(asked.port)["loads"] == 2  # this avatar, and the HTTP client's
+
+
+def test_the_page_lists_a_stored_avatar_and_says_it_is_loading_once_chosen(on_demand, monkeypatch):
+    """The page's server in front of the edge: a stored avatar no replica holds is listed (not
+    ready); chosen in the Live tab (Chromium), the page asks for it at once and says "loading the
+    avatar" until it is loaded; an id nobody stored is "model not found" by name."""
+    from devtools.browser import chromium_driver, element, models_loaded, page_server, switch_tab, wait
+
+    assert not any(loaded_on(s, PAGE_AVATAR) for s in on_demand.servers)
+    monkeypatch.setenv(contract.API_KEY_FILE_ENV, str(api_key.KEY_FILE))  # listing is a restricted API
+    with page_server(on_demand.edge_grpc, paths.BUILD / "logs" / "test-on-demand-page.log") as page:
+        with urllib.request.urlopen(f"{page}api/models", timeout=30) as answer:
+            listed = {m["id"]: m for m in json.loads(answer.read())["models"]}
+        assert listed[PAGE_AVATAR] == {"id": PAGE_AVATAR, "avatar": True, "images": None, "ready": False}
+        unknown = urllib.request.Request(f"{page}api/warm", data=json.dumps({"id": "nobody"}).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unknown, timeout=30)
+        assert (refused.value.code, json.loads(refused.value.read())["error"]) == (404, "model not found: nobody")
+        browser = chromium_driver()
+        try:
+            browser.get(page)
+            models_loaded(browser)
+            switch_tab(browser, "live")
+            models_loaded(browser)
+            status = browser.execute_script(
+                "const s = document.getElementById('live-model'); s.value = arguments[0];"
+                "s.dispatchEvent(new Event('change')); return document.getElementById('live-status').textContent;",
+                PAGE_AVATAR,
+            )
+            assert status == "loading the avatar…"
+            wait(browser, lambda: element(browser, "live-status").text == "avatar loaded", timeout=60)
+        finally:
+            browser.quit()
+    assert sum(loaded_on(s, PAGE_AVATAR) for s in on_demand.servers) == 1

@@ -45,6 +45,8 @@ async function loadModels() {
   document.body.dataset.models = "loading";
   try {
     const { models, note } = await api("/api/models");
+    cold.clear();
+    models.filter((m) => m.ready === false).forEach((m) => cold.add(m.id));
     say($("models-error"), "");
     say($("models-note"), note);
     fill($("render-model"), models, false);
@@ -63,7 +65,8 @@ function fill(select, models, avatarsOnly) {
     ...shown.map((m) => {
       const option = document.createElement("option");
       option.value = m.id;
-      option.textContent = m.avatar ? `${m.id} (avatar, ${m.images} images)` : m.id;
+      option.textContent =
+        m.ready === false ? `${m.id} (avatar, loaded when chosen)` : m.avatar ? `${m.id} (avatar, ${m.images} images)` : m.id;
       return option;
     }),
   );
@@ -75,6 +78,37 @@ function fill(select, models, avatarsOnly) {
   }
   if (shown.some((m) => m.id === current)) select.value = current;
 }
+
+// --- avatars stored but not loaded (an edge with an activator loads one on its first use) ----
+// warmed up once chosen, or before a session or a render at the latest: the page says "loading
+// the avatar" then, once, before any speech
+const cold = new Set();
+const warming = new Map(); // avatar -> its warm-up under way
+
+function warmUp(avatar, status) {
+  if (!cold.has(avatar)) return Promise.resolve();
+  if (!warming.has(avatar)) {
+    const request = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ id: avatar }) };
+    warming.set(
+      avatar,
+      api("/api/warm", request)
+        .then(() => cold.delete(avatar))
+        .finally(() => warming.delete(avatar)),
+    );
+  }
+  status.textContent = "loading the avatar…";
+  return warming.get(avatar);
+}
+
+$("live-model").addEventListener("change", () => {
+  const avatar = $("live-model").value;
+  if (!cold.has(avatar) || $("live-start").disabled) return;
+  say($("live-error"), "");
+  warmUp(avatar, $("live-status")).then(
+    () => !$("live-start").disabled && ($("live-status").textContent = "avatar loaded"),
+    (error) => say($("live-error"), error.message),
+  );
+});
 
 // --- audio: one 16 kHz context for decoding, capture and playback ---------------------------
 let audioContext = null;
@@ -197,8 +231,9 @@ $("render-form").addEventListener("submit", async (event) => {
   $("render-go").disabled = true;
   progress.hidden = false;
   progress.value = 0;
-  $("render-status").textContent = "uploading…";
   try {
+    await warmUp($("render-model").value, $("render-status"));
+    $("render-status").textContent = "uploading…";
     let job = await api("/api/render", { method: "POST", body: form });
     while (job.state === "rendering") {
       progress.value = job.batches ? job.done / job.batches : 0;
@@ -438,8 +473,9 @@ $("live-form").addEventListener("submit", async (event) => {
   $("live-delay").textContent = "–";
   $("live-serving").textContent = "–";
   $("live-speaking").textContent = "–";
+  $("live-start").disabled = true;
   try {
-    const ctx = await context();
+    const ctx = await context(); // first, within the click's user activation
     if ($("live-source-file").checked) {
       const file = $("live-file").files[0];
       if (!file) throw new Error("choose an audio file to play as the live source");
@@ -449,11 +485,11 @@ $("live-form").addEventListener("submit", async (event) => {
         throw new Error(`${file.name}: not a readable audio file`);
       }
     }
+    await warmUp(avatar, $("live-status"));
   } catch (error) {
     liveError(error.message);
     return;
   }
-  $("live-start").disabled = true;
   $("live-status").textContent = "connecting…";
   const webrtc = $("live-transport").value === "webrtc" || live.text; // text is said over WebRTC
   $("live-video").hidden = !webrtc;
