@@ -15,6 +15,9 @@ never its body): the model id (the SDK's ``synctalk-model-id`` header, or the KS
   is held meanwhile. Concurrent first requests share that one load. Past ``--budget-s`` the request
   is answered "the avatar is loading" (503, gRPC UNAVAILABLE: the SDK's busy category, retry), never
   "model not found".
+- **A hot avatar** (every holder busy with it: ``--spill-at`` of its streams open, or of its
+  requests waiting, there) goes to its least busy holder, and is loaded on the next replica of its
+  ranking beside the traffic: bounded load, the other avatars staying where their ranking puts them.
 
 Its answer names the replica in the ``synctalk-replica`` header, which the edge turns into its load
 balancer's metadata (``synctalk_ops.edge.routes``): the edge lists replicas, never avatars, so
@@ -22,7 +25,8 @@ nothing is rewritten when an avatar is loaded. Why ``ext_authz`` and not a proxy
 only data path (a 78 MB request never crosses this process), and its decision costs one small
 HTTP request (headers only) per call, one per live stream.
 
-``/metrics``: hits, loads, their seconds, cold waits, refusals while loading (Prometheus text).
+``/metrics``: hits, loads, their seconds, cold waits, refusals while loading, evictions, spills
+(Prometheus text).
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ IDLE_S = 2.0
 UNLOAD_WAIT_S = 30.0  # an avatar unloaded for room: its processes gone within this, else a warning
 ROOM_POLL_S = 0.2  # a load waiting for room (every replica's avatars in use) looks again this often
 STORE_REFRESH_S = 1.0  # an id not in the store is looked up again at most this often
+# a holder of an avatar counts as busy with it once this many of its live streams are open there,
+# or this many of its requests wait there (its metrics, read at most every METRICS_TTL_S); when
+# every holder is busy, the avatar is loaded on one more replica, the next of its ranking (bounded
+# load: a hot avatar spills over, the others stay where their ranking puts them)
+SPILL_AT = 4
+METRICS_TTL_S = 0.25
 
 log = logging.getLogger("synctalk.activator")
 
@@ -64,6 +74,7 @@ METRICS = {
     "loading_refusals": "requests answered 'the avatar is loading' past the budget",
     "evictions": "idle avatars unloaded to make room for another",
     "no_room": "loads given up because every replica's room was held by avatars in use, past the budget",
+    "spills": "loads of an avatar on one more replica, every holder busy with it",
 }
 
 
@@ -78,12 +89,14 @@ class Activator:
         api_key: str | None = None,
         replica_memory: int | None = None,
         idle_s: float = IDLE_S,
+        spill_at: int = SPILL_AT,
     ):
         self.repository = Path(repository)
         self.replicas = {r.name: r for r in replicas}
         self.budget_s = budget_s
         self.api_key = api_key
         self.replica_memory, self.idle_s = replica_memory, idle_s  # None: no budget, nothing unloaded
+        self.spill_at = spill_at  # 0: an avatar stays on its first holder however busy
         # each replica's avatars (loaded by this activator, or found there), each when last asked for
         self.used: dict[str, dict[str, float]] = {name: {} for name in self.replicas}
         self._room_locks = {name: asyncio.Lock() for name in self.replicas}
@@ -94,6 +107,8 @@ class Activator:
         self._stored_at = -1e9
         self._ready: dict[tuple[str, str], float] = {}  # (replica, avatar): when last seen ready
         self._finding: dict[str, asyncio.Task] = {}  # avatar: its holder searched for, or its load
+        self._spilling: dict[str, asyncio.Task] = {}  # avatar: its load on one more replica
+        self._metrics: dict[str, tuple[float, str | None]] = {}  # replica: (when read, its metrics)
         self._session = None
 
     # --- what a request names -----------------------------------------------------------------
@@ -159,28 +174,46 @@ class Activator:
             self._needs[avatar] = stored_need(store / avatar, shared_generator_bytes(self.repository))
         return self._needs[avatar]
 
-    async def in_use(self, replica: Replica, avatar: str) -> bool:
-        """A live stream open on the avatar, or a request of its pending, on that replica (its
-        metrics); what cannot be read counts as in use."""
+    async def replica_metrics(self, replica: Replica, fresh: bool = True) -> str | None:
+        """The replica's Prometheus text (None: it has no metrics port, or did not answer); not
+        ``fresh``: as read within METRICS_TTL_S."""
         if replica.metrics_port is None:
-            return True  # its open streams cannot be seen
+            return None
+        read_at, text = self._metrics.get(replica.name, (-1e9, None))
+        if fresh or time.monotonic() - read_at >= METRICS_TTL_S:
+            session = await self._http()
+            try:
+                async with session.get(f"http://{replica.host}:{replica.metrics_port}/metrics") as answer:
+                    text = await answer.text()
+            except (OSError, asyncio.TimeoutError):
+                text = None
+            self._metrics[replica.name] = (time.monotonic(), text)
+        return text
+
+    async def busy_with(self, replica: Replica, avatar: str, fresh: bool = True) -> int | None:
+        """How busy the replica is with the avatar: its live streams open there plus its requests
+        pending there (the replica's metrics: the stream model's gauge, Triton's pending count of
+        the avatar's own models); None where that cannot be read."""
+        metrics = await self.replica_metrics(replica, fresh)
+        if metrics is None:
+            return None
         own = set(contract.avatar_models(avatar, own_audio_encoder=True).values())
-        session = await self._http()
-        try:
-            async with session.get(f"http://{replica.host}:{replica.metrics_port}/metrics") as answer:
-                metrics = await answer.text()
-        except (OSError, asyncio.TimeoutError):
-            return True
+        busy = 0
         for line in metrics.splitlines():
             name, _, value = line.partition("{")
             if name == contract.OPEN_STREAMS_METRIC and f'avatar="{avatar}"' in value:
-                if float(value.rsplit(" ", 1)[1]) > 0:
-                    return True
+                busy += int(float(value.rsplit(" ", 1)[1]))
             elif name == "nv_inference_pending_request_count":
                 model = re.search(r'model="([^"]+)"', value)
-                if model and model.group(1) in own and float(value.rsplit(" ", 1)[1]) > 0:
-                    return True
-        return False
+                if model and model.group(1) in own:
+                    busy += int(float(value.rsplit(" ", 1)[1]))
+        return busy
+
+    async def in_use(self, replica: Replica, avatar: str) -> bool:
+        """A live stream open on the avatar, or a request of its pending, on that replica (its
+        metrics); what cannot be read counts as in use."""
+        busy = await self.busy_with(replica, avatar)
+        return busy is None or busy > 0
 
     async def unload_on(self, replica: Replica, avatar: str) -> None:
         """The avatar's ensembles, then its own steps, unloaded from one replica (the shared steps stay)."""
@@ -284,18 +317,52 @@ class Activator:
         avatar not seen ready within READY_TTL_S share one search, hence one load. Raises
         TimeoutError past the budget (the load goes on), RuntimeError where no replica loads it."""
         order = [self.replicas[name] for name in ranking(avatar, self.replicas)]
+        holders = self._seen_holding(avatar, order)
+        if not holders:
+            if avatar not in self._finding:
+                self._finding[avatar] = asyncio.ensure_future(self._find(avatar, order))
+            replica, loaded = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
+            if loaded:
+                self.counts["cold_waits"] += 1
+                self.used[replica.name][avatar] = time.monotonic()
+                return replica
+            holders = self._seen_holding(avatar, order) or [replica]
+        self.counts["hits"] += 1
+        chosen = await self._least_busy(avatar, order, holders)
+        self.used[chosen.name][avatar] = time.monotonic()
+        return chosen
+
+    def _seen_holding(self, avatar: str, order: list[Replica]) -> list[Replica]:
+        """The replicas of ``order`` seen holding the avatar within READY_TTL_S, in that order."""
         now = time.monotonic()
-        seen = next((r for r in order if now - self._ready.get((r.name, avatar), -1e9) < READY_TTL_S), None)
-        if seen is not None:
-            self.counts["hits"] += 1
-            self.used[seen.name][avatar] = now
-            return seen
-        if avatar not in self._finding:
-            self._finding[avatar] = asyncio.ensure_future(self._find(avatar, order))
-        replica, loaded = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
-        self.counts["cold_waits" if loaded else "hits"] += 1
-        self.used[replica.name][avatar] = time.monotonic()
-        return replica
+        return [r for r in order if now - self._ready.get((r.name, avatar), -1e9) < READY_TTL_S]
+
+    async def _least_busy(self, avatar: str, order: list[Replica], holders: list[Replica]) -> Replica:
+        """The first of ``holders`` not busy with the avatar (fewer than ``spill_at``); where every
+        one is, the least busy, and the avatar is loaded on the next replica of ``order`` beside
+        the traffic (one such load at a time; it takes room only from idle avatars)."""
+        if not self.spill_at or len(order) == 1:
+            return holders[0]
+        busy = await asyncio.gather(*(self.busy_with(r, avatar, fresh=False) for r in holders))
+        if None in busy:  # a holder's metrics unread: nothing to go by
+            return holders[0]
+        calm = next((r for r, b in zip(holders, busy) if b < self.spill_at), None)
+        if calm is not None:
+            return calm
+        rest = [r for r in order if r not in holders]
+        if rest and avatar not in self._spilling:
+            self._spilling[avatar] = asyncio.ensure_future(self._spill(avatar, rest))
+        return min(zip(holders, busy), key=lambda pair: pair[1])[0]
+
+    async def _spill(self, avatar: str, order: list[Replica]) -> None:
+        try:
+            self.counts["spills"] += 1
+            replica = await self._load(avatar, order)
+            log.info("%s spilled over to %s: every holder was busy with it", avatar, replica.name)
+        except RuntimeError as exc:
+            log.warning("%s could not spill over: %s", avatar, exc)
+        finally:
+            self._spilling.pop(avatar, None)
 
     # --- Envoy's questions --------------------------------------------------------------------
     async def decide(self, path: str, headers) -> tuple[int, str, str]:
@@ -375,10 +442,11 @@ class ActivatorService(Launched):
         host: str = "127.0.0.1",
         replica_memory: int | None = None,
         idle_s: float = IDLE_S,
+        spill_at: int = SPILL_AT,
     ):
         self.repository, self.replicas, self.port, self.budget_s = Path(repository), list(replicas), port, budget_s
         self.host, self.log_path = host, log_path
-        self.replica_memory, self.idle_s = replica_memory, idle_s
+        self.replica_memory, self.idle_s, self.spill_at = replica_memory, idle_s, spill_at
         self.process: subprocess.Popen | None = None
 
     @property
@@ -388,7 +456,7 @@ class ActivatorService(Launched):
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "synctalk_ops.activator", "--repository", str(self.repository)]
         command += ["--host", self.host, "--port", str(self.port), "--budget-s", f"{self.budget_s:g}"]
-        command += ["--idle-s", f"{self.idle_s:g}"]
+        command += ["--idle-s", f"{self.idle_s:g}", "--spill-at", str(self.spill_at)]
         if self.replica_memory is not None:
             command += ["--replica-memory", str(self.replica_memory)]
         for r in self.replicas:
@@ -441,12 +509,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--idle-s", type=float, default=IDLE_S, help="an avatar unloaded for room only when idle this long"
     )
+    parser.add_argument(
+        "--spill-at",
+        type=int,
+        default=SPILL_AT,
+        help="a holder busy with an avatar at this many of its live streams or waiting requests: "
+        "with every holder busy, it is loaded on one more replica (0: never)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     replicas = [Replica.parse(text, i) for i, text in enumerate(args.replica)]
     activator = Activator(
-        args.repository, replicas, args.budget_s, api_key.read_key(), args.replica_memory, args.idle_s
+        args.repository, replicas, args.budget_s, api_key.read_key(), args.replica_memory, args.idle_s, args.spill_at
     )
     web.run_app(app_of(activator), host=args.host, port=args.port, print=None, access_log=None)
     return 0

@@ -38,7 +38,7 @@ from pathlib import Path
 from synctalk_build import paths, repository_manifest
 from synctalk_common import contract
 from synctalk_ops import placement
-from synctalk_ops.activator import ACTIVATOR_PORT, IDLE_S, ActivatorService
+from synctalk_ops.activator import ACTIVATOR_PORT, IDLE_S, SPILL_AT, ActivatorService
 from synctalk_ops.edge import Edge, Replica, write_endpoints
 from synctalk_ops.edge.limits import COLD_START_BUDGET_S
 from synctalk_ops.launched import Launched, PortConflict, check_ports
@@ -109,6 +109,7 @@ class Cluster(Launched):
         activator_port: int = ACTIVATOR_PORT,
         budget_s: float = COLD_START_BUDGET_S,
         idle_s: float = IDLE_S,
+        spill_at: int = SPILL_AT,
     ):
         if replicas < 1:
             raise ValueError(f"a cluster needs at least one replica, not {replicas}")
@@ -145,6 +146,7 @@ class Cluster(Launched):
                 logs / "activator.log",
                 replica_memory=replica_memory or placement.default_budget(repository, replicas),
                 idle_s=idle_s,
+                spill_at=spill_at,
             )
             if on_demand
             else None
@@ -202,6 +204,7 @@ class Cluster(Launched):
                 "budget_s": self.activator.budget_s,
                 "replica_memory": self.activator.replica_memory,
                 "idle_s": self.activator.idle_s,
+                "spill_at": self.activator.spill_at,
             }
             if self.activator
             else None,
@@ -509,6 +512,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--idle-s", type=float, default=IDLE_S, help="on demand: an avatar unloaded for room only when idle this long"
     )
+    parser.add_argument(
+        "--spill-at",
+        type=int,
+        default=SPILL_AT,
+        help="on demand: with every holder of an avatar busy with this many of its streams or waiting requests, "
+        "it is loaded on one more replica (0: never)",
+    )
     parser.add_argument("--replicas-file", type=Path, default=REPLICAS_FILE, help="where the cluster is described")
     parser.add_argument(
         "--logs", type=Path, default=paths.BUILD / "logs" / "cluster", help="the replicas' and edge's logs"
@@ -531,6 +541,7 @@ def main(argv=None) -> int:
             activator_port=args.activator_port,
             budget_s=args.budget_s,
             idle_s=args.idle_s,
+            spill_at=args.spill_at,
         )
     except (MemoryError, ValueError) as exc:  # the avatars do not fit these replicas, or this host
         how = "" if args.replica_memory else f"\n{placement.describe_default_budget(args.repository, args.replicas)}"

@@ -45,6 +45,8 @@ FIRST = ranking(AVATARS[0], NAMES)[0]  # where the first test loads ondemand0
 ROOMERS = [name for name in (f"room{i}" for i in range(100)) if ranking(name, NAMES)[0] == FIRST][:2]
 IDLE_S = 1.0  # the cluster's --idle-s: an avatar unloaded for room once idle this long
 PAGE_AVATAR = "ondemandpage"  # stored, first asked for by the page
+SPILL_AVATAR = "ondemandhot"  # stored, made busy until it spills over to the second replica
+SPILL_AT = 1  # the cluster's --spill-at: a holder with one stream open on an avatar is busy with it
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -87,7 +89,7 @@ def on_demand(models_dir, tmp_path_factory):
     folder.mkdir()
     cv2.imwrite(str(folder / "0.png"), np.full((64, 96, 3), 90, np.uint8))
     repository = render("cpu", root / "repo", models_dir / "tiny", avatar_store=root / "avatars")
-    for avatar in AVATARS + ROOMERS + [PAGE_AVATAR]:
+    for avatar in AVATARS + ROOMERS + [PAGE_AVATAR, SPILL_AVATAR]:
         avatar_store.add(repository, avatar, folder, BOX)
     # room for one avatar a replica (each of these needs the same)
     need = stored_need(avatar_store_of(repository) / AVATARS[0], shared_generator_bytes(repository))
@@ -97,7 +99,7 @@ def on_demand(models_dir, tmp_path_factory):
         root,
         "test-on-demand",
         *("--on-demand", "--activator-port", str(activator_port)),
-        *("--replica-memory", f"{need * 3 // 2}", "--idle-s", f"{IDLE_S:g}"),
+        *("--replica-memory", f"{need * 3 // 2}", "--idle-s", f"{IDLE_S:g}", "--spill-at", str(SPILL_AT)),
     )
     process = cluster.process
     try:
@@ -279,3 +281,43 @@ def test_the_page_lists_a_stored_avatar_and_says_it_is_loading_once_chosen(on_de
         finally:
             browser.quit()
     assert sum(loaded_on(s, PAGE_AVATAR) for s in on_demand.servers) == 1
+
+
+def open_streams(replica, avatar: str) -> int:
+    """The live streams open on the avatar on that replica (the stream model's gauge)."""
+    with urllib.request.urlopen(f"http://{replica.host}:{replica.metrics_port}/metrics", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    prefix = f'{contract.OPEN_STREAMS_METRIC}{{avatar="{avatar}"'
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in lines if line.startswith(prefix))
+
+
+def test_a_busy_avatar_spills_over_to_a_second_replica(on_demand):
+    """Bounded load: with a live stream open on it, the avatar's only holder is busy with it
+    (``--spill-at 1``); its next request loads it on the second replica of its ranking (making room
+    there from an idle avatar), beside the traffic; the next stream goes to the holder not busy."""
+    servers, port = on_demand.servers, on_demand.activator_port
+    first, second = (servers[NAMES.index(name)] for name in ranking(SPILL_AVATAR, NAMES))
+    time.sleep(IDLE_S * 2.5)  # every avatar loaded before is idle: room may be made from any
+    request = CompositeBatchRequest.audio_only(SPILL_AVATAR, synthetic.speech_like_audio(1, seed=15))
+    chunk = synthetic.speech_like_audio(5, seed=16)
+    spills = metrics(port).get("spills", 0)
+    streams = [LiveStream(on_demand.edge_grpc, SPILL_AVATAR)]
+    try:
+        streams[0].send(chunk)  # its first use: loaded on its first choice, a stream open there
+        assert holders(servers, SPILL_AVATAR) == [NAMES[servers.index(first)]]
+        assert open_streams(first, SPILL_AVATAR) == 1
+        with CompositeClient(on_demand.edge_grpc, busy_retries=0) as client:
+            deadline = time.monotonic() + 60
+            while not loaded_on(second, SPILL_AVATAR) and time.monotonic() < deadline:
+                client.infer_batch_composite(request).raise_for_error()  # served by the busy holder meanwhile
+                time.sleep(0.1)
+        assert loaded_on(second, SPILL_AVATAR) and loaded_on(first, SPILL_AVATAR), "held by both now"
+        assert metrics(port)["spills"] == spills + 1
+        streams.append(LiveStream(on_demand.edge_grpc, SPILL_AVATAR))
+        streams[1].send(chunk)
+        assert (open_streams(first, SPILL_AVATAR), open_streams(second, SPILL_AVATAR)) == (1, 1)
+        for stream in streams:
+            assert stream.end(), "each stream served to its end"
+    finally:
+        for stream in streams:
+            stream.close()
