@@ -24,7 +24,10 @@ if [ "$1" = "tritonserver" ] && [ -n "${SYNCTALK_REPLICA:-}" ]; then
     # A pod of a placed cluster (the StatefulSet: SYNCTALK_REPLICA is its name) loads the shared
     # steps and its share of the avatars instead of every model (ops/synctalk_ops/placement.py); where the
     # store has no placement, nothing is printed and every model is loaded, as the command says.
-    share=$(python3 -m synctalk_ops.placement --repository "$models" --store "$store" --share "$SYNCTALK_REPLICA")
+    # SYNCTALK_ON_DEMAND=1 (deploy/kubernetes-on-demand): the shared steps alone, the activator
+    # loading each avatar where it is first asked for.
+    share=$(python3 -m synctalk_ops.placement --repository "$models" --store "$store" \
+        --share "$SYNCTALK_REPLICA" ${SYNCTALK_ON_DEMAND:+--on-demand})
     if [ -n "$share" ]; then
         for arg do
             shift

@@ -90,8 +90,13 @@ class Activator:
         replica_memory: int | None = None,
         idle_s: float = IDLE_S,
         spill_at: int = SPILL_AT,
+        store: Path | None = None,
     ):
+        from synctalk_build.repository_manifest import avatar_store
+
         self.repository = Path(repository)
+        # the stored avatars (their entries: their ids and what each needs); default: the repository's store
+        self.store = Path(store) if store else avatar_store(self.repository)
         self.replicas = {r.name: r for r in replicas}
         self.budget_s = budget_s
         self.api_key = api_key
@@ -125,9 +130,9 @@ class Activator:
         """An avatar of the repository's store (looked up again for a new id, at most once a second)."""
         now = time.monotonic()
         if avatar not in self._stored and now - self._stored_at > STORE_REFRESH_S:
-            from synctalk_build.avatar_store import list_avatars
+            from synctalk_build.avatar_store import stored_avatars
 
-            self._stored = {row["id"] for row in list_avatars(self.repository)}
+            self._stored = {entry.name for entry in stored_avatars(self.store)}
             self._stored_at = now
         return avatar in self._stored
 
@@ -167,11 +172,9 @@ class Activator:
     def need(self, avatar: str) -> int:
         """What the avatar holds once loaded (the placement's numbers: ``avatar_memory``)."""
         if avatar not in self._needs:
-            from synctalk_build.repository_manifest import avatar_store
             from synctalk_ops.placement import shared_generator_bytes, stored_need
 
-            store = avatar_store(self.repository)
-            self._needs[avatar] = stored_need(store / avatar, shared_generator_bytes(self.repository))
+            self._needs[avatar] = stored_need(self.store / avatar, shared_generator_bytes(self.repository))
         return self._needs[avatar]
 
     async def replica_metrics(self, replica: Replica, fresh: bool = True) -> str | None:
@@ -499,7 +502,13 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, required=True, help="the replicas' rendered repository")
-    parser.add_argument("--replica", action="append", required=True, help="host:grpc_port:http_port (repeat)")
+    parser.add_argument("--store", type=Path, help="the avatar store (default: the repository's)")
+    parser.add_argument(
+        "--replica",
+        action="append",
+        required=True,
+        help="[name=]host:grpc_port:http_port[:metrics_port] (repeat; the name the edge's endpoints carry)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=ACTIVATOR_PORT)
     parser.add_argument("--budget-s", type=float, default=COLD_START_BUDGET_S, help="hold a request this long")
@@ -521,7 +530,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     replicas = [Replica.parse(text, i) for i, text in enumerate(args.replica)]
     activator = Activator(
-        args.repository, replicas, args.budget_s, api_key.read_key(), args.replica_memory, args.idle_s, args.spill_at
+        args.repository,
+        replicas,
+        args.budget_s,
+        api_key.read_key(),
+        args.replica_memory,
+        args.idle_s,
+        args.spill_at,
+        args.store,
     )
     web.run_app(app_of(activator), host=args.host, port=args.port, print=None, access_log=None)
     return 0

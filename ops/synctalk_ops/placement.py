@@ -294,14 +294,17 @@ def plan(
     return placement
 
 
-def share_flags(repository: Path, store: Path | None, replica: str) -> list[str]:
+def share_flags(repository: Path, store: Path | None, replica: str, on_demand: bool = False) -> list[str]:
     """tritonserver's ``--load-model`` flags for ``replica`` of a placed cluster: the shared steps
     and the avatars placed on it (none where it is not in the placement yet: a pod added since
-    the last rebalance). Empty where the store has no placement: every replica loads every model."""
-    placed = load(store)
-    if placed is None:
+    the last rebalance). Empty where the store has no placement: every replica loads every model.
+    ``on_demand``: the shared steps alone (the activator loads each avatar where it is first asked
+    for: ``synctalk_ops.activator``)."""
+    placed = None if on_demand else load(store)
+    if placed is None and not on_demand:
         return []
-    return [f"--load-model={name}" for name in models_to_load(repository, placed.avatars_on(replica))]
+    avatars = [] if on_demand else placed.avatars_on(replica)
+    return [f"--load-model={name}" for name in models_to_load(repository, avatars)]
 
 
 def main(argv=None) -> int:
@@ -311,11 +314,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repository", type=Path, required=True, help="the replica's rendered repository")
     parser.add_argument("--store", type=Path, help="the avatar store (default: the repository's)")
     parser.add_argument("--share", metavar="REPLICA", required=True, help="print its --load-model flags, one a line")
+    parser.add_argument("--on-demand", action="store_true", help="the shared steps alone: avatars load on first use")
     args = parser.parse_args(argv)
     from synctalk_build.repository_manifest import avatar_store
 
     store = args.store or avatar_store(args.repository)
-    for flag in share_flags(args.repository, store, args.share):
+    for flag in share_flags(args.repository, store, args.share, args.on_demand):
         print(flag)
     return 0
 

@@ -15,6 +15,7 @@ from synctalk_common import contract
 ROOT = paths.ROOT
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
+ON_DEMAND = DEPLOY / "kubernetes-on-demand"  # an overlay of K8S: avatars loaded on first use
 
 
 def test_compose_file_validates_against_the_compose_spec():
@@ -70,17 +71,22 @@ def test_the_edge_compose_renders_validates(tmp_path):
 
 
 def k8s_documents():
-    """Every document of the cluster's kustomization and of the optional TURN server's (turn/)."""
-    for folder in (K8S, K8S / "turn"):
+    """Every document of the cluster's kustomization, of the optional TURN server's (turn/) and of
+    the on-demand overlay's own (its base, a folder, is the cluster's)."""
+    for folder in (K8S, K8S / "turn", ON_DEMAND):
         kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
         for name in kustomization["resources"]:
+            if (folder / name).is_dir():
+                continue
             for doc in yaml.safe_load_all((folder / name).read_text()):
-                yield str((folder / name).relative_to(K8S)), doc
+                yield str((folder / name).relative_to(DEPLOY)), doc
 
 
 def test_kustomization_lists_every_manifest():
     listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    overlay = set(yaml.safe_load((ON_DEMAND / "kustomization.yaml").read_text())["resources"])
+    assert overlay == {"../kubernetes", "activator.yaml"}  # edge.yaml: its ConfigMap's file
 
 
 @pytest.mark.parametrize("name, doc", list(k8s_documents()), ids=lambda v: v if isinstance(v, str) else "")
@@ -694,3 +700,66 @@ def defined_functions(library: Path) -> set[str]:
     """The functions a shared library defines (nm -D --defined-only, text symbols)."""
     out = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True)
     return {line.split()[-1] for line in out.stdout.splitlines() if line.split()[1:2] == ["T"]}
+
+
+def test_the_on_demand_overlay_builds_validates_and_asks_the_activator(tmp_path):
+    """``kubectl apply -k deploy/kubernetes-on-demand``, built by kubectl's kustomize: every document
+    valid; each Triton pod loads the shared steps alone; the edge's bootstrap is the rendered one
+    asking the activator (current, and Envoy takes it); the activator knows every pod the
+    StatefulSet may run by the names the edge's routes carry; the NetworkPolicy lets it reach the
+    pods' HTTP and metrics ports; no rebalance is left."""
+    import shutil
+    import subprocess
+
+    import kubernetes_validate
+
+    from synctalk_ops import activator, edge
+    from synctalk_ops.edge import kubernetes
+
+    expected = edge.text_of(edge.kubernetes_on_demand_config(), edge.KUBERNETES_HOW)
+    assert edge.ON_DEMAND_FILE.read_text() == expected, "stale: run python -m synctalk_ops.edge --kubernetes"
+    edge.validate_kubernetes(edge.ON_DEMAND_FILE)
+    assert kubernetes.ACTIVATOR[1] == activator.ACTIVATOR_PORT
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (its kustomize) is not installed: the overlay is not built")
+    shutil.copytree(K8S, tmp_path / "kubernetes", ignore=shutil.ignore_patterns("secrets"))
+    shutil.copytree(ON_DEMAND, tmp_path / "kubernetes-on-demand")
+    (tmp_path / "kubernetes" / "secrets").mkdir()
+    (tmp_path / "kubernetes" / "secrets" / "api-key").write_text("a-key-for-the-build\n")
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path / "kubernetes-on-demand")], capture_output=True, text=True, timeout=120
+    )
+    assert built.returncode == 0, built.stderr
+    docs = {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(built.stdout)}
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    assert not [name for name in docs if "rebalance" in name], "no placement to make"
+    pod = docs["StatefulSet/synctalk-triton"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in triton_container(pod)["env"]}
+    assert env["SYNCTALK_ON_DEMAND"] == "1" and env["SYNCTALK_INSTALL"] == "sidecar"
+    (bootstrap,) = [
+        d for name, d in docs.items() if name.startswith("ConfigMap/synctalk-edge-") and "routes" not in name
+    ]
+    assert bootstrap["data"]["edge.yaml"] == expected
+    deployment = docs["Deployment/synctalk-activator"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if not a.startswith("--replica="))
+    assert (args["port"], docs["Service/synctalk-activator"]["spec"]["ports"][0]["port"]) == (
+        str(activator.ACTIVATOR_PORT),
+        kubernetes.ACTIVATOR[1],
+    )
+    assert docs["Service/synctalk-activator"]["metadata"]["name"] == kubernetes.ACTIVATOR[0]
+    replicas = [
+        edge.Replica.parse(a.removeprefix("--replica="), i)
+        for i, a in enumerate(container["args"])
+        if a.startswith("--replica=")
+    ]
+    assert [(r.name, r.host, r.grpc_port, r.http_port, r.metrics_port) for r in replicas] == [
+        (r.name, r.host, r.grpc_port, r.http_port, 8002) for r in edge.kubernetes_replicas()
+    ]
+    ingress = docs["NetworkPolicy/synctalk-triton"]["spec"]["ingress"]
+    assert any(
+        rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "synctalk-activator"}}}]
+        and {p["port"] for p in rule["ports"]} == {8000, 8002}
+        for rule in ingress
+    )

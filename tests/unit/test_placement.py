@@ -138,3 +138,45 @@ def test_a_budget_beyond_this_host_is_refused_with_the_numbers(tmp_path, monkeyp
     text = str(refused.value)
     assert "3 x (4.00 GB for avatars + 3.00 GB of shared steps + 2.00 GB for requests in flight) = 27.00 GB" in text
     assert "this host has 19.00 GB available; give at most 1.33 GB a replica" in text
+
+
+def test_a_pod_on_demand_loads_the_shared_steps_alone_and_a_placed_one_its_share(tmp_path):
+    """deploy/entrypoint.sh's --load-model flags (python -m synctalk_ops.placement --share)."""
+    from synctalk_common import contract
+    from synctalk_ops.placement import main
+
+    repository, store = tmp_path / "repository", tmp_path / "store"
+    for name in ("demo", "input_validator", *contract.avatar_models("anna").values()):
+        (repository / name).mkdir(parents=True)
+        (repository / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+    (repository / "anna_background" / "1").mkdir()
+    (repository / "anna_background" / "1" / "avatar.json").write_text(json.dumps({"id": "anna"}))
+    placed = Placement({"pod-0": 10})
+    placed.place("anna", 1, 1)
+    placed.save(store)
+
+    def flags(*extra) -> list[str]:
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            main(["--repository", str(repository), "--store", str(store), "--share", "pod-0", *extra])
+        return out.getvalue().split()
+
+    assert "--load-model=anna" in flags() and "--load-model=demo" in flags()
+    assert flags("--on-demand") == ["--load-model=demo", "--load-model=input_validator"]
+
+
+def test_a_replica_is_given_with_the_name_the_edge_knows_it_by():
+    from synctalk_ops.edge import Replica
+
+    named = Replica.parse("synctalk-triton-1=synctalk-triton-1.synctalk-triton:8001:8000:8002")
+    assert (named.name, named.host, named.grpc_port, named.http_port, named.metrics_port) == (
+        "synctalk-triton-1",
+        "synctalk-triton-1.synctalk-triton",
+        8001,
+        8000,
+        8002,
+    )
+    assert Replica.parse("127.0.0.1:8101:8100", 3).name == "replica-3"

@@ -41,10 +41,12 @@ from synctalk_ops.edge.kubernetes import (  # noqa: F401
     KUBERNETES_FILE,
     KUBERNETES_HOW,
     KUBERNETES_ROUTES_MOUNT,
+    ON_DEMAND_FILE,
     STATEFULSET,
     kubernetes_clusters,
     kubernetes_config,
     kubernetes_max_replicas,
+    kubernetes_on_demand_config,
     kubernetes_replicas,
     validate_kubernetes,
 )

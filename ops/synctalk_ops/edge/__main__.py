@@ -1,5 +1,5 @@
 """``python -m synctalk_ops.edge``: render (and validate) the edge's bootstrap for given replicas, or
-the Kubernetes copy (``--kubernetes``)."""
+the Kubernetes copies (``--kubernetes``: the edge's, and the one asking the activator)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from synctalk_ops.edge.kubernetes import (
     KUBERNETES_DIR,
     KUBERNETES_FILE,
     KUBERNETES_HOW,
+    ON_DEMAND_FILE,
     kubernetes_clusters,
     kubernetes_config,
+    kubernetes_on_demand_config,
     validate_kubernetes,
 )
 from synctalk_ops.edge.replicas import Replica
@@ -41,7 +43,9 @@ def main(argv=None) -> int:
         path = write(kubernetes_config(), KUBERNETES_FILE, KUBERNETES_HOW)
         KUBERNETES_CLUSTERS.write_text(kubernetes_clusters())
         validate_kubernetes()
-        print(path, KUBERNETES_CLUSTERS, sep="\n")
+        on_demand = write(kubernetes_on_demand_config(), ON_DEMAND_FILE, KUBERNETES_HOW)
+        validate_kubernetes(on_demand)
+        print(path, KUBERNETES_CLUSTERS, on_demand, sep="\n")
         return 0
     if not args.replica:
         parser.error("--replica host:grpc_port:http_port (one or more), or --kubernetes")

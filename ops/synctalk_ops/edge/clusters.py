@@ -129,9 +129,11 @@ def cluster_of(
 
 def activator_cluster(host: str, port: int) -> dict:
     """The activator (``synctalk_ops.activator``), which the edge asks about each request."""
+    # an address as given; a name (its Kubernetes Service) resolved and followed by Envoy
+    where = {"type": "STATIC"} if is_ip(host) else {"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED"}
     return {
         "name": ACTIVATOR_CLUSTER,
-        "type": "STATIC",
+        **where,
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": ACTIVATOR_CLUSTER,

@@ -24,6 +24,12 @@ KUBERNETES_ROUTES_MOUNT = Path("/etc/edge-routes")  # where the edge's pods moun
 
 STATEFULSET = "synctalk-triton"  # the Triton pods (statefulset.yaml), and their headless Service
 
+# avatars on demand (kubectl apply -k deploy/kubernetes-on-demand): the edge asks the activator,
+# its Deployment and Service there (activator.yaml; the port: synctalk_ops.activator.ACTIVATOR_PORT)
+ON_DEMAND_DIR = KUBERNETES_DIR.parent.parent / "kubernetes-on-demand"
+ON_DEMAND_FILE = ON_DEMAND_DIR / "edge.yaml"  # the bootstrap: ConfigMap synctalk-edge, replaced
+ACTIVATOR = ("synctalk-activator", 8090)
+
 
 def kubernetes_max_replicas() -> int:
     """The most Triton pods there may be: the HorizontalPodAutoscaler's ``maxReplicas``."""
@@ -49,6 +55,22 @@ def kubernetes_config() -> dict:
     listening on every address of the edge's pod, its clusters read from the ConfigMap
     ``synctalk-edge-routes`` (``kubernetes_clusters``), which the rebalance Job rewrites."""
     return render(kubernetes_replicas(), "gpu", host="0.0.0.0", clusters_dir=KUBERNETES_ROUTES_MOUNT)
+
+
+def kubernetes_on_demand_config() -> dict:
+    """``kubernetes_config`` asking the activator (``ACTIVATOR``) about each request: the same
+    routes ConfigMap (every pod by name, no avatar listed), each request sent to the pod the
+    activator names, which loads the avatar there first where no pod holds it."""
+    from synctalk_ops.edge.limits import COLD_START_BUDGET_S
+
+    return render(
+        kubernetes_replicas(),
+        "gpu",
+        host="0.0.0.0",
+        clusters_dir=KUBERNETES_ROUTES_MOUNT,
+        activator=ACTIVATOR,
+        activator_budget_s=COLD_START_BUDGET_S,
+    )
 
 
 def kubernetes_clusters(placed=None) -> str:

@@ -24,14 +24,16 @@ class Replica:
 
     @classmethod
     def parse(cls, text: str, index: int = 0) -> Replica:
-        """``host:grpc_port:http_port[:metrics_port]`` (``--replica``)."""
+        """``[name=]host:grpc_port:http_port[:metrics_port]`` (``--replica``); unnamed:
+        ``replica-<index>``."""
+        name, _, text = text.partition("=") if "=" in text else (f"replica-{index}", "", text)
         try:
             four = text.rsplit(":", 3)  # a host may hold colons itself (an IPv6 address)
             host, *ports = four if len(four) == 4 and all(p.isdigit() for p in four[1:]) else text.rsplit(":", 2)
             metrics = int(ports[2]) if len(ports) == 3 else None
-            return cls(f"replica-{index}", host, int(ports[0]), int(ports[1]), metrics_port=metrics)
+            return cls(name, host, int(ports[0]), int(ports[1]), metrics_port=metrics)
         except (ValueError, IndexError):
-            raise ValueError(f"replica {text!r}: expected host:grpc_port:http_port[:metrics_port]") from None
+            raise ValueError(f"replica {text!r}: expected [name=]host:grpc_port:http_port[:metrics_port]") from None
 
     @classmethod
     def of(cls, server, index: int = 0, avatars=None) -> Replica:
