@@ -464,7 +464,7 @@ class ActivatorService(Launched):
             command += ["--replica-memory", str(self.replica_memory)]
         for r in self.replicas:
             metrics = f":{r.metrics_port}" if r.metrics_port else ""
-            command += ["--replica", f"{r.host}:{r.grpc_port}:{r.http_port}{metrics}"]
+            command += ["--replica", f"{r.name}={r.host}:{r.grpc_port}:{r.http_port}{metrics}"]
         return command
 
     def port_roles(self) -> dict[str, int]:
