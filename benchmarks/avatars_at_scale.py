@@ -42,9 +42,9 @@ COLD = paths.ROOT / "benchmarks" / "results" / "cold_start.json"
 
 
 def measured(variant: str) -> tuple[list[float], list[float], float]:
-    """(load seconds, first-frame seconds, memory GB of a loaded avatar) measured by benchmarks.cold_start."""
+    """(load seconds, first-frame seconds, host memory GB of a loaded avatar) measured by benchmarks.cold_start."""
     rows = json.loads(COLD.read_text())[variant]
-    loaded = [r["pss_mb"]["loaded"] - r["pss_mb"]["before"] for r in rows]
+    loaded = [r["host_mb"]["loaded"] - r["host_mb"]["before"] for r in rows]
     return [r["load_s"] for r in rows], [r["first_frame_s"] for r in rows], float(np.mean(loaded)) / 1024
 
 

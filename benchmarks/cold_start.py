@@ -35,7 +35,7 @@ from synctalk_client.stream import LiveStream
 from synctalk_common import contract
 from synctalk_common.messages import CompositeBatchRequest
 from synctalk_ops.launched import free_port
-from synctalk_ops.process_tree import server_processes, stub_counts
+from synctalk_ops.process_tree import host_memory_bytes, server_processes, stub_counts
 from synctalk_ops.serve import TritonServer
 
 RESULTS = paths.ROOT / "benchmarks" / "results" / "cold_start.json"
@@ -71,6 +71,11 @@ def model_loads(log: Path, since: int, avatar: str) -> dict[str, float]:
 
 def pss_mb(server: TritonServer) -> float:
     return round(sum(server_processes(server.process.pid, pss=True).values()) / 2**20)
+
+
+def host_mb(server: TritonServer) -> float:
+    """Its processes' private memory and its shared-memory regions' pages (``host_memory_bytes``)."""
+    return round(host_memory_bytes(server.process.pid) / 2**20)
 
 
 def first_frame(url: str, avatar: str) -> float:
@@ -121,14 +126,16 @@ def measure(variant: str, avatars: int) -> list[dict]:
             with CompositeClient(server.grpc_url) as client:
                 for avatar in ids:
                     before, stubs = pss_mb(server), sum(stub_counts(server.process.pid).values())
+                    host_before = host_mb(server)
                     lines = len(log.read_text().splitlines())
                     started = time.perf_counter()
                     client.load_model(avatar)
                     loaded = round(time.perf_counter() - started, 2)
                     frame = first_frame(server.grpc_url, avatar)
                     after, stubs_after = pss_mb(server), sum(stub_counts(server.process.pid).values())
+                    host_after = host_mb(server)
                     bulk = [bulk_request_s(client, avatar) for _ in range(2)]
-                    after_bulk = pss_mb(server)
+                    after_bulk, host_bulk = pss_mb(server), host_mb(server)
                     client.unload_model(avatar)
                     time.sleep(2)  # the stubs' exits
                     rows.append(
@@ -145,6 +152,7 @@ def measure(variant: str, avatars: int) -> list[dict]:
                                 "bulk": after_bulk,
                                 "unloaded": pss_mb(server),
                             },
+                            "host_mb": {"before": host_before, "loaded": host_after, "bulk": host_bulk},
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
@@ -159,17 +167,20 @@ def table(variant: str, rows: list[dict]) -> str:
     lines = [
         f"| {variant}: avatar | load | first frame | "
         + " | ".join(parts)
-        + " | stubs | memory loaded | 32 frames, first / second | memory after |",
-        "|---|---|---|" + "---|" * len(parts) + "---|---|---|---|",
+        + " | stubs | memory loaded | 32 frames, first / second | memory after |"
+        " host memory loaded / after |",
+        "|---|---|---|" + "---|" * len(parts) + "---|---|---|---|---|",
     ]
     for row in rows:
         each = " | ".join(f"{row['models_s'].get(part, '')} s" if part in row["models_s"] else "" for part in parts)
         grown = row["pss_mb"]["loaded"] - row["pss_mb"]["before"]
         after_bulk = row["pss_mb"]["bulk"] - row["pss_mb"]["before"]
         first, second = row["bulk_request_s"]
+        host = {k: v - row["host_mb"]["before"] for k, v in row["host_mb"].items()}
         lines.append(
             f"| {row['avatar']} | {row['load_s']} s | {row['first_frame_s']} s | {each} | "
-            f"{row['stubs_started']} | +{grown} MB | {first} / {second} s | +{after_bulk} MB |"
+            f"{row['stubs_started']} | +{grown} MB | {first} / {second} s | +{after_bulk} MB | "
+            f"+{host['loaded']} / +{host['bulk']} MB |"
         )
     return "\n".join(lines)
 

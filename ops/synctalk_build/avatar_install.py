@@ -58,7 +58,8 @@ LEAN_CPU_PARAMETERS = {"enable_mem_arena": "1"}
 # shared steps and the GPU profile, whose TensorRT engines are built for the largest batch, warm up
 # at 32): a 32-frame warm-up there compiles nothing more, it fills the processes' heaps and
 # shared-memory pools to a batch's size, which an avatar loaded on demand, or one only streamed
-# live, never asks for. Measured (benchmarks.cold_start, 10 frames at 320 x 240, side by side):
+# live, never asks for. Measured (benchmarks.cold_start, 10 frames at 320 x 240, side by side, PSS,
+# 256 MB shared-memory regions):
 # tiny models, load 1.2-1.9 -> 0.7-1.0 s, memory once its first live frame is out +585 -> +300-330
 # MB, first frame 0.3 s either way; full models, load 4.3-4.8 -> 1.6-2.1 s, +940 -> +680 MB, first
 # frame 1.05 -> 1.07-1.25 s. The first 32-frame request after the load pays what was not warmed,

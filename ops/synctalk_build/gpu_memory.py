@@ -46,8 +46,16 @@ GPU_TENSORS = (
 )
 # The steps that execute on those tensors; a request holds its GPU tensors while one of them runs.
 GPU_STEPS = (contract.GENERATOR_MODEL, contract.FRAME_PASTE_MODEL, contract.JPEG_ENCODER_MODEL)
-# Python-backend shared memory (per stub): CPU tensors between Triton and the Python steps.
-PYTHON_SHM_DEFAULT_BYTES = 256 * MiB
+# Python-backend shared memory (per stub, both profiles): CPU tensors between Triton and the
+# Python steps. Each stub's region is allocated whole on the host's tmpfs (/dev/shm) when it starts,
+# in no process's RSS or PSS until touched: at 256 MB every stub held 256 MB from its start, a
+# server with the tiny models 4.57 GB idle, and each avatar's three stubs 0.77 GB whatever they
+# served (a host's OOM killer took replicas while their PSS said 5 GB of 23). At 16 MB a region
+# grows by 64 MB where a batch needs it, once (the shared steps' 32-frame warm-ups grow theirs at
+# load): idle 2.75 GB, an avatar +0.43-0.47 GB loaded, 32- and 8-frame requests as fast within the
+# noise (tiny 32 frames 1.0-1.8 s both; full 8 frames 0.60-0.68 s at 256 MB, 0.65-0.75 at 16:
+# benchmarks/README.md, "Where an avatar's memory went").
+PYTHON_SHM_DEFAULT_BYTES = 16 * MiB
 PYTHON_SHM_GROWTH_BYTES = 64 * MiB
 
 

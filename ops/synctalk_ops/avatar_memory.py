@@ -13,19 +13,19 @@ from synctalk_common import contract
 from synctalk_ops.serve import SHM_GROWTH_BYTES
 from synctalk_preprocessing.avatar import read_manifest
 
-# What a loaded avatar costs besides its frames, face inputs and generator weights, measured on
-# the CPU profile (benchmarks.cold_start; docs/operations.md, "Memory"): its three Python-backend
-# processes (background, generator, JPEG encoder), their heaps and the shared-memory pages their
-# requests touch, at most once it has served 32-frame requests: 330-380 MB with the tiny and the
-# full generator (its steps warm up with 8 frames: an avatar only streamed live holds 120-170 MB
-# less; 520-570 MB when they warmed up with 32).
-AVATAR_OVERHEAD_BYTES = 512 * 2**20
+# What a loaded avatar costs the host besides its frames, face inputs, generator weights and
+# generator arena, measured on the CPU profile (benchmarks.cold_start, host memory: its processes'
+# private memory and their shared-memory regions on /dev/shm, which no RSS or PSS shows until
+# touched): its three Python-backend processes (background, generator, JPEG encoder), at their most,
+# once it has served 32-frame requests: 550-570 MB with the tiny and the full generator (16 MB
+# regions, steps warmed up with 8 frames; an avatar only streamed live holds 250-300 MB less), with
+# a tenth more. (With 256 MB regions each avatar held 0.77 GB more on /dev/shm, which these numbers,
+# read from PSS then, missed: replicas were OOM-killed below their budgets.)
+AVATAR_OVERHEAD_BYTES = 660 * 2**20
 # A server's shared steps and ``demo`` idle after their batch-32 warm-ups (the shared generator's
-# one-frame arena included), measured: 2.53 GB with the tiny generator, 3.0 GB with the full-size
-# one (49 MB of weights; the one-window audio encoder's process 49 and 96 MB of that; 3.2 and
-# 10.5 GB when the shared generator ran whole batches; docs/operations.md, "Memory"), with a tenth
-# more for what was not measured.
-SHARED_STEPS_BYTES = {"tiny": int(2.8 * 2**30), "full": int(3.3 * 2**30)}
+# one-frame arena included), host memory measured: 2.76 GB with the tiny generator, 3.25 GB with
+# the full-size one (49 MB of weights), with a tenth more. (4.57 and 5.06 GB with 256 MB regions.)
+SHARED_STEPS_BYTES = {"tiny": int(3.0 * 2**30), "full": int(3.6 * 2**30)}
 FULL_GENERATOR_WEIGHTS_BYTES = 10 * 2**20  # a shared generator this large is the full-size one
 # What an avatar's generator holds between runs on the CPU profile: its onnxruntime arena, sized
 # by one-frame runs (run_batch 1, every generator of the CPU profile; with or without add --arena),

@@ -3,6 +3,7 @@ and the stubs a dead server left behind."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -48,6 +49,33 @@ def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return table
+
+
+def host_memory_bytes(server_pid: int) -> int:
+    """What a tritonserver holds of the host's memory: its processes' private memory (USS) and
+    the tmpfs pages of the Python backend's shared-memory regions it and its stubs map. A stub's
+    region is allocated whole when the stub starts (``shm-default-byte-size``): those pages are
+    the host's memory from then on, yet in no process's RSS or PSS until a process touches them."""
+    import psutil
+
+    from synctalk_ops.shm_cleanup import shm_regions
+
+    total = 0
+    try:
+        processes = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().uss
+        except psutil.NoSuchProcess:
+            continue
+    for region in shm_regions(server_pid):
+        try:
+            total += os.stat(region).st_blocks * 512
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def server_cpu_seconds(server_pid: int) -> float:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synctalk_build import monotonic_waits, paths
+from synctalk_build.gpu_memory import PYTHON_SHM_DEFAULT_BYTES, PYTHON_SHM_GROWTH_BYTES
 from synctalk_client.credentials import api_key_from_environment
 from synctalk_common import contract
 from synctalk_ops import api_key
@@ -42,10 +43,9 @@ from synctalk_ops.shm_cleanup import SHM_DIR, remove_orphaned_gates, remove_orph
 from synctalk_ops.stub_supervisor import StubSupervisor
 from synctalk_preprocessing import admission
 
-# Python-backend shared memory per model instance: sized so a 32-frame batch of 1080p frames
-# (200 MB) fits without growing the region request by request (tmpfs pages cost only once used)
-SHM_DEFAULT_BYTES = 256 * 1024 * 1024
-SHM_GROWTH_BYTES = 64 * 1024 * 1024
+# Python-backend shared memory per stub, both profiles (synctalk_build.gpu_memory: why 16 MB)
+SHM_DEFAULT_BYTES = PYTHON_SHM_DEFAULT_BYTES
+SHM_GROWTH_BYTES = PYTHON_SHM_GROWTH_BYTES
 # glibc returns large blocks (frames of 6 MB, batches of 50-200 MB) to the OS on free and faults
 # them in again on the next request; keep them in the heap instead (served memory stays flat)
 # up to 64 MB (an 8-frame batch of 1080p frames is 50 MB); larger blocks, such as onnxruntime's
