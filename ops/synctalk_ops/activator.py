@@ -330,8 +330,13 @@ class Activator:
                 self.used[replica.name][avatar] = time.monotonic()
                 return replica
             holders = self._seen_holding(avatar, order) or [replica]
-        self.counts["hits"] += 1
         chosen = await self._least_busy(avatar, order, holders)
+        if chosen is None:  # its holders seen a moment ago are gone (a replica lost): look again
+            self.counts["cold_waits"] += 1
+            self._finding[avatar] = self._finding.get(avatar) or asyncio.ensure_future(self._find(avatar, order))
+            chosen, _ = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
+        else:
+            self.counts["hits"] += 1
         self.used[chosen.name][avatar] = time.monotonic()
         return chosen
 
@@ -340,14 +345,22 @@ class Activator:
         now = time.monotonic()
         return [r for r in order if now - self._ready.get((r.name, avatar), -1e9) < READY_TTL_S]
 
-    async def _least_busy(self, avatar: str, order: list[Replica], holders: list[Replica]) -> Replica:
+    async def _least_busy(self, avatar: str, order: list[Replica], holders: list[Replica]) -> Replica | None:
         """The first of ``holders`` not busy with the avatar (fewer than ``spill_at``); where every
         one is, the least busy, and the avatar is loaded on the next replica of ``order`` beside
-        the traffic (one such load at a time; it takes room only from idle avatars)."""
+        the traffic (one such load at a time; it takes room only from idle avatars). A holder whose
+        metrics do not answer is taken for gone (None where every one is: look for it again)."""
         if not self.spill_at or len(order) == 1:
             return holders[0]
         busy = await asyncio.gather(*(self.busy_with(r, avatar, fresh=False) for r in holders))
-        if None in busy:  # a holder's metrics unread: nothing to go by
+        for replica, b in zip(holders, busy):
+            if b is None and replica.metrics_port is not None:
+                self._ready.pop((replica.name, avatar), None)
+        answering = [(r, b) for r, b in zip(holders, busy) if b is not None or r.metrics_port is None]
+        if not answering:
+            return None
+        holders, busy = [r for r, _ in answering], [b for _, b in answering]
+        if None in busy:  # a holder without a metrics port: nothing to go by
             return holders[0]
         calm = next((r for r, b in zip(holders, busy) if b < self.spill_at), None)
         if calm is not None:

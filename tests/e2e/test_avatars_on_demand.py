@@ -76,6 +76,7 @@ class Running:
     edge_grpc: str
     edge_http: str
     activator_port: int
+    log: Path  # the command's output
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,12 @@ def on_demand(models_dir, tmp_path_factory):
         assert [r["avatars"] for r in description["replicas"]] == [None, None], "no avatar listed"
         servers = [SimpleNamespace(**r) for r in description["replicas"]]
         yield Running(
-            repository, servers, f"127.0.0.1:{cluster.grpc}", f"http://127.0.0.1:{cluster.http}", activator_port
+            repository,
+            servers,
+            f"127.0.0.1:{cluster.grpc}",
+            f"http://127.0.0.1:{cluster.http}",
+            activator_port,
+            cluster.log,
         )
     finally:
         process.send_signal(signal.SIGINT)
@@ -321,3 +327,27 @@ def test_a_busy_avatar_spills_over_to_a_second_replica(on_demand):
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_a_lost_replicas_avatar_is_loaded_on_the_other_at_its_next_request(on_demand):
+    """The replica holding an avatar is killed (SIGKILL, as the OOM killer does): the avatar's
+    next request is served, the activator loading it on the other replica (the cluster starts the
+    lost one again meanwhile, with the shared steps only)."""
+    import os
+
+    servers, avatar = on_demand.servers, ROOMERS[0]
+    request = CompositeBatchRequest.audio_only(avatar, synthetic.speech_like_audio(1, seed=17))
+    time.sleep(IDLE_S * 2.5)  # every avatar loaded before is idle: room may be made from any
+    with CompositeClient(on_demand.edge_grpc, timeout_s=60) as client:
+        client.infer_batch_composite(request).raise_for_error()
+        (held,) = holders(servers, avatar)
+        lost = servers[NAMES.index(held)]
+        os.kill(lost.pid, signal.SIGKILL)
+        time.sleep(0.5)  # past the activator's reading of its metrics (METRICS_TTL_S): it is seen gone
+        client.infer_batch_composite(request).raise_for_error()
+    other = next(s for s in servers if s is not lost)
+    assert loaded_on(other, avatar), "loaded where it was asked for next"
+    deadline = time.monotonic() + 120
+    while f"{held}: back" not in on_demand.log.read_text():  # the command starts the lost one again
+        assert time.monotonic() < deadline, on_demand.log.read_text()
+        time.sleep(0.25)
