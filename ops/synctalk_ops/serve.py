@@ -20,7 +20,6 @@ stubs, its shared memory) is cleared by ``synctalk_ops.process_tree`` and ``sync
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -264,15 +263,9 @@ class TritonServer(Launched):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-            # a server stopped while it still loaded its models (a replica started again, stopped
-            # with its cluster) exits without the stubs it had started: seen living on, 0.5 GB
-            import psutil
-
-            for stub in orphaned_stubs(self.process.pid):
-                with contextlib.suppress(OSError, psutil.Error):
-                    stub.kill()
-            for region in regions:  # what a killed server or stub could not remove (256 MB each)
+            for region in regions:  # what a killed server or stub could not remove
                 Path(region).unlink(missing_ok=True)
+        self._kill_orphaned_stubs()
         admission.gate_path(self.process.pid).unlink(missing_ok=True)  # the door's table (a few KB)
         remove_orphaned_shm_regions()
         remove_orphaned_gates()
@@ -281,16 +274,12 @@ class TritonServer(Launched):
         self._close_log()
         return self.process.returncode
 
-    def restart(self) -> TritonServer:
-        """The server started again, on its ports with its models (``self.models``, which its
-        owner may have changed), after its process exited by itself: the stubs the dead one left
-        killed and their shared memory removed, its log continued, a new stub supervisor once it
-        is ready (``wait_ready``). Triton listens only once its models are loaded, so a load
-        balancer sends it nothing before."""
+    def _kill_orphaned_stubs(self) -> None:
+        """The stubs the server left when it died (SIGKILL, the OOM killer) or was stopped while it
+        still loaded its models (a replica started again, stopped with its cluster: seen living on,
+        0.5 GB): killed, and their shared memory removed."""
         import psutil
 
-        if self.process is None or self.process.poll() is None:
-            raise RuntimeError("restart is for a server whose process has exited")
         for stub in orphaned_stubs(self.process.pid):
             try:
                 region = SHM_DIR / stub.cmdline()[2]
@@ -299,6 +288,15 @@ class TritonServer(Launched):
                 region.unlink(missing_ok=True)
             except (OSError, IndexError, psutil.Error):
                 continue
+
+    def restart(self) -> TritonServer:
+        """The server started again, on its ports with its models (``self.models``, which its
+        owner may have changed), after its process exited by itself: the stubs the dead one left
+        killed and their shared memory removed, its log continued, a new stub supervisor once it
+        is ready (``wait_ready``). Triton listens only once its models are loaded, so a load
+        balancer sends it nothing before."""
+        if self.process is None or self.process.poll() is None:
+            raise RuntimeError("restart is for a server whose process has exited")
         self.stop()
         self.supervisor = None
         self.log_mode = "ab"
