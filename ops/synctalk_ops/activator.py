@@ -322,9 +322,7 @@ class Activator:
         order = [self.replicas[name] for name in ranking(avatar, self.replicas)]
         holders = self._seen_holding(avatar, order)
         if not holders:
-            if avatar not in self._finding:
-                self._finding[avatar] = asyncio.ensure_future(self._find(avatar, order))
-            replica, loaded = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
+            replica, loaded = await self._search(avatar, order)
             if loaded:
                 self.counts["cold_waits"] += 1
                 self.used[replica.name][avatar] = time.monotonic()
@@ -333,12 +331,18 @@ class Activator:
         chosen = await self._least_busy(avatar, order, holders)
         if chosen is None:  # its holders seen a moment ago are gone (a replica lost): look again
             self.counts["cold_waits"] += 1
-            self._finding[avatar] = self._finding.get(avatar) or asyncio.ensure_future(self._find(avatar, order))
-            chosen, _ = await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
+            chosen, _ = await self._search(avatar, order)
         else:
             self.counts["hits"] += 1
         self.used[chosen.name][avatar] = time.monotonic()
         return chosen
+
+    async def _search(self, avatar: str, order: list[Replica]) -> tuple[Replica, bool]:
+        """``_find``, one search (hence one load) shared by the requests that ask at once, waited
+        for within the budget (TimeoutError past it; the search goes on)."""
+        if avatar not in self._finding:
+            self._finding[avatar] = asyncio.ensure_future(self._find(avatar, order))
+        return await asyncio.wait_for(asyncio.shield(self._finding[avatar]), self.budget_s)
 
     def _seen_holding(self, avatar: str, order: list[Replica]) -> list[Replica]:
         """The replicas of ``order`` seen holding the avatar within READY_TTL_S, in that order."""
