@@ -37,7 +37,7 @@ from pathlib import Path
 
 from synctalk_build import paths, repository_manifest
 from synctalk_common import contract
-from synctalk_ops import placement
+from synctalk_ops import cpu_share, placement
 from synctalk_ops.activator import ACTIVATOR_PORT, IDLE_S, SPILL_AT, ActivatorService
 from synctalk_ops.edge import Edge, Replica, write_endpoints
 from synctalk_ops.edge.limits import COLD_START_BUDGET_S
@@ -177,6 +177,7 @@ class Cluster(Launched):
             log_path=self.logs / f"{name}.log",
             supervise=supervise,
             models=None if avatars is None else placement.models_to_load(repository, avatars),
+            group_nice=cpu_share.SERVER_NICE,
         )
 
     @property

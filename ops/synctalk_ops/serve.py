@@ -10,6 +10,9 @@ control, shared memory, logging and trace are restricted to callers that send th
 key (``synctalk_ops.api_key``: ``build/secrets/api_key``, or ``SYNCTALK_API_KEY``) on the replica's own
 port (the edge never routes them); inference, health, metadata, configs and statistics are open.
 ``TritonServer`` is the same launcher as a context manager, used by the tests and the demo.
+``synctalk-serve`` runs Triton as a scheduling group of its own with a larger share of the cores
+than the host's other processes (``--group-nice``, ``synctalk_ops.cpu_share``), so that clients
+on the same host cannot take the cores it serves them with.
 
 Supervision (``--supervise``, ``synctalk_ops.stub_supervisor``): a model whose backend stub died
 is reloaded, through the repository API on loopback, which needs ``--model-control-mode=explicit``
@@ -34,7 +37,7 @@ from synctalk_build import monotonic_waits, paths
 from synctalk_build.gpu_memory import PYTHON_SHM_DEFAULT_BYTES, PYTHON_SHM_GROWTH_BYTES
 from synctalk_client.credentials import api_key_from_environment
 from synctalk_common import contract
-from synctalk_ops import api_key
+from synctalk_ops import api_key, cpu_share
 from synctalk_ops.edge import DRAIN_S, Edge, Replica
 from synctalk_ops.launched import Launched, PortConflict, answers, check_ports
 from synctalk_ops.process_tree import orphaned_stubs
@@ -155,6 +158,7 @@ class TritonServer(Launched):
         supervise: bool = False,
         api_key: str | None = INSTALL_KEY,
         models: Sequence[str] | None = None,
+        group_nice: int | None = None,
     ):
         self.repository = Path(repository).resolve()
         # explicit model control: the models loaded at start (None: all of the repository; a
@@ -168,6 +172,9 @@ class TritonServer(Launched):
         self.supervisor: StubSupervisor | None = None
         self.log_path = log_path
         self.extra_args = list(extra_args)
+        # None: the server shares its caller's scheduling group (the tests, the demo); a value: a
+        # group of its own, with that nice value (synctalk_ops.cpu_share)
+        self.group_nice = group_nice
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -226,8 +233,14 @@ class TritonServer(Launched):
             os.environ[contract.API_KEY_FILE_ENV] = str(api_key.key_file_of(self.api_key))
         out = self._open_log()
         self.process = subprocess.Popen(
-            self.command(), env=server_environment(), stdout=out, stderr=subprocess.STDOUT if out else None
+            self.command(),
+            env=server_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=self.group_nice is not None,
         )
+        if self.group_nice is not None and (refused := cpu_share.set_group_nice(self.process.pid, self.group_nice)):
+            print(f"tritonserver: {refused}", file=sys.stderr, flush=True)
         return self
 
     def is_ready(self) -> bool:
@@ -358,6 +371,13 @@ def main(argv=None) -> int:
         default=True,
         help="reload a model whose backend stub died (uses explicit model control on loopback)",
     )
+    parser.add_argument(
+        "--group-nice",
+        type=int,
+        default=cpu_share.SERVER_NICE,
+        help="the server's scheduling group's nice value: its share of the cores against the host's "
+        "other processes (synctalk_ops.cpu_share)",
+    )
     args = parser.parse_args(argv)
     roles = (
         {
@@ -381,6 +401,7 @@ def main(argv=None) -> int:
         args.metrics_port,
         model_control_mode=args.model_control_mode,
         supervise=args.supervise,
+        group_nice=args.group_nice,
     )
     front = None
     if args.edge:

@@ -1,6 +1,7 @@
 """`synctalk-serve` (what `make serve` runs, synctalk_ops.serve): the edge and the server in the foreground,
 ready, a clean stop of both on SIGTERM or Ctrl-C."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -8,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from synctalk_build import paths
 from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient
+from synctalk_ops import cpu_share
 from synctalk_ops.serve import TritonServer
 from tests.conftest import free_port, run_command
 from tests.e2e.test_pipeline import make_request
@@ -21,9 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_path, models_dir):
-    """make serve: clients' ports are the edge's; Triton behind it on the replica ports; one
-    readiness line; SIGTERM (a container's stop; Ctrl-C's SIGINT goes to the same handler,
-    synctalk_ops.serve) stops both, and nothing is left listening."""
+    """make serve: clients' ports are the edge's; Triton behind it on the replica ports, a
+    scheduling group of its own; one readiness line; SIGTERM (a container's stop; Ctrl-C's SIGINT
+    goes to the same handler, synctalk_ops.serve) stops both, and nothing is left listening."""
     stop_signal = signal.SIGTERM
     repository = render("cpu", tmp_path / "repo", models_dir / "tiny")
     http, grpc, metrics, replica_http, replica_grpc, admin = (free_port() for _ in range(6))
@@ -45,6 +48,11 @@ def test_serve_runs_the_edge_and_triton_in_the_foreground_and_stops_both(tmp_pat
         assert replica.is_ready()
         with CompositeClient(through_edge.grpc_url) as client:
             assert client.infer_batch_composite(make_request(2)).raise_for_error().composited_frames
+        # Triton is a scheduling group of its own, with its larger share (synctalk_ops.cpu_share)
+        triton = next(p for p in psutil.Process(process.pid).children() if p.name() == "tritonserver")
+        assert os.getsid(triton.pid) == triton.pid != os.getsid(process.pid)
+        if cpu_share.autogroup_enabled():
+            assert Path(f"/proc/{triton.pid}/autogroup").read_text().split()[-1] == str(cpu_share.SERVER_NICE)
         while not process.stdout.readline().startswith("tritonserver ready: gRPC 127.0.0.1:"):
             assert process.poll() is None and time.monotonic() < deadline, "no readiness line"
         process.send_signal(stop_signal)
