@@ -67,6 +67,30 @@ def test_limits_per_replica_come_from_the_doors_capacity(profile):
         assert cluster["health_checks"][0]["http_health_check"]["path"] == "/v2/health/ready"
 
 
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_bulk_requests_wait_at_the_edge_the_others_are_refused_at_once(profile):
+    """Past a replica's limit a bulk request waits in Envoy's pending queue: each replica's limit
+    is held by its connections (one HTTP/2 connection of that many streams, or that many HTTP/1.1
+    connections), so the next finds none free and waits, up to WAITING_PER_REPLICA a replica."""
+    n = 3
+    by_name = clusters(edge.render(replicas(n), profile))
+    limit, waiting = edge.class_limits(profile)["bulk"], edge.WAITING_PER_REPLICA["bulk"]
+    for protocol in ("grpc", "http"):
+        bulk = by_name[f"{protocol}_bulk"]
+        breakers = bulk["circuit_breakers"]
+        assert breakers["thresholds"][0]["max_pending_requests"] == n * waiting
+        assert breakers["per_host_thresholds"] == [{"max_connections": 1 if protocol == "grpc" else limit}]
+        options = bulk.get("typed_extension_protocol_options", {})
+        if protocol == "grpc":
+            http2 = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+            assert http2["http2_protocol_options"]["max_concurrent_streams"] == limit
+        for name in ("light", "batch", "stream", "meta"):  # refused at once: no waiting line
+            other = by_name.get(f"{protocol}_{name}")
+            if other is not None:
+                assert "per_host_thresholds" not in other["circuit_breakers"], other["name"]
+    assert set(edge.WAITING_PER_REPLICA) == {"bulk"}
+
+
 def test_restricted_apis_are_answered_by_the_edge_never_routed():
     config = edge.render(replicas(2))
     grpc_refused = {r["match"]["path"].rsplit("/", 1)[1]: r for r in routes(config, "grpc") if "direct_response" in r}

@@ -18,7 +18,7 @@ from synctalk_client import CompositeClient, synthetic
 from synctalk_client.errors import PermissionDeniedError
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
-from synctalk_ops.edge import GRPC_SERVICE, INFER_METHOD, Edge, Replica
+from synctalk_ops.edge import GRPC_SERVICE, INFER_METHOD, WAITING_PER_REPLICA, Edge, Replica
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
 from tests.e2e.test_pipeline import make_request
@@ -126,18 +126,25 @@ def _hold_bulk(edge: Edge):
     return release, channel, future
 
 
+def _wait_for(edge: Edge, name: str, value: int, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while counter(edge, name) != value:
+        assert time.monotonic() < deadline, f"{what}: {name} is {counter(edge, name)}, not {value}"
+        time.sleep(0.05)
+
+
 def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(server, edge, avatar):
-    """A bulk request held open at the edge (its headers sent, its body never) fills the bulk class
-    of this one replica: the next bulk request is refused by the edge, Triton never sees it, and
-    light and batch requests and a live stream's frames are served meanwhile."""
-    release, channel, future = _hold_bulk(edge)
+    """Bulk requests held open at the edge (their headers sent, their bodies never) fill the bulk
+    class of this one replica and its waiting line: the next bulk request is refused by the edge,
+    Triton never sees it, and light and batch requests and a live stream's frames are served
+    meanwhile."""
+    waiting = WAITING_PER_REPLICA["bulk"]
+    held = [_hold_bulk(edge) for _ in range(1 + waiting)]
     try:
-        deadline = time.monotonic() + 30
-        while counter(edge, "cluster.grpc_bulk.upstream_rq_active") < 1:  # the edge holds it upstream
-            assert time.monotonic() < deadline, "the held request never reached the bulk class"
-            time.sleep(0.05)
+        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_active", 1, "the first held request goes upstream")
+        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_pending_active", waiting, "the others wait at the edge")
         seen = served(server, contract.INPUT_VALIDATOR_MODEL)
-        assert counter(edge, "cluster.grpc_bulk.circuit_breakers.default.rq_open") == 1, "the class is full"
+        assert counter(edge, "cluster.grpc_bulk.circuit_breakers.default.rq_pending_open") == 1, "the line is full"
         with CompositeClient(edge.grpc_url, busy_retries=0) as client:
             refused = client.infer_batch_composite(make_request(32, seed=1))
             assert not refused.success and refused.error_category == contract.CATEGORY_BUSY
@@ -153,7 +160,37 @@ def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(serve
         with LiveStream(edge.grpc_url, avatar) as live:  # and live frames
             frames = live.send(synthetic.speech_like_audio(20, seed=4)) + live.end()
         assert [f.index for f in frames] == list(range(20))
-        assert counter(edge, "cluster.grpc_bulk.circuit_breakers.default.rq_open") == 1, "still full meanwhile"
+        assert counter(edge, "cluster.grpc_bulk.upstream_rq_pending_active") == waiting, "still full meanwhile"
+    finally:
+        for release, channel, future in held:
+            release.set()
+            future.cancel()
+            channel.close()
+
+
+def test_a_bulk_request_finding_its_class_full_waits_at_the_edge_and_is_served(server, edge):
+    """A bulk request that finds its class full waits at the edge, its body held back there (it
+    never reaches Triton meanwhile), and goes up as soon as the request ahead of it ends."""
+    release, channel, future = _hold_bulk(edge)
+    try:
+        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_active", 1, "the held request goes upstream")
+        seen = served(server, contract.INPUT_VALIDATOR_MODEL)
+        before = counter(edge, "cluster.grpc_bulk.upstream_cx_tx_bytes_total")
+        with CompositeClient(edge.grpc_url, busy_retries=0) as client:
+            results: list = []
+            answer = threading.Thread(target=lambda: results.append(client.infer_batch_composite(make_request(12))))
+            answer.start()
+            _wait_for(edge, "cluster.grpc_bulk.upstream_rq_pending_active", 1, "the request waits at the edge")
+            time.sleep(0.5)
+            assert served(server, contract.INPUT_VALIDATOR_MODEL) == seen, "Triton saw nothing of it"
+            # at most its headers and the held request's went up (the body is 29 MB)
+            assert counter(edge, "cluster.grpc_bulk.upstream_cx_tx_bytes_total") - before < 2**20
+            release.set()
+            future.cancel()  # the request ahead ends
+            answer.join(60)
+        assert not answer.is_alive()
+        assert len(results[0].raise_for_error().composited_frames) == 12
+        assert counter(edge, "cluster.grpc_bulk.upstream_rq_pending_active") == 0
     finally:
         release.set()
         future.cancel()

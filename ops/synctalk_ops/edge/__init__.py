@@ -13,7 +13,8 @@ limits): ``render`` gives Envoy's bootstrap, ``Edge`` runs the ``envoy`` binary 
   Envoy cluster over the same replicas with a circuit breaker of ``replicas x (the door's capacity
   in frames // the class's largest request)`` requests: over it Envoy answers at once, from the
   request's headers, with ``contract.EDGE_FULL_MESSAGE`` (UNAVAILABLE / 503, the SDK's "busy"),
-  and the body never reaches Triton. Live streams have their own cluster, ``max_streams`` per
+  and the body never reaches Triton; bulk requests first wait in line, ``WAITING_PER_REPLICA`` a
+  replica, their bodies held back by flow control, and go up as one of their class ends. Live streams have their own cluster, ``max_streams`` per
   replica, never timed out. Health, metadata and statistics have theirs, so a flood never blocks a
   readiness probe. The door inside Triton stays as the second line.
 - **Restricted APIs never cross it**: model control, shared memory, logging and trace are answered
@@ -63,6 +64,7 @@ from synctalk_ops.edge.limits import (  # noqa: F401
     META_PER_REPLICA,
     STREAM_IDLE_TIMEOUT_S,
     STREAM_WINDOW_BYTES,
+    WAITING_PER_REPLICA,
     class_limits,
     max_streams,
 )

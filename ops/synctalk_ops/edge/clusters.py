@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from synctalk_common import contract
-from synctalk_ops.edge.limits import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, class_limits
+from synctalk_ops.edge.limits import HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S, WAITING_PER_REPLICA, class_limits
 from synctalk_ops.edge.replicas import AVATARS_KEY, REPLICA_KEY, Replica, address_of, is_ip
 from synctalk_ops.edge.routes import ACTIVATOR_CLUSTER
 
@@ -37,11 +37,19 @@ def endpoints_of(name: str, replicas: list[Replica], protocol: str) -> dict:
 
 
 def cluster_of(
-    name: str, replicas: list[Replica], protocol: str, limit: int, size_for: int, endpoints_dir: Path | None = None
+    name: str,
+    replicas: list[Replica],
+    protocol: str,
+    limit: int,
+    size_for: int,
+    endpoints_dir: Path | None = None,
+    waiting: int = 0,
 ) -> dict:
-    """One class's cluster over every replica (its port of ``protocol``), with its breaker sized
-    for ``size_for`` replicas. ``endpoints_dir``: its endpoints are read from a file there, which
-    Envoy watches (``write_endpoints`` changes them with no restart), else fixed in the bootstrap."""
+    """One class's cluster over every replica (its port of ``protocol``), ``limit`` requests at
+    once on each, with its breaker sized for ``size_for`` replicas. ``waiting``: requests past a
+    replica's limit wait for room (``limits.WAITING_PER_REPLICA``), that many a replica, else they
+    are refused at once. ``endpoints_dir``: its endpoints are read from a file there, which Envoy
+    watches (``write_endpoints`` changes them with no restart), else fixed in the bootstrap."""
     grpc = protocol == "grpc"
     if endpoints_dir is not None:
         where = {
@@ -88,11 +96,15 @@ def cluster_of(
                 {
                     "priority": "DEFAULT",
                     "max_requests": limit * size_for,
-                    "max_pending_requests": limit * size_for,
+                    "max_pending_requests": (waiting or limit) * size_for,
                     "max_connections": max(16, 4 * size_for),
                     "max_retries": max(1, limit * size_for),
                 }
-            ]
+            ],
+            # waiting: each replica's limit held by its connections (one HTTP/2 connection of
+            # ``limit`` streams, or ``limit`` HTTP/1.1 connections); a request finding them busy
+            # waits in Envoy's pending queue (max_pending_requests) instead of being refused
+            **({"per_host_thresholds": [{"max_connections": 1 if grpc else limit}]} if waiting else {}),
         },
         "health_checks": [
             {
@@ -121,7 +133,9 @@ def cluster_of(
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
+                "explicit_http_config": {
+                    "http2_protocol_options": {"max_concurrent_streams": limit} if waiting else {}
+                },
             }
         }
     return cluster
@@ -157,7 +171,15 @@ def clusters_of(
     size_for = size_for or len(replicas)
     limits = class_limits(profile)
     return [
-        cluster_of(name, replicas, protocol, limits[name.split("_", 1)[1]], size_for, endpoints_dir)
+        cluster_of(
+            name,
+            replicas,
+            protocol,
+            limits[name.split("_", 1)[1]],
+            size_for,
+            endpoints_dir,
+            WAITING_PER_REPLICA.get(name.split("_", 1)[1], 0),
+        )
         for name, protocol in cluster_names()
     ]
 
