@@ -2,10 +2,11 @@
 
 A dozen eager clients, each sending the reference's own 32-frame ``demo`` request (78 MB) again as
 soon as it is answered, no busy retries, for ``--seconds``; beside them one light client sending
-1-frame requests the same way. The same server takes the flood twice: once straight (its gRPC
-port), once through the edge (``synctalk_ops.edge``, in front of it). For each: the heavy requests served
-a second, how fast refusals come (from the call to the refusal, the client's own serialisation
-included: that is what a client waits), the light client's latency, the server's peak resident
+1-frame requests the same way, and a live stream opened mid-flood (``live_process``). The same
+server takes the flood twice: once straight (its gRPC port), once through the edge
+(``synctalk_ops.edge``, in front of it). For each: the heavy requests served a second, how fast
+refusals come (from the call to the refusal, the client's own serialisation included: that is
+what a client waits), the light client's latency, the server's peak resident
 memory over its idle, and the edge's CPU per 1,000 requests. Before the flood, unloaded: what the
 edge adds to a 1-frame request and to a live stream's frame (``added_latency``).
 
@@ -17,14 +18,15 @@ how fast they come, the light client's latency, the server's peak memory over id
 ``--prebuilt``: each client builds and serialises its request once and sends the bytes again
 (``RawClient``: its own CPU per request next to nothing), and goodput is counted against what one
 client alone gets served through the edge; ``--nice``: one flood per CPU priority of the clients;
-``--settings now window-64``: the edge as it is, then with a 64 KiB HTTP/2 stream window, each on a
+``--settings now before``: the edge and the server as ``synctalk-serve`` runs them, then as they
+were before the edge's waiting line and the server's own share of the cores (``run``), each on a
 server of its own. Through the edge, Envoy's counters and its access log's timings of the bulk
 requests (refused, admitted) go in the row.
 
     python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45
     python -m benchmarks.edge_flood --variant full --clients 0 --levels 1 2 8 --seconds 20
     python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45 --prebuilt --edge-only \
-        --nice 0 19 --settings now window-64
+        --nice 0 19 --settings now before
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
+from synctalk_ops import cpu_share
 from synctalk_ops.edge import Edge, Replica
 from synctalk_ops.edge.bootstrap import connection_managers
 from synctalk_ops.launched import free_port
@@ -157,6 +160,54 @@ class RawClient:
         self.channel.close()
 
 
+LIVE_AT_S, LIVE_SPEECH_S = 15.0, 2.0  # a live stream opened this far into the flood, this long
+
+
+def live_process(url: str, start_at: float, results) -> None:
+    """One live stream to the benchmark's avatar, opened ``LIVE_AT_S`` into the flood: its audio
+    (``LIVE_SPEECH_S`` of speech) sent at real time, a 40 ms chunk each 40 ms, then ended. Each
+    frame's delay (its arrival after the chunk that completed it was sent), when its first frame
+    came after its first chunk, and its last after its end; or the error that ended it. (With the
+    full model a stream on 2 cores costs more than real time: a longer one would take the flood's
+    share of the cores rather than show whether streams are let through.)"""
+    frames = round(LIVE_SPEECH_S * contract.FPS)
+    audio = synthetic.speech_like_audio(frames, seed=2)
+    chunk = contract.SAMPLES_PER_FRAME
+    rows, errors = [], []
+
+    def arrived(got, error) -> None:
+        now = time.perf_counter()
+        rows.extend((f.index, now - f.sent_at, now) for f in got)
+        if error is not None:
+            errors.append(str(error)[:200])
+
+    time.sleep(max(0.0, start_at + LIVE_AT_S - time.time()))
+    begun = ended = time.perf_counter()
+    try:
+        with LiveStream(url, AVATAR, timeout_s=120) as live:
+            for i in range(frames - 1):
+                time.sleep(max(0.0, begun + i / contract.FPS - time.perf_counter()))
+                live.send_async(audio[i * chunk : (i + 1) * chunk], arrived)
+            ended = time.perf_counter()
+            arrived(live.end(audio[(frames - 1) * chunk :]), None)
+    except Exception as exc:  # the stream's end, as the row says
+        errors.append(f"{type(exc).__name__}: {exc}"[:200])
+    results.put(
+        (
+            "live",
+            {
+                "frames_sent": frames,
+                "frames_served": len({i for i, _, _ in rows}),
+                "delay_p50_s": quantile([d for _, d, _ in rows], 0.5),
+                "delay_p99_s": quantile([d for _, d, _ in rows], 0.99),
+                "first_frame_s": round(min(t for _, _, t in rows) - begun, 3) if rows else None,
+                "last_frame_after_end_s": round(max(t for _, _, t in rows) - ended, 3) if rows else None,
+                "errors": errors[:3],
+            },
+        )
+    )
+
+
 def open_loop_process(url: str, frames: int, times: list[float], deadline_s: float, results) -> None:
     """Sends its request at each of ``times`` (time.time()), whether or not the earlier ones were
     answered (a thread each), with a deadline and no retries."""
@@ -214,7 +265,8 @@ def offered(url: str, rate: float, seconds: float, server_pid: int, deadline_s: 
 
 
 def flood(url: str, clients: int, seconds: float, server_pid: int, prebuilt: bool = False, nice: int = 0) -> dict:
-    """``clients`` heavy clients and a light one (``prebuilt``: ``RawClient``s at ``nice``)."""
+    """``clients`` heavy clients, a light one and a live stream (``prebuilt``: ``RawClient``s at
+    ``nice``)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     idle = sum(server_processes(server_pid).values())
@@ -225,6 +277,7 @@ def flood(url: str, clients: int, seconds: float, server_pid: int, prebuilt: boo
         context.Process(target=client_process, args=(url, n, start_at, stop_at, results, prebuilt, nice))
         for n in frames
     ]
+    processes.append(context.Process(target=live_process, args=(url, start_at, results)))
     return _collect(processes, results, seconds, server_pid, idle, start_at, 25.0)
 
 
@@ -237,9 +290,13 @@ def _collect(
     sampler = MemorySampler(server_pid)
     sampler.start()
     outcomes: dict[str, list[tuple[str, float, str]]] = {"heavy": [], "light": []}
+    live = None
     for _ in processes:
         kind, rows = results.get(timeout=seconds + deadline_s + 120)
-        outcomes[kind] += rows
+        if kind == "live":
+            live = rows
+        else:
+            outcomes[kind] += rows
     for process in processes:
         process.join(30)
     peak = sampler.stop()
@@ -260,6 +317,8 @@ def _collect(
             "failed_otherwise": len(rows) - len(served) - len(busy),
             "failures": sorted({e for r, _, e in rows if r not in ("served", contract.CATEGORY_BUSY)})[:3],
         }
+    if live is not None:
+        row["live"] = live
     return row
 
 
@@ -378,8 +437,13 @@ def run(
     edge_only: bool = False,
     settings: list[str] = ("now",),
 ) -> dict:
-    """Each of ``settings`` on a server of its own, one after another: ``now`` (the edge as it is),
-    ``window-<KiB>`` (its listeners' HTTP/2 stream window that size instead of 1 MiB)."""
+    """Each of ``settings`` on a server of its own, one after another: ``now`` (the edge and the
+    server as ``synctalk-serve`` runs them), ``no-waiting`` (the edge refuses a bulk request past
+    its replica's limit at once, with no waiting line), ``equal-share`` (the server in its caller's
+    scheduling group, sharing the cores thread by thread with the clients: ``cpu_share``),
+    ``before`` (both), ``waiting-<n>`` (n bulk requests wait in line instead of
+    ``WAITING_PER_REPLICA``'s), ``window-<KiB>`` (the listeners' HTTP/2 stream window that size
+    instead of 1 MiB)."""
     report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
     for setting in settings:
         print(f"{setting}:", flush=True)
@@ -403,7 +467,10 @@ def run_setting(
     report: dict = {}
     access_log = paths.BUILD / "logs" / f"edge-flood-access-{setting}.log"
     access_log.unlink(missing_ok=True)
-    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log) as server:
+    # as synctalk-serve runs it: a scheduling group of its own (synctalk_ops.cpu_share), unless the
+    # setting says otherwise (its caller's group: thread by thread with the clients)
+    group_nice = None if setting in ("equal-share", "before") else cpu_share.SERVER_NICE
+    with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log, group_nice=group_nice) as server:
         edge = Edge(
             [Replica.of(server)],
             free_port(),
@@ -411,6 +478,12 @@ def run_setting(
             free_port(),
             log_path=paths.BUILD / "logs" / f"edge-flood-{setting}.log",
         )
+        if setting in ("no-waiting", "before"):
+            refuse_bulk_at_once(edge)
+        if setting.startswith("waiting-"):  # that many bulk requests wait in line per replica
+            for cluster in edge.config["static_resources"]["clusters"]:
+                if cluster["name"].endswith("_bulk"):
+                    cluster["circuit_breakers"]["thresholds"][0]["max_pending_requests"] = int(setting.split("-")[1])
         if setting.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
             for manager in connection_managers(edge.config):
                 manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(setting.split("-")[1])
@@ -461,6 +534,18 @@ def run_setting(
     return report
 
 
+def refuse_bulk_at_once(edge: Edge) -> None:
+    """The edge's bulk classes without their waiting line (as before it had one): a bulk request
+    past its replica's limit is refused at once."""
+    for cluster in edge.config["static_resources"]["clusters"]:
+        if cluster["name"].endswith("_bulk"):
+            breakers = cluster["circuit_breakers"]
+            breakers.pop("per_host_thresholds")
+            breakers["thresholds"][0]["max_pending_requests"] = breakers["thresholds"][0]["max_requests"]
+            for options in cluster.get("typed_extension_protocol_options", {}).values():
+                options["explicit_http_config"]["http2_protocol_options"] = {}
+
+
 EDGE_COUNTERS = (  # Envoy's own counts over a flood through it (the bulk class, the gRPC listener)
     "cluster.grpc_bulk.upstream_rq_total",
     "cluster.grpc_bulk.upstream_rq_pending_overflow",
@@ -500,7 +585,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prebuilt", action="store_true", help="clients send one request serialised once, as bytes")
     parser.add_argument("--nice", type=int, nargs="+", default=[0], help="the clients' CPU priorities, one flood each")
     parser.add_argument("--edge-only", action="store_true", help="the flood through the edge only")
-    parser.add_argument("--settings", nargs="+", default=["now"], help="now, window-<KiB>")
+    parser.add_argument(
+        "--settings", nargs="+", default=["now"], help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>"
+    )
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
     args = parser.parse_args(argv)
     report = run(
