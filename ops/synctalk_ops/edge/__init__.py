@@ -14,9 +14,10 @@ limits): ``render`` gives Envoy's bootstrap, ``Edge`` runs the ``envoy`` binary 
   in frames // the class's largest request)`` requests: over it Envoy answers at once, from the
   request's headers, with ``contract.EDGE_FULL_MESSAGE`` (UNAVAILABLE / 503, the SDK's "busy"),
   and the body never reaches Triton; bulk requests first wait in line, ``WAITING_PER_REPLICA`` a
-  replica, their bodies held back by flow control, and go up as one of their class ends. Live streams have their own cluster, ``max_streams`` per
-  replica, never timed out. Health, metadata and statistics have theirs, so a flood never blocks a
-  readiness probe. The door inside Triton stays as the second line.
+  replica, their bodies held back by flow control, and go up as one of their class ends. Live
+  streams have their own cluster, ``max_streams`` per replica, never timed out. Health, metadata
+  and statistics have theirs, so a flood never blocks a readiness probe. The door inside Triton
+  stays as the second line.
 - **Restricted APIs never cross it**: model control, shared memory, logging and trace are answered
   by the edge itself (PERMISSION_DENIED / 403, ``contract.EDGE_RESTRICTED_MESSAGE``); operators use
   a replica's own port with the API key. The admin interface listens on loopback only.
