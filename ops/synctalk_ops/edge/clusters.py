@@ -170,17 +170,10 @@ def clusters_of(
     """Every class's cluster over ``replicas`` (``cluster_of``)."""
     size_for = size_for or len(replicas)
     limits = class_limits(profile)
+    classes = [(name, protocol, name.split("_", 1)[1]) for name, protocol in cluster_names()]
     return [
-        cluster_of(
-            name,
-            replicas,
-            protocol,
-            limits[name.split("_", 1)[1]],
-            size_for,
-            endpoints_dir,
-            WAITING_PER_REPLICA.get(name.split("_", 1)[1], 0),
-        )
-        for name, protocol in cluster_names()
+        cluster_of(name, replicas, protocol, limits[kind], size_for, endpoints_dir, WAITING_PER_REPLICA.get(kind, 0))
+        for name, protocol, kind in classes
     ]
 
 
