@@ -479,11 +479,9 @@ def run_setting(
             log_path=paths.BUILD / "logs" / f"edge-flood-{setting}.log",
         )
         if setting in ("no-waiting", "before"):
-            refuse_bulk_at_once(edge)
+            bulk_waiting(edge, 0)
         if setting.startswith("waiting-"):  # that many bulk requests wait in line per replica
-            for cluster in edge.config["static_resources"]["clusters"]:
-                if cluster["name"].endswith("_bulk"):
-                    cluster["circuit_breakers"]["thresholds"][0]["max_pending_requests"] = int(setting.split("-")[1])
+            bulk_waiting(edge, int(setting.split("-")[1]))
         if setting.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
             for manager in connection_managers(edge.config):
                 manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(setting.split("-")[1])
@@ -534,16 +532,18 @@ def run_setting(
     return report
 
 
-def refuse_bulk_at_once(edge: Edge) -> None:
-    """The edge's bulk classes without their waiting line (as before it had one): a bulk request
-    past its replica's limit is refused at once."""
+def bulk_waiting(edge: Edge, waiting: int) -> None:
+    """The edge's bulk classes with a waiting line of ``waiting`` requests (its one replica)
+    instead of ``WAITING_PER_REPLICA``'s; 0: none, as before it had one (a bulk request past its
+    replica's limit refused at once)."""
     for cluster in edge.config["static_resources"]["clusters"]:
         if cluster["name"].endswith("_bulk"):
             breakers = cluster["circuit_breakers"]
-            breakers.pop("per_host_thresholds")
-            breakers["thresholds"][0]["max_pending_requests"] = breakers["thresholds"][0]["max_requests"]
-            for options in cluster.get("typed_extension_protocol_options", {}).values():
-                options["explicit_http_config"]["http2_protocol_options"] = {}
+            breakers["thresholds"][0]["max_pending_requests"] = waiting or breakers["thresholds"][0]["max_requests"]
+            if not waiting:
+                breakers.pop("per_host_thresholds")
+                for options in cluster.get("typed_extension_protocol_options", {}).values():
+                    options["explicit_http_config"]["http2_protocol_options"] = {}
 
 
 EDGE_COUNTERS = (  # Envoy's own counts over a flood through it (the bulk class, the gRPC listener)
