@@ -28,8 +28,8 @@ its schedule.
 
 An interrupt drops everything not yet heard or seen: the speech and the frames from the first
 frame the video has not sent (K) on; the stream is told to render frames K on again from silence
-(``LiveStream.interrupt``: the avatar's idle frames), the clock waits for them, and the next
-speech pushed is placed as usual. Speaking events
+(``LiveStream.interrupt``: the avatar's idle frames), shown as they come (the voice, silent now,
+waits for none of them), and the next speech pushed is placed as usual. Speaking events
 (``speaking.SpeakingTracker``) come as the voice sends its 20 ms: to ``on_speaking`` callbacks and
 to each ``speaking_events()`` iterator.
 """

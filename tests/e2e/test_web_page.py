@@ -501,7 +501,11 @@ def test_typed_text_is_said_an_interrupt_stops_voice_and_mouth_and_events_follow
     assert first_word <= 700, "the first word soon: placed just ahead of what is shown"
     assert heard_after <= 100, "at most 100 ms of speech heard after the call"
     assert idle_after <= 200, "idle frames within 200 ms"
-    assert abs(first_idle[1] - cut["from_frame"]) <= 1, "the frames from the cut are the idle ones"
+    # the cut's first idle frames come late (rendered after the interrupt; the voice, silent, does
+    # not wait for them) and together: Chromium may show the newest of them only
+    assert first_idle[1] >= cut["from_frame"] - 1, "no idle frame before the cut"
+    cut_on = [idle(rgb) for t, index, rgb in after if index >= cut["from_frame"] and t < again_at]
+    assert cut_on and all(cut_on), "the frames from the cut are the idle ones"
     idle_run = [idle(rgb) for t, _, rgb in after if first_idle[0] <= t < first_idle[0] + 1000]
     assert all(idle_run), ("and idle they stay", [(i, [round(c) for c in rgb]) for t, i, rgb in after][:30])
     assert any(not idle(rgb) for t, _, rgb in shown_frames if t > again_at), "the next text is mouthed"

@@ -100,7 +100,8 @@ def test_a_viewer_gets_the_avatars_video_and_voice_in_time(server, avatar, speec
             assert "H264" in answer["sdp"]
             await asyncio.sleep(WATCH_S)
             (peer,) = peers.peers.values()
-            sent = (peer.video.sent, peer.video.bytes_sent, peer.bitrate.kbps, peer.clock.slipped_s)
+            clock = peer.clock
+            sent = (peer.video.sent, peer.video.bytes_sent, peer.bitrate.kbps, clock.slipped_s, clock.recovered_s)
             async with aiohttp.ClientSession() as session, session.get(f"{url}/webrtc/peers") as response:
                 held = await response.json()
             assert held["max_peers"] == 4 and [p["state"] for p in held["peers"]] == ["connected"], held
@@ -114,22 +115,25 @@ def test_a_viewer_gets_the_avatars_video_and_voice_in_time(server, avatar, speec
                 task.cancel()
         return video, voice, sent
 
-    video, voice, (sent, bytes_sent, kbps, slipped) = asyncio.run(run())
+    video, voice, (sent, bytes_sent, kbps, slipped, recovered) = asyncio.run(run())
     assert video and voice
     rate = (len(video) - 6) / (video[-1][0] - video[5][0])  # frames a second, once playing
     print(
         f"{len(video)} frames, {rate:.1f} frames/s, {bytes_sent / max(sent, 1):.0f} B/frame, "
-        f"{kbps} kbit/s, voice slipped {slipped:.2f} s"
+        f"{kbps} kbit/s, voice slipped {slipped:.2f} s, {recovered:.2f} s of it won back"
     )
     # 25 frames a second: every frame, each 1/25 s after the last on the media clock, and each
     # arriving at its time on it (the rate on the wall clock: benchmarks.webrtc_delivery). The
     # pacing's proof: how late each frame came after the first, against its place, may vary by one
-    # slip of the clock (a pause of the process: 0.1 s of headroom and the pause), never by a
+    # slip of the clock (a pause of the process: 0.1 s of headroom and the pause) and by what the
+    # clock won back of its slips (it runs 5 % fast after one: synctalk_webrtc.timing), never by a
     # growing lag (a server falling behind slips again and again) nor by frames sent early
     assert len(video) >= 30
     assert {float((b[1] - a[1]) * a[2]) for a, b in zip(video, video[1:])} == {1 / contract.FPS}
     lag = np.array([(t - video[5][0]) - float((pts - video[5][1]) * tb) for t, pts, tb, _ in video[5:]])
-    assert lag.min() > -0.05 and lag.max() < 0.3, f"a frame off its time by {lag.min():.2f}..{lag.max():.2f} s"
+    assert lag.min() > -0.05 - recovered and lag.max() < 0.3, (
+        f"a frame off its time by {lag.min():.2f}..{lag.max():.2f} s"
+    )
     assert video[0][3].shape == (72, 96, 3), "the avatar's frames, whole"
     assert np.std([v[3].mean() for v in video]) > 0.5, "the frames change with the speech"
     assert bytes_sent * 8 / (sent / contract.FPS) < 3e6, "under 3 Mbit/s"
