@@ -7,25 +7,36 @@ import os
 from pathlib import Path
 
 
+def _tree(server_pid: int) -> list:
+    """The server's process and its descendants ([] once the server is gone)."""
+    import psutil
+
+    try:
+        server = psutil.Process(server_pid)
+        return [server, *server.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stub_model(process) -> str | None:
+    """The model a Python-backend stub serves (its ``model.py``'s version folder's parent), or None
+    for a process that is no stub."""
+    model_py = next((a for a in process.cmdline() if a.endswith("/model.py")), None)
+    return Path(model_py).parent.parent.name if model_py else None
+
+
 def stub_counts(server_pid: int) -> dict[str, int]:
     """{model name: live Python-backend stub processes} among the server's children."""
     import psutil
 
     counts: dict[str, int] = {}
-    try:
-        children = psutil.Process(server_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return counts
-    for child in children:
+    for child in _tree(server_pid)[1:]:
         try:
-            if child.status() == psutil.STATUS_ZOMBIE:
+            if child.status() == psutil.STATUS_ZOMBIE or (model := _stub_model(child)) is None:
                 continue
-            model_py = next((a for a in child.cmdline() if a.endswith("/model.py")), None)
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue
-        if model_py:
-            model = Path(model_py).parent.parent.name
-            counts[model] = counts.get(model, 0) + 1
+        counts[model] = counts.get(model, 0) + 1
     return counts
 
 
@@ -37,12 +48,15 @@ def server_processes(server_pid: int, pss: bool = False) -> dict[str, int]:
     def size(process) -> int:
         return process.memory_full_info().pss if pss else process.memory_info().rss
 
-    server = psutil.Process(server_pid)
+    tree = _tree(server_pid)
+    if not tree:
+        raise psutil.NoSuchProcess(server_pid)
+    server, *children = tree
     table = {"tritonserver": size(server)}
-    for child in server.children(recursive=True):
+    for child in children:
         try:
-            model_py = next((a for a in child.cmdline() if a.endswith("model.py")), None)
-            key = f"stub:{Path(model_py).parent.parent.name}" if model_py else f"pid:{child.pid}"
+            model = _stub_model(child)
+            key = f"stub:{model}" if model else f"pid:{child.pid}"
             while key in table:  # several instances of one model
                 key += "'"
             table[key] = size(child)
@@ -61,11 +75,7 @@ def host_memory_bytes(server_pid: int) -> int:
     from synctalk_ops.shm_cleanup import shm_regions
 
     total = 0
-    try:
-        processes = [psutil.Process(server_pid), *psutil.Process(server_pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    for process in processes:
+    for process in _tree(server_pid):
         try:
             total += process.memory_full_info().uss
         except psutil.NoSuchProcess:
@@ -80,12 +90,11 @@ def host_memory_bytes(server_pid: int) -> int:
 
 def server_cpu_seconds(server_pid: int) -> float:
     """CPU seconds (user + system) a process and its children have used so far: tritonserver and
-    its backend stubs (or the page's server, the WebRTC service)."""
+    its backend stubs (or the page's server, the WebRTC service); 0 once it is gone."""
     import psutil
 
-    server = psutil.Process(server_pid)
     total = 0.0
-    for process in [server, *server.children(recursive=True)]:
+    for process in _tree(server_pid):
         try:
             total += sum(process.cpu_times()[:2])
         except psutil.NoSuchProcess:
