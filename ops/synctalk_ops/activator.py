@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from synctalk_common import contract
@@ -78,6 +79,37 @@ METRICS = {
 }
 
 
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """A replica's live streams open by avatar (the stream model's gauge) and requests pending by
+    model (Triton's), from one read of its Prometheus text."""
+
+    streams: dict[str, int]
+    pending: dict[str, int]
+
+    @classmethod
+    def parse(cls, text: str) -> ReplicaLoad:
+        streams: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        tables = {
+            contract.OPEN_STREAMS_METRIC: (streams, "avatar"),
+            "nv_inference_pending_request_count": (pending, "model"),
+        }
+        for line in text.splitlines():
+            name, _, rest = line.partition("{")
+            if name in tables:
+                table, label = tables[name]
+                if key := re.search(rf'{label}="([^"]+)"', rest):
+                    table[key.group(1)] = table.get(key.group(1), 0) + int(float(rest.rsplit(" ", 1)[1]))
+        return cls(streams, pending)
+
+    def busy_with(self, avatar: str) -> int:
+        """The avatar's live streams open plus its own models' requests pending (shared steps are
+        no avatar's)."""
+        own = contract.avatar_models(avatar, own_audio_encoder=True).values()
+        return self.streams.get(avatar, 0) + sum(self.pending.get(model, 0) for model in own)
+
+
 class Activator:
     """The decisions: where a request goes, and the loads they call for."""
 
@@ -113,7 +145,7 @@ class Activator:
         self._ready: dict[tuple[str, str], float] = {}  # (replica, avatar): when last seen ready
         self._finding: dict[str, asyncio.Task] = {}  # avatar: its holder searched for, or its load
         self._spilling: dict[str, asyncio.Task] = {}  # avatar: its load on one more replica
-        self._metrics: dict[str, tuple[float, str | None]] = {}  # replica: (when read, its metrics)
+        self._metrics: dict[str, tuple[float, ReplicaLoad | None]] = {}  # replica: (when read, its load)
         self._session = None
 
     # --- what a request names -----------------------------------------------------------------
@@ -177,40 +209,28 @@ class Activator:
             self._needs[avatar] = stored_need(self.store / avatar, shared_generator_bytes(self.repository))
         return self._needs[avatar]
 
-    async def replica_metrics(self, replica: Replica, fresh: bool = True) -> str | None:
-        """The replica's Prometheus text (None: it has no metrics port, or did not answer); not
-        ``fresh``: as read within METRICS_TTL_S."""
+    async def replica_load(self, replica: Replica, fresh: bool = True) -> ReplicaLoad | None:
+        """The replica's open streams and pending requests, from its Prometheus text (None: it has
+        no metrics port, or did not answer); not ``fresh``: as read within METRICS_TTL_S."""
         if replica.metrics_port is None:
             return None
-        read_at, text = self._metrics.get(replica.name, (-1e9, None))
+        read_at, load = self._metrics.get(replica.name, (-1e9, None))
         if fresh or time.monotonic() - read_at >= METRICS_TTL_S:
             session = await self._http()
             try:
                 async with session.get(f"http://{replica.host}:{replica.metrics_port}/metrics") as answer:
-                    text = await answer.text()
+                    load = ReplicaLoad.parse(await answer.text())
             except (OSError, asyncio.TimeoutError):
-                text = None
-            self._metrics[replica.name] = (time.monotonic(), text)
-        return text
+                load = None
+            self._metrics[replica.name] = (time.monotonic(), load)
+        return load
 
     async def busy_with(self, replica: Replica, avatar: str, fresh: bool = True) -> int | None:
         """How busy the replica is with the avatar: its live streams open there plus its requests
         pending there (the replica's metrics: the stream model's gauge, Triton's pending count of
         the avatar's own models); None where that cannot be read."""
-        metrics = await self.replica_metrics(replica, fresh)
-        if metrics is None:
-            return None
-        own = set(contract.avatar_models(avatar, own_audio_encoder=True).values())
-        busy = 0
-        for line in metrics.splitlines():
-            name, _, value = line.partition("{")
-            if name == contract.OPEN_STREAMS_METRIC and f'avatar="{avatar}"' in value:
-                busy += int(float(value.rsplit(" ", 1)[1]))
-            elif name == "nv_inference_pending_request_count":
-                model = re.search(r'model="([^"]+)"', value)
-                if model and model.group(1) in own:
-                    busy += int(float(value.rsplit(" ", 1)[1]))
-        return busy
+        load = await self.replica_load(replica, fresh)
+        return None if load is None else load.busy_with(avatar)
 
     async def in_use(self, replica: Replica, avatar: str) -> bool:
         """A live stream open on the avatar, or a request of its pending, on that replica (its

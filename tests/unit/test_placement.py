@@ -180,3 +180,30 @@ def test_a_replica_is_given_with_the_name_the_edge_knows_it_by():
         8002,
     )
     assert Replica.parse("127.0.0.1:8101:8100", 3).name == "replica-3"
+
+
+def test_a_replicas_load_is_read_once_from_its_metrics_by_avatar_and_model():
+    """The activator's view of a replica (``ReplicaLoad``): streams by avatar, pending requests by
+    model, parsed once per read; how busy a replica is with an avatar, from them."""
+    from synctalk_common import contract
+    from synctalk_ops.activator import ReplicaLoad
+
+    text = "\n".join(
+        [
+            "# HELP nv_inference_pending_request_count Instantaneous number of pending requests",
+            'nv_inference_pending_request_count{model="anna",version="1"} 2',
+            'nv_inference_pending_request_count{model="anna_synctalk",version="1"} 1',
+            'nv_inference_pending_request_count{model="bob",version="1"} 5',
+            'nv_inference_pending_request_count{model="generator",version="1"} 3',
+            f'{contract.OPEN_STREAMS_METRIC}{{avatar="anna"}} 1',
+            f'{contract.OPEN_STREAMS_METRIC}{{avatar="annabel"}} 4',
+            'nv_inference_request_success{model="anna",version="1"} 90',
+        ]
+    )
+    load = ReplicaLoad.parse(text)
+    assert load.streams == {"anna": 1, "annabel": 4}
+    assert load.pending == {"anna": 2, "anna_synctalk": 1, "bob": 5, "generator": 3}
+    assert load.busy_with("anna") == 4, (
+        "its stream, its ensemble's and its own step's pending; shared steps are no one's"
+    )
+    assert load.busy_with("annabel") == 4 and load.busy_with("carl") == 0
