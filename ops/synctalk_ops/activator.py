@@ -43,11 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synctalk_common import contract
-from synctalk_ops.edge.launcher import END_WITH_PARENT
 from synctalk_ops.edge.limits import COLD_START_BUDGET_S
 from synctalk_ops.edge.replicas import Replica
 from synctalk_ops.edge.routes import CHECK_PREFIX, HTTP_MODEL_PATH, REFUSAL_STATUS
-from synctalk_ops.launched import Launched, answers
+from synctalk_ops.launched import END_WITH_PARENT, Launched, answers
 from synctalk_ops.placement import ranking
 
 READY_TTL_S = 1.0  # a replica seen holding an avatar is not asked again for this long
@@ -508,11 +507,7 @@ class ActivatorService(Launched):
         return {"the activator's port": self.port}
 
     def start(self) -> ActivatorService:
-        out = self._open_log()
-        # it ends with its launcher, however that ends
-        self.process = subprocess.Popen(
-            [*END_WITH_PARENT, *self.command()], stdout=out, stderr=subprocess.STDOUT if out else None
-        )
+        self._spawn([*END_WITH_PARENT, *self.command()])  # it ends with its launcher, however that ends
         return self
 
     def is_ready(self) -> bool:
@@ -521,13 +516,7 @@ class ActivatorService(Launched):
     def stop(self) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self._terminate(15)
         self._close_log()
         return self.process.returncode
 

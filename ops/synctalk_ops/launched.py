@@ -9,9 +9,21 @@ import contextlib
 import http.client
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+
+# A command run through this ends with the process that started it: SIGTERM when that process
+# dies (Linux prctl PR_SET_PDEATHSIG, kept across exec), set by a small Python that then execs the
+# command (same pid). Not a Popen preexec_fn: a preexec_fn makes Python run its fork handlers in
+# the parent, and gRPC's waits there for its own threads; in a process with gRPC channels (a test,
+# a client) the fork then hung for good now and then.
+END_WITH_PARENT = (
+    sys.executable,
+    "-c",
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); os.execvp(sys.argv[1], sys.argv[1:])",
+)
 
 
 def free_port() -> int:
@@ -124,6 +136,22 @@ class Launched:
 
     def stop(self):
         raise NotImplementedError
+
+    def _spawn(self, command: list[str], **popen) -> None:
+        """``command`` in its process, its output in the log (``_open_log``); ``popen``: more of
+        Popen's arguments."""
+        out = self._open_log()
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None, **popen)
+
+    def _terminate(self, timeout: float) -> None:
+        """SIGTERM, and SIGKILL where it has not exited within ``timeout``; returns once it has."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def __enter__(self):
         try:

@@ -231,14 +231,7 @@ class TritonServer(Launched):
         remove_orphaned_gates()
         if self.api_key and api_key_from_environment() is None:  # this process's clients carry it
             os.environ[contract.API_KEY_FILE_ENV] = str(api_key.key_file_of(self.api_key))
-        out = self._open_log()
-        self.process = subprocess.Popen(
-            self.command(),
-            env=server_environment(),
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            start_new_session=self.group_nice is not None,
-        )
+        self._spawn(self.command(), env=server_environment(), start_new_session=self.group_nice is not None)
         if self.group_nice is not None and (refused := cpu_share.set_group_nice(self.process.pid, self.group_nice)):
             print(f"tritonserver: {refused}", file=sys.stderr, flush=True)
         return self
@@ -270,12 +263,7 @@ class TritonServer(Launched):
             self.supervisor.stop()  # the server is stopped below whatever happens here
         if self.process.poll() is None:
             regions = shm_regions(self.process.pid)
-            self.process.send_signal(signal.SIGTERM)  # tritonserver unloads its models and exits
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self._terminate(timeout)  # tritonserver unloads its models and exits
             for region in regions:  # what a killed server or stub could not remove
                 Path(region).unlink(missing_ok=True)
         self._kill_orphaned_stubs()

@@ -7,10 +7,9 @@ is at content time ``c`` is sent at ``t0 + c``. ``t0`` is set ``margin_s`` (0.2 
 frame is there (the voice waits for its frames: the lookahead a frame needs, 0.5 s, and the
 server's time; the margin absorbs the server's jitter, so that a frame a little later than the
 first makes no gap in the voice, which a browser answers by growing its audio buffer), and moves
-later (``slip``) whenever speech would get ahead of the frames that show it (silence waits for no
-frame: ``tracks.AvatarVoiceTrack``): a frame late from the server delays the speech with it, so the
-two never part by more than the ``slack``, however long the stream. Nothing depends on the
-sender's wall clock rate but the pacing: no drift.
+later (``slip``) whenever the voice would get ahead of the frames that show it: a frame late from
+the server delays the voice with it, so the two never part by more than the ``slack``, however
+long the stream. Nothing depends on the sender's wall clock rate but the pacing: no drift.
 
 A slip is not kept for the rest of the stream: while frames arrive more than the margin ahead of
 their time, the clock runs ``catch_up`` (5 %) fast, ``t0`` moving earlier until they are the margin
@@ -101,15 +100,17 @@ class PlayoutClock:
         """When what is at ``content_s`` is to be sent (``time.monotonic`` time)."""
         return self.t0 + content_s
 
-    def slip(self, content_s: float) -> bool:
-        """Speech at ``content_s`` is ready only now: if that is past its time by more than the
-        slack, everything from here on is sent that much later, and half the margin more (True)."""
+    def slip(self, content_s: float, headroom: bool = True) -> bool:
+        """Something at ``content_s`` is ready only now: if that is past its time by more than the
+        slack, everything from here on is sent that much later (True). ``headroom``: half the
+        margin more (inside speech; not in the silence after an interrupt, where the first idle
+        frame is late by what the server took, and no more)."""
         late = self._now() - self.due(content_s)
         if late <= self.slack_s:
             return False
         # with headroom: a server falling behind costs one gap now and then, not a gap every few
         # frames (each gap grows a browser's audio buffer, and its A/V offset)
-        step = late + self.margin_s / 2
+        step = late + (self.margin_s / 2 if headroom else 0.0)
         self.t0 += step
         self.slipped_s += step
         self.last_slip_s = step

@@ -158,12 +158,7 @@ class AvatarVideoTrack(MediaStreamTrack):
 
 class AvatarVoiceTrack(MediaStreamTrack):
     """The speech in 20 ms frames (pts: the sample count, at ``rate``), each sent when its time comes
-    and, where it speaks, never before the frame that shows its last sample has arrived (else the
-    clock slips). Silence waits for no frame (but the first, which starts the clock): a late idle
-    frame (after an interrupt, the server renders the cut's frames again) is shown as it comes, and
-    the voice goes on without a gap, which a browser answers by growing its audio buffer for good
-    (measured in Chromium: a 31 ms gap in silence, 40 ms more delay; the 76-91 ms wait for the idle
-    frames after an interrupt, the next speech heard 130-190 ms behind its mouth).
+    and never before the frame that shows its last sample has arrived (else the clock slips).
     ``rate`` and ``channels``: Opus's 48 kHz stereo for aiortc (the default), or what another
     transport plays (a Pipecat pipeline's output rate, mono): resampled here, once."""
 
@@ -186,17 +181,15 @@ class AvatarVoiceTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         start = self.chunks * VOICE_CHUNK
         shown_by = (start + VOICE_CHUNK - 1) // contract.SAMPLES_PER_FRAME
-        speaks = self.speech.is_spoken(start - VOICE_CHUNK, start + VOICE_CHUNK)
-        if speaks or self.clock.t0 is None:
-            waiting = asyncio.ensure_future(self.clock.until_frame(shown_by))
-            ended = asyncio.ensure_future(self.ended.wait())
-            await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
-            waiting.cancel(), ended.cancel()
+        waiting = asyncio.ensure_future(self.clock.until_frame(shown_by))
+        ended = asyncio.ensure_future(self.ended.wait())
+        await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel(), ended.cancel()
         if self.ended.is_set() or self.readyState != "live":
             self.stop()
             raise MediaStreamError
         content_s = start / contract.SAMPLE_RATE
-        if speaks and self.clock.slip(content_s):
+        if self.clock.slip(content_s, headroom=self.speech.is_spoken(start - VOICE_CHUNK, start + VOICE_CHUNK)):
             log.info(
                 "the voice waited for frame %d: everything %.0f ms later from here",
                 shown_by,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -16,18 +14,7 @@ from synctalk_ops.edge.bootstrap import envoy_binary, render, write
 from synctalk_ops.edge.endpoints import write_endpoints
 from synctalk_ops.edge.limits import DRAIN_S
 from synctalk_ops.edge.replicas import Replica, is_ip
-from synctalk_ops.launched import Launched, answers, check_ports
-
-# A command run through this ends with the process that started it: SIGTERM when that process
-# dies (Linux prctl PR_SET_PDEATHSIG, kept across exec), set by a small Python that then execs the
-# command (same pid). Not a Popen preexec_fn: a preexec_fn makes Python run its fork handlers in
-# the parent, and gRPC's waits there for its own threads; in a process with gRPC channels (a test,
-# a client) the fork then hung for good now and then.
-END_WITH_PARENT = (
-    sys.executable,
-    "-c",
-    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); os.execvp(sys.argv[1], sys.argv[1:])",
-)
+from synctalk_ops.launched import END_WITH_PARENT, Launched, answers, check_ports
 
 
 class Edge(Launched):
@@ -116,15 +103,9 @@ class Edge(Launched):
         write(self.config, self.config_path)
         if self.endpoints_dir is not None:
             write_endpoints(self.replicas, self.endpoints_dir)
-        out = self._open_log()
         # a session of its own: Ctrl-C reaches the launcher, which drains the edge before stopping
         # it; and the edge ends with its launcher, however that ends
-        self.process = subprocess.Popen(
-            [*END_WITH_PARENT, *self.command()],
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,
-        )
+        self._spawn([*END_WITH_PARENT, *self.command()], start_new_session=True)
         return self
 
     def is_ready(self) -> bool:
@@ -168,12 +149,6 @@ class Edge(Launched):
             return None
         if drain_s and self.process.poll() is None:
             self.drain(drain_s)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self._terminate(timeout)
         self._close_log()
         return self.process.returncode
