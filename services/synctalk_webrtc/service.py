@@ -274,13 +274,15 @@ class Peers:
 
     async def held(self, _request: web.Request) -> web.Response:
         """``GET /webrtc/peers``: the peers held (avatar, connection state, seconds since the viewer
-        was last heard from), the places being opened, the limit."""
+        was last heard from, how long its voice has waited for late frames in all), the places
+        being opened, the limit."""
         now = time.monotonic()
         peers = [
             {
                 "avatar": peer.avatar,
                 "state": pc.connectionState,
                 "heard_s_ago": None if peer.heard_at is None else round(now - peer.heard_at, 2),
+                "voice_slipped_s": round(peer.clock.slipped_s, 3),
             }
             for pc, peer in self.peers.items()
         ]

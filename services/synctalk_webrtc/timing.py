@@ -103,8 +103,8 @@ class PlayoutClock:
     def slip(self, content_s: float, headroom: bool = True) -> bool:
         """Something at ``content_s`` is ready only now: if that is past its time by more than the
         slack, everything from here on is sent that much later (True). ``headroom``: half the
-        margin more (inside speech; not in the silence after an interrupt, where the first idle
-        frame is late by what the server took, and no more)."""
+        margin more (inside speech; not in silence, where a late frame costs what it is late, and
+        no more)."""
         late = self._now() - self.due(content_s)
         if late <= self.slack_s:
             return False

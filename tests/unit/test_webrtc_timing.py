@@ -54,31 +54,6 @@ def test_the_voice_waits_for_the_frame_that_shows_it():
     asyncio.run(run())
 
 
-def test_silence_waits_for_no_frame_speech_waits_for_the_one_that_shows_it():
-    """After an interrupt the server renders the cut's frames again (idle): the silent voice goes on
-    without a gap meanwhile (a gap grows a browser's audio buffer); speech never goes before its
-    frame, and a late one slips the clock."""
-    from synctalk_webrtc.tracks import VOICE_CHUNK, AvatarVoiceTrack
-
-    async def run():
-        clock, speech = PlayoutClock(margin_s=0.0), SpeechBuffer()
-        voice = AvatarVoiceTrack(clock, speech)
-        await clock.frame_arrived(0)  # the first frame starts the clock
-        for _ in range(10):  # 0.2 s of silence, with frame 0 alone there
-            await asyncio.wait_for(voice.recv(), 1)
-        assert clock.frames_in == 1 and clock.slipped_s == 0, "no wait, no slip"
-        speech.place(np.full(3 * VOICE_CHUNK, 8000, np.int16), voice.chunks * VOICE_CHUNK)  # frame 5's speech
-        said = asyncio.ensure_future(voice.recv())
-        for index in range(1, 6):
-            await asyncio.sleep(0.02)
-            assert not said.done(), f"speech waits for frame 5 (frames to {index - 1} there)"
-            await clock.frame_arrived(index)
-        frame = await asyncio.wait_for(said, 1)
-        assert np.abs(frame.to_ndarray()).max() > 4000 and clock.slipped_s > 0, "said once shown, the clock slipped"
-
-    asyncio.run(run())
-
-
 def test_the_bitrate_follows_the_viewers_estimate_within_bounds_and_not_too_often():
     follower = BitrateFollower(1500)
     follower.ramping = False  # the estimate alone (past the ramp: see below)
