@@ -46,8 +46,9 @@ from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
 from synctalk_ops import cpu_share
-from synctalk_ops.edge import Edge, Replica
+from synctalk_ops.edge import Edge, Replica, class_limits
 from synctalk_ops.edge.bootstrap import connection_managers
+from synctalk_ops.edge.clusters import cluster_of
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes
 from synctalk_ops.serve import TritonServer
@@ -533,17 +534,17 @@ def run_setting(
 
 
 def bulk_waiting(edge: Edge, waiting: int) -> None:
-    """The edge's bulk classes with a waiting line of ``waiting`` requests (its one replica)
-    instead of ``WAITING_PER_REPLICA``'s; 0: none, as before it had one (a bulk request past its
-    replica's limit refused at once)."""
-    for cluster in edge.config["static_resources"]["clusters"]:
+    """The edge's bulk clusters rendered again with a waiting line of ``waiting`` requests a
+    replica instead of ``WAITING_PER_REPLICA``'s; 0: none, as before it had one (a bulk request past
+    its replica's limit refused at once)."""
+    clusters, limit = edge.config["static_resources"]["clusters"], class_limits("cpu")["bulk"]
+    for i, cluster in enumerate(clusters):
         if cluster["name"].endswith("_bulk"):
-            breakers = cluster["circuit_breakers"]
-            breakers["thresholds"][0]["max_pending_requests"] = waiting or breakers["thresholds"][0]["max_requests"]
-            if not waiting:
-                breakers.pop("per_host_thresholds")
-                for options in cluster.get("typed_extension_protocol_options", {}).values():
-                    options["explicit_http_config"]["http2_protocol_options"] = {}
+            protocol = cluster["name"].split("_", 1)[0]
+            size_for = len(edge.replicas)
+            clusters[i] = cluster_of(
+                cluster["name"], edge.replicas, protocol, limit, size_for, edge.endpoints_dir, waiting
+            )
 
 
 EDGE_COUNTERS = (  # Envoy's own counts over a flood through it (the bulk class, the gRPC listener)
