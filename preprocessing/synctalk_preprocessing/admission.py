@@ -131,19 +131,18 @@ class AdmissionGate:
                     live = self._live(slots, now)
                     in_flight = int(slots["frames"][live].sum())
                     free = np.flatnonzero(~live)
-                    if (not in_flight or in_flight + frames <= self.capacity_frames) and len(free):
-                        if room is not None:
-                            self._write(room, np.zeros(1, SLOT))
-                            room, live[room] = None, False
+                    slot = room if room is not None else (int(free[0]) if len(free) else None)  # the room's, when in it
+                    if (not in_flight or in_flight + frames <= self.capacity_frames) and slot is not None:
+                        room = None
                         left = None if deadline_s is None else deadline_s - (now - started)
                         ticket = secrets.randbits(62) + 1
                         lease = self.lease_for(in_flight + frames, left)
-                        self._write(int(np.flatnonzero(~live)[0]), np.array([(ticket, frames, now + lease)], SLOT))
+                        self._write(slot, np.array([(ticket, frames, now + lease)], SLOT))
                         return ticket, in_flight
                     if room is None:  # take the room, when it is free
-                        if now - started >= wait_s or (live & (slots["ticket"] == ROOM_TICKET)).any() or not len(free):
+                        if now - started >= wait_s or (live & (slots["ticket"] == ROOM_TICKET)).any() or slot is None:
                             return None, in_flight
-                        room = int(free[0])
+                        room = slot
                         self._write(room, np.array([(ROOM_TICKET, 0, started + wait_s)], SLOT))
                     elif now - started >= wait_s:
                         return None, in_flight

@@ -64,12 +64,14 @@ def test_the_lease_follows_how_full_the_pipeline_is(path):
 
 def test_a_request_waits_in_the_room_and_is_admitted_when_the_one_ahead_gives_its_ticket_back(path):
     gate = AdmissionGate(40, 10, path)
+    small, _ = gate.admit(8)
     ahead, _ = gate.admit(32)
     threading.Timer(0.3, AdmissionGate(path=path).release, args=(ahead,)).start()
     started = time.monotonic()
     ticket, before = gate.admit(32, wait_s=5)
-    assert ticket is not None and before == 0 and 0.25 < time.monotonic() - started < 2
-    assert gate.in_flight() == 32 and not gate.waiting()  # the room is free again
+    assert ticket is not None and before == 8 and 0.25 < time.monotonic() - started < 2
+    assert gate.in_flight() == 40 and not gate.waiting()  # the room is free again
+    assert gate.release(small) and gate.release(ticket) and gate.in_flight() == 0  # every ticket its own slot
 
 
 def test_the_room_holds_one_request_and_no_frames(path):
