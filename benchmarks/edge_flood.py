@@ -41,7 +41,6 @@ from pathlib import Path
 
 from benchmarks.overload import MemorySampler, _request
 from synctalk_build import avatar_store, paths
-from synctalk_build.render_model import read_config, write_config
 from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
@@ -53,7 +52,6 @@ from synctalk_ops.edge.clusters import cluster_of
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes
 from synctalk_ops.serve import TritonServer
-from synctalk_preprocessing import admission
 
 TICKS = 100  # /proc/<pid>/stat's clock ticks a second (Linux)
 
@@ -446,8 +444,7 @@ def run(
     scheduling group, sharing the cores thread by thread with the clients: ``cpu_share``),
     ``before`` (both), ``waiting-<n>`` (n bulk requests wait in line instead of
     ``WAITING_PER_REPLICA``'s), ``window-<KiB>`` (the listeners' HTTP/2 stream window that size
-    instead of 1 MiB), ``no-room`` (the door without its waiting room, the edge as it was with
-    none: one bulk request a replica, three in line)."""
+    instead of 1 MiB)."""
     report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
     for setting in settings:
         print(f"{setting}:", flush=True)
@@ -467,11 +464,6 @@ def run_setting(
 ) -> dict:
     repository = render("cpu", paths.BUILD / "edge_flood" / f"cpu-{setting}", paths.MODELS / variant)
     add_avatar(repository)
-    if setting == "no-room":  # the door refuses a bulk request that does not fit at once
-        door = repository / contract.INPUT_VALIDATOR_MODEL / "config.pbtxt"
-        config = read_config(door)
-        config.parameters["admission_room_s"].string_value = "0"
-        write_config(config, door, "edge_flood: no waiting room")
     log = paths.BUILD / "logs" / f"edge-flood-tritonserver-{setting}.log"
     report: dict = {}
     access_log = paths.BUILD / "logs" / f"edge-flood-access-{setting}.log"
@@ -491,8 +483,6 @@ def run_setting(
             bulk_waiting(edge, 0)
         if setting.startswith("waiting-"):  # that many bulk requests wait in line per replica
             bulk_waiting(edge, int(setting.split("-")[1]))
-        if setting == "no-room":  # as before the room: one bulk request a replica, three in line
-            bulk_waiting(edge, 3, class_limits("cpu")["bulk"] - admission.ROOM_REQUESTS)
         if setting.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
             for manager in connection_managers(edge.config):
                 manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(setting.split("-")[1])
@@ -543,12 +533,11 @@ def run_setting(
     return report
 
 
-def bulk_waiting(edge: Edge, waiting: int, limit: int | None = None) -> None:
+def bulk_waiting(edge: Edge, waiting: int) -> None:
     """The edge's bulk clusters rendered again with a waiting line of ``waiting`` requests a
-    replica instead of ``WAITING_PER_REPLICA``'s (0: none, as before it had one: a bulk request
-    past its replica's limit refused at once), and ``limit`` requests a replica at once where given."""
-    clusters = edge.config["static_resources"]["clusters"]
-    limit = class_limits("cpu")["bulk"] if limit is None else limit
+    replica instead of ``WAITING_PER_REPLICA``'s; 0: none, as before it had one (a bulk request past
+    its replica's limit refused at once)."""
+    clusters, limit = edge.config["static_resources"]["clusters"], class_limits("cpu")["bulk"]
     for i, cluster in enumerate(clusters):
         if cluster["name"].endswith("_bulk"):
             protocol = cluster["name"].split("_", 1)[0]
@@ -598,10 +587,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nice", type=int, nargs="+", default=[0], help="the clients' CPU priorities, one flood each")
     parser.add_argument("--edge-only", action="store_true", help="the flood through the edge only")
     parser.add_argument(
-        "--settings",
-        nargs="+",
-        default=["now"],
-        help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>, no-room",
+        "--settings", nargs="+", default=["now"], help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>"
     )
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
     args = parser.parse_args(argv)

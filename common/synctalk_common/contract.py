@@ -604,11 +604,6 @@ def model_owner(model_name: str) -> str:
     return model_name
 
 
-def edge_class(frames: int) -> str:
-    """The class (``EDGE_CLASSES``) of a request of ``frames`` frames."""
-    return next(name for name, _, most in EDGE_CLASSES if frames <= most)
-
-
 def edge_headers(model_id: str, frames: int | None = None) -> dict[str, str]:
     """The gRPC metadata (or HTTP headers) the edge routes and counts a request by."""
     headers = {EDGE_MODEL_HEADER: model_id}

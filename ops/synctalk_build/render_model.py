@@ -30,8 +30,8 @@ CPU_BACKENDS = {
     contract.FRAME_RESIZE_MODEL: "frame_resize_cpu",
     contract.FRAME_PASTE_MODEL: "frame_paste_cpu",
 }
-# CPU-profile instance counts: one instance each on a 2-core machine (onnxruntime and the JPEG
-# encoder use both cores inside one instance), but the door's two (``_to_cpu``).
+# CPU-profile instance counts: one instance each on a 2-core machine; onnxruntime and the JPEG
+# encoder use both cores inside one instance.
 # nice: the CPU host's two cores are shared by every step; the steps that paste and encode an
 # admitted request's frames (bursts on both cores) yield to the door (input_validator), so it
 # refuses at once meanwhile (measured: refusals up to 150 ms without, 26 ms with). The generator
@@ -107,8 +107,7 @@ def queue_policy(profile: str) -> mc.ModelQueuePolicy:
 
 @functools.cache
 def generator_instances(profile: str) -> int:
-    """The generator's instance count in ``profile`` (CPU: one, as every CPU-profile model but
-    the door)."""
+    """The generator's instance count in ``profile`` (CPU: one, as every CPU-profile model)."""
     if profile == "cpu":
         return 1
     config = read_config(paths.MODEL_REPOSITORY / contract.GENERATOR_MODEL / "config.pbtxt")
@@ -129,12 +128,10 @@ def set_queue_policy(config: mc.ModelConfig, profile: str, role: str) -> None:
 
 def set_admission(config: mc.ModelConfig, profile: str, role: str) -> None:
     """The door's gate on ``input_validator``: ``admission_frames`` in flight at most, a lost
-    ticket's lease twice the latency target, and a bulk request's wait in the waiting room as long
-    (the request ahead of it served meanwhile, a live stream's frames let through)."""
+    ticket's lease twice the latency target."""
     if role == contract.INPUT_VALIDATOR_MODEL:
         config.parameters["admission_frames"].string_value = str(admission_frames(profile))
         config.parameters["admission_lease_s"].string_value = f"{2 * LATENCY_TARGET_S[profile]:g}"
-        config.parameters["admission_room_s"].string_value = f"{2 * LATENCY_TARGET_S[profile]:g}"
 
 
 def read_config(path: Path) -> mc.ModelConfig:
@@ -158,9 +155,7 @@ def _to_cpu(config: mc.ModelConfig, role: str) -> None:
     avatar's generator has the role of ``synctalk``)."""
     for group in config.instance_group:
         group.kind = mc.ModelInstanceGroup.KIND_CPU
-        # the door keeps its two: one may hold a bulk request in the waiting room while the other
-        # admits the rest (synctalk_preprocessing.admission)
-        group.count = group.count if role == contract.INPUT_VALIDATOR_MODEL else 1
+        group.count = 1
         del group.gpus[:]
         if role == contract.GENERATOR_MODEL:
             resource = group.rate_limiter.resources.add(name=CPU_GENERATOR_RESOURCE, count=1)

@@ -11,7 +11,6 @@ import numpy as np
 from synctalk_build import paths
 from synctalk_common import contract
 from synctalk_ops.serve import SHM_GROWTH_BYTES
-from synctalk_preprocessing import admission
 from synctalk_preprocessing.avatar import read_manifest
 
 # What a loaded avatar costs the host besides its frames, face inputs, generator weights and
@@ -50,17 +49,15 @@ def frame_arena_bytes(generator_bytes: int) -> int:
     return FRAME_ARENA_BYTES["full" if generator_bytes >= FULL_GENERATOR_WEIGHTS_BYTES else "tiny"]
 
 
-FACE_INPUT_BYTES = int(np.prod(contract.FACE_INPUT.dims)) * contract.FLOAT32_BYTES  # a frame's face input
-
-
 def in_flight_bytes(frames: int, height: int, width: int) -> int:
     """What ``frames`` frames in flight through an avatar's pipeline hold at most (frames of
     ``height`` x ``width``): per frame its face input, generated face, background and pasted frame,
     each in three places (the step that made it, the server between steps, the step that reads
     it), and the Python backend's shared-memory pools grown by one step (64 MB) in each of the
     pipeline's eight processes. The door's gate bounds ``frames`` (``admission_frames``)."""
+    face_input = np.prod(contract.FACE_INPUT.dims) * contract.FLOAT32_BYTES
     generated = np.prod(contract.GENERATED_FACE.dims) * contract.FLOAT32_BYTES
-    per_frame = FACE_INPUT_BYTES + generated + 2 * height * width * 3
+    per_frame = face_input + generated + 2 * height * width * 3
     return int(3 * frames * per_frame + 8 * SHM_GROWTH_BYTES)
 
 
@@ -84,13 +81,11 @@ def in_flight_reserve() -> int:
     whatever: the door's frames between the steps, at the reference pipeline's 1080p
     (docs/operations.md, "Memory budget"). A generator's run holds nothing more: every generator
     runs one frame at a time in the arena its model's memory counts (``add --arena``: a batch's,
-    counted with the avatar). And the bulk request waiting in the door's waiting room: its face
-    inputs in the server and in the door's process."""
+    counted with the avatar)."""
     from synctalk_build.render_model import admission_frames
 
     frames = admission_frames("cpu")
-    room = admission.ROOM_REQUESTS * contract.MAX_BATCH_SIZE * 2 * FACE_INPUT_BYTES
-    return in_flight_bytes(frames, contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH) + room
+    return in_flight_bytes(frames, contract.OUTPUT_HEIGHT, contract.OUTPUT_WIDTH)
 
 
 def check_fits(repository: Path, avatar_id: str, available: int | None = None) -> dict[str, int]:

@@ -18,15 +18,6 @@ runs out (``lease_for``: up to twice the latency target, less for a request that
 pipeline emptier, and never past the request's own deadline), so a lost ticket costs capacity for
 seconds, never for good.
 
-One request at a time may wait at the door for room instead of being refused: the waiting room
-(``admit``'s ``wait_s``; the door lets bulk requests wait, ``input_validator``). A bulk request
-fills the pipeline alone, so without it the next one would only start its upload (78 MB for the
-reference's 32 frames) when the one ahead gives its ticket back, and the generator would idle for
-that upload each time; waiting inside, its body is already in when the room is made. A second
-request that does not fit while the room is taken is refused at once, as before. The room is a
-slot of the table (``ROOM_TICKET``, no frames) held while its request waits, with the wait as its
-lease, so a waiter that is gone frees it.
-
 The gate is a small table (one slot per admitted request) in a file in ``/dev/shm`` named after
 the server's process (every model instance is a stub process the server started), locked with
 ``flock`` for each change: the stubs of the door and of every last step share it, and two
@@ -49,9 +40,6 @@ SLOT = np.dtype([("ticket", "<i8"), ("frames", "<i8"), ("expires", "<f8")])
 SLOTS = 512  # admitted requests at once: far above any capacity in frames / 1 frame per request
 FILE_PREFIX = "synctalk_admission_"
 NO_TICKET = 0  # the gate is off, or the request came in without one
-ROOM_TICKET = -1  # the waiting room's slot: a request waiting for room (no frames)
-ROOM_REQUESTS = 1  # requests the waiting room holds
-ROOM_POLL_S = 0.005  # how often a waiting request looks for room (a generator frame takes 10-70 ms)
 # the door's refusals, counted on Triton's /metrics (a custom metric of the Python backend)
 METRIC_REFUSED = "synctalk_admission_refused_total"
 METRIC_REFUSED_HELP = "Requests the door refused at once because the pipeline was full (server busy)"
@@ -112,46 +100,23 @@ class AdmissionGate:
         lease = min(self.lease_s, max(self.lease_s / 2, self.lease_s * frames_through / self.capacity_frames))
         return lease if deadline_s is None else min(lease, deadline_s)
 
-    def admit(self, frames: int, deadline_s: float | None = None, wait_s: float = 0.0) -> tuple[int | None, int]:
+    def admit(self, frames: int, deadline_s: float | None = None) -> tuple[int | None, int]:
         """(ticket, frames in flight before this request): ticket None when refused.
-        ``deadline_s``: the request's own, where it has one (``lease_for``). ``wait_s`` > 0: a
-        request that does not fit waits for room in the waiting room up to that long (less its
-        deadline), when the room is free; refused at once otherwise."""
+        ``deadline_s``: the request's own, where it has one (``lease_for``)."""
         if not self.capacity_frames:
             raise RuntimeError("admission gate opened without a capacity: it only gives tickets back")
-        started = time.monotonic()
-        if deadline_s is not None:
-            wait_s = min(wait_s, deadline_s)
-        room = None  # the room's slot while this request waits in it
-        try:
-            while True:
-                now = time.monotonic()
-                with self._locked():
-                    slots = self._read()
-                    live = self._live(slots, now)
-                    in_flight = int(slots["frames"][live].sum())
-                    free = np.flatnonzero(~live)
-                    slot = room if room is not None else (int(free[0]) if len(free) else None)  # the room's, when in it
-                    if (not in_flight or in_flight + frames <= self.capacity_frames) and slot is not None:
-                        room = None
-                        left = None if deadline_s is None else deadline_s - (now - started)
-                        ticket = secrets.randbits(62) + 1
-                        lease = self.lease_for(in_flight + frames, left)
-                        self._write(slot, np.array([(ticket, frames, now + lease)], SLOT))
-                        return ticket, in_flight
-                    if room is None:  # take the room, when it is free
-                        if now - started >= wait_s or (live & (slots["ticket"] == ROOM_TICKET)).any() or slot is None:
-                            return None, in_flight
-                        room = slot
-                        self._write(room, np.array([(ROOM_TICKET, 0, started + wait_s)], SLOT))
-                    elif now - started >= wait_s:
-                        return None, in_flight
-                time.sleep(ROOM_POLL_S)
-        finally:
-            if room is not None:  # refused after waiting: the room is free again
-                with self._locked():
-                    if self._read()["ticket"][room] == ROOM_TICKET:
-                        self._write(room, np.zeros(1, SLOT))
+        now = time.monotonic()
+        with self._locked():
+            slots = self._read()
+            live = self._live(slots, now)
+            in_flight = int(slots["frames"][live].sum())
+            free = np.flatnonzero(~live)
+            if (in_flight and in_flight + frames > self.capacity_frames) or not len(free):
+                return None, in_flight
+            ticket = secrets.randbits(62) + 1
+            lease = self.lease_for(in_flight + frames, deadline_s)
+            self._write(int(free[0]), np.array([(ticket, frames, now + lease)], SLOT))
+            return ticket, in_flight
 
     def release(self, ticket: int) -> bool:
         """Gives the ticket back; False when it was not held (already expired, or never issued)."""
@@ -168,12 +133,6 @@ class AdmissionGate:
         with self._locked():
             slots = self._read()
         return int(slots["frames"][self._live(slots, time.monotonic())].sum())
-
-    def waiting(self) -> bool:
-        """Whether a request waits in the waiting room."""
-        with self._locked():
-            slots = self._read()
-        return bool((self._live(slots, time.monotonic()) & (slots["ticket"] == ROOM_TICKET)).any())
 
     def close(self) -> None:
         os.close(self._fd)

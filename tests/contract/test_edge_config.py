@@ -10,7 +10,6 @@ import yaml
 from synctalk_build.render_model import admission_frames
 from synctalk_common import contract
 from synctalk_ops import edge
-from synctalk_preprocessing import admission
 
 
 def replicas(n: int) -> list[edge.Replica]:
@@ -56,14 +55,12 @@ def test_limits_per_replica_come_from_the_doors_capacity(profile):
     by_name = clusters(config)
     for name, _, most in contract.EDGE_CLASSES:
         expected = max(1, capacity // most, edge.LIGHT_PER_REPLICA_FLOOR if name == "light" else 1)
-        expected += admission.ROOM_REQUESTS if name == "bulk" else 0
         for protocol in ("grpc", "http"):
             threshold = by_name[f"{protocol}_{name}"]["circuit_breakers"]["thresholds"][0]
             assert threshold["max_requests"] == n * expected, (protocol, name)
     assert by_name["grpc_stream"]["circuit_breakers"]["thresholds"][0]["max_requests"] == n * edge.max_streams()
-    # what the door holds of 32-frame requests, and one in its waiting room; the rest wait at the edge
-    # or are refused before their bodies
-    assert edge.class_limits(profile)["bulk"] == max(1, capacity // contract.MAX_BATCH_SIZE) + admission.ROOM_REQUESTS
+    # a 32-frame request fills the door: one per replica at the edge, the rest refused before their bodies
+    assert edge.class_limits(profile)["bulk"] == max(1, capacity // contract.MAX_BATCH_SIZE)
     for cluster in by_name.values():  # every cluster spans every replica
         endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
         assert [e["endpoint"]["hostname"] for e in endpoints] == [r.name for r in replicas(n)]

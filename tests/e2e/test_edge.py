@@ -18,7 +18,7 @@ from synctalk_client import CompositeClient, synthetic
 from synctalk_client.errors import PermissionDeniedError
 from synctalk_client.stream import LiveStream
 from synctalk_common import contract
-from synctalk_ops.edge import GRPC_SERVICE, INFER_METHOD, WAITING_PER_REPLICA, Edge, Replica, class_limits
+from synctalk_ops.edge import GRPC_SERVICE, INFER_METHOD, WAITING_PER_REPLICA, Edge, Replica
 from tests.conftest import free_port
 from tests.e2e.one_frame_avatar import one_frame_avatar
 from tests.e2e.test_pipeline import make_request
@@ -138,10 +138,10 @@ def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(serve
     class of this one replica and its waiting line: the next bulk request is refused by the edge,
     Triton never sees it, and light and batch requests and a live stream's frames are served
     meanwhile."""
-    limit, waiting = class_limits("cpu")["bulk"], WAITING_PER_REPLICA["bulk"]
-    held = [_hold_bulk(edge) for _ in range(limit + waiting)]
+    waiting = WAITING_PER_REPLICA["bulk"]
+    held = [_hold_bulk(edge) for _ in range(1 + waiting)]
     try:
-        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_active", limit, "the first held requests go upstream")
+        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_active", 1, "the first held request goes upstream")
         _wait_for(edge, "cluster.grpc_bulk.upstream_rq_pending_active", waiting, "the others wait at the edge")
         seen = served(server, contract.INPUT_VALIDATOR_MODEL)
         assert counter(edge, "cluster.grpc_bulk.circuit_breakers.default.rq_pending_open") == 1, "the line is full"
@@ -171,9 +171,9 @@ def test_a_full_class_is_refused_before_the_body_and_the_others_are_served(serve
 def test_a_bulk_request_finding_its_class_full_waits_at_the_edge_and_is_served(server, edge):
     """A bulk request that finds its class full waits at the edge, its body held back there (it
     never reaches Triton meanwhile), and goes up as soon as the request ahead of it ends."""
-    held = [_hold_bulk(edge) for _ in range(class_limits("cpu")["bulk"])]  # the class full
+    release, channel, future = _hold_bulk(edge)
     try:
-        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_active", len(held), "the held requests go upstream")
+        _wait_for(edge, "cluster.grpc_bulk.upstream_rq_active", 1, "the held request goes upstream")
         seen = served(server, contract.INPUT_VALIDATOR_MODEL)
         before = counter(edge, "cluster.grpc_bulk.upstream_cx_tx_bytes_total")
         with CompositeClient(edge.grpc_url, busy_retries=0) as client:
@@ -185,15 +185,13 @@ def test_a_bulk_request_finding_its_class_full_waits_at_the_edge_and_is_served(s
             assert served(server, contract.INPUT_VALIDATOR_MODEL) == seen, "Triton saw nothing of it"
             # at most its headers and the held request's went up (the body is 29 MB)
             assert counter(edge, "cluster.grpc_bulk.upstream_cx_tx_bytes_total") - before < 2**20
-            release, _, future = held[0]
             release.set()
-            future.cancel()  # a request ahead ends
+            future.cancel()  # the request ahead ends
             answer.join(60)
         assert not answer.is_alive()
         assert len(results[0].raise_for_error().composited_frames) == 12
         assert counter(edge, "cluster.grpc_bulk.upstream_rq_pending_active") == 0
     finally:
-        for release, channel, future in held:
-            release.set()
-            future.cancel()
-            channel.close()
+        release.set()
+        future.cancel()
+        channel.close()

@@ -4,8 +4,6 @@ admits, keeps its memory within the in-flight bound, gives every admission ticke
 carries on; bad input is still a validation error. The speed (goodput, refusal latency) is
 printed here and measured in benchmarks.overload."""
 
-import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -97,37 +95,6 @@ def test_overload_is_refused_at_the_door_and_the_admitted_are_served_at_capacity
     assert at_the_door and refusals_counted(server) - refused_before >= at_the_door, "refusals on /metrics"
     with CompositeClient(server.grpc_url) as client:  # and the server serves on
         client.infer_batch_composite(request).raise_for_error()
-
-
-def test_a_bulk_request_that_does_not_fit_waits_in_the_room_and_the_next_is_refused(server, avatar):
-    """The door's waiting room: with the pipeline full, a 32-frame request waits at the door (its
-    body inside), a second finds the room taken and is refused at once, a 1-frame request is
-    served meanwhile (the door's other instance), and the waiting one is served when the frames
-    ahead of it are given back."""
-    gate = AdmissionGate(render_model.admission_frames("cpu"), 60, gate_path(server.process.pid))
-    ahead, _ = gate.admit(contract.MAX_BATCH_SIZE)  # the frames of a 32-frame request in flight
-    audio = synthetic.speech_like_audio(contract.MAX_BATCH_SIZE, seed=6)
-    bulk = CompositeBatchRequest.audio_only(AVATAR, audio)
-    waited: list = []
-    with CompositeClient(server.grpc_url, timeout_s=60, busy_retries=0, stage_timings=False) as client:
-        try:
-            waiter = threading.Thread(target=lambda: waited.append(client.infer_batch_composite(bulk)))
-            waiter.start()
-            deadline = time.monotonic() + 30
-            while not gate.waiting():
-                assert time.monotonic() < deadline and waiter.is_alive(), f"it never waited: {waited}"
-                time.sleep(0.02)
-            second = client.infer_batch_composite(bulk)
-            assert second.error_category == contract.CATEGORY_BUSY and "frames in flight" in second.error, second
-            short = CompositeBatchRequest.audio_only(AVATAR, audio[: 2 * contract.SAMPLES_PER_FRAME])
-            light = client.infer_batch_composite(short)
-            assert len(light.raise_for_error().composited_frames) == 2
-            assert waiter.is_alive() and gate.waiting()
-        finally:
-            gate.release(ahead)
-        waiter.join(30)
-    assert len(waited[0].raise_for_error().composited_frames) == contract.MAX_BATCH_SIZE
-    assert not gate.waiting() and gate.in_flight() == 0
 
 
 def refusals_counted(server) -> float:

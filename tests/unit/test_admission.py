@@ -2,7 +2,6 @@
 tickets given back by another process, lapsed leases free their frames."""
 
 import multiprocessing
-import threading
 import time
 
 import pytest
@@ -60,44 +59,6 @@ def test_the_lease_follows_how_full_the_pipeline_is(path):
     assert gate.lease_for(32) == 8.0 * 32 / 56
     assert gate.lease_for(8) == gate.lease_for(1) == 4.0  # never under the latency target
     assert gate.lease_for(56, deadline_s=3.0) == 3.0
-
-
-def test_a_request_waits_in_the_room_and_is_admitted_when_the_one_ahead_gives_its_ticket_back(path):
-    gate = AdmissionGate(40, 10, path)
-    small, _ = gate.admit(8)
-    ahead, _ = gate.admit(32)
-    threading.Timer(0.3, AdmissionGate(path=path).release, args=(ahead,)).start()
-    started = time.monotonic()
-    ticket, before = gate.admit(32, wait_s=5)
-    assert ticket is not None and before == 8 and 0.25 < time.monotonic() - started < 2
-    assert gate.in_flight() == 40 and not gate.waiting()  # the room is free again
-    assert gate.release(small) and gate.release(ticket) and gate.in_flight() == 0  # every ticket its own slot
-
-
-def test_the_room_holds_one_request_and_no_frames(path):
-    gate, other = AdmissionGate(40, 10, path), AdmissionGate(40, 10, path)
-    ahead, _ = gate.admit(32)
-    waiter = threading.Thread(target=gate.admit, args=(32,), kwargs={"wait_s": 0.5})
-    waiter.start()
-    deadline = time.monotonic() + 5
-    while not other.waiting():
-        assert time.monotonic() < deadline, "the first request never took the room"
-        time.sleep(0.01)
-    started = time.monotonic()
-    assert other.admit(32, wait_s=5) == (None, 32)  # the room is taken: refused at once
-    assert time.monotonic() - started < 0.2
-    assert other.in_flight() == 32 and other.admit(8)[0] is not None  # the waiter holds no frames
-    waiter.join(5)
-    assert not other.waiting()  # its wait ran out: refused, and the room is free again
-    assert gate.release(ahead)
-
-
-def test_the_wait_never_passes_the_requests_deadline(path):
-    gate = AdmissionGate(40, 10, path)
-    gate.admit(32)
-    started = time.monotonic()
-    assert gate.admit(32, deadline_s=0.2, wait_s=5)[0] is None
-    assert 0.15 < time.monotonic() - started < 1 and not gate.waiting()
 
 
 def test_the_last_step_cannot_admit(path):

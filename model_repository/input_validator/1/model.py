@@ -11,10 +11,7 @@ this one) and the server carries on.
 It is also the door (``synctalk_preprocessing.admission``): with ``admission_frames`` > 0 a request
 is admitted only while the frames in flight past the door leave room for its own, and refused
 otherwise, before it is looked at, with UNAVAILABLE and Triton's "Exceeds maximum queue size"
-(clients: "server busy"); an admitted request carries its ADMISSION_TICKET to the last step. A
-bulk request (``contract.edge_class``) that does not fit waits for room up to ``admission_room_s``
-in the gate's waiting room, when it is free (its body in while the one ahead computes), so the
-door has two instances: the other admits the light requests meanwhile.
+(clients: "server busy"); an admitted request carries its ADMISSION_TICKET to the last step.
 """
 
 import numpy as np
@@ -32,7 +29,6 @@ class TritonPythonModel:
         self.audio_abs_max = float(params.get("audio_abs_max", checks.AUDIO_ABS_MAX))
         frames = int(params.get("admission_frames", "0"))
         lease_s = float(params.get("admission_lease_s", "8"))
-        self.room_s = float(params.get("admission_room_s", "0"))
         self.gate = admission.AdmissionGate(frames, lease_s) if frames > 0 else None
         if self.gate is not None:  # on Triton's /metrics, for the autoscaler (deploy/kubernetes/hpa.yaml)
             self.refusals = pb_utils.MetricFamily(
@@ -60,8 +56,7 @@ class TritonPythonModel:
             # calling this model for some outputs of its own does not)
             if self.gate is not None and contract.ADMISSION_TICKET.name in request.requested_output_names():
                 timeout_us = request.timeout()  # the client's deadline, where it sent one
-                wait_s = self.room_s if contract.edge_class(len(audio)) == "bulk" else 0.0
-                ticket, in_flight = self.gate.admit(len(audio), timeout_us / 1e6 if timeout_us else None, wait_s)
+                ticket, in_flight = self.gate.admit(len(audio), timeout_us / 1e6 if timeout_us else None)
                 if ticket is None:
                     self.refused.increment(1)
                     message = contract.MSG_PIPELINE_FULL.format(in_flight=in_flight, capacity=self.gate.capacity_frames)

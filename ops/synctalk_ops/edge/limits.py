@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from synctalk_build import paths
 from synctalk_common import contract
-from synctalk_preprocessing import admission
 
 LIGHT_PER_REPLICA_FLOOR = 8  # light requests a replica takes at once, at least
 
@@ -34,15 +33,14 @@ STREAM_IDLE_TIMEOUT_S = 300  # a live stream with no message this long is cut (i
 # Requests that wait at the edge for room, per replica, when their class is full (Envoy's pending
 # queue: in the order they came, each one's body held back by HTTP/2 flow control, so one stream
 # window reaches the edge and nothing reaches Triton; the next goes up the moment one of its class
-# ends). Only the bulk class waits: its requests take seconds each (3-4 s for 32 frames with the
-# full model on 2 cores), and a client refused at once sends its body again at once (78 MB for
-# the reference's 32 frames), which on a shared host takes the cores the server needs
-# (benchmarks/README.md, "A flood of heavy requests"). Two, behind the one in the door's waiting
-# room (its body already inside, so the generator never idles for an upload) and the one served:
+# ends, so the replica never idles between two). Only the bulk class waits: its requests take
+# seconds each (3-4 s for 32 frames with the full model on 2 cores), and a client refused at once
+# sends its body again at once (78 MB for the reference's 32 frames), which on a shared host
+# takes the cores the server needs (benchmarks/README.md, "A flood of heavy requests"). Three:
 # the last in line is served within four of its service times (about 16 s on 2 cores), inside
 # the reference's 25 s deadline. The other classes are refused at once: their requests are
 # short, and their clients come back within milliseconds.
-WAITING_PER_REPLICA = {"bulk": 2}
+WAITING_PER_REPLICA = {"bulk": 3}
 
 
 def max_streams() -> int:
@@ -56,13 +54,11 @@ def max_streams() -> int:
 def class_limits(profile: str) -> dict[str, int]:
     """Requests of each class (``contract.EDGE_CLASSES``) one replica takes at once: the door's
     capacity in frames over the class's largest request (at least 1; light at least
-    ``LIGHT_PER_REPLICA_FLOOR``; bulk and the one the door's waiting room holds), and
-    ``max_streams`` live streams."""
+    ``LIGHT_PER_REPLICA_FLOOR``), and ``max_streams`` live streams."""
     from synctalk_build.render_model import admission_frames
 
     capacity = admission_frames(profile)
     limits = {name: max(1, capacity // most) for name, _, most in contract.EDGE_CLASSES}
-    limits["bulk"] += admission.ROOM_REQUESTS  # one more waits inside, at the door, its body in
     limits["light"] = max(limits["light"], LIGHT_PER_REPLICA_FLOOR)
     limits["stream"] = max_streams()
     limits["meta"] = META_PER_REPLICA
