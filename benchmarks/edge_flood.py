@@ -41,6 +41,7 @@ from pathlib import Path
 
 from benchmarks.overload import MemorySampler, _request
 from synctalk_build import avatar_store, paths
+from synctalk_build.render_model import read_config, write_config
 from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient, synthetic
 from synctalk_client.stream import LiveStream
@@ -444,7 +445,8 @@ def run(
     scheduling group, sharing the cores thread by thread with the clients: ``cpu_share``),
     ``before`` (both), ``waiting-<n>`` (n bulk requests wait in line instead of
     ``WAITING_PER_REPLICA``'s), ``window-<KiB>`` (the listeners' HTTP/2 stream window that size
-    instead of 1 MiB)."""
+    instead of 1 MiB), ``two-generators`` (the avatar's generator two instances that run at once,
+    not one at a time)."""
     report = {"variant": variant, "clients": clients, "seconds": seconds, "heavy_frames": contract.MAX_BATCH_SIZE}
     for setting in settings:
         print(f"{setting}:", flush=True)
@@ -464,6 +466,13 @@ def run_setting(
 ) -> dict:
     repository = render("cpu", paths.BUILD / "edge_flood" / f"cpu-{setting}", paths.MODELS / variant)
     add_avatar(repository)
+    if setting == "two-generators":  # the avatar's generator twice, both running at once
+        generator = repository / contract.avatar_models(AVATAR)["generator"] / "config.pbtxt"
+        config = read_config(generator)
+        for group in config.instance_group:
+            group.count = 2
+            group.ClearField("rate_limiter")
+        write_config(config, generator, "edge_flood: two instances, no rate limiter")
     log = paths.BUILD / "logs" / f"edge-flood-tritonserver-{setting}.log"
     report: dict = {}
     access_log = paths.BUILD / "logs" / f"edge-flood-access-{setting}.log"
@@ -587,7 +596,10 @@ def main(argv=None) -> int:
     parser.add_argument("--nice", type=int, nargs="+", default=[0], help="the clients' CPU priorities, one flood each")
     parser.add_argument("--edge-only", action="store_true", help="the flood through the edge only")
     parser.add_argument(
-        "--settings", nargs="+", default=["now"], help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>"
+        "--settings",
+        nargs="+",
+        default=["now"],
+        help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>, two-generators",
     )
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
     args = parser.parse_args(argv)
