@@ -17,7 +17,8 @@ how fast they come, the light client's latency, the server's peak memory over id
 
 ``--prebuilt``: each client builds and serialises its request once and sends the bytes again
 (``RawClient``: its own CPU per request next to nothing), and goodput is counted against what one
-client alone gets served through the edge; ``--nice``: one flood per CPU priority of the clients;
+client alone gets served through the edge (15 s before the floods and 15 s after, their mean:
+the host drifts by a tenth from server to server); ``--nice``: one flood per CPU priority of the clients;
 ``--settings now before``: the edge and the server as ``synctalk-serve`` runs them, then as they
 were before the edge's waiting line and the server's own share of the cores (``run``), each on a
 server of its own. Through the edge, Envoy's counters and its access log's timings of the bulk
@@ -503,9 +504,10 @@ def run_setting(
                 print("   ", json.dumps(report["unloaded"]), flush=True)
             paths_ = (("straight to Triton", server.grpc_url), ("through the edge", edge.grpc_url))
             if clients:
-                if prebuilt:  # goodput is counted against what one client alone gets served
-                    report["one_client_heavy_per_s"] = round(unloaded_rate(edge.grpc_url, 15.0), 3)
-                    print("    one client alone:", report["one_client_heavy_per_s"], "heavy requests/s", flush=True)
+                if prebuilt:  # goodput is counted against what one client alone gets served, before and after
+                    alone = [unloaded_rate(edge.grpc_url, 15.0)]
+                    print("    one client alone:", round(alone[0], 3), "heavy requests/s", flush=True)
+                flooded = []
                 for name, url in paths_[1:] if edge_only else paths_:
                     for level in nice:
                         key = name if level == 0 else f"{name}, clients at nice {level}"
@@ -515,12 +517,24 @@ def run_setting(
                         report[key] = row = measured(edge, url, load)
                         if url == edge.grpc_url:
                             row["edge_access_log"] = access_log_summary(access_log, since)
-                        if prebuilt:
-                            row["goodput_of_one_client"] = round(
-                                row["heavy"]["served_per_s"] / report["one_client_heavy_per_s"], 3
-                            )
+                        flooded.append(row)
                         print("   ", json.dumps(row), flush=True)
                         time.sleep(3.0)  # what was admitted drains
+                if prebuilt:  # the host drifts: one client alone again after the floods, and their mean
+                    alone.append(unloaded_rate(edge.grpc_url, 15.0))
+                    report["one_client_heavy_per_s"] = round(sum(alone) / len(alone), 3)
+                    report["one_client_before_after"] = [round(r, 3) for r in alone]
+                    for row in flooded:
+                        row["goodput_of_one_client"] = round(
+                            row["heavy"]["served_per_s"] / report["one_client_heavy_per_s"], 3
+                        )
+                    print(
+                        "    one client alone, after:",
+                        round(alone[1], 3),
+                        "goodput",
+                        [r["goodput_of_one_client"] for r in flooded],
+                        flush=True,
+                    )
             if levels:
                 rate = unloaded_rate(server.grpc_url, max(10.0, seconds / 2))
                 deadline_s = max(10.0, 3.0 / rate)  # three times a heavy request alone
