@@ -50,7 +50,7 @@ from synctalk_common import contract
 from synctalk_ops import cpu_share
 from synctalk_ops.edge import Edge, Replica, class_limits
 from synctalk_ops.edge.bootstrap import connection_managers
-from synctalk_ops.edge.clusters import cluster_of
+from synctalk_ops.edge.clusters import cluster_names, cluster_of
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes
 from synctalk_ops.serve import TritonServer
@@ -561,10 +561,10 @@ def bulk_waiting(edge: Edge, waiting: int) -> None:
     replica instead of ``WAITING_PER_REPLICA``'s; 0: none, as before it had one (a bulk request past
     its replica's limit refused at once)."""
     clusters, limit = edge.config["static_resources"]["clusters"], class_limits("cpu")["bulk"]
+    bulk = {name: protocol for name, protocol, kind in cluster_names() if kind == "bulk"}
     for i, cluster in enumerate(clusters):
-        if cluster["name"].endswith("_bulk"):
-            protocol = cluster["name"].split("_", 1)[0]
-            size_for = len(edge.replicas)
+        if cluster["name"] in bulk:
+            protocol, size_for = bulk[cluster["name"]], len(edge.replicas)
             clusters[i] = cluster_of(
                 cluster["name"], edge.replicas, protocol, limit, size_for, edge.endpoints_dir, waiting
             )

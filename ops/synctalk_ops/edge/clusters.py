@@ -158,10 +158,10 @@ def activator_cluster(host: str, port: int) -> dict:
     }
 
 
-def cluster_names() -> list[tuple[str, str]]:
-    """(cluster, protocol) of every class, both listeners."""
-    names = [(f"{p}_{c}", p) for p in ("grpc", "http") for c in [c[0] for c in contract.EDGE_CLASSES] + ["meta"]]
-    return names + [("grpc_stream", "grpc")]
+def cluster_names() -> list[tuple[str, str, str]]:
+    """(cluster, protocol, class) of every class, both listeners."""
+    names = [(f"{p}_{c}", p, c) for p in ("grpc", "http") for c in [c[0] for c in contract.EDGE_CLASSES] + ["meta"]]
+    return names + [("grpc_stream", "grpc", "stream")]
 
 
 def clusters_of(
@@ -170,10 +170,9 @@ def clusters_of(
     """Every class's cluster over ``replicas`` (``cluster_of``)."""
     size_for = size_for or len(replicas)
     limits = class_limits(profile)
-    classes = [(name, protocol, name.split("_", 1)[1]) for name, protocol in cluster_names()]
     return [
         cluster_of(name, replicas, protocol, limits[kind], size_for, endpoints_dir, WAITING_PER_REPLICA.get(kind, 0))
-        for name, protocol, kind in classes
+        for name, protocol, kind in cluster_names()
     ]
 
 

@@ -24,7 +24,7 @@ def write_endpoints(replicas: list[Replica], endpoints_dir: Path, admin_url: str
     endpoints_dir.mkdir(parents=True, exist_ok=True)
     version = str(time.time_ns())
     written = []
-    for name, protocol in cluster_names():
+    for name, protocol, _ in cluster_names():
         response = {
             "version_info": version,
             "resources": [
