@@ -18,11 +18,14 @@ how fast they come, the light client's latency, the server's peak memory over id
 ``--prebuilt``: each client builds and serialises its request once and sends the bytes again
 (``RawClient``: its own CPU per request next to nothing), and goodput is counted against what one
 client alone gets served through the edge (15 s before the floods and 15 s after, their mean:
-the host drifts by a tenth from server to server); ``--nice``: one flood per CPU priority of the clients;
-``--settings now before``: the edge and the server as ``synctalk-serve`` runs them, then as they
-were before the edge's waiting line and the server's own share of the cores (``run``), each on a
-server of its own. Through the edge, Envoy's counters and its access log's timings of the bulk
-requests (refused, admitted) go in the row.
+the host drifts by a tenth from server to server): the heavy requests answered within the flood's
+window (not those sent in it and answered after it, the edge's line draining), and every class's
+frames answered in it (the light client's and the live stream's too); ``--nice``: one flood per
+CPU priority of the clients; ``--settings now before``: the edge and the server as
+``synctalk-serve`` runs them, then as they were before the edge's waiting line and the server's
+own share of the cores (``run``), each on a server of its own (``heavy-only``: as ``now``, the
+heavy clients alone, as the issue's flood was). Through the edge, Envoy's counters and its access
+log's timings of the bulk requests (refused, admitted) go in the row.
 
     python -m benchmarks.edge_flood --variant full --clients 12 --seconds 45
     python -m benchmarks.edge_flood --variant full --clients 0 --levels 1 2 8 --seconds 20
@@ -100,7 +103,7 @@ def client_process(
         while time.time() < stop_at:
             sent = time.perf_counter()
             result, error = client.send()
-            rows.append((result, time.perf_counter() - sent, error[:200]))
+            rows.append((result, time.perf_counter() - sent, error[:200], time.time()))
     finally:
         client.close()
     results.put(("heavy" if frames > 1 else "light", rows))
@@ -166,7 +169,7 @@ class RawClient:
 LIVE_AT_S, LIVE_SPEECH_S = 15.0, 2.0  # a live stream opened this far into the flood, this long
 
 
-def live_process(url: str, start_at: float, results) -> None:
+def live_process(url: str, start_at: float, stop_at: float, results) -> None:
     """One live stream to the benchmark's avatar, opened ``LIVE_AT_S`` into the flood: its audio
     (``LIVE_SPEECH_S`` of speech) sent at real time, a 40 ms chunk each 40 ms, then ended. Each
     frame's delay (its arrival after the chunk that completed it was sent), when its first frame
@@ -179,8 +182,8 @@ def live_process(url: str, start_at: float, results) -> None:
     rows, errors = [], []
 
     def arrived(got, error) -> None:
-        now = time.perf_counter()
-        rows.extend((f.index, now - f.sent_at, now) for f in got)
+        now, wall = time.perf_counter(), time.time()
+        rows.extend((f.index, now - f.sent_at, now, wall) for f in got)
         if error is not None:
             errors.append(str(error)[:200])
 
@@ -200,11 +203,12 @@ def live_process(url: str, start_at: float, results) -> None:
             "live",
             {
                 "frames_sent": frames,
-                "frames_served": len({i for i, _, _ in rows}),
-                "delay_p50_s": quantile([d for _, d, _ in rows], 0.5),
-                "delay_p99_s": quantile([d for _, d, _ in rows], 0.99),
-                "first_frame_s": round(min(t for _, _, t in rows) - begun, 3) if rows else None,
-                "last_frame_after_end_s": round(max(t for _, _, t in rows) - ended, 3) if rows else None,
+                "frames_served": len({i for i, *_ in rows}),
+                "frames_served_in_window": len({i for i, _, _, wall in rows if wall <= stop_at}),
+                "delay_p50_s": quantile([d for _, d, _, _ in rows], 0.5),
+                "delay_p99_s": quantile([d for _, d, _, _ in rows], 0.99),
+                "first_frame_s": round(min(t for _, _, t, _ in rows) - begun, 3) if rows else None,
+                "last_frame_after_end_s": round(max(t for _, _, t, _ in rows) - ended, 3) if rows else None,
                 "errors": errors[:3],
             },
         )
@@ -226,7 +230,7 @@ def open_loop_process(url: str, frames: int, times: list[float], deadline_s: flo
             sent = time.perf_counter()
             response = client.infer_batch_composite(request)
             result = "served" if response.success else (response.error_category or "failed")
-            rows.append((result, time.perf_counter() - sent, response.error[:200]))
+            rows.append((result, time.perf_counter() - sent, response.error[:200], time.time()))
 
         with ThreadPoolExecutor(max_workers=max(1, len(times))) as pool:
             list(pool.map(one, times))
@@ -267,20 +271,23 @@ def offered(url: str, rate: float, seconds: float, server_pid: int, deadline_s: 
     return _collect(processes, results, seconds, server_pid, idle, start_at, deadline_s)
 
 
-def flood(url: str, clients: int, seconds: float, server_pid: int, prebuilt: bool = False, nice: int = 0) -> dict:
+def flood(
+    url: str, clients: int, seconds: float, server_pid: int, prebuilt: bool = False, nice: int = 0, side: bool = True
+) -> dict:
     """``clients`` heavy clients, a light one and a live stream (``prebuilt``: ``RawClient``s at
-    ``nice``)."""
+    ``nice``; ``side``: False, the heavy clients alone)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     idle = sum(server_processes(server_pid).values())
     start_at = time.time() + 8.0  # every client built its request and connected: they start together
     stop_at = start_at + seconds
-    frames = [contract.MAX_BATCH_SIZE] * clients + [1]
+    frames = [contract.MAX_BATCH_SIZE] * clients + ([1] if side else [])
     processes = [
         context.Process(target=client_process, args=(url, n, start_at, stop_at, results, prebuilt, nice))
         for n in frames
     ]
-    processes.append(context.Process(target=live_process, args=(url, start_at, results)))
+    if side:
+        processes.append(context.Process(target=live_process, args=(url, start_at, stop_at, results)))
     return _collect(processes, results, seconds, server_pid, idle, start_at, 25.0)
 
 
@@ -292,7 +299,7 @@ def _collect(
     time.sleep(max(0.0, start_at - time.time()))
     sampler = MemorySampler(server_pid)
     sampler.start()
-    outcomes: dict[str, list[tuple[str, float, str]]] = {"heavy": [], "light": []}
+    outcomes: dict[str, list[tuple[str, float, str, float]]] = {"heavy": [], "light": []}
     live = None
     for _ in processes:
         kind, rows = results.get(timeout=seconds + deadline_s + 120)
@@ -305,12 +312,16 @@ def _collect(
     peak = sampler.stop()
     row: dict = {"peak_memory_over_idle_mb": round((peak - idle) / 2**20)}
     for kind, rows in outcomes.items():
-        served = [t for r, t, _ in rows if r == "served"]
-        busy = [t for r, t, _ in rows if r == contract.CATEGORY_BUSY]
+        served = [t for r, t, _, _ in rows if r == "served"]
+        busy = [t for r, t, _, _ in rows if r == contract.CATEGORY_BUSY]
+        # served within the load's window: what a request sent in it and answered after it ended
+        # was served in (the edge's line draining) is not the window's work
+        in_window = sum(1 for r, _, _, done in rows if r == "served" and done <= start_at + seconds)
         row[kind] = {
             "sent": len(rows),
             "served": len(served),
-            "served_per_s": round(len(served) / seconds, 3),
+            "served_in_window": in_window,
+            "served_per_s": round(in_window / seconds, 3),
             "served_p50_s": quantile(served, 0.5),
             "served_p99_s": quantile(served, 0.99),
             "refused": len(busy),
@@ -318,7 +329,7 @@ def _collect(
             "refused_p90_s": quantile(busy, 0.9),
             "refused_p99_s": quantile(busy, 0.99),
             "failed_otherwise": len(rows) - len(served) - len(busy),
-            "failures": sorted({e for r, _, e in rows if r not in ("served", contract.CATEGORY_BUSY)})[:3],
+            "failures": sorted({e for r, _, e, _ in rows if r not in ("served", contract.CATEGORY_BUSY)})[:3],
         }
     if live is not None:
         row["live"] = live
@@ -375,6 +386,11 @@ ACCESS_LOG_FORMAT = {  # Envoy's timings of each request (ms), its flags, its by
     "response_ms": "%RESPONSE_DURATION%",
     "bytes_received": "%BYTES_RECEIVED%",
     "bytes_sent": "%BYTES_SENT%",
+    # an admitted request's phases: waiting in the edge's line, its body going up to the replica,
+    # the replica's work until its answer starts
+    "waited_ms": "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:ms)%",
+    "upload_ms": "%COMMON_DURATION(US_TX_BEG:US_TX_END:ms)%",
+    "served_ms": "%COMMON_DURATION(US_TX_END:US_RX_BEG:ms)%",
 }
 
 
@@ -407,13 +423,16 @@ def access_log_summary(path: Path, since: float) -> dict:
     out = {}
     for name, chosen in (
         ("refused", [r for r in rows if "UO" in r["flags"]]),
-        ("admitted", [r for r in rows if "UO" not in r["flags"]]),
+        # served by a replica (an edge that receives bodies first logs each request twice: at its
+        # gate, and where it goes up)
+        ("admitted", [r for r in rows if "UO" not in r["flags"] and r["cluster"] == "grpc_bulk"]),
     ):
         out[name] = {
             "count": len(chosen),
             "duration_ms": quantiles(r["duration_ms"] for r in chosen),
             "request_ms": quantiles(r["request_ms"] for r in chosen),
             "response_ms": quantiles(r["response_ms"] for r in chosen),
+            **{key: quantiles(r.get(key) for r in chosen) for key in ("waited_ms", "upload_ms", "served_ms")},
             "bytes_received_mb": quantiles(int(r["bytes_received"]) / 2**20 for r in chosen),
             "flags": sorted({r["flags"] for r in chosen}),
         }
@@ -465,9 +484,10 @@ def run_setting(
     edge_only: bool,
     setting: str,
 ) -> dict:
+    parts = setting.split("+")  # settings joined with "+" apply together
     repository = render("cpu", paths.BUILD / "edge_flood" / f"cpu-{setting}", paths.MODELS / variant)
     add_avatar(repository)
-    if setting == "two-generators":  # the avatar's generator twice, both running at once
+    if "two-generators" in parts:  # the avatar's generator twice, both running at once
         generator = repository / contract.avatar_models(AVATAR)["generator"] / "config.pbtxt"
         config = read_config(generator)
         for group in config.instance_group:
@@ -480,7 +500,10 @@ def run_setting(
     access_log.unlink(missing_ok=True)
     # as synctalk-serve runs it: a scheduling group of its own (synctalk_ops.cpu_share), unless the
     # setting says otherwise (its caller's group: thread by thread with the clients)
-    group_nice = None if setting in ("equal-share", "before") else cpu_share.SERVER_NICE
+    group_nice = None if {"equal-share", "before"} & set(parts) else cpu_share.SERVER_NICE
+    for part in parts:
+        if part.startswith("server-nice-"):  # the server's group at nice -<n> instead
+            group_nice = -int(part.removeprefix("server-nice-"))
     with TritonServer(repository, free_port(), free_port(), free_port(), log_path=log, group_nice=group_nice) as server:
         edge = Edge(
             [Replica.of(server)],
@@ -489,13 +512,16 @@ def run_setting(
             free_port(),
             log_path=paths.BUILD / "logs" / f"edge-flood-{setting}.log",
         )
-        if setting in ("no-waiting", "before"):
-            bulk_waiting(edge, 0)
-        if setting.startswith("waiting-"):  # that many bulk requests wait in line per replica
-            bulk_waiting(edge, int(setting.split("-")[1]))
-        if setting.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
-            for manager in connection_managers(edge.config):
-                manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(setting.split("-")[1])
+        for part in parts:
+            if part in ("no-waiting", "before"):
+                bulk_waiting(edge, 0)
+            if part.startswith("waiting-"):  # that many bulk requests wait in line per replica
+                bulk_waiting(edge, int(part.split("-")[1]))
+            if part == "received-first":
+                bulk_received_first(edge)
+            if part.startswith("window-"):  # the listeners' HTTP/2 stream window, in KiB
+                for manager in connection_managers(edge.config):
+                    manager["http2_protocol_options"]["initial_stream_window_size"] = 1024 * int(part.split("-")[1])
         with with_access_log(edge, access_log):
             with CompositeClient(server.grpc_url, timeout_s=120) as client:  # warm: the first requests
                 client.infer_batch_composite(_request(2)).raise_for_error()
@@ -512,7 +538,8 @@ def run_setting(
                     for level in nice:
                         key = name if level == 0 else f"{name}, clients at nice {level}"
                         print(f"  {key}: {clients} heavy clients and a light one for {seconds:g} s ...", flush=True)
-                        load = partial(flood, url, clients, seconds, server.process.pid, prebuilt, level)
+                        side = "heavy-only" not in parts  # the heavy clients alone (the issue's flood)
+                        load = partial(flood, url, clients, seconds, server.process.pid, prebuilt, level, side)
                         since = time.time()
                         report[key] = row = measured(edge, url, load)
                         if url == edge.grpc_url:
@@ -525,14 +552,24 @@ def run_setting(
                     report["one_client_heavy_per_s"] = round(sum(alone) / len(alone), 3)
                     report["one_client_before_after"] = [round(r, 3) for r in alone]
                     for row in flooded:
-                        row["goodput_of_one_client"] = round(
-                            row["heavy"]["served_per_s"] / report["one_client_heavy_per_s"], 3
+                        one_client = report["one_client_heavy_per_s"]
+                        row["goodput_of_one_client"] = round(row["heavy"]["served_per_s"] / one_client, 3)
+                        # every class's frames served in the window (the light client's and the
+                        # live stream's too: the same generator's work) against one client's frames
+                        frames = contract.MAX_BATCH_SIZE * row["heavy"]["served_in_window"]
+                        frames += row["light"]["served_in_window"] + row.get("live", {}).get(
+                            "frames_served_in_window", 0
+                        )
+                        row["frames_goodput_of_one_client"] = round(
+                            frames / seconds / (one_client * contract.MAX_BATCH_SIZE), 3
                         )
                     print(
                         "    one client alone, after:",
                         round(alone[1], 3),
                         "goodput",
                         [r["goodput_of_one_client"] for r in flooded],
+                        "in frames",
+                        [r["frames_goodput_of_one_client"] for r in flooded],
                         flush=True,
                     )
             if levels:
@@ -568,6 +605,80 @@ def bulk_waiting(edge: Edge, waiting: int) -> None:
             clusters[i] = cluster_of(
                 cluster["name"], edge.replicas, protocol, limit, size_for, edge.endpoints_dir, waiting
             )
+
+
+def bulk_received_first(edge: Edge, waiting: int = 3) -> None:
+    """A bulk request's body received whole by the edge before it goes up (gRPC listener): the
+    listener's bulk requests go to a gate (``grpc_bulk_gate``: at most a replica's limit and its
+    line at once, the next refused from its headers, as the line's is now) in front of an internal
+    listener of the edge that buffers each body (Envoy's buffer filter), then routes it to
+    ``grpc_bulk`` as it is (its limit, its line). The replica then waits for no client's upload."""
+    import copy
+
+    config = edge.config
+    config["bootstrap_extensions"] = [
+        {
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+            },
+        }
+    ]
+    listeners = config["static_resources"]["listeners"]
+    outer = next(listener for listener in listeners if listener["name"] == "grpc")
+    room = copy.deepcopy(outer)
+    room["name"] = "grpc_bulk_room"
+    del room["address"]
+    room["internal_listener"] = {}
+    manager = room["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["stat_prefix"] = "grpc_bulk_room"
+    manager["route_config"]["name"] = "grpc_bulk_room"
+    manager["route_config"]["virtual_hosts"][0]["routes"] = [
+        {"match": {"prefix": "/"}, "route": {"cluster": "grpc_bulk", "timeout": "0s"}}
+    ]
+    manager["http_filters"].insert(
+        len(manager["http_filters"]) - 1,
+        {
+            "name": "envoy.filters.http.buffer",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": 128 << 20,
+            },
+        },
+    )
+    listeners.append(room)
+    for route in outer["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]:
+        if route.get("route", {}).get("cluster") == "grpc_bulk":
+            route["route"]["cluster"] = "grpc_bulk_gate"
+    at_once = (class_limits("cpu")["bulk"] + waiting) * len(edge.replicas)
+    config["static_resources"]["clusters"].append(
+        {
+            "name": "grpc_bulk_gate",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "grpc_bulk_gate",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {"envoy_internal_address": {"server_listener_name": "grpc_bulk_room"}}
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+            "circuit_breakers": {"thresholds": [{"max_requests": at_once, "max_pending_requests": at_once}]},
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            },
+        }
+    )
 
 
 EDGE_COUNTERS = (  # Envoy's own counts over a flood through it (the bulk class, the gRPC listener)
@@ -613,7 +724,8 @@ def main(argv=None) -> int:
         "--settings",
         nargs="+",
         default=["now"],
-        help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>, two-generators",
+        help="now, no-waiting, equal-share, before, waiting-<n>, window-<KiB>, two-generators, server-nice-<n>, "
+        "received-first, heavy-only; joined with + to apply together",
     )
     parser.add_argument("--out", type=Path, default=paths.BUILD / "edge_flood" / "report.json")
     args = parser.parse_args(argv)
