@@ -54,6 +54,7 @@ from synctalk_ops import cpu_share
 from synctalk_ops.edge import Edge, Replica, class_limits
 from synctalk_ops.edge.bootstrap import connection_managers
 from synctalk_ops.edge.clusters import cluster_names, cluster_of
+from synctalk_ops.edge.limits import WAITING_PER_REPLICA
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes
 from synctalk_ops.serve import TritonServer
@@ -551,15 +552,14 @@ def run_setting(
                     alone.append(unloaded_rate(edge.grpc_url, 15.0))
                     report["one_client_heavy_per_s"] = round(sum(alone) / len(alone), 3)
                     report["one_client_before_after"] = [round(r, 3) for r in alone]
+                    one_client = report["one_client_heavy_per_s"]
                     for row in flooded:
-                        one_client = report["one_client_heavy_per_s"]
                         row["goodput_of_one_client"] = round(row["heavy"]["served_per_s"] / one_client, 3)
                         # every class's frames served in the window (the light client's and the
                         # live stream's too: the same generator's work) against one client's frames
+                        live = row.get("live", {}).get("frames_served_in_window", 0)
                         frames = contract.MAX_BATCH_SIZE * row["heavy"]["served_in_window"]
-                        frames += row["light"]["served_in_window"] + row.get("live", {}).get(
-                            "frames_served_in_window", 0
-                        )
+                        frames += row["light"]["served_in_window"] + live
                         row["frames_goodput_of_one_client"] = round(
                             frames / seconds / (one_client * contract.MAX_BATCH_SIZE), 3
                         )
@@ -607,7 +607,7 @@ def bulk_waiting(edge: Edge, waiting: int) -> None:
             )
 
 
-def bulk_received_first(edge: Edge, waiting: int = 3) -> None:
+def bulk_received_first(edge: Edge, waiting: int = WAITING_PER_REPLICA["bulk"]) -> None:
     """A bulk request's body received whole by the edge before it goes up (gRPC listener): the
     listener's bulk requests go to a gate (``grpc_bulk_gate``: at most a replica's limit and its
     line at once, the next refused from its headers, as the line's is now) in front of an internal
