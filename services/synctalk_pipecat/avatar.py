@@ -149,6 +149,7 @@ class SyncTalkAvatarService(FrameProcessor):
             pass  # sent again where the speech is heard
         elif isinstance(frame, InterruptionFrame):
             await self._interrupt()
+            await self._let_pushed_frames_in()
             await self.push_frame(frame, direction)
         elif isinstance(frame, (EndFrame, CancelFrame)):
             await self._stop()
@@ -181,6 +182,15 @@ class SyncTalkAvatarService(FrameProcessor):
         if self.peer is not None:
             self._speech_in.reset()
             await self.peer.interrupt()
+
+    async def _let_pushed_frames_in(self) -> None:
+        """One turn of the event loop before the interruption goes on: the next processor (the output
+        transport) takes the voice and frames pushed in this turn into its queue first. A processor
+        dequeues ``SystemFrame``s ahead of data frames: an ``InterruptionFrame`` put beside a 20 ms of
+        speech would overtake it, the speech played after the interruption, and the transport say the
+        bot started and stopped speaking again (seen in the Pipecat agent's test). Taken in first, the
+        interruption drops it with the rest (the processor's queue, the transport's audio queue)."""
+        await asyncio.sleep(0)
 
     async def _stop(self) -> None:
         peer, self.peer = self.peer, None
