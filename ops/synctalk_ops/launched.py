@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import random
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 # A command run through this ends with the process that started it: SIGTERM when that process
@@ -26,11 +28,39 @@ END_WITH_PARENT = (
 )
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS's pick)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FREE_PORTS_FROM = 20_000  # free_port's lowest pick: above the well-known ports the project's own servers take
+_handed_out: set[int] = set()  # by free_port, in this process
+
+
+def outgoing_ports() -> range:
+    """The ports the OS takes its outgoing connections' local ports from (Linux's
+    ``ip_local_port_range``; its default, 32768-60999, where it can't be read)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+def free_port(offsets: Iterable[int] = (0,)) -> int:
+    """A TCP port nothing listens on now (with ``offsets``: a first port P such that every P + offset
+    is), never handed out before by this process, below the ports of outgoing connections.
+
+    Not the OS's pick (a bind to port 0): that comes from the outgoing connections' range, where a
+    client's connection may take the port before the server listens there (Triton listens only
+    once every model has loaded), and it gave the same port twice in a row now and then: one port
+    for two of a server's roles (CI failed on it once)."""
+    offsets = sorted(set(offsets))
+    top = min(outgoing_ports().start, 65536) - offsets[-1]
+    if top <= FREE_PORTS_FROM:
+        top = 65536 - offsets[-1]  # an OS that lends every port to outgoing connections
+    for _ in range(10_000):
+        first = random.randrange(FREE_PORTS_FROM, top)
+        ports = [first + offset for offset in offsets]
+        if not any(port in _handed_out or port_taken(port) for port in ports):
+            _handed_out.update(ports)
+            return first
+    raise RuntimeError(f"no free ports from {FREE_PORTS_FROM} for the offsets {offsets}")
 
 
 class PortConflict(ValueError):

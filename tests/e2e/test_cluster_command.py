@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -24,7 +23,6 @@ from synctalk_build.render_repository import render
 from synctalk_client import CompositeClient
 from synctalk_common import contract
 from synctalk_ops.cluster import PORT_STRIDE
-from synctalk_ops.launched import port_taken
 from tests.conftest import free_port, run_command
 from tests.e2e.test_pipeline import make_request
 
@@ -33,10 +31,7 @@ pytestmark = pytest.mark.e2e
 
 def free_port_base(replicas: int) -> int:
     """A first port from which every replica's three ports (synctalk_ops.cluster.default_ports) are free."""
-    while True:
-        base = random.randrange(20000, 40000, PORT_STRIDE)
-        if not any(port_taken(base + PORT_STRIDE * i + k) for i in range(replicas) for k in range(3)):
-            return base
+    return free_port([PORT_STRIDE * i + k for i in range(replicas) for k in range(3)])
 
 
 def cluster_command(repository, *args) -> list[str]:

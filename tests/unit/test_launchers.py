@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from synctalk_ops.cluster import RestartBudget, exit_reason
-from synctalk_ops.launched import PortConflict, answers, check_ports, port_taken
+from synctalk_ops.launched import PortConflict, answers, check_ports, outgoing_ports, port_taken
 from tests.conftest import free_port
 
 
@@ -34,6 +34,16 @@ def test_a_port_something_listens_on_is_refused_and_a_closed_one_is_free():
         with pytest.raises(PortConflict, match=f"port {port} \\(Triton's metrics port\\) is already in use"):
             check_ports({"Triton's metrics port": port})
     assert not port_taken(port)
+
+
+def test_free_ports_are_never_handed_out_twice_and_lie_below_outgoing_connections_ports():
+    """The OS's pick (a bind to port 0) once gave one server the same port for two roles."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < outgoing_ports().start and not port_taken(port) for port in ports)
+    base = free_port([0, 1, 2, 10, 11, 12])
+    assert not {base, base + 1, base + 2, base + 10, base + 11, base + 12} & set(ports)
+    assert base + 12 < outgoing_ports().start
 
 
 def test_restarts_are_bounded_within_their_window():
