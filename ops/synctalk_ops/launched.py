@@ -49,7 +49,7 @@ def free_port(offsets: Iterable[int] = (0,)) -> int:
     Not the OS's pick (a bind to port 0): that comes from the outgoing connections' range, where a
     client's connection may take the port before the server listens there (Triton listens only
     once every model has loaded), and it gave the same port twice in a row now and then: one port
-    for two of a server's roles (CI failed on it once)."""
+    for two of a server's roles (a fresh-clone run of the suite failed on it)."""
     offsets = sorted(set(offsets))
     top = min(outgoing_ports().start, 65536) - offsets[-1]
     if top <= FREE_PORTS_FROM:
