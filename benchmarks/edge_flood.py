@@ -36,6 +36,7 @@ log's timings of the bulk requests (refused, admitted) go in the row.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing
 import os
@@ -53,7 +54,7 @@ from synctalk_common import contract
 from synctalk_ops import cpu_share
 from synctalk_ops.edge import Edge, Replica, class_limits
 from synctalk_ops.edge.bootstrap import connection_managers
-from synctalk_ops.edge.clusters import cluster_names, cluster_of
+from synctalk_ops.edge.clusters import cluster_names, cluster_of, http2_upstream
 from synctalk_ops.edge.limits import WAITING_PER_REPLICA
 from synctalk_ops.launched import free_port
 from synctalk_ops.process_tree import server_processes
@@ -613,8 +614,6 @@ def bulk_received_first(edge: Edge, waiting: int = WAITING_PER_REPLICA["bulk"]) 
     line at once, the next refused from its headers, as the line's is now) in front of an internal
     listener of the edge that buffers each body (Envoy's buffer filter), then routes it to
     ``grpc_bulk`` as it is (its limit, its line). The replica then waits for no client's upload."""
-    import copy
-
     config = edge.config
     config["bootstrap_extensions"] = [
         {
@@ -671,12 +670,7 @@ def bulk_received_first(edge: Edge, waiting: int = WAITING_PER_REPLICA["bulk"]) 
                 ],
             },
             "circuit_breakers": {"thresholds": [{"max_requests": at_once, "max_pending_requests": at_once}]},
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }
-            },
+            "typed_extension_protocol_options": http2_upstream({}),
         }
     )
 

@@ -13,6 +13,15 @@ from synctalk_ops.launched import free_port
 from synctalk_ops.serve import TritonServer  # noqa: F401 - the tests' free_port
 
 
+def agents_python() -> Path:
+    """The agents' environment's Python (``make agents``: pipecat-ai and this project), where the
+    Pipecat tests run."""
+    python = paths.ROOT / ".venv-agents" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: `make agents` makes it (make test does)")
+    return python
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """build/models with both variants (built once if `make models` has not run)."""

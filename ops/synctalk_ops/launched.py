@@ -51,7 +51,7 @@ def free_port(offsets: Iterable[int] = (0,)) -> int:
     once every model has loaded), and it gave the same port twice in a row now and then: one port
     for two of a server's roles (a fresh-clone run of the suite failed on it)."""
     offsets = sorted(set(offsets))
-    top = min(outgoing_ports().start, 65536) - offsets[-1]
+    top = outgoing_ports().start - offsets[-1]
     if top <= FREE_PORTS_FROM:
         top = 65536 - offsets[-1]  # an OS that lends every port to outgoing connections
     for _ in range(10_000):

@@ -17,13 +17,12 @@ from devtools.browser import chromium_driver, element, wait
 from synctalk_build import paths
 from synctalk_common import contract
 from synctalk_ops.launched import http_process
-from tests.conftest import free_port
+from tests.conftest import agents_python, free_port
 from tests.e2e.one_frame_avatar import loaded_avatar
 from tests.e2e.streams import streams_open
 from tests.e2e.test_live_stream import COLOURS
 
 pytestmark = pytest.mark.e2e
-AGENTS_PYTHON = paths.ROOT / ".venv-agents" / "bin" / "python"
 BOT = paths.ROOT / "examples" / "pipecat_avatar" / "bot.py"
 TEXT = (
     "Good morning. I can tell you about the weather, the news, and the traffic on your way to work. "
@@ -88,10 +87,8 @@ def agent_avatar(server, tmp_path_factory):
 @contextlib.contextmanager
 def bot_process(server, avatar: str, log_name: str):
     """The example, as a user runs it, in the agents' environment: (its page's URL, its process)."""
-    if not AGENTS_PYTHON.exists():
-        pytest.fail(f"{AGENTS_PYTHON} is missing: `make agents` makes it (make test does)")
     port = free_port()
-    command = [str(AGENTS_PYTHON), str(BOT), "--url", server.grpc_url, "--avatar", avatar, "--port", str(port)]
+    command = [str(agents_python()), str(BOT), "--url", server.grpc_url, "--avatar", avatar, "--port", str(port)]
     log = paths.BUILD / "logs" / log_name
     with http_process("the Pipecat bot", command, f"http://127.0.0.1:{port}/", log) as process:
         yield f"http://127.0.0.1:{port}/", process

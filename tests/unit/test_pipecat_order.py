@@ -6,20 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
-
 from synctalk_build import paths
-
-AGENTS_PYTHON = paths.ROOT / ".venv-agents" / "bin" / "python"
+from tests.conftest import agents_python
 
 
 def test_an_interruption_never_overtakes_the_voice_pushed_before_it():
     """Pushed after it, the 20 ms of speech would be played after the interruption, the output
     transport saying the bot started and stopped speaking again."""
-    if not AGENTS_PYTHON.exists():
-        pytest.fail(f"{AGENTS_PYTHON} is missing: `make agents` makes it (make test does)")
     script = paths.ROOT / "tests" / "agents" / "interrupt_order.py"
-    done = subprocess.run([str(AGENTS_PYTHON), str(script)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(agents_python()), str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     order = json.loads(done.stdout.strip().splitlines()[-1])
     assert order == ["StartFrame", "TTSAudioRawFrame", "InterruptionFrame"]

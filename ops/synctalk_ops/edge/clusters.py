@@ -130,15 +130,21 @@ def cluster_of(
         },
     }
     if grpc:
-        cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {
-                    "http2_protocol_options": {"max_concurrent_streams": limit} if waiting else {}
-                },
-            }
-        }
+        cluster["typed_extension_protocol_options"] = http2_upstream(
+            {"max_concurrent_streams": limit} if waiting else {}
+        )
     return cluster
+
+
+def http2_upstream(options: dict) -> dict:
+    """A cluster's ``typed_extension_protocol_options`` for HTTP/2 to its endpoints (gRPC), with
+    Envoy's ``http2_protocol_options`` ``options``."""
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": options},
+        }
+    }
 
 
 def activator_cluster(host: str, port: int) -> dict:
